@@ -1,0 +1,16 @@
+//! gradscope: train deep networks with gradient flow as a first-class signal.
+//!
+//! measure ([`probe`]) → localise ([`probe::producer`]) → diagnose ([`diagnose`]) → remedy
+//! ([`nn`], [`train`]); [`lab`] runs experiments that show each claim side by side.
+
+pub mod data;
+pub mod nn;
+pub mod probe;
+pub mod train;
+
+use burn::tensor::Device;
+
+/// The training device: burn's pure-Rust `flex` CPU backend with autodiff.
+pub fn device() -> Device {
+    Device::flex().autodiff()
+}

@@ -1,0 +1,209 @@
+//! A deep multilayer perceptron whose remedies are switches: activation, initialisation,
+//! normalisation and residual connections.
+//!
+//! Plain layer `i`:     h_i = φ(norm(W_i h_{i−1} + b_i))
+//! Residual block `i`:  h_i = h_{i−1} + W_i φ(norm(h_{i−1})) + b_i      (pre-activation form,
+//!                      He et al. 2016, "Identity mappings in deep residual networks")
+//! `depth` counts the linear layers including the classifier head, so `depth=20` is 19 hidden
+//! layers and a head; with residual connections the first hidden layer stays plain (it changes
+//! the width), the other 18 are residual blocks. Every hidden layer and the head are probe points
+//! named `layers.<i>` and `head`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::module::{Module, Param};
+use burn::nn::{BatchNorm, BatchNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::activation::Activation;
+use super::init::Init;
+use crate::probe::Tap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    None,
+    Batch,
+    Layer,
+}
+
+impl NormKind {
+    pub const ALL: [NormKind; 3] = [NormKind::None, NormKind::Batch, NormKind::Layer];
+    pub fn name(self) -> &'static str {
+        match self {
+            NormKind::None => "none",
+            NormKind::Batch => "batch",
+            NormKind::Layer => "layer",
+        }
+    }
+}
+
+impl fmt::Display for NormKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for NormKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        NormKind::ALL
+            .into_iter()
+            .find(|n| n.name() == s)
+            .ok_or_else(|| format!("unknown norm '{s}'; accepted: none, batch, layer"))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MlpConfig {
+    pub input: usize,
+    pub classes: usize,
+    pub depth: usize,
+    pub width: usize,
+    pub act: Activation,
+    pub init: Init,
+    pub norm: NormKind,
+    pub residual: bool,
+    /// Start every residual branch at exactly zero (its last linear layer zeroed), so the
+    /// network begins as a shallow one and gradients reach the first layer unattenuated
+    /// (Goyal et al. 2017; Zhang et al. 2019, Fixup).
+    pub zero_init: bool,
+    pub seed: u64,
+}
+
+impl MlpConfig {
+    pub fn new(input: usize, classes: usize) -> Self {
+        MlpConfig {
+            input,
+            classes,
+            depth: 20,
+            width: 128,
+            act: Activation::Relu,
+            init: Init::He,
+            norm: NormKind::None,
+            residual: false,
+            zero_init: false,
+            seed: 0,
+        }
+    }
+
+    pub fn init(&self, device: &Device) -> Mlp {
+        assert!(self.depth >= 2, "an MLP needs at least one hidden layer and a head");
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let hidden = self.depth - 1;
+        let layers = (0..hidden)
+            .map(|i| {
+                let fan_in = if i == 0 { self.input } else { self.width };
+                let residual = self.residual && i > 0;
+                let mut linear = dense(fan_in, self.width, self.init, self.act, &mut rng, device);
+                if residual && self.zero_init {
+                    linear = zeroed(linear, device);
+                }
+                // plain: norm acts on W h (width); residual: norm acts on h (width as well)
+                let norm = match self.norm {
+                    NormKind::None => None,
+                    NormKind::Batch => Some(Norm::Batch(BatchNormConfig::new(self.width).init(device))),
+                    NormKind::Layer => Some(Norm::Layer(LayerNormConfig::new(self.width).init(device))),
+                };
+                Block { linear, norm }
+            })
+            .collect();
+        // The head is a linear read-out: LeCun-scaled unless the framework default was asked for.
+        let head_init = if self.init == Init::Default { Init::Default } else { Init::Lecun };
+        let head = dense(self.width, self.classes, head_init, Activation::Sigmoid, &mut rng, device);
+        Mlp { layers, head, act: self.act, residual: self.residual, block_names: self.block_names() }
+    }
+
+    fn block_names(&self) -> Vec<(String, String)> {
+        (0..self.depth - 1)
+            .map(|i| {
+                let kind = if self.residual && i > 0 { "residual" } else { "dense" };
+                let block = match self.norm {
+                    NormKind::None => kind.to_string(),
+                    n => format!("{kind}+{n}"),
+                };
+                (format!("layers.{i}"), block)
+            })
+            .collect()
+    }
+}
+
+fn dense(fan_in: usize, fan_out: usize, init: Init, act: Activation, rng: &mut StdRng, device: &Device) -> Linear {
+    let mut l = LinearConfig::new(fan_in, fan_out).init(device);
+    let w = init.weights(fan_in, fan_out, act, rng);
+    let b = init.bias(fan_in, fan_out, rng);
+    l.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [fan_in, fan_out]), device));
+    l.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(b, [fan_out]), device)));
+    l
+}
+
+fn zeroed(mut l: Linear, device: &Device) -> Linear {
+    let [i, o] = l.weight.dims();
+    l.weight = Param::from_tensor(Tensor::zeros([i, o], device));
+    l.bias = Some(Param::from_tensor(Tensor::zeros([o], device)));
+    l
+}
+
+#[derive(Module, Debug)]
+pub enum Norm {
+    Batch(BatchNorm),
+    Layer(LayerNorm),
+}
+
+impl Norm {
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        match self {
+            Norm::Batch(n) => n.forward(x),
+            Norm::Layer(n) => n.forward(x),
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Block {
+    pub linear: Linear,
+    pub norm: Option<Norm>,
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub layers: Vec<Block>,
+    pub head: Linear,
+    #[module(skip)]
+    pub act: Activation,
+    #[module(skip)]
+    pub residual: bool,
+    /// (probe point name, block description) per hidden layer
+    #[module(skip)]
+    block_names: Vec<(String, String)>,
+}
+
+impl Mlp {
+    /// Logits `[batch, classes]` for inputs `[batch, features]`, with a probe point on every
+    /// hidden layer's output and on the logits.
+    pub fn forward(&self, x: Tensor<2>, tap: &mut Tap) -> Tensor<2> {
+        tap.input(&x);
+        let mut h = x;
+        for (i, (b, (name, block))) in self.layers.iter().zip(&self.block_names).enumerate() {
+            let norm = |t: Tensor<2>| match &b.norm {
+                Some(n) => n.forward(t),
+                None => t,
+            };
+            if self.residual && i > 0 {
+                let branch = b.linear.forward(self.act.forward(norm(h.clone())));
+                h = tap.point(name, block, None, None, h + branch);
+            } else {
+                let z = norm(b.linear.forward(h));
+                let a = self.act.forward(z.clone());
+                let pre = tap.is_recording().then_some(&z);
+                h = tap.point(name, block, Some(self.act), pre, a);
+            }
+        }
+        let logits = self.head.forward(h);
+        tap.point("head", "head", None, None, logits)
+    }
+}

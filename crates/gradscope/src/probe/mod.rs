@@ -1,0 +1,291 @@
+//! The gradient probe: measure, per layer and per step, how the gradient flows.
+//!
+//! Usage inside a training loop (see [`crate::train`] for the full loop):
+//! ```text
+//! let mut tap = probe.tap(step);                 // on or off for this step
+//! let loss = loss_fn(model.forward(x, &mut tap));
+//! let grads = loss.backward();
+//! let pending = probe.after_backward(step, epoch, loss, tap, &model, &grads);
+//! model = optimizer.step(lr, model, grads_params);
+//! probe.after_step(pending, &model, lr, grad_norm)?;   // update ratios, JSONL line
+//! ```
+
+pub mod params;
+pub mod producer;
+pub mod record;
+pub mod stats;
+pub mod tap;
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::Gradients;
+
+pub use record::{LayerRecord, NonFinite, ParamRecord, Phase, StepRecord};
+pub use tap::{Fault, Tap, Tapped};
+
+use params::{snapshot, ParamSnapshot};
+use stats::diff_norm;
+
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    /// `probe=false`: no taps, no statistics, no file.
+    pub enabled: bool,
+    /// Probe every k-th step (step 0 is always probed).
+    pub every: usize,
+    /// Number of probed batches over which a unit must stay at ≤ 0 to count as dead.
+    pub dead_window: usize,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig { enabled: true, every: 1, dead_window: 8 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot write probe records to {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}, line {line}: not a probe record: {msg}")]
+    Parse { path: PathBuf, line: usize, msg: String },
+}
+
+/// Measurements taken between backward and the optimizer step.
+pub struct Pending {
+    record: StepRecord,
+    before: Vec<ParamSnapshot>,
+    /// index in `record.layers` for each entry of `before` (None: not under any probe point)
+    owner: Vec<Option<usize>>,
+}
+
+pub struct Probe {
+    pub config: ProbeConfig,
+    records: Vec<StepRecord>,
+    writer: Option<(PathBuf, BufWriter<File>)>,
+    windows: HashMap<String, VecDeque<Vec<bool>>>,
+}
+
+impl Probe {
+    pub fn new(config: ProbeConfig) -> Self {
+        Probe { config, records: Vec::new(), writer: None, windows: HashMap::new() }
+    }
+
+    /// Also stream every record to `path` as JSON lines.
+    pub fn with_jsonl(mut self, path: &Path) -> Result<Self, ProbeError> {
+        if self.config.enabled {
+            let io = |source| ProbeError::Io { path: path.to_path_buf(), source };
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            let f = File::create(path).map_err(io)?;
+            self.writer = Some((path.to_path_buf(), BufWriter::new(f)));
+        }
+        Ok(self)
+    }
+
+    pub fn should_probe(&self, step: usize) -> bool {
+        self.config.enabled && step % self.config.every.max(1) == 0
+    }
+
+    /// The tap to run this step's forward pass with.
+    pub fn tap(&self, step: usize) -> Tap {
+        if self.should_probe(step) {
+            Tap::on()
+        } else {
+            Tap::off()
+        }
+    }
+
+    pub fn records(&self) -> &[StepRecord] {
+        &self.records
+    }
+
+    pub fn into_records(self) -> Vec<StepRecord> {
+        self.records
+    }
+
+    /// Reads the taps and the parameter gradients. Returns `None` when the tap did not record.
+    pub fn after_backward<M: Module>(
+        &mut self,
+        step: usize,
+        epoch: usize,
+        loss: f64,
+        tap: Tap,
+        model: &M,
+        grads: &Gradients,
+    ) -> Option<Pending> {
+        if !tap.is_recording() {
+            return None;
+        }
+        let input_nonfinite = tap.input_nonfinite();
+        let tapped = tap.finish(grads);
+        let before = snapshot(model, Some(grads));
+        let names: Vec<&str> = tapped.iter().map(|t| t.name.as_str()).collect();
+        let owner: Vec<Option<usize>> = before.iter().map(|p| owner_of(&p.path, &names)).collect();
+
+        let mut layers: Vec<LayerRecord> = Vec::with_capacity(tapped.len());
+        for t in tapped {
+            let dead_frac = t.active.map(|a| self.dead_fraction(&t.name, a));
+            let mut act = t.act;
+            act.dead_frac = dead_frac;
+            layers.push(LayerRecord {
+                name: t.name,
+                block: t.block,
+                act_fn: t.act_fn,
+                act,
+                grad_h: t.grad_h,
+                grad_w_norm: 0.0,
+                w_norm: 0.0,
+                update_ratio: f64::NAN,
+                params: Vec::new(),
+            });
+        }
+        let mut total_sq = 0f64;
+        let mut total_bad = false;
+        for (p, o) in before.iter().zip(&owner) {
+            let (gsq, gnan, ginf) = p.grad.unwrap_or((0.0, 0, 0));
+            total_sq += gsq;
+            total_bad |= gnan + ginf > 0;
+            if let Some(li) = o {
+                let l = &mut layers[*li];
+                let wsq: f64 = p.values.iter().map(|&x| (x as f64) * (x as f64)).sum();
+                l.grad_w_norm += gsq;
+                l.w_norm += wsq;
+                let prefix_len = l.name.len() + 1;
+                l.params.push(ParamRecord {
+                    name: p.path[prefix_len..].to_string(),
+                    shape: p.shape.clone(),
+                    grad_norm: nonfinite_norm(gsq, gnan, ginf),
+                    norm: wsq.sqrt(),
+                    update_ratio: f64::NAN,
+                    grad_nan: gnan,
+                    grad_inf: ginf,
+                });
+            }
+        }
+        for l in layers.iter_mut() {
+            let (nan, inf) = l.params.iter().fold((0, 0), |a, p| (a.0 + p.grad_nan, a.1 + p.grad_inf));
+            l.grad_w_norm = nonfinite_norm(l.grad_w_norm, nan, inf);
+            l.w_norm = l.w_norm.sqrt();
+        }
+        let nonfinite = producer::find(step, input_nonfinite, loss, &layers);
+        let record = StepRecord {
+            step,
+            epoch,
+            loss,
+            lr: f64::NAN,
+            grad_norm: if total_bad { f64::NAN } else { total_sq.sqrt() },
+            layers,
+            nonfinite,
+        };
+        Some(Pending { record, before, owner })
+    }
+
+    /// After the optimizer step: update ratios, then the record is kept and written.
+    /// `lr` is the learning rate used for the step.
+    pub fn after_step<M: Module>(
+        &mut self,
+        pending: Option<Pending>,
+        model: &M,
+        lr: f64,
+    ) -> Result<Option<&StepRecord>, ProbeError> {
+        let Some(Pending { mut record, before, owner }) = pending else {
+            return Ok(None);
+        };
+        record.lr = lr;
+        let after = snapshot(model, None);
+        let by_path: HashMap<&str, &ParamSnapshot> = after.iter().map(|p| (p.path.as_str(), p)).collect();
+        let mut layer_delta = vec![0f64; record.layers.len()];
+        for (p, o) in before.iter().zip(&owner) {
+            let (Some(li), Some(new)) = (o, by_path.get(p.path.as_str())) else { continue };
+            let d = diff_norm(&p.values, &new.values);
+            layer_delta[*li] += d * d;
+            let l = &mut record.layers[*li];
+            let prefix_len = l.name.len() + 1;
+            if let Some(pr) = l.params.iter_mut().find(|r| r.name == p.path[prefix_len..]) {
+                pr.update_ratio = d / pr.norm.max(f64::MIN_POSITIVE);
+            }
+        }
+        for (l, d2) in record.layers.iter_mut().zip(layer_delta) {
+            if !l.params.is_empty() {
+                l.update_ratio = d2.sqrt() / l.w_norm.max(f64::MIN_POSITIVE);
+            }
+        }
+        if let Some((path, w)) = self.writer.as_mut() {
+            let line = serde_json::to_string(&record).expect("records serialise");
+            writeln!(w, "{line}")
+                .and_then(|_| w.flush())
+                .map_err(|source| ProbeError::Io { path: path.clone(), source })?;
+        }
+        self.records.push(record);
+        Ok(self.records.last())
+    }
+
+    fn dead_fraction(&mut self, layer: &str, active: Vec<bool>) -> f64 {
+        let window = self.config.dead_window.max(1);
+        let q = self.windows.entry(layer.to_string()).or_default();
+        q.push_back(active);
+        while q.len() > window {
+            q.pop_front();
+        }
+        let units = q.back().map_or(0, |a| a.len());
+        let dead = (0..units).filter(|&u| q.iter().all(|a| !a.get(u).copied().unwrap_or(false))).count();
+        dead as f64 / units.max(1) as f64
+    }
+}
+
+fn nonfinite_norm(sq: f64, nan: usize, inf: usize) -> f64 {
+    if nan > 0 {
+        f64::NAN
+    } else if inf > 0 {
+        f64::INFINITY
+    } else {
+        sq.sqrt()
+    }
+}
+
+/// The probe point a parameter belongs to: the longest point name that prefixes its path.
+fn owner_of(path: &str, names: &[&str]) -> Option<usize> {
+    names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| path.len() > n.len() && path.starts_with(*n) && path.as_bytes()[n.len()] == b'.')
+        .max_by_key(|(_, n)| n.len())
+        .map(|(i, _)| i)
+}
+
+/// Reads a `probe.jsonl` written by [`Probe::with_jsonl`].
+pub fn read_jsonl(path: &Path) -> Result<Vec<StepRecord>, ProbeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ProbeError::Io { path: path.to_path_buf(), source })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: StepRecord = serde_json::from_str(line).map_err(|e| ProbeError::Parse {
+            path: path.to_path_buf(),
+            line: i + 1,
+            msg: e.to_string(),
+        })?;
+        out.push(r);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_of;
+
+    #[test]
+    fn parameters_belong_to_the_longest_matching_point() {
+        let names = ["layers.1", "layers.10", "head"];
+        assert_eq!(owner_of("layers.10.linear.weight", &names), Some(1));
+        assert_eq!(owner_of("layers.1.linear.bias", &names), Some(0));
+        assert_eq!(owner_of("head.weight", &names), Some(2));
+        assert_eq!(owner_of("embed.weight", &names), None);
+    }
+}

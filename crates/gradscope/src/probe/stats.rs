@@ -1,0 +1,165 @@
+//! Statistics of one tensor, computed in a single pass over its values on the host.
+
+use super::record::{ActStats, GradStats};
+use crate::nn::activation::Activation;
+
+/// The axis whose index names a unit (neuron / channel): `[B, C]` → 1, `[B, C, H, W]` → 1,
+/// `[B, T, C]` (sequences) → 2.
+pub fn unit_axis(shape: &[usize]) -> usize {
+    match shape.len() {
+        3 => 2,
+        0 | 1 => 0,
+        _ => 1,
+    }
+}
+
+/// Activation statistics, plus which units were active (output > 0) in this batch for the
+/// ReLU family.
+pub fn activation_stats(
+    h: &[f32],
+    shape: &[usize],
+    act_fn: Option<Activation>,
+    pre: Option<&[f32]>,
+) -> (ActStats, Option<Vec<bool>>) {
+    let (mut sum, mut sq, mut n_fin, mut nan, mut inf, mut sat) = (0f64, 0f64, 0usize, 0, 0, 0usize);
+    for &v in h {
+        if v.is_nan() {
+            nan += 1;
+        } else if v.is_infinite() {
+            inf += 1;
+        } else {
+            let x = v as f64;
+            sum += x;
+            sq += x * x;
+            n_fin += 1;
+            if let Some(a) = act_fn {
+                if a.is_saturated_output(v) {
+                    sat += 1;
+                }
+            }
+        }
+    }
+    let (mean, var) = moments(sum, sq, n_fin);
+    let active = match act_fn {
+        Some(a) if a.can_die() && !shape.is_empty() => {
+            let axis = unit_axis(shape);
+            let units = shape[axis];
+            let inner: usize = shape[axis + 1..].iter().product();
+            let mut active = vec![false; units];
+            for (i, &v) in h.iter().enumerate() {
+                if v > 0.0 {
+                    active[(i / inner) % units] = true;
+                }
+            }
+            Some(active)
+        }
+        _ => None,
+    };
+    let (pre_mean, pre_var) = match pre {
+        Some(z) => {
+            let (mut s, mut q, mut n) = (0f64, 0f64, 0usize);
+            for &v in z.iter().filter(|v| v.is_finite()) {
+                s += v as f64;
+                q += (v as f64) * (v as f64);
+                n += 1;
+            }
+            let (m, v) = moments(s, q, n);
+            (Some(m), Some(v))
+        }
+        None => (None, None),
+    };
+    let stats = ActStats {
+        numel: h.len(),
+        mean,
+        std: var.sqrt(),
+        pre_mean,
+        pre_var,
+        dead_frac: None, // filled in by the probe from its window of batches
+        sat_frac: act_fn
+            .filter(|a| a.saturates())
+            .map(|_| sat as f64 / h.len().max(1) as f64),
+        nan,
+        inf,
+    };
+    (stats, active)
+}
+
+fn moments(sum: f64, sq: f64, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let m = sum / n as f64;
+    (m, (sq / n as f64 - m * m).max(0.0))
+}
+
+/// Norm, RMS and non-finite counts of a gradient.
+pub fn grad_stats(g: &[f32]) -> GradStats {
+    let (sq, nan, inf) = sum_sq(g);
+    let norm = if nan > 0 {
+        f64::NAN
+    } else if inf > 0 {
+        f64::INFINITY
+    } else {
+        sq.sqrt()
+    };
+    GradStats { norm, rms: norm / (g.len().max(1) as f64).sqrt(), nan, inf }
+}
+
+/// Σx² (over finite values), NaN count, ±∞ count.
+pub fn sum_sq(v: &[f32]) -> (f64, usize, usize) {
+    let (mut sq, mut nan, mut inf) = (0f64, 0usize, 0usize);
+    for &x in v {
+        if x.is_nan() {
+            nan += 1;
+        } else if x.is_infinite() {
+            inf += 1;
+        } else {
+            sq += (x as f64) * (x as f64);
+        }
+    }
+    (sq, nan, inf)
+}
+
+/// ‖a − b‖ for two equally long slices.
+pub fn diff_norm(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_of_a_small_relu_batch() {
+        // 2 samples × 3 units; unit 1 is never active
+        let h = [0.0, 0.0, 2.0, 1.0, 0.0, 0.0];
+        let (s, active) = activation_stats(&h, &[2, 3], Some(Activation::Relu), None);
+        assert_eq!(active.unwrap(), vec![true, false, true]);
+        assert!((s.mean - 0.5).abs() < 1e-12);
+        assert!((s.std - (0.75f64).sqrt()).abs() < 1e-12);
+        assert_eq!(s.sat_frac, None);
+    }
+
+    #[test]
+    fn channel_axis_for_images() {
+        // [1, 2, 1, 2]: channel 0 = [-1, -2], channel 1 = [0, 3]
+        let h = [-1.0, -2.0, 0.0, 3.0];
+        let (_, active) = activation_stats(&h, &[1, 2, 1, 2], Some(Activation::LeakyRelu), None);
+        assert_eq!(active.unwrap(), vec![false, true]);
+    }
+
+    #[test]
+    fn counts_non_finite_and_saturation() {
+        let h = [0.999_f32, 0.5, f32::NAN, f32::INFINITY];
+        let (s, _) = activation_stats(&h, &[1, 4], Some(Activation::Sigmoid), None);
+        assert_eq!((s.nan, s.inf), (1, 1));
+        assert_eq!(s.sat_frac, Some(0.25));
+        let g = grad_stats(&[3.0, 4.0]);
+        assert!((g.norm - 5.0).abs() < 1e-12);
+        assert!(grad_stats(&[1.0, f32::NEG_INFINITY]).norm.is_infinite());
+    }
+}

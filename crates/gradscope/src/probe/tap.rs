@@ -1,0 +1,156 @@
+//! Probe points inside a model's forward pass.
+//!
+//! A model calls [`Tap::point`] on each layer's output. When the tap records, the call measures
+//! the activation and adds a zero-valued leaf tensor to it (`h + 0`, same value): after
+//! `backward`, the leaf's gradient *is* ∂L/∂h. When the tap is off, `point` returns `h`
+//! untouched: no leaf, no copy, no autodiff node.
+//!
+//! A tap can also carry a [`Fault`]: a NaN in one layer's output, or a gradient that turns
+//! non-finite inside one layer's backward pass. Faults exist to test that the probe names the
+//! right layer, and that recovery works.
+
+use burn::tensor::{Gradients, Tensor};
+
+use super::record::{ActStats, GradStats};
+use super::stats::{activation_stats, grad_stats};
+use crate::nn::activation::Activation;
+
+/// A deliberate numerical fault at one probe point.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// The layer's output becomes NaN in the forward pass.
+    ForwardNan { layer: String },
+    /// The layer's forward output is unchanged, but the gradient flowing back through it
+    /// becomes non-finite: `h + √(0·h)` has value `h` and derivative `1 + 0·∞`.
+    BackwardInf { layer: String },
+}
+
+type LeafGrad = Box<dyn Fn(&Gradients) -> Option<Vec<f32>>>;
+
+struct Point {
+    name: String,
+    block: String,
+    act_fn: Option<Activation>,
+    act: ActStats,
+    active: Option<Vec<bool>>,
+    leaf: LeafGrad,
+}
+
+/// What one probe point measured in one step.
+pub struct Tapped {
+    pub name: String,
+    pub block: String,
+    pub act_fn: Option<Activation>,
+    pub act: ActStats,
+    /// Units active in this batch (ReLU family), for the dead-unit window.
+    pub active: Option<Vec<bool>>,
+    pub grad_h: GradStats,
+}
+
+/// Per-forward-pass recorder handed to a model.
+pub struct Tap {
+    record: bool,
+    fault: Option<Fault>,
+    input_nonfinite: bool,
+    points: Vec<Point>,
+}
+
+impl Tap {
+    /// A tap that measures every point.
+    pub fn on() -> Self {
+        Tap { record: true, fault: None, input_nonfinite: false, points: Vec::new() }
+    }
+
+    /// A tap that does nothing (no leaves, no copies).
+    pub fn off() -> Self {
+        Tap { record: false, fault: None, input_nonfinite: false, points: Vec::new() }
+    }
+
+    pub fn with_fault(mut self, fault: Option<Fault>) -> Self {
+        self.fault = fault;
+        self
+    }
+
+    pub fn is_recording(&self) -> bool {
+        self.record
+    }
+
+    /// Notes whether the model's input is finite (so a non-finite input is not blamed on layer 0).
+    pub fn input<const D: usize>(&mut self, x: &Tensor<D>) {
+        if self.record {
+            let d = x.to_data();
+            if let Ok(v) = d.as_slice::<f32>() {
+                self.input_nonfinite = v.iter().any(|x| !x.is_finite());
+            }
+        }
+    }
+
+    pub fn input_nonfinite(&self) -> bool {
+        self.input_nonfinite
+    }
+
+    /// A probe point on layer `name`'s output `h` (with its pre-activation `pre` when the layer
+    /// has one). Returns the tensor to continue the forward pass with.
+    pub fn point<const D: usize>(
+        &mut self,
+        name: &str,
+        block: &str,
+        act_fn: Option<Activation>,
+        pre: Option<&Tensor<D>>,
+        h: Tensor<D>,
+    ) -> Tensor<D> {
+        let h = match &self.fault {
+            Some(Fault::ForwardNan { layer }) if layer == name => {
+                h.clone() + Tensor::full(h.dims(), f32::NAN, &h.device())
+            }
+            Some(Fault::BackwardInf { layer }) if layer == name => {
+                h.clone() + h.mul_scalar(0.0).sqrt()
+            }
+            _ => h,
+        };
+        if !self.record {
+            return h;
+        }
+        let data = h.to_data();
+        let shape = data.shape().to_vec();
+        let values = data.as_slice::<f32>().unwrap_or(&[]);
+        let pre_data = pre.map(|z| z.to_data());
+        let pre_values = pre_data.as_ref().and_then(|d| d.as_slice::<f32>().ok());
+        let (act, active) = activation_stats(values, &shape, act_fn, pre_values);
+        let leaf: Tensor<D> = Tensor::zeros(h.dims(), &h.device()).require_grad();
+        let probe = leaf.clone();
+        self.points.push(Point {
+            name: name.to_string(),
+            block: block.to_string(),
+            act_fn,
+            act,
+            active,
+            leaf: Box::new(move |grads: &Gradients| {
+                probe.grad(grads).and_then(|g| g.into_data().try_into_vec::<f32>().ok())
+            }),
+        });
+        h + leaf
+    }
+
+    /// After `backward`: the gradient at every probe point, in forward order.
+    pub fn finish(self, grads: &Gradients) -> Vec<Tapped> {
+        self.points
+            .into_iter()
+            .map(|p| {
+                let grad_h = match (p.leaf)(grads) {
+                    Some(g) => grad_stats(&g),
+                    // The output did not reach the loss: its gradient is exactly zero.
+                    None => GradStats::default(),
+                };
+                Tapped {
+                    name: p.name,
+                    block: p.block,
+                    act_fn: p.act_fn,
+                    act: p.act,
+                    active: p.active,
+                    grad_h,
+                }
+            })
+            .collect()
+    }
+}
