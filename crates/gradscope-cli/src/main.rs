@@ -1,1 +1,182 @@
-fn main() {}
+//! The `gradscope` command line: `gradscope <command> [key=value …]`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use gradscope::diagnose::diagnose;
+use gradscope::lab::settings::KEYS;
+use gradscope::lab::vanishing::{LabEvent, VanishingLab, LAB_KEYS};
+use gradscope::probe::read_jsonl;
+use indicatif::{ProgressBar, ProgressStyle};
+
+const USAGE: &str = "\
+gradscope — train deep networks with gradient flow as a first-class signal
+
+usage:
+  gradscope lab vanishing [key=value …]   a deep net trained plain and with each remedy, side by side
+  gradscope diagnose <run folder | probe.jsonl>
+                                          re-read a run's probe records and print the diagnosis
+  gradscope help [lab vanishing]          this text, or the keys a command accepts
+  gradscope --version
+
+not available yet: train, val, predict (YOLO26 detection), lab recurrent, lab exploding.
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        [] | ["help"] | ["-h"] | ["--help"] => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        ["--version"] | ["-V"] => {
+            println!("gradscope {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        ["help", "lab", "vanishing"] | ["lab", "vanishing", "help"] => {
+            print!("{}", lab_keys_help());
+            Ok(())
+        }
+        ["lab", "vanishing", rest @ ..] => lab_vanishing(rest),
+        ["lab", other, ..] => bail!("unknown lab '{other}'; available: vanishing (recurrent and exploding are not built yet)"),
+        ["lab"] => bail!("which lab? available: gradscope lab vanishing"),
+        ["diagnose", path] => diagnose_cmd(Path::new(path)),
+        ["diagnose", ..] => bail!("usage: gradscope diagnose <run folder | probe.jsonl>"),
+        [cmd @ ("train" | "val" | "predict" | "info"), ..] => bail!(
+            "'{cmd}' is not built yet (YOLO26 detection is planned); the most complete command today is `gradscope lab vanishing`"
+        ),
+        [other, ..] => bail!("unknown command '{other}'\n\n{USAGE}"),
+    }
+}
+
+fn lab_keys_help() -> String {
+    let mut s = String::from("gradscope lab vanishing [key=value …]\n\nlab keys:\n");
+    for (k, d) in LAB_KEYS {
+        s.push_str(&format!("  {k:<12} {d}\n"));
+    }
+    s.push_str("\nnetwork and training keys (apply to every variant; a variant's own settings win):\n");
+    for (k, d) in KEYS {
+        s.push_str(&format!("  {k:<12} {d}\n"));
+    }
+    s
+}
+
+/// Splits `key=value`, naming the argument when it is not one.
+fn split_kv(arg: &str) -> Result<(&str, &str)> {
+    match arg.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k, v)),
+        _ => bail!("argument '{arg}' is not key=value (example: depth=20); see `gradscope help lab vanishing`"),
+    }
+}
+
+fn lab_vanishing(args: &[&str]) -> Result<()> {
+    let mut lab = VanishingLab::default();
+    for arg in args {
+        let (k, v) = split_kv(arg)?;
+        if !lab.set(k, v).map_err(|e| anyhow!(e))? {
+            let keys: Vec<&str> = LAB_KEYS.iter().chain(KEYS).map(|(k, _)| *k).collect();
+            bail!("unknown key '{k}' in '{arg}'; accepted: {}", keys.join(", "));
+        }
+    }
+    let style = ProgressStyle::with_template("{prefix:>20} [{bar:32}] {pos:>5}/{len} {msg} {elapsed}")
+        .expect("valid template")
+        .progress_chars("=> ");
+    let mut bar: Option<ProgressBar> = None;
+    let outcome = lab.run(&mut |ev| match ev {
+        LabEvent::Start { name, index, total, steps } => {
+            let b = ProgressBar::new(steps as u64).with_style(style.clone());
+            b.set_prefix(format!("{}/{} {name}", index + 1, total));
+            bar = Some(b);
+        }
+        LabEvent::Step(p) => {
+            if let Some(b) = &bar {
+                b.set_position(p.step as u64);
+                if p.step % 10 == 0 {
+                    b.set_message(format!("loss {:.4}", p.loss));
+                }
+            }
+        }
+        LabEvent::Done { .. } => {
+            if let Some(b) = bar.take() {
+                b.finish();
+            }
+        }
+    })?;
+    println!();
+    println!(
+        "{:<24} {:>11} {:>8} {:>13} {:>12} {:>7}",
+        "variant", "train loss", "val acc", "first/last", "verdict", "sec"
+    );
+    for v in &outcome.variants {
+        let r = v.row();
+        println!(
+            "{:<24} {:>11.4} {:>8.3} {:>13.2e} {:>12} {:>7.1}",
+            r.name, r.train_loss, r.val_acc, r.first_last, r.verdict, r.seconds
+        );
+    }
+    println!("\nfirst/last = ‖∂L/∂h‖ at the first hidden layer ÷ at the last, end of training\n");
+    for v in &outcome.variants {
+        if let Some(d) = &v.diagnosis {
+            let top = d.remedies.first().map(|r| format!("; try {}", r.switch)).unwrap_or_default();
+            println!("{}: {}{}", v.name, d.verdict, top);
+            if let Some(e) = d.evidence.first() {
+                println!("    {e}");
+            }
+        }
+        if let Some(s) = &v.history.stopped {
+            println!("{}: stopped early — {s}", v.name);
+        }
+    }
+    println!("\nreport: {}", outcome.report.display());
+    println!("per-run probe records: {}/<variant>/probe.jsonl (gradscope diagnose <folder>)", outcome.dir.display());
+    Ok(())
+}
+
+/// A probe.jsonl, a run folder holding one, or a lab folder whose sub-folders hold them.
+fn probe_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    if !path.is_dir() {
+        bail!("{} does not exist; pass a run folder (runs/vanishing/lab/sigmoid) or a probe.jsonl", path.display());
+    }
+    let own = path.join("probe.jsonl");
+    if own.is_file() {
+        return Ok(vec![own]);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("cannot list {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path().join("probe.jsonl")))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        bail!("no probe.jsonl in {} or its sub-folders (was the run made with probe=false?)", path.display());
+    }
+    Ok(found)
+}
+
+fn diagnose_cmd(path: &Path) -> Result<()> {
+    for file in probe_files(path)? {
+        let records = read_jsonl(&file)?;
+        let name = file.parent().unwrap_or(Path::new(".")).display().to_string();
+        println!("== {name} ({} probed steps)", records.len());
+        match diagnose(&records) {
+            Some(d) => println!("{d}"),
+            None => println!("no records: nothing to diagnose\n"),
+        }
+    }
+    Ok(())
+}

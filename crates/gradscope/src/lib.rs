@@ -4,8 +4,11 @@
 //! ([`nn`], [`train`]); [`lab`] runs experiments that show each claim side by side.
 
 pub mod data;
+pub mod diagnose;
+pub mod lab;
 pub mod nn;
 pub mod probe;
+pub mod report;
 pub mod train;
 
 use burn::tensor::Device;

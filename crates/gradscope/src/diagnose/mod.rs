@@ -1,0 +1,409 @@
+//! Diagnosis: from probe records to verdicts with their evidence, and ranked remedies.
+//!
+//! Every rule uses relative quantities: how ‖∂L/∂h‖ changes from the last hidden layer to the
+//! first (first/last ratio and its per-layer geometric mean), the update ratio ‖ΔW‖/‖W‖ (≈1e-3
+//! is a healthy rule of thumb), growth of the global gradient norm, and — for plain dense layers
+//! — the per-layer factor √χ₁ that mean-field theory predicts at the measured pre-activations.
+//! A run whose gradients are healthy but whose loss falls slowly is *not* called vanishing (He et
+//! al. 2016: deep plain nets with BatchNorm degrade with healthy gradients).
+
+pub mod meanfield;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::nn::activation::Activation;
+use crate::probe::{LayerRecord, NonFinite, StepRecord};
+
+/// ‖∂L/∂h_first‖/‖∂L/∂h_last‖ below this: the first layers get < 1% of the gradient.
+pub const VANISHING_BELOW: f64 = 1e-2;
+/// … above this: the gradient grows more than 100× on its way back.
+pub const EXPLODING_ABOVE: f64 = 1e2;
+/// Global gradient norm growth (end window ÷ init) above this: exploding over time.
+pub const NORM_GROWTH_ABOVE: f64 = 1e3;
+/// Fraction of dead (ReLU) units or saturated (sigmoid/tanh) elements that makes a verdict.
+pub const DEAD_ABOVE: f64 = 0.5;
+pub const SATURATED_ABOVE: f64 = 0.5;
+/// Loss at the end ÷ loss at the start above this: the run has barely learnt.
+pub const SLOW_LOSS_RATIO: f64 = 0.9;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Healthy,
+    Vanishing,
+    Exploding,
+    DeadUnits,
+    Saturation,
+    NonFinite,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Healthy => "healthy",
+            Verdict::Vanishing => "vanishing",
+            Verdict::Exploding => "exploding",
+            Verdict::DeadUnits => "dead units",
+            Verdict::Saturation => "saturation",
+            Verdict::NonFinite => "non-finite",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Remedy {
+    /// gradscope switches that apply it, e.g. `act=relu init=he`.
+    pub switch: String,
+    pub why: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LayerDiagnosis {
+    pub name: String,
+    pub block: String,
+    pub verdict: Verdict,
+    /// ‖∂L/∂h‖ at the layer's output ÷ the same at the last hidden layer (end window).
+    pub grad_h_rel: f64,
+    pub grad_h_norm: f64,
+    pub update_ratio: f64,
+    pub dead_frac: Option<f64>,
+    pub sat_frac: Option<f64>,
+    /// Measured ‖∂L/∂h_{l−1}‖/‖∂L/∂h_l‖ and the mean-field prediction √χ₁ for this layer.
+    pub measured_factor: Option<f64>,
+    pub predicted_factor: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Diagnosis {
+    /// The main verdict (most severe), then every verdict that applies.
+    pub verdict: Verdict,
+    pub verdicts: Vec<Verdict>,
+    pub evidence: Vec<String>,
+    pub remedies: Vec<Remedy>,
+    pub first_last_init: f64,
+    pub first_last_end: f64,
+    /// Geometric mean of the per-layer gradient factor (end window).
+    pub per_layer_factor: f64,
+    /// Mean-field: geometric means of predicted √χ₁ and measured factors over the dense layers
+    /// where the theory applies (at init).
+    pub meanfield: Option<(f64, f64)>,
+    pub nonfinite: Option<NonFinite>,
+    pub layers: Vec<LayerDiagnosis>,
+    pub activation: Option<Activation>,
+}
+
+fn hidden(r: &StepRecord) -> Vec<&LayerRecord> {
+    r.layers.iter().filter(|l| l.block != "head").collect()
+}
+
+fn first_last(r: &StepRecord) -> f64 {
+    let h = hidden(r);
+    match (h.first(), h.last()) {
+        (Some(f), Some(l)) if h.len() >= 2 => f.grad_h.norm / l.grad_h.norm,
+        _ => f64::NAN,
+    }
+}
+
+/// Median of the finite values (NaN if none).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+fn geo_mean(v: &[f64]) -> f64 {
+    let logs: Vec<f64> = v.iter().filter(|x| x.is_finite() && **x > 0.0).map(|x| x.ln()).collect();
+    if logs.is_empty() {
+        return f64::NAN;
+    }
+    (logs.iter().sum::<f64>() / logs.len() as f64).exp()
+}
+
+/// Mean-field prediction and measurement per dense layer of one record:
+/// (layer index among hidden, predicted √χ₁, measured factor).
+pub fn meanfield_factors(r: &StepRecord) -> Vec<(usize, f64, f64)> {
+    let h = hidden(r);
+    let mut out = Vec::new();
+    for l in 1..h.len() {
+        let layer = h[l];
+        let (Some(act), Some(q), Some(mu)) = (layer.act_fn, layer.act.pre_var, layer.act.pre_mean) else {
+            continue;
+        };
+        if layer.block != "dense" {
+            continue; // normalisation or residual paths change the recursion
+        }
+        let Some(w) = layer.params.iter().find(|p| p.name.ends_with("weight")) else { continue };
+        let Some(s2) = meanfield::sigma_w2(w.norm, &w.shape) else { continue };
+        let predicted = meanfield::chi1(act, s2, mu, q).sqrt();
+        let measured = h[l - 1].grad_h.norm / layer.grad_h.norm;
+        out.push((l, predicted, measured));
+    }
+    out
+}
+
+/// Diagnoses a run from its probe records (in step order). `None` when there are no records.
+pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
+    let init = records.first()?;
+    let window = &records[records.len().saturating_sub(5.max(records.len() / 10))..];
+    let end = records.last()?;
+    let act = hidden(init).iter().find_map(|l| l.act_fn);
+
+    let nonfinite = records.iter().find_map(|r| r.nonfinite.clone());
+    let fl_init = first_last(init);
+    let finite_window: Vec<&StepRecord> = window.iter().filter(|r| r.nonfinite.is_none()).collect();
+    let fl_end = median(finite_window.iter().map(|r| first_last(r)).collect());
+    let n_hidden = hidden(end).len();
+    let per_layer = if n_hidden >= 2 { fl_end.powf(1.0 / (n_hidden - 1) as f64) } else { f64::NAN };
+
+    // per-layer medians over the end window
+    let layers_end = hidden(end);
+    let last_norm = median(finite_window.iter().filter_map(|r| hidden(r).last().map(|l| l.grad_h.norm)).collect());
+    let mf_init = meanfield_factors(init);
+    let mut layers = Vec::new();
+    for (i, l) in layers_end.iter().enumerate() {
+        let pick = |f: &dyn Fn(&LayerRecord) -> Option<f64>| -> Option<f64> {
+            let v: Vec<f64> = finite_window.iter().filter_map(|r| hidden(r).get(i).and_then(|x| f(x))).collect();
+            let m = median(v);
+            m.is_finite().then_some(m)
+        };
+        let g = pick(&|x| Some(x.grad_h.norm)).unwrap_or(f64::NAN);
+        let rel = g / last_norm;
+        let dead = pick(&|x| x.act.dead_frac);
+        let sat = pick(&|x| x.act.sat_frac);
+        let verdict = if nonfinite.as_ref().is_some_and(|nf| nf.layer == l.name) {
+            Verdict::NonFinite
+        } else if rel < VANISHING_BELOW {
+            Verdict::Vanishing
+        } else if rel > EXPLODING_ABOVE {
+            Verdict::Exploding
+        } else if dead.is_some_and(|d| d > DEAD_ABOVE) && l.act_fn == Some(Activation::Relu) {
+            Verdict::DeadUnits
+        } else if sat.is_some_and(|s| s > SATURATED_ABOVE) {
+            Verdict::Saturation
+        } else {
+            Verdict::Healthy
+        };
+        let mf = mf_init.iter().find(|(k, _, _)| *k == i);
+        layers.push(LayerDiagnosis {
+            name: l.name.clone(),
+            block: l.block.clone(),
+            verdict,
+            grad_h_rel: rel,
+            grad_h_norm: g,
+            update_ratio: pick(&|x| Some(x.update_ratio)).unwrap_or(f64::NAN),
+            dead_frac: dead,
+            sat_frac: sat,
+            measured_factor: mf.map(|m| m.2),
+            predicted_factor: mf.map(|m| m.1),
+        });
+    }
+
+    let mut verdicts = Vec::new();
+    let mut evidence = Vec::new();
+    let mut remedies: Vec<Remedy> = Vec::new();
+    let fmt_fl = |x: f64| format!("{x:.2e}");
+    evidence.push(format!(
+        "‖∂L/∂h‖ first/last hidden layer: {} at init, {} at the end ({} layers, ×{:.3} per layer)",
+        fmt_fl(fl_init),
+        fmt_fl(fl_end),
+        n_hidden,
+        per_layer
+    ));
+    let meanfield = if mf_init.len() >= 2 {
+        let p = geo_mean(&mf_init.iter().map(|m| m.1).collect::<Vec<_>>());
+        let m = geo_mean(&mf_init.iter().map(|m| m.2).collect::<Vec<_>>());
+        evidence.push(format!(
+            "mean-field theory at init: √χ₁ = {p:.3} per layer predicted at the measured pre-activation variance, {m:.3} measured ({} dense layers)",
+            mf_init.len()
+        ));
+        Some((p, m))
+    } else {
+        None
+    };
+
+    if let Some(nf) = &nonfinite {
+        verdicts.push(Verdict::NonFinite);
+        evidence.push(format!("{nf}"));
+    }
+    let g0 = init.grad_norm;
+    let g1 = median(finite_window.iter().map(|r| r.grad_norm).collect());
+    let growth = g1 / g0;
+    if fl_end < VANISHING_BELOW || (fl_end.is_nan() && fl_init < VANISHING_BELOW) {
+        verdicts.push(Verdict::Vanishing);
+        let (u_first, u_last) = (
+            layers.first().map_or(f64::NAN, |l| l.update_ratio),
+            layers.last().map_or(f64::NAN, |l| l.update_ratio),
+        );
+        evidence.push(format!(
+            "the first layer receives {:.1e} of the last hidden layer's gradient; its update ratio ‖ΔW‖/‖W‖ is {:.1e} against {:.1e} for the last (≈1e-3 is healthy)",
+            fl_end.min(fl_init), u_first, u_last
+        ));
+    }
+    if fl_end > EXPLODING_ABOVE || growth > NORM_GROWTH_ABOVE {
+        verdicts.push(Verdict::Exploding);
+        if growth > NORM_GROWTH_ABOVE {
+            evidence.push(format!("global gradient norm grew ×{growth:.1e} since init ({g0:.2e} → {g1:.2e})"));
+        } else {
+            evidence.push(format!("the gradient grows ×{fl_end:.1e} from the last hidden layer back to the first"));
+        }
+    }
+    let dead: Vec<&LayerDiagnosis> = layers.iter().filter(|l| l.verdict == Verdict::DeadUnits).collect();
+    if !dead.is_empty() {
+        verdicts.push(Verdict::DeadUnits);
+        let worst = dead.iter().map(|l| l.dead_frac.unwrap_or(0.0)).fold(0.0, f64::max);
+        evidence.push(format!(
+            "{} layers have more than {:.0}% dead ReLU units (worst {:.0}%): {}",
+            dead.len(),
+            DEAD_ABOVE * 100.0,
+            worst * 100.0,
+            dead.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let sat: Vec<&LayerDiagnosis> = layers.iter().filter(|l| l.sat_frac.is_some_and(|s| s > SATURATED_ABOVE)).collect();
+    if !sat.is_empty() {
+        verdicts.push(Verdict::Saturation);
+        evidence.push(format!(
+            "{} layers have more than {:.0}% of their units saturated (φ' < 0.01)",
+            sat.len(),
+            SATURATED_ABOVE * 100.0
+        ));
+    }
+    if verdicts.is_empty() {
+        verdicts.push(Verdict::Healthy);
+    }
+    let loss0 = init.loss;
+    let loss1 = median(finite_window.iter().map(|r| r.loss).collect());
+    let slow = loss1 / loss0 > SLOW_LOSS_RATIO;
+    if verdicts == [Verdict::Healthy] && slow && records.len() > 1 {
+        evidence.push(format!(
+            "gradients are healthy but the loss barely falls ({loss0:.3} → {loss1:.3}): an optimisation problem, not vanishing gradients (He et al. 2016)"
+        ));
+    }
+
+    // remedies, most relevant first
+    let mut add = |switch: &str, why: &str| {
+        if !remedies.iter().any(|r| r.switch == switch) {
+            remedies.push(Remedy { switch: switch.into(), why: why.into() });
+        }
+    };
+    for v in &verdicts {
+        match v {
+            Verdict::NonFinite | Verdict::Exploding => {
+                add("clip_norm=1", "clip the global gradient norm: one factor min(1, c/‖g‖) for all parameters keeps the step's direction and bounds its size");
+                add("lr=<lr/10>", "a smaller learning rate keeps updates inside the region where the loss is smooth");
+                add("zero_init=true", "residual branches that start at zero make the network start shallow: no growth through the skip paths");
+                add("norm=batch", "normalisation rescales every layer's pre-activations, so a large weight cannot multiply through the depth");
+                add("init=lecun", "a smaller initial weight variance lowers the per-layer gain (mean-field χ₁)");
+            }
+            Verdict::Vanishing => {
+                if act.is_some_and(|a| a.saturates()) {
+                    add("act=relu init=he", "φ' ≤ 0.25 (sigmoid) or < 1 off-centre (tanh) multiplies the gradient down at every layer; ReLU passes it unchanged on active units and He init makes χ₁ = 1 (critical)");
+                    add("act=silu init=he", "SiLU behaves like ReLU for large inputs, stays smooth and never dies");
+                } else {
+                    add("init=he", "mean-field: the measured per-layer factor is below 1; He init (Var = 2/fan_in) makes ReLU critical (χ₁ = 1)");
+                }
+                add("norm=batch", "BatchNorm keeps every layer's pre-activations at unit scale, out of the saturated range");
+                add("residual=true zero_init=true", "identity paths carry the gradient past every layer unattenuated");
+                add("optimizer=adam", "Adam rescales each parameter's step by its own gradient scale; it hides the symptom but learning in the first layers stays slow");
+            }
+            Verdict::DeadUnits => {
+                add("act=leaky_relu", "a small negative slope keeps a gradient for inactive units, so they can recover");
+                add("act=silu", "SiLU has a non-zero gradient for negative inputs");
+                add("lr=<lr/10>", "large steps push biases negative and kill units");
+                add("init=he", "a well-scaled init keeps about half the units active at the start");
+            }
+            Verdict::Saturation => {
+                add("norm=batch", "normalised pre-activations stay where φ' is large");
+                add("init=xavier", "Glorot init keeps tanh/sigmoid inputs in the linear range");
+                add("act=relu init=he", "ReLU does not saturate for positive inputs");
+            }
+            Verdict::Healthy => {
+                if slow && records.len() > 1 {
+                    add("lr=<lr×3>", "gradients reach every layer; the step size may simply be too small");
+                    add("optimizer=adam", "adaptive steps speed up optimisation when gradients are healthy");
+                    add("residual=true", "deep plain networks are hard to optimise even with healthy gradients (He et al. 2016)");
+                }
+            }
+        }
+    }
+
+    let verdict = *verdicts
+        .iter()
+        .max_by_key(|v| match v {
+            Verdict::NonFinite => 5,
+            Verdict::Exploding => 4,
+            Verdict::Vanishing => 3,
+            Verdict::DeadUnits => 2,
+            Verdict::Saturation => 1,
+            Verdict::Healthy => 0,
+        })
+        .unwrap_or(&Verdict::Healthy);
+    Some(Diagnosis {
+        verdict,
+        verdicts,
+        evidence,
+        remedies,
+        first_last_init: fl_init,
+        first_last_end: fl_end,
+        per_layer_factor: per_layer,
+        meanfield,
+        nonfinite,
+        layers,
+        activation: act,
+    })
+}
+
+impl fmt::Display for Diagnosis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let all: Vec<String> = self.verdicts.iter().map(|v| v.to_string()).collect();
+        writeln!(f, "verdict: {} ({})", self.verdict, all.join(", "))?;
+        writeln!(f, "evidence:")?;
+        for e in &self.evidence {
+            writeln!(f, "  - {e}")?;
+        }
+        if !self.remedies.is_empty() {
+            writeln!(f, "remedies, most relevant first:")?;
+            for (i, r) in self.remedies.iter().enumerate() {
+                writeln!(f, "  {}. {:<28} {}", i + 1, r.switch, r.why)?;
+            }
+        }
+        writeln!(f, "per layer (end of run):")?;
+        writeln!(
+            f,
+            "  {:<10} {:<14} {:>11} {:>11} {:>10} {:>6} {:>6} {:>8} {:>8}  verdict",
+            "layer", "block", "‖∂L/∂h‖", "rel. last", "update", "dead", "sat", "measured", "√χ₁"
+        )?;
+        let opt = |x: Option<f64>, pct: bool| match x {
+            Some(v) if pct => format!("{:.0}%", v * 100.0),
+            Some(v) => format!("{v:.3}"),
+            None => "-".into(),
+        };
+        for l in &self.layers {
+            writeln!(
+                f,
+                "  {:<10} {:<14} {:>11.3e} {:>11.3e} {:>10.2e} {:>6} {:>6} {:>8} {:>8}  {}",
+                l.name,
+                l.block,
+                l.grad_h_norm,
+                l.grad_h_rel,
+                l.update_ratio,
+                opt(l.dead_frac, true),
+                opt(l.sat_frac, true),
+                opt(l.measured_factor, false),
+                opt(l.predicted_factor, false),
+                l.verdict
+            )?;
+        }
+        Ok(())
+    }
+}

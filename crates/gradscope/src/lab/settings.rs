@@ -1,0 +1,136 @@
+//! `key=value` settings of a model and its training, shared by the CLI and by lab variants.
+
+use crate::nn::mlp::MlpConfig;
+use crate::train::TrainConfig;
+
+/// Keys accepted for a network and its training, with what each takes.
+pub const KEYS: &[(&str, &str)] = &[
+    ("depth", "number of linear layers including the head, ≥ 2"),
+    ("width", "units per hidden layer, ≥ 1"),
+    ("act", "sigmoid | tanh | relu | leaky_relu | silu | gelu"),
+    ("init", "default | xavier | he | lecun | orthogonal"),
+    ("norm", "none | batch | layer"),
+    ("residual", "true | false"),
+    ("zero_init", "true | false (start residual branches at zero)"),
+    ("optimizer", "sgd | momentum | adam | adamw"),
+    ("lr", "learning rate > 0"),
+    ("batch", "batch size ≥ 1"),
+    ("epochs", "epochs ≥ 1"),
+    ("seed", "integer ≥ 0"),
+    ("clip_norm", "global gradient-norm threshold > 0, or none"),
+    ("clip_value", "per-element gradient bound > 0, or none"),
+];
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub model: MlpConfig,
+    pub train: TrainConfig,
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "true" | "True" | "1" | "yes" => Ok(true),
+        "false" | "False" | "0" | "no" => Ok(false),
+        _ => Err(format!("{key}={v}: expected true or false")),
+    }
+}
+
+fn parse_usize(key: &str, v: &str, min: usize) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(format!("{key}={v}: expected a whole number ≥ {min}")),
+    }
+}
+
+fn parse_pos(key: &str, v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("{key}={v}: expected a finite number > 0")),
+    }
+}
+
+fn parse_opt_pos(key: &str, v: &str) -> Result<Option<f64>, String> {
+    if v == "none" || v == "off" {
+        Ok(None)
+    } else {
+        parse_pos(key, v).map(Some)
+    }
+}
+
+impl Settings {
+    /// Applies one setting. `Ok(false)` when `key` is not a setting of this kind (so a caller
+    /// can try its own keys), `Err` when the key is known but the value is not acceptable.
+    pub fn set(&mut self, key: &str, v: &str) -> Result<bool, String> {
+        match key {
+            "depth" => self.model.depth = parse_usize(key, v, 2)?,
+            "width" => self.model.width = parse_usize(key, v, 1)?,
+            "act" => self.model.act = v.parse().map_err(|e: String| format!("act={v}: {e}"))?,
+            "init" => self.model.init = v.parse().map_err(|e: String| format!("init={v}: {e}"))?,
+            "norm" => self.model.norm = v.parse().map_err(|e: String| format!("norm={v}: {e}"))?,
+            "residual" => self.model.residual = parse_bool(key, v)?,
+            "zero_init" => self.model.zero_init = parse_bool(key, v)?,
+            "optimizer" => self.train.optimizer = v.parse().map_err(|e: String| format!("optimizer={v}: {e}"))?,
+            "lr" => self.train.lr = parse_pos(key, v)?,
+            "batch" => self.train.batch = parse_usize(key, v, 1)?,
+            "epochs" => self.train.epochs = parse_usize(key, v, 1)?,
+            "seed" => {
+                let s = v.parse::<u64>().map_err(|_| format!("seed={v}: expected a whole number ≥ 0"))?;
+                self.model.seed = s;
+                self.train.seed = s;
+            }
+            "clip_norm" => self.train.clip_norm = parse_opt_pos(key, v)?,
+            "clip_value" => self.train.clip_value = parse_opt_pos(key, v)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The settings that define a run, as `key=value` words.
+    pub fn describe(&self) -> String {
+        let m = &self.model;
+        let t = &self.train;
+        let opt = |x: Option<f64>| x.map_or("none".to_string(), |v| v.to_string());
+        format!(
+            "depth={} width={} act={} init={} norm={} residual={} zero_init={} optimizer={} lr={} batch={} epochs={} seed={} clip_norm={} clip_value={}",
+            m.depth, m.width, m.act, m.init, m.norm, m.residual, m.zero_init, t.optimizer, t.lr, t.batch, t.epochs, m.seed,
+            opt(t.clip_norm), opt(t.clip_value)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s() -> Settings {
+        Settings { model: MlpConfig::new(4, 2), train: TrainConfig::default() }
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_what_is_accepted() {
+        let mut st = s();
+        let e = st.set("depth", "-3").unwrap_err();
+        assert!(e.contains("depth=-3") && e.contains("≥ 2"), "{e}");
+        let e = st.set("act", "foo").unwrap_err();
+        assert!(e.contains("act=foo") && e.contains("sigmoid"), "{e}");
+        assert!(st.set("lr", "nan").is_err());
+        assert!(st.set("lr", "0").is_err());
+        assert_eq!(st.set("colour", "red"), Ok(false));
+        assert_eq!(st, s(), "failed settings must not change anything");
+    }
+
+    #[test]
+    fn settings_round_trip_through_describe() {
+        let mut a = s();
+        for kv in ["act=tanh", "init=xavier", "norm=layer", "residual=true", "lr=0.05", "clip_norm=2"] {
+            let (k, v) = kv.split_once('=').unwrap();
+            assert_eq!(a.set(k, v), Ok(true));
+        }
+        let mut b = s();
+        for kv in a.describe().split(' ') {
+            let (k, v) = kv.split_once('=').unwrap();
+            assert_eq!(b.set(k, v), Ok(true), "{kv}");
+        }
+        assert_eq!(a, b);
+    }
+}

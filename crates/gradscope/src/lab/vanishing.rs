@@ -1,0 +1,374 @@
+//! `gradscope lab vanishing`: one deep network trained side by side plain and with each remedy,
+//! on real data, with the gradient probe on.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::settings::{Settings, KEYS};
+use crate::data::{self, DataError, Dataset};
+use crate::diagnose::{diagnose, Diagnosis};
+use crate::nn::mlp::MlpConfig;
+use crate::probe::{Probe, ProbeConfig, ProbeError, StepRecord};
+use crate::report::html::{self, Row};
+use crate::report::{plots, ReportError, RunView};
+use crate::train::{train_classifier, History, Progress, TrainConfig, TrainError};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataSource {
+    /// The embedded sklearn digits (1797 × 8×8).
+    Digits,
+    /// Fashion-MNIST from an IDX folder; `limit` samples of the training part (0 = all).
+    Fashion { dir: PathBuf, limit: usize },
+}
+
+/// Lab-level keys (besides the model/training keys of [`KEYS`]).
+pub const LAB_KEYS: &[(&str, &str)] = &[
+    ("data", "digits | fashion"),
+    ("data_dir", "folder with Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)"),
+    ("limit", "fashion: number of training images to use, 0 = all 60000 (default 10000)"),
+    ("val", "fraction held out for validation, in (0, 1) (default 0.2)"),
+    ("probe", "true | false"),
+    ("probe_every", "probe every k-th step, ≥ 1 (default 5)"),
+    ("dead_window", "batches a ReLU unit must stay off to count as dead (default 8)"),
+    ("add", "an extra variant, e.g. add=act=gelu,init=he (repeatable; name=… sets its name)"),
+    ("only", "run only these default variants, comma-separated names"),
+    ("project", "folder for run outputs (default runs)"),
+];
+
+#[derive(Clone, Debug)]
+pub struct Variant {
+    pub name: String,
+    pub settings: Settings,
+}
+
+#[derive(Clone, Debug)]
+pub struct VanishingLab {
+    pub data: DataSource,
+    pub base: Settings,
+    /// Overrides per default variant; `add=` appends to `extra`.
+    pub defaults: Vec<(String, Vec<(String, String)>)>,
+    pub extra: Vec<(String, Vec<(String, String)>)>,
+    pub only: Option<Vec<String>>,
+    pub val_frac: f64,
+    pub probe: ProbeConfig,
+    pub project: PathBuf,
+}
+
+fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+impl Default for VanishingLab {
+    fn default() -> Self {
+        let mut model = MlpConfig::new(0, 0);
+        model.depth = 20;
+        model.width = 128;
+        let train = TrainConfig { epochs: 30, ..TrainConfig::default() };
+        VanishingLab {
+            data: DataSource::Digits,
+            base: Settings { model, train },
+            defaults: vec![
+                ("sigmoid".into(), kv(&[("act", "sigmoid"), ("init", "default")])),
+                ("tanh".into(), kv(&[("act", "tanh"), ("init", "default")])),
+                ("relu+he".into(), kv(&[("act", "relu"), ("init", "he")])),
+                ("silu+he+batchnorm".into(), kv(&[("act", "silu"), ("init", "he"), ("norm", "batch")])),
+                (
+                    "silu+he+residual".into(),
+                    kv(&[("act", "silu"), ("init", "he"), ("residual", "true"), ("zero_init", "true")]),
+                ),
+            ],
+            extra: Vec::new(),
+            only: None,
+            val_frac: 0.2,
+            probe: ProbeConfig { enabled: true, every: 5, dead_window: 8 },
+            project: PathBuf::from("runs"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error("cannot write {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Name for an `add=` variant from its settings: `act=gelu,init=he,norm=layer` → `gelu+he+layernorm`.
+fn variant_name(pairs: &[(String, String)]) -> String {
+    if let Some((_, n)) = pairs.iter().find(|(k, _)| k == "name") {
+        return n.clone();
+    }
+    let parts: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| match (k.as_str(), v.as_str()) {
+            ("act" | "init" | "optimizer", _) => v.clone(),
+            ("norm", _) => format!("{v}norm"),
+            ("residual", "true") => "residual".into(),
+            ("zero_init", "true") => "zero-init".into(),
+            _ => format!("{k}{v}"),
+        })
+        .collect();
+    if parts.is_empty() {
+        "base".into()
+    } else {
+        parts.join("+")
+    }
+}
+
+impl VanishingLab {
+    /// Applies a `key=value` argument. `Ok(false)`: unknown key.
+    pub fn set(&mut self, key: &str, v: &str) -> Result<bool, String> {
+        match key {
+            "data" => {
+                self.data = match v {
+                    "digits" => DataSource::Digits,
+                    "fashion" => DataSource::Fashion { dir: data::idx::FASHION_DIR.into(), limit: 10_000 },
+                    _ => return Err(format!("data={v}: expected digits or fashion")),
+                }
+            }
+            "data_dir" | "limit" => {
+                let DataSource::Fashion { dir, limit } = &mut self.data else {
+                    return Err(format!("{key}= applies to data=fashion; put data=fashion before it"));
+                };
+                if key == "data_dir" {
+                    *dir = PathBuf::from(v);
+                } else {
+                    *limit = v.parse().map_err(|_| format!("limit={v}: expected a whole number ≥ 0"))?;
+                }
+            }
+            "val" => match v.parse::<f64>() {
+                Ok(f) if f > 0.0 && f < 1.0 => self.val_frac = f,
+                _ => return Err(format!("val={v}: expected a fraction between 0 and 1")),
+            },
+            "probe" => {
+                self.probe.enabled = match v {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("probe={v}: expected true or false")),
+                }
+            }
+            "probe_every" | "dead_window" => {
+                let n = v.parse::<usize>().ok().filter(|&n| n >= 1);
+                let n = n.ok_or_else(|| format!("{key}={v}: expected a whole number ≥ 1"))?;
+                if key == "probe_every" {
+                    self.probe.every = n;
+                } else {
+                    self.probe.dead_window = n;
+                }
+            }
+            "add" => {
+                let mut pairs = Vec::new();
+                let mut check = self.base.clone();
+                for item in v.split(',').filter(|s| !s.is_empty()) {
+                    let (k, val) = item
+                        .split_once('=')
+                        .ok_or_else(|| format!("add={v}: '{item}' is not key=value (example: add=act=gelu,init=he)"))?;
+                    if k != "name" && !check.set(k, val).map_err(|e| format!("add={v}: {e}"))? {
+                        let keys: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+                        return Err(format!("add={v}: unknown key '{k}'; accepted: name, {}", keys.join(", ")));
+                    }
+                    pairs.push((k.to_string(), val.to_string()));
+                }
+                self.extra.push((variant_name(&pairs), pairs));
+            }
+            "only" => {
+                let names: Vec<String> = v.split(',').map(str::to_string).collect();
+                for n in &names {
+                    if !self.defaults.iter().any(|(d, _)| d == n) {
+                        let all: Vec<&str> = self.defaults.iter().map(|(d, _)| d.as_str()).collect();
+                        return Err(format!("only={v}: no default variant '{n}'; the defaults are {}", all.join(", ")));
+                    }
+                }
+                self.only = Some(names);
+            }
+            "project" => self.project = PathBuf::from(v),
+            _ => return self.base.set(key, v),
+        }
+        Ok(true)
+    }
+
+    /// The variants to run, each with its full settings.
+    pub fn variants(&self) -> Vec<Variant> {
+        let chosen = self
+            .defaults
+            .iter()
+            .filter(|(n, _)| self.only.as_ref().is_none_or(|o| o.contains(n)))
+            .chain(self.extra.iter());
+        chosen
+            .map(|(name, pairs)| {
+                let mut settings = self.base.clone();
+                for (k, v) in pairs {
+                    if k != "name" {
+                        // validated when the variant was defined
+                        let _ = settings.set(k, v);
+                    }
+                }
+                Variant { name: name.clone(), settings }
+            })
+            .collect()
+    }
+
+    pub fn load_data(&self) -> Result<Dataset, DataError> {
+        match &self.data {
+            DataSource::Digits => data::digits::load(),
+            DataSource::Fashion { dir, limit } => {
+                let d = data::idx::load_dir(dir, "fashion-mnist")?;
+                Ok(if *limit > 0 { d.take(*limit) } else { d })
+            }
+        }
+    }
+}
+
+/// What the lab reports while it runs.
+pub enum LabEvent<'a> {
+    Start { name: &'a str, index: usize, total: usize, steps: usize },
+    Step(&'a Progress),
+    Done { name: &'a str, seconds: f64 },
+}
+
+pub struct VariantOutcome {
+    pub name: String,
+    pub settings: Settings,
+    pub history: History,
+    pub records: Vec<StepRecord>,
+    pub diagnosis: Option<Diagnosis>,
+    pub seconds: f64,
+    pub dir: PathBuf,
+}
+
+impl VariantOutcome {
+    pub fn row(&self) -> Row {
+        let last = self.history.epochs.last();
+        Row {
+            name: self.name.clone(),
+            train_loss: last.map_or(f64::NAN, |e| e.train_loss),
+            val_acc: last.map_or(f64::NAN, |e| e.val_acc),
+            first_last: self.diagnosis.as_ref().map_or(f64::NAN, |d| d.first_last_end),
+            verdict: match (&self.diagnosis, &self.history.stopped) {
+                (Some(d), _) => d.verdict.to_string(),
+                (None, Some(_)) => "stopped".into(),
+                (None, None) => "not probed".into(),
+            },
+            seconds: self.seconds,
+        }
+    }
+}
+
+pub struct LabOutcome {
+    pub dir: PathBuf,
+    pub report: PathBuf,
+    pub data: String,
+    pub variants: Vec<VariantOutcome>,
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), LabError> {
+    let text = serde_json::to_string_pretty(value).expect("JSON values serialise");
+    std::fs::write(path, text).map_err(|source| LabError::Io { path: path.to_path_buf(), source })
+}
+
+impl VanishingLab {
+    pub fn run(&self, on: &mut dyn FnMut(LabEvent)) -> Result<LabOutcome, LabError> {
+        let all = self.load_data()?;
+        let (train, val) = data::prepare(&all, self.val_frac, 0);
+        let dir = super::next_run_dir(&self.project.join("vanishing"), "lab");
+        std::fs::create_dir_all(&dir).map_err(|source| LabError::Io { path: dir.clone(), source })?;
+        let device = crate::device();
+        let variants = self.variants();
+        let mut outcomes = Vec::new();
+        for (index, v) in variants.iter().enumerate() {
+            let mut model_cfg = v.settings.model.clone();
+            model_cfg.input = all.features;
+            model_cfg.classes = all.classes;
+            let vdir = dir.join(&v.name);
+            let mut probe = Probe::new(self.probe.clone()).with_jsonl(&vdir.join("probe.jsonl"))?;
+            let steps = train.len().div_ceil(v.settings.train.batch) * v.settings.train.epochs;
+            on(LabEvent::Start { name: &v.name, index, total: variants.len(), steps });
+            let t0 = Instant::now();
+            let model = model_cfg.init(&device);
+            let (_, history) = train_classifier(
+                model,
+                &train,
+                &val,
+                &v.settings.train,
+                &mut probe,
+                None,
+                &device,
+                &mut |p| on(LabEvent::Step(p)),
+            )?;
+            let seconds = t0.elapsed().as_secs_f64();
+            on(LabEvent::Done { name: &v.name, seconds });
+            let records = probe.into_records();
+            let diagnosis = diagnose(&records);
+            std::fs::create_dir_all(&vdir).map_err(|source| LabError::Io { path: vdir.clone(), source })?;
+            write_json(
+                &vdir.join("run.json"),
+                &serde_json::json!({
+                    "name": v.name, "settings": v.settings.describe(), "data": all.name,
+                    "history": history, "diagnosis": diagnosis, "seconds": seconds,
+                }),
+            )?;
+            outcomes.push(VariantOutcome {
+                name: v.name.clone(),
+                settings: v.settings.clone(),
+                history,
+                records,
+                diagnosis,
+                seconds,
+                dir: vdir,
+            });
+        }
+        let views: Vec<RunView> = outcomes
+            .iter()
+            .map(|o| RunView {
+                name: &o.name,
+                settings: o.settings.describe(),
+                records: &o.records,
+                history: &o.history,
+                diagnosis: o.diagnosis.as_ref(),
+            })
+            .collect();
+        let mut images = Vec::new();
+        if self.probe.enabled {
+            plots::heatmap(&views, &dir.join("heatmap.png"))?;
+            plots::layer_bars(&views, &dir.join("layers.png"))?;
+            images.push(("heatmap.png", "Gradient reaching each layer over training"));
+            images.push(("layers.png", "Gradient per layer at init and at the end"));
+        }
+        plots::curves(&views, &dir.join("curves.png"))?;
+        images.insert(0, ("curves.png", "Loss and validation accuracy"));
+        let rows: Vec<Row> = outcomes.iter().map(|o| o.row()).collect();
+        let report = dir.join("report.html");
+        let intro = format!(
+            "The same {}-layer network (width {}) trained on {} ({} train / {} val samples) with each remedy. \
+             ‖∂L/∂h‖ first/last is the gradient norm at the first hidden layer's output divided by that at the last hidden layer's, at the end of training.",
+            self.base.model.depth, self.base.model.width, all.name, train.len(), val.len()
+        );
+        html::write(&report, "gradscope lab vanishing", &intro, &rows, &views, &images)?;
+        Ok(LabOutcome { dir, report, data: all.name.clone(), variants: outcomes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn added_variants_are_validated_and_named() {
+        let mut lab = VanishingLab::default();
+        assert_eq!(lab.set("add", "act=gelu,init=he,norm=layer"), Ok(true));
+        assert_eq!(lab.variants().last().unwrap().name, "gelu+he+layernorm");
+        assert!(lab.set("add", "act=foo").unwrap_err().contains("act=foo"));
+        assert!(lab.set("add", "colour=red").unwrap_err().contains("unknown key 'colour'"));
+        assert!(lab.set("only", "nope").unwrap_err().contains("sigmoid"));
+        assert_eq!(lab.set("depth", "8"), Ok(true));
+        assert!(lab.variants().iter().all(|v| v.settings.model.depth == 8));
+        assert_eq!(lab.set("frobnicate", "1"), Ok(false));
+    }
+}

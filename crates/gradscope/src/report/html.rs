@@ -1,0 +1,84 @@
+//! One self-contained page: the comparison table, the plots, and each run's diagnosis.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{ReportError, RunView};
+
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// A row of the comparison table, shared with the console output.
+pub struct Row {
+    pub name: String,
+    pub train_loss: f64,
+    pub val_acc: f64,
+    pub first_last: f64,
+    pub verdict: String,
+    pub seconds: f64,
+}
+
+pub fn write(
+    path: &Path,
+    title: &str,
+    intro: &str,
+    rows: &[Row],
+    runs: &[RunView],
+    images: &[(&str, &str)],
+) -> Result<(), ReportError> {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title>\n<style>\
+body{{font-family:sans-serif;max-width:1240px;margin:2em auto;color:#222}}\
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}\
+td:first-child,th:first-child{{text-align:left}}th{{background:#f2f2f2}}\
+.v-healthy{{color:#1a7f37;font-weight:bold}}.v-bad{{color:#c62828;font-weight:bold}}\
+img{{max-width:100%;border:1px solid #ddd;margin:0.5em 0}}code{{background:#f4f4f4;padding:1px 4px}}\
+section{{border-top:1px solid #ddd;margin-top:1.5em}}</style></head><body>\n<h1>{t}</h1>\n<p>{i}</p>\n",
+        t = escape(title),
+        i = escape(intro)
+    );
+    h.push_str("<table><tr><th>run</th><th>final train loss</th><th>val accuracy</th><th>‖∂L/∂h‖ first/last</th><th>verdict</th><th>seconds</th></tr>\n");
+    for r in rows {
+        let class = if r.verdict == "healthy" { "v-healthy" } else { "v-bad" };
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{:.4}</td><td>{:.3}</td><td>{:.2e}</td><td class=\"{class}\">{}</td><td>{:.1}</td></tr>",
+            escape(&r.name),
+            r.train_loss,
+            r.val_acc,
+            r.first_last,
+            escape(&r.verdict),
+            r.seconds
+        );
+    }
+    h.push_str("</table>\n");
+    for (file, caption) in images {
+        let _ = writeln!(h, "<h2>{}</h2>\n<img src=\"{}\" alt=\"{}\">", escape(caption), escape(file), escape(caption));
+    }
+    for run in runs {
+        let _ = writeln!(h, "<section><h2>{}</h2><p><code>{}</code></p>", escape(run.name), escape(&run.settings));
+        if let Some(d) = run.diagnosis {
+            let _ = writeln!(h, "<p>verdict: <b>{}</b></p><ul>", escape(&d.verdict.to_string()));
+            for e in &d.evidence {
+                let _ = writeln!(h, "<li>{}</li>", escape(e));
+            }
+            h.push_str("</ul>");
+            if !d.remedies.is_empty() {
+                h.push_str("<p>remedies, most relevant first:</p><ol>");
+                for r in &d.remedies {
+                    let _ = writeln!(h, "<li><code>{}</code> — {}</li>", escape(&r.switch), escape(&r.why));
+                }
+                h.push_str("</ol>");
+            }
+        }
+        if let Some(s) = &run.history.stopped {
+            let _ = writeln!(h, "<p class=\"v-bad\">stopped early: {}</p>", escape(s));
+        }
+        h.push_str("</section>\n");
+    }
+    h.push_str("</body></html>\n");
+    std::fs::write(path, h).map_err(|source| ReportError::Io { path: path.to_path_buf(), source })
+}

@@ -1,0 +1,267 @@
+//! PNG plots with plotters: gradient heatmaps (layer × step), per-layer bars at init and at the
+//! end, loss and accuracy curves. Text is drawn with the embedded DejaVu Sans font.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+use plotters::style::colors::colormaps::ViridisRGB;
+use plotters::style::FontStyle;
+
+use super::{ReportError, RunView};
+
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+fn fonts() {
+    REGISTER.call_once(|| {
+        // The font is compiled in and known to parse; a failure would only lose the text.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> ReportError {
+    ReportError::Plot { path: path.to_path_buf(), msg: e.to_string() }
+}
+
+/// A colour per run, distinguishable on white.
+pub fn run_color(i: usize) -> RGBColor {
+    const C: [RGBColor; 8] = [
+        RGBColor(214, 39, 40),
+        RGBColor(255, 127, 14),
+        RGBColor(31, 119, 180),
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(23, 190, 207),
+    ];
+    C[i % C.len()]
+}
+
+/// log10 ‖∂L/∂h‖ for each hidden layer (head excluded) of every record: `[record][layer]`.
+fn log_grad_grid(run: &RunView) -> Vec<(usize, Vec<f64>)> {
+    run.records
+        .iter()
+        .map(|r| {
+            let v = r
+                .layers
+                .iter()
+                .filter(|l| l.block != "head")
+                .map(|l| l.grad_h.norm.log10())
+                .collect();
+            (r.step, v)
+        })
+        .collect()
+}
+
+fn finite_range<'a>(vals: impl Iterator<Item = &'a f64>) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &v in vals.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return (-1.0, 0.0);
+    }
+    if hi - lo < 1e-6 {
+        return (lo - 0.5, hi + 0.5);
+    }
+    (lo, hi)
+}
+
+/// One panel per run: x = training step, y = layer (first layer at the bottom),
+/// colour = log10 ‖∂L/∂h‖ on one shared scale, with a colour bar.
+pub fn heatmap(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
+    fonts();
+    let grids: Vec<_> = runs.iter().map(log_grad_grid).collect();
+    let (lo, hi) = finite_range(grids.iter().flatten().flat_map(|(_, v)| v.iter()));
+    let panel_h = 230;
+    let root = BitMapBackend::new(path, (1200, (panel_h * runs.len() as u32).max(1) + 60)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let (title, body) = root.split_vertically(40);
+    title
+        .titled("log10 ‖∂L/∂h‖ per layer and step (shared colour scale)", ("sans-serif", 22))
+        .map_err(|e| err(path, e))?;
+    let (panels, bar) = body.split_horizontally(1080);
+    for ((run, grid), area) in runs.iter().zip(&grids).zip(panels.split_evenly((runs.len(), 1))) {
+        let layers = grid.iter().map(|(_, v)| v.len()).max().unwrap_or(1);
+        let steps: Vec<usize> = grid.iter().map(|(s, _)| *s).collect();
+        let x_max = steps.last().copied().unwrap_or(0) + 1;
+        let caption = match run.diagnosis {
+            Some(d) => format!("{} — {}", run.name, d.verdict),
+            None => run.name.to_string(),
+        };
+        let mut chart = ChartBuilder::on(&area)
+            .caption(caption, ("sans-serif", 17))
+            .margin(6)
+            .x_label_area_size(28)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0usize..x_max, 0usize..layers)
+            .map_err(|e| err(path, e))?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("step")
+            .y_desc("layer")
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(|e| err(path, e))?;
+        let cells = grid.iter().enumerate().flat_map(|(k, (s, v))| {
+            let x1 = steps.get(k + 1).copied().unwrap_or(x_max);
+            v.iter().enumerate().map(move |(l, &g)| {
+                let color = if g.is_finite() {
+                    ViridisRGB::get_color_normalized(g.clamp(lo, hi), lo, hi)
+                } else {
+                    RGBColor(255, 0, 255) // non-finite: magenta
+                };
+                Rectangle::new([(*s, l), (x1, l + 1)], color.filled())
+            })
+        });
+        chart.draw_series(cells).map_err(|e| err(path, e))?;
+    }
+    // colour bar
+    let mut cb = ChartBuilder::on(&bar)
+        .margin_top(20)
+        .margin_bottom(40)
+        .margin_right(10)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..1.0, lo..hi)
+        .map_err(|e| err(path, e))?;
+    cb.configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_desc("log10 ‖∂L/∂h‖")
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(|e| err(path, e))?;
+    let n = 100;
+    cb.draw_series((0..n).map(|i| {
+        let a = lo + (hi - lo) * i as f64 / n as f64;
+        let b = lo + (hi - lo) * (i + 1) as f64 / n as f64;
+        Rectangle::new([(0.0, a), (1.0, b)], ViridisRGB::get_color_normalized(a, lo, hi).filled())
+    }))
+    .map_err(|e| err(path, e))?;
+    root.present().map_err(|e| err(path, e))
+}
+
+/// One panel per run: log10 ‖∂L/∂h‖ per layer at the first probed step and at the last.
+pub fn layer_bars(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
+    fonts();
+    let ends: Vec<(Vec<f64>, Vec<f64>)> = runs
+        .iter()
+        .map(|r| {
+            let g = log_grad_grid(r);
+            let first = g.first().map(|x| x.1.clone()).unwrap_or_default();
+            let last = g.last().map(|x| x.1.clone()).unwrap_or_default();
+            (first, last)
+        })
+        .collect();
+    let (lo, hi) = finite_range(ends.iter().flat_map(|(a, b)| a.iter().chain(b.iter())));
+    let floor = lo - 0.5;
+    let cols = 2usize;
+    let rows = runs.len().div_ceil(cols);
+    let root = BitMapBackend::new(path, (1200, 260 * rows.max(1) as u32 + 50)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let (title, body) = root.split_vertically(40);
+    title
+        .titled("log10 ‖∂L/∂h‖ per layer: at init (light) and at the end (dark)", ("sans-serif", 22))
+        .map_err(|e| err(path, e))?;
+    for (i, ((run, (first, last)), area)) in runs.iter().zip(&ends).zip(body.split_evenly((rows, cols))).enumerate() {
+        let n = first.len().max(last.len()).max(1);
+        let mut chart = ChartBuilder::on(&area)
+            .caption(run.name, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(26)
+            .y_label_area_size(44)
+            .build_cartesian_2d(0.0..n as f64, floor..hi + 0.5)
+            .map_err(|e| err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc("layer")
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(|e| err(path, e))?;
+        let c = run_color(i);
+        let light = RGBColor(c.0 / 3 + 170, c.1 / 3 + 170, c.2 / 3 + 170);
+        for (vals, color, off) in [(first, light, 0.1), (last, c, 0.5)] {
+            chart
+                .draw_series(vals.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(l, &v)| {
+                    Rectangle::new([(l as f64 + off, floor), (l as f64 + off + 0.4, v)], color.filled())
+                }))
+                .map_err(|e| err(path, e))?;
+        }
+    }
+    root.present().map_err(|e| err(path, e))
+}
+
+/// Training loss per step (left) and validation accuracy per epoch (right), one line per run.
+pub fn curves(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
+    fonts();
+    let root = BitMapBackend::new(path, (1200, 460)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let (left, right) = root.split_horizontally(600);
+    let max_step = runs.iter().map(|r| r.history.step_loss.len()).max().unwrap_or(1).max(1);
+    let (_, loss_hi) = finite_range(runs.iter().flat_map(|r| r.history.step_loss.iter()));
+    let mut chart = ChartBuilder::on(&left)
+        .caption("training loss", ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0..max_step, 0.0..loss_hi.min(10.0) * 1.05)
+        .map_err(|e| err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("cross-entropy")
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(|e| err(path, e))?;
+    for (i, r) in runs.iter().enumerate() {
+        let c = run_color(i);
+        // a running mean over 10 steps makes the curves readable
+        let pts: Vec<(usize, f64)> = r
+            .history
+            .step_loss
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(s, _)| {
+                let lo = s.saturating_sub(9);
+                let w = &r.history.step_loss[lo..=s];
+                (s, w.iter().filter(|v| v.is_finite()).sum::<f64>() / w.len() as f64)
+            })
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts, c.stroke_width(2)))
+            .map_err(|e| err(path, e))?
+            .label(r.name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(|e| err(path, e))?;
+    let max_epoch = runs.iter().map(|r| r.history.epochs.len()).max().unwrap_or(1).max(1);
+    let mut acc = ChartBuilder::on(&right)
+        .caption("validation accuracy", ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(1..max_epoch + 1, 0.0..1.0)
+        .map_err(|e| err(path, e))?;
+    acc.configure_mesh()
+        .x_desc("epoch")
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(|e| err(path, e))?;
+    for (i, r) in runs.iter().enumerate() {
+        let c = run_color(i);
+        let pts = r.history.epochs.iter().map(|e| (e.epoch + 1, e.val_acc));
+        acc.draw_series(LineSeries::new(pts, c.stroke_width(2))).map_err(|e| err(path, e))?;
+    }
+    root.present().map_err(|e| err(path, e))
+}
