@@ -12,6 +12,7 @@ use super::{DataError, Dataset};
 pub const FASHION_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 /// An unsigned-byte IDX array: its dimensions and values.
+#[derive(Debug)]
 pub struct IdxArray {
     pub dims: Vec<usize>,
     pub data: Vec<u8>,

@@ -103,13 +103,10 @@ impl MlpConfig {
                 if residual && self.zero_init {
                     linear = zeroed(linear, device);
                 }
-                // plain: norm acts on W h (width); residual: norm acts on h (width as well)
-                let norm = match self.norm {
-                    NormKind::None => None,
-                    NormKind::Batch => Some(Norm::Batch(BatchNormConfig::new(self.width).init(device))),
-                    NormKind::Layer => Some(Norm::Layer(LayerNormConfig::new(self.width).init(device))),
-                };
-                Block { linear, norm }
+                // plain: the norm acts on W h; residual: on h. Both have `width` features.
+                let bn = (self.norm == NormKind::Batch).then(|| BatchNormConfig::new(self.width).init(device));
+                let ln = (self.norm == NormKind::Layer).then(|| LayerNormConfig::new(self.width).init(device));
+                Block { linear, bn, ln }
             })
             .collect();
         // The head is a linear read-out: LeCun-scaled unless the framework default was asked for.
@@ -149,24 +146,20 @@ fn zeroed(mut l: Linear, device: &Device) -> Linear {
 }
 
 #[derive(Module, Debug)]
-pub enum Norm {
-    Batch(BatchNorm),
-    Layer(LayerNorm),
-}
-
-impl Norm {
-    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        match self {
-            Norm::Batch(n) => n.forward(x),
-            Norm::Layer(n) => n.forward(x),
-        }
-    }
-}
-
-#[derive(Module, Debug)]
 pub struct Block {
     pub linear: Linear,
-    pub norm: Option<Norm>,
+    pub bn: Option<BatchNorm>,
+    pub ln: Option<LayerNorm>,
+}
+
+impl Block {
+    fn norm(&self, x: Tensor<2>) -> Tensor<2> {
+        match (&self.bn, &self.ln) {
+            (Some(bn), _) => bn.forward(x),
+            (_, Some(ln)) => ln.forward(x),
+            _ => x,
+        }
+    }
 }
 
 #[derive(Module, Debug)]
@@ -189,15 +182,11 @@ impl Mlp {
         tap.input(&x);
         let mut h = x;
         for (i, (b, (name, block))) in self.layers.iter().zip(&self.block_names).enumerate() {
-            let norm = |t: Tensor<2>| match &b.norm {
-                Some(n) => n.forward(t),
-                None => t,
-            };
             if self.residual && i > 0 {
-                let branch = b.linear.forward(self.act.forward(norm(h.clone())));
+                let branch = b.linear.forward(self.act.forward(b.norm(h.clone())));
                 h = tap.point(name, block, None, None, h + branch);
             } else {
-                let z = norm(b.linear.forward(h));
+                let z = b.norm(b.linear.forward(h));
                 let a = self.act.forward(z.clone());
                 let pre = tap.is_recording().then_some(&z);
                 h = tap.point(name, block, Some(self.act), pre, a);

@@ -140,7 +140,7 @@ mod tests {
         let (s, active) = activation_stats(&h, &[2, 3], Some(Activation::Relu), None);
         assert_eq!(active.unwrap(), vec![true, false, true]);
         assert!((s.mean - 0.5).abs() < 1e-12);
-        assert!((s.std - (0.75f64).sqrt()).abs() < 1e-12);
+        assert!((s.std - (7.0f64 / 12.0).sqrt()).abs() < 1e-12);
         assert_eq!(s.sat_frac, None);
     }
 

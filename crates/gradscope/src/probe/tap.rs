@@ -23,6 +23,9 @@ pub enum Fault {
     /// The layer's forward output is unchanged, but the gradient flowing back through it
     /// becomes non-finite: `h + √(0·h)` has value `h` and derivative `1 + 0·∞`.
     BackwardInf { layer: String },
+    /// Adds `delta` to element `index` (row-major) of the layer's output: a finite-difference
+    /// check of ∂L/∂h perturbs the activation exactly where the probe measures it.
+    Nudge { layer: String, index: usize, delta: f32 },
 }
 
 type LeafGrad = Box<dyn Fn(&Gradients) -> Option<Vec<f32>>>;
@@ -105,6 +108,15 @@ impl Tap {
             }
             Some(Fault::BackwardInf { layer }) if layer == name => {
                 h.clone() + h.mul_scalar(0.0).sqrt()
+            }
+            Some(Fault::Nudge { layer, index, delta }) if layer == name => {
+                let dims = h.dims();
+                let mut d = vec![0f32; dims.iter().product()];
+                if let Some(x) = d.get_mut(*index) {
+                    *x = *delta;
+                }
+                let nudge = Tensor::from_data(burn::tensor::TensorData::new(d, dims), &h.device());
+                h + nudge
             }
             _ => h,
         };

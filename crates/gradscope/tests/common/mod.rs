@@ -1,0 +1,69 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use burn::module::Param;
+use burn::tensor::{Int, Tensor, TensorData};
+use gradscope::nn::mlp::Mlp;
+use gradscope::probe::{Fault, Probe, ProbeConfig, StepRecord, Tap};
+use gradscope::train::loss::cross_entropy;
+
+pub fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E3779B97F4A7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+    z ^ (z >> 31)
+}
+
+/// n values uniform in [−scale, scale): the same formula as tools/reference/mlp_grads.py.
+pub fn det(p: u64, n: usize, scale: f64) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| {
+            let h = splitmix(p.wrapping_mul(1_000_003).wrapping_add(i));
+            let u = (h >> 40) as f64 / 16777216.0;
+            (scale * (2.0 * u - 1.0)) as f32
+        })
+        .collect()
+}
+
+pub fn tensor2(v: Vec<f32>, shape: [usize; 2]) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(v, shape), &gradscope::device())
+}
+
+pub fn labels(n: usize, classes: usize) -> Tensor<1, Int> {
+    let y: Vec<i64> = (0..n as i64).map(|b| (b * 7 + 3) % classes as i64).collect();
+    Tensor::from_data(TensorData::new(y, [n]), &gradscope::device())
+}
+
+/// Replaces every linear layer's weights with `det` values (layer p: weight 2p, bias 2p+1).
+pub fn set_det_weights(mut m: Mlp, scale: f64) -> Mlp {
+    let dev = gradscope::device();
+    let set = |l: &mut burn::nn::Linear, p: u64| {
+        let [i, o] = l.weight.dims();
+        l.weight = Param::from_tensor(Tensor::from_data(TensorData::new(det(2 * p, i * o, scale), [i, o]), &dev));
+        l.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(det(2 * p + 1, o, scale), [o]), &dev)));
+    };
+    let n = m.layers.len();
+    for (p, b) in m.layers.iter_mut().enumerate() {
+        set(&mut b.linear, p as u64);
+    }
+    set(&mut m.head, n as u64);
+    m
+}
+
+/// One probed forward/backward pass (no optimizer step): the loss and the probe's record.
+pub fn probe_once(model: &Mlp, x: &Tensor<2>, y: &Tensor<1, Int>, fault: Option<Fault>) -> (f64, StepRecord) {
+    let mut probe = Probe::new(ProbeConfig::default());
+    let mut tap = Tap::on().with_fault(fault);
+    let loss = cross_entropy(model.forward(x.clone(), &mut tap), y.clone());
+    let lv = loss.clone().into_scalar::<f64>();
+    let grads = loss.backward();
+    let pending = probe.after_backward(0, 0, lv, tap, model, &grads);
+    probe.after_step(pending, model, 0.0).expect("no file to write");
+    (lv, probe.into_records().remove(0))
+}
+
+/// The loss only, with an optional fault/nudge.
+pub fn loss_of(model: &Mlp, x: &Tensor<2>, y: &Tensor<1, Int>, fault: Option<Fault>) -> f64 {
+    let mut tap = Tap::off().with_fault(fault);
+    cross_entropy(model.forward(x.clone(), &mut tap), y.clone()).into_scalar::<f64>()
+}

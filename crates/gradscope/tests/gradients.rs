@@ -1,0 +1,234 @@
+//! The probe's gradients against central finite differences and against PyTorch, mean-field
+//! theory at initialisation, and localisation of injected NaN/∞.
+
+mod common;
+
+use burn::module::Param;
+use burn::tensor::{Tensor, TensorData};
+use common::*;
+use gradscope::diagnose::meanfield_factors;
+use gradscope::nn::activation::Activation;
+use gradscope::nn::init::{standard_normal, Init};
+use gradscope::nn::mlp::{Mlp, MlpConfig, NormKind};
+use gradscope::probe::{Fault, Phase};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-30)
+}
+
+fn small(act: Activation, norm: NormKind, residual: bool) -> MlpConfig {
+    let mut c = MlpConfig::new(5, 3);
+    c.depth = 4;
+    c.width = 6;
+    c.act = act;
+    c.init = Init::Xavier;
+    c.norm = norm;
+    c.residual = residual;
+    c
+}
+
+/// Central differences of the loss w.r.t. every element of one linear layer's weight.
+fn fd_weight_norm(m: &Mlp, layer: Option<usize>, x: &Tensor<2>, y: &burn::tensor::Tensor<1, burn::tensor::Int>) -> f64 {
+    let dev = gradscope::device();
+    let lin = |m: &Mlp| match layer {
+        Some(k) => m.layers[k].linear.weight.val(),
+        None => m.head.weight.val(),
+    };
+    let w = lin(m);
+    let dims = w.dims();
+    let base: Vec<f32> = w.into_data().try_into_vec::<f32>().unwrap();
+    let eps = 1e-2f32;
+    let mut sq = 0.0;
+    for i in 0..base.len() {
+        let at = |d: f32| {
+            let mut v = base.clone();
+            v[i] += d;
+            let mut mm = m.clone();
+            let p = Param::from_tensor(Tensor::from_data(TensorData::new(v, dims), &dev));
+            match layer {
+                Some(k) => mm.layers[k].linear.weight = p,
+                None => mm.head.weight = p,
+            }
+            loss_of(&mm, x, y, None)
+        };
+        let g = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+        sq += g * g;
+    }
+    sq.sqrt()
+}
+
+/// Central differences of the loss w.r.t. every element of a probe point's output.
+fn fd_activation_norm(m: &Mlp, layer: &str, numel: usize, x: &Tensor<2>, y: &burn::tensor::Tensor<1, burn::tensor::Int>) -> f64 {
+    let eps = 1e-2f32;
+    let mut sq = 0.0;
+    for index in 0..numel {
+        let at = |delta: f32| loss_of(m, x, y, Some(Fault::Nudge { layer: layer.into(), index, delta }));
+        let g = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+        sq += g * g;
+    }
+    sq.sqrt()
+}
+
+#[test]
+fn probe_gradients_equal_finite_differences() {
+    let dev = gradscope::device();
+    let x = tensor2(det(7, 4 * 5, 1.0), [4, 5]);
+    let y = labels(4, 3);
+    for (act, norm, residual) in [
+        (Activation::Sigmoid, NormKind::None, false),
+        (Activation::Tanh, NormKind::Layer, false),
+        (Activation::Silu, NormKind::None, true),
+    ] {
+        let m = small(act, norm, residual).init(&dev);
+        let (_, rec) = probe_once(&m, &x, &y, None);
+        for (k, l) in rec.layers.iter().enumerate() {
+            let fd_h = fd_activation_norm(&m, &l.name, l.act.numel, &x, &y);
+            assert!(rel(l.grad_h.norm, fd_h) < 3e-3, "{act} {}: ‖∂L/∂h‖ probe {} vs FD {fd_h}", l.name, l.grad_h.norm);
+            let w = l.params.iter().find(|p| p.name.ends_with("weight") && p.shape.len() == 2).unwrap();
+            let layer = (l.name != "head").then_some(k);
+            let fd_w = fd_weight_norm(&m, layer, &x, &y);
+            assert!(rel(w.grad_norm, fd_w) < 3e-3, "{act} {}: ‖∂L/∂W‖ probe {} vs FD {fd_w}", l.name, w.grad_norm);
+        }
+    }
+}
+
+#[test]
+fn probe_gradients_equal_pytorch() {
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/mlp_grads.json")).expect("fixture parses");
+    let n = |k: &str| fixture[k].as_u64().unwrap() as usize;
+    let (input, width, classes, batch, depth) = (n("input"), n("width"), n("classes"), n("batch"), n("depth"));
+    let x = tensor2(det(1000, batch * input, 1.0), [batch, input]);
+    let y = labels(batch, classes);
+    for case in fixture["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let mut c = MlpConfig::new(input, classes);
+        c.depth = depth;
+        c.width = width;
+        let scale = match name {
+            "sigmoid" => {
+                c.act = Activation::Sigmoid;
+                1.0
+            }
+            "residual_batchnorm_silu" => {
+                c.act = Activation::Silu;
+                c.norm = NormKind::Batch;
+                c.residual = true;
+                0.5
+            }
+            other => panic!("unknown fixture case {other}"),
+        };
+        let m = set_det_weights(c.init(&gradscope::device()), scale);
+        let (loss, rec) = probe_once(&m, &x, &y, None);
+        let ref_loss = case["loss"].as_f64().unwrap();
+        assert!(rel(loss, ref_loss) < 1e-5, "{name}: loss {loss} vs torch {ref_loss}");
+        let layers = case["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), rec.layers.len(), "{name}: probe points");
+        let mut compared = 0;
+        for (r, l) in layers.iter().zip(&rec.layers) {
+            assert_eq!(r["name"].as_str().unwrap(), l.name);
+            let gh = r["grad_h"].as_f64().unwrap();
+            assert!(rel(l.grad_h.norm, gh) < 1e-4, "{name} {}: ‖∂L/∂h‖ {} vs torch {gh}", l.name, l.grad_h.norm);
+            let params = r["params"].as_object().unwrap();
+            assert_eq!(params.len(), l.params.len(), "{name} {}: parameters {:?}", l.name, params.keys());
+            for p in &l.params {
+                let t = params.get(&p.name).unwrap_or_else(|| panic!("{name}: torch has no {}.{}", l.name, p.name));
+                let t = t.as_f64().unwrap();
+                if t < 1e-12 {
+                    // exactly zero in theory (a bias followed by BatchNorm): fp32 round-off only
+                    assert!(p.grad_norm < 1e-6, "{name} {}.{}: {} should be ~0", l.name, p.name, p.grad_norm);
+                    compared += 1;
+                    continue;
+                }
+                assert!(rel(p.grad_norm, t) < 1e-4, "{name} {}.{}: ‖∂L/∂θ‖ {} vs torch {t}", l.name, p.name, p.grad_norm);
+                compared += 1;
+            }
+        }
+        assert!(compared >= 2 * depth, "{name}: only {compared} parameters compared");
+    }
+}
+
+/// A 20-layer width-256 net at init on Gaussian inputs; geometric means of the measured and
+/// predicted per-layer factors ‖∂L/∂h_{l−1}‖/‖∂L/∂h_l‖.
+fn meanfield_at_init(act: Activation, init: Init) -> (f64, f64) {
+    let dev = gradscope::device();
+    let mut c = MlpConfig::new(256, 10);
+    c.depth = 21;
+    c.width = 256;
+    c.act = act;
+    c.init = init;
+    c.seed = 3;
+    let m = c.init(&dev);
+    let mut rng = StdRng::seed_from_u64(11);
+    let xs: Vec<f32> = (0..256 * 256).map(|_| standard_normal(&mut rng) as f32).collect();
+    let (_, rec) = probe_once(&m, &tensor2(xs, [256, 256]), &labels(256, 10), None);
+    let f = meanfield_factors(&rec);
+    assert_eq!(f.len(), 19, "dense layers with a predecessor");
+    let geo = |v: Vec<f64>| (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp();
+    (geo(f.iter().map(|x| x.2).collect()), geo(f.iter().map(|x| x.1).collect()))
+}
+
+#[test]
+fn relu_with_he_init_passes_gradients_unchanged() {
+    let (measured, predicted) = meanfield_at_init(Activation::Relu, Init::He);
+    assert!((measured - 1.0).abs() < 0.1, "measured per-layer factor {measured}");
+    assert!((predicted - 1.0).abs() < 0.1, "predicted √χ₁ {predicted}");
+}
+
+#[test]
+fn relu_with_variance_one_over_n_loses_a_factor_root_two_per_layer() {
+    let (measured, predicted) = meanfield_at_init(Activation::Relu, Init::Lecun);
+    let expect = 1.0 / 2f64.sqrt();
+    assert!(rel(measured, expect) < 0.1, "measured {measured} vs 1/√2");
+    assert!(rel(predicted, expect) < 0.1, "predicted {predicted} vs 1/√2");
+}
+
+#[test]
+fn sigmoid_with_lecun_init_matches_the_mean_field_prediction() {
+    let (measured, predicted) = meanfield_at_init(Activation::Sigmoid, Init::Lecun);
+    assert!(rel(measured, predicted) < 0.1, "measured {measured} vs √χ₁ {predicted}");
+    assert!(predicted < 0.26, "sigmoid' ≤ 1/4 bounds the factor: {predicted}");
+}
+
+fn relu_net() -> (Mlp, Tensor<2>, burn::tensor::Tensor<1, burn::tensor::Int>) {
+    let mut c = MlpConfig::new(5, 3);
+    c.depth = 8;
+    c.width = 12;
+    (c.init(&gradscope::device()), tensor2(det(5, 6 * 5, 1.0), [6, 5]), labels(6, 3))
+}
+
+#[test]
+fn forward_nan_is_blamed_on_the_layer_that_made_it() {
+    let (m, x, y) = relu_net();
+    for k in [0, 3, 6] {
+        let layer = format!("layers.{k}");
+        let (_, rec) = probe_once(&m, &x, &y, Some(Fault::ForwardNan { layer: layer.clone() }));
+        let nf = rec.nonfinite.expect("non-finite detected");
+        assert_eq!((nf.phase, nf.layer.as_str()), (Phase::Forward, layer.as_str()));
+        // every later layer carries the NaN, no earlier one does
+        assert!(rec.layers[..k].iter().all(|l| l.act.nan == 0));
+        assert!(rec.layers[k..].iter().all(|l| l.act.nan > 0));
+    }
+    let (_, clean) = probe_once(&m, &x, &y, None);
+    assert!(clean.nonfinite.is_none());
+}
+
+#[test]
+fn backward_inf_is_blamed_on_the_layer_that_made_it() {
+    let (m, x, y) = relu_net();
+    for k in [1, 4, 6] {
+        let layer = format!("layers.{k}");
+        let (loss, rec) = probe_once(&m, &x, &y, Some(Fault::BackwardInf { layer: layer.clone() }));
+        assert!(loss.is_finite(), "the forward pass is untouched");
+        assert!(rec.layers.iter().all(|l| l.act.nan + l.act.inf == 0));
+        let nf = rec.nonfinite.expect("non-finite gradient detected");
+        assert_eq!((nf.phase, nf.layer.as_str()), (Phase::Backward, layer.as_str()));
+        // the layer's own output gradient is finite, its input's is not
+        assert_eq!(rec.layers[k].grad_h.nan + rec.layers[k].grad_h.inf, 0);
+        if k > 0 {
+            assert!(rec.layers[k - 1].grad_h.nan + rec.layers[k - 1].grad_h.inf > 0);
+        }
+    }
+}
