@@ -66,7 +66,9 @@ fn lab_keys_help() -> String {
     for (k, d) in LAB_KEYS {
         s.push_str(&format!("  {k:<12} {d}\n"));
     }
-    s.push_str("\nnetwork and training keys (apply to every variant; a variant's own settings win):\n");
+    s.push_str(
+        "\nnetwork and training keys (apply to every variant; a variant's own settings win):\n",
+    );
     for (k, d) in KEYS {
         s.push_str(&format!("  {k:<12} {d}\n"));
     }
@@ -87,15 +89,24 @@ fn lab_vanishing(args: &[&str]) -> Result<()> {
         let (k, v) = split_kv(arg)?;
         if !lab.set(k, v).map_err(|e| anyhow!(e))? {
             let keys: Vec<&str> = LAB_KEYS.iter().chain(KEYS).map(|(k, _)| *k).collect();
-            bail!("unknown key '{k}' in '{arg}'; accepted: {}", keys.join(", "));
+            bail!(
+                "unknown key '{k}' in '{arg}'; accepted: {}",
+                keys.join(", ")
+            );
         }
     }
-    let style = ProgressStyle::with_template("{prefix:>20} [{bar:32}] {pos:>5}/{len} {msg} {elapsed}")
-        .expect("valid template")
-        .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{prefix:>20} [{bar:32}] {pos:>5}/{len} {msg} {elapsed}")
+            .expect("valid template")
+            .progress_chars("=> ");
     let mut bar: Option<ProgressBar> = None;
     let outcome = lab.run(&mut |ev| match ev {
-        LabEvent::Start { name, index, total, steps } => {
+        LabEvent::Start {
+            name,
+            index,
+            total,
+            steps,
+        } => {
             let b = ProgressBar::new(steps as u64).with_style(style.clone());
             b.set_prefix(format!("{}/{} {name}", index + 1, total));
             bar = Some(b);
@@ -129,7 +140,11 @@ fn lab_vanishing(args: &[&str]) -> Result<()> {
     println!("\nfirst/last = ‖∂L/∂h‖ at the first hidden layer ÷ at the last, end of training\n");
     for v in &outcome.variants {
         if let Some(d) = &v.diagnosis {
-            let top = d.remedies.first().map(|r| format!("; try {}", r.switch)).unwrap_or_default();
+            let top = d
+                .remedies
+                .first()
+                .map(|r| format!("; try {}", r.switch))
+                .unwrap_or_default();
             println!("{}: {}{}", v.name, d.verdict, top);
             if let Some(e) = d.evidence.first() {
                 println!("    {e}");
@@ -140,7 +155,10 @@ fn lab_vanishing(args: &[&str]) -> Result<()> {
         }
     }
     println!("\nreport: {}", outcome.report.display());
-    println!("per-run probe records: {}/<variant>/probe.jsonl (gradscope diagnose <folder>)", outcome.dir.display());
+    println!(
+        "per-run probe records: {}/<variant>/probe.jsonl (gradscope diagnose <folder>)",
+        outcome.dir.display()
+    );
     Ok(())
 }
 
@@ -150,7 +168,10 @@ fn probe_files(path: &Path) -> Result<Vec<PathBuf>> {
         return Ok(vec![path.to_path_buf()]);
     }
     if !path.is_dir() {
-        bail!("{} does not exist; pass a run folder (runs/vanishing/lab/sigmoid) or a probe.jsonl", path.display());
+        bail!(
+            "{} does not exist; pass a run folder (runs/vanishing/lab/sigmoid) or a probe.jsonl",
+            path.display()
+        );
     }
     let own = path.join("probe.jsonl");
     if own.is_file() {
@@ -163,7 +184,10 @@ fn probe_files(path: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     found.sort();
     if found.is_empty() {
-        bail!("no probe.jsonl in {} or its sub-folders (was the run made with probe=false?)", path.display());
+        bail!(
+            "no probe.jsonl in {} or its sub-folders (was the run made with probe=false?)",
+            path.display()
+        );
     }
     Ok(found)
 }
@@ -171,7 +195,11 @@ fn probe_files(path: &Path) -> Result<Vec<PathBuf>> {
 fn diagnose_cmd(path: &Path) -> Result<()> {
     for file in probe_files(path)? {
         let records = read_jsonl(&file)?;
-        let name = file.parent().unwrap_or(Path::new(".")).display().to_string();
+        let name = file
+            .parent()
+            .unwrap_or(Path::new("."))
+            .display()
+            .to_string();
         println!("== {name} ({} probed steps)", records.len());
         match diagnose(&records) {
             Some(d) => println!("{d}"),

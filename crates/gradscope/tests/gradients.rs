@@ -30,7 +30,12 @@ fn small(act: Activation, norm: NormKind, residual: bool) -> MlpConfig {
 }
 
 /// Central differences of the loss w.r.t. every element of one linear layer's weight.
-fn fd_weight_norm(m: &Mlp, layer: Option<usize>, x: &Tensor<2>, y: &burn::tensor::Tensor<1, burn::tensor::Int>) -> f64 {
+fn fd_weight_norm(
+    m: &Mlp,
+    layer: Option<usize>,
+    x: &Tensor<2>,
+    y: &burn::tensor::Tensor<1, burn::tensor::Int>,
+) -> f64 {
     let dev = gradscope::device();
     let lin = |m: &Mlp| match layer {
         Some(k) => m.layers[k].linear.weight.val(),
@@ -60,11 +65,28 @@ fn fd_weight_norm(m: &Mlp, layer: Option<usize>, x: &Tensor<2>, y: &burn::tensor
 }
 
 /// Central differences of the loss w.r.t. every element of a probe point's output.
-fn fd_activation_norm(m: &Mlp, layer: &str, numel: usize, x: &Tensor<2>, y: &burn::tensor::Tensor<1, burn::tensor::Int>) -> f64 {
+fn fd_activation_norm(
+    m: &Mlp,
+    layer: &str,
+    numel: usize,
+    x: &Tensor<2>,
+    y: &burn::tensor::Tensor<1, burn::tensor::Int>,
+) -> f64 {
     let eps = 1e-2f32;
     let mut sq = 0.0;
     for index in 0..numel {
-        let at = |delta: f32| loss_of(m, x, y, Some(Fault::Nudge { layer: layer.into(), index, delta }));
+        let at = |delta: f32| {
+            loss_of(
+                m,
+                x,
+                y,
+                Some(Fault::Nudge {
+                    layer: layer.into(),
+                    index,
+                    delta,
+                }),
+            )
+        };
         let g = (at(eps) - at(-eps)) / (2.0 * eps as f64);
         sq += g * g;
     }
@@ -85,11 +107,25 @@ fn probe_gradients_equal_finite_differences() {
         let (_, rec) = probe_once(&m, &x, &y, None);
         for (k, l) in rec.layers.iter().enumerate() {
             let fd_h = fd_activation_norm(&m, &l.name, l.act.numel, &x, &y);
-            assert!(rel(l.grad_h.norm, fd_h) < 3e-3, "{act} {}: ‖∂L/∂h‖ probe {} vs FD {fd_h}", l.name, l.grad_h.norm);
-            let w = l.params.iter().find(|p| p.name.ends_with("weight") && p.shape.len() == 2).unwrap();
+            assert!(
+                rel(l.grad_h.norm, fd_h) < 3e-3,
+                "{act} {}: ‖∂L/∂h‖ probe {} vs FD {fd_h}",
+                l.name,
+                l.grad_h.norm
+            );
+            let w = l
+                .params
+                .iter()
+                .find(|p| p.name.ends_with("weight") && p.shape.len() == 2)
+                .unwrap();
             let layer = (l.name != "head").then_some(k);
             let fd_w = fd_weight_norm(&m, layer, &x, &y);
-            assert!(rel(w.grad_norm, fd_w) < 3e-3, "{act} {}: ‖∂L/∂W‖ probe {} vs FD {fd_w}", l.name, w.grad_norm);
+            assert!(
+                rel(w.grad_norm, fd_w) < 3e-3,
+                "{act} {}: ‖∂L/∂W‖ probe {} vs FD {fd_w}",
+                l.name,
+                w.grad_norm
+            );
         }
     }
 }
@@ -99,7 +135,8 @@ fn probe_gradients_equal_pytorch() {
     let fixture: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/mlp_grads.json")).expect("fixture parses");
     let n = |k: &str| fixture[k].as_u64().unwrap() as usize;
-    let (input, width, classes, batch, depth) = (n("input"), n("width"), n("classes"), n("batch"), n("depth"));
+    let (input, width, classes, batch, depth) =
+        (n("input"), n("width"), n("classes"), n("batch"), n("depth"));
     let x = tensor2(det(1000, batch * input, 1.0), [batch, input]);
     let y = labels(batch, classes);
     for case in fixture["cases"].as_array().unwrap() {
@@ -123,30 +160,61 @@ fn probe_gradients_equal_pytorch() {
         let m = set_det_weights(c.init(&gradscope::device()), scale);
         let (loss, rec) = probe_once(&m, &x, &y, None);
         let ref_loss = case["loss"].as_f64().unwrap();
-        assert!(rel(loss, ref_loss) < 1e-5, "{name}: loss {loss} vs torch {ref_loss}");
+        assert!(
+            rel(loss, ref_loss) < 1e-5,
+            "{name}: loss {loss} vs torch {ref_loss}"
+        );
         let layers = case["layers"].as_array().unwrap();
         assert_eq!(layers.len(), rec.layers.len(), "{name}: probe points");
         let mut compared = 0;
         for (r, l) in layers.iter().zip(&rec.layers) {
             assert_eq!(r["name"].as_str().unwrap(), l.name);
             let gh = r["grad_h"].as_f64().unwrap();
-            assert!(rel(l.grad_h.norm, gh) < 1e-4, "{name} {}: ‖∂L/∂h‖ {} vs torch {gh}", l.name, l.grad_h.norm);
+            assert!(
+                rel(l.grad_h.norm, gh) < 1e-4,
+                "{name} {}: ‖∂L/∂h‖ {} vs torch {gh}",
+                l.name,
+                l.grad_h.norm
+            );
             let params = r["params"].as_object().unwrap();
-            assert_eq!(params.len(), l.params.len(), "{name} {}: parameters {:?}", l.name, params.keys());
+            assert_eq!(
+                params.len(),
+                l.params.len(),
+                "{name} {}: parameters {:?}",
+                l.name,
+                params.keys()
+            );
             for p in &l.params {
-                let t = params.get(&p.name).unwrap_or_else(|| panic!("{name}: torch has no {}.{}", l.name, p.name));
+                let t = params
+                    .get(&p.name)
+                    .unwrap_or_else(|| panic!("{name}: torch has no {}.{}", l.name, p.name));
                 let t = t.as_f64().unwrap();
                 if t < 1e-12 {
                     // exactly zero in theory (a bias followed by BatchNorm): fp32 round-off only
-                    assert!(p.grad_norm < 1e-6, "{name} {}.{}: {} should be ~0", l.name, p.name, p.grad_norm);
+                    assert!(
+                        p.grad_norm < 1e-6,
+                        "{name} {}.{}: {} should be ~0",
+                        l.name,
+                        p.name,
+                        p.grad_norm
+                    );
                     compared += 1;
                     continue;
                 }
-                assert!(rel(p.grad_norm, t) < 1e-4, "{name} {}.{}: ‖∂L/∂θ‖ {} vs torch {t}", l.name, p.name, p.grad_norm);
+                assert!(
+                    rel(p.grad_norm, t) < 1e-4,
+                    "{name} {}.{}: ‖∂L/∂θ‖ {} vs torch {t}",
+                    l.name,
+                    p.name,
+                    p.grad_norm
+                );
                 compared += 1;
             }
         }
-        assert!(compared >= 2 * depth, "{name}: only {compared} parameters compared");
+        assert!(
+            compared >= 2 * depth,
+            "{name}: only {compared} parameters compared"
+        );
     }
 }
 
@@ -162,18 +230,26 @@ fn meanfield_at_init(act: Activation, init: Init) -> (f64, f64) {
     c.seed = 3;
     let m = c.init(&dev);
     let mut rng = StdRng::seed_from_u64(11);
-    let xs: Vec<f32> = (0..256 * 256).map(|_| standard_normal(&mut rng) as f32).collect();
+    let xs: Vec<f32> = (0..256 * 256)
+        .map(|_| standard_normal(&mut rng) as f32)
+        .collect();
     let (_, rec) = probe_once(&m, &tensor2(xs, [256, 256]), &labels(256, 10), None);
     let f = meanfield_factors(&rec);
     assert_eq!(f.len(), 19, "dense layers with a predecessor");
     let geo = |v: Vec<f64>| (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp();
-    (geo(f.iter().map(|x| x.2).collect()), geo(f.iter().map(|x| x.1).collect()))
+    (
+        geo(f.iter().map(|x| x.2).collect()),
+        geo(f.iter().map(|x| x.1).collect()),
+    )
 }
 
 #[test]
 fn relu_with_he_init_passes_gradients_unchanged() {
     let (measured, predicted) = meanfield_at_init(Activation::Relu, Init::He);
-    assert!((measured - 1.0).abs() < 0.1, "measured per-layer factor {measured}");
+    assert!(
+        (measured - 1.0).abs() < 0.1,
+        "measured per-layer factor {measured}"
+    );
     assert!((predicted - 1.0).abs() < 0.1, "predicted √χ₁ {predicted}");
 }
 
@@ -182,21 +258,34 @@ fn relu_with_variance_one_over_n_loses_a_factor_root_two_per_layer() {
     let (measured, predicted) = meanfield_at_init(Activation::Relu, Init::Lecun);
     let expect = 1.0 / 2f64.sqrt();
     assert!(rel(measured, expect) < 0.1, "measured {measured} vs 1/√2");
-    assert!(rel(predicted, expect) < 0.1, "predicted {predicted} vs 1/√2");
+    assert!(
+        rel(predicted, expect) < 0.1,
+        "predicted {predicted} vs 1/√2"
+    );
 }
 
 #[test]
 fn sigmoid_with_lecun_init_matches_the_mean_field_prediction() {
     let (measured, predicted) = meanfield_at_init(Activation::Sigmoid, Init::Lecun);
-    assert!(rel(measured, predicted) < 0.1, "measured {measured} vs √χ₁ {predicted}");
-    assert!(predicted < 0.26, "sigmoid' ≤ 1/4 bounds the factor: {predicted}");
+    assert!(
+        rel(measured, predicted) < 0.1,
+        "measured {measured} vs √χ₁ {predicted}"
+    );
+    assert!(
+        predicted < 0.26,
+        "sigmoid' ≤ 1/4 bounds the factor: {predicted}"
+    );
 }
 
 fn relu_net() -> (Mlp, Tensor<2>, burn::tensor::Tensor<1, burn::tensor::Int>) {
     let mut c = MlpConfig::new(5, 3);
     c.depth = 8;
     c.width = 12;
-    (c.init(&gradscope::device()), tensor2(det(5, 6 * 5, 1.0), [6, 5]), labels(6, 3))
+    (
+        c.init(&gradscope::device()),
+        tensor2(det(5, 6 * 5, 1.0), [6, 5]),
+        labels(6, 3),
+    )
 }
 
 #[test]
@@ -204,9 +293,19 @@ fn forward_nan_is_blamed_on_the_layer_that_made_it() {
     let (m, x, y) = relu_net();
     for k in [0, 3, 6] {
         let layer = format!("layers.{k}");
-        let (_, rec) = probe_once(&m, &x, &y, Some(Fault::ForwardNan { layer: layer.clone() }));
+        let (_, rec) = probe_once(
+            &m,
+            &x,
+            &y,
+            Some(Fault::ForwardNan {
+                layer: layer.clone(),
+            }),
+        );
         let nf = rec.nonfinite.expect("non-finite detected");
-        assert_eq!((nf.phase, nf.layer.as_str()), (Phase::Forward, layer.as_str()));
+        assert_eq!(
+            (nf.phase, nf.layer.as_str()),
+            (Phase::Forward, layer.as_str())
+        );
         // every later layer carries the NaN, no earlier one does
         assert!(rec.layers[..k].iter().all(|l| l.act.nan == 0));
         assert!(rec.layers[k..].iter().all(|l| l.act.nan > 0));
@@ -220,11 +319,21 @@ fn backward_inf_is_blamed_on_the_layer_that_made_it() {
     let (m, x, y) = relu_net();
     for k in [1, 4, 6] {
         let layer = format!("layers.{k}");
-        let (loss, rec) = probe_once(&m, &x, &y, Some(Fault::BackwardInf { layer: layer.clone() }));
+        let (loss, rec) = probe_once(
+            &m,
+            &x,
+            &y,
+            Some(Fault::BackwardInf {
+                layer: layer.clone(),
+            }),
+        );
         assert!(loss.is_finite(), "the forward pass is untouched");
         assert!(rec.layers.iter().all(|l| l.act.nan + l.act.inf == 0));
         let nf = rec.nonfinite.expect("non-finite gradient detected");
-        assert_eq!((nf.phase, nf.layer.as_str()), (Phase::Backward, layer.as_str()));
+        assert_eq!(
+            (nf.phase, nf.layer.as_str()),
+            (Phase::Backward, layer.as_str())
+        );
         // the layer's own output gradient is finite, its input's is not
         assert_eq!(rec.layers[k].grad_h.nan + rec.layers[k].grad_h.inf, 0);
         if k > 0 {

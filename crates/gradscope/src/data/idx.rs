@@ -19,7 +19,10 @@ pub struct IdxArray {
 }
 
 pub fn parse(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
-    let err = |msg: String| DataError::Format { path: path.to_path_buf(), msg };
+    let err = |msg: String| DataError::Format {
+        path: path.to_path_buf(),
+        msg,
+    };
     let raw;
     let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut v = Vec::new();
@@ -32,15 +35,23 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
         bytes
     };
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
-        return Err(err("not an IDX file (the magic number must start with two zero bytes)".into()));
+        return Err(err(
+            "not an IDX file (the magic number must start with two zero bytes)".into(),
+        ));
     }
     if bytes[2] != 0x08 {
-        return Err(err(format!("IDX type 0x{:02x} is not supported (only unsigned bytes, 0x08)", bytes[2])));
+        return Err(err(format!(
+            "IDX type 0x{:02x} is not supported (only unsigned bytes, 0x08)",
+            bytes[2]
+        )));
     }
     let nd = bytes[3] as usize;
     let header = 4 + 4 * nd;
     if nd == 0 || bytes.len() < header {
-        return Err(err(format!("truncated header: {nd} dimensions need {header} bytes, file has {}", bytes.len())));
+        return Err(err(format!(
+            "truncated header: {nd} dimensions need {header} bytes, file has {}",
+            bytes.len()
+        )));
     }
     let dims: Vec<usize> = (0..nd)
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
@@ -52,23 +63,42 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
             bytes.len() - header
         )));
     }
-    Ok(IdxArray { dims, data: bytes[header..].to_vec() })
+    Ok(IdxArray {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
 }
 
 pub fn read(path: &Path) -> Result<IdxArray, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse(&bytes, path)
 }
 
 /// Images `[n, rows, cols]` and labels `[n]` as a dataset with pixels scaled to [0, 1].
-pub fn dataset(images: &IdxArray, labels: &IdxArray, name: &str, label_path: &Path) -> Result<Dataset, DataError> {
+pub fn dataset(
+    images: &IdxArray,
+    labels: &IdxArray,
+    name: &str,
+    label_path: &Path,
+) -> Result<Dataset, DataError> {
     if images.dims.len() != 3 || labels.dims.len() != 1 || images.dims[0] != labels.dims[0] {
         return Err(DataError::Format {
             path: label_path.to_path_buf(),
-            msg: format!("images {:?} and labels {:?} do not match", images.dims, labels.dims),
+            msg: format!(
+                "images {:?} and labels {:?} do not match",
+                images.dims, labels.dims
+            ),
         });
     }
-    let classes = labels.data.iter().copied().max().map_or(0, |m| m as usize + 1);
+    let classes = labels
+        .data
+        .iter()
+        .copied()
+        .max()
+        .map_or(0, |m| m as usize + 1);
     Ok(Dataset {
         name: name.into(),
         x: images.data.iter().map(|&p| p as f32 / 255.0).collect(),
@@ -88,7 +118,10 @@ fn find(dir: &Path, stem: &str) -> Option<PathBuf> {
 /// The training part (`train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`) of an
 /// MNIST-style folder.
 pub fn load_dir(dir: &Path, name: &str) -> Result<Dataset, DataError> {
-    let (Some(img), Some(lab)) = (find(dir, "train-images-idx3-ubyte"), find(dir, "train-labels-idx1-ubyte")) else {
+    let (Some(img), Some(lab)) = (
+        find(dir, "train-images-idx3-ubyte"),
+        find(dir, "train-labels-idx1-ubyte"),
+    ) else {
         return Err(DataError::Missing(format!(
             "no train-images-idx3-ubyte[.gz] / train-labels-idx1-ubyte[.gz] in {}; install Fashion-MNIST with \
              `apt-get install dataset-fashion-mnist` (goes to {FASHION_DIR}) or pass data_dir=<folder>",
@@ -133,9 +166,13 @@ mod tests {
         raw.pop();
         let e = parse(&raw, Path::new("t.idx")).unwrap_err().to_string();
         assert!(e.contains("t.idx") && e.contains("truncated"), "{e}");
-        let e = parse(b"PK\x03\x04", Path::new("z.zip")).unwrap_err().to_string();
+        let e = parse(b"PK\x03\x04", Path::new("z.zip"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not an IDX"), "{e}");
-        let e = load_dir(Path::new("/nonexistent"), "x").unwrap_err().to_string();
+        let e = load_dir(Path::new("/nonexistent"), "x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("apt-get install dataset-fashion-mnist"), "{e}");
     }
 }

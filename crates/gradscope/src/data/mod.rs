@@ -14,7 +14,10 @@ use rand::SeedableRng;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {msg}")]
     Format { path: PathBuf, msg: String },
     #[error("{0}")]
@@ -157,9 +160,16 @@ mod tests {
         let (m, s) = train.feature_stats();
         for j in 0..train.features {
             assert!(m[j].abs() < 1e-4, "feature {j} mean {}", m[j]);
-            assert!(s[j] == 1.0 || (s[j] - 1.0).abs() < 1e-3, "feature {j} std {}", s[j]);
+            assert!(
+                s[j] == 1.0 || (s[j] - 1.0).abs() < 1e-3,
+                "feature {j} std {}",
+                s[j]
+            );
         }
         let (mv, _) = val.feature_stats();
-        assert!(mv.iter().any(|v| v.abs() > 1e-3), "val must not be re-centred on itself");
+        assert!(
+            mv.iter().any(|v| v.abs() > 1e-3),
+            "val must not be re-centred on itself"
+        );
     }
 }

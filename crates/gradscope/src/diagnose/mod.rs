@@ -122,7 +122,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn geo_mean(v: &[f64]) -> f64 {
-    let logs: Vec<f64> = v.iter().filter(|x| x.is_finite() && **x > 0.0).map(|x| x.ln()).collect();
+    let logs: Vec<f64> = v
+        .iter()
+        .filter(|x| x.is_finite() && **x > 0.0)
+        .map(|x| x.ln())
+        .collect();
     if logs.is_empty() {
         return f64::NAN;
     }
@@ -136,14 +140,19 @@ pub fn meanfield_factors(r: &StepRecord) -> Vec<(usize, f64, f64)> {
     let mut out = Vec::new();
     for l in 1..h.len() {
         let layer = h[l];
-        let (Some(act), Some(q), Some(mu)) = (layer.act_fn, layer.act.pre_var, layer.act.pre_mean) else {
+        let (Some(act), Some(q), Some(mu)) = (layer.act_fn, layer.act.pre_var, layer.act.pre_mean)
+        else {
             continue;
         };
         if layer.block != "dense" {
             continue; // normalisation or residual paths change the recursion
         }
-        let Some(w) = layer.params.iter().find(|p| p.name.ends_with("weight")) else { continue };
-        let Some(s2) = meanfield::sigma_w2(w.norm, &w.shape) else { continue };
+        let Some(w) = layer.params.iter().find(|p| p.name.ends_with("weight")) else {
+            continue;
+        };
+        let Some(s2) = meanfield::sigma_w2(w.norm, &w.shape) else {
+            continue;
+        };
         let predicted = meanfield::chi1(act, s2, mu, q).sqrt();
         let measured = h[l - 1].grad_h.norm / layer.grad_h.norm;
         out.push((l, predicted, measured));
@@ -163,16 +172,28 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
     let finite_window: Vec<&StepRecord> = window.iter().filter(|r| r.nonfinite.is_none()).collect();
     let fl_end = median(finite_window.iter().map(|r| first_last(r)).collect());
     let n_hidden = hidden(end).len();
-    let per_layer = if n_hidden >= 2 { fl_end.powf(1.0 / (n_hidden - 1) as f64) } else { f64::NAN };
+    let per_layer = if n_hidden >= 2 {
+        fl_end.powf(1.0 / (n_hidden - 1) as f64)
+    } else {
+        f64::NAN
+    };
 
     // per-layer medians over the end window
     let layers_end = hidden(end);
-    let last_norm = median(finite_window.iter().filter_map(|r| hidden(r).last().map(|l| l.grad_h.norm)).collect());
+    let last_norm = median(
+        finite_window
+            .iter()
+            .filter_map(|r| hidden(r).last().map(|l| l.grad_h.norm))
+            .collect(),
+    );
     let mf_init = meanfield_factors(init);
     let mut layers = Vec::new();
     for (i, l) in layers_end.iter().enumerate() {
         let pick = |f: &dyn Fn(&LayerRecord) -> Option<f64>| -> Option<f64> {
-            let v: Vec<f64> = finite_window.iter().filter_map(|r| hidden(r).get(i).and_then(|x| f(x))).collect();
+            let v: Vec<f64> = finite_window
+                .iter()
+                .filter_map(|r| hidden(r).get(i).and_then(|x| f(x)))
+                .collect();
             let m = median(v);
             m.is_finite().then_some(m)
         };
@@ -252,24 +273,40 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
     if fl_end > EXPLODING_ABOVE || growth > NORM_GROWTH_ABOVE {
         verdicts.push(Verdict::Exploding);
         if growth > NORM_GROWTH_ABOVE {
-            evidence.push(format!("global gradient norm grew ×{growth:.1e} since init ({g0:.2e} → {g1:.2e})"));
+            evidence.push(format!(
+                "global gradient norm grew ×{growth:.1e} since init ({g0:.2e} → {g1:.2e})"
+            ));
         } else {
-            evidence.push(format!("the gradient grows ×{fl_end:.1e} from the last hidden layer back to the first"));
+            evidence.push(format!(
+                "the gradient grows ×{fl_end:.1e} from the last hidden layer back to the first"
+            ));
         }
     }
-    let dead: Vec<&LayerDiagnosis> = layers.iter().filter(|l| l.verdict == Verdict::DeadUnits).collect();
+    let dead: Vec<&LayerDiagnosis> = layers
+        .iter()
+        .filter(|l| l.verdict == Verdict::DeadUnits)
+        .collect();
     if !dead.is_empty() {
         verdicts.push(Verdict::DeadUnits);
-        let worst = dead.iter().map(|l| l.dead_frac.unwrap_or(0.0)).fold(0.0, f64::max);
+        let worst = dead
+            .iter()
+            .map(|l| l.dead_frac.unwrap_or(0.0))
+            .fold(0.0, f64::max);
         evidence.push(format!(
             "{} layers have more than {:.0}% dead ReLU units (worst {:.0}%): {}",
             dead.len(),
             DEAD_ABOVE * 100.0,
             worst * 100.0,
-            dead.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+            dead.iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
-    let sat: Vec<&LayerDiagnosis> = layers.iter().filter(|l| l.sat_frac.is_some_and(|s| s > SATURATED_ABOVE)).collect();
+    let sat: Vec<&LayerDiagnosis> = layers
+        .iter()
+        .filter(|l| l.sat_frac.is_some_and(|s| s > SATURATED_ABOVE))
+        .collect();
     if !sat.is_empty() {
         verdicts.push(Verdict::Saturation);
         evidence.push(format!(
@@ -293,7 +330,10 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
     // remedies, most relevant first
     let mut add = |switch: &str, why: &str| {
         if !remedies.iter().any(|r| r.switch == switch) {
-            remedies.push(Remedy { switch: switch.into(), why: why.into() });
+            remedies.push(Remedy {
+                switch: switch.into(),
+                why: why.into(),
+            });
         }
     };
     for v in &verdicts {
@@ -303,34 +343,67 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
                 add("lr=<lr/10>", "a smaller learning rate keeps updates inside the region where the loss is smooth");
                 add("zero_init=true", "residual branches that start at zero make the network start shallow: no growth through the skip paths");
                 add("norm=batch", "normalisation rescales every layer's pre-activations, so a large weight cannot multiply through the depth");
-                add("init=lecun", "a smaller initial weight variance lowers the per-layer gain (mean-field χ₁)");
+                add(
+                    "init=lecun",
+                    "a smaller initial weight variance lowers the per-layer gain (mean-field χ₁)",
+                );
             }
             Verdict::Vanishing => {
                 if act.is_some_and(|a| a.saturates()) {
                     add("act=relu init=he", "φ' ≤ 0.25 (sigmoid) or < 1 off-centre (tanh) multiplies the gradient down at every layer; ReLU passes it unchanged on active units and He init makes χ₁ = 1 (critical)");
-                    add("act=silu init=he", "SiLU behaves like ReLU for large inputs, stays smooth and never dies");
+                    add(
+                        "act=silu init=he",
+                        "SiLU behaves like ReLU for large inputs, stays smooth and never dies",
+                    );
                 } else {
                     add("init=he", "mean-field: the measured per-layer factor is below 1; He init (Var = 2/fan_in) makes ReLU critical (χ₁ = 1)");
                 }
                 add("norm=batch", "BatchNorm keeps every layer's pre-activations at unit scale, out of the saturated range");
-                add("residual=true zero_init=true", "identity paths carry the gradient past every layer unattenuated");
+                add(
+                    "residual=true zero_init=true",
+                    "identity paths carry the gradient past every layer unattenuated",
+                );
                 add("optimizer=adam", "Adam rescales each parameter's step by its own gradient scale; it hides the symptom but learning in the first layers stays slow");
             }
             Verdict::DeadUnits => {
                 add("act=leaky_relu", "a small negative slope keeps a gradient for inactive units, so they can recover");
-                add("act=silu", "SiLU has a non-zero gradient for negative inputs");
-                add("lr=<lr/10>", "large steps push biases negative and kill units");
-                add("init=he", "a well-scaled init keeps about half the units active at the start");
+                add(
+                    "act=silu",
+                    "SiLU has a non-zero gradient for negative inputs",
+                );
+                add(
+                    "lr=<lr/10>",
+                    "large steps push biases negative and kill units",
+                );
+                add(
+                    "init=he",
+                    "a well-scaled init keeps about half the units active at the start",
+                );
             }
             Verdict::Saturation => {
-                add("norm=batch", "normalised pre-activations stay where φ' is large");
-                add("init=xavier", "Glorot init keeps tanh/sigmoid inputs in the linear range");
-                add("act=relu init=he", "ReLU does not saturate for positive inputs");
+                add(
+                    "norm=batch",
+                    "normalised pre-activations stay where φ' is large",
+                );
+                add(
+                    "init=xavier",
+                    "Glorot init keeps tanh/sigmoid inputs in the linear range",
+                );
+                add(
+                    "act=relu init=he",
+                    "ReLU does not saturate for positive inputs",
+                );
             }
             Verdict::Healthy => {
                 if slow && records.len() > 1 {
-                    add("lr=<lr×3>", "gradients reach every layer; the step size may simply be too small");
-                    add("optimizer=adam", "adaptive steps speed up optimisation when gradients are healthy");
+                    add(
+                        "lr=<lr×3>",
+                        "gradients reach every layer; the step size may simply be too small",
+                    );
+                    add(
+                        "optimizer=adam",
+                        "adaptive steps speed up optimisation when gradients are healthy",
+                    );
                     add("residual=true", "deep plain networks are hard to optimise even with healthy gradients (He et al. 2016)");
                 }
             }
@@ -365,8 +438,12 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
 
 impl fmt::Display for Diagnosis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let all: Vec<String> = self.verdicts.iter().map(|v| v.to_string()).collect();
-        writeln!(f, "verdict: {} ({})", self.verdict, all.join(", "))?;
+        if self.verdicts.len() > 1 {
+            let all: Vec<String> = self.verdicts.iter().map(|v| v.to_string()).collect();
+            writeln!(f, "verdict: {} (all: {})", self.verdict, all.join(", "))?;
+        } else {
+            writeln!(f, "verdict: {}", self.verdict)?;
+        }
         writeln!(f, "evidence:")?;
         for e in &self.evidence {
             writeln!(f, "  - {e}")?;

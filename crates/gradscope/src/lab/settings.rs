@@ -11,7 +11,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("init", "default | xavier | he | lecun | orthogonal"),
     ("norm", "none | batch | layer"),
     ("residual", "true | false"),
-    ("zero_init", "true | false (start residual branches at zero)"),
+    (
+        "zero_init",
+        "true | false (start residual branches at zero)",
+    ),
     ("optimizer", "sgd | momentum | adam | adamw"),
     ("lr", "learning rate > 0"),
     ("batch", "batch size ≥ 1"),
@@ -69,12 +72,18 @@ impl Settings {
             "norm" => self.model.norm = v.parse().map_err(|e: String| format!("norm={v}: {e}"))?,
             "residual" => self.model.residual = parse_bool(key, v)?,
             "zero_init" => self.model.zero_init = parse_bool(key, v)?,
-            "optimizer" => self.train.optimizer = v.parse().map_err(|e: String| format!("optimizer={v}: {e}"))?,
+            "optimizer" => {
+                self.train.optimizer = v
+                    .parse()
+                    .map_err(|e: String| format!("optimizer={v}: {e}"))?
+            }
             "lr" => self.train.lr = parse_pos(key, v)?,
             "batch" => self.train.batch = parse_usize(key, v, 1)?,
             "epochs" => self.train.epochs = parse_usize(key, v, 1)?,
             "seed" => {
-                let s = v.parse::<u64>().map_err(|_| format!("seed={v}: expected a whole number ≥ 0"))?;
+                let s = v
+                    .parse::<u64>()
+                    .map_err(|_| format!("seed={v}: expected a whole number ≥ 0"))?;
                 self.model.seed = s;
                 self.train.seed = s;
             }
@@ -103,7 +112,10 @@ mod tests {
     use super::*;
 
     fn s() -> Settings {
-        Settings { model: MlpConfig::new(4, 2), train: TrainConfig::default() }
+        Settings {
+            model: MlpConfig::new(4, 2),
+            train: TrainConfig::default(),
+        }
     }
 
     #[test]
@@ -122,7 +134,14 @@ mod tests {
     #[test]
     fn settings_round_trip_through_describe() {
         let mut a = s();
-        for kv in ["act=tanh", "init=xavier", "norm=layer", "residual=true", "lr=0.05", "clip_norm=2"] {
+        for kv in [
+            "act=tanh",
+            "init=xavier",
+            "norm=layer",
+            "residual=true",
+            "lr=0.05",
+            "clip_norm=2",
+        ] {
             let (k, v) = kv.split_once('=').unwrap();
             assert_eq!(a.set(k, v), Ok(true));
         }

@@ -24,14 +24,32 @@ pub enum DataSource {
 /// Lab-level keys (besides the model/training keys of [`KEYS`]).
 pub const LAB_KEYS: &[(&str, &str)] = &[
     ("data", "digits | fashion"),
-    ("data_dir", "folder with Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)"),
-    ("limit", "fashion: number of training images to use, 0 = all 60000 (default 10000)"),
-    ("val", "fraction held out for validation, in (0, 1) (default 0.2)"),
+    (
+        "data_dir",
+        "folder with Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)",
+    ),
+    (
+        "limit",
+        "fashion: number of training images to use, 0 = all 60000 (default 10000)",
+    ),
+    (
+        "val",
+        "fraction held out for validation, in (0, 1) (default 0.2)",
+    ),
     ("probe", "true | false"),
     ("probe_every", "probe every k-th step, ≥ 1 (default 5)"),
-    ("dead_window", "batches a ReLU unit must stay off to count as dead (default 8)"),
-    ("add", "an extra variant, e.g. add=act=gelu,init=he (repeatable; name=… sets its name)"),
-    ("only", "run only these default variants, comma-separated names"),
+    (
+        "dead_window",
+        "batches a ReLU unit must stay off to count as dead (default 8)",
+    ),
+    (
+        "add",
+        "an extra variant, e.g. add=act=gelu,init=he (repeatable; name=… sets its name)",
+    ),
+    (
+        "only",
+        "run only these default variants, comma-separated names",
+    ),
     ("project", "folder for run outputs (default runs)"),
 ];
 
@@ -55,7 +73,10 @@ pub struct VanishingLab {
 }
 
 fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 impl Default for VanishingLab {
@@ -63,24 +84,42 @@ impl Default for VanishingLab {
         let mut model = MlpConfig::new(0, 0);
         model.depth = 20;
         model.width = 128;
-        let train = TrainConfig { epochs: 30, ..TrainConfig::default() };
+        let train = TrainConfig {
+            epochs: 30,
+            ..TrainConfig::default()
+        };
         VanishingLab {
             data: DataSource::Digits,
             base: Settings { model, train },
             defaults: vec![
-                ("sigmoid".into(), kv(&[("act", "sigmoid"), ("init", "default")])),
+                (
+                    "sigmoid".into(),
+                    kv(&[("act", "sigmoid"), ("init", "default")]),
+                ),
                 ("tanh".into(), kv(&[("act", "tanh"), ("init", "default")])),
                 ("relu+he".into(), kv(&[("act", "relu"), ("init", "he")])),
-                ("silu+he+batchnorm".into(), kv(&[("act", "silu"), ("init", "he"), ("norm", "batch")])),
+                (
+                    "silu+he+batchnorm".into(),
+                    kv(&[("act", "silu"), ("init", "he"), ("norm", "batch")]),
+                ),
                 (
                     "silu+he+residual".into(),
-                    kv(&[("act", "silu"), ("init", "he"), ("residual", "true"), ("zero_init", "true")]),
+                    kv(&[
+                        ("act", "silu"),
+                        ("init", "he"),
+                        ("residual", "true"),
+                        ("zero_init", "true"),
+                    ]),
                 ),
             ],
             extra: Vec::new(),
             only: None,
             val_frac: 0.2,
-            probe: ProbeConfig { enabled: true, every: 5, dead_window: 8 },
+            probe: ProbeConfig {
+                enabled: true,
+                every: 5,
+                dead_window: 8,
+            },
             project: PathBuf::from("runs"),
         }
     }
@@ -97,7 +136,10 @@ pub enum LabError {
     #[error(transparent)]
     Report(#[from] ReportError),
     #[error("cannot write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Name for an `add=` variant from its settings: `act=gelu,init=he,norm=layer` → `gelu+he+layernorm`.
@@ -129,18 +171,25 @@ impl VanishingLab {
             "data" => {
                 self.data = match v {
                     "digits" => DataSource::Digits,
-                    "fashion" => DataSource::Fashion { dir: data::idx::FASHION_DIR.into(), limit: 10_000 },
+                    "fashion" => DataSource::Fashion {
+                        dir: data::idx::FASHION_DIR.into(),
+                        limit: 10_000,
+                    },
                     _ => return Err(format!("data={v}: expected digits or fashion")),
                 }
             }
             "data_dir" | "limit" => {
                 let DataSource::Fashion { dir, limit } = &mut self.data else {
-                    return Err(format!("{key}= applies to data=fashion; put data=fashion before it"));
+                    return Err(format!(
+                        "{key}= applies to data=fashion; put data=fashion before it"
+                    ));
                 };
                 if key == "data_dir" {
                     *dir = PathBuf::from(v);
                 } else {
-                    *limit = v.parse().map_err(|_| format!("limit={v}: expected a whole number ≥ 0"))?;
+                    *limit = v
+                        .parse()
+                        .map_err(|_| format!("limit={v}: expected a whole number ≥ 0"))?;
                 }
             }
             "val" => match v.parse::<f64>() {
@@ -167,12 +216,17 @@ impl VanishingLab {
                 let mut pairs = Vec::new();
                 let mut check = self.base.clone();
                 for item in v.split(',').filter(|s| !s.is_empty()) {
-                    let (k, val) = item
-                        .split_once('=')
-                        .ok_or_else(|| format!("add={v}: '{item}' is not key=value (example: add=act=gelu,init=he)"))?;
+                    let (k, val) = item.split_once('=').ok_or_else(|| {
+                        format!(
+                            "add={v}: '{item}' is not key=value (example: add=act=gelu,init=he)"
+                        )
+                    })?;
                     if k != "name" && !check.set(k, val).map_err(|e| format!("add={v}: {e}"))? {
                         let keys: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
-                        return Err(format!("add={v}: unknown key '{k}'; accepted: name, {}", keys.join(", ")));
+                        return Err(format!(
+                            "add={v}: unknown key '{k}'; accepted: name, {}",
+                            keys.join(", ")
+                        ));
                     }
                     pairs.push((k.to_string(), val.to_string()));
                 }
@@ -182,8 +236,12 @@ impl VanishingLab {
                 let names: Vec<String> = v.split(',').map(str::to_string).collect();
                 for n in &names {
                     if !self.defaults.iter().any(|(d, _)| d == n) {
-                        let all: Vec<&str> = self.defaults.iter().map(|(d, _)| d.as_str()).collect();
-                        return Err(format!("only={v}: no default variant '{n}'; the defaults are {}", all.join(", ")));
+                        let all: Vec<&str> =
+                            self.defaults.iter().map(|(d, _)| d.as_str()).collect();
+                        return Err(format!(
+                            "only={v}: no default variant '{n}'; the defaults are {}",
+                            all.join(", ")
+                        ));
                     }
                 }
                 self.only = Some(names);
@@ -210,7 +268,10 @@ impl VanishingLab {
                         let _ = settings.set(k, v);
                     }
                 }
-                Variant { name: name.clone(), settings }
+                Variant {
+                    name: name.clone(),
+                    settings,
+                }
             })
             .collect()
     }
@@ -228,9 +289,17 @@ impl VanishingLab {
 
 /// What the lab reports while it runs.
 pub enum LabEvent<'a> {
-    Start { name: &'a str, index: usize, total: usize, steps: usize },
+    Start {
+        name: &'a str,
+        index: usize,
+        total: usize,
+        steps: usize,
+    },
     Step(&'a Progress),
-    Done { name: &'a str, seconds: f64 },
+    Done {
+        name: &'a str,
+        seconds: f64,
+    },
 }
 
 pub struct VariantOutcome {
@@ -250,7 +319,10 @@ impl VariantOutcome {
             name: self.name.clone(),
             train_loss: last.map_or(f64::NAN, |e| e.train_loss),
             val_acc: last.map_or(f64::NAN, |e| e.val_acc),
-            first_last: self.diagnosis.as_ref().map_or(f64::NAN, |d| d.first_last_end),
+            first_last: self
+                .diagnosis
+                .as_ref()
+                .map_or(f64::NAN, |d| d.first_last_end),
             verdict: match (&self.diagnosis, &self.history.stopped) {
                 (Some(d), _) => d.verdict.to_string(),
                 (None, Some(_)) => "stopped".into(),
@@ -270,7 +342,10 @@ pub struct LabOutcome {
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), LabError> {
     let text = serde_json::to_string_pretty(value).expect("JSON values serialise");
-    std::fs::write(path, text).map_err(|source| LabError::Io { path: path.to_path_buf(), source })
+    std::fs::write(path, text).map_err(|source| LabError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl VanishingLab {
@@ -278,7 +353,10 @@ impl VanishingLab {
         let all = self.load_data()?;
         let (train, val) = data::prepare(&all, self.val_frac, 0);
         let dir = super::next_run_dir(&self.project.join("vanishing"), "lab");
-        std::fs::create_dir_all(&dir).map_err(|source| LabError::Io { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| LabError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let device = crate::device();
         let variants = self.variants();
         let mut outcomes = Vec::new();
@@ -289,7 +367,12 @@ impl VanishingLab {
             let vdir = dir.join(&v.name);
             let mut probe = Probe::new(self.probe.clone()).with_jsonl(&vdir.join("probe.jsonl"))?;
             let steps = train.len().div_ceil(v.settings.train.batch) * v.settings.train.epochs;
-            on(LabEvent::Start { name: &v.name, index, total: variants.len(), steps });
+            on(LabEvent::Start {
+                name: &v.name,
+                index,
+                total: variants.len(),
+                steps,
+            });
             let t0 = Instant::now();
             let model = model_cfg.init(&device);
             let (_, history) = train_classifier(
@@ -298,15 +381,20 @@ impl VanishingLab {
                 &val,
                 &v.settings.train,
                 &mut probe,
-                None,
                 &device,
                 &mut |p| on(LabEvent::Step(p)),
             )?;
             let seconds = t0.elapsed().as_secs_f64();
-            on(LabEvent::Done { name: &v.name, seconds });
+            on(LabEvent::Done {
+                name: &v.name,
+                seconds,
+            });
             let records = probe.into_records();
             let diagnosis = diagnose(&records);
-            std::fs::create_dir_all(&vdir).map_err(|source| LabError::Io { path: vdir.clone(), source })?;
+            std::fs::create_dir_all(&vdir).map_err(|source| LabError::Io {
+                path: vdir.clone(),
+                source,
+            })?;
             write_json(
                 &vdir.join("run.json"),
                 &serde_json::json!({
@@ -350,8 +438,20 @@ impl VanishingLab {
              ‖∂L/∂h‖ first/last is the gradient norm at the first hidden layer's output divided by that at the last hidden layer's, at the end of training.",
             self.base.model.depth, self.base.model.width, all.name, train.len(), val.len()
         );
-        html::write(&report, "gradscope lab vanishing", &intro, &rows, &views, &images)?;
-        Ok(LabOutcome { dir, report, data: all.name.clone(), variants: outcomes })
+        html::write(
+            &report,
+            "gradscope lab vanishing",
+            &intro,
+            &rows,
+            &views,
+            &images,
+        )?;
+        Ok(LabOutcome {
+            dir,
+            report,
+            data: all.name.clone(),
+            variants: outcomes,
+        })
     }
 }
 
@@ -365,7 +465,10 @@ mod tests {
         assert_eq!(lab.set("add", "act=gelu,init=he,norm=layer"), Ok(true));
         assert_eq!(lab.variants().last().unwrap().name, "gelu+he+layernorm");
         assert!(lab.set("add", "act=foo").unwrap_err().contains("act=foo"));
-        assert!(lab.set("add", "colour=red").unwrap_err().contains("unknown key 'colour'"));
+        assert!(lab
+            .set("add", "colour=red")
+            .unwrap_err()
+            .contains("unknown key 'colour'"));
         assert!(lab.set("only", "nope").unwrap_err().contains("sigmoid"));
         assert_eq!(lab.set("depth", "8"), Ok(true));
         assert!(lab.variants().iter().all(|v| v.settings.model.depth == 8));

@@ -48,7 +48,13 @@ impl Init {
     }
 
     /// A weight matrix `[fan_in, fan_out]` (row-major) for a layer followed by `act`.
-    pub fn weights(self, fan_in: usize, fan_out: usize, act: Activation, rng: &mut StdRng) -> Vec<f32> {
+    pub fn weights(
+        self,
+        fan_in: usize,
+        fan_out: usize,
+        act: Activation,
+        rng: &mut StdRng,
+    ) -> Vec<f32> {
         let n = fan_in * fan_out;
         match self {
             Init::Default => uniform(n, 1.0 / (fan_in as f64).sqrt(), rng),
@@ -77,10 +83,13 @@ impl fmt::Display for Init {
 impl FromStr for Init {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Init::ALL.into_iter().find(|i| i.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Init::ALL.iter().map(|i| i.name()).collect();
-            format!("unknown init '{s}'; accepted: {}", names.join(", "))
-        })
+        Init::ALL
+            .into_iter()
+            .find(|i| i.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Init::ALL.iter().map(|i| i.name()).collect();
+                format!("unknown init '{s}'; accepted: {}", names.join(", "))
+            })
     }
 }
 
@@ -92,7 +101,9 @@ pub fn uniform(n: usize, bound: f64, rng: &mut StdRng) -> Vec<f32> {
 
 /// Standard normal samples by Box–Muller, scaled by `std`.
 pub fn normal(n: usize, std: f64, rng: &mut StdRng) -> Vec<f32> {
-    (0..n).map(|_| (std * standard_normal(rng)) as f32).collect()
+    (0..n)
+        .map(|_| (std * standard_normal(rng)) as f32)
+        .collect()
 }
 
 pub fn standard_normal(rng: &mut StdRng) -> f64 {

@@ -92,7 +92,10 @@ impl MlpConfig {
     }
 
     pub fn init(&self, device: &Device) -> Mlp {
-        assert!(self.depth >= 2, "an MLP needs at least one hidden layer and a head");
+        assert!(
+            self.depth >= 2,
+            "an MLP needs at least one hidden layer and a head"
+        );
         let mut rng = StdRng::seed_from_u64(self.seed);
         let hidden = self.depth - 1;
         let layers = (0..hidden)
@@ -104,21 +107,44 @@ impl MlpConfig {
                     linear = zeroed(linear, device);
                 }
                 // plain: the norm acts on W h; residual: on h. Both have `width` features.
-                let bn = (self.norm == NormKind::Batch).then(|| BatchNormConfig::new(self.width).init(device));
-                let ln = (self.norm == NormKind::Layer).then(|| LayerNormConfig::new(self.width).init(device));
+                let bn = (self.norm == NormKind::Batch)
+                    .then(|| BatchNormConfig::new(self.width).init(device));
+                let ln = (self.norm == NormKind::Layer)
+                    .then(|| LayerNormConfig::new(self.width).init(device));
                 Block { linear, bn, ln }
             })
             .collect();
         // The head is a linear read-out: LeCun-scaled unless the framework default was asked for.
-        let head_init = if self.init == Init::Default { Init::Default } else { Init::Lecun };
-        let head = dense(self.width, self.classes, head_init, Activation::Sigmoid, &mut rng, device);
-        Mlp { layers, head, act: self.act, residual: self.residual, block_names: self.block_names() }
+        let head_init = if self.init == Init::Default {
+            Init::Default
+        } else {
+            Init::Lecun
+        };
+        let head = dense(
+            self.width,
+            self.classes,
+            head_init,
+            Activation::Sigmoid,
+            &mut rng,
+            device,
+        );
+        Mlp {
+            layers,
+            head,
+            act: self.act,
+            residual: self.residual,
+            block_names: self.block_names(),
+        }
     }
 
     fn block_names(&self) -> Vec<(String, String)> {
         (0..self.depth - 1)
             .map(|i| {
-                let kind = if self.residual && i > 0 { "residual" } else { "dense" };
+                let kind = if self.residual && i > 0 {
+                    "residual"
+                } else {
+                    "dense"
+                };
                 let block = match self.norm {
                     NormKind::None => kind.to_string(),
                     n => format!("{kind}+{n}"),
@@ -129,12 +155,25 @@ impl MlpConfig {
     }
 }
 
-fn dense(fan_in: usize, fan_out: usize, init: Init, act: Activation, rng: &mut StdRng, device: &Device) -> Linear {
+fn dense(
+    fan_in: usize,
+    fan_out: usize,
+    init: Init,
+    act: Activation,
+    rng: &mut StdRng,
+    device: &Device,
+) -> Linear {
     let mut l = LinearConfig::new(fan_in, fan_out).init(device);
     let w = init.weights(fan_in, fan_out, act, rng);
     let b = init.bias(fan_in, fan_out, rng);
-    l.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [fan_in, fan_out]), device));
-    l.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(b, [fan_out]), device)));
+    l.weight = Param::from_tensor(Tensor::from_data(
+        TensorData::new(w, [fan_in, fan_out]),
+        device,
+    ));
+    l.bias = Some(Param::from_tensor(Tensor::from_data(
+        TensorData::new(b, [fan_out]),
+        device,
+    )));
     l
 }
 

@@ -22,13 +22,12 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::tensor::Gradients;
+use burn::tensor::{Gradients, Tensor};
 
 pub use record::{LayerRecord, NonFinite, ParamRecord, Phase, StepRecord};
 pub use tap::{Fault, Tap, Tapped};
 
-use params::{snapshot, ParamSnapshot};
-use stats::diff_norm;
+use params::{diff_norm, snapshot, ParamSnapshot};
 
 #[derive(Clone, Debug)]
 pub struct ProbeConfig {
@@ -42,16 +41,27 @@ pub struct ProbeConfig {
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        ProbeConfig { enabled: true, every: 1, dead_window: 8 }
+        ProbeConfig {
+            enabled: true,
+            every: 1,
+            dead_window: 8,
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("cannot write probe records to {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}, line {line}: not a probe record: {msg}")]
-    Parse { path: PathBuf, line: usize, msg: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
 }
 
 /// Measurements taken between backward and the optimizer step.
@@ -67,17 +77,27 @@ pub struct Probe {
     records: Vec<StepRecord>,
     writer: Option<(PathBuf, BufWriter<File>)>,
     windows: HashMap<String, VecDeque<Vec<bool>>>,
+    faults: Vec<(usize, Fault)>,
 }
 
 impl Probe {
     pub fn new(config: ProbeConfig) -> Self {
-        Probe { config, records: Vec::new(), writer: None, windows: HashMap::new() }
+        Probe {
+            config,
+            records: Vec::new(),
+            writer: None,
+            windows: HashMap::new(),
+            faults: Vec::new(),
+        }
     }
 
     /// Also stream every record to `path` as JSON lines.
     pub fn with_jsonl(mut self, path: &Path) -> Result<Self, ProbeError> {
         if self.config.enabled {
-            let io = |source| ProbeError::Io { path: path.to_path_buf(), source };
+            let io = |source| ProbeError::Io {
+                path: path.to_path_buf(),
+                source,
+            };
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(io)?;
             }
@@ -88,16 +108,29 @@ impl Probe {
     }
 
     pub fn should_probe(&self, step: usize) -> bool {
-        self.config.enabled && step % self.config.every.max(1) == 0
+        self.config.enabled && step.is_multiple_of(self.config.every.max(1))
+    }
+
+    /// Schedules a deliberate fault at `step` (applied whether or not that step is probed):
+    /// for testing localisation and recovery.
+    pub fn inject(mut self, step: usize, fault: Fault) -> Self {
+        self.faults.push((step, fault));
+        self
     }
 
     /// The tap to run this step's forward pass with.
     pub fn tap(&self, step: usize) -> Tap {
-        if self.should_probe(step) {
+        let tap = if self.should_probe(step) {
             Tap::on()
         } else {
             Tap::off()
-        }
+        };
+        tap.with_fault(
+            self.faults
+                .iter()
+                .find(|(s, _)| *s == step)
+                .map(|(_, f)| f.clone()),
+        )
     }
 
     pub fn records(&self) -> &[StepRecord] {
@@ -152,7 +185,7 @@ impl Probe {
             total_bad |= gnan + ginf > 0;
             if let Some(li) = o {
                 let l = &mut layers[*li];
-                let wsq: f64 = p.values.iter().map(|&x| (x as f64) * (x as f64)).sum();
+                let wsq = p.sq;
                 l.grad_w_norm += gsq;
                 l.w_norm += wsq;
                 let prefix_len = l.name.len() + 1;
@@ -168,7 +201,10 @@ impl Probe {
             }
         }
         for l in layers.iter_mut() {
-            let (nan, inf) = l.params.iter().fold((0, 0), |a, p| (a.0 + p.grad_nan, a.1 + p.grad_inf));
+            let (nan, inf) = l
+                .params
+                .iter()
+                .fold((0, 0), |a, p| (a.0 + p.grad_nan, a.1 + p.grad_inf));
             l.grad_w_norm = nonfinite_norm(l.grad_w_norm, nan, inf);
             l.w_norm = l.w_norm.sqrt();
         }
@@ -182,7 +218,11 @@ impl Probe {
             layers,
             nonfinite,
         };
-        Some(Pending { record, before, owner })
+        Some(Pending {
+            record,
+            before,
+            owner,
+        })
     }
 
     /// After the optimizer step: update ratios, then the record is kept and written.
@@ -193,16 +233,24 @@ impl Probe {
         model: &M,
         lr: f64,
     ) -> Result<Option<&StepRecord>, ProbeError> {
-        let Some(Pending { mut record, before, owner }) = pending else {
+        let Some(Pending {
+            mut record,
+            before,
+            owner,
+        }) = pending
+        else {
             return Ok(None);
         };
         record.lr = lr;
-        let after = snapshot(model, None);
-        let by_path: HashMap<&str, &ParamSnapshot> = after.iter().map(|p| (p.path.as_str(), p)).collect();
+        let after = current_values(model);
+        let by_path: HashMap<&str, &Tensor<1>> =
+            after.iter().map(|(p, t)| (p.as_str(), t)).collect();
         let mut layer_delta = vec![0f64; record.layers.len()];
         for (p, o) in before.iter().zip(&owner) {
-            let (Some(li), Some(new)) = (o, by_path.get(p.path.as_str())) else { continue };
-            let d = diff_norm(&p.values, &new.values);
+            let (Some(li), Some(new)) = (o, by_path.get(p.path.as_str())) else {
+                continue;
+            };
+            let d = diff_norm(&p.values, new);
             layer_delta[*li] += d * d;
             let l = &mut record.layers[*li];
             let prefix_len = l.name.len() + 1;
@@ -219,7 +267,10 @@ impl Probe {
             let line = serde_json::to_string(&record).expect("records serialise");
             writeln!(w, "{line}")
                 .and_then(|_| w.flush())
-                .map_err(|source| ProbeError::Io { path: path.clone(), source })?;
+                .map_err(|source| ProbeError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
         }
         self.records.push(record);
         Ok(self.records.last())
@@ -233,9 +284,19 @@ impl Probe {
             q.pop_front();
         }
         let units = q.back().map_or(0, |a| a.len());
-        let dead = (0..units).filter(|&u| q.iter().all(|a| !a.get(u).copied().unwrap_or(false))).count();
+        let dead = (0..units)
+            .filter(|&u| q.iter().all(|a| !a.get(u).copied().unwrap_or(false)))
+            .count();
         dead as f64 / units.max(1) as f64
     }
+}
+
+/// (path, flattened values) of every trainable parameter.
+fn current_values<M: Module>(model: &M) -> Vec<(String, Tensor<1>)> {
+    snapshot(model, None)
+        .into_iter()
+        .map(|p| (p.path, p.values))
+        .collect()
 }
 
 fn nonfinite_norm(sq: f64, nan: usize, inf: usize) -> f64 {
@@ -253,14 +314,19 @@ fn owner_of(path: &str, names: &[&str]) -> Option<usize> {
     names
         .iter()
         .enumerate()
-        .filter(|(_, n)| path.len() > n.len() && path.starts_with(*n) && path.as_bytes()[n.len()] == b'.')
+        .filter(|(_, n)| {
+            path.len() > n.len() && path.starts_with(*n) && path.as_bytes()[n.len()] == b'.'
+        })
         .max_by_key(|(_, n)| n.len())
         .map(|(i, _)| i)
 }
 
 /// Reads a `probe.jsonl` written by [`Probe::with_jsonl`].
 pub fn read_jsonl(path: &Path) -> Result<Vec<StepRecord>, ProbeError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ProbeError::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ProbeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

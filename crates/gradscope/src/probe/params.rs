@@ -1,18 +1,32 @@
 //! Parameter statistics by module path, read with a [`ModuleVisitor`] that tracks the path.
+//! Reductions run on the device (one scalar read back per statistic), so a probed step costs
+//! no host copies of the weights.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Gradients, Tensor};
 
-use super::stats::sum_sq;
-
-/// One parameter's values (and gradient, when one was asked for) at one moment.
+/// One parameter at one moment.
 pub struct ParamSnapshot {
     /// Full path, e.g. `layers.3.linear.weight`.
     pub path: String,
     pub shape: Vec<usize>,
-    pub values: Vec<f32>,
+    /// ‖W‖².
+    pub sq: f64,
+    /// The values, flattened, without autodiff (a shared handle, not a copy).
+    pub values: Tensor<1>,
     /// (‖g‖², NaN count, ∞ count); `None` when the parameter got no gradient.
     pub grad: Option<(f64, usize, usize)>,
+}
+
+/// ‖t‖², and the NaN and ±∞ counts (counted only when the sum is not finite).
+pub fn sum_sq_nonfinite<const D: usize>(t: Tensor<D>) -> (f64, usize, usize) {
+    let sq = t.clone().powf_scalar(2.0).sum().into_scalar::<f64>();
+    if sq.is_finite() {
+        return (sq, 0, 0);
+    }
+    let nan = t.clone().is_nan().int().sum().into_scalar::<i64>() as usize;
+    let inf = t.is_inf().int().sum().into_scalar::<i64>() as usize;
+    (sq, nan, inf)
 }
 
 struct Collector<'a> {
@@ -33,25 +47,38 @@ impl ModuleVisitor for Collector<'_> {
         if !value.is_require_grad() {
             return; // buffers such as BatchNorm running statistics
         }
-        let grad = self
-            .grads
-            .and_then(|g| value.grad(g))
-            .and_then(|g| g.into_data().try_into_vec::<f32>().ok())
-            .map(|g| sum_sq(&g));
-        let data = value.to_data();
+        let grad = self.grads.and_then(|g| value.grad(g)).map(sum_sq_nonfinite);
+        let shape = value.dims().to_vec();
+        let values = value.inner();
+        let sq = values.clone().powf_scalar(2.0).sum().into_scalar::<f64>();
+        let n: usize = shape.iter().product();
         self.out.push(ParamSnapshot {
             path: self.path.join("."),
-            shape: data.shape().to_vec(),
-            values: data.try_into_vec::<f32>().unwrap_or_default(),
+            shape,
+            sq,
+            values: values.reshape([n]),
             grad,
         });
     }
 }
 
-/// Every float parameter of `model`, in visiting order, with its gradient from `grads`.
+/// Every trainable parameter of `model`, in visiting order, with its gradient from `grads`.
 /// Buffers that take no gradient (BatchNorm's running mean/var) are left out.
 pub fn snapshot<M: Module>(model: &M, grads: Option<&Gradients>) -> Vec<ParamSnapshot> {
-    let mut c = Collector { grads, path: Vec::new(), out: Vec::new() };
+    let mut c = Collector {
+        grads,
+        path: Vec::new(),
+        out: Vec::new(),
+    };
     model.visit(&mut c);
     c.out
+}
+
+/// ‖a − b‖.
+pub fn diff_norm(a: &Tensor<1>, b: &Tensor<1>) -> f64 {
+    (a.clone() - b.clone())
+        .powf_scalar(2.0)
+        .sum()
+        .into_scalar::<f64>()
+        .sqrt()
 }

@@ -13,8 +13,19 @@ fn bad(g: &GradStats) -> bool {
     g.nan + g.inf > 0
 }
 
-pub fn find(step: usize, input_nonfinite: bool, loss: f64, layers: &[LayerRecord]) -> Option<NonFinite> {
-    let at = |phase, layer: &str| Some(NonFinite { phase, layer: layer.to_string(), step });
+pub fn find(
+    step: usize,
+    input_nonfinite: bool,
+    loss: f64,
+    layers: &[LayerRecord],
+) -> Option<NonFinite> {
+    let at = |phase, layer: &str| {
+        Some(NonFinite {
+            phase,
+            layer: layer.to_string(),
+            step,
+        })
+    };
     if input_nonfinite {
         return at(Phase::Input, "input");
     }
@@ -48,8 +59,14 @@ mod tests {
             name: name.into(),
             block: "dense".into(),
             act_fn: None,
-            act: ActStats { nan: act_nan, ..Default::default() },
-            grad_h: GradStats { nan: grad_nan, ..Default::default() },
+            act: ActStats {
+                nan: act_nan,
+                ..Default::default()
+            },
+            grad_h: GradStats {
+                nan: grad_nan,
+                ..Default::default()
+            },
             grad_w_norm: 0.0,
             w_norm: 1.0,
             update_ratio: 0.0,
@@ -67,15 +84,27 @@ mod tests {
 
     #[test]
     fn forward_blames_the_first_non_finite_output() {
-        let ls = [layer("a", 0, 1, 1), layer("b", 4, 1, 1), layer("c", 4, 1, 1)];
+        let ls = [
+            layer("a", 0, 1, 1),
+            layer("b", 4, 1, 1),
+            layer("c", 4, 1, 1),
+        ];
         let nf = find(3, false, f64::NAN, &ls).unwrap();
-        assert_eq!((nf.phase, nf.layer.as_str(), nf.step), (Phase::Forward, "b", 3));
+        assert_eq!(
+            (nf.phase, nf.layer.as_str(), nf.step),
+            (Phase::Forward, "b", 3)
+        );
     }
 
     #[test]
     fn backward_blames_the_layer_whose_output_gradient_was_finite() {
         // gradient non-finite below "c": a and b carry it, c made it
-        let ls = [layer("a", 0, 1, 1), layer("b", 0, 1, 1), layer("c", 0, 0, 1), layer("d", 0, 0, 0)];
+        let ls = [
+            layer("a", 0, 1, 1),
+            layer("b", 0, 1, 1),
+            layer("c", 0, 0, 1),
+            layer("d", 0, 0, 0),
+        ];
         let nf = find(0, false, 1.0, &ls).unwrap();
         assert_eq!((nf.phase, nf.layer.as_str()), (Phase::Backward, "c"));
         assert!(find(0, false, 1.0, &[layer("a", 0, 0, 0)]).is_none());

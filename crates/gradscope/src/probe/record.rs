@@ -213,12 +213,20 @@ mod tests {
 
     #[test]
     fn non_finite_numbers_round_trip() {
-        let r = GradStats { norm: f64::NAN, rms: f64::INFINITY, nan: 3, inf: 1 };
+        let r = GradStats {
+            norm: f64::NAN,
+            rms: f64::INFINITY,
+            nan: 3,
+            inf: 1,
+        };
         let s = serde_json::to_string(&r).unwrap();
         assert!(s.contains("\"NaN\"") && s.contains("\"Infinity\""), "{s}");
         let back: GradStats = serde_json::from_str(&s).unwrap();
         assert!(back.norm.is_nan() && back.rms == f64::INFINITY && back.nan == 3);
-        let a = ActStats { pre_var: Some(f64::NEG_INFINITY), ..Default::default() };
+        let a = ActStats {
+            pre_var: Some(f64::NEG_INFINITY),
+            ..Default::default()
+        };
         let back: ActStats = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         assert_eq!(back.pre_var, Some(f64::NEG_INFINITY));
         assert_eq!(back.dead_frac, None);

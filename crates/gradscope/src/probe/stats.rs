@@ -21,34 +21,21 @@ pub fn activation_stats(
     act_fn: Option<Activation>,
     pre: Option<&[f32]>,
 ) -> (ActStats, Option<Vec<bool>>) {
-    let (mut sum, mut sq, mut n_fin, mut nan, mut inf, mut sat) = (0f64, 0f64, 0usize, 0, 0, 0usize);
-    for &v in h {
-        if v.is_nan() {
-            nan += 1;
-        } else if v.is_infinite() {
-            inf += 1;
-        } else {
-            let x = v as f64;
-            sum += x;
-            sq += x * x;
-            n_fin += 1;
-            if let Some(a) = act_fn {
-                if a.is_saturated_output(v) {
-                    sat += 1;
-                }
-            }
-        }
-    }
+    let (sum, sq, n_fin, nan, inf) = finite_moments(h);
     let (mean, var) = moments(sum, sq, n_fin);
+    let sat_frac = act_fn.filter(|a| a.saturates()).map(|a| {
+        let sat = h.iter().filter(|&&v| a.is_saturated_output(v)).count();
+        sat as f64 / h.len().max(1) as f64
+    });
     let active = match act_fn {
         Some(a) if a.can_die() && !shape.is_empty() => {
             let axis = unit_axis(shape);
             let units = shape[axis];
             let inner: usize = shape[axis + 1..].iter().product();
             let mut active = vec![false; units];
-            for (i, &v) in h.iter().enumerate() {
-                if v > 0.0 {
-                    active[(i / inner) % units] = true;
+            for (i, chunk) in h.chunks(inner.max(1)).enumerate() {
+                if chunk.iter().any(|&v| v > 0.0) {
+                    active[i % units] = true;
                 }
             }
             Some(active)
@@ -57,12 +44,7 @@ pub fn activation_stats(
     };
     let (pre_mean, pre_var) = match pre {
         Some(z) => {
-            let (mut s, mut q, mut n) = (0f64, 0f64, 0usize);
-            for &v in z.iter().filter(|v| v.is_finite()) {
-                s += v as f64;
-                q += (v as f64) * (v as f64);
-                n += 1;
-            }
+            let (s, q, n, _, _) = finite_moments(z);
             let (m, v) = moments(s, q, n);
             (Some(m), Some(v))
         }
@@ -75,13 +57,49 @@ pub fn activation_stats(
         pre_mean,
         pre_var,
         dead_frac: None, // filled in by the probe from its window of batches
-        sat_frac: act_fn
-            .filter(|a| a.saturates())
-            .map(|_| sat as f64 / h.len().max(1) as f64),
+        sat_frac,
         nan,
         inf,
     };
     (stats, active)
+}
+
+/// Σx and Σx² over the finite values, their count, and the NaN and ±∞ counts. The fast path
+/// (all finite) is one branch-free pass in f32 lanes, accumulated in f64 per block.
+fn finite_moments(v: &[f32]) -> (f64, f64, usize, usize, usize) {
+    let (mut sum, mut sq) = (0f64, 0f64);
+    for block in v.chunks(1024) {
+        let (mut s, mut q) = ([0f32; 8], [0f32; 8]);
+        let mut it = block.chunks_exact(8);
+        for c in &mut it {
+            for j in 0..8 {
+                s[j] += c[j];
+                q[j] += c[j] * c[j];
+            }
+        }
+        for &x in it.remainder() {
+            s[0] += x;
+            q[0] += x * x;
+        }
+        sum += s.iter().map(|&x| x as f64).sum::<f64>();
+        sq += q.iter().map(|&x| x as f64).sum::<f64>();
+    }
+    if sum.is_finite() && sq.is_finite() {
+        return (sum, sq, v.len(), 0, 0);
+    }
+    let (mut sum, mut sq, mut n, mut nan, mut inf) = (0f64, 0f64, 0usize, 0usize, 0usize);
+    for &x in v {
+        if x.is_nan() {
+            nan += 1;
+        } else if x.is_infinite() {
+            inf += 1;
+        } else {
+            sum += x as f64;
+            sq += (x as f64) * (x as f64);
+            n += 1;
+        }
+    }
+    (sum, sq, n, nan, inf)
 }
 
 fn moments(sum: f64, sq: f64, n: usize) -> (f64, f64) {
@@ -94,7 +112,7 @@ fn moments(sum: f64, sq: f64, n: usize) -> (f64, f64) {
 
 /// Norm, RMS and non-finite counts of a gradient.
 pub fn grad_stats(g: &[f32]) -> GradStats {
-    let (sq, nan, inf) = sum_sq(g);
+    let (_, sq, _, nan, inf) = finite_moments(g);
     let norm = if nan > 0 {
         f64::NAN
     } else if inf > 0 {
@@ -102,31 +120,12 @@ pub fn grad_stats(g: &[f32]) -> GradStats {
     } else {
         sq.sqrt()
     };
-    GradStats { norm, rms: norm / (g.len().max(1) as f64).sqrt(), nan, inf }
-}
-
-/// Σx² (over finite values), NaN count, ±∞ count.
-pub fn sum_sq(v: &[f32]) -> (f64, usize, usize) {
-    let (mut sq, mut nan, mut inf) = (0f64, 0usize, 0usize);
-    for &x in v {
-        if x.is_nan() {
-            nan += 1;
-        } else if x.is_infinite() {
-            inf += 1;
-        } else {
-            sq += (x as f64) * (x as f64);
-        }
+    GradStats {
+        norm,
+        rms: norm / (g.len().max(1) as f64).sqrt(),
+        nan,
+        inf,
     }
-    (sq, nan, inf)
-}
-
-/// ‖a − b‖ for two equally long slices.
-pub fn diff_norm(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum::<f64>()
-        .sqrt()
 }
 
 #[cfg(test)]

@@ -25,7 +25,11 @@ pub enum Fault {
     BackwardInf { layer: String },
     /// Adds `delta` to element `index` (row-major) of the layer's output: a finite-difference
     /// check of ∂L/∂h perturbs the activation exactly where the probe measures it.
-    Nudge { layer: String, index: usize, delta: f32 },
+    Nudge {
+        layer: String,
+        index: usize,
+        delta: f32,
+    },
 }
 
 type LeafGrad = Box<dyn Fn(&Gradients) -> Option<Vec<f32>>>;
@@ -61,12 +65,22 @@ pub struct Tap {
 impl Tap {
     /// A tap that measures every point.
     pub fn on() -> Self {
-        Tap { record: true, fault: None, input_nonfinite: false, points: Vec::new() }
+        Tap {
+            record: true,
+            fault: None,
+            input_nonfinite: false,
+            points: Vec::new(),
+        }
     }
 
     /// A tap that does nothing (no leaves, no copies).
     pub fn off() -> Self {
-        Tap { record: false, fault: None, input_nonfinite: false, points: Vec::new() }
+        Tap {
+            record: false,
+            fault: None,
+            input_nonfinite: false,
+            points: Vec::new(),
+        }
     }
 
     pub fn with_fault(mut self, fault: Option<Fault>) -> Self {
@@ -109,7 +123,11 @@ impl Tap {
             Some(Fault::BackwardInf { layer }) if layer == name => {
                 h.clone() + h.mul_scalar(0.0).sqrt()
             }
-            Some(Fault::Nudge { layer, index, delta }) if layer == name => {
+            Some(Fault::Nudge {
+                layer,
+                index,
+                delta,
+            }) if layer == name => {
                 let dims = h.dims();
                 let mut d = vec![0f32; dims.iter().product()];
                 if let Some(x) = d.get_mut(*index) {
@@ -138,7 +156,9 @@ impl Tap {
             act,
             active,
             leaf: Box::new(move |grads: &Gradients| {
-                probe.grad(grads).and_then(|g| g.into_data().try_into_vec::<f32>().ok())
+                probe
+                    .grad(grads)
+                    .and_then(|g| g.into_data().try_into_vec::<f32>().ok())
             }),
         });
         h + leaf

@@ -6,7 +6,10 @@ use std::path::Path;
 use super::{ReportError, RunView};
 
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A row of the comparison table, shared with the console output.
@@ -42,7 +45,11 @@ section{{border-top:1px solid #ddd;margin-top:1.5em}}</style></head><body>\n<h1>
     );
     h.push_str("<table><tr><th>run</th><th>final train loss</th><th>val accuracy</th><th>‖∂L/∂h‖ first/last</th><th>verdict</th><th>seconds</th></tr>\n");
     for r in rows {
-        let class = if r.verdict == "healthy" { "v-healthy" } else { "v-bad" };
+        let class = if r.verdict == "healthy" {
+            "v-healthy"
+        } else {
+            "v-bad"
+        };
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td>{:.4}</td><td>{:.3}</td><td>{:.2e}</td><td class=\"{class}\">{}</td><td>{:.1}</td></tr>",
@@ -56,12 +63,27 @@ section{{border-top:1px solid #ddd;margin-top:1.5em}}</style></head><body>\n<h1>
     }
     h.push_str("</table>\n");
     for (file, caption) in images {
-        let _ = writeln!(h, "<h2>{}</h2>\n<img src=\"{}\" alt=\"{}\">", escape(caption), escape(file), escape(caption));
+        let _ = writeln!(
+            h,
+            "<h2>{}</h2>\n<img src=\"{}\" alt=\"{}\">",
+            escape(caption),
+            escape(file),
+            escape(caption)
+        );
     }
     for run in runs {
-        let _ = writeln!(h, "<section><h2>{}</h2><p><code>{}</code></p>", escape(run.name), escape(&run.settings));
+        let _ = writeln!(
+            h,
+            "<section><h2>{}</h2><p><code>{}</code></p>",
+            escape(run.name),
+            escape(&run.settings)
+        );
         if let Some(d) = run.diagnosis {
-            let _ = writeln!(h, "<p>verdict: <b>{}</b></p><ul>", escape(&d.verdict.to_string()));
+            let _ = writeln!(
+                h,
+                "<p>verdict: <b>{}</b></p><ul>",
+                escape(&d.verdict.to_string())
+            );
             for e in &d.evidence {
                 let _ = writeln!(h, "<li>{}</li>", escape(e));
             }
@@ -69,7 +91,12 @@ section{{border-top:1px solid #ddd;margin-top:1.5em}}</style></head><body>\n<h1>
             if !d.remedies.is_empty() {
                 h.push_str("<p>remedies, most relevant first:</p><ol>");
                 for r in &d.remedies {
-                    let _ = writeln!(h, "<li><code>{}</code> — {}</li>", escape(&r.switch), escape(&r.why));
+                    let _ = writeln!(
+                        h,
+                        "<li><code>{}</code> — {}</li>",
+                        escape(&r.switch),
+                        escape(&r.why)
+                    );
                 }
                 h.push_str("</ol>");
             }
@@ -80,5 +107,8 @@ section{{border-top:1px solid #ddd;margin-top:1.5em}}</style></head><body>\n<h1>
         h.push_str("</section>\n");
     }
     h.push_str("</body></html>\n");
-    std::fs::write(path, h).map_err(|source| ReportError::Io { path: path.to_path_buf(), source })
+    std::fs::write(path, h).map_err(|source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }

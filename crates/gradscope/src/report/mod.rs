@@ -24,5 +24,8 @@ pub enum ReportError {
     #[error("cannot draw {path}: {msg}")]
     Plot { path: PathBuf, msg: String },
     #[error("cannot write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }

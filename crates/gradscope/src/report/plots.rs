@@ -21,7 +21,10 @@ fn fonts() {
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> ReportError {
-    ReportError::Plot { path: path.to_path_buf(), msg: e.to_string() }
+    ReportError::Plot {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
 }
 
 /// A colour per run, distinguishable on white.
@@ -77,14 +80,22 @@ pub fn heatmap(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
     let grids: Vec<_> = runs.iter().map(log_grad_grid).collect();
     let (lo, hi) = finite_range(grids.iter().flatten().flat_map(|(_, v)| v.iter()));
     let panel_h = 230;
-    let root = BitMapBackend::new(path, (1200, (panel_h * runs.len() as u32).max(1) + 60)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1200, (panel_h * runs.len() as u32).max(1) + 60))
+        .into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(path, e))?;
     let (title, body) = root.split_vertically(40);
     title
-        .titled("log10 ‖∂L/∂h‖ per layer and step (shared colour scale)", ("sans-serif", 22))
+        .titled(
+            "log10 ‖∂L/∂h‖ per layer and step (shared colour scale)",
+            ("sans-serif", 22),
+        )
         .map_err(|e| err(path, e))?;
     let (panels, bar) = body.split_horizontally(1080);
-    for ((run, grid), area) in runs.iter().zip(&grids).zip(panels.split_evenly((runs.len(), 1))) {
+    for ((run, grid), area) in runs
+        .iter()
+        .zip(&grids)
+        .zip(panels.split_evenly((runs.len(), 1)))
+    {
         let layers = grid.iter().map(|(_, v)| v.len()).max().unwrap_or(1);
         let steps: Vec<usize> = grid.iter().map(|(s, _)| *s).collect();
         let x_max = steps.last().copied().unwrap_or(0) + 1;
@@ -139,7 +150,10 @@ pub fn heatmap(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
     cb.draw_series((0..n).map(|i| {
         let a = lo + (hi - lo) * i as f64 / n as f64;
         let b = lo + (hi - lo) * (i + 1) as f64 / n as f64;
-        Rectangle::new([(0.0, a), (1.0, b)], ViridisRGB::get_color_normalized(a, lo, hi).filled())
+        Rectangle::new(
+            [(0.0, a), (1.0, b)],
+            ViridisRGB::get_color_normalized(a, lo, hi).filled(),
+        )
     }))
     .map_err(|e| err(path, e))?;
     root.present().map_err(|e| err(path, e))
@@ -165,9 +179,17 @@ pub fn layer_bars(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
     root.fill(&WHITE).map_err(|e| err(path, e))?;
     let (title, body) = root.split_vertically(40);
     title
-        .titled("log10 ‖∂L/∂h‖ per layer: at init (light) and at the end (dark)", ("sans-serif", 22))
+        .titled(
+            "log10 ‖∂L/∂h‖ per layer: at init (light) and at the end (dark)",
+            ("sans-serif", 22),
+        )
         .map_err(|e| err(path, e))?;
-    for (i, ((run, (first, last)), area)) in runs.iter().zip(&ends).zip(body.split_evenly((rows, cols))).enumerate() {
+    for (i, ((run, (first, last)), area)) in runs
+        .iter()
+        .zip(&ends)
+        .zip(body.split_evenly((rows, cols)))
+        .enumerate()
+    {
         let n = first.len().max(last.len()).max(1);
         let mut chart = ChartBuilder::on(&area)
             .caption(run.name, ("sans-serif", 16))
@@ -179,6 +201,8 @@ pub fn layer_bars(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
         chart
             .configure_mesh()
             .x_desc("layer")
+            .x_label_formatter(&|x| format!("{}", *x as usize))
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .label_style(("sans-serif", 12))
             .draw()
             .map_err(|e| err(path, e))?;
@@ -186,9 +210,14 @@ pub fn layer_bars(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
         let light = RGBColor(c.0 / 3 + 170, c.1 / 3 + 170, c.2 / 3 + 170);
         for (vals, color, off) in [(first, light, 0.1), (last, c, 0.5)] {
             chart
-                .draw_series(vals.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(l, &v)| {
-                    Rectangle::new([(l as f64 + off, floor), (l as f64 + off + 0.4, v)], color.filled())
-                }))
+                .draw_series(vals.iter().enumerate().filter(|(_, v)| v.is_finite()).map(
+                    |(l, &v)| {
+                        Rectangle::new(
+                            [(l as f64 + off, floor), (l as f64 + off + 0.4, v)],
+                            color.filled(),
+                        )
+                    },
+                ))
                 .map_err(|e| err(path, e))?;
         }
     }
@@ -201,7 +230,12 @@ pub fn curves(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
     let root = BitMapBackend::new(path, (1200, 460)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(path, e))?;
     let (left, right) = root.split_horizontally(600);
-    let max_step = runs.iter().map(|r| r.history.step_loss.len()).max().unwrap_or(1).max(1);
+    let max_step = runs
+        .iter()
+        .map(|r| r.history.step_loss.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let (_, loss_hi) = finite_range(runs.iter().flat_map(|r| r.history.step_loss.iter()));
     let mut chart = ChartBuilder::on(&left)
         .caption("training loss", ("sans-serif", 20))
@@ -229,7 +263,10 @@ pub fn curves(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
             .map(|(s, _)| {
                 let lo = s.saturating_sub(9);
                 let w = &r.history.step_loss[lo..=s];
-                (s, w.iter().filter(|v| v.is_finite()).sum::<f64>() / w.len() as f64)
+                (
+                    s,
+                    w.iter().filter(|v| v.is_finite()).sum::<f64>() / w.len() as f64,
+                )
             })
             .collect();
         chart
@@ -245,7 +282,12 @@ pub fn curves(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
         .label_font(("sans-serif", 13))
         .draw()
         .map_err(|e| err(path, e))?;
-    let max_epoch = runs.iter().map(|r| r.history.epochs.len()).max().unwrap_or(1).max(1);
+    let max_epoch = runs
+        .iter()
+        .map(|r| r.history.epochs.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let mut acc = ChartBuilder::on(&right)
         .caption("validation accuracy", ("sans-serif", 20))
         .margin(10)
@@ -261,7 +303,8 @@ pub fn curves(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
     for (i, r) in runs.iter().enumerate() {
         let c = run_color(i);
         let pts = r.history.epochs.iter().map(|e| (e.epoch + 1, e.val_acc));
-        acc.draw_series(LineSeries::new(pts, c.stroke_width(2))).map_err(|e| err(path, e))?;
+        acc.draw_series(LineSeries::new(pts, c.stroke_width(2)))
+            .map_err(|e| err(path, e))?;
     }
     root.present().map_err(|e| err(path, e))
 }

@@ -31,7 +31,8 @@ impl<F: Fn(Tensor<1>) -> Tensor<1>> ModuleVisitor for Map<'_, F> {
         if let Some(g) = self.grads.remove::<D>(param.id) {
             let shape = g.dims();
             let flat: Tensor<1> = g.reshape([shape.iter().product::<usize>()]);
-            self.grads.register::<D>(param.id, (self.f)(flat).reshape(shape));
+            self.grads
+                .register::<D>(param.id, (self.f)(flat).reshape(shape));
         }
     }
 }
@@ -48,12 +49,18 @@ pub fn clip_norm<M: Module>(model: &M, grads: &mut GradientsParams, c: f64) -> f
     let norm = global_norm(model, grads);
     if norm.is_finite() && norm > c {
         let s = c / norm;
-        model.visit(&mut Map { grads, f: |g: Tensor<1>| g.mul_scalar(s) });
+        model.visit(&mut Map {
+            grads,
+            f: |g: Tensor<1>| g.mul_scalar(s),
+        });
     }
     norm
 }
 
 /// Clamps every gradient element to [−v, v].
 pub fn clip_value<M: Module>(model: &M, grads: &mut GradientsParams, v: f64) {
-    model.visit(&mut Map { grads, f: |g: Tensor<1>| g.clamp(-v, v) });
+    model.visit(&mut Map {
+        grads,
+        f: |g: Tensor<1>| g.clamp(-v, v),
+    });
 }

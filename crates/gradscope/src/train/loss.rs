@@ -24,7 +24,12 @@ mod tests {
             Tensor::from_data(TensorData::new(z.concat(), [2, 3]), &dev).require_grad();
         let labels = Tensor::<1, Int>::from_data(TensorData::new(y.to_vec(), [2]), &dev);
         let grads = cross_entropy(logits.clone(), labels).backward();
-        let g = logits.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap();
+        let g = logits
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
         for b in 0..2 {
             let e: Vec<f64> = z[b].iter().map(|&v| (v as f64).exp()).collect();
             let s: f64 = e.iter().sum();
@@ -32,7 +37,11 @@ mod tests {
                 let p = e[c] / s;
                 let onehot = if y[b] as usize == c { 1.0 } else { 0.0 };
                 let expect = (p - onehot) / 2.0; // mean over the batch of 2
-                assert!((g[b * 3 + c] as f64 - expect).abs() < 1e-6, "[{b},{c}] {} vs {expect}", g[b * 3 + c]);
+                assert!(
+                    (g[b * 3 + c] as f64 - expect).abs() < 1e-6,
+                    "[{b},{c}] {} vs {expect}",
+                    g[b * 3 + c]
+                );
             }
         }
     }

@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
-use crate::probe::{Fault, Probe, ProbeError, StepRecord, Tap};
+use crate::probe::{Probe, ProbeError, StepRecord, Tap};
 pub use optim::OptimizerKind;
 
 /// A model that maps `[batch, features]` to logits `[batch, classes]` with probe points.
@@ -95,7 +95,6 @@ pub fn train_classifier<M: Classifier>(
     val: &Dataset,
     cfg: &TrainConfig,
     probe: &mut Probe,
-    fault: Option<(usize, Fault)>,
     device: &Device,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<(M, History), TrainError> {
@@ -113,8 +112,7 @@ pub fn train_classifier<M: Classifier>(
         let mut n = 0usize;
         for idx in train.batches(cfg.batch, &mut rng) {
             let (x, y) = train.tensors(&idx, device);
-            let step_fault = fault.as_ref().filter(|(s, _)| *s == step).map(|(_, f)| f.clone());
-            let mut tap = probe.tap(step).with_fault(step_fault);
+            let mut tap = probe.tap(step);
             let logits = model.logits(x, &mut tap);
             let loss = loss::cross_entropy(logits, y);
             let loss_v = loss.clone().into_scalar::<f64>();
@@ -142,7 +140,11 @@ pub fn train_classifier<M: Classifier>(
                     .unwrap_or_default();
                 hist.stopped = Some(format!(
                     "non-finite {} at step {step}{where_}",
-                    if loss_v.is_finite() { "gradient" } else { "loss" }
+                    if loss_v.is_finite() {
+                        "gradient"
+                    } else {
+                        "loss"
+                    }
                 ));
                 break 'epochs;
             }
@@ -151,10 +153,20 @@ pub fn train_classifier<M: Classifier>(
             sum += loss_v;
             n += 1;
             step += 1;
-            progress(&Progress { step, steps, epoch, loss: loss_v });
+            progress(&Progress {
+                step,
+                steps,
+                epoch,
+                loss: loss_v,
+            });
         }
         let (val_loss, val_acc) = evaluate(&model, val, device);
-        hist.epochs.push(EpochStats { epoch, train_loss: sum / n.max(1) as f64, val_loss, val_acc });
+        hist.epochs.push(EpochStats {
+            epoch,
+            train_loss: sum / n.max(1) as f64,
+            val_loss,
+            val_acc,
+        });
     }
     Ok((model, hist))
 }
@@ -180,7 +192,9 @@ pub fn evaluate<M: Classifier>(model: &M, data: &Dataset, device: &Device) -> (f
 }
 
 fn int_values(d: burn::tensor::TensorData) -> Vec<i64> {
-    d.convert::<i64>().try_into_vec::<i64>().expect("converted to i64")
+    d.convert::<i64>()
+        .try_into_vec::<i64>()
+        .expect("converted to i64")
 }
 
 /// Records of the last probed steps of a run, for summaries.

@@ -41,7 +41,11 @@ impl OptimizerKind {
         match self {
             OptimizerKind::Sgd => SgdConfig::new().init(),
             OptimizerKind::Momentum => SgdConfig::new()
-                .with_momentum(Some(MomentumConfig { momentum: 0.9, dampening: 0.0, nesterov: false }))
+                .with_momentum(Some(MomentumConfig {
+                    momentum: 0.9,
+                    dampening: 0.0,
+                    nesterov: false,
+                }))
                 .init(),
             OptimizerKind::Adam => AdamConfig::new().with_epsilon(1e-8).init(),
             OptimizerKind::Adamw => AdamWConfig::new()

@@ -30,7 +30,9 @@ pub fn tensor2(v: Vec<f32>, shape: [usize; 2]) -> Tensor<2> {
 }
 
 pub fn labels(n: usize, classes: usize) -> Tensor<1, Int> {
-    let y: Vec<i64> = (0..n as i64).map(|b| (b * 7 + 3) % classes as i64).collect();
+    let y: Vec<i64> = (0..n as i64)
+        .map(|b| (b * 7 + 3) % classes as i64)
+        .collect();
     Tensor::from_data(TensorData::new(y, [n]), &gradscope::device())
 }
 
@@ -39,8 +41,14 @@ pub fn set_det_weights(mut m: Mlp, scale: f64) -> Mlp {
     let dev = gradscope::device();
     let set = |l: &mut burn::nn::Linear, p: u64| {
         let [i, o] = l.weight.dims();
-        l.weight = Param::from_tensor(Tensor::from_data(TensorData::new(det(2 * p, i * o, scale), [i, o]), &dev));
-        l.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(det(2 * p + 1, o, scale), [o]), &dev)));
+        l.weight = Param::from_tensor(Tensor::from_data(
+            TensorData::new(det(2 * p, i * o, scale), [i, o]),
+            &dev,
+        ));
+        l.bias = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(det(2 * p + 1, o, scale), [o]),
+            &dev,
+        )));
     };
     let n = m.layers.len();
     for (p, b) in m.layers.iter_mut().enumerate() {
@@ -51,14 +59,21 @@ pub fn set_det_weights(mut m: Mlp, scale: f64) -> Mlp {
 }
 
 /// One probed forward/backward pass (no optimizer step): the loss and the probe's record.
-pub fn probe_once(model: &Mlp, x: &Tensor<2>, y: &Tensor<1, Int>, fault: Option<Fault>) -> (f64, StepRecord) {
+pub fn probe_once(
+    model: &Mlp,
+    x: &Tensor<2>,
+    y: &Tensor<1, Int>,
+    fault: Option<Fault>,
+) -> (f64, StepRecord) {
     let mut probe = Probe::new(ProbeConfig::default());
     let mut tap = Tap::on().with_fault(fault);
     let loss = cross_entropy(model.forward(x.clone(), &mut tap), y.clone());
     let lv = loss.clone().into_scalar::<f64>();
     let grads = loss.backward();
     let pending = probe.after_backward(0, 0, lv, tap, model, &grads);
-    probe.after_step(pending, model, 0.0).expect("no file to write");
+    probe
+        .after_step(pending, model, 0.0)
+        .expect("no file to write");
     (lv, probe.into_records().remove(0))
 }
 

@@ -1,0 +1,149 @@
+//! The command line as a user meets it: bad input gets a clear message and exit code 2, never
+//! a panic; a small lab runs end to end and its records re-diagnose.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn gradscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gradscope"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn fails_with(args: &[&str], needles: &[&str]) {
+    let out = gradscope(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?} should fail cleanly; stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: '{n}' missing from: {err}");
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gradscope-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn bad_arguments_name_the_argument_and_what_is_accepted() {
+    fails_with(&["lab", "vanishing", "depth=-3"], &["depth=-3", "≥ 2"]);
+    fails_with(
+        &["lab", "vanishing", "act=foo"],
+        &["act=foo", "sigmoid", "leaky_relu"],
+    );
+    fails_with(
+        &["lab", "vanishing", "colour=red"],
+        &["unknown key 'colour'", "depth", "probe_every"],
+    );
+    fails_with(
+        &["lab", "vanishing", "depth"],
+        &["'depth' is not key=value"],
+    );
+    fails_with(&["lab", "vanishing", "lr=abc"], &["lr=abc", "number"]);
+    fails_with(
+        &["lab", "vanishing", "add=act=foo"],
+        &["add=act=foo", "act=foo"],
+    );
+    fails_with(&["lab", "nope"], &["unknown lab 'nope'"]);
+    fails_with(&["frobnicate"], &["unknown command 'frobnicate'"]);
+    fails_with(&["train"], &["not built yet"]);
+}
+
+#[test]
+fn missing_or_corrupt_data_files_are_named() {
+    let d = tmp("data");
+    let dir = d.to_str().unwrap();
+    fails_with(
+        &[
+            "lab",
+            "vanishing",
+            "data=fashion",
+            &format!("data_dir={dir}"),
+        ],
+        &[dir, "apt-get install dataset-fashion-mnist"],
+    );
+    std::fs::write(
+        d.join("train-images-idx3-ubyte"),
+        b"\x00\x00\x08\x03\x00\x00\x00\x02",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("train-labels-idx1-ubyte"),
+        b"\x00\x00\x08\x01\x00\x00\x00\x02\x01\x02",
+    )
+    .unwrap();
+    fails_with(
+        &[
+            "lab",
+            "vanishing",
+            "data=fashion",
+            &format!("data_dir={dir}"),
+        ],
+        &["train-images-idx3-ubyte", "truncated header"],
+    );
+    fails_with(
+        &["diagnose", d.join("nothing").to_str().unwrap()],
+        &["does not exist"],
+    );
+    let bad = d.join("probe.jsonl");
+    std::fs::write(&bad, "{\"step\": 0}\nnot json\n").unwrap();
+    fails_with(
+        &["diagnose", bad.to_str().unwrap()],
+        &["probe.jsonl", "line 1"],
+    );
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn a_small_lab_runs_and_its_records_re_diagnose() {
+    let d = tmp("lab");
+    let out = gradscope(&[
+        "lab",
+        "vanishing",
+        "depth=12",
+        "width=32",
+        "epochs=2",
+        "only=sigmoid,relu+he",
+        &format!("project={}", d.display()),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("sigmoid") && stdout.contains("vanishing"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("relu+he") && stdout.contains("healthy"),
+        "{stdout}"
+    );
+    let lab = d.join("vanishing").join("lab");
+    assert!(lab.join("report.html").is_file());
+    let diag = gradscope(&["diagnose", lab.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&diag.stdout);
+    assert!(
+        diag.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diag.stderr)
+    );
+    assert!(
+        text.contains("verdict: vanishing") && text.contains("verdict: healthy"),
+        "{text}"
+    );
+    assert!(
+        text.contains("act=relu init=he"),
+        "a remedy is suggested: {text}"
+    );
+    std::fs::remove_dir_all(&d).ok();
+}
