@@ -349,6 +349,10 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
                 );
             }
             Verdict::Vanishing => {
+                if act == Some(Activation::Tanh) {
+                    add("init=xavier", "tanh' = 1 at 0, so tanh is near-critical (χ₁ ≈ σ_w²) once σ_w² ≈ 1: Glorot init gives that, the default U(±1/√fan_in) gives σ_w² = 1/3");
+                    add("init=orthogonal", "orthogonal weights with tanh's gain 5/3 keep every singular value of the layer Jacobian near 1 (Saxe et al. 2014)");
+                }
                 if act.is_some_and(|a| a.saturates()) {
                     add("act=relu init=he", "φ' ≤ 0.25 (sigmoid) or < 1 off-centre (tanh) multiplies the gradient down at every layer; ReLU passes it unchanged on active units and He init makes χ₁ = 1 (critical)");
                     add(
