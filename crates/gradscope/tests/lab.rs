@@ -139,9 +139,26 @@ fn an_injected_nan_stops_training_and_names_the_producer() {
     let mut cfg = MlpConfig::new(64, 10);
     cfg.depth = 8;
     let dev = gradscope::device();
-    let mut probe = Probe::new(ProbeConfig::default()).inject(3, Fault::ForwardNan { layer: "layers.4".into() });
-    let t = TrainConfig { epochs: 1, ..TrainConfig::default() };
-    let (_, hist) = train_classifier(cfg.init(&dev), &train, &val, &t, &mut probe, &dev, &mut |_| {}).unwrap();
+    let mut probe = Probe::new(ProbeConfig::default()).inject(
+        3,
+        Fault::ForwardNan {
+            layer: "layers.4".into(),
+        },
+    );
+    let t = TrainConfig {
+        epochs: 1,
+        ..TrainConfig::default()
+    };
+    let (_, hist) = train_classifier(
+        cfg.init(&dev),
+        &train,
+        &val,
+        &t,
+        &mut probe,
+        &dev,
+        &mut |_| {},
+    )
+    .unwrap();
     let why = hist.stopped.expect("training stops on a non-finite loss");
     assert!(why.contains("step 3") && why.contains("layers.4"), "{why}");
     assert_eq!(hist.step_loss.len(), 4, "steps 0..=3 ran, nothing after");

@@ -3,12 +3,9 @@
 //! The derivative is what decides whether a deep stack of layers passes gradients back:
 //! the chain rule multiplies one φ'(z) per layer, and sigmoid' never exceeds 0.25.
 
-use std::fmt;
-use std::str::FromStr;
-
+use crate::choice::choice;
 use burn::tensor::activation;
 use burn::tensor::Tensor;
-use serde::{Deserialize, Serialize};
 
 /// Slope of `leaky_relu` for negative inputs.
 pub const LEAKY_SLOPE: f64 = 0.01;
@@ -18,39 +15,19 @@ pub const SIGMOID_SATURATION_Z: f64 = 4.584_863_339;
 /// |z| above which tanh'(z) = 1 − tanh²(z) < 0.01 (atanh(√0.99) ≈ 2.993).
 pub const TANH_SATURATION_Z: f64 = 2.993_222_846;
 
-/// A pointwise nonlinearity φ.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Activation {
-    Sigmoid,
-    Tanh,
-    Relu,
-    LeakyRelu,
-    Silu,
-    Gelu,
+choice! {
+    /// A pointwise nonlinearity φ.
+    pub enum Activation ("activation") {
+        Sigmoid = "sigmoid",
+        Tanh = "tanh",
+        Relu = "relu",
+        LeakyRelu = "leaky_relu",
+        Silu = "silu",
+        Gelu = "gelu",
+    }
 }
 
 impl Activation {
-    pub const ALL: [Activation; 6] = [
-        Activation::Sigmoid,
-        Activation::Tanh,
-        Activation::Relu,
-        Activation::LeakyRelu,
-        Activation::Silu,
-        Activation::Gelu,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Activation::Sigmoid => "sigmoid",
-            Activation::Tanh => "tanh",
-            Activation::Relu => "relu",
-            Activation::LeakyRelu => "leaky_relu",
-            Activation::Silu => "silu",
-            Activation::Gelu => "gelu",
-        }
-    }
-
     /// φ applied to a tensor (differentiable).
     pub fn forward<const D: usize>(self, z: Tensor<D>) -> Tensor<D> {
         match self {
@@ -146,25 +123,6 @@ impl Activation {
     }
 }
 
-impl fmt::Display for Activation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Activation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Activation::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Activation::ALL.iter().map(|a| a.name()).collect();
-                format!("unknown activation '{s}'; accepted: {}", names.join(", "))
-            })
-    }
-}
-
 pub fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
@@ -219,7 +177,7 @@ mod tests {
 
     #[test]
     fn derivatives_match_finite_differences() {
-        for a in Activation::ALL {
+        for &a in Activation::ALL {
             for &z in &[-3.1, -0.7, 0.3, 1.9, 4.2] {
                 let h = 1e-5;
                 let fd = (a.value(z + h) - a.value(z - h)) / (2.0 * h);

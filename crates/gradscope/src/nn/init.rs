@@ -3,50 +3,30 @@
 //!
 //! All matrices are produced in burn's `Linear` layout `[fan_in, fan_out]`.
 
-use std::fmt;
-use std::str::FromStr;
-
 use rand::rngs::StdRng;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 
 use super::activation::Activation;
+use crate::choice::choice;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Init {
-    /// PyTorch's and burn's default for `Linear`: U(±1/√fan_in), i.e. Var = 1/(3·fan_in);
-    /// biases U(±1/√fan_in) as well.
-    Default,
-    /// Glorot & Bengio 2010: U(±√(6/(fan_in+fan_out))), Var = 2/(fan_in+fan_out).
-    Xavier,
-    /// He et al. 2015: N(0, gain²/fan_in), gain √2 for ReLU (see [`Activation::gain`]).
-    He,
-    /// LeCun 1998: N(0, 1/fan_in).
-    Lecun,
-    /// Saxe et al. 2014: a random orthogonal matrix scaled by the activation's gain.
-    Orthogonal,
+choice! {
+    /// How a layer's weights are drawn.
+    pub enum Init ("init") {
+        /// PyTorch's and burn's default for `Linear`: U(±1/√fan_in), i.e. Var = 1/(3·fan_in);
+        /// biases U(±1/√fan_in) as well.
+        Default = "default",
+        /// Glorot & Bengio 2010: U(±√(6/(fan_in+fan_out))), Var = 2/(fan_in+fan_out).
+        Xavier = "xavier",
+        /// He et al. 2015: N(0, gain²/fan_in), gain √2 for ReLU (see [`Activation::gain`]).
+        He = "he",
+        /// LeCun 1998: N(0, 1/fan_in).
+        Lecun = "lecun",
+        /// Saxe et al. 2014: a random orthogonal matrix scaled by the activation's gain.
+        Orthogonal = "orthogonal",
+    }
 }
 
 impl Init {
-    pub const ALL: [Init; 5] = [
-        Init::Default,
-        Init::Xavier,
-        Init::He,
-        Init::Lecun,
-        Init::Orthogonal,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Init::Default => "default",
-            Init::Xavier => "xavier",
-            Init::He => "he",
-            Init::Lecun => "lecun",
-            Init::Orthogonal => "orthogonal",
-        }
-    }
-
     /// A weight matrix `[fan_in, fan_out]` (row-major) for a layer followed by `act`.
     pub fn weights(
         self,
@@ -71,25 +51,6 @@ impl Init {
             Init::Default => uniform(fan_out, 1.0 / (fan_in as f64).sqrt(), rng),
             _ => vec![0.0; fan_out],
         }
-    }
-}
-
-impl fmt::Display for Init {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Init {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Init::ALL
-            .into_iter()
-            .find(|i| i.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Init::ALL.iter().map(|i| i.name()).collect();
-                format!("unknown init '{s}'; accepted: {}", names.join(", "))
-            })
     }
 }
 

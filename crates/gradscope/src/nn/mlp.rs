@@ -9,9 +9,6 @@
 //! the width), the other 18 are residual blocks. Every hidden layer and the head are probe points
 //! named `layers.<i>` and `head`.
 
-use std::fmt;
-use std::str::FromStr;
-
 use burn::module::{Module, Param};
 use burn::nn::{BatchNorm, BatchNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -21,40 +18,15 @@ use serde::{Deserialize, Serialize};
 
 use super::activation::Activation;
 use super::init::Init;
+use crate::choice::choice;
 use crate::probe::Tap;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NormKind {
-    None,
-    Batch,
-    Layer,
-}
-
-impl NormKind {
-    pub const ALL: [NormKind; 3] = [NormKind::None, NormKind::Batch, NormKind::Layer];
-    pub fn name(self) -> &'static str {
-        match self {
-            NormKind::None => "none",
-            NormKind::Batch => "batch",
-            NormKind::Layer => "layer",
-        }
-    }
-}
-
-impl fmt::Display for NormKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for NormKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        NormKind::ALL
-            .into_iter()
-            .find(|n| n.name() == s)
-            .ok_or_else(|| format!("unknown norm '{s}'; accepted: none, batch, layer"))
+choice! {
+    /// Normalisation inside each hidden layer.
+    pub enum NormKind ("norm") {
+        None = "none",
+        Batch = "batch",
+        Layer = "layer",
     }
 }
 

@@ -24,7 +24,10 @@ pub fn activation_stats(
     let (sum, sq, n_fin, nan, inf) = finite_moments(h);
     let (mean, var) = moments(sum, sq, n_fin);
     let sat_frac = act_fn.filter(|a| a.saturates()).map(|a| {
-        let sat = h.iter().filter(|&&v| a.is_saturated_output(v)).count();
+        let sat = h
+            .iter()
+            .filter(|&&v| v.is_finite() && a.is_saturated_output(v))
+            .count();
         sat as f64 / h.len().max(1) as f64
     });
     let active = match act_fn {
