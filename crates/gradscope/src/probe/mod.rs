@@ -242,7 +242,7 @@ impl Probe {
             return Ok(None);
         };
         record.lr = lr;
-        let after = current_values(model);
+        let after = params::values(model);
         let by_path: HashMap<&str, &Tensor<1>> =
             after.iter().map(|(p, t)| (p.as_str(), t)).collect();
         let mut layer_delta = vec![0f64; record.layers.len()];
@@ -289,14 +289,6 @@ impl Probe {
             .count();
         dead as f64 / units.max(1) as f64
     }
-}
-
-/// (path, flattened values) of every trainable parameter.
-fn current_values<M: Module>(model: &M) -> Vec<(String, Tensor<1>)> {
-    snapshot(model, None)
-        .into_iter()
-        .map(|p| (p.path, p.values))
-        .collect()
 }
 
 fn nonfinite_norm(sq: f64, nan: usize, inf: usize) -> f64 {

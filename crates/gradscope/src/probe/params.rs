@@ -10,7 +10,7 @@ pub struct ParamSnapshot {
     /// Full path, e.g. `layers.3.linear.weight`.
     pub path: String,
     pub shape: Vec<usize>,
-    /// ‖W‖².
+    /// ‖W‖² (NaN from [`values`]).
     pub sq: f64,
     /// The values, flattened, without autodiff (a shared handle, not a copy).
     pub values: Tensor<1>,
@@ -30,6 +30,8 @@ pub fn sum_sq_nonfinite<const D: usize>(t: Tensor<D>) -> (f64, usize, usize) {
 }
 
 struct Collector<'a> {
+    /// Compute norms (false: only collect the values).
+    measure: bool,
     grads: Option<&'a Gradients>,
     path: Vec<String>,
     out: Vec<ParamSnapshot>,
@@ -50,7 +52,11 @@ impl ModuleVisitor for Collector<'_> {
         let grad = self.grads.and_then(|g| value.grad(g)).map(sum_sq_nonfinite);
         let shape = value.dims().to_vec();
         let values = value.inner();
-        let sq = values.clone().powf_scalar(2.0).sum().into_scalar::<f64>();
+        let sq = if self.measure {
+            values.clone().powf_scalar(2.0).sum().into_scalar::<f64>()
+        } else {
+            f64::NAN
+        };
         let n: usize = shape.iter().product();
         self.out.push(ParamSnapshot {
             path: self.path.join("."),
@@ -66,12 +72,25 @@ impl ModuleVisitor for Collector<'_> {
 /// Buffers that take no gradient (BatchNorm's running mean/var) are left out.
 pub fn snapshot<M: Module>(model: &M, grads: Option<&Gradients>) -> Vec<ParamSnapshot> {
     let mut c = Collector {
+        measure: true,
         grads,
         path: Vec::new(),
         out: Vec::new(),
     };
     model.visit(&mut c);
     c.out
+}
+
+/// (path, flattened values) of every trainable parameter, without computing anything.
+pub fn values<M: Module>(model: &M) -> Vec<(String, Tensor<1>)> {
+    let mut c = Collector {
+        measure: false,
+        grads: None,
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    model.visit(&mut c);
+    c.out.into_iter().map(|p| (p.path, p.values)).collect()
 }
 
 /// ‖a − b‖.

@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
-use crate::probe::{Probe, ProbeError, StepRecord, Tap};
+use crate::probe::{Probe, ProbeError, Tap};
 pub use optim::OptimizerKind;
 
 /// A model that maps `[batch, features]` to logits `[batch, classes]` with probe points.
@@ -195,9 +195,4 @@ fn int_values(d: burn::tensor::TensorData) -> Vec<i64> {
     d.convert::<i64>()
         .try_into_vec::<i64>()
         .expect("converted to i64")
-}
-
-/// Records of the last probed steps of a run, for summaries.
-pub fn last_records(records: &[StepRecord], n: usize) -> &[StepRecord] {
-    &records[records.len().saturating_sub(n)..]
 }
