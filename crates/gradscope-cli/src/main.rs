@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use gradscope::diagnose::diagnose;
+use gradscope::lab::mlp::{table, LabEvent, MlpLab, LAB_KEYS};
+use gradscope::lab::recurrent::{
+    table as recurrent_table, RecurrentLab, LAB_KEYS as RECURRENT_KEYS,
+};
 use gradscope::lab::settings::KEYS;
-use gradscope::lab::vanishing::{LabEvent, VanishingLab, LAB_KEYS};
 use gradscope::probe::read_jsonl;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -15,12 +18,14 @@ gradscope — train deep networks with gradient flow as a first-class signal
 
 usage:
   gradscope lab vanishing [key=value …]   a deep net trained plain and with each remedy, side by side
+  gradscope lab exploding [key=value …]   exploding gradients: no clipping, clip by norm, clip by value
+  gradscope lab recurrent [key=value …]   vanilla RNN vs LSTM vs GRU through time (task=adding T=100)
   gradscope diagnose <run folder | probe.jsonl>
                                           re-read a run's probe records and print the diagnosis
-  gradscope help [lab vanishing]          this text, or the keys a command accepts
+  gradscope help lab <name>               the keys a lab accepts
   gradscope --version
 
-not available yet: train, val, predict (YOLO26 detection), lab recurrent, lab exploding.
+not available yet: train, val, predict, info (YOLO26 detection).
 ";
 
 fn main() -> ExitCode {
@@ -45,13 +50,15 @@ fn run(args: &[String]) -> Result<()> {
             println!("gradscope {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        ["help", "lab", "vanishing"] | ["lab", "vanishing", "help"] => {
-            print!("{}", lab_keys_help());
+        ["help", "lab", name] | ["lab", name, "help"] => {
+            print!("{}", lab_keys_help(name)?);
             Ok(())
         }
-        ["lab", "vanishing", rest @ ..] => lab_vanishing(rest),
-        ["lab", other, ..] => bail!("unknown lab '{other}'; available: vanishing (recurrent and exploding are not built yet)"),
-        ["lab"] => bail!("which lab? available: gradscope lab vanishing"),
+        ["lab", "vanishing", rest @ ..] => lab_mlp(MlpLab::vanishing(), rest),
+        ["lab", "exploding", rest @ ..] => lab_mlp(MlpLab::exploding(), rest),
+        ["lab", "recurrent", rest @ ..] => lab_recurrent(rest),
+        ["lab", other, ..] => bail!("unknown lab '{other}'; available: vanishing, exploding, recurrent"),
+        ["lab"] => bail!("which lab? available: vanishing, exploding, recurrent"),
         ["diagnose", path] => diagnose_cmd(Path::new(path)),
         ["diagnose", ..] => bail!("usage: gradscope diagnose <run folder | probe.jsonl>"),
         [cmd @ ("train" | "val" | "predict" | "info"), ..] => bail!(
@@ -61,46 +68,27 @@ fn run(args: &[String]) -> Result<()> {
     }
 }
 
-fn lab_keys_help() -> String {
-    let mut s = String::from("gradscope lab vanishing [key=value …]\n\nlab keys:\n");
-    for (k, d) in LAB_KEYS {
-        s.push_str(&format!("  {k:<12} {d}\n"));
+fn lab_keys_help(name: &str) -> Result<String> {
+    let mut s = format!("gradscope lab {name} [key=value …]\n\nkeys:\n");
+    let keys: Vec<(&str, &str)> = match name {
+        "vanishing" | "exploding" => LAB_KEYS.iter().chain(KEYS).copied().collect(),
+        "recurrent" => RECURRENT_KEYS.to_vec(),
+        _ => bail!("unknown lab '{name}'; available: vanishing, exploding, recurrent"),
+    };
+    for (k, d) in keys {
+        s.push_str(&format!("  {k:<14} {d}\n"));
     }
-    s.push_str(
-        "\nnetwork and training keys (apply to every variant; a variant's own settings win):\n",
-    );
-    for (k, d) in KEYS {
-        s.push_str(&format!("  {k:<12} {d}\n"));
-    }
-    s
+    Ok(s)
 }
 
-/// Splits `key=value`, naming the argument when it is not one.
-fn split_kv(arg: &str) -> Result<(&str, &str)> {
-    match arg.split_once('=') {
-        Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k, v)),
-        _ => bail!("argument '{arg}' is not key=value (example: depth=20); see `gradscope help lab vanishing`"),
-    }
-}
-
-fn lab_vanishing(args: &[&str]) -> Result<()> {
-    let mut lab = VanishingLab::default();
-    for arg in args {
-        let (k, v) = split_kv(arg)?;
-        if !lab.set(k, v).map_err(|e| anyhow!(e))? {
-            let keys: Vec<&str> = LAB_KEYS.iter().chain(KEYS).map(|(k, _)| *k).collect();
-            bail!(
-                "unknown key '{k}' in '{arg}'; accepted: {}",
-                keys.join(", ")
-            );
-        }
-    }
+/// A progress bar per run of a lab.
+fn progress_bars() -> impl FnMut(LabEvent) {
     let style =
         ProgressStyle::with_template("{prefix:>20} [{bar:32}] {pos:>5}/{len} {msg} {elapsed}")
             .expect("valid template")
             .progress_chars("=> ");
     let mut bar: Option<ProgressBar> = None;
-    let outcome = lab.run(&mut |ev| match ev {
+    move |ev| match ev {
         LabEvent::Start {
             name,
             index,
@@ -124,20 +112,31 @@ fn lab_vanishing(args: &[&str]) -> Result<()> {
                 b.finish();
             }
         }
-    })?;
-    println!();
-    println!(
-        "{:<24} {:>11} {:>8} {:>13} {:>12} {:>7}",
-        "variant", "train loss", "val acc", "first/last", "verdict", "sec"
-    );
-    for v in &outcome.variants {
-        let r = v.row();
-        println!(
-            "{:<24} {:>11.4} {:>8.3} {:>13.2e} {:>12} {:>7.1}",
-            r.name, r.train_loss, r.val_acc, r.first_last, r.verdict, r.seconds
-        );
     }
-    println!("\nfirst/last = ‖∂L/∂h‖ at the first hidden layer ÷ at the last, end of training\n");
+}
+
+/// Splits `key=value`, naming the argument when it is not one.
+fn split_kv(arg: &str) -> Result<(&str, &str)> {
+    match arg.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k, v)),
+        _ => bail!("argument '{arg}' is not key=value (example: depth=20); see `gradscope help lab vanishing`"),
+    }
+}
+
+fn lab_mlp(mut lab: MlpLab, args: &[&str]) -> Result<()> {
+    for arg in args {
+        let (k, v) = split_kv(arg)?;
+        if !lab.set(k, v).map_err(|e| anyhow!(e))? {
+            let keys: Vec<&str> = LAB_KEYS.iter().chain(KEYS).map(|(k, _)| *k).collect();
+            bail!(
+                "unknown key '{k}' in '{arg}'; accepted: {}",
+                keys.join(", ")
+            );
+        }
+    }
+    let outcome = lab.run(&mut progress_bars())?;
+    println!("\n{}", table(&outcome.variants).to_text());
+    println!("first/last = ‖∂L/∂h‖ at the first hidden layer ÷ at the last, end of training\n");
     for v in &outcome.variants {
         if let Some(d) = &v.diagnosis {
             let top = d
@@ -150,8 +149,19 @@ fn lab_vanishing(args: &[&str]) -> Result<()> {
                 println!("    {e}");
             }
         }
+        for ev in &v.history.recoveries {
+            let at = ev
+                .producer
+                .as_ref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default();
+            println!(
+                "    recovered from a non-finite {} at step {}{at}; lr → {:.3e}",
+                ev.what, ev.step, ev.lr_after
+            );
+        }
         if let Some(s) = &v.history.stopped {
-            println!("{}: stopped early — {s}", v.name);
+            println!("    stopped early — {s}");
         }
     }
     println!("\nreport: {}", outcome.report.display());
@@ -159,6 +169,47 @@ fn lab_vanishing(args: &[&str]) -> Result<()> {
         "per-run probe records: {}/<variant>/probe.jsonl (gradscope diagnose <folder>)",
         outcome.dir.display()
     );
+    Ok(())
+}
+
+fn lab_recurrent(args: &[&str]) -> Result<()> {
+    let mut lab = RecurrentLab::default();
+    for arg in args {
+        let (k, v) = split_kv(arg)?;
+        if !lab.set(k, v).map_err(|e| anyhow!(e))? {
+            let keys: Vec<&str> = RECURRENT_KEYS.iter().map(|(k, _)| *k).collect();
+            bail!(
+                "unknown key '{k}' in '{arg}'; accepted: {}",
+                keys.join(", ")
+            );
+        }
+    }
+    let out = lab.run(&mut progress_bars())?;
+    println!("\n{}", recurrent_table(&out).to_text());
+    println!("first/last = ‖∂L/∂h_t‖ at the first time step ÷ at the last; per step = its geometric mean per step\n");
+    for c in &out.cells {
+        if let Some(d) = &c.diagnosis {
+            let top = d
+                .remedies
+                .first()
+                .map(|r| format!("; try {}", r.switch))
+                .unwrap_or_default();
+            println!("{}: {}{}", c.cell, d.verdict, top);
+            for e in &d.evidence {
+                println!("    {e}");
+            }
+        }
+        for ev in &c.history.recoveries {
+            println!(
+                "    recovered from a non-finite {} at step {}; lr → {:.3e}",
+                ev.what, ev.step, ev.lr_after
+            );
+        }
+        if let Some(s) = &c.history.stopped {
+            println!("    stopped early — {s}");
+        }
+    }
+    println!("\nreport: {}", out.report.display());
     Ok(())
 }
 

@@ -1,10 +1,11 @@
 //! Training on the real digits: the diagnosis separates vanishing gradients from the remedies,
 //! and the remedies learn. (Release mode: `cargo test --release`.)
 
+use burn::module::Module;
 use gradscope::data::{digits, prepare};
 use gradscope::diagnose::{diagnose, Verdict};
+use gradscope::lab::mlp::MlpLab;
 use gradscope::lab::settings::Settings;
-use gradscope::lab::vanishing::VanishingLab;
 use gradscope::nn::mlp::MlpConfig;
 use gradscope::probe::{Probe, ProbeConfig};
 use gradscope::train::{train_classifier, History, TrainConfig};
@@ -49,7 +50,7 @@ fn deep_sigmoid_vanishes_and_the_remedies_are_healthy_and_learn() {
     assert_eq!(v, Verdict::Vanishing, "first/last {fl}");
     assert!(fl < 1e-3, "first/last {fl}");
     assert!(
-        h.epochs.last().unwrap().val_acc < 0.3,
+        h.epochs.last().unwrap().val_metric < 0.3,
         "a vanishing 20-layer sigmoid net does not learn in 3 epochs"
     );
 
@@ -71,7 +72,7 @@ fn deep_sigmoid_vanishes_and_the_remedies_are_healthy_and_learn() {
     for r in remedies {
         let (v, fl, h) = run(r, 10);
         assert_eq!(v, Verdict::Healthy, "{r:?}: first/last {fl}");
-        let acc = h.epochs.last().unwrap().val_acc;
+        let acc = h.epochs.last().unwrap().val_metric;
         assert!(acc >= 0.9, "{r:?}: val accuracy {acc}");
     }
 }
@@ -97,7 +98,7 @@ fn residual_without_zero_init_or_norm_is_called_exploding() {
 #[test]
 fn the_lab_writes_its_report_and_probe_records() {
     let dir = std::env::temp_dir().join(format!("gradscope-lab-test-{}", std::process::id()));
-    let mut lab = VanishingLab::default();
+    let mut lab = MlpLab::default();
     for (k, v) in [
         ("depth", "6"),
         ("width", "16"),
@@ -132,24 +133,37 @@ fn the_lab_writes_its_report_and_probe_records() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[test]
-fn an_injected_nan_stops_training_and_names_the_producer() {
+fn run_with_faults(
+    faults: &[(usize, &str)],
+    nan_recovery: usize,
+    checkpoint: Option<std::path::PathBuf>,
+) -> (History, Probe) {
     use gradscope::probe::Fault;
     let (train, val) = prepare(&digits::load().unwrap(), 0.2, 0);
     let mut cfg = MlpConfig::new(64, 10);
     cfg.depth = 8;
+    cfg.norm = gradscope::nn::mlp::NormKind::Batch;
     let dev = gradscope::device();
-    let mut probe = Probe::new(ProbeConfig::default()).inject(
-        3,
-        Fault::ForwardNan {
-            layer: "layers.4".into(),
-        },
-    );
+    // probe every 4th step: faults on unprobed steps must be localised by replay
+    let mut probe = Probe::new(ProbeConfig {
+        every: 4,
+        ..ProbeConfig::default()
+    });
+    for (s, layer) in faults {
+        probe = probe.inject(
+            *s,
+            Fault::ForwardNan {
+                layer: layer.to_string(),
+            },
+        );
+    }
     let t = TrainConfig {
-        epochs: 1,
+        epochs: 2,
+        nan_recovery,
+        checkpoint,
         ..TrainConfig::default()
     };
-    let (_, hist) = train_classifier(
+    let (model, hist) = train_classifier(
         cfg.init(&dev),
         &train,
         &val,
@@ -159,9 +173,114 @@ fn an_injected_nan_stops_training_and_names_the_producer() {
         &mut |_| {},
     )
     .unwrap();
+    // whatever happened, the model we get back is finite, BatchNorm statistics included
+    let m = model.valid();
+    for b in &m.layers {
+        let bn = b.bn.as_ref().unwrap();
+        let s = bn.running_var.value().sum().into_scalar::<f64>()
+            + bn.running_mean.value().sum().into_scalar::<f64>();
+        assert!(s.is_finite(), "running statistics must be restored");
+    }
+    (hist, probe)
+}
+
+#[test]
+fn without_recovery_an_injected_nan_stops_training_and_names_the_producer() {
+    let (hist, _) = run_with_faults(&[(3, "layers.4")], 0, None);
     let why = hist.stopped.expect("training stops on a non-finite loss");
     assert!(why.contains("step 3") && why.contains("layers.4"), "{why}");
     assert_eq!(hist.step_loss.len(), 4, "steps 0..=3 ran, nothing after");
-    let last = probe.records().last().unwrap();
-    assert_eq!(last.nonfinite.as_ref().unwrap().layer, "layers.4");
+}
+
+#[test]
+fn an_injected_nan_is_recovered_and_training_goes_on() {
+    let (hist, probe) = run_with_faults(&[(5, "layers.2")], 3, None);
+    assert!(hist.stopped.is_none(), "{:?}", hist.stopped);
+    assert_eq!(hist.recoveries.len(), 1);
+    let ev = &hist.recoveries[0];
+    assert_eq!((ev.step, ev.what.as_str()), (5, "loss"));
+    assert_eq!(
+        ev.producer.as_ref().map(|p| p.layer.as_str()),
+        Some("layers.2")
+    );
+    assert!(
+        (ev.lr_after - 0.005).abs() < 1e-12,
+        "lr halved: {}",
+        ev.lr_after
+    );
+    assert_eq!(
+        hist.step_loss.len(),
+        2 * 23,
+        "every batch of both epochs was visited"
+    );
+    assert!(
+        hist.epochs.last().unwrap().val_metric > 0.5,
+        "training went on and learnt"
+    );
+    // the replayed (unprobed) step 5 is in the records with its producer
+    let r = probe
+        .records()
+        .iter()
+        .find(|r| r.step == 5)
+        .expect("step 5 recorded by replay");
+    assert_eq!(r.nonfinite.as_ref().unwrap().layer, "layers.2");
+}
+
+#[test]
+fn three_non_finite_steps_in_a_row_stop_the_run_and_keep_the_checkpoint() {
+    let dir = std::env::temp_dir().join(format!("gradscope-ckpt-{}", std::process::id()));
+    let ckpt = dir.join("last.safetensors");
+    // epoch 0 ends cleanly (a checkpoint is written); faults at steps 30, 31, 32 in epoch 1
+    let (hist, _) = run_with_faults(
+        &[(30, "layers.6"), (31, "layers.6"), (32, "layers.6")],
+        3,
+        Some(ckpt.clone()),
+    );
+    let why = hist.stopped.expect("three in a row stop the run");
+    assert!(
+        why.contains("step 32") && why.contains("layers.6") && why.contains("3 steps in a row"),
+        "{why}"
+    );
+    assert_eq!(hist.recoveries.len(), 2);
+    assert_eq!(hist.epochs.len(), 1, "the second epoch did not finish");
+    let bytes = std::fs::read(&ckpt).expect("the epoch-0 checkpoint exists");
+    assert!(bytes.len() > 1000);
+    // loading it gives finite parameters
+    let mut cfg = MlpConfig::new(64, 10);
+    cfg.depth = 8;
+    cfg.norm = gradscope::nn::mlp::NormKind::Batch;
+    let m = gradscope::train::checkpoint::load(cfg.init(&gradscope::device()), &ckpt).unwrap();
+    let w = m.layers[6].linear.weight.val().sum().into_scalar::<f64>();
+    assert!(w.is_finite());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_non_finite_model_is_never_written_over_a_checkpoint() {
+    use burn::module::Param;
+    use burn::tensor::Tensor;
+    let dir = std::env::temp_dir().join(format!("gradscope-ckpt2-{}", std::process::id()));
+    let path = dir.join("best.safetensors");
+    let dev = gradscope::device();
+    let mut cfg = MlpConfig::new(4, 2);
+    cfg.depth = 3;
+    let good = cfg.init(&dev);
+    gradscope::train::checkpoint::save(&good, &path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    bad.layers[1].linear.weight =
+        Param::from_tensor(Tensor::full([cfg.width, cfg.width], f32::NAN, &dev));
+    let e = gradscope::train::checkpoint::save(&bad, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("layers.1.linear.weight") && e.contains("not finite"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the good checkpoint is untouched"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

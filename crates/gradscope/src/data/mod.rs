@@ -3,6 +3,7 @@
 
 pub mod digits;
 pub mod idx;
+pub mod sequences;
 
 use std::path::PathBuf;
 

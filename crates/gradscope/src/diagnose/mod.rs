@@ -94,8 +94,22 @@ pub struct Diagnosis {
     pub activation: Option<Activation>,
 }
 
-fn hidden(r: &StepRecord) -> Vec<&LayerRecord> {
+/// The series of probe points the diagnosis follows: every layer but the head; through time,
+/// the state that carries memory — the cell state c_t of an LSTM (blocks `memory:*`), the hidden
+/// state h_t otherwise.
+pub fn series(r: &StepRecord) -> Vec<&LayerRecord> {
+    if r.layers.iter().any(|l| l.block.starts_with("memory")) {
+        return r
+            .layers
+            .iter()
+            .filter(|l| l.block.starts_with("memory"))
+            .collect();
+    }
     r.layers.iter().filter(|l| l.block != "head").collect()
+}
+
+fn hidden(r: &StepRecord) -> Vec<&LayerRecord> {
+    series(r)
 }
 
 fn first_last(r: &StepRecord) -> f64 {
@@ -229,16 +243,30 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
         });
     }
 
+    // layers of a feed-forward net, or time steps of a recurrent one
+    let through_time = !layers.is_empty()
+        && layers
+            .iter()
+            .all(|l| l.block.starts_with("step") || l.block.starts_with("memory"));
+    let memory = layers.iter().any(|l| l.block.starts_with("memory"));
+    let cell = layers
+        .first()
+        .and_then(|l| l.block.split(':').nth(1))
+        .unwrap_or("")
+        .to_string();
+    let (unit, units) = match (through_time, memory) {
+        (true, true) => ("time step (cell state c_t)", "steps"),
+        (true, false) => ("time step", "steps"),
+        _ => ("hidden layer", "layers"),
+    };
     let mut verdicts = Vec::new();
     let mut evidence = Vec::new();
     let mut remedies: Vec<Remedy> = Vec::new();
     let fmt_fl = |x: f64| format!("{x:.2e}");
     evidence.push(format!(
-        "‖∂L/∂h‖ first/last hidden layer: {} at init, {} at the end ({} layers, ×{:.3} per layer)",
+        "‖∂L/∂h‖ first/last {unit}: {} at init, {} at the end ({n_hidden} {units}, ×{per_layer:.3} per {unit})",
         fmt_fl(fl_init),
         fmt_fl(fl_end),
-        n_hidden,
-        per_layer
     ));
     let meanfield = if mf_init.len() >= 2 {
         let p = geo_mean(&mf_init.iter().map(|m| m.1).collect::<Vec<_>>());
@@ -265,10 +293,14 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
             layers.first().map_or(f64::NAN, |l| l.update_ratio),
             layers.last().map_or(f64::NAN, |l| l.update_ratio),
         );
-        evidence.push(format!(
-            "the first layer receives {:.1e} of the last hidden layer's gradient; its update ratio ‖ΔW‖/‖W‖ is {:.1e} against {:.1e} for the last (≈1e-3 is healthy)",
-            fl_end.min(fl_init), u_first, u_last
-        ));
+        let received = fl_end.min(fl_init);
+        evidence.push(if u_first.is_finite() && u_last.is_finite() {
+            format!(
+                "the first layer receives {received:.1e} of the last hidden layer's gradient; its update ratio ‖ΔW‖/‖W‖ is {u_first:.1e} against {u_last:.1e} for the last (≈1e-3 is healthy)"
+            )
+        } else {
+            format!("the first {unit} receives {received:.1e} of the gradient at the last: the loss barely depends on early inputs")
+        });
     }
     if fl_end > EXPLODING_ABOVE || growth > NORM_GROWTH_ABOVE {
         verdicts.push(Verdict::Exploding);
@@ -340,12 +372,32 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
         match v {
             Verdict::NonFinite | Verdict::Exploding => {
                 add("clip_norm=1", "clip the global gradient norm: one factor min(1, c/‖g‖) for all parameters keeps the step's direction and bounds its size");
+                add("clip_norm=auto", "a threshold of 5× the running median norm (Pascanu et al. 2013) cuts sudden spikes; it cannot help when the gradients are huge from the first step");
+                add(
+                    "clip_value=0.01",
+                    "clamping every element bounds the step too, but changes its direction",
+                );
                 add("lr=<lr/10>", "a smaller learning rate keeps updates inside the region where the loss is smooth");
                 add("zero_init=true", "residual branches that start at zero make the network start shallow: no growth through the skip paths");
                 add("norm=batch", "normalisation rescales every layer's pre-activations, so a large weight cannot multiply through the depth");
                 add(
                     "init=lecun",
                     "a smaller initial weight variance lowers the per-layer gain (mean-field χ₁)",
+                );
+            }
+            Verdict::Vanishing if through_time => {
+                if cell != "lstm" {
+                    add("cell=lstm", "the LSTM's cell state is updated additively, c_t = f⊙c_{t−1} + i⊙g: with the forget gate near 1 the gradient reaches early steps unattenuated");
+                }
+                if cell != "gru" {
+                    add("cell=gru", "the GRU's update gate interpolates h_t = (1−z)⊙n + z⊙h_{t−1}: an identity path through time");
+                }
+                if cell == "lstm" {
+                    add("forget_bias=2", "a larger forget-gate bias starts the gate more open, so the cell carries information (and gradient) further (Jozefowicz et al. 2015)");
+                }
+                add(
+                    "steps=<shorter>",
+                    "truncating sequences shortens the product of Jacobians",
                 );
             }
             Verdict::Vanishing => {

@@ -1,7 +1,10 @@
 //! Experiments that show a claim side by side and check it.
 
+pub mod recurrent;
 pub mod settings;
-pub mod vanishing;
+
+use mlp::LabError;
+pub mod mlp;
 
 use std::path::{Path, PathBuf};
 
@@ -15,4 +18,19 @@ pub fn next_run_dir(root: &Path, name: &str) -> PathBuf {
         .map(|i| root.join(format!("{name}{i}")))
         .find(|p| !p.exists())
         .expect("an unused folder name exists")
+}
+
+/// Writes `value` as pretty JSON, creating the folder.
+pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), LabError> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|source| LabError::Io {
+            path: d.to_path_buf(),
+            source,
+        })?;
+    }
+    let text = serde_json::to_string_pretty(value).expect("JSON values serialise");
+    std::fs::write(path, text).map_err(|source| LabError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }

@@ -1,7 +1,7 @@
 //! `key=value` settings of a model and its training, shared by the CLI and by lab variants.
 
 use crate::nn::mlp::MlpConfig;
-use crate::train::TrainConfig;
+use crate::train::{ClipNorm, TrainConfig};
 
 /// Keys accepted for a network and its training, with what each takes.
 pub const KEYS: &[(&str, &str)] = &[
@@ -20,8 +20,15 @@ pub const KEYS: &[(&str, &str)] = &[
     ("batch", "batch size ≥ 1"),
     ("epochs", "epochs ≥ 1"),
     ("seed", "integer ≥ 0"),
-    ("clip_norm", "global gradient-norm threshold > 0, or none"),
+    (
+        "clip_norm",
+        "global gradient-norm threshold > 0, auto (5 × running median norm), or none",
+    ),
     ("clip_value", "per-element gradient bound > 0, or none"),
+    (
+        "nan_recovery",
+        "non-finite steps in a row to recover from (restore, halve lr, skip), 0 = off",
+    ),
 ];
 
 #[derive(Clone, Debug, PartialEq)]
@@ -72,6 +79,7 @@ impl Settings {
             "norm" => self.model.norm = v.parse().map_err(|e: String| format!("norm={v}: {e}"))?,
             "residual" => self.model.residual = parse_bool(key, v)?,
             "zero_init" => self.model.zero_init = parse_bool(key, v)?,
+            "gain" => self.model.gain = parse_pos(key, v)?,
             "optimizer" => {
                 self.train.optimizer = v
                     .parse()
@@ -87,7 +95,13 @@ impl Settings {
                 self.model.seed = s;
                 self.train.seed = s;
             }
-            "clip_norm" => self.train.clip_norm = parse_opt_pos(key, v)?,
+            "clip_norm" => {
+                self.train.clip_norm = match v {
+                    "auto" => Some(ClipNorm::Auto),
+                    _ => parse_opt_pos(key, v)?.map(ClipNorm::Fixed),
+                }
+            }
+            "nan_recovery" => self.train.nan_recovery = parse_usize(key, v, 0)?,
             "clip_value" => self.train.clip_value = parse_opt_pos(key, v)?,
             _ => return Ok(false),
         }
@@ -99,10 +113,15 @@ impl Settings {
         let m = &self.model;
         let t = &self.train;
         let opt = |x: Option<f64>| x.map_or("none".to_string(), |v| v.to_string());
+        let clip = match t.clip_norm {
+            None => "none".to_string(),
+            Some(ClipNorm::Auto) => "auto".to_string(),
+            Some(ClipNorm::Fixed(c)) => c.to_string(),
+        };
         format!(
-            "depth={} width={} act={} init={} norm={} residual={} zero_init={} optimizer={} lr={} batch={} epochs={} seed={} clip_norm={} clip_value={}",
-            m.depth, m.width, m.act, m.init, m.norm, m.residual, m.zero_init, t.optimizer, t.lr, t.batch, t.epochs, m.seed,
-            opt(t.clip_norm), opt(t.clip_value)
+            "depth={} width={} act={} init={} gain={} norm={} residual={} zero_init={} optimizer={} lr={} batch={} epochs={} seed={} clip_norm={} clip_value={} nan_recovery={}",
+            m.depth, m.width, m.act, m.init, m.gain, m.norm, m.residual, m.zero_init, t.optimizer, t.lr, t.batch, t.epochs, m.seed,
+            clip, opt(t.clip_value), t.nan_recovery
         )
     }
 }

@@ -44,6 +44,9 @@ pub struct MlpConfig {
     /// network begins as a shallow one and gradients reach the first layer unattenuated
     /// (Goyal et al. 2017; Zhang et al. 2019, Fixup).
     pub zero_init: bool,
+    /// Multiplies every hidden weight matrix at init (1 = the scheme as published); > 1 makes
+    /// each layer amplify the signal and its gradient — a way to *make* gradients explode.
+    pub gain: f64,
     pub seed: u64,
 }
 
@@ -59,6 +62,7 @@ impl MlpConfig {
             norm: NormKind::None,
             residual: false,
             zero_init: false,
+            gain: 1.0,
             seed: 0,
         }
     }
@@ -74,7 +78,9 @@ impl MlpConfig {
             .map(|i| {
                 let fan_in = if i == 0 { self.input } else { self.width };
                 let residual = self.residual && i > 0;
-                let mut linear = dense(fan_in, self.width, self.init, self.act, &mut rng, device);
+                let mut linear = dense(
+                    fan_in, self.width, self.init, self.act, self.gain, &mut rng, device,
+                );
                 if residual && self.zero_init {
                     linear = zeroed(linear, device);
                 }
@@ -97,6 +103,7 @@ impl MlpConfig {
             self.classes,
             head_init,
             Activation::Sigmoid,
+            1.0,
             &mut rng,
             device,
         );
@@ -132,11 +139,15 @@ fn dense(
     fan_out: usize,
     init: Init,
     act: Activation,
+    gain: f64,
     rng: &mut StdRng,
     device: &Device,
 ) -> Linear {
     let mut l = LinearConfig::new(fan_in, fan_out).init(device);
-    let w = init.weights(fan_in, fan_out, act, rng);
+    let mut w = init.weights(fan_in, fan_out, act, rng);
+    if gain != 1.0 {
+        w.iter_mut().for_each(|x| *x *= gain as f32);
+    }
     let b = init.bias(fan_in, fan_out, rng);
     l.weight = Param::from_tensor(Tensor::from_data(
         TensorData::new(w, [fan_in, fan_out]),

@@ -3,3 +3,4 @@
 pub mod activation;
 pub mod init;
 pub mod mlp;
+pub mod recurrent;

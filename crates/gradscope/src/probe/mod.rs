@@ -118,6 +118,19 @@ impl Probe {
         self
     }
 
+    /// A recording tap for `step` whatever the sampling (with the step's scheduled fault), to
+    /// replay a step that went wrong and localise it.
+    pub fn replay_tap(&self, step: usize) -> Tap {
+        Tap::on().with_fault(self.fault_at(step))
+    }
+
+    fn fault_at(&self, step: usize) -> Option<Fault> {
+        self.faults
+            .iter()
+            .find(|(s, _)| *s == step)
+            .map(|(_, f)| f.clone())
+    }
+
     /// The tap to run this step's forward pass with.
     pub fn tap(&self, step: usize) -> Tap {
         let tap = if self.should_probe(step) {
@@ -125,12 +138,7 @@ impl Probe {
         } else {
             Tap::off()
         };
-        tap.with_fault(
-            self.faults
-                .iter()
-                .find(|(s, _)| *s == step)
-                .map(|(_, f)| f.clone()),
-        )
+        tap.with_fault(self.fault_at(step))
     }
 
     pub fn records(&self) -> &[StepRecord] {
@@ -179,26 +187,29 @@ impl Probe {
         }
         let mut total_sq = 0f64;
         let mut total_bad = false;
+        let mut other_params = Vec::new();
         for (p, o) in before.iter().zip(&owner) {
             let (gsq, gnan, ginf) = p.grad.unwrap_or((0.0, 0, 0));
             total_sq += gsq;
             total_bad |= gnan + ginf > 0;
-            if let Some(li) = o {
-                let l = &mut layers[*li];
-                let wsq = p.sq;
-                l.grad_w_norm += gsq;
-                l.w_norm += wsq;
-                let prefix_len = l.name.len() + 1;
-                l.params.push(ParamRecord {
-                    name: p.path[prefix_len..].to_string(),
-                    shape: p.shape.clone(),
-                    grad_norm: nonfinite_norm(gsq, gnan, ginf),
-                    norm: wsq.sqrt(),
-                    update_ratio: f64::NAN,
-                    grad_nan: gnan,
-                    grad_inf: ginf,
-                });
-            }
+            let (name, list) = match o {
+                Some(li) => {
+                    let l = &mut layers[*li];
+                    l.grad_w_norm += gsq;
+                    l.w_norm += p.sq;
+                    (p.path[l.name.len() + 1..].to_string(), &mut l.params)
+                }
+                None => (p.path.clone(), &mut other_params),
+            };
+            list.push(ParamRecord {
+                name,
+                shape: p.shape.clone(),
+                grad_norm: nonfinite_norm(gsq, gnan, ginf),
+                norm: p.sq.sqrt(),
+                update_ratio: f64::NAN,
+                grad_nan: gnan,
+                grad_inf: ginf,
+            });
         }
         for l in layers.iter_mut() {
             let (nan, inf) = l
@@ -216,6 +227,7 @@ impl Probe {
             lr: f64::NAN,
             grad_norm: if total_bad { f64::NAN } else { total_sq.sqrt() },
             layers,
+            other_params,
             nonfinite,
         };
         Some(Pending {
@@ -247,14 +259,20 @@ impl Probe {
             after.iter().map(|(p, t)| (p.as_str(), t)).collect();
         let mut layer_delta = vec![0f64; record.layers.len()];
         for (p, o) in before.iter().zip(&owner) {
-            let (Some(li), Some(new)) = (o, by_path.get(p.path.as_str())) else {
+            let Some(new) = by_path.get(p.path.as_str()) else {
                 continue;
             };
             let d = diff_norm(&p.values, new);
-            layer_delta[*li] += d * d;
-            let l = &mut record.layers[*li];
-            let prefix_len = l.name.len() + 1;
-            if let Some(pr) = l.params.iter_mut().find(|r| r.name == p.path[prefix_len..]) {
+            let pr = match o {
+                Some(li) => {
+                    layer_delta[*li] += d * d;
+                    let l = &mut record.layers[*li];
+                    let name = &p.path[l.name.len() + 1..];
+                    l.params.iter_mut().find(|r| r.name == name)
+                }
+                None => record.other_params.iter_mut().find(|r| r.name == p.path),
+            };
+            if let Some(pr) = pr {
                 pr.update_ratio = d / pr.norm.max(f64::MIN_POSITIVE);
             }
         }

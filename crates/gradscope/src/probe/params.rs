@@ -18,9 +18,23 @@ pub struct ParamSnapshot {
     pub grad: Option<(f64, usize, usize)>,
 }
 
-/// ‖t‖², and the NaN and ±∞ counts (counted only when the sum is not finite).
-pub fn sum_sq_nonfinite<const D: usize>(t: Tensor<D>) -> (f64, usize, usize) {
+/// ‖t‖² in f64. The f32 sum of squares overflows for elements above ~1e19 although each is
+/// finite; then the tensor is rescaled by its largest magnitude first.
+pub fn norm_sq<const D: usize>(t: Tensor<D>) -> f64 {
     let sq = t.clone().powf_scalar(2.0).sum().into_scalar::<f64>();
+    if sq.is_finite() {
+        return sq;
+    }
+    let m = t.clone().abs().max().into_scalar::<f64>();
+    if !m.is_finite() || m == 0.0 {
+        return sq;
+    }
+    m * m * t.div_scalar(m).powf_scalar(2.0).sum().into_scalar::<f64>()
+}
+
+/// ‖t‖², and the NaN and ±∞ counts (counted only when the norm is not finite).
+pub fn sum_sq_nonfinite<const D: usize>(t: Tensor<D>) -> (f64, usize, usize) {
+    let sq = norm_sq(t.clone());
     if sq.is_finite() {
         return (sq, 0, 0);
     }
@@ -53,7 +67,7 @@ impl ModuleVisitor for Collector<'_> {
         let shape = value.dims().to_vec();
         let values = value.inner();
         let sq = if self.measure {
-            values.clone().powf_scalar(2.0).sum().into_scalar::<f64>()
+            norm_sq(values.clone())
         } else {
             f64::NAN
         };

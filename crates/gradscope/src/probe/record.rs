@@ -12,6 +12,7 @@
 //!                 "grad_w_norm", "w_norm", "update_ratio",         // over the layer's parameters
 //!                 "params": [ { "name": "linear.weight", "shape": [64, 128], "grad_norm",
 //!                               "norm", "update_ratio", "grad_nan", "grad_inf" } ] } ],
+//!   "other_params": [ …parameters under no probe point, full paths… ],
 //!   "nonfinite": null | { "phase": "forward"|"backward"|"loss", "layer": "layers.7", "step": 40 } }
 //! ```
 //! `layers` are in forward order. `grad_norm` is the global norm over all parameters before
@@ -32,6 +33,10 @@ pub struct StepRecord {
     #[serde(with = "num")]
     pub grad_norm: f64,
     pub layers: Vec<LayerRecord>,
+    /// Parameters under no probe point (e.g. a recurrent cell's weights, shared by every time
+    /// step), named by their full path.
+    #[serde(default)]
+    pub other_params: Vec<ParamRecord>,
     pub nonfinite: Option<NonFinite>,
 }
 

@@ -12,21 +12,55 @@ pub fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A row of the comparison table, shared with the console output.
-pub struct Row {
-    pub name: String,
-    pub train_loss: f64,
-    pub val_acc: f64,
-    pub first_last: f64,
-    pub verdict: String,
-    pub seconds: f64,
+/// The comparison table: a header and rows of already formatted cells. A column named
+/// `verdict` is coloured.
+pub struct Table {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// The table as aligned plain text, for the console.
+    pub fn to_text(&self) -> String {
+        let widths: Vec<usize> = (0..self.columns.len())
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .map(|r| r.get(c).map_or(0, |x| x.chars().count()))
+                    .chain([self.columns[c].chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: &[String]| {
+            let mut out = String::new();
+            for (c, x) in cells.iter().enumerate() {
+                let pad = widths[c].saturating_sub(x.chars().count());
+                if c == 0 {
+                    out.push_str(x);
+                    out.push_str(&" ".repeat(pad));
+                } else {
+                    out.push_str("  ");
+                    out.push_str(&" ".repeat(pad));
+                    out.push_str(x);
+                }
+            }
+            out.push('\n');
+            out
+        };
+        let mut s = line(&self.columns);
+        for r in &self.rows {
+            s.push_str(&line(r));
+        }
+        s
+    }
 }
 
 pub fn write(
     path: &Path,
     title: &str,
     intro: &str,
-    rows: &[Row],
+    table: &Table,
     runs: &[RunView],
     images: &[(&str, &str)],
 ) -> Result<(), ReportError> {
@@ -43,23 +77,23 @@ section{{border-top:1px solid #ddd;margin-top:1.5em}}</style></head><body>\n<h1>
         t = escape(title),
         i = escape(intro)
     );
-    h.push_str("<table><tr><th>run</th><th>final train loss</th><th>val accuracy</th><th>‖∂L/∂h‖ first/last</th><th>verdict</th><th>seconds</th></tr>\n");
-    for r in rows {
-        let class = if r.verdict == "healthy" {
-            "v-healthy"
-        } else {
-            "v-bad"
-        };
-        let _ = writeln!(
-            h,
-            "<tr><td>{}</td><td>{:.4}</td><td>{:.3}</td><td>{:.2e}</td><td class=\"{class}\">{}</td><td>{:.1}</td></tr>",
-            escape(&r.name),
-            r.train_loss,
-            r.val_acc,
-            r.first_last,
-            escape(&r.verdict),
-            r.seconds
-        );
+    h.push_str("<table><tr>");
+    for c in &table.columns {
+        let _ = write!(h, "<th>{}</th>", escape(c));
+    }
+    h.push_str("</tr>\n");
+    let verdict_col = table.columns.iter().position(|c| c == "verdict");
+    for r in &table.rows {
+        h.push_str("<tr>");
+        for (c, x) in r.iter().enumerate() {
+            if Some(c) == verdict_col {
+                let class = if x == "healthy" { "v-healthy" } else { "v-bad" };
+                let _ = write!(h, "<td class=\"{class}\">{}</td>", escape(x));
+            } else {
+                let _ = write!(h, "<td>{}</td>", escape(x));
+            }
+        }
+        h.push_str("</tr>\n");
     }
     h.push_str("</table>\n");
     for (file, caption) in images {

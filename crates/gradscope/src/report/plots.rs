@@ -42,15 +42,14 @@ pub fn run_color(i: usize) -> RGBColor {
     C[i % C.len()]
 }
 
-/// log10 ‖∂L/∂h‖ for each hidden layer (head excluded) of every record: `[record][layer]`.
+/// log10 ‖∂L/∂h‖ along the diagnosed series (hidden layers; through time, the memory state) of
+/// every record: `[record][layer]`.
 fn log_grad_grid(run: &RunView) -> Vec<(usize, Vec<f64>)> {
     run.records
         .iter()
         .map(|r| {
-            let v = r
-                .layers
+            let v = crate::diagnose::series(r)
                 .iter()
-                .filter(|l| l.block != "head")
                 .map(|l| l.grad_h.norm.log10())
                 .collect();
             (r.step, v)
@@ -302,9 +301,194 @@ pub fn curves(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
         .map_err(|e| err(path, e))?;
     for (i, r) in runs.iter().enumerate() {
         let c = run_color(i);
-        let pts = r.history.epochs.iter().map(|e| (e.epoch + 1, e.val_acc));
+        let pts = r.history.epochs.iter().map(|e| (e.epoch + 1, e.val_metric));
         acc.draw_series(LineSeries::new(pts, c.stroke_width(2)))
             .map_err(|e| err(path, e))?;
+    }
+    root.present().map_err(|e| err(path, e))
+}
+
+/// log10 ‖∂L/∂h‖ against the probe point's index (layer or time step): the first probed step
+/// (left) and the last (right), one line per run.
+pub fn profile(
+    runs: &[RunView],
+    path: &Path,
+    x_desc: &str,
+    title: &str,
+) -> Result<(), ReportError> {
+    fonts();
+    let grids: Vec<_> = runs.iter().map(log_grad_grid).collect();
+    let ends: Vec<[Vec<f64>; 2]> = grids
+        .iter()
+        .map(|g| {
+            [
+                g.first().map(|x| x.1.clone()).unwrap_or_default(),
+                g.last().map(|x| x.1.clone()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let (lo, hi) = finite_range(ends.iter().flat_map(|e| e.iter().flatten()));
+    let n = ends
+        .iter()
+        .flat_map(|e| e.iter().map(|v| v.len()))
+        .max()
+        .unwrap_or(1)
+        .max(2);
+    let root = BitMapBackend::new(path, (1200, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let (top, body) = root.split_vertically(40);
+    top.titled(title, ("sans-serif", 22))
+        .map_err(|e| err(path, e))?;
+    let panels = body.split_evenly((1, 2));
+    for (k, (area, label)) in panels
+        .iter()
+        .zip(["at the first probed step", "at the last probed step"])
+        .enumerate()
+    {
+        let mut chart = ChartBuilder::on(area)
+            .caption(label, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0..n - 1, (lo - 0.5)..(hi + 0.5))
+            .map_err(|e| err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc("log10 ‖∂L/∂h‖")
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(|e| err(path, e))?;
+        for (i, (run, e)) in runs.iter().zip(&ends).enumerate() {
+            let c = run_color(i);
+            let pts: Vec<(usize, f64)> = e[k]
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(t, &v)| (t, v))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts, c.stroke_width(2)))
+                .map_err(|e| err(path, e))?
+                .label(run.name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(|e| err(path, e))?;
+    }
+    root.present().map_err(|e| err(path, e))
+}
+
+/// Training loss per step (left) and log10 of the global gradient norm before clipping (right),
+/// with each run's clipping threshold (thin) and its NaN recoveries (crosses).
+pub fn loss_and_grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
+    fonts();
+    let root = BitMapBackend::new(path, (1200, 460)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let (left, right) = root.split_horizontally(600);
+    let max_step = runs
+        .iter()
+        .map(|r| r.history.step_loss.len())
+        .max()
+        .unwrap_or(1)
+        .max(2);
+    let (loss_lo, loss_hi) = finite_range(runs.iter().flat_map(|r| r.history.step_loss.iter()));
+    let mut chart = ChartBuilder::on(&left)
+        .caption(
+            "training loss (running mean of 10 steps)",
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0..max_step, loss_lo.min(0.0)..loss_hi * 1.05)
+        .map_err(|e| err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(|e| err(path, e))?;
+    for (i, r) in runs.iter().enumerate() {
+        let c = run_color(i);
+        let l = &r.history.step_loss;
+        let pts: Vec<(usize, f64)> = (0..l.len())
+            .map(|s| {
+                let w: Vec<f64> = l[s.saturating_sub(9)..=s]
+                    .iter()
+                    .copied()
+                    .filter(|v| v.is_finite())
+                    .collect();
+                (s, w.iter().sum::<f64>() / w.len().max(1) as f64)
+            })
+            .filter(|(_, v)| v.is_finite())
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts, c.stroke_width(2)))
+            .map_err(|e| err(path, e))?
+            .label(r.name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(|e| err(path, e))?;
+    let logs = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| x.log10()).collect() };
+    let (g_lo, g_hi) = finite_range(
+        runs.iter()
+            .flat_map(|r| logs(&r.history.step_grad_norm))
+            .collect::<Vec<_>>()
+            .iter(),
+    );
+    let mut g = ChartBuilder::on(&right)
+        .caption(
+            "log10 ‖g‖ before clipping (thin: threshold; ×: NaN recovery)",
+            ("sans-serif", 16),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0..max_step, (g_lo - 0.5)..(g_hi + 0.5))
+        .map_err(|e| err(path, e))?;
+    g.configure_mesh()
+        .x_desc("step")
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(|e| err(path, e))?;
+    for (i, r) in runs.iter().enumerate() {
+        let c = run_color(i);
+        let pts: Vec<(usize, f64)> = logs(&r.history.step_grad_norm)
+            .into_iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .collect();
+        g.draw_series(LineSeries::new(pts, c.stroke_width(1)))
+            .map_err(|e| err(path, e))?;
+        let clip: Vec<(usize, f64)> = logs(&r.history.step_clip)
+            .into_iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .collect();
+        g.draw_series(LineSeries::new(clip, c.mix(0.5).stroke_width(1)))
+            .map_err(|e| err(path, e))?;
+        let top = g_hi + 0.3;
+        g.draw_series(
+            r.history
+                .recoveries
+                .iter()
+                .map(|ev| Cross::new((ev.step, top), 6, c.stroke_width(2))),
+        )
+        .map_err(|e| err(path, e))?;
     }
     root.present().map_err(|e| err(path, e))
 }

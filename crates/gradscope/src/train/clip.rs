@@ -16,7 +16,7 @@ struct SumSq<'a> {
 impl ModuleVisitor for SumSq<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
-            self.sq += g.powf_scalar(2.0).sum().into_scalar::<f64>();
+            self.sq += crate::probe::params::norm_sq(g);
         }
     }
 }

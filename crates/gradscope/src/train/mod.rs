@@ -1,8 +1,14 @@
-//! The training loop for classifiers, with the probe, clipping and evaluation built in.
+//! The training loop shared by every model: the probe, gradient clipping, NaN recovery and
+//! checkpoints built in. [`fit`] is generic over the model and its batches; [`train_classifier`]
+//! is the loop for `[batch, features]` → class models.
 
+pub mod checkpoint;
 pub mod clip;
 pub mod loss;
 pub mod optim;
+pub mod recovery;
+
+use std::path::PathBuf;
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
@@ -12,8 +18,9 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
-use crate::probe::{Probe, ProbeError, Tap};
+use crate::probe::{NonFinite, Probe, ProbeError, Tap};
 pub use optim::OptimizerKind;
+use recovery::{GoodState, RecoveryEvent};
 
 /// A model that maps `[batch, features]` to logits `[batch, classes]` with probe points.
 pub trait Classifier: Module + Clone {
@@ -26,6 +33,20 @@ impl Classifier for crate::nn::mlp::Mlp {
     }
 }
 
+/// Gradient-norm clipping threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClipNorm {
+    Fixed(f64),
+    /// [`AUTO_CLIP_FACTOR`] × the median global gradient norm of the last
+    /// [`AUTO_CLIP_WINDOW`] steps (Pascanu et al. 2013: a threshold from the average norm
+    /// over many updates).
+    Auto,
+}
+
+pub const AUTO_CLIP_FACTOR: f64 = 5.0;
+pub const AUTO_CLIP_WINDOW: usize = 100;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub optimizer: OptimizerKind,
@@ -33,8 +54,14 @@ pub struct TrainConfig {
     pub batch: usize,
     pub epochs: usize,
     pub seed: u64,
-    pub clip_norm: Option<f64>,
+    pub clip_norm: Option<ClipNorm>,
     pub clip_value: Option<f64>,
+    /// NaN recovery: a non-finite step restores the last good state, halves the learning rate
+    /// and skips the batch; the `nan_recovery`-th such step in a row stops the run (after
+    /// restoring). 0 = off: the first non-finite step stops the run.
+    pub nan_recovery: usize,
+    /// Write the model here (safetensors) after every epoch, if it is finite.
+    pub checkpoint: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -47,6 +74,8 @@ impl Default for TrainConfig {
             seed: 0,
             clip_norm: None,
             clip_value: None,
+            nan_recovery: 3,
+            checkpoint: None,
         }
     }
 }
@@ -56,7 +85,8 @@ pub struct EpochStats {
     pub epoch: usize,
     pub train_loss: f64,
     pub val_loss: f64,
-    pub val_acc: f64,
+    /// Accuracy for classifiers; the task's own metric otherwise (MSE, bits per character).
+    pub val_metric: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -66,11 +96,15 @@ pub struct History {
     pub step_loss: Vec<f64>,
     /// Global gradient norm of every step, before clipping.
     pub step_grad_norm: Vec<f64>,
+    /// The clipping threshold in force at every step (NaN: no norm clipping).
+    pub step_clip: Vec<f64>,
+    /// Non-finite steps that were undone.
+    pub recoveries: Vec<RecoveryEvent>,
     /// Why training stopped early, if it did.
     pub stopped: Option<String>,
 }
 
-/// Reported once per optimizer step.
+/// Reported once per step.
 pub struct Progress {
     pub step: usize,
     pub steps: usize,
@@ -82,74 +116,141 @@ pub struct Progress {
 pub enum TrainError {
     #[error(transparent)]
     Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("the dataset is empty: nothing to train on")]
     Empty,
 }
 
-/// Trains `model` on `train` and evaluates on `val` after every epoch.
-/// A non-finite loss stops the run (recorded in [`History::stopped`]); the probe record of that
-/// step names the producer when the step was probed.
-pub fn train_classifier<M: Classifier>(
+/// What [`fit`] needs from a task: its batches, its loss, its evaluation.
+pub trait Task<M> {
+    type Batch;
+    /// The batches of one epoch.
+    fn batches(&mut self, epoch: usize) -> Vec<Self::Batch>;
+    /// The scalar loss of `batch`, with probe points reported to `tap`.
+    fn loss(&self, model: &M, batch: &Self::Batch, tap: &mut Tap) -> Tensor<1>;
+    /// (validation loss, validation metric) after an epoch.
+    fn evaluate(&mut self, model: &M) -> (f64, f64);
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    s[s.len() / 2]
+}
+
+/// Trains `model` on `task`. A non-finite loss or gradient is localised (the step is replayed
+/// with the probe on when it was not probed), then undone: the last good parameters, optimizer
+/// state and buffers come back, the learning rate halves and the batch is skipped. After
+/// `nan_recovery` such steps in a row the run stops; the reason, naming the producer layer and
+/// step, is in [`History::stopped`].
+pub fn fit<M: Module + Clone, T: Task<M>>(
     mut model: M,
-    train: &Dataset,
-    val: &Dataset,
+    task: &mut T,
     cfg: &TrainConfig,
     probe: &mut Probe,
-    device: &Device,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<(M, History), TrainError> {
-    if train.is_empty() {
-        return Err(TrainError::Empty);
-    }
     let mut optim = cfg.optimizer.build();
-    let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
-    let per_epoch = train.len().div_ceil(cfg.batch.max(1));
-    let steps = per_epoch * cfg.epochs;
     let mut hist = History::default();
+    let mut lr = cfg.lr;
     let mut step = 0;
+    let mut in_a_row = 0;
+    let mut total = None;
     'epochs: for epoch in 0..cfg.epochs {
-        let mut sum = 0.0;
-        let mut n = 0usize;
-        for idx in train.batches(cfg.batch, &mut rng) {
-            let (x, y) = train.tensors(&idx, device);
+        let batches = task.batches(epoch);
+        if batches.is_empty() {
+            return Err(TrainError::Empty);
+        }
+        let steps = *total.get_or_insert(batches.len() * cfg.epochs);
+        let (mut sum, mut n) = (0.0, 0usize);
+        for batch in &batches {
+            let good = GoodState::capture(&model, &optim);
             let mut tap = probe.tap(step);
-            let logits = model.logits(x, &mut tap);
-            let loss = loss::cross_entropy(logits, y);
+            let loss = task.loss(&model, batch, &mut tap);
             let loss_v = loss.clone().into_scalar::<f64>();
             let grads = loss.backward();
-            let pending = probe.after_backward(step, epoch, loss_v, tap, &model, &grads);
+            let mut pending = probe.after_backward(step, epoch, loss_v, tap, &model, &grads);
             let mut gp = GradientsParams::from_grads(grads, &model);
-            let gnorm = match cfg.clip_norm {
-                Some(c) => clip::clip_norm(&model, &mut gp, c),
-                None => clip::global_norm(&model, &gp),
+            let threshold = match cfg.clip_norm {
+                Some(ClipNorm::Fixed(c)) => c,
+                Some(ClipNorm::Auto) => {
+                    let from = hist.step_grad_norm.len().saturating_sub(AUTO_CLIP_WINDOW);
+                    let m = median(&hist.step_grad_norm[from..]);
+                    if m.is_finite() {
+                        AUTO_CLIP_FACTOR * m
+                    } else {
+                        f64::INFINITY
+                    }
+                }
+                None => f64::NAN,
+            };
+            let gnorm = if threshold.is_nan() {
+                clip::global_norm(&model, &gp)
+            } else {
+                clip::clip_norm(&model, &mut gp, threshold)
             };
             if let Some(v) = cfg.clip_value {
                 clip::clip_value(&model, &mut gp, v);
             }
             hist.step_loss.push(loss_v);
             hist.step_grad_norm.push(gnorm);
+            hist.step_clip.push(threshold);
+
             if !loss_v.is_finite() || !gnorm.is_finite() {
-                // keep the record that localises the fault, do not apply a non-finite update
-                probe.after_step(pending, &model, cfg.lr)?;
-                let where_ = probe
-                    .records()
-                    .last()
-                    .filter(|r| r.step == step)
-                    .and_then(|r| r.nonfinite.as_ref())
-                    .map(|nf| format!(": {nf}"))
+                if pending.is_none() {
+                    // not probed: replay the batch with the probe on to find the producer
+                    let mut tap = probe.replay_tap(step);
+                    let l = task.loss(&model, batch, &mut tap);
+                    let lv = l.clone().into_scalar::<f64>();
+                    let g = l.backward();
+                    pending = probe.after_backward(step, epoch, lv, tap, &model, &g);
+                }
+                let producer: Option<NonFinite> = probe
+                    .after_step(pending, &model, lr)?
+                    .and_then(|r| r.nonfinite.clone());
+                let what = if loss_v.is_finite() {
+                    "gradient"
+                } else {
+                    "loss"
+                };
+                let at = producer
+                    .as_ref()
+                    .map(|p| format!(": {p}"))
                     .unwrap_or_default();
-                hist.stopped = Some(format!(
-                    "non-finite {} at step {step}{where_}",
-                    if loss_v.is_finite() {
-                        "gradient"
+                in_a_row += 1;
+                if in_a_row >= cfg.nan_recovery {
+                    hist.stopped = Some(if cfg.nan_recovery == 0 {
+                        format!("non-finite {what} at step {step}{at}")
                     } else {
-                        "loss"
-                    }
-                ));
-                break 'epochs;
+                        format!("non-finite {what} at step {step}, {in_a_row} steps in a row{at}")
+                    });
+                    model = good.restore().0;
+                    break 'epochs;
+                }
+                (model, optim) = good.restore();
+                lr *= 0.5;
+                hist.recoveries.push(RecoveryEvent {
+                    step,
+                    what: what.into(),
+                    producer,
+                    lr_after: lr,
+                });
+                step += 1;
+                progress(&Progress {
+                    step,
+                    steps,
+                    epoch,
+                    loss: loss_v,
+                });
+                continue;
             }
-            model = optim.step(cfg.lr, model, gp);
-            probe.after_step(pending, &model, cfg.lr)?;
+            in_a_row = 0;
+            model = optim.step(lr, model, gp);
+            probe.after_step(pending, &model, lr)?;
             sum += loss_v;
             n += 1;
             step += 1;
@@ -160,15 +261,70 @@ pub fn train_classifier<M: Classifier>(
                 loss: loss_v,
             });
         }
-        let (val_loss, val_acc) = evaluate(&model, val, device);
+        let (val_loss, val_metric) = task.evaluate(&model);
         hist.epochs.push(EpochStats {
             epoch,
             train_loss: sum / n.max(1) as f64,
             val_loss,
-            val_acc,
+            val_metric,
         });
+        if let Some(path) = &cfg.checkpoint {
+            checkpoint::save(&model, path)?;
+        }
     }
     Ok((model, hist))
+}
+
+/// Classification on an in-memory dataset: cross-entropy, accuracy.
+struct Classification<'a> {
+    train: &'a Dataset,
+    val: &'a Dataset,
+    batch: usize,
+    rng: StdRng,
+    device: &'a Device,
+}
+
+impl<M: Classifier> Task<M> for Classification<'_> {
+    type Batch = (Tensor<2>, Tensor<1, Int>);
+
+    fn batches(&mut self, _epoch: usize) -> Vec<Self::Batch> {
+        self.train
+            .batches(self.batch, &mut self.rng)
+            .iter()
+            .map(|idx| self.train.tensors(idx, self.device))
+            .collect()
+    }
+
+    fn loss(&self, model: &M, (x, y): &Self::Batch, tap: &mut Tap) -> Tensor<1> {
+        loss::cross_entropy(model.logits(x.clone(), tap), y.clone())
+    }
+
+    fn evaluate(&mut self, model: &M) -> (f64, f64) {
+        evaluate(model, self.val, self.device)
+    }
+}
+
+/// Trains a classifier on `train` and evaluates it on `val` after every epoch.
+pub fn train_classifier<M: Classifier>(
+    model: M,
+    train: &Dataset,
+    val: &Dataset,
+    cfg: &TrainConfig,
+    probe: &mut Probe,
+    device: &Device,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<(M, History), TrainError> {
+    if train.is_empty() {
+        return Err(TrainError::Empty);
+    }
+    let mut task = Classification {
+        train,
+        val,
+        batch: cfg.batch,
+        rng: StdRng::seed_from_u64(cfg.seed ^ 0x5eed),
+        device,
+    };
+    fit(model, &mut task, cfg, probe, progress)
 }
 
 /// Mean cross-entropy and accuracy in evaluation mode (BatchNorm uses running statistics).

@@ -1,15 +1,20 @@
-//! `gradscope lab vanishing`: one deep network trained side by side plain and with each remedy,
-//! on real data, with the gradient probe on.
+//! Labs on deep MLPs, trained side by side on real data with the probe on:
+//! `gradscope lab vanishing` (one deep network plain and with each remedy) and
+//! `gradscope lab exploding` (a network whose gradients blow up, without clipping, clipped by
+//! norm and clipped by value).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use super::settings::{Settings, KEYS};
+use super::write_json;
 use crate::data::{self, DataError, Dataset};
 use crate::diagnose::{diagnose, Diagnosis};
+use crate::nn::activation::Activation;
+use crate::nn::init::Init;
 use crate::nn::mlp::MlpConfig;
 use crate::probe::{Probe, ProbeConfig, ProbeError, StepRecord};
-use crate::report::html::{self, Row};
+use crate::report::html::{self, Table};
 use crate::report::{plots, ReportError, RunView};
 use crate::train::{train_classifier, History, Progress, TrainConfig, TrainError};
 
@@ -60,7 +65,9 @@ pub struct Variant {
 }
 
 #[derive(Clone, Debug)]
-pub struct VanishingLab {
+pub struct MlpLab {
+    /// `vanishing` or `exploding`: the run folder and the report title.
+    pub kind: &'static str,
     pub data: DataSource,
     pub base: Settings,
     /// Overrides per default variant; `add=` appends to `extra`.
@@ -79,8 +86,15 @@ fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-impl Default for VanishingLab {
+impl Default for MlpLab {
     fn default() -> Self {
+        MlpLab::vanishing()
+    }
+}
+
+impl MlpLab {
+    /// The same deep network plain and with each remedy.
+    pub fn vanishing() -> Self {
         let mut model = MlpConfig::new(0, 0);
         model.depth = 20;
         model.width = 128;
@@ -88,7 +102,8 @@ impl Default for VanishingLab {
             epochs: 30,
             ..TrainConfig::default()
         };
-        VanishingLab {
+        MlpLab {
+            kind: "vanishing",
             data: DataSource::Digits,
             base: Settings { model, train },
             defaults: vec![
@@ -123,7 +138,34 @@ impl Default for VanishingLab {
             project: PathBuf::from("runs"),
         }
     }
+
+    /// A deep ReLU network whose weights start 1.3× larger than He init: every layer multiplies
+    /// the gradient by ≈1.3 on its way back (≈1.3¹⁹ ≈ 150 over 19 layers, more once training
+    /// moves), so the first SGD steps are huge and the loss turns NaN within a few steps. Trained
+    /// without clipping (NaN recovery on), clipped by global norm at 1, clipped by norm at the
+    /// automatic threshold (5 × the running median norm), and clipped by value at 0.01.
+    pub fn exploding() -> Self {
+        let mut lab = MlpLab::vanishing();
+        lab.kind = "exploding";
+        let m = &mut lab.base.model;
+        m.act = Activation::Relu;
+        m.init = Init::He;
+        m.gain = EXPLODING_GAIN;
+        lab.base.train.lr = 0.01;
+        lab.base.train.epochs = 20;
+        lab.defaults = vec![
+            ("no-clipping".into(), Vec::new()),
+            ("clip_norm=1".into(), kv(&[("clip_norm", "1")])),
+            ("clip_norm=auto".into(), kv(&[("clip_norm", "auto")])),
+            ("clip_value=0.01".into(), kv(&[("clip_value", "0.01")])),
+        ];
+        lab.probe.every = 1;
+        lab
+    }
 }
+
+/// The exploding lab's init gain on top of He init.
+pub const EXPLODING_GAIN: f64 = 1.3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -164,7 +206,7 @@ fn variant_name(pairs: &[(String, String)]) -> String {
     }
 }
 
-impl VanishingLab {
+impl MlpLab {
     /// Applies a `key=value` argument. `Ok(false)`: unknown key.
     pub fn set(&mut self, key: &str, v: &str) -> Result<bool, String> {
         match key {
@@ -313,23 +355,48 @@ pub struct VariantOutcome {
 }
 
 impl VariantOutcome {
-    pub fn row(&self) -> Row {
-        let last = self.history.epochs.last();
-        Row {
-            name: self.name.clone(),
-            train_loss: last.map_or(f64::NAN, |e| e.train_loss),
-            val_acc: last.map_or(f64::NAN, |e| e.val_acc),
-            first_last: self
-                .diagnosis
-                .as_ref()
-                .map_or(f64::NAN, |d| d.first_last_end),
-            verdict: match (&self.diagnosis, &self.history.stopped) {
-                (Some(d), _) => d.verdict.to_string(),
-                (None, Some(_)) => "stopped".into(),
-                (None, None) => "not probed".into(),
-            },
-            seconds: self.seconds,
+    /// verdict of the diagnosis, or why there is none
+    pub fn verdict(&self) -> String {
+        match (&self.diagnosis, &self.history.stopped) {
+            (Some(d), _) => d.verdict.to_string(),
+            (None, Some(_)) => "stopped".into(),
+            (None, None) => "not probed".into(),
         }
+    }
+}
+
+/// The comparison table of a vanishing lab.
+pub fn table(variants: &[VariantOutcome]) -> Table {
+    let rows = variants
+        .iter()
+        .map(|v| {
+            let last = v.history.epochs.last();
+            vec![
+                v.name.clone(),
+                format!("{:.4}", last.map_or(f64::NAN, |e| e.train_loss)),
+                format!("{:.3}", last.map_or(f64::NAN, |e| e.val_metric)),
+                format!(
+                    "{:.2e}",
+                    v.diagnosis.as_ref().map_or(f64::NAN, |d| d.first_last_end)
+                ),
+                v.verdict(),
+                v.history.recoveries.len().to_string(),
+                format!("{:.1}", v.seconds),
+            ]
+        })
+        .collect();
+    let columns = [
+        "variant",
+        "train loss",
+        "val acc",
+        "first/last",
+        "verdict",
+        "NaN recoveries",
+        "sec",
+    ];
+    Table {
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        rows,
     }
 }
 
@@ -340,19 +407,11 @@ pub struct LabOutcome {
     pub variants: Vec<VariantOutcome>,
 }
 
-fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), LabError> {
-    let text = serde_json::to_string_pretty(value).expect("JSON values serialise");
-    std::fs::write(path, text).map_err(|source| LabError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-impl VanishingLab {
+impl MlpLab {
     pub fn run(&self, on: &mut dyn FnMut(LabEvent)) -> Result<LabOutcome, LabError> {
         let all = self.load_data()?;
         let (train, val) = data::prepare(&all, self.val_frac, 0);
-        let dir = super::next_run_dir(&self.project.join("vanishing"), "lab");
+        let dir = super::next_run_dir(&self.project.join(self.kind), "lab");
         std::fs::create_dir_all(&dir).map_err(|source| LabError::Io {
             path: dir.clone(),
             source,
@@ -430,8 +489,9 @@ impl VanishingLab {
             images.push(("layers.png", "Gradient per layer at init and at the end"));
         }
         plots::curves(&views, &dir.join("curves.png"))?;
+        plots::loss_and_grad_norm(&views, &dir.join("grad_norm.png"))?;
         images.insert(0, ("curves.png", "Loss and validation accuracy"));
-        let rows: Vec<Row> = outcomes.iter().map(|o| o.row()).collect();
+        images.insert(1, ("grad_norm.png", "Global gradient norm per step"));
         let report = dir.join("report.html");
         let intro = format!(
             "The same {}-layer network (width {}) trained on {} ({} train / {} val samples) with each remedy. \
@@ -440,9 +500,9 @@ impl VanishingLab {
         );
         html::write(
             &report,
-            "gradscope lab vanishing",
+            &format!("gradscope lab {}", self.kind),
             &intro,
-            &rows,
+            &table(&outcomes),
             &views,
             &images,
         )?;
@@ -461,7 +521,7 @@ mod tests {
 
     #[test]
     fn added_variants_are_validated_and_named() {
-        let mut lab = VanishingLab::default();
+        let mut lab = MlpLab::default();
         assert_eq!(lab.set("add", "act=gelu,init=he,norm=layer"), Ok(true));
         assert_eq!(lab.variants().last().unwrap().name, "gelu+he+layernorm");
         assert!(lab.set("add", "act=foo").unwrap_err().contains("act=foo"));
