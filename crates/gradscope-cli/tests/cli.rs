@@ -52,9 +52,28 @@ fn bad_arguments_name_the_argument_and_what_is_accepted() {
         &["lab", "vanishing", "add=act=foo"],
         &["add=act=foo", "act=foo"],
     );
-    fails_with(&["lab", "nope"], &["unknown lab 'nope'"]);
+    fails_with(&["lab", "nope"], &["unknown lab 'nope'", "recurrent"]);
+    fails_with(
+        &["lab", "recurrent", "task=foo"],
+        &["task=foo", "adding", "sunspots"],
+    );
+    fails_with(
+        &["lab", "recurrent", "cells=rnn,foo"],
+        &["cells=rnn,foo", "lstm"],
+    );
+    fails_with(&["lab", "recurrent", "T=1"], &["T=1", "≥ 2"]);
+    fails_with(
+        &["lab", "recurrent", "depth=3"],
+        &["unknown key 'depth'", "forget_bias"],
+    );
+    fails_with(
+        &["lab", "exploding", "clip_norm=-1"],
+        &["clip_norm=-1", "> 0"],
+    );
+    fails_with(&["lab", "exploding", "nan_recovery=x"], &["nan_recovery=x"]);
     fails_with(&["frobnicate"], &["unknown command 'frobnicate'"]);
     fails_with(&["train"], &["not built yet"]);
+    fails_with(&["help", "lab", "nope"], &["unknown lab 'nope'"]);
 }
 
 #[test]
@@ -145,5 +164,81 @@ fn a_small_lab_runs_and_its_records_re_diagnose() {
         text.contains("act=relu init=he"),
         "a remedy is suggested: {text}"
     );
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn the_exploding_lab_names_the_producer_and_clipping_trains() {
+    let d = tmp("exploding");
+    let out = gradscope(&[
+        "lab",
+        "exploding",
+        "epochs=3",
+        "only=no-clipping,clip_norm=1",
+        &format!("project={}", d.display()),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("produced the first non-finite"),
+        "the producer is named: {stdout}"
+    );
+    assert!(
+        stdout.contains("recovered from a non-finite"),
+        "NaN recovery is reported: {stdout}"
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("clip_norm=1"))
+        .expect("clip_norm=1 row");
+    assert!(
+        !row.contains("NaN") && !row.contains("non-finite"),
+        "clipping trains: {row}"
+    );
+    assert!(d.join("exploding/lab/grad_norm.png").is_file());
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn the_recurrent_lab_runs_a_short_comparison() {
+    let d = tmp("recurrent");
+    let out = gradscope(&[
+        "lab",
+        "recurrent",
+        "T=8",
+        "hidden=8",
+        "epochs=1",
+        "per_epoch=5",
+        &format!("project={}", d.display()),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for cell in ["rnn", "lstm", "gru"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(cell)),
+            "{cell} row: {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("0.1667"),
+        "the adding baseline 1/6 is shown: {stdout}"
+    );
+    let dir = d.join("recurrent/adding8");
+    assert!(dir.join("through_time.png").is_file() && dir.join("report.html").is_file());
+    let diag = gradscope(&["diagnose", dir.to_str().unwrap()]);
+    assert!(
+        diag.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diag.stderr)
+    );
+    assert!(String::from_utf8_lossy(&diag.stdout).contains("time step"));
     std::fs::remove_dir_all(&d).ok();
 }

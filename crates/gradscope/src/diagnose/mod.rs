@@ -84,7 +84,8 @@ pub struct Diagnosis {
     pub remedies: Vec<Remedy>,
     pub first_last_init: f64,
     pub first_last_end: f64,
-    /// Geometric mean of the per-layer gradient factor (end window).
+    /// Geometric mean of the factor ‖∂L/∂h_{l−1}‖/‖∂L/∂h_l‖ between neighbouring layers (or time
+    /// steps) over the end window, where neither underflowed to zero.
     pub per_layer_factor: f64,
     /// Mean-field: geometric means of predicted √χ₁ and measured factors over the dense layers
     /// where the theory applies (at init).
@@ -186,10 +187,19 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
     let finite_window: Vec<&StepRecord> = window.iter().filter(|r| r.nonfinite.is_none()).collect();
     let fl_end = median(finite_window.iter().map(|r| first_last(r)).collect());
     let n_hidden = hidden(end).len();
-    let per_layer = if n_hidden >= 2 {
-        fl_end.powf(1.0 / (n_hidden - 1) as f64)
-    } else {
-        f64::NAN
+    // geometric mean of the factor between neighbours, over the pairs whose gradients did not
+    // underflow to zero (a vanishing RNN reaches exact zeros in f32 after a few dozen steps)
+    let per_layer = {
+        let factors: Vec<f64> = finite_window
+            .iter()
+            .flat_map(|r| {
+                let h = hidden(r);
+                (1..h.len())
+                    .map(move |l| h[l - 1].grad_h.norm / h[l].grad_h.norm)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        geo_mean(&factors)
     };
 
     // per-layer medians over the end window
@@ -254,17 +264,17 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
         .and_then(|l| l.block.split(':').nth(1))
         .unwrap_or("")
         .to_string();
-    let (unit, units) = match (through_time, memory) {
-        (true, true) => ("time step (cell state c_t)", "steps"),
-        (true, false) => ("time step", "steps"),
-        _ => ("hidden layer", "layers"),
+    let (unit, units, per) = match (through_time, memory) {
+        (true, true) => ("time step (cell state c_t)", "steps", "step"),
+        (true, false) => ("time step", "steps", "step"),
+        _ => ("hidden layer", "layers", "layer"),
     };
     let mut verdicts = Vec::new();
     let mut evidence = Vec::new();
     let mut remedies: Vec<Remedy> = Vec::new();
     let fmt_fl = |x: f64| format!("{x:.2e}");
     evidence.push(format!(
-        "‖∂L/∂h‖ first/last {unit}: {} at init, {} at the end ({n_hidden} {units}, ×{per_layer:.3} per {unit})",
+        "‖∂L/∂h‖ first/last {unit}: {} at init, {} at the end ({n_hidden} {units}, ×{per_layer:.3} per {per})",
         fmt_fl(fl_init),
         fmt_fl(fl_end),
     ));

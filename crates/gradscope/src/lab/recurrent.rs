@@ -45,9 +45,9 @@ pub const LAB_KEYS: &[(&str, &str)] = &[
         "start each recurrent matrix orthogonal × this gain (spectral norm = gain), or default",
     ),
     ("optimizer", "sgd | momentum | adam | adamw (default adam)"),
-    ("lr", "learning rate (default 0.002)"),
+    ("lr", "learning rate (default 0.01)"),
     ("batch", "sequences per batch (default 32)"),
-    ("epochs", "epochs (default 15)"),
+    ("epochs", "epochs (default 20)"),
     (
         "per_epoch",
         "batches per epoch for adding and text (default 100)",
@@ -92,9 +92,10 @@ impl Default for RecurrentLab {
             recurrent_gain: None,
             train: TrainConfig {
                 optimizer: OptimizerKind::Adam,
-                lr: 0.002,
+                lr: 0.01,
                 batch: 32,
-                epochs: 15,
+                epochs: 20,
+                clip_norm: Some(ClipNorm::Fixed(1.0)),
                 ..TrainConfig::default()
             },
             per_epoch: 100,

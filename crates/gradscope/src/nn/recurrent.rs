@@ -175,13 +175,11 @@ impl SeqModel {
             let next = match self.cell {
                 CellKind::Rnn => tanh(xt + hu),
                 CellKind::Lstm => {
+                    // one sigmoid over all four blocks; the g block is recomputed with tanh
                     let z = xt + hu;
-                    let (ig, fg, gg, og) = (
-                        sigmoid(block(&z, 0, h)),
-                        sigmoid(block(&z, 1, h)),
-                        tanh(block(&z, 2, h)),
-                        sigmoid(block(&z, 3, h)),
-                    );
+                    let s = sigmoid(z.clone());
+                    let (ig, fg, og) = (block(&s, 0, h), block(&s, 1, h), block(&s, 3, h));
+                    let gg = tanh(block(&z, 2, h));
                     c = tap.point(
                         &format!("c.{t}"),
                         "memory:lstm",

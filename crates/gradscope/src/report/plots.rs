@@ -399,16 +399,34 @@ pub fn loss_and_grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportErr
         .max()
         .unwrap_or(1)
         .max(2);
-    let (loss_lo, loss_hi) = finite_range(runs.iter().flat_map(|r| r.history.step_loss.iter()));
+    // log10 of a 10-step running mean: exploding runs span many decades
+    let smooth: Vec<Vec<(usize, f64)>> = runs
+        .iter()
+        .map(|r| {
+            let l = &r.history.step_loss;
+            (0..l.len())
+                .map(|s| {
+                    let w: Vec<f64> = l[s.saturating_sub(9)..=s]
+                        .iter()
+                        .copied()
+                        .filter(|v| v.is_finite())
+                        .collect();
+                    (s, (w.iter().sum::<f64>() / w.len().max(1) as f64).log10())
+                })
+                .filter(|(_, v)| v.is_finite())
+                .collect()
+        })
+        .collect();
+    let (loss_lo, loss_hi) = finite_range(smooth.iter().flatten().map(|(_, v)| v));
     let mut chart = ChartBuilder::on(&left)
         .caption(
-            "training loss (running mean of 10 steps)",
+            "log10 training loss (running mean of 10 steps)",
             ("sans-serif", 18),
         )
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(55)
-        .build_cartesian_2d(0..max_step, loss_lo.min(0.0)..loss_hi * 1.05)
+        .build_cartesian_2d(0..max_step, (loss_lo - 0.1)..(loss_hi + 0.1))
         .map_err(|e| err(path, e))?;
     chart
         .configure_mesh()
@@ -416,20 +434,8 @@ pub fn loss_and_grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportErr
         .label_style(("sans-serif", 12))
         .draw()
         .map_err(|e| err(path, e))?;
-    for (i, r) in runs.iter().enumerate() {
+    for (i, (r, pts)) in runs.iter().zip(smooth).enumerate() {
         let c = run_color(i);
-        let l = &r.history.step_loss;
-        let pts: Vec<(usize, f64)> = (0..l.len())
-            .map(|s| {
-                let w: Vec<f64> = l[s.saturating_sub(9)..=s]
-                    .iter()
-                    .copied()
-                    .filter(|v| v.is_finite())
-                    .collect();
-                (s, w.iter().sum::<f64>() / w.len().max(1) as f64)
-            })
-            .filter(|(_, v)| v.is_finite())
-            .collect();
         chart
             .draw_series(LineSeries::new(pts, c.stroke_width(2)))
             .map_err(|e| err(path, e))?
