@@ -373,7 +373,7 @@ pub fn table(variants: &[VariantOutcome]) -> Table {
             let last = v.history.epochs.last();
             vec![
                 v.name.clone(),
-                format!("{:.4}", last.map_or(f64::NAN, |e| e.train_loss)),
+                html::num(last.map_or(f64::NAN, |e| e.train_loss)),
                 format!("{:.3}", last.map_or(f64::NAN, |e| e.val_metric)),
                 format!(
                     "{:.2e}",

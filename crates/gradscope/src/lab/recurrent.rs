@@ -436,12 +436,12 @@ pub fn table(out: &RecurrentOutcome) -> Table {
             let d = c.diagnosis.as_ref();
             vec![
                 c.cell.to_string(),
-                format!("{:.4}", last.map_or(f64::NAN, |e| e.train_loss)),
-                format!("{:.4}", last.map_or(f64::NAN, |e| e.val_metric)),
-                format!("{:.4}", out.baseline),
+                html::num(last.map_or(f64::NAN, |e| e.train_loss)),
+                html::num(last.map_or(f64::NAN, |e| e.val_metric)),
+                html::num(out.baseline),
                 format!("{:.2e}", d.map_or(f64::NAN, |d| d.first_last_end)),
                 format!("{:.3}", d.map_or(f64::NAN, |d| d.per_layer_factor)),
-                format!("{:.2}→{:.2}", c.spectral_init, c.spectral_end),
+                format!("{}→{}", html::num(c.spectral_init), html::num(c.spectral_end)),
                 d.map_or("not probed".into(), |d| d.verdict.to_string()),
                 format!("{:.0}", c.seconds),
             ]

@@ -12,6 +12,17 @@ pub fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A number for a table cell: fixed-point when it reads well, scientific otherwise.
+pub fn num(x: f64) -> String {
+    if !x.is_finite() {
+        format!("{x}")
+    } else if x != 0.0 && (x.abs() >= 1e4 || x.abs() < 1e-3) {
+        format!("{x:.3e}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
 /// The comparison table: a header and rows of already formatted cells. A column named
 /// `verdict` is coloured.
 pub struct Table {
