@@ -441,7 +441,11 @@ pub fn table(out: &RecurrentOutcome) -> Table {
                 html::num(out.baseline),
                 format!("{:.2e}", d.map_or(f64::NAN, |d| d.first_last_end)),
                 format!("{:.3}", d.map_or(f64::NAN, |d| d.per_layer_factor)),
-                format!("{}→{}", html::num(c.spectral_init), html::num(c.spectral_end)),
+                format!(
+                    "{}→{}",
+                    html::num(c.spectral_init),
+                    html::num(c.spectral_end)
+                ),
                 d.map_or("not probed".into(), |d| d.verdict.to_string()),
                 format!("{:.0}", c.seconds),
             ]

@@ -146,6 +146,21 @@ section{{border-top:1px solid #ddd;margin-top:1.5em}}</style></head><body>\n<h1>
                 h.push_str("</ol>");
             }
         }
+        for ev in &run.history.recoveries {
+            let at = ev
+                .producer
+                .as_ref()
+                .map(|p| format!(": {p}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                h,
+                "<p>NaN recovery at step {}: non-finite {}{}; state restored, learning rate → {:.3e}</p>",
+                ev.step,
+                escape(&ev.what),
+                escape(&at),
+                ev.lr_after
+            );
+        }
         if let Some(s) = &run.history.stopped {
             let _ = writeln!(h, "<p class=\"v-bad\">stopped early: {}</p>", escape(s));
         }

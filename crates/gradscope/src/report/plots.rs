@@ -400,7 +400,7 @@ pub fn loss_and_grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportErr
         .unwrap_or(1)
         .max(2);
     // log10 of a 10-step running mean: exploding runs span many decades
-    let smooth: Vec<Vec<(usize, f64)>> = runs
+    let smooth: Vec<Vec<(f64, f64)>> = runs
         .iter()
         .map(|r| {
             let l = &r.history.step_loss;
@@ -411,7 +411,10 @@ pub fn loss_and_grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportErr
                         .copied()
                         .filter(|v| v.is_finite())
                         .collect();
-                    (s, (w.iter().sum::<f64>() / w.len().max(1) as f64).log10())
+                    (
+                        (s + 1) as f64,
+                        (w.iter().sum::<f64>() / w.len().max(1) as f64).log10(),
+                    )
                 })
                 .filter(|(_, v)| v.is_finite())
                 .collect()
@@ -426,11 +429,14 @@ pub fn loss_and_grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportErr
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(55)
-        .build_cartesian_2d(0..max_step, (loss_lo - 0.1)..(loss_hi + 0.1))
+        .build_cartesian_2d(
+            (1.0..max_step as f64).log_scale(),
+            (loss_lo - 0.1)..(loss_hi + 0.1),
+        )
         .map_err(|e| err(path, e))?;
     chart
         .configure_mesh()
-        .x_desc("step")
+        .x_desc("step + 1 (log scale)")
         .label_style(("sans-serif", 12))
         .draw()
         .map_err(|e| err(path, e))?;
@@ -464,27 +470,29 @@ pub fn loss_and_grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportErr
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(50)
-        .build_cartesian_2d(0..max_step, (g_lo - 0.5)..(g_hi + 0.5))
+        .build_cartesian_2d(
+            (1.0..max_step as f64).log_scale(),
+            (g_lo - 0.5)..(g_hi + 0.5),
+        )
         .map_err(|e| err(path, e))?;
     g.configure_mesh()
-        .x_desc("step")
+        .x_desc("step + 1 (log scale)")
         .label_style(("sans-serif", 12))
         .draw()
         .map_err(|e| err(path, e))?;
     for (i, r) in runs.iter().enumerate() {
         let c = run_color(i);
-        let pts: Vec<(usize, f64)> = logs(&r.history.step_grad_norm)
-            .into_iter()
-            .enumerate()
-            .filter(|(_, v)| v.is_finite())
-            .collect();
+        let at_step = |v: Vec<f64>| -> Vec<(f64, f64)> {
+            v.into_iter()
+                .enumerate()
+                .filter(|(_, y)| y.is_finite())
+                .map(|(s, y)| ((s + 1) as f64, y))
+                .collect()
+        };
+        let pts = at_step(logs(&r.history.step_grad_norm));
         g.draw_series(LineSeries::new(pts, c.stroke_width(1)))
             .map_err(|e| err(path, e))?;
-        let clip: Vec<(usize, f64)> = logs(&r.history.step_clip)
-            .into_iter()
-            .enumerate()
-            .filter(|(_, v)| v.is_finite())
-            .collect();
+        let clip = at_step(logs(&r.history.step_clip));
         g.draw_series(LineSeries::new(clip, c.mix(0.5).stroke_width(1)))
             .map_err(|e| err(path, e))?;
         let top = g_hi + 0.3;
@@ -492,7 +500,7 @@ pub fn loss_and_grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportErr
             r.history
                 .recoveries
                 .iter()
-                .map(|ev| Cross::new((ev.step, top), 6, c.stroke_width(2))),
+                .map(|ev| Cross::new(((ev.step + 1) as f64, top), 6, c.stroke_width(2))),
         )
         .map_err(|e| err(path, e))?;
     }
