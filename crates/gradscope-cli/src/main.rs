@@ -4,13 +4,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use gradscope::diagnose::diagnose;
+use gradscope::diagnose::{diagnose, Diagnosis};
 use gradscope::lab::mlp::{table, LabEvent, MlpLab, LAB_KEYS};
 use gradscope::lab::recurrent::{
     table as recurrent_table, RecurrentLab, LAB_KEYS as RECURRENT_KEYS,
 };
 use gradscope::lab::settings::KEYS;
 use gradscope::probe::read_jsonl;
+use gradscope::train::History;
 use indicatif::{ProgressBar, ProgressStyle};
 
 const USAGE: &str = "\
@@ -138,31 +139,7 @@ fn lab_mlp(mut lab: MlpLab, args: &[&str]) -> Result<()> {
     println!("\n{}", table(&outcome.variants).to_text());
     println!("first/last = ‖∂L/∂h‖ at the first hidden layer ÷ at the last, end of training\n");
     for v in &outcome.variants {
-        if let Some(d) = &v.diagnosis {
-            let top = d
-                .remedies
-                .first()
-                .map(|r| format!("; try {}", r.switch))
-                .unwrap_or_default();
-            println!("{}: {}{}", v.name, d.verdict, top);
-            if let Some(e) = d.evidence.first() {
-                println!("    {e}");
-            }
-        }
-        for ev in &v.history.recoveries {
-            let at = ev
-                .producer
-                .as_ref()
-                .map(|p| format!(" ({p})"))
-                .unwrap_or_default();
-            println!(
-                "    recovered from a non-finite {} at step {}{at}; lr → {:.3e}",
-                ev.what, ev.step, ev.lr_after
-            );
-        }
-        if let Some(s) = &v.history.stopped {
-            println!("    stopped early — {s}");
-        }
+        summary(&v.name, v.diagnosis.as_ref(), &v.history, 1);
     }
     println!("\nreport: {}", outcome.report.display());
     println!(
@@ -188,29 +165,40 @@ fn lab_recurrent(args: &[&str]) -> Result<()> {
     println!("\n{}", recurrent_table(&out).to_text());
     println!("first/last = ‖∂L/∂h_t‖ at the first time step ÷ at the last; per step = its geometric mean per step\n");
     for c in &out.cells {
-        if let Some(d) = &c.diagnosis {
-            let top = d
-                .remedies
-                .first()
-                .map(|r| format!("; try {}", r.switch))
-                .unwrap_or_default();
-            println!("{}: {}{}", c.cell, d.verdict, top);
-            for e in &d.evidence {
-                println!("    {e}");
-            }
-        }
-        for ev in &c.history.recoveries {
-            println!(
-                "    recovered from a non-finite {} at step {}; lr → {:.3e}",
-                ev.what, ev.step, ev.lr_after
-            );
-        }
-        if let Some(s) = &c.history.stopped {
-            println!("    stopped early — {s}");
-        }
+        summary(c.cell.name(), c.diagnosis.as_ref(), &c.history, usize::MAX);
     }
     println!("\nreport: {}", out.report.display());
     Ok(())
+}
+
+/// A run's verdict with its top remedy, the first `evidence` lines, NaN recoveries and why it
+/// stopped, if it did.
+fn summary(name: &str, diagnosis: Option<&Diagnosis>, history: &History, evidence: usize) {
+    if let Some(d) = diagnosis {
+        let top = d
+            .remedies
+            .first()
+            .map(|r| format!("; try {}", r.switch))
+            .unwrap_or_default();
+        println!("{name}: {}{top}", d.verdict);
+        for e in d.evidence.iter().take(evidence) {
+            println!("    {e}");
+        }
+    }
+    for ev in &history.recoveries {
+        let at = ev
+            .producer
+            .as_ref()
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default();
+        println!(
+            "    recovered from a non-finite {} at step {}{at}; lr → {:.3e}",
+            ev.what, ev.step, ev.lr_after
+        );
+    }
+    if let Some(s) = &history.stopped {
+        println!("    stopped early — {s}");
+    }
 }
 
 /// A probe.jsonl, a run folder holding one, or a lab folder whose sub-folders hold them.

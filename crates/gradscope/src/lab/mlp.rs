@@ -488,8 +488,8 @@ impl MlpLab {
             images.push(("heatmap.png", "Gradient reaching each layer over training"));
             images.push(("layers.png", "Gradient per layer at init and at the end"));
         }
-        plots::curves(&views, &dir.join("curves.png"))?;
-        plots::loss_and_grad_norm(&views, &dir.join("grad_norm.png"))?;
+        plots::curves(&views, &dir.join("curves.png"), "validation accuracy")?;
+        plots::grad_norm(&views, &dir.join("grad_norm.png"))?;
         images.insert(0, ("curves.png", "Loss and validation accuracy"));
         images.insert(1, ("grad_norm.png", "Global gradient norm per step"));
         let report = dir.join("report.html");

@@ -579,8 +579,12 @@ impl RecurrentLab {
                 diagnosis: c.diagnosis.as_ref(),
             })
             .collect();
-        let mut images = vec![("loss.png", "Training loss and gradient norm")];
-        plots::loss_and_grad_norm(&views, &dir.join("loss.png"))?;
+        let mut images = vec![
+            ("curves.png", "Training loss and validation metric"),
+            ("grad_norm.png", "Global gradient norm per step"),
+        ];
+        plots::curves(&views, &dir.join("curves.png"), out.metric)?;
+        plots::grad_norm(&views, &dir.join("grad_norm.png"))?;
         if self.probe.enabled {
             plots::profile(
                 &views,

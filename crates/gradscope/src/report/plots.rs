@@ -223,51 +223,58 @@ pub fn layer_bars(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
     root.present().map_err(|e| err(path, e))
 }
 
-/// Training loss per step (left) and validation accuracy per epoch (right), one line per run.
-pub fn curves(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
-    fonts();
-    let root = BitMapBackend::new(path, (1200, 460)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(path, e))?;
-    let (left, right) = root.split_horizontally(600);
+/// log10 of the training loss (a 10-step running mean) against step + 1 on a log axis, one line
+/// per run: runs that blow up in a few steps stay visible next to ones that train for thousands.
+fn loss_panel(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    runs: &[RunView],
+    path: &Path,
+) -> Result<(), ReportError> {
     let max_step = runs
         .iter()
         .map(|r| r.history.step_loss.len())
         .max()
         .unwrap_or(1)
-        .max(1);
-    let (_, loss_hi) = finite_range(runs.iter().flat_map(|r| r.history.step_loss.iter()));
-    let mut chart = ChartBuilder::on(&left)
-        .caption("training loss", ("sans-serif", 20))
+        .max(2);
+    let smooth: Vec<Vec<(f64, f64)>> = runs
+        .iter()
+        .map(|r| {
+            let l = &r.history.step_loss;
+            (0..l.len())
+                .map(|s| {
+                    let w: Vec<f64> = l[s.saturating_sub(9)..=s]
+                        .iter()
+                        .copied()
+                        .filter(|v| v.is_finite())
+                        .collect();
+                    (
+                        (s + 1) as f64,
+                        (w.iter().sum::<f64>() / w.len().max(1) as f64).log10(),
+                    )
+                })
+                .filter(|(_, v)| v.is_finite())
+                .collect()
+        })
+        .collect();
+    let (lo, hi) = finite_range(smooth.iter().flatten().map(|(_, v)| v));
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "log10 training loss (running mean of 10 steps)",
+            ("sans-serif", 18),
+        )
         .margin(10)
         .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0..max_step, 0.0..loss_hi.min(10.0) * 1.05)
+        .y_label_area_size(55)
+        .build_cartesian_2d((1.0..max_step as f64).log_scale(), (lo - 0.1)..(hi + 0.1))
         .map_err(|e| err(path, e))?;
     chart
         .configure_mesh()
-        .x_desc("step")
-        .y_desc("cross-entropy")
+        .x_desc("step + 1 (log scale)")
         .label_style(("sans-serif", 12))
         .draw()
         .map_err(|e| err(path, e))?;
-    for (i, r) in runs.iter().enumerate() {
+    for (i, (r, pts)) in runs.iter().zip(smooth).enumerate() {
         let c = run_color(i);
-        // a running mean over 10 steps makes the curves readable
-        let pts: Vec<(usize, f64)> = r
-            .history
-            .step_loss
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.is_finite())
-            .map(|(s, _)| {
-                let lo = s.saturating_sub(9);
-                let w = &r.history.step_loss[lo..=s];
-                (
-                    s,
-                    w.iter().filter(|v| v.is_finite()).sum::<f64>() / w.len() as f64,
-                )
-            })
-            .collect();
         chart
             .draw_series(LineSeries::new(pts, c.stroke_width(2)))
             .map_err(|e| err(path, e))?
@@ -280,19 +287,38 @@ pub fn curves(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
         .border_style(BLACK)
         .label_font(("sans-serif", 13))
         .draw()
-        .map_err(|e| err(path, e))?;
+        .map_err(|e| err(path, e))
+}
+
+/// Training loss (left) and the validation metric per epoch (right), one line per run.
+/// `metric` names the metric; accuracies are drawn on [0, 1].
+pub fn curves(runs: &[RunView], path: &Path, metric: &str) -> Result<(), ReportError> {
+    fonts();
+    let root = BitMapBackend::new(path, (1200, 460)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let (left, right) = root.split_horizontally(600);
+    loss_panel(&left, runs, path)?;
     let max_epoch = runs
         .iter()
         .map(|r| r.history.epochs.len())
         .max()
         .unwrap_or(1)
         .max(1);
+    let (lo, hi) = if metric.contains("acc") {
+        (0.0, 1.0)
+    } else {
+        let (lo, hi) = finite_range(
+            runs.iter()
+                .flat_map(|r| r.history.epochs.iter().map(|e| &e.val_metric)),
+        );
+        (lo.min(0.0), hi * 1.05)
+    };
     let mut acc = ChartBuilder::on(&right)
-        .caption("validation accuracy", ("sans-serif", 20))
+        .caption(metric, ("sans-serif", 20))
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(50)
-        .build_cartesian_2d(1..max_epoch + 1, 0.0..1.0)
+        .build_cartesian_2d(1..max_epoch + 1, lo..hi)
         .map_err(|e| err(path, e))?;
     acc.configure_mesh()
         .x_desc("epoch")
@@ -301,7 +327,12 @@ pub fn curves(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
         .map_err(|e| err(path, e))?;
     for (i, r) in runs.iter().enumerate() {
         let c = run_color(i);
-        let pts = r.history.epochs.iter().map(|e| (e.epoch + 1, e.val_metric));
+        let pts = r
+            .history
+            .epochs
+            .iter()
+            .filter(|e| e.val_metric.is_finite())
+            .map(|e| (e.epoch + 1, e.val_metric));
         acc.draw_series(LineSeries::new(pts, c.stroke_width(2)))
             .map_err(|e| err(path, e))?;
     }
@@ -386,75 +417,18 @@ pub fn profile(
     root.present().map_err(|e| err(path, e))
 }
 
-/// Training loss per step (left) and log10 of the global gradient norm before clipping (right),
-/// with each run's clipping threshold (thin) and its NaN recoveries (crosses).
-pub fn loss_and_grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
+/// log10 of the global gradient norm before clipping, per step (log axis), with each run's
+/// clipping threshold (thin) and its NaN recoveries (crosses).
+pub fn grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
     fonts();
     let root = BitMapBackend::new(path, (1200, 460)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(path, e))?;
-    let (left, right) = root.split_horizontally(600);
     let max_step = runs
         .iter()
         .map(|r| r.history.step_loss.len())
         .max()
         .unwrap_or(1)
         .max(2);
-    // log10 of a 10-step running mean: exploding runs span many decades
-    let smooth: Vec<Vec<(f64, f64)>> = runs
-        .iter()
-        .map(|r| {
-            let l = &r.history.step_loss;
-            (0..l.len())
-                .map(|s| {
-                    let w: Vec<f64> = l[s.saturating_sub(9)..=s]
-                        .iter()
-                        .copied()
-                        .filter(|v| v.is_finite())
-                        .collect();
-                    (
-                        (s + 1) as f64,
-                        (w.iter().sum::<f64>() / w.len().max(1) as f64).log10(),
-                    )
-                })
-                .filter(|(_, v)| v.is_finite())
-                .collect()
-        })
-        .collect();
-    let (loss_lo, loss_hi) = finite_range(smooth.iter().flatten().map(|(_, v)| v));
-    let mut chart = ChartBuilder::on(&left)
-        .caption(
-            "log10 training loss (running mean of 10 steps)",
-            ("sans-serif", 18),
-        )
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(55)
-        .build_cartesian_2d(
-            (1.0..max_step as f64).log_scale(),
-            (loss_lo - 0.1)..(loss_hi + 0.1),
-        )
-        .map_err(|e| err(path, e))?;
-    chart
-        .configure_mesh()
-        .x_desc("step + 1 (log scale)")
-        .label_style(("sans-serif", 12))
-        .draw()
-        .map_err(|e| err(path, e))?;
-    for (i, (r, pts)) in runs.iter().zip(smooth).enumerate() {
-        let c = run_color(i);
-        chart
-            .draw_series(LineSeries::new(pts, c.stroke_width(2)))
-            .map_err(|e| err(path, e))?
-            .label(r.name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(|e| err(path, e))?;
     let logs = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| x.log10()).collect() };
     let (g_lo, g_hi) = finite_range(
         runs.iter()
@@ -462,7 +436,7 @@ pub fn loss_and_grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportErr
             .collect::<Vec<_>>()
             .iter(),
     );
-    let mut g = ChartBuilder::on(&right)
+    let mut g = ChartBuilder::on(&root)
         .caption(
             "log10 ‖g‖ before clipping (thin: threshold; ×: NaN recovery)",
             ("sans-serif", 16),

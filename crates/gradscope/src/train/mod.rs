@@ -239,20 +239,13 @@ pub fn fit<M: Module + Clone, T: Task<M>>(
                     producer,
                     lr_after: lr,
                 });
-                step += 1;
-                progress(&Progress {
-                    step,
-                    steps,
-                    epoch,
-                    loss: loss_v,
-                });
-                continue;
+            } else {
+                in_a_row = 0;
+                model = optim.step(lr, model, gp);
+                probe.after_step(pending, &model, lr)?;
+                sum += loss_v;
+                n += 1;
             }
-            in_a_row = 0;
-            model = optim.step(lr, model, gp);
-            probe.after_step(pending, &model, lr)?;
-            sum += loss_v;
-            n += 1;
             step += 1;
             progress(&Progress {
                 step,
