@@ -284,3 +284,50 @@ fn a_non_finite_model_is_never_written_over_a_checkpoint() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_collapsed_relu_net_is_an_optimisation_problem_not_vanishing() {
+    // lr 0.1 with momentum knocks a 20-layer ReLU net to chance level; its gradients still reach
+    // every layer, so the diagnosis must not say "vanishing"
+    let (train, val) = prepare(&digits::load().unwrap(), 0.2, 0);
+    let mut s = Settings {
+        model: MlpConfig::new(64, 10),
+        train: TrainConfig {
+            epochs: 5,
+            lr: 0.1,
+            ..TrainConfig::default()
+        },
+    };
+    assert_eq!(s.set("depth", "20"), Ok(true));
+    let dev = gradscope::device();
+    let mut probe = Probe::new(ProbeConfig {
+        every: 5,
+        ..ProbeConfig::default()
+    });
+    let (_, hist) = train_classifier(
+        s.model.init(&dev),
+        &train,
+        &val,
+        &s.train,
+        &mut probe,
+        &dev,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        hist.epochs.last().unwrap().val_metric < 0.3,
+        "the net collapsed"
+    );
+    let d = diagnose(probe.records()).unwrap();
+    assert_eq!(d.verdict, Verdict::Healthy, "{d}");
+    assert!(
+        d.evidence
+            .iter()
+            .any(|e| e.contains("optimisation problem")),
+        "{d}"
+    );
+    assert!(
+        d.remedies.iter().any(|r| r.switch.starts_with("lr=")),
+        "{d}"
+    );
+}

@@ -27,6 +27,8 @@ pub const DEAD_ABOVE: f64 = 0.5;
 pub const SATURATED_ABOVE: f64 = 0.5;
 /// Loss at the end ÷ loss at the start above this: the run has barely learnt.
 pub const SLOW_LOSS_RATIO: f64 = 0.9;
+/// A classifier whose loss ends above this fraction of the chance level ln C has barely learnt.
+pub const NEAR_CHANCE: f64 = 0.8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -362,10 +364,23 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
     }
     let loss0 = init.loss;
     let loss1 = median(finite_window.iter().map(|r| r.loss).collect());
-    let slow = loss1 / loss0 > SLOW_LOSS_RATIO;
+    // a classifier's head `[width, C]` gives the chance-level cross-entropy ln C: a run that ends
+    // near it has not learnt, whatever its first loss was
+    let chance = init
+        .layers
+        .iter()
+        .find(|l| l.block == "head")
+        .and_then(|h| h.params.iter().find(|p| p.shape.len() == 2))
+        .map(|w| w.shape[1])
+        .filter(|&c| c >= 2)
+        .map(|c| (c as f64).ln());
+    let slow = loss1 / loss0 > SLOW_LOSS_RATIO || chance.is_some_and(|c| loss1 > NEAR_CHANCE * c);
     if verdicts == [Verdict::Healthy] && slow && records.len() > 1 {
+        let vs = chance
+            .map(|c| format!(", chance level {c:.3}"))
+            .unwrap_or_default();
         evidence.push(format!(
-            "gradients are healthy but the loss barely falls ({loss0:.3} → {loss1:.3}): an optimisation problem, not vanishing gradients (He et al. 2016)"
+            "gradients are healthy but the loss barely falls ({loss0:.3} → {loss1:.3}{vs}): an optimisation problem, not vanishing gradients (He et al. 2016)"
         ));
     }
 
@@ -463,8 +478,8 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
             Verdict::Healthy => {
                 if slow && records.len() > 1 {
                     add(
-                        "lr=<lr×3>",
-                        "gradients reach every layer; the step size may simply be too small",
+                        "lr=<lr×3 or lr/3>",
+                        "gradients reach every layer, so the step size is the first suspect: too small if the loss creeps down, too large if it jumps around",
                     );
                     add(
                         "optimizer=adam",
