@@ -331,3 +331,45 @@ fn a_collapsed_relu_net_is_an_optimisation_problem_not_vanishing() {
         "{d}"
     );
 }
+
+#[test]
+fn tanh_with_eight_times_xavier_weights_saturates() {
+    let (train, val) = prepare(&digits::load().unwrap(), 0.2, 0);
+    let mut s = Settings {
+        model: MlpConfig::new(64, 10),
+        train: TrainConfig {
+            epochs: 1,
+            ..TrainConfig::default()
+        },
+    };
+    for (k, v) in [
+        ("depth", "6"),
+        ("act", "tanh"),
+        ("init", "xavier"),
+        ("gain", "8"),
+    ] {
+        assert_eq!(s.set(k, v), Ok(true));
+    }
+    let dev = gradscope::device();
+    let mut probe = Probe::new(ProbeConfig {
+        every: 5,
+        ..ProbeConfig::default()
+    });
+    train_classifier(
+        s.model.init(&dev),
+        &train,
+        &val,
+        &s.train,
+        &mut probe,
+        &dev,
+        &mut |_| {},
+    )
+    .unwrap();
+    let d = diagnose(probe.records()).unwrap();
+    assert_eq!(d.verdict, Verdict::Saturation, "{d}");
+    assert!(d.layers.iter().all(|l| l.sat_frac.unwrap() > 0.5), "{d}");
+    assert!(d.remedies.iter().any(|r| r.switch == "norm=batch"), "{d}");
+    // mean-field still holds where the units saturate: predicted and measured agree within 10%
+    let (p, m) = d.meanfield.unwrap();
+    assert!((p / m - 1.0).abs() < 0.1, "√χ₁ {p} vs measured {m}");
+}
