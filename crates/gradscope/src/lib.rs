@@ -11,6 +11,7 @@ pub mod nn;
 pub mod probe;
 pub mod report;
 pub mod train;
+pub mod yolo;
 
 use burn::tensor::Device;
 

@@ -1,0 +1,202 @@
+//! Ultralytics weights in safetensors: `model.{layer}.{path}` names, PyTorch layouts (which burn's
+//! Conv2d shares), BatchNorm `weight`/`bias` for γ/β, fp16 or fp32.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{DType, Tensor, TensorData};
+
+use super::model::Yolo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("cannot read {path}: {msg}")]
+    Read { path: PathBuf, msg: String },
+    #[error("{path}: tensor '{key}' has shape {found:?}, the model expects {expected:?} (a different scale or nc?)")]
+    Shape {
+        path: PathBuf,
+        key: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("{path}: tensor '{key}' has dtype {dtype}; expected F32 or F16")]
+    Dtype {
+        path: PathBuf,
+        key: String,
+        dtype: String,
+    },
+    #[error("{path}: missing {} tensors the model needs, e.g. {}", missing.len(), missing.iter().take(3).cloned().collect::<Vec<_>>().join(", "))]
+    Missing { path: PathBuf, missing: Vec<String> },
+}
+
+/// Ultralytics' name for one of our module paths: enum variants are dropped, `s<i>` sequence
+/// fields become `<i>`, BatchNorm's γ/β are `weight`/`bias`.
+pub fn ultralytics_name(path: &[String]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for seg in path {
+        if seg.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
+            continue; // enum variant
+        }
+        if let Some(d) = seg
+            .strip_prefix('s')
+            .filter(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()))
+        {
+            out.push(d.to_string());
+            continue;
+        }
+        out.push(seg.clone());
+    }
+    if out.len() >= 2 && out[out.len() - 2] == "bn" {
+        let last = out.len() - 1;
+        out[last] = match out[last].as_str() {
+            "gamma" => "weight".into(),
+            "beta" => "bias".into(),
+            other => other.into(),
+        };
+    }
+    out.join(".")
+}
+
+/// Tensors by name: shape and f32 values.
+pub type NamedTensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+struct Loader<'a> {
+    tensors: &'a NamedTensors,
+    path: Vec<String>,
+    used: BTreeSet<String>,
+    missing: Vec<String>,
+    error: Option<WeightsError>,
+    file: PathBuf,
+}
+
+impl ModuleMapper for Loader<'_> {
+    fn enter_module(&mut self, name: &str, _ty: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _ty: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let key = ultralytics_name(&self.path);
+        let Some((shape, values)) = self.tensors.get(&key) else {
+            self.missing.push(key);
+            return param;
+        };
+        let expected = param.val().dims().to_vec();
+        if *shape != expected {
+            self.error.get_or_insert(WeightsError::Shape {
+                path: self.file.clone(),
+                key,
+                found: shape.clone(),
+                expected,
+            });
+            return param;
+        }
+        self.used.insert(key);
+        let values = values.clone();
+        param.map(|t| {
+            let grad = t.is_require_grad();
+            let dims: [usize; D] = t.dims();
+            let n = Tensor::from_data(TensorData::new(values, dims), &t.device());
+            if grad {
+                n.require_grad()
+            } else {
+                n
+            }
+        })
+    }
+}
+
+/// Reads every F32/F16 tensor of a safetensors file as f32 (other dtypes, such as BatchNorm's
+/// `num_batches_tracked` counters, are skipped).
+pub fn read_safetensors(path: &Path) -> Result<NamedTensors, WeightsError> {
+    let read = |msg: String| WeightsError::Read {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let bytes = std::fs::read(path).map_err(|e| read(e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| read(format!("not a safetensors file: {e}")))?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        let shape = view.shape().to_vec();
+        let dtype = match view.dtype() {
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::I64 | safetensors::Dtype::I32 => continue,
+            other => {
+                return Err(WeightsError::Dtype {
+                    path: path.to_path_buf(),
+                    key: name,
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
+        let data =
+            TensorData::from_bytes_vec(view.data().to_vec(), shape.clone(), dtype).convert::<f32>();
+        let values = data
+            .try_into_vec::<f32>()
+            .map_err(|e| read(format!("{name}: {e:?}")))?;
+        out.insert(name, (shape, values));
+    }
+    Ok(out)
+}
+
+/// Loads Ultralytics weights into `model`. Every parameter and BatchNorm statistic must be
+/// present with the right shape; tensors the model does not have are ignored.
+pub fn load_ultralytics(model: Yolo, path: &Path) -> Result<Yolo, WeightsError> {
+    let tensors = read_safetensors(path)?;
+    let mut loader = Loader {
+        tensors: &tensors,
+        path: Vec::new(),
+        used: BTreeSet::new(),
+        missing: Vec::new(),
+        error: None,
+        file: path.to_path_buf(),
+    };
+    let model = model.map(&mut loader);
+    if let Some(e) = loader.error {
+        return Err(e);
+    }
+    if !loader.missing.is_empty() {
+        return Err(WeightsError::Missing {
+            path: path.to_path_buf(),
+            missing: loader.missing,
+        });
+    }
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ultralytics_name;
+
+    fn p(s: &str) -> Vec<String> {
+        s.split('.').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn names_map_to_ultralytics() {
+        assert_eq!(
+            ultralytics_name(&p("model.0.Conv.conv.weight")),
+            "model.0.conv.weight"
+        );
+        assert_eq!(
+            ultralytics_name(&p("model.0.Conv.bn.gamma")),
+            "model.0.bn.weight"
+        );
+        assert_eq!(
+            ultralytics_name(&p("model.0.Conv.bn.running_var")),
+            "model.0.bn.running_var"
+        );
+        assert_eq!(
+            ultralytics_name(&p("model.22.C3k2.m.0.Attn.s1.attn.qkv.conv.weight")),
+            "model.22.m.0.1.attn.qkv.conv.weight"
+        );
+        assert_eq!(
+            ultralytics_name(&p("model.23.Detect.one2one_cv3.2.s2.bias")),
+            "model.23.one2one_cv3.2.2.bias"
+        );
+    }
+}
