@@ -12,6 +12,7 @@ use gradscope::lab::recurrent::{
 use gradscope::lab::settings::KEYS;
 use gradscope::probe::read_jsonl;
 use gradscope::train::History;
+use gradscope::yolo::model::YoloConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 
 const USAGE: &str = "\
@@ -23,10 +24,12 @@ usage:
   gradscope lab recurrent [key=value …]   vanilla RNN vs LSTM vs GRU through time (task=adding T=100)
   gradscope diagnose <run folder | probe.jsonl>
                                           re-read a run's probe records and print the diagnosis
+  gradscope info model=yolo26n.yaml [imgsz=640] [nc=80]
+                                          YOLO26's layer table: parameters, output shapes, GFLOPs
   gradscope help lab <name>               the keys a lab accepts
   gradscope --version
 
-not available yet: train, val, predict, info (YOLO26 detection).
+not available yet: train, val, predict (YOLO26 detection training and inference).
 ";
 
 fn main() -> ExitCode {
@@ -62,7 +65,8 @@ fn run(args: &[String]) -> Result<()> {
         ["lab"] => bail!("which lab? available: vanishing, exploding, recurrent"),
         ["diagnose", path] => diagnose_cmd(Path::new(path)),
         ["diagnose", ..] => bail!("usage: gradscope diagnose <run folder | probe.jsonl>"),
-        [cmd @ ("train" | "val" | "predict" | "info"), ..] => bail!(
+        ["info", rest @ ..] => info_cmd(rest),
+        [cmd @ ("train" | "val" | "predict"), ..] => bail!(
             "'{cmd}' is not built yet (YOLO26 detection is planned); the most complete command today is `gradscope lab vanishing`"
         ),
         [other, ..] => bail!("unknown command '{other}'\n\n{USAGE}"),
@@ -168,6 +172,47 @@ fn lab_recurrent(args: &[&str]) -> Result<()> {
         summary(c.cell.name(), c.diagnosis.as_ref(), &c.history, usize::MAX);
     }
     println!("\nreport: {}", out.report.display());
+    Ok(())
+}
+
+fn info_cmd(args: &[&str]) -> Result<()> {
+    let (mut model, mut imgsz, mut nc) = ("yolo26n.yaml".to_string(), 640usize, 80usize);
+    for arg in args {
+        let (k, v) = split_kv(arg)?;
+        match k {
+            "model" => model = v.to_string(),
+            "imgsz" => {
+                imgsz = v
+                    .parse()
+                    .ok()
+                    .filter(|n| n % 32 == 0 && *n >= 32)
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "imgsz={v}: expected a multiple of 32 (the largest stride), e.g. 640"
+                        )
+                    })?
+            }
+            "nc" => {
+                nc = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| anyhow!("nc={v}: expected a class count ≥ 1"))?
+            }
+            _ => bail!("unknown key '{k}' in '{arg}'; accepted: model, imgsz, nc"),
+        }
+    }
+    let cfg = YoloConfig::from_name(&model, nc).map_err(|e| anyhow!(e))?;
+    let built = cfg.init(&gradscope::device());
+    let info = gradscope::yolo::info::info(&cfg, &built, imgsz);
+    print!("{}", info.table.to_text());
+    println!(
+        "{}: {} layers, {} parameters, {:.2} GFLOPs at {imgsz}×{imgsz} (both heads, BatchNorm unfused)",
+        model.trim_end_matches(".yaml"),
+        info.layers,
+        info.params,
+        info.gflops
+    );
     Ok(())
 }
 

@@ -73,6 +73,11 @@ fn bad_arguments_name_the_argument_and_what_is_accepted() {
     fails_with(&["lab", "exploding", "nan_recovery=x"], &["nan_recovery=x"]);
     fails_with(&["frobnicate"], &["unknown command 'frobnicate'"]);
     fails_with(&["train"], &["not built yet"]);
+    fails_with(
+        &["info", "model=yolo99z.yaml"],
+        &["model=yolo99z.yaml", "yolo26n.yaml"],
+    );
+    fails_with(&["info", "imgsz=100"], &["imgsz=100", "multiple of 32"]);
     fails_with(&["help", "lab", "nope"], &["unknown lab 'nope'"]);
 }
 
@@ -241,4 +246,26 @@ fn the_recurrent_lab_runs_a_short_comparison() {
     );
     assert!(String::from_utf8_lossy(&diag.stdout).contains("time step"));
     std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn info_prints_the_yolo26n_layer_table() {
+    let out = gradscope(&["info", "model=yolo26n.yaml"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("2572280 parameters"), "{text}");
+    let p3 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("16 "))
+        .expect("layer 16");
+    assert!(p3.contains("64×80×80"), "P3 at 640: {p3}");
+    let detect = text
+        .lines()
+        .find(|l| l.contains("Detect"))
+        .expect("Detect row");
+    assert!(detect.contains("309656"), "{detect}");
 }

@@ -165,3 +165,66 @@ fn one_to_one_loss_reaches_only_its_branch_and_one_to_many_reaches_everything_el
         );
     }
 }
+
+#[test]
+fn end_to_end_detections_equal_ultralytics_top_k() {
+    use gradscope::yolo::postprocess::end2end;
+    use gradscope::yolo::weights::{load_ultralytics, read_safetensors};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let reference = read_safetensors(&dir.join("yolo26n_seed0_outputs.safetensors")).unwrap();
+    // the reference one-to-one raw output through our post-processing …
+    let (_, o2o) = &reference["one2one"];
+    let levels = [(20, 20, 8), (10, 10, 16), (5, 5, 32)];
+    let ours = end2end(o2o, 80, &levels, 300);
+    let (shape, want) = &reference["topk"];
+    assert_eq!(shape, &vec![1, 300, 6]);
+    assert_eq!(ours.len(), 300);
+    // scores are best-first in both; equal scores (fp16-rounded logits) may come in either order,
+    // so each detection must match a reference row with the same score and class
+    let rows: Vec<&[f32]> = want.chunks(6).collect();
+    let mut used = vec![false; rows.len()];
+    for (i, d) in ours.iter().enumerate() {
+        assert!(
+            (d[4] - rows[i][4]).abs() < 1e-6,
+            "detection {i}: score {} vs {}",
+            d[4],
+            rows[i][4]
+        );
+        let hit = rows.iter().enumerate().position(|(j, w)| {
+            !used[j]
+                && w[5] == d[5]
+                && (w[4] - d[4]).abs() < 1e-6
+                && (0..4).all(|c| (w[c] - d[c]).abs() < 1e-3)
+        });
+        let j = hit.unwrap_or_else(|| panic!("detection {i} {d:?} has no match in the reference"));
+        used[j] = true;
+    }
+    // … and our own model's output gives the same detections
+    let model = load_ultralytics(
+        YoloConfig::from_name("yolo26n.yaml", 80)
+            .unwrap()
+            .init(&gradscope::device()),
+        &dir.join("yolo26n_seed0.safetensors"),
+    )
+    .unwrap()
+    .valid();
+    let (s, input) = &reference["input"];
+    let x: Tensor<4> = Tensor::from_data(
+        TensorData::new(input.clone(), [s[0], s[1], s[2], s[3]]),
+        &Device::flex(),
+    );
+    let raw = model
+        .forward(x, &mut Tap::off())
+        .heads
+        .one2one
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    let mine = end2end(&raw, 80, &levels, 300);
+    let same = mine
+        .iter()
+        .zip(&ours)
+        .filter(|(a, b)| a[5] == b[5] && (a[4] - b[4]).abs() < 1e-4)
+        .count();
+    assert!(same >= 295, "{same}/300 detections agree");
+}

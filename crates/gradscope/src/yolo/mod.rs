@@ -2,5 +2,7 @@
 
 pub mod blocks;
 pub mod head;
+pub mod info;
 pub mod model;
+pub mod postprocess;
 pub mod weights;

@@ -157,6 +157,8 @@ pub struct LayerInfo {
     pub module: &'static str,
     pub args: String,
     pub out_channels: usize,
+    /// Input pixels per output cell (1 for the image itself).
+    pub stride: usize,
 }
 
 #[derive(Module, Debug)]
@@ -199,7 +201,8 @@ impl YoloConfig {
     pub fn layers(&self) -> Vec<LayerInfo> {
         let (depth, width, max_ch) = scale(self.scale).expect("valid scale");
         let mut ch: Vec<usize> = Vec::new();
-        let mut out = Vec::new();
+        let mut strides: Vec<usize> = Vec::new();
+        let mut out: Vec<LayerInfo> = Vec::new();
         for (i, (from, n, spec)) in yolo26_layout().into_iter().enumerate() {
             let n = if n > 1 {
                 ((n as f64 * depth).round() as usize).max(1)
@@ -212,7 +215,7 @@ impl YoloConfig {
                 ch[resolve(from[0], i)]
             };
             let scaled = |c: usize| (c.min(max_ch) as f64 * width / 8.0).ceil() as usize * 8;
-            let (module, args, c2) = match spec {
+            let (module, args, c2) = match spec.clone() {
                 Spec::Conv { c2, k, s } => (
                     "Conv",
                     format!("[{c1}, {}, {k}, {s}]", scaled(c2)),
@@ -247,7 +250,18 @@ impl YoloConfig {
                     ("Detect", format!("[{}, {chs:?}]", self.nc), 0)
                 }
             };
+            let s_in = if strides.is_empty() {
+                1
+            } else {
+                strides[resolve(from[0], i)]
+            };
+            let stride = match &spec {
+                Spec::Conv { s, .. } => s_in * s,
+                Spec::Upsample => s_in / 2,
+                _ => s_in,
+            };
             ch.push(c2);
+            strides.push(stride);
             out.push(LayerInfo {
                 index: i,
                 from,
@@ -255,6 +269,7 @@ impl YoloConfig {
                 module,
                 args,
                 out_channels: c2,
+                stride,
             });
         }
         out
