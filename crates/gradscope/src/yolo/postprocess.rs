@@ -130,14 +130,9 @@ mod tests {
 
     /// One level of 1×2 cells, stride 10, two classes: raw[channel][anchor].
     fn raw(d: [[f32; 4]; 2], logits: [[f32; 2]; 2]) -> Vec<f32> {
-        let mut r = Vec::new();
-        for c in 0..4 {
-            r.extend([d[0][c], d[1][c]]);
-        }
-        for c in 0..2 {
-            r.extend([logits[0][c], logits[1][c]]);
-        }
-        r
+        let dists = (0..4).flat_map(|c| [d[0][c], d[1][c]]);
+        let classes = (0..2).flat_map(|c| [logits[0][c], logits[1][c]]);
+        dists.chain(classes).collect()
     }
 
     #[test]
