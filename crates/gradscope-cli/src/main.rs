@@ -24,7 +24,7 @@ usage:
   gradscope lab recurrent [key=value …]   vanilla RNN vs LSTM vs GRU through time (task=adding T=100)
   gradscope diagnose <run folder | probe.jsonl>
                                           re-read a run's probe records and print the diagnosis
-  gradscope info model=yolo26n.yaml [imgsz=640] [nc=80]
+  gradscope info model=yolo26n.yaml [imgsz=640] [nc=80] [act=silu] [bn=true] [shortcut=true]
                                           YOLO26's layer table: parameters, output shapes, GFLOPs
   gradscope help lab <name>               the keys a lab accepts
   gradscope --version
@@ -177,6 +177,12 @@ fn lab_recurrent(args: &[&str]) -> Result<()> {
 
 fn info_cmd(args: &[&str]) -> Result<()> {
     let (mut model, mut imgsz, mut nc) = ("yolo26n.yaml".to_string(), 640usize, 80usize);
+    let mut sw = gradscope::yolo::blocks::Switches::default();
+    let flag = |k: &str, v: &str| match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(anyhow!("{k}={v}: expected true or false")),
+    };
     for arg in args {
         let (k, v) = split_kv(arg)?;
         match k {
@@ -199,10 +205,16 @@ fn info_cmd(args: &[&str]) -> Result<()> {
                     .filter(|n| *n >= 1)
                     .ok_or_else(|| anyhow!("nc={v}: expected a class count ≥ 1"))?
             }
-            _ => bail!("unknown key '{k}' in '{arg}'; accepted: model, imgsz, nc"),
+            "act" => sw.act = v.parse().map_err(|e: String| anyhow!("act={v}: {e}"))?,
+            "bn" => sw.bn = flag(k, v)?,
+            "shortcut" => sw.shortcut = flag(k, v)?,
+            _ => {
+                bail!("unknown key '{k}' in '{arg}'; accepted: model, imgsz, nc, act, bn, shortcut")
+            }
         }
     }
-    let cfg = YoloConfig::from_name(&model, nc).map_err(|e| anyhow!(e))?;
+    let mut cfg = YoloConfig::from_name(&model, nc).map_err(|e| anyhow!(e))?;
+    cfg.switches = sw;
     let built = cfg.init(&gradscope::device());
     let info = gradscope::yolo::info::info(&cfg, &built, imgsz);
     print!("{}", info.table.to_text());

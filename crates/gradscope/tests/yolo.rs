@@ -228,3 +228,40 @@ fn end_to_end_detections_equal_ultralytics_top_k() {
         .count();
     assert!(same >= 295, "{same}/300 detections agree");
 }
+
+#[test]
+fn ablation_switches_remove_batchnorm_and_residual_adds() {
+    use gradscope::nn::activation::Activation;
+    use gradscope::yolo::blocks::Inner;
+    use gradscope::yolo::model::Block;
+    let dev = gradscope::device();
+    let mut cfg = YoloConfig::from_name("yolo26n.yaml", 80).unwrap();
+    cfg.switches = Switches {
+        act: Activation::Relu,
+        bn: false,
+        shortcut: false,
+    };
+    let m = cfg.init(&dev);
+    let params = snapshot(&m, None);
+    assert!(
+        params.iter().all(|p| !p.path.contains(".bn.")),
+        "bn=false: no BatchNorm"
+    );
+    // each Conv trades BatchNorm's γ, β (2·c) for a bias (c): fewer parameters than 2,572,280
+    let total: usize = params
+        .iter()
+        .map(|p| p.shape.iter().product::<usize>())
+        .sum();
+    assert!(total < 2_572_280 && total > 2_400_000, "{total}");
+    let Some(Block::C3k2(c)) = &m.model[2] else {
+        panic!("layer 2 is a C3k2")
+    };
+    let Inner::Bottleneck(b) = &c.m[0] else {
+        panic!("yolo26n layer 2 has Bottleneck inner blocks")
+    };
+    assert!(!b.add, "shortcut=false removes the residual add");
+    assert_eq!(b.cv1.act, Some(Activation::Relu));
+    let x: Tensor<4> = Tensor::zeros([1, 3, 64, 64], &dev);
+    let out = m.forward(x, &mut Tap::off());
+    assert_eq!(out.heads.one2many.dims(), [1, 84, 84]);
+}
