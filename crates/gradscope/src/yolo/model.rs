@@ -1,5 +1,5 @@
-//! YOLO26, layer by layer as in its Ultralytics yaml (the index of each layer in the comment),
-//! scaled by n/s/m/l/x. See `docs/yolo26-architecture.md`.
+//! YOLO26 built layer by layer from its Ultralytics-format yaml (`embedded/yolo26.yaml`), scaled
+//! by n/s/m/l/x. See `docs/yolo26-architecture.md`.
 
 use burn::module::Module;
 use burn::tensor::module::interpolate;
@@ -7,20 +7,9 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
 
 use super::blocks::{C2psa, C3k2, Conv, Sppf, Switches};
+use super::config::{scale_from_name, ModelDef};
 use super::head::{Detect, HeadOutput};
 use crate::probe::Tap;
-
-/// `[depth, width, max_channels]` of a scale.
-pub fn scale(name: char) -> Option<(f64, f64, usize)> {
-    match name {
-        'n' => Some((0.50, 0.25, 1024)),
-        's' => Some((0.50, 0.50, 1024)),
-        'm' => Some((0.50, 1.00, 512)),
-        'l' => Some((1.00, 1.00, 512)),
-        'x' => Some((1.00, 1.50, 512)),
-        _ => None,
-    }
-}
 
 /// One yaml row: from, repeats, module and its arguments.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,95 +37,6 @@ pub enum Spec {
     Upsample,
     Concat,
     Detect,
-}
-
-/// The YOLO26 detection layout: (from, repeats, spec).
-pub fn yolo26_layout() -> Vec<(Vec<i64>, usize, Spec)> {
-    use Spec::*;
-    let c3k2 = |c2, c3k, e, attn| C3k2 { c2, c3k, e, attn };
-    vec![
-        (vec![-1], 1, Conv { c2: 64, k: 3, s: 2 }), // 0 P1/2
-        (
-            vec![-1],
-            1,
-            Conv {
-                c2: 128,
-                k: 3,
-                s: 2,
-            },
-        ), // 1 P2/4
-        (vec![-1], 2, c3k2(256, false, 0.25, false)), // 2
-        (
-            vec![-1],
-            1,
-            Conv {
-                c2: 256,
-                k: 3,
-                s: 2,
-            },
-        ), // 3 P3/8
-        (vec![-1], 2, c3k2(512, false, 0.25, false)), // 4
-        (
-            vec![-1],
-            1,
-            Conv {
-                c2: 512,
-                k: 3,
-                s: 2,
-            },
-        ), // 5 P4/16
-        (vec![-1], 2, c3k2(512, true, 0.5, false)), // 6
-        (
-            vec![-1],
-            1,
-            Conv {
-                c2: 1024,
-                k: 3,
-                s: 2,
-            },
-        ), // 7 P5/32
-        (vec![-1], 2, c3k2(1024, true, 0.5, false)), // 8
-        (
-            vec![-1],
-            1,
-            Sppf {
-                c2: 1024,
-                k: 5,
-                n: 3,
-                shortcut: true,
-            },
-        ), // 9
-        (vec![-1], 2, C2psa { c2: 1024 }),          // 10
-        (vec![-1], 1, Upsample),                    // 11
-        (vec![-1, 6], 1, Concat),                   // 12 cat backbone P4
-        (vec![-1], 2, c3k2(512, true, 0.5, false)), // 13
-        (vec![-1], 1, Upsample),                    // 14
-        (vec![-1, 4], 1, Concat),                   // 15 cat backbone P3
-        (vec![-1], 2, c3k2(256, true, 0.5, false)), // 16 P3 out
-        (
-            vec![-1],
-            1,
-            Conv {
-                c2: 256,
-                k: 3,
-                s: 2,
-            },
-        ), // 17
-        (vec![-1, 13], 1, Concat),                  // 18 cat head P4
-        (vec![-1], 2, c3k2(512, true, 0.5, false)), // 19 P4 out
-        (
-            vec![-1],
-            1,
-            Conv {
-                c2: 512,
-                k: 3,
-                s: 2,
-            },
-        ), // 20
-        (vec![-1, 10], 1, Concat),                  // 21 cat head P5
-        (vec![-1], 1, c3k2(1024, true, 0.5, true)), // 22 P5 out
-        (vec![16, 19, 22], 1, Detect),              // 23
-    ]
 }
 
 #[derive(Module, Debug)]
@@ -184,26 +84,51 @@ pub struct YoloConfig {
     pub scale: char,
     pub nc: usize,
     pub switches: Switches,
+    pub def: ModelDef,
 }
 
 impl YoloConfig {
-    /// From a model name such as `yolo26n.yaml` (the scale letter follows `yolo26`).
+    /// From `model=`: a yaml file that exists (its scale from the name, e.g. `my-yolo26s.yaml`,
+    /// else its first scale), or one of the embedded `yolo26{n,s,m,l,x}.yaml`.
     pub fn from_name(name: &str, nc: usize) -> Result<Self, String> {
-        let stem = name.trim_end_matches(".yaml").trim_end_matches(".yml");
-        let letter = stem.strip_prefix("yolo26").and_then(|r| r.chars().next());
-        match letter.filter(|c| scale(*c).is_some()) {
-            Some(s) => Ok(YoloConfig { scale: s, nc, switches: Switches::default() }),
-            None => Err(format!("model={name}: expected yolo26n.yaml, yolo26s.yaml, yolo26m.yaml, yolo26l.yaml or yolo26x.yaml")),
-        }
+        let path = std::path::Path::new(name);
+        let def = if path.is_file() {
+            ModelDef::from_file(path)?
+        } else if path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .is_some_and(|f| f.starts_with("yolo26"))
+            && scale_from_name(name).is_some()
+        {
+            ModelDef::yolo26()
+        } else {
+            return Err(format!(
+                "model={name}: no such file, and not one of the built-in yolo26n.yaml, yolo26s.yaml, yolo26m.yaml, yolo26l.yaml, yolo26x.yaml"
+            ));
+        };
+        let scale = match scale_from_name(name).filter(|s| def.scale(*s).is_some()) {
+            Some(s) => s,
+            None => def
+                .scales
+                .first()
+                .map(|(c, _)| *c)
+                .ok_or_else(|| format!("model={name}: the yaml defines no scales"))?,
+        };
+        Ok(YoloConfig {
+            scale,
+            nc,
+            switches: Switches::default(),
+            def,
+        })
     }
 
     /// The layer table with scaled channels and repeats, without building anything.
     pub fn layers(&self) -> Vec<LayerInfo> {
-        let (depth, width, max_ch) = scale(self.scale).expect("valid scale");
+        let (depth, width, max_ch) = self.def.scale(self.scale).expect("the scale was checked");
         let mut ch: Vec<usize> = Vec::new();
         let mut strides: Vec<usize> = Vec::new();
         let mut out: Vec<LayerInfo> = Vec::new();
-        for (i, (from, n, spec)) in yolo26_layout().into_iter().enumerate() {
+        for (i, (from, n, spec)) in self.def.layout.iter().cloned().enumerate() {
             let n = if n > 1 {
                 ((n as f64 * depth).round() as usize).max(1)
             } else {
@@ -276,13 +201,13 @@ impl YoloConfig {
     }
 
     pub fn init(&self, device: &Device) -> Yolo {
-        let (depth, _, _) = scale(self.scale).expect("valid scale");
+        let (depth, _, _) = self.def.scale(self.scale).expect("the scale was checked");
         let infos = self.layers();
         let sw = self.switches;
         let mut model = Vec::new();
         let mut kinds = Vec::new();
         let mut from = Vec::new();
-        for ((i, (f, n, spec)), info) in yolo26_layout().into_iter().enumerate().zip(&infos) {
+        for ((i, (f, n, spec)), info) in self.def.layout.iter().cloned().enumerate().zip(&infos) {
             let n = if n > 1 {
                 ((n as f64 * depth).round() as usize).max(1)
             } else {
