@@ -265,3 +265,43 @@ fn ablation_switches_remove_batchnorm_and_residual_adds() {
     let out = m.forward(x, &mut Tap::off());
     assert_eq!(out.heads.one2many.dims(), [1, 84, 84]);
 }
+
+#[test]
+fn saved_weights_use_ultralytics_names_and_load_back() {
+    use gradscope::yolo::weights::{load_ultralytics, read_safetensors, save_ultralytics};
+    let dev = gradscope::device();
+    let dir = std::env::temp_dir().join(format!("gradscope-yolo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/yolo26n_seed0.safetensors");
+    let cfg = YoloConfig::from_name("yolo26n.yaml", 80).unwrap();
+    let a = load_ultralytics(cfg.init(&dev), &fixture).unwrap();
+    let path = dir.join("w.safetensors");
+    save_ultralytics(&a, &path).unwrap();
+    let saved = read_safetensors(&path).unwrap();
+    let original = read_safetensors(&fixture).unwrap();
+    assert_eq!(
+        saved.len(),
+        original.len(),
+        "every tensor, BatchNorm statistics included"
+    );
+    for (k, (shape, v)) in &original {
+        let (s2, v2) = saved
+            .get(k)
+            .unwrap_or_else(|| panic!("{k} missing from the saved file"));
+        assert_eq!(s2, shape, "{k}");
+        assert_eq!(v2, v, "{k}: values survive a round trip");
+    }
+    let b = load_ultralytics(cfg.init(&dev), &path).unwrap();
+    let x: Tensor<4> = Tensor::ones([1, 3, 64, 64], &Device::flex());
+    let (ya, yb) = (
+        a.valid().forward(x.clone(), &mut Tap::off()),
+        b.valid().forward(x, &mut Tap::off()),
+    );
+    let d = (ya.heads.one2one - yb.heads.one2one)
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    assert_eq!(d, 0.0);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{DType, Tensor, TensorData};
 
 use super::model::Yolo;
@@ -28,6 +28,8 @@ pub enum WeightsError {
     },
     #[error("{path}: missing {} tensors the model needs, e.g. {}", missing.len(), missing.iter().take(3).cloned().collect::<Vec<_>>().join(", "))]
     Missing { path: PathBuf, missing: Vec<String> },
+    #[error("cannot write {path}: {msg}")]
+    Write { path: PathBuf, msg: String },
 }
 
 /// Ultralytics' name for one of our module paths: enum variants are dropped, `s<i>` sequence
@@ -166,6 +168,65 @@ pub fn load_ultralytics(model: Yolo, path: &Path) -> Result<Yolo, WeightsError> 
         });
     }
     Ok(model)
+}
+
+struct Collect {
+    path: Vec<String>,
+    out: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+impl ModuleVisitor for Collect {
+    fn enter_module(&mut self, name: &str, _ty: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _ty: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let data = t.to_data().convert::<f32>();
+        self.out.push((
+            ultralytics_name(&self.path),
+            t.dims().to_vec(),
+            data.try_into_vec::<f32>().unwrap_or_default(),
+        ));
+    }
+}
+
+/// Writes every parameter and BatchNorm statistic as f32 safetensors with Ultralytics' names,
+/// atomically (a temporary file, then a rename).
+pub fn save_ultralytics(model: &Yolo, path: &Path) -> Result<(), WeightsError> {
+    let write = |msg: String| WeightsError::Write {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let mut c = Collect {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    model.visit(&mut c);
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = c
+        .out
+        .into_iter()
+        .map(|(name, shape, values)| {
+            (
+                name,
+                shape,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+        .iter()
+        .map(|(name, shape, data)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| write(format!("{name}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let tmp = path.with_extension("safetensors.tmp");
+    safetensors::serialize_to_file(views, None, &tmp).map_err(|e| write(e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| write(e.to_string()))
 }
 
 #[cfg(test)]
