@@ -1,6 +1,7 @@
 //! Datasets: the embedded sklearn digits, IDX files (MNIST, Fashion-MNIST), and the small
 //! machinery every classifier needs: a seeded split, standardisation, shuffled batches.
 
+pub mod detect;
 pub mod digits;
 pub mod idx;
 pub mod sequences;
