@@ -1,0 +1,91 @@
+//! Letterboxing: scale an image to fit `imgsz` × `imgsz` keeping its aspect ratio (bilinear), pad
+//! the rest with grey 114 split evenly on both sides, and move the boxes with it.
+
+use image::imageops::{resize, FilterType};
+use image::{Rgb, RgbImage};
+
+use super::detect::Label;
+
+pub const PAD_VALUE: u8 = 114;
+
+/// A letterboxed image: `[3, imgsz, imgsz]` values in [0, 1] (channel-major) and boxes as
+/// (class, x1, y1, x2, y2) in pixels of the letterboxed image.
+pub struct Letterboxed {
+    pub chw: Vec<f32>,
+    pub boxes: Vec<(usize, [f32; 4])>,
+    /// scale applied to the original, and the (left, top) padding in pixels
+    pub ratio: f32,
+    pub pad: (u32, u32),
+}
+
+pub fn letterbox(img: &RgbImage, labels: &[Label], imgsz: u32) -> Letterboxed {
+    let (w0, h0) = img.dimensions();
+    let ratio = (imgsz as f32 / w0 as f32).min(imgsz as f32 / h0 as f32);
+    let (w1, h1) = (
+        ((w0 as f32 * ratio).round() as u32).max(1),
+        ((h0 as f32 * ratio).round() as u32).max(1),
+    );
+    let resized = resize(img, w1, h1, FilterType::Triangle);
+    let (left, top) = ((imgsz - w1) / 2, (imgsz - h1) / 2);
+    let mut canvas = RgbImage::from_pixel(imgsz, imgsz, Rgb([PAD_VALUE; 3]));
+    image::imageops::replace(&mut canvas, &resized, left as i64, top as i64);
+    let n = (imgsz * imgsz) as usize;
+    let mut chw = vec![0f32; 3 * n];
+    for (i, p) in canvas.pixels().enumerate() {
+        for c in 0..3 {
+            chw[c * n + i] = p[c] as f32 / 255.0;
+        }
+    }
+    let boxes = labels
+        .iter()
+        .map(|l| {
+            let (cx, cy) = (
+                l.cx * w1 as f32 + left as f32,
+                l.cy * h1 as f32 + top as f32,
+            );
+            let (bw, bh) = (l.w * w1 as f32, l.h * h1 as f32);
+            (
+                l.class,
+                [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0],
+            )
+        })
+        .collect();
+    Letterboxed {
+        chw,
+        boxes,
+        ratio,
+        pad: (left, top),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wide_image_is_scaled_to_fit_and_padded_top_and_bottom() {
+        let img = RgbImage::from_pixel(32, 24, Rgb([255, 0, 0]));
+        let l = Label {
+            class: 3,
+            cx: 0.5,
+            cy: 0.5,
+            w: 0.2,
+            h: 0.2,
+        };
+        let lb = letterbox(&img, &[l], 64);
+        assert_eq!((lb.ratio, lb.pad), (2.0, (0, 8)));
+        let n = 64 * 64;
+        assert!(
+            (lb.chw[0] - PAD_VALUE as f32 / 255.0).abs() < 1e-6,
+            "top row is padding"
+        );
+        assert_eq!(lb.chw[32 * 64 + 32], 1.0, "red inside");
+        assert_eq!(lb.chw[n + 32 * 64 + 32], 0.0, "no green inside");
+        let (c, b) = lb.boxes[0];
+        assert_eq!(c, 3);
+        let expect = [32.0 - 6.4, 32.0 - 4.8, 32.0 + 6.4, 32.0 + 4.8];
+        for k in 0..4 {
+            assert!((b[k] - expect[k]).abs() < 1e-4, "{b:?} vs {expect:?}");
+        }
+    }
+}
