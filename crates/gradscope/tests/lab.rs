@@ -3,21 +3,20 @@
 
 use burn::module::Module;
 use gradscope::data::{digits, prepare};
-use gradscope::diagnose::{diagnose, Verdict};
+use gradscope::diagnose::{diagnose, Diagnosis, Verdict};
 use gradscope::lab::mlp::MlpLab;
 use gradscope::lab::settings::Settings;
 use gradscope::nn::mlp::MlpConfig;
 use gradscope::probe::{Probe, ProbeConfig};
 use gradscope::train::{train_classifier, History, TrainConfig};
 
-fn run(overrides: &[(&str, &str)], epochs: usize) -> (Verdict, f64, History) {
+/// Trains an MLP on the digits with `overrides` of the default settings (epochs, lr … included),
+/// probing every 5th step; returns the diagnosis and the history.
+fn train_digits(overrides: &[(&str, &str)]) -> (Diagnosis, History) {
     let (train, val) = prepare(&digits::load().unwrap(), 0.2, 0);
     let mut s = Settings {
         model: MlpConfig::new(64, 10),
-        train: TrainConfig {
-            epochs,
-            ..TrainConfig::default()
-        },
+        train: TrainConfig::default(),
     };
     for (k, v) in overrides {
         assert_eq!(s.set(k, v), Ok(true), "{k}={v}");
@@ -37,17 +36,19 @@ fn run(overrides: &[(&str, &str)], epochs: usize) -> (Verdict, f64, History) {
         &mut |_| {},
     )
     .unwrap();
-    let d = diagnose(probe.records()).expect("records");
-    (d.verdict, d.first_last_end, hist)
+    (diagnose(probe.records()).expect("records"), hist)
 }
 
 #[test]
 fn deep_sigmoid_vanishes_and_the_remedies_are_healthy_and_learn() {
-    let (v, fl, h) = run(
-        &[("depth", "20"), ("act", "sigmoid"), ("init", "default")],
-        3,
-    );
-    assert_eq!(v, Verdict::Vanishing, "first/last {fl}");
+    let (d, h) = train_digits(&[
+        ("depth", "20"),
+        ("act", "sigmoid"),
+        ("init", "default"),
+        ("epochs", "3"),
+    ]);
+    let fl = d.first_last_end;
+    assert_eq!(d.verdict, Verdict::Vanishing, "first/last {fl}");
     assert!(fl < 1e-3, "first/last {fl}");
     assert!(
         h.epochs.last().unwrap().val_metric < 0.3,
@@ -60,6 +61,7 @@ fn deep_sigmoid_vanishes_and_the_remedies_are_healthy_and_learn() {
             ("act", "relu"),
             ("init", "he"),
             ("norm", "batch"),
+            ("epochs", "10"),
         ],
         &[
             ("depth", "20"),
@@ -67,11 +69,17 @@ fn deep_sigmoid_vanishes_and_the_remedies_are_healthy_and_learn() {
             ("init", "he"),
             ("residual", "true"),
             ("zero_init", "true"),
+            ("epochs", "10"),
         ],
     ];
     for r in remedies {
-        let (v, fl, h) = run(r, 10);
-        assert_eq!(v, Verdict::Healthy, "{r:?}: first/last {fl}");
+        let (d, h) = train_digits(r);
+        assert_eq!(
+            d.verdict,
+            Verdict::Healthy,
+            "{r:?}: first/last {}",
+            d.first_last_end
+        );
         let acc = h.epochs.last().unwrap().val_metric;
         assert!(acc >= 0.9, "{r:?}: val accuracy {acc}");
     }
@@ -80,15 +88,14 @@ fn deep_sigmoid_vanishes_and_the_remedies_are_healthy_and_learn() {
 #[test]
 fn residual_without_zero_init_or_norm_is_called_exploding() {
     // He-initialised residual branches each add variance: the gradient grows on its way back.
-    let (v, fl, _) = run(
-        &[
-            ("depth", "20"),
-            ("act", "silu"),
-            ("init", "he"),
-            ("residual", "true"),
-        ],
-        1,
-    );
+    let (d, _) = train_digits(&[
+        ("depth", "20"),
+        ("act", "silu"),
+        ("init", "he"),
+        ("residual", "true"),
+        ("epochs", "1"),
+    ]);
+    let (v, fl) = (d.verdict, d.first_last_end);
     assert!(
         matches!(v, Verdict::Exploding | Verdict::NonFinite),
         "{v} (first/last {fl})"
@@ -289,36 +296,11 @@ fn a_non_finite_model_is_never_written_over_a_checkpoint() {
 fn a_collapsed_relu_net_is_an_optimisation_problem_not_vanishing() {
     // lr 0.1 with momentum knocks a 20-layer ReLU net to chance level; its gradients still reach
     // every layer, so the diagnosis must not say "vanishing"
-    let (train, val) = prepare(&digits::load().unwrap(), 0.2, 0);
-    let mut s = Settings {
-        model: MlpConfig::new(64, 10),
-        train: TrainConfig {
-            epochs: 5,
-            lr: 0.1,
-            ..TrainConfig::default()
-        },
-    };
-    assert_eq!(s.set("depth", "20"), Ok(true));
-    let dev = gradscope::device();
-    let mut probe = Probe::new(ProbeConfig {
-        every: 5,
-        ..ProbeConfig::default()
-    });
-    let (_, hist) = train_classifier(
-        s.model.init(&dev),
-        &train,
-        &val,
-        &s.train,
-        &mut probe,
-        &dev,
-        &mut |_| {},
-    )
-    .unwrap();
+    let (d, hist) = train_digits(&[("depth", "20"), ("lr", "0.1"), ("epochs", "5")]);
     assert!(
         hist.epochs.last().unwrap().val_metric < 0.3,
         "the net collapsed"
     );
-    let d = diagnose(probe.records()).unwrap();
     assert_eq!(d.verdict, Verdict::Healthy, "{d}");
     assert!(
         d.evidence
@@ -334,38 +316,13 @@ fn a_collapsed_relu_net_is_an_optimisation_problem_not_vanishing() {
 
 #[test]
 fn tanh_with_eight_times_xavier_weights_saturates() {
-    let (train, val) = prepare(&digits::load().unwrap(), 0.2, 0);
-    let mut s = Settings {
-        model: MlpConfig::new(64, 10),
-        train: TrainConfig {
-            epochs: 1,
-            ..TrainConfig::default()
-        },
-    };
-    for (k, v) in [
+    let (d, _) = train_digits(&[
         ("depth", "6"),
         ("act", "tanh"),
         ("init", "xavier"),
         ("gain", "8"),
-    ] {
-        assert_eq!(s.set(k, v), Ok(true));
-    }
-    let dev = gradscope::device();
-    let mut probe = Probe::new(ProbeConfig {
-        every: 5,
-        ..ProbeConfig::default()
-    });
-    train_classifier(
-        s.model.init(&dev),
-        &train,
-        &val,
-        &s.train,
-        &mut probe,
-        &dev,
-        &mut |_| {},
-    )
-    .unwrap();
-    let d = diagnose(probe.records()).unwrap();
+        ("epochs", "1"),
+    ]);
     assert_eq!(d.verdict, Verdict::Saturation, "{d}");
     assert!(d.layers.iter().all(|l| l.sat_frac.unwrap() > 0.5), "{d}");
     assert!(d.remedies.iter().any(|r| r.switch == "norm=batch"), "{d}");
