@@ -57,6 +57,31 @@ fn log_grad_grid(run: &RunView) -> Vec<(usize, Vec<f64>)> {
         .collect()
 }
 
+/// log10 ‖∂L/∂h‖ along the series at the first probed step and at the last.
+fn first_and_last(run: &RunView) -> [Vec<f64>; 2] {
+    let g = log_grad_grid(run);
+    [
+        g.first().map(|x| x.1.clone()).unwrap_or_default(),
+        g.last().map(|x| x.1.clone()).unwrap_or_default(),
+    ]
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// A white canvas of `size` with `title` in a 40-pixel band on top: (whole canvas, body below).
+fn titled_canvas<'a>(
+    path: &'a Path,
+    size: (u32, u32),
+    title: &str,
+) -> Result<(Area<'a>, Area<'a>), ReportError> {
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let (top, body) = root.split_vertically(40);
+    top.titled(title, ("sans-serif", 22))
+        .map_err(|e| err(path, e))?;
+    Ok((root, body))
+}
+
 fn finite_range<'a>(vals: impl Iterator<Item = &'a f64>) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for &v in vals.filter(|v| v.is_finite()) {
@@ -79,16 +104,11 @@ pub fn heatmap(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
     let grids: Vec<_> = runs.iter().map(log_grad_grid).collect();
     let (lo, hi) = finite_range(grids.iter().flatten().flat_map(|(_, v)| v.iter()));
     let panel_h = 230;
-    let root = BitMapBackend::new(path, (1200, (panel_h * runs.len() as u32).max(1) + 60))
-        .into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(path, e))?;
-    let (title, body) = root.split_vertically(40);
-    title
-        .titled(
-            "log10 ‖∂L/∂h‖ per layer and step (shared colour scale)",
-            ("sans-serif", 22),
-        )
-        .map_err(|e| err(path, e))?;
+    let (root, body) = titled_canvas(
+        path,
+        (1200, (panel_h * runs.len() as u32).max(1) + 60),
+        "log10 ‖∂L/∂h‖ per layer and step (shared colour scale)",
+    )?;
     let (panels, bar) = body.split_horizontally(1080);
     for ((run, grid), area) in runs
         .iter()
@@ -161,29 +181,17 @@ pub fn heatmap(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
 /// One panel per run: log10 ‖∂L/∂h‖ per layer at the first probed step and at the last.
 pub fn layer_bars(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
     fonts();
-    let ends: Vec<(Vec<f64>, Vec<f64>)> = runs
-        .iter()
-        .map(|r| {
-            let g = log_grad_grid(r);
-            let first = g.first().map(|x| x.1.clone()).unwrap_or_default();
-            let last = g.last().map(|x| x.1.clone()).unwrap_or_default();
-            (first, last)
-        })
-        .collect();
-    let (lo, hi) = finite_range(ends.iter().flat_map(|(a, b)| a.iter().chain(b.iter())));
+    let ends: Vec<[Vec<f64>; 2]> = runs.iter().map(first_and_last).collect();
+    let (lo, hi) = finite_range(ends.iter().flat_map(|e| e.iter().flatten()));
     let floor = lo - 0.5;
     let cols = 2usize;
     let rows = runs.len().div_ceil(cols);
-    let root = BitMapBackend::new(path, (1200, 260 * rows.max(1) as u32 + 50)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(path, e))?;
-    let (title, body) = root.split_vertically(40);
-    title
-        .titled(
-            "log10 ‖∂L/∂h‖ per layer: at init (light) and at the end (dark)",
-            ("sans-serif", 22),
-        )
-        .map_err(|e| err(path, e))?;
-    for (i, ((run, (first, last)), area)) in runs
+    let (root, body) = titled_canvas(
+        path,
+        (1200, 260 * rows.max(1) as u32 + 50),
+        "log10 ‖∂L/∂h‖ per layer: at init (light) and at the end (dark)",
+    )?;
+    for (i, ((run, [first, last]), area)) in runs
         .iter()
         .zip(&ends)
         .zip(body.split_evenly((rows, cols)))
@@ -348,16 +356,7 @@ pub fn profile(
     title: &str,
 ) -> Result<(), ReportError> {
     fonts();
-    let grids: Vec<_> = runs.iter().map(log_grad_grid).collect();
-    let ends: Vec<[Vec<f64>; 2]> = grids
-        .iter()
-        .map(|g| {
-            [
-                g.first().map(|x| x.1.clone()).unwrap_or_default(),
-                g.last().map(|x| x.1.clone()).unwrap_or_default(),
-            ]
-        })
-        .collect();
+    let ends: Vec<[Vec<f64>; 2]> = runs.iter().map(first_and_last).collect();
     let (lo, hi) = finite_range(ends.iter().flat_map(|e| e.iter().flatten()));
     let n = ends
         .iter()
@@ -365,11 +364,7 @@ pub fn profile(
         .max()
         .unwrap_or(1)
         .max(2);
-    let root = BitMapBackend::new(path, (1200, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(path, e))?;
-    let (top, body) = root.split_vertically(40);
-    top.titled(title, ("sans-serif", 22))
-        .map_err(|e| err(path, e))?;
+    let (root, body) = titled_canvas(path, (1200, 480), title)?;
     let panels = body.split_evenly((1, 2));
     for (k, (area, label)) in panels
         .iter()
