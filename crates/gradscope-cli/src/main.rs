@@ -15,10 +15,17 @@ use gradscope::train::History;
 use gradscope::yolo::model::YoloConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 
+mod detect;
+
 const USAGE: &str = "\
 gradscope — train deep networks with gradient flow as a first-class signal
 
 usage:
+  gradscope train [key=value …]           YOLO26 detection training with the gradient probe on
+                                          (no arguments: YOLO26n on the embedded tree-crown tiles)
+  gradscope val model=<ckpt> [data=…]     validate a checkpoint: P, R, mAP50, mAP50-95
+  gradscope predict model=<ckpt> source=<image|dir> [conf=0.25]
+                                          draw detections on images
   gradscope lab vanishing [key=value …]   a deep net trained plain and with each remedy, side by side
   gradscope lab exploding [key=value …]   exploding gradients: no clipping, clip by norm, clip by value
   gradscope lab recurrent [key=value …]   vanilla RNN vs LSTM vs GRU through time (task=adding T=100)
@@ -27,9 +34,8 @@ usage:
   gradscope info model=yolo26n.yaml [imgsz=640] [nc=80] [act=silu] [bn=true] [shortcut=true]
                                           YOLO26's layer table: parameters, output shapes, GFLOPs
   gradscope help lab <name>               the keys a lab accepts
+  gradscope help train|val|predict        the keys detection accepts
   gradscope --version
-
-not available yet: train, val, predict (YOLO26 detection training and inference).
 ";
 
 fn main() -> ExitCode {
@@ -66,9 +72,13 @@ fn run(args: &[String]) -> Result<()> {
         ["diagnose", path] => diagnose_cmd(Path::new(path)),
         ["diagnose", ..] => bail!("usage: gradscope diagnose <run folder | probe.jsonl>"),
         ["info", rest @ ..] => info_cmd(rest),
-        [cmd @ ("train" | "val" | "predict"), ..] => bail!(
-            "'{cmd}' is not built yet (YOLO26 detection is planned); the most complete command today is `gradscope lab vanishing`"
-        ),
+        ["help", cmd @ ("train" | "val" | "predict")] => {
+            print!("{}", detect::keys_help(cmd));
+            Ok(())
+        }
+        ["train", rest @ ..] => detect::train_cmd(rest),
+        ["val", rest @ ..] => detect::val_cmd(rest),
+        ["predict", rest @ ..] => detect::predict_cmd(rest),
         [other, ..] => bail!("unknown command '{other}'\n\n{USAGE}"),
     }
 }

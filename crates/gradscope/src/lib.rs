@@ -5,6 +5,7 @@
 
 mod choice;
 pub mod data;
+pub mod detect;
 pub mod diagnose;
 pub mod lab;
 pub mod nn;

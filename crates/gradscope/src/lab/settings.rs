@@ -37,7 +37,7 @@ pub struct Settings {
     pub train: TrainConfig,
 }
 
-fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+pub(crate) fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
     match v {
         "true" | "True" | "1" | "yes" => Ok(true),
         "false" | "False" | "0" | "no" => Ok(false),
@@ -45,14 +45,14 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_usize(key: &str, v: &str, min: usize) -> Result<usize, String> {
+pub(crate) fn parse_usize(key: &str, v: &str, min: usize) -> Result<usize, String> {
     match v.parse::<usize>() {
         Ok(n) if n >= min => Ok(n),
         _ => Err(format!("{key}={v}: expected a whole number ≥ {min}")),
     }
 }
 
-fn parse_pos(key: &str, v: &str) -> Result<f64, String> {
+pub(crate) fn parse_pos(key: &str, v: &str) -> Result<f64, String> {
     match v.parse::<f64>() {
         Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
         _ => Err(format!("{key}={v}: expected a finite number > 0")),

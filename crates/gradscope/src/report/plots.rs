@@ -13,14 +13,14 @@ use super::{ReportError, RunView};
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 
-fn fonts() {
+pub(crate) fn fonts() {
     REGISTER.call_once(|| {
         // The font is compiled in and known to parse; a failure would only lose the text.
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     });
 }
 
-fn err(path: &Path, e: impl std::fmt::Display) -> ReportError {
+pub(crate) fn err(path: &Path, e: impl std::fmt::Display) -> ReportError {
     ReportError::Plot {
         path: path.to_path_buf(),
         msg: e.to_string(),

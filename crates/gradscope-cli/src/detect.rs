@@ -1,0 +1,255 @@
+//! `gradscope train | val | predict`: YOLO26 detection from the command line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use gradscope::detect::args::{DetectArgs, KEYS};
+use gradscope::detect::predict::{load, predict};
+use gradscope::detect::runs::{load_sets, new_run_dir, resolve_data};
+use gradscope::detect::train::{train, TrainEvent};
+use gradscope::detect::validate::{validate, DetectSettings};
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub fn keys_help(cmd: &str) -> String {
+    let mut s = format!("gradscope {cmd} [key=value …]\n\nkeys:\n");
+    for (k, d) in KEYS {
+        s.push_str(&format!("  {k:<16} {d}\n"));
+    }
+    s
+}
+
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+const HEADER: &str = "      Epoch   box_loss   cls_loss    l1_loss  Instances       Size";
+
+pub fn train_cmd(args: &[&str]) -> Result<()> {
+    let base = if args.is_empty() {
+        DetectArgs::quick_default()
+    } else {
+        DetectArgs {
+            epochs: 100,
+            ..DetectArgs::default()
+        }
+    };
+    let a = DetectArgs::parse(base, &owned(args)).map_err(anyhow::Error::msg)?;
+    if args.is_empty() {
+        println!(
+            "gradscope train: YOLO26n from scratch on the embedded NEON tree-crown tiles, {} epochs at {} px, batch {} (defaults for a quick run on a laptop CPU; `gradscope help train` lists every key)",
+            a.epochs, a.imgsz, a.batch
+        );
+    }
+    let style = ProgressStyle::with_template("{prefix} {msg} [{bar:24}] {pos}/{len} {elapsed}")
+        .expect("valid template")
+        .progress_chars("=> ");
+    let mut bar: Option<ProgressBar> = None;
+    let mut warnings = 0usize;
+    let outcome = train(&a, &mut |ev| match ev {
+        TrainEvent::Info(m) => println!("{m}"),
+        TrainEvent::Warning(m) => {
+            warnings += 1;
+            if warnings <= 20 {
+                eprintln!("warning: {m}");
+            } else if warnings == 21 {
+                eprintln!("warning: … (more warnings not shown)");
+            }
+        }
+        TrainEvent::Iter {
+            epoch,
+            epochs,
+            i,
+            nb,
+            items,
+            instances,
+            imgsz,
+        } => {
+            let b = bar.get_or_insert_with(|| {
+                println!("\n{HEADER}");
+                ProgressBar::new(nb as u64).with_style(style.clone())
+            });
+            b.set_prefix(format!("{:>11}", format!("{}/{}", epoch + 1, epochs)));
+            b.set_message(format!(
+                "{:>10.4}{:>11.4}{:>11.4}{:>11}{:>11}",
+                items.box_, items.cls, items.l1, instances, imgsz
+            ));
+            b.set_position(i as u64 + 1);
+        }
+        TrainEvent::Epoch {
+            val,
+            names,
+            diagnosis,
+            ..
+        } => {
+            if let Some(b) = bar.take() {
+                b.finish();
+            }
+            print!("{}", val.table(names, false));
+            if let Some(d) = diagnosis {
+                println!(
+                    "{:>22} {} — first/last ‖∂L/∂h‖ {:.3e}, per layer ×{:.3}",
+                    "gradients:", d.verdict, d.first_last_end, d.per_layer_factor
+                );
+            }
+        }
+    })?;
+    println!(
+        "\n{} epochs completed in {:.1} min. Results in {}",
+        outcome.history.epochs.len(),
+        outcome.seconds / 60.0,
+        outcome.dir.display()
+    );
+    if let Some(v) = &outcome.last {
+        print!("{}", v.table(&outcome.names, outcome.names.len() > 1));
+        println!("best mAP50-95 {:.4}", outcome.best_map50_95);
+    }
+    if let Some(d) = &outcome.diagnosis {
+        println!("\ngradient diagnosis (probe.jsonl, report.html):\n{d}");
+    }
+    for ev in &outcome.history.recoveries {
+        let at = ev.producer.as_ref().map(|p| format!(" ({p})")).unwrap_or_default();
+        println!(
+            "recovered from a non-finite {} at iteration {}{at}; lr → {:.3e}",
+            ev.what, ev.step, ev.lr_after
+        );
+    }
+    if let Some(s) = &outcome.history.stopped {
+        println!("stopped early — {s}");
+    }
+    Ok(())
+}
+
+fn settings(a: &DetectArgs, default_conf: f64) -> DetectSettings {
+    DetectSettings {
+        conf: a.conf.unwrap_or(default_conf) as f32,
+        max_det: a.max_det,
+        end2end: a.end2end,
+        iou: a.iou as f32,
+    }
+}
+
+fn checkpoint_path(a: &[String]) -> Result<PathBuf> {
+    let m = a
+        .iter()
+        .find_map(|w| w.strip_prefix("model="))
+        .ok_or_else(|| anyhow::anyhow!("model= is required: a checkpoint such as runs/detect/train/weights/best.safetensors"))?;
+    let p = PathBuf::from(m);
+    if !p.is_file() {
+        bail!("model={m}: no such checkpoint file");
+    }
+    Ok(p)
+}
+
+pub fn val_cmd(args: &[&str]) -> Result<()> {
+    let words = owned(args);
+    let ckpt = checkpoint_path(&words)?;
+    let device = gradscope::device().inner();
+    let ck = load(&ckpt, &device)?;
+    // the run's settings, then the command line (without model=, which is the checkpoint here)
+    let rest: Vec<String> = words.iter().filter(|w| !w.starts_with("model=")).cloned().collect();
+    let a = DetectArgs::parse(ck.args.clone(), &rest).map_err(anyhow::Error::msg)?;
+    let data = resolve_data(&a.data, &mut |m| println!("{m}"))?;
+    if data.names.len() != ck.names.len() {
+        bail!(
+            "data={} has {} classes, the checkpoint {}",
+            a.data,
+            data.names.len(),
+            ck.names.len()
+        );
+    }
+    let (_, val) = load_sets(&data, &mut |warn, m| {
+        if warn {
+            eprintln!("warning: {m}")
+        } else {
+            println!("{m}")
+        }
+    })?;
+    let s = settings(&a, 0.001);
+    let v = validate(&ck.model, &val, a.imgsz, a.batch, ck.names.len(), &s, 0.1, &device);
+    print!("{}", v.table(&ck.names, ck.names.len() > 1));
+    if a.save_json {
+        let dir = new_run_dir(&a.project, "val", false)?;
+        let path = dir.join("predictions.json");
+        let rows: Vec<serde_json::Value> = v
+            .dets
+            .iter()
+            .map(|d| {
+                let img = &val.samples[d.image];
+                // back from the letterboxed input to the image's own pixels
+                let r = (a.imgsz as f32 / img.width as f32).min(a.imgsz as f32 / img.height as f32);
+                let px = ((a.imgsz as f32 - (img.width as f32 * r).round()) / 2.0).floor();
+                let py = ((a.imgsz as f32 - (img.height as f32 * r).round()) / 2.0).floor();
+                let x1 = (d.bbox[0] - px) / r;
+                let y1 = (d.bbox[1] - py) / r;
+                serde_json::json!({
+                    "image_id": img.image.file_stem().and_then(|s| s.to_str()).unwrap_or_default(),
+                    "category_id": d.class,
+                    "bbox": [x1, y1, (d.bbox[2] - d.bbox[0]) / r, (d.bbox[3] - d.bbox[1]) / r],
+                    "score": d.score,
+                })
+            })
+            .collect();
+        std::fs::write(&path, serde_json::to_string(&rows)?)?;
+        println!("COCO-format predictions: {}", path.display());
+    }
+    Ok(())
+}
+
+pub fn predict_cmd(args: &[&str]) -> Result<()> {
+    let words = owned(args);
+    let ckpt = checkpoint_path(&words)?;
+    let device = gradscope::device().inner();
+    let ck = load(&ckpt, &device)?;
+    let rest: Vec<String> = words.iter().filter(|w| !w.starts_with("model=")).cloned().collect();
+    let a = DetectArgs::parse(
+        DetectArgs {
+            source: None,
+            save_json: false,
+            ..ck.args.clone()
+        },
+        &rest,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let Some(source) = a.source.clone() else {
+        bail!("source= is required: an image or a folder of images");
+    };
+    let dir = new_run_dir(&a.project, "predict", false)?;
+    let s = settings(&a, 0.25);
+    let preds = predict(&ck, Path::new(&source), a.imgsz, &s, &dir, &device, &mut |r| match r {
+        Ok(p) => {
+            let mut counts = std::collections::BTreeMap::new();
+            for (c, _, _) in &p.boxes {
+                *counts.entry(*c).or_insert(0usize) += 1;
+            }
+            let what: Vec<String> = counts
+                .iter()
+                .map(|(c, n)| format!("{n} {}", ck.names.get(*c).cloned().unwrap_or_default()))
+                .collect();
+            println!(
+                "{}: {}",
+                p.image.display(),
+                if what.is_empty() { "no detections".into() } else { what.join(", ") }
+            );
+        }
+        Err(e) => eprintln!("warning: {e}"),
+    })?;
+    if a.save_json {
+        let rows: Vec<serde_json::Value> = preds
+            .iter()
+            .flat_map(|p| {
+                p.boxes.iter().map(|(c, b, s)| {
+                    serde_json::json!({
+                        "image": p.image.display().to_string(),
+                        "class": c,
+                        "name": ck.names.get(*c),
+                        "box_xyxy": b,
+                        "score": s,
+                    })
+                })
+            })
+            .collect();
+        std::fs::write(dir.join("predictions.json"), serde_json::to_string_pretty(&rows)?)?;
+    }
+    println!("results saved to {}", dir.display());
+    Ok(())
+}

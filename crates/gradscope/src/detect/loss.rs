@@ -1,0 +1,305 @@
+//! YOLO26's training loss for one head branch, and the two branches combined (ProgLoss).
+//!
+//! Per branch, with targets from the task-aligned assigner ([`super::assign`]) and
+//! S = Σ target scores (at least 1):
+//! - box: Σ_fg (1 − CIoU(pred, target)) · w / S, where w is the anchor's target score;
+//! - l1: Σ_fg mean(|pred ltrb − target ltrb|) · w / S, distances in pixels divided by the image
+//!   width (l, r) or height (t, b);
+//! - cls: Σ BCE-with-logits(logits, target scores) / S over every anchor and class.
+//!
+//! Gains box 7.5, cls 0.5, l1 1.5. Both branches: total = w·L_one2many + (1 − w)·L_one2one with w
+//! going linearly from 0.8 at the first epoch to 0.1 at the last; the total is multiplied by the
+//! batch size, as the reference trainer does.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::assign::{assign, AssignConfig, Anchors, Assignment, Xyxy};
+
+#[derive(Clone, Copy, Debug)]
+pub struct LossGains {
+    pub box_: f64,
+    pub cls: f64,
+    pub l1: f64,
+}
+
+impl Default for LossGains {
+    fn default() -> Self {
+        LossGains {
+            box_: 7.5,
+            cls: 0.5,
+            l1: 1.5,
+        }
+    }
+}
+
+/// Loss components after their gains, for display (`box_loss cls_loss l1_loss`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossItems {
+    pub box_: f64,
+    pub cls: f64,
+    pub l1: f64,
+}
+
+impl LossItems {
+    pub fn add(&mut self, o: &LossItems, w: f64) {
+        self.box_ += w * o.box_;
+        self.cls += w * o.cls;
+        self.l1 += w * o.l1;
+    }
+}
+
+/// ProgLoss weight of the one-to-many branch at `epoch` of `epochs`.
+pub fn one2many_weight(epoch: usize, epochs: usize) -> f64 {
+    if epochs <= 1 {
+        return 0.8;
+    }
+    let f = epoch.min(epochs - 1) as f64 / (epochs - 1) as f64;
+    0.8 - 0.7 * f
+}
+
+/// Differentiable CIoU of `[F, 4]` xyxy boxes (`pred`) against constant targets; α is
+/// treated as a constant, as in the reference.
+pub fn ciou_tensor(pred: Tensor<2>, target: Tensor<2>) -> Tensor<1> {
+    let eps = 1e-7;
+    let col = |t: &Tensor<2>, i: usize| {
+        let n = t.dims()[0];
+        t.clone().slice([0..n, i..i + 1]).reshape([n])
+    };
+    let (ax1, ay1, ax2, ay2) = (col(&pred, 0), col(&pred, 1), col(&pred, 2), col(&pred, 3));
+    let (bx1, by1, bx2, by2) = (
+        col(&target, 0),
+        col(&target, 1),
+        col(&target, 2),
+        col(&target, 3),
+    );
+    let w1 = ax2.clone() - ax1.clone();
+    let h1 = ay2.clone() - ay1.clone() + eps;
+    let w2 = bx2.clone() - bx1.clone();
+    let h2 = by2.clone() - by1.clone() + eps;
+    let iw = (ax2.clone().min_pair(bx2.clone()) - ax1.clone().max_pair(bx1.clone())).clamp_min(0.0);
+    let ih = (ay2.clone().min_pair(by2.clone()) - ay1.clone().max_pair(by1.clone())).clamp_min(0.0);
+    let inter = iw * ih;
+    let union = w1.clone() * h1.clone() + w2.clone() * h2.clone() - inter.clone() + eps;
+    let iou = inter / union;
+    let cw = ax2.clone().max_pair(bx2.clone()) - ax1.clone().min_pair(bx1.clone());
+    let ch = ay2.clone().max_pair(by2.clone()) - ay1.clone().min_pair(by1.clone());
+    let c2 = cw.clone() * cw + ch.clone() * ch + eps;
+    let dx = bx1 + bx2 - ax1 - ax2;
+    let dy = by1 + by2 - ay1 - ay2;
+    let rho2 = (dx.clone() * dx + dy.clone() * dy) / 4.0;
+    let dv = (w2 / h2).atan() - (w1 / h1).atan();
+    let v = dv.clone() * dv * (4.0 / std::f64::consts::PI.powi(2));
+    let alpha = (v.clone() / (v.clone() - iou.clone() + (1.0 + eps))).detach();
+    iou - (rho2 / c2 + v * alpha)
+}
+
+/// BCE with logits, elementwise, stable for large |x|: max(x, 0) − x·y + log(1 + e^(−|x|)).
+pub fn bce_with_logits<const D: usize>(x: Tensor<D>, y: Tensor<D>) -> Tensor<D> {
+    x.clone().clamp_min(0.0) - x.clone() * y + x.abs().neg().exp().log1p()
+}
+
+/// The loss of one branch for a batch: raw head output `[B, 4 + nc, A]` (distances in stride
+/// units, class logits), ground truth per image (class, xyxy pixels), input size (h, w).
+/// Returns the weighted sum (box·7.5 + cls·0.5 + l1·1.5, not yet times the batch size), its
+/// items, and the assignments.
+pub fn branch_loss(
+    raw: Tensor<3>,
+    targets: &[Vec<(usize, Xyxy)>],
+    anchors: &Anchors,
+    imgsz: (usize, usize),
+    cfg: &AssignConfig,
+    gains: &LossGains,
+) -> (Tensor<1>, LossItems, Vec<Assignment>) {
+    let [b, c, a_n] = raw.dims();
+    let nc = c - 4;
+    let device: Device = raw.device();
+    let host: Vec<f32> = raw
+        .clone()
+        .detach()
+        .into_data()
+        .convert::<f32>().try_into_vec::<f32>()
+        .expect("f32 head output");
+    let mut target_scores = vec![0f32; b * nc * a_n];
+    let mut fg_index: Vec<i64> = Vec::new();
+    let mut fg_anchor: Vec<f32> = Vec::new(); // ax, ay (stride units), stride
+    let mut fg_target: Vec<f32> = Vec::new(); // xyxy stride units
+    let mut fg_weight: Vec<f32> = Vec::new();
+    let mut assignments = Vec::with_capacity(b);
+    for (i, gts) in targets.iter().enumerate().take(b) {
+        let img = &host[i * c * a_n..(i + 1) * c * a_n];
+        let at = |ch: usize, a: usize| img[ch * a_n + a];
+        let mut scores = vec![0f32; a_n * nc];
+        let mut boxes = Vec::with_capacity(a_n);
+        for a in 0..a_n {
+            let [px, py] = anchors.points[a];
+            let s = anchors.strides[a];
+            boxes.push([
+                px - at(0, a) * s,
+                py - at(1, a) * s,
+                px + at(2, a) * s,
+                py + at(3, a) * s,
+            ]);
+            for k in 0..nc {
+                scores[a * nc + k] = 1.0 / (1.0 + (-at(4 + k, a)).exp());
+            }
+        }
+        let asg = assign(&scores, &boxes, anchors, gts, nc, cfg);
+        for a in 0..a_n {
+            if let Some(g) = asg.gt[a] {
+                let (cls, bx) = gts[g];
+                target_scores[(i * nc + cls) * a_n + a] = asg.score[a];
+                let s = anchors.strides[a];
+                let [px, py] = anchors.points[a];
+                fg_index.push((i * a_n + a) as i64);
+                fg_anchor.extend([px / s, py / s, s]);
+                fg_target.extend(bx.iter().map(|v| v / s));
+                fg_weight.push(asg.score[a]);
+            }
+        }
+        assignments.push(asg);
+    }
+    let norm = target_scores.iter().map(|&v| v as f64).sum::<f64>().max(1.0);
+    let tscores = Tensor::<3>::from_data(TensorData::new(target_scores, [b, nc, a_n]), &device);
+    let logits = raw.clone().slice([0..b, 4..c, 0..a_n]);
+    let cls = bce_with_logits(logits, tscores).sum() / norm;
+    let f = fg_weight.len();
+    let (box_, l1) = if f == 0 {
+        let zero = raw.clone().sum() * 0.0;
+        (zero.clone(), zero)
+    } else {
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(fg_index, [f]), &device);
+        let dist: Tensor<2> = raw
+            .slice([0..b, 0..4, 0..a_n])
+            .swap_dims(1, 2)
+            .reshape([b * a_n, 4])
+            .select(0, idx);
+        let anc = Tensor::<2>::from_data(TensorData::new(fg_anchor, [f, 3]), &device);
+        let target = Tensor::<2>::from_data(TensorData::new(fg_target, [f, 4]), &device);
+        let w = Tensor::<1>::from_data(TensorData::new(fg_weight, [f]), &device);
+        let ax = anc.clone().slice([0..f, 0..1]);
+        let ay = anc.clone().slice([0..f, 1..2]);
+        let stride = anc.slice([0..f, 2..3]);
+        let col = |t: &Tensor<2>, i: usize| t.clone().slice([0..f, i..i + 1]);
+        let pred = Tensor::cat(
+            vec![
+                ax.clone() - col(&dist, 0),
+                ay.clone() - col(&dist, 1),
+                ax.clone() + col(&dist, 2),
+                ay.clone() + col(&dist, 3),
+            ],
+            1,
+        );
+        let iou = ciou_tensor(pred, target.clone());
+        let box_ = ((iou.neg() + 1.0) * w.clone()).sum() / norm;
+        // l, t, r, b in pixels over the image size
+        let (h, wi) = (imgsz.0 as f64, imgsz.1 as f64);
+        let scale = Tensor::<2>::from_data(
+            TensorData::new(
+                vec![1.0 / wi as f32, 1.0 / h as f32, 1.0 / wi as f32, 1.0 / h as f32],
+                [1, 4],
+            ),
+            &device,
+        );
+        let t_ltrb = Tensor::cat(
+            vec![
+                ax.clone() - col(&target, 0),
+                ay.clone() - col(&target, 1),
+                col(&target, 2) - ax,
+                col(&target, 3) - ay,
+            ],
+            1,
+        );
+        let diff = ((dist - t_ltrb) * stride * scale).abs().mean_dim(1).reshape([f]);
+        let l1 = (diff * w).sum() / norm;
+        (box_, l1)
+    };
+    let items = LossItems {
+        box_: box_.clone().into_scalar::<f64>() * gains.box_,
+        cls: cls.clone().into_scalar::<f64>() * gains.cls,
+        l1: l1.clone().into_scalar::<f64>() * gains.l1,
+    };
+    let total = box_ * gains.box_ + cls * gains.cls + l1 * gains.l1;
+    (total, items, assignments)
+}
+
+/// Both branches, ProgLoss-weighted, times the batch size. Returns the loss and the displayed
+/// items (the same weighting).
+pub fn yolo_loss(
+    one2many: Tensor<3>,
+    one2one: Tensor<3>,
+    targets: &[Vec<(usize, Xyxy)>],
+    anchors: &Anchors,
+    imgsz: (usize, usize),
+    w: f64,
+    gains: &LossGains,
+) -> (Tensor<1>, LossItems) {
+    let b = one2many.dims()[0] as f64;
+    let (l_m, i_m, _) = branch_loss(
+        one2many,
+        targets,
+        anchors,
+        imgsz,
+        &AssignConfig::one2many(),
+        gains,
+    );
+    let (l_o, i_o, _) = branch_loss(
+        one2one,
+        targets,
+        anchors,
+        imgsz,
+        &AssignConfig::one2one(),
+        gains,
+    );
+    let mut items = LossItems::default();
+    items.add(&i_m, w);
+    items.add(&i_o, 1.0 - w);
+    ((l_m * w + l_o * (1.0 - w)) * b, items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progloss_weight_goes_from_08_to_01() {
+        assert_eq!(one2many_weight(0, 10), 0.8);
+        assert!((one2many_weight(9, 10) - 0.1).abs() < 1e-12);
+        assert!((one2many_weight(3, 7) - 0.45).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ciou_tensor_matches_the_host_formula() {
+        let device = crate::device();
+        let boxes = [
+            ([0.0f32, 0.0, 10.0, 10.0], [5.0f32, 0.0, 15.0, 10.0]),
+            ([1.0, 2.0, 7.0, 9.0], [2.0, 1.0, 9.0, 12.0]),
+            ([0.0, 0.0, 4.0, 1.0], [10.0, 10.0, 11.0, 14.0]),
+        ];
+        let p: Vec<f32> = boxes.iter().flat_map(|b| b.0).collect();
+        let t: Vec<f32> = boxes.iter().flat_map(|b| b.1).collect();
+        let got: Vec<f32> = ciou_tensor(
+            Tensor::from_data(TensorData::new(p, [3, 4]), &device),
+            Tensor::from_data(TensorData::new(t, [3, 4]), &device),
+        )
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap();
+        for (g, (a, b)) in got.iter().zip(&boxes) {
+            let want = super::super::assign::ciou(a, b);
+            assert!((g - want).abs() < 1e-6, "{g} vs {want}");
+        }
+    }
+
+    #[test]
+    fn bce_is_stable_and_correct() {
+        let device = crate::device();
+        let x = Tensor::<1>::from_data(TensorData::new(vec![0.0f32, 2.0, -100.0, 100.0], [4]), &device);
+        let y = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 0.0, 0.0, 1.0], [4]), &device);
+        let got: Vec<f32> = bce_with_logits(x, y).into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+        let want = [std::f32::consts::LN_2, (1.0 + 2f32.exp()).ln(), 0.0, 0.0];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! A detection run's pictures: results.png (losses and metrics per epoch), validation images
+//! with labels and predictions, the precision-recall curve, the confusion matrix, and the
+//! gradient-health report. Boxes and labels are drawn with plotters in the embedded DejaVu font.
+
+use std::path::Path;
+
+use image::RgbImage;
+use plotters::prelude::*;
+
+use super::args::DetectArgs;
+use super::dataset::DetData;
+use super::metrics::{box_iou, confusion_matrix};
+use super::runs::RESULTS_COLUMNS;
+use super::train::DetectError;
+use super::validate::ValResult;
+use crate::diagnose::Diagnosis;
+use crate::probe::StepRecord;
+use crate::report::html::Table;
+use crate::report::plots::{fonts, run_color};
+use crate::report::{html, plots, RunView};
+use crate::train::History;
+
+fn e(path: &Path, m: impl std::fmt::Display) -> DetectError {
+    DetectError::Io(format!("cannot draw {}: {m}", path.display()))
+}
+
+/// One box to draw: class, xyxy pixels, score (None for a label).
+pub type Drawn = (usize, [f32; 4], Option<f32>);
+
+/// Draws boxes with "name score" tags onto `img`.
+pub fn draw_boxes(img: &mut RgbImage, boxes: &[Drawn], names: &[String]) -> Result<(), String> {
+    fonts();
+    let (w, h) = img.dimensions();
+    let buf: &mut [u8] = img;
+    let root = BitMapBackend::with_buffer(buf, (w, h)).into_drawing_area();
+    let font = (w.min(h) as f64 / 40.0).clamp(9.0, 22.0);
+    for (c, b, s) in boxes {
+        let col = run_color(*c);
+        let (x1, y1, x2, y2) = (b[0] as i32, b[1] as i32, b[2] as i32, b[3] as i32);
+        root.draw(&Rectangle::new([(x1, y1), (x2, y2)], col.stroke_width(2)))
+            .map_err(|e| e.to_string())?;
+        let name = names.get(*c).cloned().unwrap_or_else(|| c.to_string());
+        let tag = match s {
+            Some(s) => format!("{name} {s:.2}"),
+            None => name,
+        };
+        let th = font as i32 + 4;
+        let tw = (tag.chars().count() as f64 * font * 0.6) as i32 + 4;
+        let ty = if y1 - th >= 0 { y1 - th } else { y1 };
+        root.draw(&Rectangle::new([(x1, ty), (x1 + tw, ty + th)], col.filled()))
+            .map_err(|e| e.to_string())?;
+        root.draw(&Text::new(
+            tag,
+            (x1 + 2, ty + 2),
+            ("sans-serif", font).into_font().color(&WHITE),
+        ))
+        .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// RGB image from `[3, s, s]` values in [0, 1].
+pub fn chw_to_image(chw: &[f32], s: u32) -> RgbImage {
+    let n = (s * s) as usize;
+    RgbImage::from_fn(s, s, |x, y| {
+        let i = (y * s + x) as usize;
+        let px = |c: usize| (chw[c * n + i] * 255.0).round().clamp(0.0, 255.0) as u8;
+        image::Rgb([px(0), px(1), px(2)])
+    })
+}
+
+/// Up to 4 validation images side by side: labels on top, predictions (score ≥ 0.25) below.
+pub fn val_batch(
+    val: &DetData,
+    v: &ValResult,
+    names: &[String],
+    imgsz: usize,
+    path: &Path,
+) -> Result<(), DetectError> {
+    let k = val.len().min(4);
+    if k == 0 {
+        return Ok(());
+    }
+    let s = imgsz as u32;
+    let mut canvas = RgbImage::from_pixel(s * k as u32, s * 2, image::Rgb([255, 255, 255]));
+    let idx: Vec<usize> = (0..k).collect();
+    let b = val.val_batch(&idx, s);
+    let n = (3 * s * s) as usize;
+    for (j, &i) in idx.iter().enumerate() {
+        let chw = &b.x[j * n..(j + 1) * n];
+        let mut top = chw_to_image(chw, s);
+        let labels: Vec<Drawn> = b.targets[j].iter().map(|(c, bx)| (*c, *bx, None)).collect();
+        draw_boxes(&mut top, &labels, names).map_err(|m| e(path, m))?;
+        let mut bottom = chw_to_image(chw, s);
+        let preds: Vec<Drawn> = v
+            .dets
+            .iter()
+            .filter(|d| d.image == i && d.score >= 0.25)
+            .map(|d| (d.class, d.bbox, Some(d.score)))
+            .collect();
+        draw_boxes(&mut bottom, &preds, names).map_err(|m| e(path, m))?;
+        image::imageops::replace(&mut canvas, &top, (j as u32 * s) as i64, 0);
+        image::imageops::replace(&mut canvas, &bottom, (j as u32 * s) as i64, s as i64);
+    }
+    canvas.save(path).map_err(|m| e(path, m))
+}
+
+/// results.png: one panel per results.csv column after `time`.
+pub fn results_png(rows: &[Vec<f64>], path: &Path) -> Result<(), DetectError> {
+    fonts();
+    let root = BitMapBackend::new(path, (1600, 800)).into_drawing_area();
+    root.fill(&WHITE).map_err(|m| e(path, m))?;
+    let panels: Vec<usize> = (2..RESULTS_COLUMNS.len()).collect();
+    let areas = root.split_evenly((3, 5));
+    for (area, &col) in areas.iter().zip(&panels) {
+        let pts: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| r[col].is_finite())
+            .map(|r| (r[0], r[col]))
+            .collect();
+        let (lo, hi) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
+            (a.0.min(p.1), a.1.max(p.1))
+        });
+        let (lo, hi) = if lo.is_finite() && hi > lo {
+            (lo, hi + (hi - lo) * 0.05)
+        } else if lo.is_finite() {
+            (lo - 0.5, lo + 0.5)
+        } else {
+            (0.0, 1.0)
+        };
+        let xmax = rows.len().max(2) as f64;
+        let mut ch = ChartBuilder::on(area)
+            .caption(RESULTS_COLUMNS[col], ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(22)
+            .y_label_area_size(50)
+            .build_cartesian_2d(1.0..xmax, lo..hi)
+            .map_err(|m| e(path, m))?;
+        ch.configure_mesh()
+            .label_style(("sans-serif", 11))
+            .draw()
+            .map_err(|m| e(path, m))?;
+        ch.draw_series(LineSeries::new(pts.clone(), run_color(2).stroke_width(2)))
+            .map_err(|m| e(path, m))?;
+        ch.draw_series(pts.iter().map(|p| Circle::new(*p, 3, run_color(2).filled())))
+            .map_err(|m| e(path, m))?;
+    }
+    root.present().map_err(|m| e(path, m))
+}
+
+/// Precision against recall at IoU 0.5 for all classes together (detections by score,
+/// greedy matching per image), with the mAP50 in the title.
+pub fn pr_curve(v: &ValResult, path: &Path) -> Result<(), DetectError> {
+    fonts();
+    let mut dets: Vec<&super::metrics::DetBox> = v.dets.iter().collect();
+    dets.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut used = vec![false; v.gts.len()];
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let n_gt = v.gts.len().max(1) as f64;
+    let mut pts = vec![(0.0, 1.0)];
+    for d in dets {
+        let best = v
+            .gts
+            .iter()
+            .enumerate()
+            .filter(|(j, g)| !used[*j] && g.image == d.image && g.class == d.class)
+            .map(|(j, g)| (j, box_iou(&d.bbox, &g.bbox)))
+            .filter(|(_, iou)| *iou >= 0.5)
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        match best {
+            Some((j, _)) => {
+                used[j] = true;
+                tp += 1
+            }
+            None => fp += 1,
+        }
+        pts.push((tp as f64 / n_gt, tp as f64 / (tp + fp) as f64));
+    }
+    let root = BitMapBackend::new(path, (700, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|m| e(path, m))?;
+    let mut ch = ChartBuilder::on(&root)
+        .caption(
+            format!("Precision-recall (IoU 0.5), mAP50 {:.3}", v.coco.map50),
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(35)
+        .y_label_area_size(45)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.02)
+        .map_err(|m| e(path, m))?;
+    ch.configure_mesh()
+        .x_desc("recall")
+        .y_desc("precision")
+        .draw()
+        .map_err(|m| e(path, m))?;
+    ch.draw_series(LineSeries::new(pts, run_color(2).stroke_width(2)))
+        .map_err(|m| e(path, m))?;
+    root.present().map_err(|m| e(path, m))
+}
+
+/// Confusion matrix at conf 0.25, IoU 0.45 (rows: predicted, columns: true; last = background),
+/// normalised per true class.
+pub fn confusion(v: &ValResult, names: &[String], path: &Path) -> Result<(), DetectError> {
+    fonts();
+    let nc = names.len();
+    if nc > 30 {
+        return Ok(()); // unreadable as a picture; the per-class table says it better
+    }
+    let m = confusion_matrix(&v.gts, &v.dets, nc, 0.25, 0.45);
+    let k = nc + 1;
+    let label = |i: usize| {
+        if i == nc {
+            "background".to_string()
+        } else {
+            names[i].clone()
+        }
+    };
+    let col_sum: Vec<usize> = (0..k).map(|c| (0..k).map(|r| m[r][c]).sum()).collect();
+    let size = (160 + 60 * k as u32).max(400);
+    let root = BitMapBackend::new(path, (size, size)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(path, x))?;
+    let mut ch = ChartBuilder::on(&root)
+        .caption("Confusion matrix (conf 0.25, IoU 0.45)", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(60)
+        .y_label_area_size(90)
+        .build_cartesian_2d(0..k, 0..k)
+        .map_err(|x| e(path, x))?;
+    ch.configure_mesh()
+        .disable_mesh()
+        .x_desc("true")
+        .y_desc("predicted")
+        .x_labels(k)
+        .y_labels(k)
+        .x_label_formatter(&|i| if *i < k { label(*i) } else { String::new() })
+        .y_label_formatter(&|i| if *i < k { label(*i) } else { String::new() })
+        .draw()
+        .map_err(|x| e(path, x))?;
+    for r in 0..k {
+        for c in 0..k {
+            let frac = m[r][c] as f64 / col_sum[c].max(1) as f64;
+            let shade = (255.0 * (1.0 - frac)) as u8;
+            ch.draw_series(std::iter::once(Rectangle::new(
+                [(c, r), (c + 1, r + 1)],
+                RGBColor(shade, shade, 255).filled(),
+            )))
+            .map_err(|x| e(path, x))?;
+            ch.draw_series(std::iter::once(Text::new(
+                m[r][c].to_string(),
+                (c, r + 1),
+                ("sans-serif", 14),
+            )))
+            .map_err(|x| e(path, x))?;
+        }
+    }
+    root.present().map_err(|x| e(path, x))
+}
+
+/// report.html: the gradient diagnosis with heatmap (layer × step), per-layer bars (init vs
+/// now) and the gradient norm per optimizer step.
+pub fn gradient_report(
+    dir: &Path,
+    args: &DetectArgs,
+    hist: &History,
+    records: &[StepRecord],
+    diagnosis: Option<&Diagnosis>,
+) -> Result<(), DetectError> {
+    let view = RunView {
+        name: "train",
+        settings: format!(
+            "model={} act={} bn={} shortcut={} imgsz={} batch={}",
+            args.model, args.act, args.bn, args.shortcut, args.imgsz, args.batch
+        ),
+        records,
+        history: hist,
+        diagnosis,
+    };
+    let views = [view];
+    let r = |x: crate::report::ReportError| DetectError::Io(x.to_string());
+    let mut images = vec![("grad_norm.png", "Global gradient norm per optimizer step (before clipping)")];
+    plots::grad_norm(&views, &dir.join("grad_norm.png")).map_err(r)?;
+    if !records.is_empty() {
+        plots::heatmap(&views, &dir.join("heatmap.png")).map_err(r)?;
+        plots::layer_bars(&views, &dir.join("layers.png")).map_err(r)?;
+        images.push(("heatmap.png", "Gradient reaching each layer's output over training"));
+        images.push(("layers.png", "Gradient per layer: first probed step and latest"));
+    }
+    images.insert(0, ("results.png", "Losses and metrics per epoch"));
+    let mut table = Table {
+        columns: vec!["verdict".into(), "first/last ‖∂L/∂h‖".into(), "per layer".into()],
+        rows: Vec::new(),
+    };
+    if let Some(d) = diagnosis {
+        table.rows.push(vec![
+            d.verdict.to_string(),
+            html::num(d.first_last_end),
+            html::num(d.per_layer_factor),
+        ]);
+    }
+    html::write(
+        &dir.join("report.html"),
+        "gradscope train",
+        "YOLO26 training watched by the gradient probe: ‖∂L/∂h‖ at every layer's output, per optimizer step.",
+        &table,
+        &views,
+        &images,
+    )
+    .map_err(r)
+}

@@ -1,0 +1,96 @@
+//! Detection metrics against pycocotools: COCO bbox mAP50-95, mAP50, mAP75 and every per-class,
+//! per-threshold AP on a seeded fixture written by `tools/reference/coco_map.py`.
+
+use gradscope::detect::metrics::{coco_map, iou_thresholds, DetBox, GtBox};
+use serde_json::Value;
+
+const TOL: f64 = 1e-6;
+
+fn fixture() -> Value {
+    serde_json::from_str(include_str!("fixtures/coco_map.json")).expect("fixture parses")
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().expect("a number")
+}
+
+fn index(v: &Value) -> usize {
+    v.as_u64().expect("an index") as usize
+}
+
+/// `[x1, y1, x2, y2]` from four numbers starting at `row[2]`.
+fn bbox(row: &[Value]) -> [f32; 4] {
+    std::array::from_fn(|i| num(&row[2 + i]) as f32)
+}
+
+fn rows(f: &Value, key: &str) -> Vec<Vec<Value>> {
+    f[key]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|r| r.as_array().expect("a row").clone())
+        .collect()
+}
+
+fn boxes(f: &Value) -> (Vec<GtBox>, Vec<DetBox>) {
+    let gts = rows(f, "gts")
+        .iter()
+        .map(|r| GtBox {
+            image: index(&r[0]),
+            class: index(&r[1]),
+            bbox: bbox(r),
+        })
+        .collect();
+    let dets = rows(f, "dets")
+        .iter()
+        .map(|r| DetBox {
+            image: index(&r[0]),
+            class: index(&r[1]),
+            bbox: bbox(r),
+            score: num(&r[6]) as f32,
+        })
+        .collect();
+    (gts, dets)
+}
+
+#[test]
+fn thresholds_are_pycocotools_own() {
+    let f = fixture();
+    let want: Vec<f64> = f["iou_thrs"].as_array().unwrap().iter().map(num).collect();
+    assert_eq!(iou_thresholds().to_vec(), want);
+}
+
+#[test]
+fn coco_map_matches_pycocotools() {
+    let f = fixture();
+    let nc = index(&f["nc"]);
+    let (gts, dets) = boxes(&f);
+    let r = coco_map(&gts, &dets, nc);
+    let stats = &f["stats"];
+    for (name, ours, theirs) in [
+        ("mAP50-95", r.map50_95, num(&stats["map50_95"])),
+        ("mAP50", r.map50, num(&stats["map50"])),
+        ("mAP75", r.map75, num(&stats["map75"])),
+    ] {
+        assert!((ours - theirs).abs() < TOL, "{name}: {ours} vs {theirs}");
+    }
+    let per_class = f["ap_per_class"].as_array().unwrap();
+    assert_eq!(per_class.len(), nc);
+    assert!(
+        per_class.iter().any(Value::is_null),
+        "the fixture has a class without GT"
+    );
+    for (c, want) in per_class.iter().enumerate() {
+        match (r.ap[c], want.as_array()) {
+            (None, None) => assert!(r.ap50[c].is_none() && r.ap50_95[c].is_none()),
+            (Some(ours), Some(theirs)) => {
+                for (t, (o, w)) in ours.iter().zip(theirs).enumerate() {
+                    let w = num(w);
+                    assert!((o - w).abs() < TOL, "class {c}, IoU #{t}: {o} vs {w}");
+                }
+                assert_eq!(r.ap50[c], Some(ours[0]));
+            }
+            (ours, _) => panic!("class {c}: ours {ours:?}, pycocotools {want}"),
+        }
+    }
+}
