@@ -45,6 +45,7 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
         .progress_chars("=> ");
     let mut bar: Option<ProgressBar> = None;
     let mut warnings = 0usize;
+    let mut last_line = String::new();
     let outcome = train(&a, &mut |ev| match ev {
         TrainEvent::Info(m) => println!("{m}"),
         TrainEvent::Warning(m) => {
@@ -68,11 +69,14 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
                 println!("\n{HEADER}");
                 ProgressBar::new(nb as u64).with_style(style.clone())
             });
-            b.set_prefix(format!("{:>11}", format!("{}/{}", epoch + 1, epochs)));
-            b.set_message(format!(
+            let prefix = format!("{:>11}", format!("{}/{}", epoch + 1, epochs));
+            let msg = format!(
                 "{:>10.4}{:>11.4}{:>11.4}{:>11}{:>11}",
                 items.box_, items.cls, items.l1, instances, imgsz
-            ));
+            );
+            last_line = format!("{prefix}{msg}  {}/{nb}", i + 1);
+            b.set_prefix(prefix);
+            b.set_message(msg);
             b.set_position(i as u64 + 1);
         }
         TrainEvent::Epoch {
@@ -82,8 +86,9 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
             ..
         } => {
             if let Some(b) = bar.take() {
-                b.finish();
+                b.finish_and_clear();
             }
+            println!("{last_line}");
             print!("{}", val.table(names, false));
             if let Some(d) = diagnosis {
                 println!(

@@ -72,7 +72,15 @@ fn bad_arguments_name_the_argument_and_what_is_accepted() {
     );
     fails_with(&["lab", "exploding", "nan_recovery=x"], &["nan_recovery=x"]);
     fails_with(&["frobnicate"], &["unknown command 'frobnicate'"]);
-    fails_with(&["train"], &["not built yet"]);
+    fails_with(&["train", "imgsz=100"], &["imgsz=100", "multiple of 32"]);
+    fails_with(&["train", "epoch=3"], &["unknown argument 'epoch'", "epochs"]);
+    fails_with(
+        &["train", "data=no-such.yaml"],
+        &["data=no-such.yaml", "coco8.yaml"],
+    );
+    fails_with(&["train", "resume=true", "model=nowhere/last.safetensors"], &["nowhere"]);
+    fails_with(&["predict", "source=x.jpg"], &["model="]);
+    fails_with(&["val", "model=missing.safetensors"], &["missing.safetensors"]);
     fails_with(
         &["info", "model=yolo99z.yaml"],
         &["model=yolo99z.yaml", "yolo26n.yaml"],
@@ -268,4 +276,95 @@ fn info_prints_the_yolo26n_layer_table() {
         .find(|l| l.contains("Detect"))
         .expect("Detect row");
     assert!(detect.contains("309656"), "{detect}");
+}
+
+/// Kill a training run after its first epoch, resume it, and compare with an uninterrupted
+/// run: the resumed epochs' training losses are the same.
+#[test]
+fn a_killed_run_resumes_exactly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tmp("resume");
+    let data = dir.join("datasets");
+    let common = |name: &str| -> Vec<String> {
+        vec![
+            "epochs=3".into(),
+            "imgsz=64".into(),
+            "batch=4".into(),
+            "nbs=8".into(),
+            "warmup_epochs=0".into(),
+            "data=trees".into(),
+            format!("project={}", dir.join("runs").display()),
+            format!("name={name}"),
+        ]
+    };
+    let run = |args: &[String]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gradscope"))
+            .arg("train")
+            .args(args)
+            .env("GRADSCOPE_DATASETS", &data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&common("whole"));
+    // the same run, killed as soon as its first epoch is validated
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradscope"))
+        .arg("train")
+        .args(common("killed"))
+        .env("GRADSCOPE_DATASETS", &data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reader = BufReader::new(child.stdout.take().unwrap());
+    let state = dir.join("runs/killed/weights/last.state.safetensors");
+    for line in reader.lines() {
+        let line = line.unwrap();
+        if line.contains("gradients:") && state.is_file() {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let rows = |name: &str| -> Vec<Vec<f64>> {
+        std::fs::read_to_string(dir.join(format!("runs/{name}/results.csv")))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').map(|x| x.parse().unwrap()).collect())
+            .collect()
+    };
+    assert!(rows("killed").len() < 3, "the run was killed before its end");
+    let out = gradscope(&[
+        "train",
+        "resume=true",
+        &format!(
+            "model={}",
+            dir.join("runs/killed/weights/last.safetensors").display()
+        ),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (a, b) = (rows("whole"), rows("killed"));
+    assert_eq!(b.len(), 3);
+    // epochs 2 and 3: train box, cls and l1 losses, mAP, val losses
+    for e in 1..3 {
+        for c in [2, 3, 4, 8, 9, 10, 11] {
+            let (x, y) = (a[e][c], b[e][c]);
+            assert!(
+                (x - y).abs() <= 1e-4 * x.abs().max(1e-3),
+                "epoch {} column {c}: uninterrupted {x}, resumed {y}",
+                e + 1
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -51,6 +51,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("save_json", "write COCO-format predictions"),
     ("plots", "write plots"),
     ("source", "predict: an image or a folder of images"),
+    ("val", "true: validate after every epoch; false: only after the last"),
+    ("resume", "true (with model=<run>/weights/last.safetensors) or a run folder: continue that run exactly"),
 ];
 
 #[derive(Clone, Debug, PartialEq)]
@@ -90,6 +92,8 @@ pub struct DetectArgs {
     pub save_json: bool,
     pub plots: bool,
     pub source: Option<String>,
+    pub resume: Option<String>,
+    pub val: bool,
 }
 
 impl Default for DetectArgs {
@@ -130,6 +134,8 @@ impl Default for DetectArgs {
             save_json: false,
             plots: true,
             source: None,
+            resume: None,
+            val: true,
         }
     }
 }
@@ -214,6 +220,13 @@ impl DetectArgs {
             "save_json" => self.save_json = parse_bool(key, v)?,
             "plots" => self.plots = parse_bool(key, v)?,
             "source" => self.source = Some(v.into()),
+            "val" => self.val = parse_bool(key, v)?,
+            "resume" => {
+                self.resume = match v {
+                    "false" | "False" => None,
+                    _ => Some(v.into()),
+                }
+            }
             _ => {
                 let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
                 return Err(format!(
@@ -280,6 +293,7 @@ impl DetectArgs {
             ("end2end", self.end2end.to_string()),
             ("iou", self.iou.to_string()),
             ("save_json", self.save_json.to_string()),
+            ("val", self.val.to_string()),
         ];
         for (k, v) in rows {
             let v = if v.contains(':') || v.contains('#') || v.contains(' ') {

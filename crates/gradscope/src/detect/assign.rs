@@ -171,9 +171,11 @@ pub fn assign(
     cfg: &AssignConfig,
 ) -> Assignment {
     let a_n = anchors.len();
-    // per box: (anchor, alignment, overlap) of its top-k candidates
+    // every (box, alignment, overlap) an anchor is a candidate of, and each box's top-k
+    let mut cands_of: Vec<Vec<(usize, f32, f32)>> = vec![Vec::new(); a_n];
+    let mut claims = vec![0u32; a_n];
     let mut chosen: Vec<Vec<(usize, f32, f32)>> = Vec::with_capacity(gts.len());
-    for (cls, b) in gts {
+    for (g, (cls, b)) in gts.iter().enumerate() {
         let mut cand: Vec<(usize, f32, f32)> = candidates(b, anchors, cfg.stal_min)
             .into_iter()
             .map(|a| {
@@ -182,18 +184,33 @@ pub fn assign(
                 (a, s.powf(cfg.alpha) * u.powf(cfg.beta), u)
             })
             .collect();
+        for &(a, t, u) in &cand {
+            cands_of[a].push((g, t, u));
+        }
+        // a candidate whose alignment is 0 cannot win a top-k place over the other anchors
+        cand.retain(|c| c.1 > 0.0);
         cand.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
         cand.truncate(cfg.topk);
+        for &(a, _, _) in &cand {
+            claims[a] += 1;
+        }
         chosen.push(cand);
     }
-    // an anchor claimed by several boxes keeps the one with the largest overlap
+    // an anchor claimed by several boxes goes to the box it overlaps most among all the boxes
+    // it is a candidate of (first on ties)
     let mut owner: Vec<Option<(usize, f32, f32)>> = vec![None; a_n];
     for (g, cand) in chosen.iter().enumerate() {
         for &(a, t, u) in cand {
-            match owner[a] {
-                Some((_, _, best)) if best >= u => {}
-                _ => owner[a] = Some((g, t, u)),
-            }
+            owner[a] = if claims[a] == 1 {
+                Some((g, t, u))
+            } else {
+                cands_of[a]
+                    .iter()
+                    .fold(None, |best: Option<(usize, f32, f32)>, &x| match best {
+                        Some(b) if b.2 >= x.2 => Some(b),
+                        _ => Some(x),
+                    })
+            };
         }
     }
     if let Some(k2) = cfg.topk2 {
@@ -253,10 +270,10 @@ mod tests {
     #[test]
     fn candidates_are_the_centres_inside_the_box() {
         let a = anchors();
-        // box (10, 10)–(30, 22): stride-8 centres x ∈ {12, 20, 28}, y ∈ {12, 20}; stride 16: (24, 24)?
-        // 24 > 22, so none; stride 32: none.
+        // box (10, 10)–(30, 22): stride-8 centres x ∈ {12, 20, 28}, y ∈ {12, 20}; stride 16:
+        // y = 24 > 22, none; stride 32: the centre (16, 16) is inside (anchor 64 + 16 = 80).
         let c = candidates(&[10.0, 10.0, 30.0, 22.0], &a, 0.0);
-        let expected: Vec<usize> = vec![9, 10, 11, 17, 18, 19];
+        let expected: Vec<usize> = vec![9, 10, 11, 17, 18, 19, 80];
         assert_eq!(c, expected);
     }
 

@@ -235,7 +235,8 @@ fn to_u8(v: f32) -> u8 {
 
 // ----- mosaic -----
 
-/// `img` resized (see [`resize_bilinear`]) so its long side is `size`, and `labels` as pixel boxes on it.
+/// `img` resized (see [`resize_bilinear`]) so its long side is `size`, and `labels` as pixel
+/// boxes on it.
 fn fit_long_side(img: RgbImage, labels: &[Label], size: u32) -> (RgbImage, Vec<PixelBox>) {
     let (w0, h0) = img.dimensions();
     let r = size as f32 / w0.max(h0) as f32;
@@ -286,7 +287,7 @@ fn span(before: bool, c: i64, len: i64, total: i64) -> (i64, i64, i64) {
 /// The placement of a `w × h` tile in `quadrant` (0 top-left, 1 top-right, 2 bottom-left,
 /// 3 bottom-right) around the centre `(xc, yc)` of a `total`-sized square canvas.
 fn placement(quadrant: usize, xc: i64, yc: i64, w: i64, h: i64, total: i64) -> Placement {
-    let (x1, x2, src_x) = span(quadrant % 2 == 0, xc, w, total);
+    let (x1, x2, src_x) = span(matches!(quadrant, 0 | 2), xc, w, total);
     let (y1, y2, src_y) = span(quadrant < 2, yc, h, total);
     Placement {
         x1,
@@ -370,9 +371,10 @@ struct Affine {
 }
 
 impl Affine {
-    /// Maps an input coordinate to the output along one axis with translation `t`.
+    /// Maps an input coordinate to the output along one axis with translation `t` (written so
+    /// that the identity map returns `v` exactly).
     fn forward(&self, v: f32, t: f32) -> f32 {
-        self.scale * (v - self.centre) + t
+        self.scale * v + (t - self.scale * self.centre)
     }
 
     /// Maps an output coordinate back to the input along one axis with translation `t`.
@@ -485,22 +487,36 @@ fn weight(frac: f32) -> u32 {
 }
 
 /// Samples `src` bilinearly on the grid `cols × rows` (one tap per output pixel and axis);
-/// samples off the image blend with grey 114.
+/// samples off the image blend with grey 114. Each output row blends its two source rows
+/// first (over the columns the taps use), then each output pixel its two blended columns; in
+/// exact integer arithmetic the order does not change the result.
 fn sample_grid(src: &RgbImage, cols: &[Tap], rows: &[Tap]) -> RgbImage {
-    const PAD: [u8; 3] = [PAD_VALUE; 3];
     const SHIFT: u32 = 2 * FRAC_BITS;
     let (out_w, out_h) = (cols.len(), rows.len());
     let stride = src.width() as usize * 3;
     let raw = src.as_raw();
-    let row_of = |r: Option<usize>| r.and_then(|r| raw.get(r * stride..(r + 1) * stride));
-    let px = |row: Option<&[u8]>, col: Option<usize>| -> [u8; 3] {
-        match (row, col) {
-            (Some(row), Some(c)) => row
-                .get(c * 3..c * 3 + 3)
-                .map_or(PAD, |p| [p[0], p[1], p[2]]),
-            _ => PAD,
-        }
+    let pad_row = vec![PAD_VALUE; stride];
+    let row_of = |r: Option<usize>| {
+        r.and_then(|r| raw.get(r * stride..(r + 1) * stride))
+            .unwrap_or(&pad_row)
     };
+    // column taps as offsets into the blended row, whose pixel at `stride` is the border
+    let offsets: Vec<(usize, usize, u32)> = cols
+        .iter()
+        .map(|t| {
+            let at = |i: Option<usize>| i.map_or(stride, |i| (i * 3).min(stride));
+            (at(t.i0), at(t.i1), t.wt)
+        })
+        .collect();
+    let used = || {
+        offsets
+            .iter()
+            .flat_map(|&(a, b, _)| [a, b])
+            .filter(|&o| o < stride)
+    };
+    let lo = used().min().unwrap_or(0);
+    let hi = used().max().map_or(lo, |o| o + 3);
+    let mut blended = vec![PAD_VALUE as u32 * ONE; stride + 3];
     let line = out_w * 3;
     let mut dst = vec![PAD_VALUE; line * out_h];
     for (ry, dst_row) in rows.iter().zip(dst.chunks_exact_mut(line.max(1))) {
@@ -509,28 +525,32 @@ fn sample_grid(src: &RgbImage, cols: &[Tap], rows: &[Tap]) -> RgbImage {
         }
         let (row0, row1) = (row_of(ry.i0), row_of(ry.i1));
         let (wy1, wy0) = (ry.wt, ONE - ry.wt);
-        for (rx, d) in cols.iter().zip(dst_row.chunks_exact_mut(3)) {
-            if rx.outside() {
-                continue;
-            }
-            let (p00, p01) = (px(row0, rx.i0), px(row0, rx.i1));
-            let (p10, p11) = (px(row1, rx.i0), px(row1, rx.i1));
-            let (wx1, wx0) = (rx.wt, ONE - rx.wt);
+        for ((t, &a), &b) in blended[lo..hi]
+            .iter_mut()
+            .zip(&row0[lo..hi])
+            .zip(&row1[lo..hi])
+        {
+            *t = a as u32 * wy0 + b as u32 * wy1;
+        }
+        for (&(c0, c1, wt), d) in offsets.iter().zip(dst_row.chunks_exact_mut(3)) {
+            let (wx1, wx0) = (wt, ONE - wt);
             for c in 0..3 {
-                let top = p00[c] as u32 * wx0 + p01[c] as u32 * wx1;
-                let bottom = p10[c] as u32 * wx0 + p11[c] as u32 * wx1;
-                d[c] = ((top * wy0 + bottom * wy1 + (1 << (SHIFT - 1))) >> SHIFT) as u8;
+                let v = blended[c0 + c] * wx0 + blended[c1 + c] * wx1;
+                d[c] = ((v + (1 << (SHIFT - 1))) >> SHIFT) as u8;
             }
         }
     }
     RgbImage::from_raw(out_w as u32, out_h as u32, dst)
-        .unwrap_or_else(|| RgbImage::from_pixel(out_w as u32, out_h as u32, Rgb(PAD)))
+        .unwrap_or_else(|| RgbImage::from_pixel(out_w as u32, out_h as u32, Rgb([PAD_VALUE; 3])))
 }
 
 /// `src` shrunk by the integer factor `k` by averaging `k × k` blocks (partial blocks at the
 /// right and bottom edges average the pixels they have).
 fn shrink_by(src: &RgbImage, k: u32) -> RgbImage {
     let (w, h) = src.dimensions();
+    if w == 0 || h == 0 || k <= 1 {
+        return src.clone();
+    }
     let (rw, rh) = (w.div_ceil(k), h.div_ceil(k));
     let (k, w, stride) = (k as usize, w as usize, w as usize * 3);
     let raw = src.as_raw();
@@ -561,6 +581,9 @@ fn shrink_by(src: &RgbImage, k: u32) -> RgbImage {
 /// aliasing), then bilinear with the edges repeated.
 fn resize_bilinear(src: &RgbImage, w: u32, h: u32) -> RgbImage {
     let (w0, h0) = src.dimensions();
+    if w0 == 0 || h0 == 0 {
+        return RgbImage::from_pixel(w, h, Rgb([PAD_VALUE; 3]));
+    }
     let k = (w0 / w.max(1)).min(h0 / h.max(1)).max(1);
     let shrunk;
     let base = if k >= 2 {
@@ -637,43 +660,36 @@ fn hsv_gains(cfg: &AugmentConfig, rng: &mut StdRng) -> Option<HsvGains> {
     })
 }
 
-/// `1 / n` for every byte value `n` (with `1 / 0` taken as 0), so that a pixel's HSV needs no
-/// division.
-fn reciprocals() -> [f32; 256] {
-    let mut r = [0f32; 256];
-    for (n, v) in r.iter_mut().enumerate().skip(1) {
-        *v = 1.0 / n as f32;
-    }
-    r
-}
+/// Pixels converted together, as separate channel arrays, so the compiler can vectorise.
+const HSV_BLOCK: usize = 64;
 
-/// RGB bytes to hue in sixths of the circle `[0, 6)`, saturation `[0, 1]` and value (0–255);
-/// `recip` is [`reciprocals`].
-fn rgb_to_hsv(p: [u8; 3], recip: &[f32; 256]) -> (f32, f32, f32) {
-    let (r, g, b) = (p[0] as i32, p[1] as i32, p[2] as i32);
+/// RGB (0–255) to hue in sixths of the circle `[0, 6)`, saturation `[0, 1]` and value (0–255),
+/// without branches.
+fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     let v = r.max(g).max(b);
-    let d = (v - r.min(g).min(b)) as usize;
-    let (base, num) = if v == r {
-        (0.0, g - b)
+    let d = v - r.min(g).min(b);
+    let inv_d = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let h = if v == r {
+        (g - b) * inv_d
     } else if v == g {
-        (2.0, b - r)
+        2.0 + (b - r) * inv_d
     } else {
-        (4.0, r - g)
+        4.0 + (r - g) * inv_d
     };
-    let h = base + num as f32 * recip[d];
     let h = if h < 0.0 { h + 6.0 } else { h };
-    (h, d as f32 * recip[v as usize], v as f32)
+    let s = if v > 0.0 { d / v } else { 0.0 };
+    (h, s, v)
 }
 
-/// Hue in sixths `[0, 6]`, saturation `[0, 1]` and value (0–255) back to RGB bytes, with the
+/// Hue in sixths `[0, 6]`, saturation `[0, 1]` and value (0–255) back to RGB (0–255), with the
 /// branch-free hexcone formula: channel `n` (5 red, 3 green, 1 blue) is
 /// `v − v·s·clamp(min(k, 4 − k), 0, 1)` where `k = (n + h) mod 6`.
-fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [u8; 3] {
+fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [f32; 3] {
     let c = v * s;
     let channel = |n: f32| {
         let k = n + h;
         let k = if k >= 6.0 { k - 6.0 } else { k };
-        to_u8(v - c * k.min(4.0 - k).clamp(0.0, 1.0))
+        v - c * k.min(4.0 - k).clamp(0.0, 1.0)
     };
     [channel(5.0), channel(3.0), channel(1.0)]
 }
@@ -681,17 +697,31 @@ fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [u8; 3] {
 /// Shifts every pixel's hue (modulo the circle) and multiplies its saturation and value,
 /// clipping both to their maximum.
 fn apply_hsv(img: &mut RgbImage, gains: HsvGains) {
-    let recip = reciprocals();
     let shift = (gains.hue_deg / 60.0).rem_euclid(6.0);
     let shift = if shift.is_finite() { shift } else { 0.0 };
     let raw: &mut [u8] = img.as_mut();
-    for p in raw.chunks_exact_mut(3) {
-        let (h, s, v) = rgb_to_hsv([p[0], p[1], p[2]], &recip);
-        let h = h + shift;
-        let h = if h >= 6.0 { h - 6.0 } else { h };
-        let s = (s * gains.sat).min(1.0);
-        let v = (v * gains.val).min(255.0);
-        p.copy_from_slice(&hsv_to_rgb(h, s, v));
+    let mut planes = [[0f32; HSV_BLOCK]; 3];
+    for block in raw.chunks_mut(3 * HSV_BLOCK) {
+        let n = block.len() / 3;
+        for (i, p) in block.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                planes[c][i] = p[c] as f32;
+            }
+        }
+        let [rs, gs, bs] = &mut planes;
+        for ((r, g), b) in rs.iter_mut().zip(gs.iter_mut()).zip(bs.iter_mut()) {
+            let (h, s, v) = rgb_to_hsv(*r, *g, *b);
+            let h = h + shift;
+            let h = if h >= 6.0 { h - 6.0 } else { h };
+            let s = (s * gains.sat).min(1.0);
+            let v = (v * gains.val).min(255.0);
+            [*r, *g, *b] = hsv_to_rgb(h, s, v);
+        }
+        for (i, p) in block.chunks_exact_mut(3).enumerate().take(n) {
+            for c in 0..3 {
+                p[c] = to_u8(planes[c][i]);
+            }
+        }
     }
 }
 
@@ -1116,6 +1146,36 @@ mod tests {
         assert!(val_image(&data.1[0], &data.0[0].labels, 0).chw.is_empty());
     }
 
+    #[test]
+    fn shrinking_averages_blocks_including_partial_ones() {
+        let img = RgbImage::from_fn(5, 3, |x, y| Rgb([(10 * x + 100 * y) as u8, 7, 0]));
+        let small = shrink_by(&img, 2);
+        assert_eq!(small.dimensions(), (3, 2));
+        // block (0, 0): 0, 10, 100, 110; block (2, 0): 40, 140; block (2, 1): 240 alone
+        assert_eq!(small.get_pixel(0, 0).0, [55, 7, 0]);
+        assert_eq!(small.get_pixel(2, 0).0, [90, 7, 0]);
+        assert_eq!(small.get_pixel(2, 1).0, [240, 7, 0]);
+    }
+
+    #[test]
+    fn resizing_keeps_flat_colours_and_edges_in_place() {
+        // left half red, right half blue, 1200 × 400 → 300 × 100 (box average by 4)
+        let img = RgbImage::from_fn(1200, 400, |x, _| {
+            Rgb(if x < 600 { [255, 0, 0] } else { [0, 0, 255] })
+        });
+        for (w, h) in [(300, 100), (500, 167), (1800, 600)] {
+            let out = resize_bilinear(&img, w, h);
+            assert_eq!(out.dimensions(), (w, h));
+            let half = w / 2;
+            for y in [0, h / 2, h - 1] {
+                assert_eq!(out.get_pixel(0, y).0, [255, 0, 0]);
+                assert_eq!(out.get_pixel(half - 2, y).0, [255, 0, 0]);
+                assert_eq!(out.get_pixel(half + 1, y).0, [0, 0, 255]);
+                assert_eq!(out.get_pixel(w - 1, y).0, [0, 0, 255]);
+            }
+        }
+    }
+
     /// Times one 640 mosaic + affine + HSV + flip call:
     /// `cargo test --release -p gradscope --lib detect::augment -- --ignored --nocapture`.
     #[test]
@@ -1131,6 +1191,11 @@ mod tests {
             train_image(&data.0, &load, i % 5, 640, &cfg, true, &mut rng).unwrap();
         }
         let per = start.elapsed() / runs as u32;
+        let start = std::time::Instant::now();
+        for i in 0..runs {
+            std::hint::black_box(mosaic(&data.0, &load, i % 5, 640, &mut rng).unwrap());
+        }
+        let mosaic_time = start.elapsed() / runs as u32;
         let src = RgbImage::from_pixel(1280, 1280, Rgb([1, 2, 3]));
         let affine = random_affine(1280, 640, &cfg, &mut rng);
         let start = std::time::Instant::now();
@@ -1146,38 +1211,8 @@ mod tests {
         }
         let hsv_time = start.elapsed() / runs as u32;
         println!(
-            "640 mosaic+affine+hsv+flip: {per:?} per call; warp {warp_time:?}, hsv {hsv_time:?}"
+            "640 mosaic+affine+hsv+flip: {per:?} per call; of which mosaic {mosaic_time:?}, \
+             warp {warp_time:?}, hsv {hsv_time:?}"
         );
-    }
-}
-#[cfg(test)]
-mod tmp_timing {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn tmp_breakdown() {
-        let img = RgbImage::from_fn(800, 600, |x, y| Rgb([x as u8, y as u8, (x ^ y) as u8]));
-        let t = std::time::Instant::now();
-        for _ in 0..10 {
-            std::hint::black_box(resize_bilinear(&img, 640, 480));
-        }
-        println!("resize {:?}", t.elapsed() / 10);
-        let img = RgbImage::from_fn(4000, 3000, |x, y| Rgb([x as u8, y as u8, (x ^ y) as u8]));
-        let t = std::time::Instant::now();
-        for _ in 0..3 {
-            std::hint::black_box(resize_bilinear(&img, 640, 480));
-        }
-        println!("resize big {:?}", t.elapsed() / 3);
-        let mut im = RgbImage::from_fn(640, 640, |x, y| Rgb([x as u8, y as u8, (x ^ y) as u8]));
-        let g = HsvGains {
-            hue_deg: 5.0,
-            sat: 1.2,
-            val: 0.9,
-        };
-        let t = std::time::Instant::now();
-        for _ in 0..10 {
-            apply_hsv(&mut im, g);
-        }
-        println!("hsv varied {:?}", t.elapsed() / 10);
     }
 }

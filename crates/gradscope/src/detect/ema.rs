@@ -68,3 +68,54 @@ impl<M: Module> Ema<M> {
         self.model = self.model.clone().map(&mut b);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+    use burn::tensor::TensorData;
+
+    #[derive(Module, Debug)]
+    struct Net {
+        fc: Linear,
+        bn: BatchNorm,
+    }
+
+    fn weights(m: &Net) -> Vec<f32> {
+        m.fc.weight
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn ema_follows_the_model_early_and_averages_later() {
+        let device = crate::device();
+        let mut net = Net {
+            fc: LinearConfig::new(2, 1).init(&device),
+            bn: BatchNormConfig::new(1).init(&device),
+        };
+        let mut ema = Ema::new(&net);
+        let w0 = weights(&net);
+        net.fc.weight = Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![5.0f32, -5.0], [2, 1]),
+            &device,
+        ));
+        ema.update(&net);
+        let d = Ema::<Net>::decay(1);
+        let got = weights(&ema.model);
+        for i in 0..2 {
+            let want = d as f32 * w0[i] + (1.0 - d as f32) * [5.0, -5.0][i];
+            assert!((got[i] - want).abs() < 1e-5, "{got:?} vs {want}");
+        }
+        // BatchNorm running statistics are averaged too
+        let x = Tensor::<2>::from_data(TensorData::new(vec![10.0f32, 10.0, 12.0, 12.0], [2, 2]), &device);
+        let _ = net.bn.forward(net.fc.forward(x).reshape([2, 1, 1]));
+        ema.update(&net);
+        let rm: Vec<f32> = ema.model.bn.running_mean.value().into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+        assert!(rm[0].abs() > 1e-3, "running mean reached the average: {rm:?}");
+        assert!((Ema::<Net>::decay(100_000) - 0.9999).abs() < 1e-6);
+    }
+}

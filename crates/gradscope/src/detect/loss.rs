@@ -223,7 +223,7 @@ pub fn branch_loss(
 }
 
 /// Both branches, ProgLoss-weighted, times the batch size. Returns the loss and the displayed
-/// items (the same weighting).
+/// items: the one-to-one branch's, after gains, as the reference trainer shows them.
 pub fn yolo_loss(
     one2many: Tensor<3>,
     one2one: Tensor<3>,
@@ -250,10 +250,9 @@ pub fn yolo_loss(
         &AssignConfig::one2one(),
         gains,
     );
-    let mut items = LossItems::default();
-    items.add(&i_m, w);
-    items.add(&i_o, 1.0 - w);
-    ((l_m * w + l_o * (1.0 - w)) * b, items)
+    let _ = i_m;
+    // displayed: the one-to-one branch's items (the deployed head), as the reference shows them
+    ((l_m * w + l_o * (1.0 - w)) * b, i_o)
 }
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ pub fn iou_thresholds() -> [f64; N_IOU] {
 
 /// COCO's recall points `0:0.01:1`, bit for bit as pycocotools builds them.
 fn recall_thresholds() -> [f64; N_RECALL] {
-    std::array::from_fn(|i| format!("{:.2}", i as f64 * 0.01).parse().unwrap_or(0.0))
+    linspace::<N_RECALL>(0.0, 1.0)
 }
 
 /// A box as pycocotools sees it: `[x, y, w, h]` in `f64`.

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod optimizer;
 pub mod plots;
 pub mod predict;
+pub mod resume;
 pub mod runs;
 pub mod train;
 pub mod validate;

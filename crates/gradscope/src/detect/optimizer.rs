@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
@@ -154,6 +154,92 @@ impl GroupOptimizer {
             path: Vec::new(),
         };
         model.map(&mut s)
+    }
+}
+
+struct Ids {
+    path: Vec<String>,
+    out: Vec<(ParamId, String)>,
+}
+
+impl ModuleVisitor for Ids {
+    fn enter_module(&mut self, name: &str, _ty: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _ty: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.out
+            .push((param.id, crate::yolo::weights::ultralytics_name(&self.path)));
+    }
+}
+
+/// (parameter id, Ultralytics-style name) of every tensor of `model`.
+pub fn param_names<M: Module>(model: &M) -> Vec<(ParamId, String)> {
+    let mut v = Ids {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    model.visit(&mut v);
+    v.out
+}
+
+fn host(t: &Tensor<1>) -> Vec<f32> {
+    t.to_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
+}
+
+/// The optimizer state by parameter name, for checkpoints: tensors `m.<name>` (and `v.<name>`)
+/// and the step count of each parameter.
+pub type ExportedState = (Vec<(String, Vec<usize>, Vec<f32>)>, Vec<(String, i32)>);
+
+impl GroupOptimizer {
+    pub fn export<M: Module>(&self, model: &M) -> ExportedState {
+        let mut tensors = Vec::new();
+        let mut steps = Vec::new();
+        for (id, name) in param_names(model) {
+            if let Some(st) = self.states.get(&id) {
+                let n = st.m.dims()[0];
+                tensors.push((format!("m.{name}"), vec![n], host(&st.m)));
+                if let Some(v) = &st.v {
+                    tensors.push((format!("v.{name}"), vec![n], host(v)));
+                }
+                steps.push((name, st.t));
+            }
+        }
+        (tensors, steps)
+    }
+
+    /// Rebuilds the state for `model` from [`export`](Self::export)'s output.
+    pub fn import<M: Module>(
+        adamw: bool,
+        model: &M,
+        tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+        steps: &HashMap<String, i32>,
+        device: &burn::tensor::Device,
+    ) -> Self {
+        let mut opt = GroupOptimizer::new(adamw);
+        let load = |k: &str| {
+            tensors.get(k).map(|(s, v)| {
+                Tensor::<1>::from_data(burn::tensor::TensorData::new(v.clone(), [s[0]]), device)
+            })
+        };
+        for (id, name) in param_names(model) {
+            if let Some(m) = load(&format!("m.{name}")) {
+                opt.states.insert(
+                    id,
+                    State {
+                        m,
+                        v: load(&format!("v.{name}")),
+                        t: steps.get(&name).copied().unwrap_or(0),
+                    },
+                );
+            }
+        }
+        opt
     }
 }
 

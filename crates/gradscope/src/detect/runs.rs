@@ -229,15 +229,39 @@ pub struct ResultsCsv {
 }
 
 impl ResultsCsv {
-    pub fn create(dir: &Path) -> Result<Self, DetectError> {
+    /// A new results.csv in `dir`, keeping the first `keep` rows of the one there (resume).
+    pub fn open(dir: &Path, keep: usize) -> Result<Self, DetectError> {
         let path = dir.join("results.csv");
+        let mut rows: Vec<Vec<f64>> = Vec::new();
+        if keep > 0 {
+            let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+            for line in text.lines().skip(1).take(keep) {
+                rows.push(line.split(',').map(|x| x.trim().parse().unwrap_or(f64::NAN)).collect());
+            }
+        }
         let mut file = File::create(&path).map_err(|e| io(&path, e))?;
         writeln!(file, "{}", RESULTS_COLUMNS.join(",")).map_err(|e| io(&path, e))?;
-        Ok(ResultsCsv {
+        let mut csv = ResultsCsv {
             path,
             file,
             rows: Vec::new(),
-        })
+        };
+        for r in rows {
+            csv.write_row(r)?;
+        }
+        Ok(csv)
+    }
+
+    fn write_row(&mut self, row: Vec<f64>) -> Result<(), DetectError> {
+        let text: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, x)| if i == 0 { format!("{x}") } else { format!("{x:.6}") })
+            .collect();
+        writeln!(self.file, "{}", text.join(",")).map_err(|e| io(&self.path, e))?;
+        self.file.flush().map_err(|e| io(&self.path, e))?;
+        self.rows.push(row);
+        Ok(())
     }
 
     pub fn row(
@@ -265,15 +289,7 @@ impl ResultsCsv {
             lr[1],
             lr[2],
         ];
-        let text: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(i, x)| if i == 0 { format!("{x}") } else { format!("{x:.6}") })
-            .collect();
-        writeln!(self.file, "{}", text.join(",")).map_err(|e| io(&self.path, e))?;
-        self.file.flush().map_err(|e| io(&self.path, e))?;
-        self.rows.push(row);
-        Ok(())
+        self.write_row(row)
     }
 }
 

@@ -27,6 +27,7 @@ use super::dataset::{epoch_order, prefetch};
 use super::ema::Ema;
 use super::loss::{one2many_weight, yolo_loss, LossGains, LossItems};
 use super::optimizer::{DetOptimizer, GroupLr, GroupOptimizer};
+use super::resume;
 use super::runs;
 use super::validate::{validate, DetectSettings, ValResult};
 use crate::diagnose::{diagnose, Diagnosis};
@@ -113,9 +114,27 @@ fn interp(x: f64, x1: f64, y0: f64, y1: f64) -> f64 {
 }
 
 /// Trains as `args` says, reporting to `on`.
-pub fn train(args: &DetectArgs, on: &mut dyn FnMut(TrainEvent)) -> Result<TrainOutcome, DetectError> {
+pub fn train(
+    args_in: &DetectArgs,
+    on: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainOutcome, DetectError> {
     let t0 = Instant::now();
     let device = crate::device();
+    // resume: the run's own arguments, its folder and state file
+    let resume = match &args_in.resume {
+        Some(r) => Some(resume::locate(r, &args_in.model)?),
+        None => None,
+    };
+    let args_owned = match &resume {
+        Some((run, _)) => {
+            let (mut a, _) = super::predict::run_args(&run.join("weights").join("x"))?;
+            a.resume = None;
+            on(TrainEvent::Info(format!("resuming {}", run.display())));
+            a
+        }
+        None => args_in.clone(),
+    };
+    let args = &args_owned;
     let data = runs::resolve_data(&args.data, &mut |m| on(TrainEvent::Info(m)))?;
     let nc = data.names.len();
     let (train, val) = runs::load_sets(&data, &mut |warn, m| {
@@ -132,10 +151,15 @@ pub fn train(args: &DetectArgs, on: &mut dyn FnMut(TrainEvent)) -> Result<TrainO
         )));
     }
     let (_cfg, mut model) = build_model(args, nc, &device)?;
-    let dir = runs::new_run_dir(&args.project, &args.name, args.exist_ok)?;
+    let dir = match &resume {
+        Some((run, _)) => run.clone(),
+        None => runs::new_run_dir(&args.project, &args.name, args.exist_ok)?,
+    };
     let weights = dir.join("weights");
     std::fs::create_dir_all(&weights).map_err(|e| DetectError::Io(format!("{}: {e}", weights.display())))?;
-    runs::write_args(&dir, args, &data.names)?;
+    if resume.is_none() {
+        runs::write_args(&dir, args, &data.names)?;
+    }
     on(TrainEvent::Info(format!(
         "model {} ({} parameters), act={} bn={} shortcut={}",
         args.model,
@@ -181,12 +205,33 @@ pub fn train(args: &DetectArgs, on: &mut dyn FnMut(TrainEvent)) -> Result<TrainO
 
     let mut optim = GroupOptimizer::new(adamw);
     let mut ema = Ema::new(&model);
+    let mut start = resume::Counters {
+        epoch: 0,
+        ema_updates: 0,
+        last_opt: -1,
+        opt_steps: 0,
+        lr_scale: 1.0,
+        best: f64::NEG_INFINITY,
+        adamw,
+    };
+    if let Some((_, state)) = &resume {
+        let (m, e, o, c) = resume::load(state, model, &device)?;
+        (model, ema, optim, start) = (m, e, o, c);
+        if start.epoch >= args.epochs {
+            return Err(DetectError::Args(format!(
+                "{}: the run already finished its {} epochs; nothing to resume",
+                dir.display(),
+                args.epochs
+            )));
+        }
+        on(TrainEvent::Info(format!("continuing at epoch {}", start.epoch + 1)));
+    }
     let mut probe = Probe::new(ProbeConfig {
         enabled: args.probe,
         every: args.probe_every,
         ..ProbeConfig::default()
     })
-    .with_jsonl(&dir.join("probe.jsonl"))
+    .with_jsonl_mode(&dir.join("probe.jsonl"), resume.is_some())
     .map_err(|e| DetectError::Io(e.to_string()))?;
     let anchors = Anchors::new(imgsz, imgsz, &[8, 16, 32]);
     let gains = LossGains::default();
@@ -200,18 +245,18 @@ pub fn train(args: &DetectArgs, on: &mut dyn FnMut(TrainEvent)) -> Result<TrainO
 
     let plain = device.clone().inner();
     let mut hist = History::default();
-    let mut csv = runs::ResultsCsv::create(&dir)?;
-    let mut best = f64::NEG_INFINITY;
+    let mut csv = runs::ResultsCsv::open(&dir, start.epoch)?;
+    let mut best = start.best;
     let mut last_val: Option<ValResult> = None;
     let mut diagnosis = None;
-    let mut lr_scale = 1.0; // halved by NaN recovery
+    let mut lr_scale = start.lr_scale; // halved by NaN recovery
     let mut in_a_row = 0;
-    let mut opt_steps = 0usize;
-    let mut last_opt = -1i64;
+    let mut opt_steps = start.opt_steps;
+    let mut last_opt = start.last_opt;
     let mut acc = GradientsAccumulator::new();
     let mut acc_n = 0usize;
     let mut good = (model.valid(), optim.clone());
-    'epochs: for epoch in 0..args.epochs {
+    'epochs: for epoch in start.epoch..args.epochs {
         let t_epoch = Instant::now();
         let w = one2many_weight(epoch, args.epochs);
         let mosaic = epoch + args.close_mosaic < args.epochs;
@@ -354,7 +399,11 @@ pub fn train(args: &DetectArgs, on: &mut dyn FnMut(TrainEvent)) -> Result<TrainO
             cls: mean.cls / seen.max(1) as f64,
             l1: mean.l1 / seen.max(1) as f64,
         };
-        let v = validate(&ema.model, &val, imgsz, batch * 2, nc, &settings, w, &plain);
+        let v = if args.val || epoch + 1 == args.epochs {
+            validate(&ema.model, &val, imgsz, batch * 2, nc, &settings, w, &plain)
+        } else {
+            ValResult::skipped(val.len(), nc)
+        };
         diagnosis = diagnose(probe.records());
         let fitness = v.coco.map50_95;
         runs::save_weights(&ema.model, &weights.join("last.safetensors"))?;
@@ -362,6 +411,21 @@ pub fn train(args: &DetectArgs, on: &mut dyn FnMut(TrainEvent)) -> Result<TrainO
             best = fitness;
             runs::save_weights(&ema.model, &weights.join("best.safetensors"))?;
         }
+        resume::save(
+            &weights,
+            &model,
+            &ema,
+            &optim,
+            &resume::Counters {
+                epoch: epoch + 1,
+                ema_updates: ema.updates,
+                last_opt,
+                opt_steps,
+                lr_scale,
+                best,
+                adamw,
+            },
+        )?;
         let lr_now = lr0 * lf * lr_scale;
         csv.row(epoch + 1, t0.elapsed().as_secs_f64(), &train_items, &v, [lr_now; 3])?;
         hist.epochs.push(EpochStats {

@@ -134,6 +134,29 @@ pub fn validate(
 }
 
 impl ValResult {
+    /// No validation this epoch (`val=false`): every metric NaN.
+    pub fn skipped(images: usize, nc: usize) -> Self {
+        let nan = f64::NAN;
+        let mut coco = coco_map(&[], &[], nc);
+        coco.map50 = nan;
+        coco.map75 = nan;
+        coco.map50_95 = nan;
+        ValResult {
+            images,
+            instances: 0,
+            precision: nan,
+            recall: nan,
+            coco,
+            losses: LossItems {
+                box_: nan,
+                cls: nan,
+                l1: nan,
+            },
+            dets: Vec::new(),
+            gts: Vec::new(),
+        }
+    }
+
     /// `Class Images Instances Box(P R mAP50 mAP50-95)`, the `all` row and, with `names`,
     /// one row per class that has instances.
     pub fn table(&self, names: &[String], per_class: bool) -> String {

@@ -115,10 +115,40 @@ fn hidden(r: &StepRecord) -> Vec<&LayerRecord> {
     series(r)
 }
 
+/// Whether the record comes from a graph-shaped network (several layers feed the head, marked
+/// by blocks `output:*`, as in YOLO's P3/P4/P5 outputs) rather than a chain.
+fn is_graph(r: &StepRecord) -> bool {
+    r.layers.iter().any(|l| l.block.starts_with("output:"))
+}
+
+/// How much gradient a layer receives: ‖∂L/∂h‖ in a chain of equal-width layers; the RMS
+/// ‖∂L/∂h‖/√n in a graph, whose layers differ in size by orders of magnitude.
+fn magnitude(l: &LayerRecord, graph: bool) -> f64 {
+    if graph {
+        l.grad_h.rms
+    } else {
+        l.grad_h.norm
+    }
+}
+
+/// The reference the first layer is compared with: the last hidden layer of a chain; in a graph
+/// the head input that receives most (a stem that gets far less than every output is starved).
+fn reference(r: &StepRecord) -> f64 {
+    let h = hidden(r);
+    if is_graph(r) {
+        h.iter()
+            .filter(|l| l.block.starts_with("output:"))
+            .map(|l| l.grad_h.rms)
+            .fold(f64::NAN, f64::max)
+    } else {
+        h.last().map_or(f64::NAN, |l| l.grad_h.norm)
+    }
+}
+
 fn first_last(r: &StepRecord) -> f64 {
     let h = hidden(r);
-    match (h.first(), h.last()) {
-        (Some(f), Some(l)) if h.len() >= 2 => f.grad_h.norm / l.grad_h.norm,
+    match h.first() {
+        Some(f) if h.len() >= 2 => magnitude(f, is_graph(r)) / reference(r),
         _ => f64::NAN,
     }
 }
@@ -197,7 +227,10 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
             .flat_map(|r| {
                 let h = hidden(r);
                 (1..h.len())
-                    .map(move |l| h[l - 1].grad_h.norm / h[l].grad_h.norm)
+                    .map(move |l| {
+                        let g = is_graph(r);
+                        magnitude(h[l - 1], g) / magnitude(h[l], g)
+                    })
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -206,12 +239,8 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
 
     // per-layer medians over the end window
     let layers_end = hidden(end);
-    let last_norm = median(
-        finite_window
-            .iter()
-            .filter_map(|r| hidden(r).last().map(|l| l.grad_h.norm))
-            .collect(),
-    );
+    let graph = is_graph(end);
+    let last_norm = median(finite_window.iter().map(|r| reference(r)).collect());
     let mf_init = meanfield_factors(init);
     let mut layers = Vec::new();
     for (i, l) in layers_end.iter().enumerate() {
@@ -224,7 +253,7 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
             m.is_finite().then_some(m)
         };
         let g = pick(&|x| Some(x.grad_h.norm)).unwrap_or(f64::NAN);
-        let rel = g / last_norm;
+        let rel = pick(&|x| Some(magnitude(x, graph))).unwrap_or(f64::NAN) / last_norm;
         let dead = pick(&|x| x.act.dead_frac);
         let sat = pick(&|x| x.act.sat_frac);
         let verdict = if nonfinite.as_ref().is_some_and(|nf| nf.layer == l.name) {
@@ -269,6 +298,11 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
     let (unit, units, per) = match (through_time, memory) {
         (true, true) => ("time step (cell state c_t)", "steps", "step"),
         (true, false) => ("time step", "steps", "step"),
+        _ if graph => (
+            "layer (RMS; stem vs the head input that receives most)",
+            "layers",
+            "layer",
+        ),
         _ => ("hidden layer", "layers", "layer"),
     };
     let mut verdicts = Vec::new();

@@ -92,7 +92,12 @@ impl Probe {
     }
 
     /// Also stream every record to `path` as JSON lines.
-    pub fn with_jsonl(mut self, path: &Path) -> Result<Self, ProbeError> {
+    pub fn with_jsonl(self, path: &Path) -> Result<Self, ProbeError> {
+        self.with_jsonl_mode(path, false)
+    }
+
+    /// Streams records to `path`, after what it holds when `append` (a resumed run).
+    pub fn with_jsonl_mode(mut self, path: &Path, append: bool) -> Result<Self, ProbeError> {
         if self.config.enabled {
             let io = |source| ProbeError::Io {
                 path: path.to_path_buf(),
@@ -101,7 +106,15 @@ impl Probe {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(io)?;
             }
-            let f = File::create(path).map_err(io)?;
+            let f = if append {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(io)?
+            } else {
+                File::create(path).map_err(io)?
+            };
             self.writer = Some((path.to_path_buf(), BufWriter::new(f)));
         }
         Ok(self)

@@ -301,7 +301,15 @@ impl Yolo {
                 (None, _) => Tensor::cat((0..from.len()).map(input).collect(), 1),
             };
             let name = format!("model.{i}");
-            x = tap.point(&name, self.kinds[i], None, None, y);
+            // layers whose output the head reads are marked for the diagnosis
+            let feeds_head = self.from.last().is_some_and(|f| {
+                f.iter().any(|&j| resolve(j, self.from.len() - 1) == i)
+            });
+            x = if feeds_head {
+                tap.point(&name, &format!("output:{}", self.kinds[i]), None, None, y)
+            } else {
+                tap.point(&name, self.kinds[i], None, None, y)
+            };
             outs.push(Some(x.clone()));
         }
         unreachable!("the layout ends with Detect")

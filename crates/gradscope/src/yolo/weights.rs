@@ -149,25 +149,7 @@ pub fn read_safetensors(path: &Path) -> Result<NamedTensors, WeightsError> {
 /// present with the right shape; tensors the model does not have are ignored.
 pub fn load_ultralytics(model: Yolo, path: &Path) -> Result<Yolo, WeightsError> {
     let tensors = read_safetensors(path)?;
-    let mut loader = Loader {
-        tensors: &tensors,
-        path: Vec::new(),
-        used: BTreeSet::new(),
-        missing: Vec::new(),
-        error: None,
-        file: path.to_path_buf(),
-    };
-    let model = model.map(&mut loader);
-    if let Some(e) = loader.error {
-        return Err(e);
-    }
-    if !loader.missing.is_empty() {
-        return Err(WeightsError::Missing {
-            path: path.to_path_buf(),
-            missing: loader.missing,
-        });
-    }
-    Ok(model)
+    load_named(model, &tensors, path)
 }
 
 struct Collect {
@@ -193,21 +175,29 @@ impl ModuleVisitor for Collect {
     }
 }
 
-/// Writes every parameter and BatchNorm statistic as f32 safetensors with Ultralytics' names,
-/// atomically (a temporary file, then a rename).
-pub fn save_ultralytics(model: &Yolo, path: &Path) -> Result<(), WeightsError> {
-    let write = |msg: String| WeightsError::Write {
-        path: path.to_path_buf(),
-        msg,
-    };
+/// Every parameter and BatchNorm statistic of `model`: (Ultralytics name, shape, f32 values).
+pub fn named_tensors<M: Module>(model: &M) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut c = Collect {
         path: Vec::new(),
         out: Vec::new(),
     };
     model.visit(&mut c);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = c
-        .out
-        .into_iter()
+    c.out
+}
+
+/// Writes named f32 tensors (and string metadata) as safetensors, atomically: a temporary file,
+/// then a rename, so a crash never leaves a half-written file under `path`.
+pub fn write_safetensors(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: Option<HashMap<String, String>>,
+    path: &Path,
+) -> Result<(), WeightsError> {
+    let write = |msg: String| WeightsError::Write {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let bytes: Vec<(&String, &Vec<usize>, Vec<u8>)> = tensors
+        .iter()
         .map(|(name, shape, values)| {
             (
                 name,
@@ -219,14 +209,48 @@ pub fn save_ultralytics(model: &Yolo, path: &Path) -> Result<(), WeightsError> {
     let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
         .iter()
         .map(|(name, shape, data)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                .map(|v| (name.clone(), v))
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, (*shape).clone(), data)
+                .map(|v| ((*name).clone(), v))
                 .map_err(|e| write(format!("{name}: {e}")))
         })
         .collect::<Result<_, _>>()?;
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, None, &tmp).map_err(|e| write(e.to_string()))?;
+    safetensors::serialize_to_file(views, metadata, &tmp).map_err(|e| write(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| write(e.to_string()))
+}
+
+/// Writes every parameter and BatchNorm statistic as f32 safetensors with Ultralytics' names,
+/// atomically (a temporary file, then a rename).
+pub fn save_ultralytics(model: &Yolo, path: &Path) -> Result<(), WeightsError> {
+    write_safetensors(&named_tensors(model), None, path)
+}
+
+/// Loads named tensors into `model` (names as [`named_tensors`] gives them). Every tensor the
+/// model has must be present with the right shape.
+pub fn load_named<M: Module>(
+    model: M,
+    tensors: &NamedTensors,
+    file: &Path,
+) -> Result<M, WeightsError> {
+    let mut loader = Loader {
+        tensors,
+        path: Vec::new(),
+        used: BTreeSet::new(),
+        missing: Vec::new(),
+        error: None,
+        file: file.to_path_buf(),
+    };
+    let model = model.map(&mut loader);
+    if let Some(e) = loader.error {
+        return Err(e);
+    }
+    if !loader.missing.is_empty() {
+        return Err(WeightsError::Missing {
+            path: file.to_path_buf(),
+            missing: loader.missing,
+        });
+    }
+    Ok(model)
 }
 
 #[cfg(test)]

@@ -1,0 +1,154 @@
+//! The full training state after an epoch, for `resume`: `weights/last.state.safetensors` holds
+//! the training model (`train.*`, with BatchNorm statistics), the EMA model (`ema.*`), the
+//! optimizer's moments (`optim.m.*`, `optim.v.*`) and, as metadata, the epoch, step counters,
+//! learning-rate scale and best fitness. Written atomically like every checkpoint.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::Device;
+
+use super::ema::Ema;
+use super::optimizer::GroupOptimizer;
+use super::train::DetectError;
+use crate::yolo::model::Yolo;
+use crate::yolo::weights::{load_named, named_tensors, read_safetensors, write_safetensors};
+
+pub const STATE_FILE: &str = "last.state.safetensors";
+
+/// Counters that, with the tensors, make a run continue exactly.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Counters {
+    /// Epochs completed.
+    pub epoch: usize,
+    pub ema_updates: usize,
+    pub last_opt: i64,
+    pub opt_steps: usize,
+    pub lr_scale: f64,
+    pub best: f64,
+    pub adamw: bool,
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> DetectError {
+    DetectError::Io(format!("{}: {e}", path.display()))
+}
+
+/// Writes the state into `weights/last.state.safetensors`.
+pub fn save(
+    weights: &Path,
+    model: &Yolo,
+    ema: &Ema<Yolo>,
+    optim: &GroupOptimizer,
+    c: &Counters,
+) -> Result<(), DetectError> {
+    let mut tensors = Vec::new();
+    for (n, s, v) in named_tensors(&model.valid()) {
+        tensors.push((format!("train.{n}"), s, v));
+    }
+    for (n, s, v) in named_tensors(&ema.model) {
+        tensors.push((format!("ema.{n}"), s, v));
+    }
+    let (moments, steps) = optim.export(model);
+    for (n, s, v) in moments {
+        tensors.push((format!("optim.{n}"), s, v));
+    }
+    let mut meta = HashMap::new();
+    meta.insert("epoch".to_string(), c.epoch.to_string());
+    meta.insert("ema_updates".to_string(), c.ema_updates.to_string());
+    meta.insert("last_opt".to_string(), c.last_opt.to_string());
+    meta.insert("opt_steps".to_string(), c.opt_steps.to_string());
+    meta.insert("lr_scale".to_string(), format!("{:e}", c.lr_scale));
+    meta.insert("best".to_string(), format!("{:e}", c.best));
+    meta.insert("adamw".to_string(), c.adamw.to_string());
+    let steps: HashMap<String, i32> = steps.into_iter().collect();
+    meta.insert(
+        "param_steps".to_string(),
+        serde_json::to_string(&steps).unwrap_or_default(),
+    );
+    let path = weights.join(STATE_FILE);
+    write_safetensors(&tensors, Some(meta), &path).map_err(|e| DetectError::Io(e.to_string()))
+}
+
+/// Where `resume=` points: `true` with `model=<run>/weights/last.safetensors`, or a run folder,
+/// or the state file itself. Returns (run folder, state file).
+pub fn locate(resume: &str, model: &str) -> Result<(PathBuf, PathBuf), DetectError> {
+    let p = if resume == "true" || resume == "True" {
+        PathBuf::from(model)
+    } else {
+        PathBuf::from(resume)
+    };
+    let weights = if p.is_dir() && p.join("weights").is_dir() {
+        p.join("weights")
+    } else if p.is_file() {
+        p.parent().map(Path::to_path_buf).unwrap_or_default()
+    } else {
+        return Err(DetectError::Args(format!(
+            "resume: {} is neither a run folder nor a checkpoint (use resume=true model=runs/detect/train/weights/last.safetensors, or resume=runs/detect/train)",
+            p.display()
+        )));
+    };
+    let state = weights.join(STATE_FILE);
+    if !state.is_file() {
+        return Err(DetectError::Args(format!(
+            "resume: {} is missing; the run has no complete epoch to resume from",
+            state.display()
+        )));
+    }
+    let run = weights
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok((run, state))
+}
+
+fn meta_of(path: &Path) -> Result<HashMap<String, String>, DetectError> {
+    let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+    let (_, m) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| io(path, format!("not a safetensors file: {e}")))?;
+    Ok(m.metadata().clone().unwrap_or_default())
+}
+
+/// Restores (training model, EMA, optimizer, counters) into freshly built models.
+pub fn load(
+    state: &Path,
+    fresh: Yolo,
+    device: &Device,
+) -> Result<(Yolo, Ema<Yolo>, GroupOptimizer, Counters), DetectError> {
+    let meta = meta_of(state)?;
+    let get = |k: &str| -> Result<&String, DetectError> {
+        meta.get(k)
+            .ok_or_else(|| io(state, format!("metadata field '{k}' is missing")))
+    };
+    let num = |k: &str| -> Result<f64, DetectError> {
+        get(k)?
+            .parse::<f64>()
+            .map_err(|e| io(state, format!("metadata field '{k}': {e}")))
+    };
+    let c = Counters {
+        epoch: num("epoch")? as usize,
+        ema_updates: num("ema_updates")? as usize,
+        last_opt: num("last_opt")? as i64,
+        opt_steps: num("opt_steps")? as usize,
+        lr_scale: num("lr_scale")?,
+        best: num("best")?,
+        adamw: get("adamw")? == "true",
+    };
+    let steps: HashMap<String, i32> = serde_json::from_str(get("param_steps")?)
+        .map_err(|e| io(state, format!("metadata field 'param_steps': {e}")))?;
+    let all = read_safetensors(state).map_err(|e| DetectError::Io(e.to_string()))?;
+    let part = |prefix: &str| -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+        all.iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone())))
+            .collect()
+    };
+    let w = |e: crate::yolo::weights::WeightsError| DetectError::Io(e.to_string());
+    let model = load_named(fresh.clone(), &part("train."), state).map_err(w)?;
+    let ema_model = load_named(fresh.valid(), &part("ema."), state).map_err(w)?;
+    let optim = GroupOptimizer::import(c.adamw, &model, &part("optim."), &steps, &device.clone().inner());
+    let ema = Ema {
+        model: ema_model,
+        updates: c.ema_updates,
+    };
+    Ok((model, ema, optim, c))
+}

@@ -1,0 +1,197 @@
+//! Detection end to end: broken data never panics, downloads are safe, a small set is learnt.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+use gradscope::detect::args::DetectArgs;
+use gradscope::detect::download::{fetch_zip, unzip};
+use gradscope::detect::predict::{load, predict};
+use gradscope::detect::runs::{load_sets, resolve_data, unpack_trees};
+use gradscope::detect::train::{train, TrainEvent};
+use gradscope::detect::validate::DetectSettings;
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gradscope-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The embedded tree tiles, unpacked once per test into `dir/trees`.
+fn trees(dir: &Path) -> PathBuf {
+    let t = dir.join("trees");
+    unpack_trees(&t).unwrap();
+    t
+}
+
+fn write(p: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, bytes).unwrap();
+}
+
+/// A dataset with every kind of damage: an undecodable JPEG, a tiny image, label rows with the
+/// wrong column count, out-of-range values, an unknown class and a duplicate.
+fn broken_set(dir: &Path) -> PathBuf {
+    let t = trees(dir);
+    let imgs = t.join("images/train");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&imgs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let root = dir.join("broken");
+    for (i, f) in files.iter().take(3).enumerate() {
+        let name = format!("good{i}.jpg");
+        std::fs::copy(f, root.join("images").join(&name)).ok().or_else(|| {
+            std::fs::create_dir_all(root.join("images")).unwrap();
+            std::fs::copy(f, root.join("images").join(&name)).ok()
+        });
+        let lbl = gradscope::data::detect::label_path(f);
+        let text = std::fs::read_to_string(lbl).unwrap();
+        let mut text = text.lines().take(5).collect::<Vec<_>>().join("\n");
+        if i == 0 {
+            text += "\n0 0.5 0.5 0.1\n0 1.5 0.5 0.1 0.1\n7 0.5 0.5 0.1 0.1\nabc 0.5 0.5 0.1 0.1";
+            let dup = text.lines().next().unwrap().to_string();
+            text += &format!("\n{dup}");
+        }
+        write(&root.join(format!("labels/good{i}.txt")), text.as_bytes());
+    }
+    write(&root.join("images/corrupt.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg");
+    image::RgbImage::new(5, 5)
+        .save(root.join("images/tiny.png"))
+        .unwrap();
+    write(
+        &root.join("data.yaml"),
+        b"path: .\ntrain: images\nval: images\nnames:\n  0: tree\n",
+    );
+    root.join("data.yaml")
+}
+
+#[test]
+fn broken_data_gives_warnings_not_panics_and_trains() {
+    let dir = scratch("broken");
+    let yaml = broken_set(&dir);
+    let data = resolve_data(yaml.to_str().unwrap(), &mut |_| {}).unwrap();
+    let mut warnings = Vec::new();
+    let (tr, _) = load_sets(&data, &mut |w, m| {
+        if w {
+            warnings.push(m)
+        }
+    })
+    .unwrap();
+    assert_eq!(tr.len(), 3, "the three good images are kept");
+    let all = warnings.join("\n");
+    for what in ["corrupt.jpg", "tiny.png", "good0.txt:6", "good0.txt:7", "good0.txt:8", "good0.txt:9", "good0.txt:10"] {
+        assert!(all.contains(what), "no warning about {what} in:\n{all}");
+    }
+    // a bad yaml names its file and problem
+    let bad = dir.join("bad.yaml");
+    write(&bad, b"path: .\ntrain: [unclosed\n");
+    let e = resolve_data(bad.to_str().unwrap(), &mut |_| {}).err().unwrap().to_string();
+    assert!(e.contains("bad.yaml") && e.contains("YAML"), "{e}");
+    let nonames = dir.join("nonames.yaml");
+    write(&nonames, b"path: .\ntrain: images\nval: images\n");
+    let e = resolve_data(nonames.to_str().unwrap(), &mut |_| {}).err().unwrap().to_string();
+    assert!(e.contains("names"), "{e}");
+    let e = resolve_data("no-such-data.yaml", &mut |_| {}).err().unwrap().to_string();
+    assert!(e.contains("no-such-data.yaml") && e.contains("coco8.yaml"), "{e}");
+
+    // one tiny epoch on the broken set runs to the end and writes the run folder
+    let args = DetectArgs::parse(
+        DetectArgs::default(),
+        &[
+            format!("data={}", yaml.display()),
+            "epochs=1".into(),
+            "imgsz=64".into(),
+            "batch=2".into(),
+            format!("project={}", dir.join("runs").display()),
+        ],
+    )
+    .unwrap();
+    let out = train(&args, &mut |_| {}).unwrap();
+    for f in ["results.csv", "args.yaml", "probe.jsonl", "report.html", "weights/last.safetensors", "weights/best.safetensors"] {
+        assert!(out.dir.join(f).is_file(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(out.dir.join("results.csv")).unwrap();
+    assert!(csv.starts_with("epoch,time,train/box_loss,train/cls_loss,train/l1_loss,metrics/precision(B)"));
+    assert_eq!(csv.lines().count(), 2);
+
+    // predicting over a folder with a corrupt image warns about it and draws the rest
+    let device = gradscope::device().inner();
+    let ck = load(&out.dir.join("weights/best.safetensors"), &device).unwrap();
+    assert_eq!(ck.names, vec!["tree".to_string()]);
+    let mut errs = Vec::new();
+    let s = DetectSettings {
+        conf: 0.0,
+        max_det: 10,
+        end2end: true,
+        iou: 0.7,
+    };
+    let preds = predict(&ck, &dir.join("broken/images"), 64, &s, &dir.join("pred"), &device, &mut |r| {
+        if let Err(e) = r {
+            errs.push(e)
+        }
+    })
+    .unwrap();
+    assert_eq!(preds.len(), 4, "3 good + the 5×5 image");
+    assert!(errs.iter().any(|e| e.contains("corrupt.jpg")), "{errs:?}");
+    assert!(preds.iter().all(|p| p.boxes.len() == 10));
+    assert!(dir.join("pred/good0.jpg").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A one-shot HTTP server on 127.0.0.1 that answers every request with `body`.
+fn serve(body: Vec<u8>) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/zip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    format!("http://127.0.0.1:{port}/set.zip")
+}
+
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in entries {
+        w.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+#[test]
+fn download_over_loopback_and_zip_slip_refused() {
+    let dir = scratch("download");
+    let body = zip_of(&[
+        ("mini/images/train/a.txt", b"x"),
+        ("mini/labels/train/a.txt", b"0 0.5 0.5 0.1 0.1\n"),
+    ]);
+    let url = serve(body);
+    let made = fetch_zip(&url, &dir).unwrap();
+    assert_eq!(made, vec![dir.join("mini")]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("mini/labels/train/a.txt")).unwrap(),
+        "0 0.5 0.5 0.1 0.1\n"
+    );
+    // an entry escaping the target folder: refused, nothing written anywhere
+    let evil = zip_of(&[("ok/fine.txt", b"1"), ("../escaped.txt", b"2")]);
+    let e = unzip(&evil, &dir.join("inner")).unwrap_err();
+    assert!(e.contains("../escaped.txt"), "{e}");
+    assert!(!dir.join("escaped.txt").exists());
+    assert!(!dir.join("inner/ok").exists());
+    // nothing listening: a clear error, no panic
+    let e = fetch_zip("http://127.0.0.1:9/none.zip", &dir).unwrap_err();
+    assert!(e.contains("127.0.0.1:9"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
