@@ -89,7 +89,9 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
                 b.finish_and_clear();
             }
             println!("{last_line}");
-            print!("{}", val.table(names, false));
+            if val.coco.map50_95.is_finite() {
+                print!("{}", val.table(names, false));
+            }
             if let Some(d) = diagnosis {
                 println!(
                     "{:>22} {} — first/last ‖∂L/∂h‖ {:.3e}, per layer ×{:.3}",
@@ -112,7 +114,11 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
         println!("\ngradient diagnosis (probe.jsonl, report.html):\n{d}");
     }
     for ev in &outcome.history.recoveries {
-        let at = ev.producer.as_ref().map(|p| format!(" ({p})")).unwrap_or_default();
+        let at = ev
+            .producer
+            .as_ref()
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default();
         println!(
             "recovered from a non-finite {} at iteration {}{at}; lr → {:.3e}",
             ev.what, ev.step, ev.lr_after
@@ -151,7 +157,11 @@ pub fn val_cmd(args: &[&str]) -> Result<()> {
     let device = gradscope::device().inner();
     let ck = load(&ckpt, &device)?;
     // the run's settings, then the command line (without model=, which is the checkpoint here)
-    let rest: Vec<String> = words.iter().filter(|w| !w.starts_with("model=")).cloned().collect();
+    let rest: Vec<String> = words
+        .iter()
+        .filter(|w| !w.starts_with("model="))
+        .cloned()
+        .collect();
     let a = DetectArgs::parse(ck.args.clone(), &rest).map_err(anyhow::Error::msg)?;
     let data = resolve_data(&a.data, &mut |m| println!("{m}"))?;
     if data.names.len() != ck.names.len() {
@@ -170,7 +180,16 @@ pub fn val_cmd(args: &[&str]) -> Result<()> {
         }
     })?;
     let s = settings(&a, 0.001);
-    let v = validate(&ck.model, &val, a.imgsz, a.batch, ck.names.len(), &s, 0.1, &device);
+    let v = validate(
+        &ck.model,
+        &val,
+        a.imgsz,
+        a.batch,
+        ck.names.len(),
+        &s,
+        0.1,
+        &device,
+    );
     print!("{}", v.table(&ck.names, ck.names.len() > 1));
     if a.save_json {
         let dir = new_run_dir(&a.project, "val", false)?;
@@ -205,7 +224,11 @@ pub fn predict_cmd(args: &[&str]) -> Result<()> {
     let ckpt = checkpoint_path(&words)?;
     let device = gradscope::device().inner();
     let ck = load(&ckpt, &device)?;
-    let rest: Vec<String> = words.iter().filter(|w| !w.starts_with("model=")).cloned().collect();
+    let rest: Vec<String> = words
+        .iter()
+        .filter(|w| !w.starts_with("model="))
+        .cloned()
+        .collect();
     let a = DetectArgs::parse(
         DetectArgs {
             source: None,
@@ -220,24 +243,36 @@ pub fn predict_cmd(args: &[&str]) -> Result<()> {
     };
     let dir = new_run_dir(&a.project, "predict", false)?;
     let s = settings(&a, 0.25);
-    let preds = predict(&ck, Path::new(&source), a.imgsz, &s, &dir, &device, &mut |r| match r {
-        Ok(p) => {
-            let mut counts = std::collections::BTreeMap::new();
-            for (c, _, _) in &p.boxes {
-                *counts.entry(*c).or_insert(0usize) += 1;
+    let preds = predict(
+        &ck,
+        Path::new(&source),
+        a.imgsz,
+        &s,
+        &dir,
+        &device,
+        &mut |r| match r {
+            Ok(p) => {
+                let mut counts = std::collections::BTreeMap::new();
+                for (c, _, _) in &p.boxes {
+                    *counts.entry(*c).or_insert(0usize) += 1;
+                }
+                let what: Vec<String> = counts
+                    .iter()
+                    .map(|(c, n)| format!("{n} {}", ck.names.get(*c).cloned().unwrap_or_default()))
+                    .collect();
+                println!(
+                    "{}: {}",
+                    p.image.display(),
+                    if what.is_empty() {
+                        "no detections".into()
+                    } else {
+                        what.join(", ")
+                    }
+                );
             }
-            let what: Vec<String> = counts
-                .iter()
-                .map(|(c, n)| format!("{n} {}", ck.names.get(*c).cloned().unwrap_or_default()))
-                .collect();
-            println!(
-                "{}: {}",
-                p.image.display(),
-                if what.is_empty() { "no detections".into() } else { what.join(", ") }
-            );
-        }
-        Err(e) => eprintln!("warning: {e}"),
-    })?;
+            Err(e) => eprintln!("warning: {e}"),
+        },
+    )?;
     if a.save_json {
         let rows: Vec<serde_json::Value> = preds
             .iter()
@@ -253,7 +288,10 @@ pub fn predict_cmd(args: &[&str]) -> Result<()> {
                 })
             })
             .collect();
-        std::fs::write(dir.join("predictions.json"), serde_json::to_string_pretty(&rows)?)?;
+        std::fs::write(
+            dir.join("predictions.json"),
+            serde_json::to_string_pretty(&rows)?,
+        )?;
     }
     println!("results saved to {}", dir.display());
     Ok(())

@@ -67,7 +67,9 @@ fn run(args: &[String]) -> Result<()> {
         ["lab", "vanishing", rest @ ..] => lab_mlp(MlpLab::vanishing(), rest),
         ["lab", "exploding", rest @ ..] => lab_mlp(MlpLab::exploding(), rest),
         ["lab", "recurrent", rest @ ..] => lab_recurrent(rest),
-        ["lab", other, ..] => bail!("unknown lab '{other}'; available: vanishing, exploding, recurrent"),
+        ["lab", other, ..] => {
+            bail!("unknown lab '{other}'; available: vanishing, exploding, recurrent")
+        }
         ["lab"] => bail!("which lab? available: vanishing, exploding, recurrent"),
         ["diagnose", path] => diagnose_cmd(Path::new(path)),
         ["diagnose", ..] => bail!("usage: gradscope diagnose <run folder | probe.jsonl>"),

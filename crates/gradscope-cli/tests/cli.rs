@@ -73,14 +73,23 @@ fn bad_arguments_name_the_argument_and_what_is_accepted() {
     fails_with(&["lab", "exploding", "nan_recovery=x"], &["nan_recovery=x"]);
     fails_with(&["frobnicate"], &["unknown command 'frobnicate'"]);
     fails_with(&["train", "imgsz=100"], &["imgsz=100", "multiple of 32"]);
-    fails_with(&["train", "epoch=3"], &["unknown argument 'epoch'", "epochs"]);
+    fails_with(
+        &["train", "epoch=3"],
+        &["unknown argument 'epoch'", "epochs"],
+    );
     fails_with(
         &["train", "data=no-such.yaml"],
         &["data=no-such.yaml", "coco8.yaml"],
     );
-    fails_with(&["train", "resume=true", "model=nowhere/last.safetensors"], &["nowhere"]);
+    fails_with(
+        &["train", "resume=true", "model=nowhere/last.safetensors"],
+        &["nowhere"],
+    );
     fails_with(&["predict", "source=x.jpg"], &["model="]);
-    fails_with(&["val", "model=missing.safetensors"], &["missing.safetensors"]);
+    fails_with(
+        &["val", "model=missing.safetensors"],
+        &["missing.safetensors"],
+    );
     fails_with(
         &["info", "model=yolo99z.yaml"],
         &["model=yolo99z.yaml", "yolo26n.yaml"],
@@ -291,7 +300,7 @@ fn a_killed_run_resumes_exactly() {
             "epochs=3".into(),
             "imgsz=64".into(),
             "batch=4".into(),
-            "nbs=8".into(),
+            "nbs=4".into(),
             "warmup_epochs=0".into(),
             "data=trees".into(),
             format!("project={}", dir.join("runs").display()),
@@ -339,7 +348,10 @@ fn a_killed_run_resumes_exactly() {
             .map(|l| l.split(',').map(|x| x.parse().unwrap()).collect())
             .collect()
     };
-    assert!(rows("killed").len() < 3, "the run was killed before its end");
+    assert!(
+        rows("killed").len() < 3,
+        "the run was killed before its end"
+    );
     let out = gradscope(&[
         "train",
         "resume=true",

@@ -320,7 +320,14 @@ mod tests {
         let g2 = [8.0, 8.0, 48.0, 48.0];
         // every anchor predicts g1 exactly: overlap with g1 is 1, with g2 below
         let (s, b) = uniform(&a, g1, 0.5);
-        let asg = assign(&s, &b, &a, &[(0, g1), (0, g2)], 1, &AssignConfig::one2many());
+        let asg = assign(
+            &s,
+            &b,
+            &a,
+            &[(0, g1), (0, g2)],
+            1,
+            &AssignConfig::one2many(),
+        );
         // anchor (12, 12) (index 9) is inside both: it goes to g1
         assert_eq!(asg.gt[9], Some(0));
         assert!(asg.gt.iter().flatten().all(|&g| g <= 1));
@@ -336,7 +343,14 @@ mod tests {
         let asg = assign(&s, &b, &a, &[(0, g1), (0, g2)], 1, &AssignConfig::one2one());
         assert_eq!(asg.foreground(), 2);
         assert_eq!(asg.gt[18], Some(0));
-        let asg = assign(&s, &b, &a, &[(0, g1), (0, g2)], 1, &AssignConfig::one2many());
+        let asg = assign(
+            &s,
+            &b,
+            &a,
+            &[(0, g1), (0, g2)],
+            1,
+            &AssignConfig::one2many(),
+        );
         assert!(asg.foreground() > 2);
     }
 

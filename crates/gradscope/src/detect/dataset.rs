@@ -121,7 +121,8 @@ impl DetData {
             .par_iter()
             .enumerate()
             .map(|(k, &i)| {
-                let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(k as u64));
+                let mut rng =
+                    StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(k as u64));
                 train_image(&self.samples, &fetch, i, imgsz, cfg, mosaic, &mut rng)
             })
             .collect::<Result<_, _>>()?;

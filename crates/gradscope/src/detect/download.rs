@@ -46,8 +46,12 @@ pub fn unzip(bytes: &[u8], dir: &Path) -> Result<Vec<PathBuf>, String> {
         for i in 0..zip.len() {
             let mut f = zip.by_index(i).map_err(|e| format!("zip entry {i}: {e}"))?;
             let name = f.name().to_string();
-            let rel = safe_path(&name)
-                .ok_or_else(|| format!("zip entry '{name}' would be written outside {}", dir.display()))?;
+            let rel = safe_path(&name).ok_or_else(|| {
+                format!(
+                    "zip entry '{name}' would be written outside {}",
+                    dir.display()
+                )
+            })?;
             if let Some(Component::Normal(top)) = rel.components().next() {
                 let top = PathBuf::from(top);
                 if !tops.contains(&top) {
@@ -62,7 +66,8 @@ pub fn unzip(bytes: &[u8], dir: &Path) -> Result<Vec<PathBuf>, String> {
             if let Some(p) = out.parent() {
                 std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
             }
-            let mut w = std::fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            let mut w =
+                std::fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
             std::io::copy(&mut f, &mut w).map_err(|e| format!("{}: {e}", out.display()))?;
         }
         for t in &tops {
@@ -72,7 +77,8 @@ pub fn unzip(bytes: &[u8], dir: &Path) -> Result<Vec<PathBuf>, String> {
             }
         }
         for t in &tops {
-            std::fs::rename(tmp.join(t), dir.join(t)).map_err(|e| format!("{}: {e}", dir.join(t).display()))?;
+            std::fs::rename(tmp.join(t), dir.join(t))
+                .map_err(|e| format!("{}: {e}", dir.join(t).display()))?;
         }
         Ok(tops.iter().map(|t| dir.join(t)).collect())
     })();
@@ -89,6 +95,9 @@ mod tests {
         assert!(safe_path("../evil").is_none());
         assert!(safe_path("/etc/passwd").is_none());
         assert!(safe_path("a/../../b").is_none());
-        assert_eq!(safe_path("coco8/images/a.jpg"), Some(PathBuf::from("coco8/images/a.jpg")));
+        assert_eq!(
+            safe_path("coco8/images/a.jpg"),
+            Some(PathBuf::from("coco8/images/a.jpg"))
+        );
     }
 }

@@ -111,11 +111,25 @@ mod tests {
             assert!((got[i] - want).abs() < 1e-5, "{got:?} vs {want}");
         }
         // BatchNorm running statistics are averaged too
-        let x = Tensor::<2>::from_data(TensorData::new(vec![10.0f32, 10.0, 12.0, 12.0], [2, 2]), &device);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![10.0f32, 10.0, 12.0, 12.0], [2, 2]),
+            &device,
+        );
         let _ = net.bn.forward(net.fc.forward(x).reshape([2, 1, 1]));
         ema.update(&net);
-        let rm: Vec<f32> = ema.model.bn.running_mean.value().into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
-        assert!(rm[0].abs() > 1e-3, "running mean reached the average: {rm:?}");
+        let rm: Vec<f32> = ema
+            .model
+            .bn
+            .running_mean
+            .value()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap();
+        assert!(
+            rm[0].abs() > 1e-3,
+            "running mean reached the average: {rm:?}"
+        );
         assert!((Ema::<Net>::decay(100_000) - 0.9999).abs() < 1e-6);
     }
 }

@@ -13,7 +13,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::assign::{assign, AssignConfig, Anchors, Assignment, Xyxy};
+use super::assign::{assign, Anchors, AssignConfig, Assignment, Xyxy};
 
 #[derive(Clone, Copy, Debug)]
 pub struct LossGains {
@@ -117,7 +117,8 @@ pub fn branch_loss(
         .clone()
         .detach()
         .into_data()
-        .convert::<f32>().try_into_vec::<f32>()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
         .expect("f32 head output");
     let mut target_scores = vec![0f32; b * nc * a_n];
     let mut fg_index: Vec<i64> = Vec::new();
@@ -158,7 +159,11 @@ pub fn branch_loss(
         }
         assignments.push(asg);
     }
-    let norm = target_scores.iter().map(|&v| v as f64).sum::<f64>().max(1.0);
+    let norm = target_scores
+        .iter()
+        .map(|&v| v as f64)
+        .sum::<f64>()
+        .max(1.0);
     let tscores = Tensor::<3>::from_data(TensorData::new(target_scores, [b, nc, a_n]), &device);
     let logits = raw.clone().slice([0..b, 4..c, 0..a_n]);
     let cls = bce_with_logits(logits, tscores).sum() / norm;
@@ -195,7 +200,12 @@ pub fn branch_loss(
         let (h, wi) = (imgsz.0 as f64, imgsz.1 as f64);
         let scale = Tensor::<2>::from_data(
             TensorData::new(
-                vec![1.0 / wi as f32, 1.0 / h as f32, 1.0 / wi as f32, 1.0 / h as f32],
+                vec![
+                    1.0 / wi as f32,
+                    1.0 / h as f32,
+                    1.0 / wi as f32,
+                    1.0 / h as f32,
+                ],
                 [1, 4],
             ),
             &device,
@@ -209,7 +219,10 @@ pub fn branch_loss(
             ],
             1,
         );
-        let diff = ((dist - t_ltrb) * stride * scale).abs().mean_dim(1).reshape([f]);
+        let diff = ((dist - t_ltrb) * stride * scale)
+            .abs()
+            .mean_dim(1)
+            .reshape([f]);
         let l1 = (diff * w).sum() / norm;
         (box_, l1)
     };
@@ -293,9 +306,16 @@ mod tests {
     #[test]
     fn bce_is_stable_and_correct() {
         let device = crate::device();
-        let x = Tensor::<1>::from_data(TensorData::new(vec![0.0f32, 2.0, -100.0, 100.0], [4]), &device);
+        let x = Tensor::<1>::from_data(
+            TensorData::new(vec![0.0f32, 2.0, -100.0, 100.0], [4]),
+            &device,
+        );
         let y = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 0.0, 0.0, 1.0], [4]), &device);
-        let got: Vec<f32> = bce_with_logits(x, y).into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+        let got: Vec<f32> = bce_with_logits(x, y)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap();
         let want = [std::f32::consts::LN_2, (1.0 + 2f32.exp()).ln(), 0.0, 0.0];
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-5, "{g} vs {w}");

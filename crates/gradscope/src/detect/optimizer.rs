@@ -103,14 +103,7 @@ impl ModuleMapper for Stepper<'_> {
             let bc2 = 1.0 - 0.999f64.powi(t);
             let denom = (v.clone() / bc2).sqrt() + 1e-8;
             let w = w.clone() * (1.0 - lr * wd) - m.clone() / denom * (lr / bc1);
-            self.opt.states.insert(
-                id,
-                State {
-                    m,
-                    v: Some(v),
-                    t,
-                },
-            );
+            self.opt.states.insert(id, State { m, v: Some(v), t });
             w
         } else {
             let d = if wd > 0.0 { g + w.clone() * wd } else { g };
@@ -255,7 +248,10 @@ mod tests {
     }
 
     fn values(t: Tensor<2>) -> Vec<f32> {
-        t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
     }
 
     /// Two SGD-Nesterov steps on L = Σ w (gradient 1 everywhere): by hand,

@@ -47,8 +47,11 @@ pub fn draw_boxes(img: &mut RgbImage, boxes: &[Drawn], names: &[String]) -> Resu
         let th = font as i32 + 4;
         let tw = (tag.chars().count() as f64 * font * 0.6) as i32 + 4;
         let ty = if y1 - th >= 0 { y1 - th } else { y1 };
-        root.draw(&Rectangle::new([(x1, ty), (x1 + tw, ty + th)], col.filled()))
-            .map_err(|e| e.to_string())?;
+        root.draw(&Rectangle::new(
+            [(x1, ty), (x1 + tw, ty + th)],
+            col.filled(),
+        ))
+        .map_err(|e| e.to_string())?;
         root.draw(&Text::new(
             tag,
             (x1 + 2, ty + 2),
@@ -142,8 +145,11 @@ pub fn results_png(rows: &[Vec<f64>], path: &Path) -> Result<(), DetectError> {
             .map_err(|m| e(path, m))?;
         ch.draw_series(LineSeries::new(pts.clone(), run_color(2).stroke_width(2)))
             .map_err(|m| e(path, m))?;
-        ch.draw_series(pts.iter().map(|p| Circle::new(*p, 3, run_color(2).filled())))
-            .map_err(|m| e(path, m))?;
+        ch.draw_series(
+            pts.iter()
+                .map(|p| Circle::new(*p, 3, run_color(2).filled())),
+        )
+        .map_err(|m| e(path, m))?;
     }
     root.present().map_err(|m| e(path, m))
 }
@@ -236,9 +242,9 @@ pub fn confusion(v: &ValResult, names: &[String], path: &Path) -> Result<(), Det
         .y_label_formatter(&|i| if *i < k { label(*i) } else { String::new() })
         .draw()
         .map_err(|x| e(path, x))?;
-    for r in 0..k {
-        for c in 0..k {
-            let frac = m[r][c] as f64 / col_sum[c].max(1) as f64;
+    for (r, row) in m.iter().enumerate() {
+        for (c, &count) in row.iter().enumerate() {
+            let frac = count as f64 / col_sum[c].max(1) as f64;
             let shade = (255.0 * (1.0 - frac)) as u8;
             ch.draw_series(std::iter::once(Rectangle::new(
                 [(c, r), (c + 1, r + 1)],
@@ -246,7 +252,7 @@ pub fn confusion(v: &ValResult, names: &[String], path: &Path) -> Result<(), Det
             )))
             .map_err(|x| e(path, x))?;
             ch.draw_series(std::iter::once(Text::new(
-                m[r][c].to_string(),
+                count.to_string(),
                 (c, r + 1),
                 ("sans-serif", 14),
             )))
@@ -277,17 +283,30 @@ pub fn gradient_report(
     };
     let views = [view];
     let r = |x: crate::report::ReportError| DetectError::Io(x.to_string());
-    let mut images = vec![("grad_norm.png", "Global gradient norm per optimizer step (before clipping)")];
+    let mut images = vec![(
+        "grad_norm.png",
+        "Global gradient norm per optimizer step (before clipping)",
+    )];
     plots::grad_norm(&views, &dir.join("grad_norm.png")).map_err(r)?;
     if !records.is_empty() {
         plots::heatmap(&views, &dir.join("heatmap.png")).map_err(r)?;
         plots::layer_bars(&views, &dir.join("layers.png")).map_err(r)?;
-        images.push(("heatmap.png", "Gradient reaching each layer's output over training"));
-        images.push(("layers.png", "Gradient per layer: first probed step and latest"));
+        images.push((
+            "heatmap.png",
+            "Gradient reaching each layer's output over training",
+        ));
+        images.push((
+            "layers.png",
+            "Gradient per layer: first probed step and latest",
+        ));
     }
     images.insert(0, ("results.png", "Losses and metrics per epoch"));
     let mut table = Table {
-        columns: vec!["verdict".into(), "first/last ‖∂L/∂h‖".into(), "per layer".into()],
+        columns: vec![
+            "verdict".into(),
+            "first/last ‖∂L/∂h‖".into(),
+            "per layer".into(),
+        ],
         rows: Vec::new(),
     };
     if let Some(d) = diagnosis {

@@ -29,10 +29,9 @@ pub struct Checkpoint {
 
 /// Reads `<run>/args.yaml` for the checkpoint `weights` (`<run>/weights/x.safetensors`).
 pub fn run_args(weights: &Path) -> Result<(DetectArgs, Vec<String>), DetectError> {
-    let run = weights
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| DetectError::Args(format!("{}: not inside a run folder", weights.display())))?;
+    let run = weights.parent().and_then(Path::parent).ok_or_else(|| {
+        DetectError::Args(format!("{}: not inside a run folder", weights.display()))
+    })?;
     let file = run.join("args.yaml");
     let text = std::fs::read_to_string(&file).map_err(|e| {
         DetectError::Args(format!(
@@ -73,7 +72,10 @@ pub fn run_args(weights: &Path) -> Result<(DetectArgs, Vec<String>), DetectError
         }
     }
     if names.is_empty() {
-        return Err(DetectError::Args(format!("{}: no class names", file.display())));
+        return Err(DetectError::Args(format!(
+            "{}: no class names",
+            file.display()
+        )));
     }
     Ok((args, names))
 }
@@ -119,14 +121,22 @@ pub fn predict_image(
     let (w0, h0) = img.dimensions();
     let r = (imgsz as f32 / w0 as f32).min(imgsz as f32 / h0 as f32);
     let (w1, h1) = ((w0 as f32 * r).round(), (h0 as f32 * r).round());
-    let (px, py) = (((imgsz as f32 - w1) / 2.0).floor(), ((imgsz as f32 - h1) / 2.0).floor());
+    let (px, py) = (
+        ((imgsz as f32 - w1) / 2.0).floor(),
+        ((imgsz as f32 - h1) / 2.0).floor(),
+    );
     detections(&raw, nc, &anchors, settings)
         .into_iter()
         .map(|d| {
             let un = |v: f32, p: f32, lim: u32| ((v - p) / r).clamp(0.0, lim as f32);
             (
                 d[5] as usize,
-                [un(d[0], px, w0), un(d[1], py, h0), un(d[2], px, w0), un(d[3], py, h0)],
+                [
+                    un(d[0], px, w0),
+                    un(d[1], py, h0),
+                    un(d[2], px, w0),
+                    un(d[3], py, h0),
+                ],
                 d[4],
             )
         })
@@ -154,7 +164,8 @@ pub fn predict(
             source.display()
         )));
     };
-    std::fs::create_dir_all(out_dir).map_err(|e| DetectError::Io(format!("{}: {e}", out_dir.display())))?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| DetectError::Io(format!("{}: {e}", out_dir.display())))?;
     let mut all = Vec::new();
     for f in files {
         let img = match image::open(&f) {
@@ -168,7 +179,10 @@ pub fn predict(
         let mut canvas = img;
         let drawn: Vec<Drawn> = boxes.iter().map(|(c, b, s)| (*c, *b, Some(*s))).collect();
         draw_boxes(&mut canvas, &drawn, &ck.names).map_err(DetectError::Io)?;
-        let name = f.file_name().map(PathBuf::from).unwrap_or_else(|| "image.jpg".into());
+        let name = f
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "image.jpg".into());
         let out = out_dir.join(name).with_extension("jpg");
         canvas
             .save(&out)

@@ -145,7 +145,13 @@ pub fn load(
     let w = |e: crate::yolo::weights::WeightsError| DetectError::Io(e.to_string());
     let model = load_named(fresh.clone(), &part("train."), state).map_err(w)?;
     let ema_model = load_named(fresh.valid(), &part("ema."), state).map_err(w)?;
-    let optim = GroupOptimizer::import(c.adamw, &model, &part("optim."), &steps, &device.clone().inner());
+    let optim = GroupOptimizer::import(
+        c.adamw,
+        &model,
+        &part("optim."),
+        &steps,
+        &device.clone().inner(),
+    );
     let ema = Ema {
         model: ema_model,
         updates: c.ema_updates,

@@ -24,16 +24,86 @@ static TREES_TAR: &[u8] = include_bytes!("../../embedded/trees.tar");
 
 /// COCO's 80 class names, in order.
 pub const COCO_NAMES: [&str; 80] = [
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
-    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
 ];
 
 /// Built-in dataset yamls: (name, folder under the datasets dir, download URL).
@@ -118,7 +188,10 @@ pub fn resolve_data(name: &str, info: &mut dyn FnMut(String)) -> Result<DataYaml
         }
         let target = ds.join(folder);
         if !target.is_dir() {
-            info(format!("{name}: {} not found, downloading {url}", target.display()));
+            info(format!(
+                "{name}: {} not found, downloading {url}",
+                target.display()
+            ));
             super::download::fetch_zip(url, &ds).map_err(|e| {
                 DetectError::Data(format!(
                     "{name}: the data is not in {} and the download failed ({e}). Put the dataset there (images/train, images/val, labels/train, labels/val) or pass data=path/to/{name}",
@@ -157,7 +230,10 @@ fn load_one(
     }
     let (data, failed) = DetData::decode(samples);
     for (p, why) in failed {
-        say(true, format!("{}: skipped: cannot decode: {why}", p.display()));
+        say(
+            true,
+            format!("{}: skipped: cannot decode: {why}", p.display()),
+        );
     }
     say(false, report.summary(split));
     Ok(data)
@@ -236,7 +312,11 @@ impl ResultsCsv {
         if keep > 0 {
             let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
             for line in text.lines().skip(1).take(keep) {
-                rows.push(line.split(',').map(|x| x.trim().parse().unwrap_or(f64::NAN)).collect());
+                rows.push(
+                    line.split(',')
+                        .map(|x| x.trim().parse().unwrap_or(f64::NAN))
+                        .collect(),
+                );
             }
         }
         let mut file = File::create(&path).map_err(|e| io(&path, e))?;
@@ -256,7 +336,13 @@ impl ResultsCsv {
         let text: Vec<String> = row
             .iter()
             .enumerate()
-            .map(|(i, x)| if i == 0 { format!("{x}") } else { format!("{x:.6}") })
+            .map(|(i, x)| {
+                if i == 0 {
+                    format!("{x}")
+                } else {
+                    format!("{x:.6}")
+                }
+            })
             .collect();
         writeln!(self.file, "{}", text.join(",")).map_err(|e| io(&self.path, e))?;
         self.file.flush().map_err(|e| io(&self.path, e))?;

@@ -5,9 +5,9 @@
 //! forward with probe points on every layer, the two-branch loss (ProgLoss), backward; gradients
 //! accumulate until `nbs` images (nominal batch) have been seen, then are clipped at global norm
 //! 10, the optimizer steps (three parameter groups) and the EMA follows. Warmup over
-//! max(warmup_epochs·iterations, 100) iterations ramps the weight groups' learning rate from 0 and
-//! the bias group's from `warmup_bias_lr`, the momentum from `warmup_momentum`, and the
-//! accumulation from 1. After every epoch the EMA model is validated, a results.csv row is
+//! min(warmup_epochs, epochs − 1) epochs ramps the weight groups' learning rate from 0 and the bias
+//! group's from `warmup_bias_lr` (0 with `optimizer=auto`), SGD's momentum from
+//! `warmup_momentum`, and the accumulation from 1. After every epoch the EMA model is validated, a results.csv row is
 //! written, `last` and `best` (by mAP50-95) are saved atomically, and the gradient diagnosis runs
 //! on the probe records so far. A non-finite loss or gradient is undone (parameters, optimizer
 //! and accumulated gradients), the learning rate halved, the batch skipped; `nan_recovery` in a
@@ -84,8 +84,14 @@ pub struct TrainOutcome {
 }
 
 /// The model for `args`, with the ablation switches, for `nc` classes.
-pub fn build_model(args: &DetectArgs, nc: usize, device: &Device) -> Result<(YoloConfig, Yolo), DetectError> {
+pub fn build_model(
+    args: &DetectArgs,
+    nc: usize,
+    device: &Device,
+) -> Result<(YoloConfig, Yolo), DetectError> {
     let mut cfg = YoloConfig::from_name(&args.model, nc).map_err(DetectError::Args)?;
+    // a seeded initialisation: the same seed builds the same network
+    device.seed(args.seed);
     cfg.switches = Switches {
         act: args.act,
         bn: args.bn,
@@ -156,7 +162,8 @@ pub fn train(
         None => runs::new_run_dir(&args.project, &args.name, args.exist_ok)?,
     };
     let weights = dir.join("weights");
-    std::fs::create_dir_all(&weights).map_err(|e| DetectError::Io(format!("{}: {e}", weights.display())))?;
+    std::fs::create_dir_all(&weights)
+        .map_err(|e| DetectError::Io(format!("{}: {e}", weights.display())))?;
     if resume.is_none() {
         runs::write_args(&dir, args, &data.names)?;
     }
@@ -170,7 +177,8 @@ pub fn train(
     )));
 
     let imgsz = args.imgsz;
-    let batch = args.batch.min(train.len()).max(1);
+    // the nominal batch size counts for accumulation and decay even when the set is smaller
+    let batch = args.batch.max(1);
     let nb = train.len().div_ceil(batch);
     let nbs = args.nbs.max(1);
     let accumulate_full = ((nbs as f64 / batch as f64).round() as usize).max(1);
@@ -197,10 +205,18 @@ pub fn train(
         "optimizer: {} (lr0 {lr0}, momentum {momentum}) with groups: weights (decay {weight_decay:.2e}), norm weights and biases (no decay); batch {batch}, nominal batch {nbs} (accumulate {accumulate_full}), {nb} iterations per epoch",
         if adamw { "AdamW" } else { "SGD (Nesterov)" }
     )));
-    let nw = if args.warmup_epochs > 0.0 {
-        ((args.warmup_epochs * nb as f64).round() as usize).max(100)
+    // warmup leaves at least the last epoch for regular training
+    let warmup_epochs = args.warmup_epochs.min(args.epochs.saturating_sub(1) as f64);
+    let nw = if warmup_epochs > 0.0 {
+        (warmup_epochs * nb as f64).round() as usize
     } else {
         0
+    };
+    // auto starts the bias warmup at zero; Adam's β₁ has no warmup (it is not a momentum)
+    let warmup_bias_lr = if args.optimizer == DetOptimizer::Auto {
+        0.0
+    } else {
+        args.warmup_bias_lr
     };
 
     let mut optim = GroupOptimizer::new(adamw);
@@ -224,7 +240,10 @@ pub fn train(
                 args.epochs
             )));
         }
-        on(TrainEvent::Info(format!("continuing at epoch {}", start.epoch + 1)));
+        on(TrainEvent::Info(format!(
+            "continuing at epoch {}",
+            start.epoch + 1
+        )));
     }
     let mut probe = Probe::new(ProbeConfig {
         enabled: args.probe,
@@ -261,10 +280,21 @@ pub fn train(
         let w = one2many_weight(epoch, args.epochs);
         let mosaic = epoch + args.close_mosaic < args.epochs;
         if !mosaic && args.augment.mosaic > 0.0 && epoch + args.close_mosaic == args.epochs {
-            on(TrainEvent::Info(format!("closing mosaic for the last {} epochs", args.close_mosaic)));
+            on(TrainEvent::Info(format!(
+                "closing mosaic for the last {} epochs",
+                args.close_mosaic
+            )));
         }
         let order = epoch_order(train.len(), batch, args.seed, epoch);
-        let rx = prefetch(train.clone(), order, imgsz as u32, args.augment, mosaic, args.seed, epoch);
+        let rx = prefetch(
+            train.clone(),
+            order,
+            imgsz as u32,
+            args.augment,
+            mosaic,
+            args.seed,
+            epoch,
+        );
         let mut mean = LossItems::default();
         let mut seen = 0usize;
         let lf = lr_factor(epoch, args.epochs, args.lrf, args.cos_lr);
@@ -277,10 +307,16 @@ pub fn train(
             let ni = i + nb * epoch;
             // warmup: accumulation, per-group lr and momentum
             let (accumulate, lrs, mom) = if ni <= nw && nw > 0 {
-                let acc = (interp(ni as f64, nw as f64, 1.0, nbs as f64 / batch as f64).round() as usize).max(1);
+                let acc = (interp(ni as f64, nw as f64, 1.0, nbs as f64 / batch as f64).round()
+                    as usize)
+                    .max(1);
                 let lr_w = interp(ni as f64, nw as f64, 0.0, lr0 * lf);
-                let lr_b = interp(ni as f64, nw as f64, args.warmup_bias_lr, lr0 * lf);
-                let m = interp(ni as f64, nw as f64, args.warmup_momentum, momentum);
+                let lr_b = interp(ni as f64, nw as f64, warmup_bias_lr, lr0 * lf);
+                let m = if adamw {
+                    momentum
+                } else {
+                    interp(ni as f64, nw as f64, args.warmup_momentum, momentum)
+                };
                 (acc, [lr_w, lr_w, lr_b], m)
             } else {
                 (accumulate_full, [lr0 * lf; 3], momentum)
@@ -291,7 +327,11 @@ pub fn train(
             let instances: usize = b.targets.iter().map(Vec::len).sum();
             let x = Tensor::<4>::from_data(TensorData::new(b.x, [n, 3, imgsz, imgsz]), &device);
             let step = opt_steps;
-            let mut tap = if will_step { probe.tap(step) } else { crate::probe::Tap::off() };
+            let mut tap = if will_step {
+                probe.tap(step)
+            } else {
+                crate::probe::Tap::off()
+            };
             let out = model.forward(x, &mut tap);
             let (loss, items) = yolo_loss(
                 out.heads.one2many,
@@ -350,7 +390,11 @@ pub fn train(
                     .flatten()
                     .and_then(|r| r.nonfinite.clone());
                 in_a_row += 1;
-                let what = if loss_v.is_finite() { "gradient" } else { "loss" };
+                let what = if loss_v.is_finite() {
+                    "gradient"
+                } else {
+                    "loss"
+                };
                 // undo: last good parameters and optimizer state, no accumulated gradients
                 model = good.0.clone().train();
                 optim = good.1.clone();
@@ -404,7 +448,10 @@ pub fn train(
         } else {
             ValResult::skipped(val.len(), nc)
         };
-        diagnosis = diagnose(probe.records());
+        diagnosis = diagnose(probe.records()).map(|mut d| {
+            yolo_remedies(&mut d, args);
+            d
+        });
         let fitness = v.coco.map50_95;
         runs::save_weights(&ema.model, &weights.join("last.safetensors"))?;
         if fitness > best {
@@ -427,7 +474,13 @@ pub fn train(
             },
         )?;
         let lr_now = lr0 * lf * lr_scale;
-        csv.row(epoch + 1, t0.elapsed().as_secs_f64(), &train_items, &v, [lr_now; 3])?;
+        csv.row(
+            epoch + 1,
+            t0.elapsed().as_secs_f64(),
+            &train_items,
+            &v,
+            [lr_now; 3],
+        )?;
         hist.epochs.push(EpochStats {
             epoch,
             train_loss: train_items.box_ + train_items.cls + train_items.l1,
@@ -442,7 +495,17 @@ pub fn train(
         });
         let _ = t_epoch;
         if args.plots {
-            runs::epoch_report(&dir, args, &csv, &hist, probe.records(), diagnosis.as_ref(), &val, &v, &data.names)?;
+            runs::epoch_report(
+                &dir,
+                args,
+                &csv,
+                &hist,
+                probe.records(),
+                diagnosis.as_ref(),
+                &val,
+                &v,
+                &data.names,
+            )?;
         }
         last_val = Some(v);
     }
@@ -455,6 +518,57 @@ pub fn train(
         seconds: t0.elapsed().as_secs_f64(),
         names: data.names.clone(),
     })
+}
+
+/// The diagnosis' remedies in `gradscope train`'s own keys: the building blocks YOLO26 is made of
+/// (SiLU, BatchNorm, residual bottlenecks) when an ablation removed them, then the generic ones
+/// that apply (clipping, learning rate); remedies without a detection key (init schemes, cells)
+/// are dropped.
+pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs) {
+    use crate::diagnose::{Remedy, Verdict};
+    let mut out: Vec<Remedy> = Vec::new();
+    let mut push = |s: String, why: &str| {
+        if !out.iter().any(|r| r.switch == s) {
+            out.push(Remedy {
+                switch: s,
+                why: why.into(),
+            });
+        }
+    };
+    let starved = d.verdicts.iter().any(|v| {
+        matches!(
+            v,
+            Verdict::Vanishing | Verdict::Saturation | Verdict::DeadUnits
+        )
+    });
+    if starved {
+        if args.act != crate::nn::activation::Activation::Silu {
+            push("act=silu".into(), "SiLU passes the gradient with slope ≈ 1 on active units; sigmoid multiplies it by at most 0.25 in every layer");
+        }
+        if !args.bn {
+            push("bn=true".into(), "BatchNorm after every conv keeps pre-activations at unit scale, out of the saturated range, at any depth");
+        }
+        if !args.shortcut {
+            push(
+                "shortcut=true".into(),
+                "residual bottlenecks give the gradient an identity path around every block",
+            );
+        }
+    }
+    for r in d.remedies.clone() {
+        let k = r.switch.split('=').next().unwrap_or("");
+        match k {
+            "clip_norm" => push(r.switch.clone(), &r.why),
+            "lr" => push("lr0=<lr0/10>".into(), &r.why),
+            "norm" if !args.bn => push("bn=true".into(), &r.why),
+            "residual" | "zero_init" if !args.shortcut => push("shortcut=true".into(), &r.why),
+            "act" if args.act != crate::nn::activation::Activation::Silu => {
+                push("act=silu".into(), &r.why)
+            }
+            _ => {}
+        }
+    }
+    d.remedies = out;
 }
 
 /// Saves the EMA weights in Ultralytics' names, atomically.

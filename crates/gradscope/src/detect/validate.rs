@@ -178,8 +178,12 @@ impl ValResult {
             for (c, name) in names.iter().enumerate() {
                 let inst = self.gts.iter().filter(|g| g.class == c).count();
                 let imgs = {
-                    let mut v: Vec<usize> =
-                        self.gts.iter().filter(|g| g.class == c).map(|g| g.image).collect();
+                    let mut v: Vec<usize> = self
+                        .gts
+                        .iter()
+                        .filter(|g| g.class == c)
+                        .map(|g| g.image)
+                        .collect();
                     v.dedup();
                     v.sort();
                     v.dedup();

@@ -302,9 +302,10 @@ impl Yolo {
             };
             let name = format!("model.{i}");
             // layers whose output the head reads are marked for the diagnosis
-            let feeds_head = self.from.last().is_some_and(|f| {
-                f.iter().any(|&j| resolve(j, self.from.len() - 1) == i)
-            });
+            let feeds_head = self
+                .from
+                .last()
+                .is_some_and(|f| f.iter().any(|&j| resolve(j, self.from.len() - 1) == i));
             x = if feeds_head {
                 tap.point(&name, &format!("output:{}", self.kinds[i]), None, None, y)
             } else {
