@@ -41,7 +41,8 @@ pub fn draw_boxes(img: &mut RgbImage, boxes: &[Drawn], names: &[String]) -> Resu
             .map_err(|e| e.to_string())?;
         let name = names.get(*c).cloned().unwrap_or_else(|| c.to_string());
         let tag = match s {
-            Some(s) => format!("{name} {s:.2}"),
+            Some(s) if *s >= 0.01 => format!("{name} {s:.2}"),
+            Some(s) => format!("{name} {s:.0e}"),
             None => name,
         };
         let th = font as i32 + 4;
@@ -72,7 +73,8 @@ pub fn chw_to_image(chw: &[f32], s: u32) -> RgbImage {
     })
 }
 
-/// Up to 4 validation images side by side: labels on top, predictions (score ≥ 0.25) below.
+/// Up to 4 validation images side by side: labels on top, predictions below (score ≥ 0.25; when
+/// none reaches it, the best-scoring ones, as many as the image has labels, with their scores).
 pub fn val_batch(
     val: &DetData,
     v: &ValResult,
@@ -95,10 +97,19 @@ pub fn val_batch(
         let labels: Vec<Drawn> = b.targets[j].iter().map(|(c, bx)| (*c, *bx, None)).collect();
         draw_boxes(&mut top, &labels, names).map_err(|m| e(path, m))?;
         let mut bottom = chw_to_image(chw, s);
-        let preds: Vec<Drawn> = v
-            .dets
+        let mut mine: Vec<&super::metrics::DetBox> =
+            v.dets.iter().filter(|d| d.image == i).collect();
+        mine.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let confident = mine.iter().filter(|d| d.score >= 0.25).count();
+        // a young model scores below 0.25 everywhere: then its best guesses, as many as labels
+        let keep = if confident > 0 {
+            confident
+        } else {
+            b.targets[j].len()
+        };
+        let preds: Vec<Drawn> = mine
             .iter()
-            .filter(|d| d.image == i && d.score >= 0.25)
+            .take(keep)
             .map(|d| (d.class, d.bbox, Some(d.score)))
             .collect();
         draw_boxes(&mut bottom, &preds, names).map_err(|m| e(path, m))?;
@@ -141,6 +152,7 @@ pub fn results_png(rows: &[Vec<f64>], path: &Path) -> Result<(), DetectError> {
             .map_err(|m| e(path, m))?;
         ch.configure_mesh()
             .label_style(("sans-serif", 11))
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .draw()
             .map_err(|m| e(path, m))?;
         ch.draw_series(LineSeries::new(pts.clone(), run_color(2).stroke_width(2)))
@@ -204,15 +216,16 @@ pub fn pr_curve(v: &ValResult, path: &Path) -> Result<(), DetectError> {
     root.present().map_err(|m| e(path, m))
 }
 
-/// Confusion matrix at conf 0.25, IoU 0.45 (rows: predicted, columns: true; last = background),
-/// normalised per true class.
+/// Confusion matrix at IoU 0.45 and confidence 0.25 (rows: predicted, columns: true; last =
+/// background), shaded by the fraction of each true class, counts written in.
 pub fn confusion(v: &ValResult, names: &[String], path: &Path) -> Result<(), DetectError> {
     fonts();
     let nc = names.len();
     if nc > 30 {
         return Ok(()); // unreadable as a picture; the per-class table says it better
     }
-    let m = confusion_matrix(&v.gts, &v.dets, nc, 0.25, 0.45);
+    let conf = 0.25f32;
+    let m = confusion_matrix(&v.gts, &v.dets, nc, conf, 0.45);
     let k = nc + 1;
     let label = |i: usize| {
         if i == nc {
@@ -222,43 +235,59 @@ pub fn confusion(v: &ValResult, names: &[String], path: &Path) -> Result<(), Det
         }
     };
     let col_sum: Vec<usize> = (0..k).map(|c| (0..k).map(|r| m[r][c]).sum()).collect();
-    let size = (160 + 60 * k as u32).max(400);
-    let root = BitMapBackend::new(path, (size, size)).into_drawing_area();
+    let cell = 90i32;
+    let (left, top) = (130i32, 70i32);
+    let size = (
+        left as u32 + cell as u32 * k as u32 + 30,
+        top as u32 + cell as u32 * k as u32 + 70,
+    );
+    let root = BitMapBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(path, x))?;
-    let mut ch = ChartBuilder::on(&root)
-        .caption("Confusion matrix (conf 0.25, IoU 0.45)", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(60)
-        .y_label_area_size(90)
-        .build_cartesian_2d(0..k, 0..k)
-        .map_err(|x| e(path, x))?;
-    ch.configure_mesh()
-        .disable_mesh()
-        .x_desc("true")
-        .y_desc("predicted")
-        .x_labels(k)
-        .y_labels(k)
-        .x_label_formatter(&|i| if *i < k { label(*i) } else { String::new() })
-        .y_label_formatter(&|i| if *i < k { label(*i) } else { String::new() })
-        .draw()
-        .map_err(|x| e(path, x))?;
+    let style = |px: f64| ("sans-serif", px).into_font().color(&BLACK);
+    let d =
+        |r: Result<(), _>| r.map_err(|x: plotters::drawing::DrawingAreaErrorKind<_>| e(path, x));
+    d(root.draw(&Text::new(
+        format!("Confusion matrix (IoU 0.45, conf {conf})"),
+        (10, 10),
+        style(20.0),
+    )))?;
     for (r, row) in m.iter().enumerate() {
         for (c, &count) in row.iter().enumerate() {
             let frac = count as f64 / col_sum[c].max(1) as f64;
-            let shade = (255.0 * (1.0 - frac)) as u8;
-            ch.draw_series(std::iter::once(Rectangle::new(
-                [(c, r), (c + 1, r + 1)],
+            let shade = (255.0 * (1.0 - 0.8 * frac)) as u8;
+            let (x, y) = (left + c as i32 * cell, top + r as i32 * cell);
+            d(root.draw(&Rectangle::new(
+                [(x, y), (x + cell, y + cell)],
                 RGBColor(shade, shade, 255).filled(),
-            )))
-            .map_err(|x| e(path, x))?;
-            ch.draw_series(std::iter::once(Text::new(
+            )))?;
+            d(root.draw(&Rectangle::new(
+                [(x, y), (x + cell, y + cell)],
+                BLACK.stroke_width(1),
+            )))?;
+            d(root.draw(&Text::new(
                 count.to_string(),
-                (c, r + 1),
-                ("sans-serif", 14),
-            )))
-            .map_err(|x| e(path, x))?;
+                (x + 8, y + cell / 2 - 8),
+                style(16.0),
+            )))?;
         }
     }
+    for i in 0..k {
+        d(root.draw(&Text::new(
+            label(i),
+            (8, top + i as i32 * cell + cell / 2 - 8),
+            style(14.0),
+        )))?;
+        d(root.draw(&Text::new(
+            label(i),
+            (left + i as i32 * cell + 4, top + k as i32 * cell + 8),
+            style(14.0),
+        )))?;
+    }
+    d(root.draw(&Text::new(
+        "predicted ↓   true →",
+        (left, top - 24),
+        style(14.0),
+    )))?;
     root.present().map_err(|x| e(path, x))
 }
 

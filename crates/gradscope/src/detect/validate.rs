@@ -26,6 +26,8 @@ pub struct ValResult {
     pub instances: usize,
     pub precision: f64,
     pub recall: f64,
+    /// The confidence at which mean F1 is largest (where P and R are read).
+    pub best_f1_conf: f64,
     pub coco: CocoResult,
     pub losses: LossItems,
     /// Detections in letterboxed input pixels, with the image index in the dataset.
@@ -120,12 +122,13 @@ pub fn validate(
         l1: losses.l1 * scale,
     };
     let coco = coco_map(&gts, &dets, nc);
-    let (precision, recall, _) = precision_recall_at_best_f1(&gts, &dets, nc);
+    let (precision, recall, best_f1_conf) = precision_recall_at_best_f1(&gts, &dets, nc);
     ValResult {
         images: data.len(),
         instances: gts.len(),
         precision,
         recall,
+        best_f1_conf,
         coco,
         losses,
         dets,
@@ -146,6 +149,7 @@ impl ValResult {
             instances: 0,
             precision: nan,
             recall: nan,
+            best_f1_conf: nan,
             coco,
             losses: LossItems {
                 box_: nan,

@@ -240,7 +240,24 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
     // per-layer medians over the end window
     let layers_end = hidden(end);
     let graph = is_graph(end);
-    let last_norm = median(finite_window.iter().map(|r| reference(r)).collect());
+    // per layer: against the last hidden layer of a chain; in a graph against the head input that
+    // receives least (a branch that feeds a weak output is not starved for that)
+    let last_norm = if graph {
+        median(
+            finite_window
+                .iter()
+                .map(|r| {
+                    hidden(r)
+                        .iter()
+                        .filter(|l| l.block.starts_with("output:"))
+                        .map(|l| l.grad_h.rms)
+                        .fold(f64::NAN, f64::min)
+                })
+                .collect(),
+        )
+    } else {
+        median(finite_window.iter().map(|r| reference(r)).collect())
+    };
     let mf_init = meanfield_factors(init);
     let mut layers = Vec::new();
     for (i, l) in layers_end.iter().enumerate() {
