@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use gradscope::detect::args::{DetectArgs, KEYS};
-use gradscope::detect::predict::{load, predict};
+use gradscope::detect::predict::{load, predict, Checkpoint};
 use gradscope::detect::runs::{load_sets, new_run_dir, resolve_data};
 use gradscope::detect::train::{train, TrainEvent};
 use gradscope::detect::validate::{validate, DetectSettings};
+use gradscope::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub fn keys_help(cmd: &str) -> String {
@@ -113,20 +114,7 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
     if let Some(d) = &outcome.diagnosis {
         println!("\ngradient diagnosis (probe.jsonl, report.html):\n{d}");
     }
-    for ev in &outcome.history.recoveries {
-        let at = ev
-            .producer
-            .as_ref()
-            .map(|p| format!(" ({p})"))
-            .unwrap_or_default();
-        println!(
-            "recovered from a non-finite {} at iteration {}{at}; lr → {:.3e}",
-            ev.what, ev.step, ev.lr_after
-        );
-    }
-    if let Some(s) = &outcome.history.stopped {
-        println!("stopped early — {s}");
-    }
+    crate::print_recoveries(&outcome.history, "");
     Ok(())
 }
 
@@ -151,18 +139,27 @@ fn checkpoint_path(a: &[String]) -> Result<PathBuf> {
     Ok(p)
 }
 
-pub fn val_cmd(args: &[&str]) -> Result<()> {
+/// The checkpoint named by `model=`, and the arguments: its run's settings (through `base`),
+/// then the command line (without `model=`, which is the checkpoint here).
+fn checkpoint_and_args(
+    args: &[&str],
+    base: impl FnOnce(DetectArgs) -> DetectArgs,
+) -> Result<(Checkpoint, DetectArgs, Device)> {
     let words = owned(args);
     let ckpt = checkpoint_path(&words)?;
     let device = gradscope::device().inner();
     let ck = load(&ckpt, &device)?;
-    // the run's settings, then the command line (without model=, which is the checkpoint here)
     let rest: Vec<String> = words
         .iter()
         .filter(|w| !w.starts_with("model="))
         .cloned()
         .collect();
-    let a = DetectArgs::parse(ck.args.clone(), &rest).map_err(anyhow::Error::msg)?;
+    let a = DetectArgs::parse(base(ck.args.clone()), &rest).map_err(anyhow::Error::msg)?;
+    Ok((ck, a, device))
+}
+
+pub fn val_cmd(args: &[&str]) -> Result<()> {
+    let (ck, a, device) = checkpoint_and_args(args, |a| a)?;
     let data = resolve_data(&a.data, &mut |m| println!("{m}"))?;
     if data.names.len() != ck.names.len() {
         bail!(
@@ -220,24 +217,11 @@ pub fn val_cmd(args: &[&str]) -> Result<()> {
 }
 
 pub fn predict_cmd(args: &[&str]) -> Result<()> {
-    let words = owned(args);
-    let ckpt = checkpoint_path(&words)?;
-    let device = gradscope::device().inner();
-    let ck = load(&ckpt, &device)?;
-    let rest: Vec<String> = words
-        .iter()
-        .filter(|w| !w.starts_with("model="))
-        .cloned()
-        .collect();
-    let a = DetectArgs::parse(
-        DetectArgs {
-            source: None,
-            save_json: false,
-            ..ck.args.clone()
-        },
-        &rest,
-    )
-    .map_err(anyhow::Error::msg)?;
+    let (ck, a, device) = checkpoint_and_args(args, |a| DetectArgs {
+        source: None,
+        save_json: false,
+        ..a
+    })?;
     let Some(source) = a.source.clone() else {
         bail!("source= is required: an image or a folder of images");
     };

@@ -254,6 +254,11 @@ fn summary(name: &str, diagnosis: Option<&Diagnosis>, history: &History, evidenc
             println!("    {e}");
         }
     }
+    print_recoveries(history, "    ");
+}
+
+/// NaN recoveries and why a run stopped early, if it did.
+fn print_recoveries(history: &History, indent: &str) {
     for ev in &history.recoveries {
         let at = ev
             .producer
@@ -261,12 +266,12 @@ fn summary(name: &str, diagnosis: Option<&Diagnosis>, history: &History, evidenc
             .map(|p| format!(" ({p})"))
             .unwrap_or_default();
         println!(
-            "    recovered from a non-finite {} at step {}{at}; lr → {:.3e}",
+            "{indent}recovered from a non-finite {} at step {}{at}; lr → {:.3e}",
             ev.what, ev.step, ev.lr_after
         );
     }
     if let Some(s) = &history.stopped {
-        println!("    stopped early — {s}");
+        println!("{indent}stopped early — {s}");
     }
 }
 
@@ -309,8 +314,19 @@ fn diagnose_cmd(path: &Path) -> Result<()> {
             .display()
             .to_string();
         println!("== {name} ({} probed steps)", records.len());
+        let run = file.parent().unwrap_or(Path::new("."));
         match diagnose(&records) {
-            Some(d) => println!("{d}"),
+            Some(mut d) => {
+                // a detection run: remedies in `gradscope train`'s keys
+                if run.join("args.yaml").is_file() {
+                    if let Ok((args, _)) =
+                        gradscope::detect::predict::run_args(&run.join("weights").join("x"))
+                    {
+                        gradscope::detect::train::yolo_remedies(&mut d, &args);
+                    }
+                }
+                println!("{d}")
+            }
             None => println!("no records: nothing to diagnose\n"),
         }
     }

@@ -14,7 +14,7 @@ pub mod report;
 pub mod train;
 pub mod yolo;
 
-use burn::tensor::Device;
+pub use burn::tensor::Device;
 
 /// The training device: burn's pure-Rust `flex` CPU backend with autodiff.
 pub fn device() -> Device {

@@ -1064,8 +1064,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn boxes_follow_the_pixels_through_the_affine() {
+    /// Boxes stay valid and sit on their coloured rectangles over `seeds` runs of every image;
+    /// at least `min` boxes checked.
+    fn boxes_follow(mosaic: bool, seeds: u64, min: usize) {
         let data = dataset();
         let cfg = AugmentConfig {
             hsv_h: 0.0,
@@ -1074,34 +1075,24 @@ mod tests {
             ..AugmentConfig::default()
         };
         let mut checked = 0;
-        for seed in 0..6 {
+        for seed in 0..seeds {
             for index in 0..data.0.len() {
-                let a = run(&data, index, 192, &cfg, false, seed);
+                let a = run(&data, index, 192, &cfg, mosaic, seed);
                 assert_boxes_valid(&a, 192);
                 checked += assert_boxes_follow_pixels(&a, 192);
             }
         }
-        assert!(checked > 50, "only {checked} boxes were checked");
+        assert!(checked > min, "only {checked} boxes were checked");
+    }
+
+    #[test]
+    fn boxes_follow_the_pixels_through_the_affine() {
+        boxes_follow(false, 6, 50);
     }
 
     #[test]
     fn boxes_follow_the_pixels_through_the_mosaic() {
-        let data = dataset();
-        let cfg = AugmentConfig {
-            hsv_h: 0.0,
-            hsv_s: 0.0,
-            hsv_v: 0.0,
-            ..AugmentConfig::default()
-        };
-        let mut checked = 0;
-        for seed in 0..12 {
-            for index in 0..data.0.len() {
-                let a = run(&data, index, 192, &cfg, true, seed);
-                assert_boxes_valid(&a, 192);
-                checked += assert_boxes_follow_pixels(&a, 192);
-            }
-        }
-        assert!(checked > 100, "only {checked} boxes were checked");
+        boxes_follow(true, 12, 100);
     }
 
     #[test]

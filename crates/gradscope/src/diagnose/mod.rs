@@ -240,9 +240,10 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
     // per-layer medians over the end window
     let layers_end = hidden(end);
     let graph = is_graph(end);
-    // per layer: against the last hidden layer of a chain; in a graph against the head input that
-    // receives least (a branch that feeds a weak output is not starved for that)
-    let last_norm = if graph {
+    let last_norm = median(finite_window.iter().map(|r| reference(r)).collect());
+    // per layer in a graph, vanishing is judged against the head input that receives least (a
+    // branch that feeds a weak output is not starved for that), exploding against the strongest
+    let weakest_norm = if graph {
         median(
             finite_window
                 .iter()
@@ -256,7 +257,7 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
                 .collect(),
         )
     } else {
-        median(finite_window.iter().map(|r| reference(r)).collect())
+        last_norm
     };
     let mf_init = meanfield_factors(init);
     let mut layers = Vec::new();
@@ -270,12 +271,14 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
             m.is_finite().then_some(m)
         };
         let g = pick(&|x| Some(x.grad_h.norm)).unwrap_or(f64::NAN);
-        let rel = pick(&|x| Some(magnitude(x, graph))).unwrap_or(f64::NAN) / last_norm;
+        let mag = pick(&|x| Some(magnitude(x, graph))).unwrap_or(f64::NAN);
+        let rel = mag / last_norm;
+        let rel_weakest = mag / weakest_norm;
         let dead = pick(&|x| x.act.dead_frac);
         let sat = pick(&|x| x.act.sat_frac);
         let verdict = if nonfinite.as_ref().is_some_and(|nf| nf.layer == l.name) {
             Verdict::NonFinite
-        } else if rel < VANISHING_BELOW {
+        } else if rel_weakest < VANISHING_BELOW {
             Verdict::Vanishing
         } else if rel > EXPLODING_ABOVE {
             Verdict::Exploding
