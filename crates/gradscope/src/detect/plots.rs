@@ -119,6 +119,87 @@ pub fn val_batch(
     canvas.save(path).map_err(|m| e(path, m))
 }
 
+/// labels.jpg: what the training labels look like — instances per class, box centres (x, y) and
+/// box sizes (w, h), both normalised to the image.
+pub fn labels(train: &DetData, names: &[String], path: &Path) -> Result<(), DetectError> {
+    fonts();
+    let (w, h) = (1500u32, 500u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        let panels = root.split_evenly((1, 3));
+        let nc = names.len().max(1);
+        let mut counts = vec![0usize; nc];
+        let mut centres = Vec::new();
+        let mut sizes = Vec::new();
+        for s in &train.samples {
+            for l in &s.labels {
+                if l.class < nc {
+                    counts[l.class] += 1;
+                }
+                centres.push((l.cx as f64, 1.0 - l.cy as f64));
+                sizes.push((l.w as f64, l.h as f64));
+            }
+        }
+        let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.1;
+        let mut ch = ChartBuilder::on(&panels[0])
+            .caption("instances per class", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..nc as f64, 0.0..top)
+            .map_err(|m| e(path, m))?;
+        ch.configure_mesh()
+            .disable_x_mesh()
+            .x_labels(nc.min(20))
+            .x_label_formatter(&|x| {
+                let i = x.floor() as usize;
+                if nc <= 20 && i < nc {
+                    names[i].clone()
+                } else {
+                    format!("{i}")
+                }
+            })
+            .draw()
+            .map_err(|m| e(path, m))?;
+        ch.draw_series(counts.iter().enumerate().map(|(i, &n)| {
+            Rectangle::new(
+                [(i as f64 + 0.1, 0.0), (i as f64 + 0.9, n as f64)],
+                run_color(2).filled(),
+            )
+        }))
+        .map_err(|m| e(path, m))?;
+        for (k, (title, pts, xd, yd)) in [
+            ("box centres", &centres, "x", "y (top = 1)"),
+            ("box sizes", &sizes, "width", "height"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut ch = ChartBuilder::on(&panels[k + 1])
+                .caption(title, ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(30)
+                .y_label_area_size(40)
+                .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+                .map_err(|m| e(path, m))?;
+            ch.configure_mesh()
+                .x_desc(xd)
+                .y_desc(yd)
+                .draw()
+                .map_err(|m| e(path, m))?;
+            ch.draw_series(
+                pts.iter()
+                    .map(|p| Circle::new(*p, 2, run_color(2).mix(0.35).filled())),
+            )
+            .map_err(|m| e(path, m))?;
+        }
+        root.present().map_err(|m| e(path, m))?;
+    }
+    let img = RgbImage::from_raw(w, h, buf).ok_or_else(|| e(path, "buffer size"))?;
+    img.save(path).map_err(|m| e(path, m))
+}
+
 /// results.png: one panel per results.csv column after `time`.
 pub fn results_png(rows: &[Vec<f64>], path: &Path) -> Result<(), DetectError> {
     fonts();

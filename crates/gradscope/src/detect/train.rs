@@ -166,6 +166,9 @@ pub fn train(
         .map_err(|e| DetectError::Io(format!("{}: {e}", weights.display())))?;
     if resume.is_none() {
         runs::write_args(&dir, args, &data.names)?;
+        if args.plots {
+            super::plots::labels(&train, &data.names, &dir.join("labels.jpg"))?;
+        }
     }
     on(TrainEvent::Info(format!(
         "model {} ({} parameters), act={} bn={} shortcut={}",
