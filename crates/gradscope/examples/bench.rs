@@ -1,0 +1,328 @@
+//! Training-step and inference benchmarks of gradscope, one per process, for `bench/run.sh`,
+//! which runs the same shapes and maths in PyTorch (`bench/torch_bench.py`) and prints ratios.
+//!
+//! `cargo run --release -p gradscope --example bench -- <name> [timed steps]`; prints one JSON
+//! line: engine, bench, median and minimum ms per step, peak RSS (VmHWM), first loss.
+//!
+//! - `mlp`: 784→256, 18×256→256, 256→10, sigmoid, batch 128, cross-entropy, SGD lr 0.01;
+//! - `conv`: 8×3×160×160; Conv s2 3→16, Conv s2 16→32, Bottleneck 32, Conv s2 32→64,
+//!   Bottleneck 64 (every conv bias-free + BatchNorm + SiLU), global average pool, Linear 64→10,
+//!   cross-entropy, SGD lr 0.01;
+//! - `lstm`: 32×100×8, LSTM hidden 128, Linear 128→1 on the last h, MSE, SGD lr 0.01;
+//! - `yolo_step` / `yolo_step_probe`: YOLO26n (nc 80), batch 4 at 640, the two-branch loss,
+//!   backward, clip at norm 10, AdamW, EMA — without / with the gradient probe;
+//! - `yolo_infer`: YOLO26n at batch 1, 640, forward and end-to-end top-k.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Int, Tensor, TensorData};
+use gradscope::detect::assign::Anchors;
+use gradscope::detect::ema::Ema;
+use gradscope::detect::loss::{yolo_loss, LossGains};
+use gradscope::detect::optimizer::{GroupLr, GroupOptimizer};
+use gradscope::nn::activation::Activation;
+use gradscope::nn::init::Init;
+use gradscope::nn::mlp::MlpConfig;
+use gradscope::nn::recurrent::{CellKind, RecurrentConfig};
+use gradscope::probe::{Probe, ProbeConfig, Tap};
+use gradscope::train::clip::clip_norm;
+use gradscope::train::loss::cross_entropy;
+use gradscope::yolo::blocks::{Bottleneck, Conv, Switches};
+use gradscope::yolo::model::YoloConfig;
+use gradscope::yolo::postprocess::end2end;
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Deterministic values in [lo, hi): the same formula as bench/torch_bench.py.
+fn det(n: usize, lo: f32, hi: f32, salt: u64) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| {
+            let mut z = (i ^ (salt << 40)).wrapping_add(0x9E3779B97F4A7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+            z ^= z >> 31;
+            lo + (hi - lo) * ((z >> 40) as f32 / 16_777_216.0)
+        })
+        .collect()
+}
+
+/// Runs `warmup` + `timed` steps of `step` (which returns the loss); median and min ms.
+fn time(warmup: usize, timed: usize, mut step: impl FnMut() -> f64) -> (f64, f64, f64) {
+    let loss0 = step();
+    for _ in 1..warmup {
+        step();
+    }
+    let mut ms: Vec<f64> = (0..timed)
+        .map(|_| {
+            let t = Instant::now();
+            step();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    (ms[ms.len() / 2], ms[0], loss0)
+}
+
+#[derive(Module, Debug)]
+struct ConvNet {
+    c1: Conv,
+    c2: Conv,
+    b2: Bottleneck,
+    c3: Conv,
+    b3: Bottleneck,
+    fc: Linear,
+}
+
+fn labels(n: usize, classes: i64) -> Tensor<1, Int> {
+    let y: Vec<i64> = (0..n as i64).map(|i| (i * 7 + 3) % classes).collect();
+    Tensor::from_data(TensorData::new(y, [n]), &gradscope::device())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let name = args.first().map(String::as_str).unwrap_or("mlp");
+    let timed: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let device = gradscope::device();
+    let sgd = || SgdConfig::new().init();
+    let (median, min, loss0) = match name {
+        "mlp" => {
+            let mut cfg = MlpConfig::new(784, 10);
+            cfg.depth = 20;
+            cfg.width = 256;
+            cfg.act = Activation::Sigmoid;
+            cfg.init = Init::Default;
+            let mut m = cfg.init(&device);
+            let mut opt = sgd();
+            let x = Tensor::<2>::from_data(
+                TensorData::new(det(128 * 784, 0.0, 1.0, 1), [128, 784]),
+                &device,
+            );
+            let y = labels(128, 10);
+            time(3, timed, || {
+                let loss = cross_entropy(m.forward(x.clone(), &mut Tap::off()), y.clone()).mean();
+                let v = loss.clone().into_scalar::<f64>();
+                let g = GradientsParams::from_grads(loss.backward(), &m);
+                m = opt.step(0.01, m.clone(), g);
+                v
+            })
+        }
+        "conv" => {
+            let sw = Switches::default();
+            let mut m = ConvNet {
+                c1: Conv::new(3, 16, 3, 2, 1, true, sw, &device),
+                c2: Conv::new(16, 32, 3, 2, 1, true, sw, &device),
+                b2: Bottleneck::new(32, 32, 1.0, 3, sw, &device),
+                c3: Conv::new(32, 64, 3, 2, 1, true, sw, &device),
+                b3: Bottleneck::new(64, 64, 1.0, 3, sw, &device),
+                fc: LinearConfig::new(64, 10).init(&device),
+            };
+            let mut opt = sgd();
+            let x = Tensor::<4>::from_data(
+                TensorData::new(det(8 * 3 * 160 * 160, 0.0, 1.0, 2), [8, 3, 160, 160]),
+                &device,
+            );
+            let y = labels(8, 10);
+            time(3, timed, || {
+                let h =
+                    m.b3.forward(m.c3.forward(m.b2.forward(m.c2.forward(m.c1.forward(x.clone())))));
+                let [b, c, _, _] = h.dims();
+                let pooled = h.reshape([b, c, 20 * 20]).mean_dim(2).reshape([b, c]);
+                let loss = cross_entropy(m.fc.forward(pooled), y.clone()).mean();
+                let v = loss.clone().into_scalar::<f64>();
+                let g = GradientsParams::from_grads(loss.backward(), &m);
+                m = opt.step(0.01, m.clone(), g);
+                v
+            })
+        }
+        "lstm" => {
+            let mut m = RecurrentConfig::new(CellKind::Lstm, 8, 128, 1).init(&device);
+            let mut opt = sgd();
+            let x = Tensor::<3>::from_data(
+                TensorData::new(det(32 * 100 * 8, -1.0, 1.0, 3), [32, 100, 8]),
+                &device,
+            );
+            let y =
+                Tensor::<2>::from_data(TensorData::new(det(32, -1.0, 1.0, 4), [32, 1]), &device);
+            time(3, timed, || {
+                let out = m.forward_last(x.clone(), &mut Tap::off());
+                let loss = (out - y.clone()).powf_scalar(2.0).mean();
+                let v = loss.clone().into_scalar::<f64>();
+                let g = GradientsParams::from_grads(loss.backward(), &m);
+                m = opt.step(0.01, m.clone(), g);
+                v
+            })
+        }
+        "yolo_step" | "yolo_step_probe" => {
+            let probe_on = name == "yolo_step_probe";
+            let cfg = YoloConfig::from_name("yolo26n.yaml", 80).expect("built in");
+            device.seed(0);
+            let mut model = cfg.init(&device);
+            let mut opt = GroupOptimizer::new(true);
+            let mut ema = Ema::new(&model);
+            let mut probe = Probe::new(ProbeConfig {
+                enabled: probe_on,
+                ..ProbeConfig::default()
+            });
+            let s = 640;
+            let x = Tensor::<4>::from_data(
+                TensorData::new(det(4 * 3 * s * s, 0.0, 1.0, 5), [4, 3, s, s]),
+                &device,
+            );
+            // three boxes per image, fixed
+            let targets: Vec<Vec<(usize, [f32; 4])>> = (0..4)
+                .map(|i| {
+                    (0..3)
+                        .map(|k| {
+                            let o = (60 * k + 40 * i) as f32;
+                            ((i * 3 + k) % 80, [o + 20.0, o + 30.0, o + 140.0, o + 200.0])
+                        })
+                        .collect()
+                })
+                .collect();
+            let anchors = Anchors::new(s, s, &[8, 16, 32]);
+            let mut step = 0;
+            time(2, timed, || {
+                let mut tap = probe.tap(step);
+                let out = model.forward(x.clone(), &mut tap);
+                let (loss, _) = yolo_loss(
+                    out.heads.one2many,
+                    out.heads.one2one,
+                    &targets,
+                    &anchors,
+                    (s, s),
+                    0.8,
+                    &LossGains::default(),
+                );
+                let v = loss.clone().into_scalar::<f64>();
+                let grads = loss.backward();
+                let pending = probe.after_backward(step, 0, v, tap, &model, &grads);
+                let mut g = GradientsParams::from_grads(grads, &model);
+                clip_norm(&model, &mut g, 10.0);
+                let lr = GroupLr {
+                    lr: [0.001; 3],
+                    momentum: 0.9,
+                    weight_decay: 5e-4,
+                };
+                model = opt.step(model.clone(), g, lr);
+                let _ = probe.after_step(pending, &model, 0.001);
+                ema.update(&model);
+                step += 1;
+                v
+            })
+        }
+        "yolo_phases" => {
+            // where a YOLO26n training step spends its time (batch 4 at 640, probe off)
+            let cfg = YoloConfig::from_name("yolo26n.yaml", 80).expect("built in");
+            device.seed(0);
+            let mut model = cfg.init(&device);
+            let mut opt = GroupOptimizer::new(true);
+            let mut ema = Ema::new(&model);
+            let s = 640;
+            let x = Tensor::<4>::from_data(
+                TensorData::new(det(4 * 3 * s * s, 0.0, 1.0, 5), [4, 3, s, s]),
+                &device,
+            );
+            let targets: Vec<Vec<(usize, [f32; 4])>> = (0..4)
+                .map(|i| {
+                    vec![
+                        (i, [40.0, 50.0, 200.0, 260.0]),
+                        (i + 1, [300.0, 310.0, 420.0, 500.0]),
+                    ]
+                })
+                .collect();
+            let anchors = Anchors::new(s, s, &[8, 16, 32]);
+            let mut acc = [0f64; 5];
+            let n = timed.max(1);
+            for k in 0..n + 1 {
+                let t0 = Instant::now();
+                let out = model.forward(x.clone(), &mut Tap::off());
+                let h = out.heads.one2many.clone().detach().into_data(); // sync: forward done
+                drop(h);
+                let t1 = Instant::now();
+                let (loss, _) = yolo_loss(
+                    out.heads.one2many,
+                    out.heads.one2one,
+                    &targets,
+                    &anchors,
+                    (s, s),
+                    0.8,
+                    &LossGains::default(),
+                );
+                let v = loss.clone().into_scalar::<f64>();
+                let t2 = Instant::now();
+                let grads = loss.backward();
+                let t3 = Instant::now();
+                let mut g = GradientsParams::from_grads(grads, &model);
+                clip_norm(&model, &mut g, 10.0);
+                let lr = GroupLr {
+                    lr: [0.001; 3],
+                    momentum: 0.9,
+                    weight_decay: 5e-4,
+                };
+                model = opt.step(model.clone(), g, lr);
+                let t4 = Instant::now();
+                ema.update(&model);
+                let t5 = Instant::now();
+                if k > 0 {
+                    for (a, d) in acc
+                        .iter_mut()
+                        .zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4])
+                    {
+                        *a += d.as_secs_f64() * 1e3 / n as f64;
+                    }
+                }
+                let _ = v;
+            }
+            println!(
+                "{{\"engine\": \"gradscope\", \"bench\": \"yolo_phases\", \"forward_ms\": {:.1}, \"loss_ms\": {:.1}, \"backward_ms\": {:.1}, \"clip_optimizer_ms\": {:.1}, \"ema_ms\": {:.1}}}",
+                acc[0], acc[1], acc[2], acc[3], acc[4]
+            );
+            return;
+        }
+        "yolo_infer" => {
+            let cfg = YoloConfig::from_name("yolo26n.yaml", 80).expect("built in");
+            let plain = device.clone().inner();
+            plain.seed(0);
+            let model = cfg.init(&plain).valid();
+            let s = 640;
+            let x = Tensor::<4>::from_data(
+                TensorData::new(det(3 * s * s, 0.0, 1.0, 6), [1, 3, s, s]),
+                &plain,
+            );
+            let anchors = Anchors::new(s, s, &[8, 16, 32]);
+            time(3, timed, || {
+                let out = model.forward(x.clone(), &mut Tap::off());
+                let raw: Vec<f32> = out
+                    .heads
+                    .one2one
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .unwrap_or_default();
+                end2end(&raw, 80, &anchors.levels, 300).len() as f64
+            })
+        }
+        other => {
+            eprintln!(
+                "unknown bench '{other}': mlp, conv, lstm, yolo_step, yolo_step_probe, yolo_infer"
+            );
+            std::process::exit(2);
+        }
+    };
+    println!(
+        "{{\"engine\": \"gradscope\", \"bench\": \"{name}\", \"ms\": {median:.3}, \"ms_min\": {min:.3}, \"rss_mb\": {:.1}, \"loss0\": {loss0:.7}}}",
+        rss_mb()
+    );
+}
