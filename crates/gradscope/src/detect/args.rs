@@ -16,7 +16,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("imgsz", "input size, a multiple of 32"),
     ("batch", "images per iteration ≥ 1"),
     ("nbs", "nominal batch: gradients are accumulated over round(nbs/batch) iterations"),
-    ("optimizer", "auto | SGD | AdamW"),
+    ("optimizer", "auto | SGD | AdamW | MuSGD"),
     ("lr0", "initial learning rate (default: 0.01 for SGD, 0.001 for AdamW; auto picks its own)"),
     ("lrf", "final learning rate as a fraction of lr0"),
     ("momentum", "SGD momentum / Adam β₁"),

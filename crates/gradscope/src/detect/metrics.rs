@@ -434,23 +434,7 @@ fn f1(p: f64, r: f64) -> f64 {
 /// numbers can differ slightly. The first (lowest) threshold of maximum mean F1 is chosen.
 /// Returns `(0, 0, 0)` when no class has ground truth.
 pub fn precision_recall_at_best_f1(gts: &[GtBox], dets: &[DetBox], nc: usize) -> (f64, f64, f64) {
-    // Per class with ground truth: sorted scores, cumulative true positives, n_gt.
-    let classes: Vec<(Vec<f64>, Vec<usize>, usize)> = evaluate_classes(gts, dets, nc, &[0.5])
-        .iter()
-        .filter_map(|evals| {
-            let n_gt: usize = evals.iter().map(|e| e.n_gt).sum();
-            if n_gt == 0 {
-                return None;
-            }
-            let merged = merged_detections(evals, 0);
-            let mut cum_tp = Vec::with_capacity(merged.len() + 1);
-            cum_tp.push(0);
-            for &(_, hit) in &merged {
-                cum_tp.push(cum_tp[cum_tp.len() - 1] + usize::from(hit));
-            }
-            Some((merged.iter().map(|&(s, _)| s).collect(), cum_tp, n_gt))
-        })
-        .collect();
+    let classes: Vec<ClassCurve> = class_curves(gts, dets, nc).into_iter().flatten().collect();
     if classes.is_empty() {
         return (0.0, 0.0, 0.0);
     }
@@ -469,6 +453,45 @@ pub fn precision_recall_at_best_f1(gts: &[GtBox], dets: &[DetBox], nc: usize) ->
         }
     }
     (best.1, best.2, best.3)
+}
+
+/// One class at IoU 0.5: its detections' scores (descending), cumulative true positives
+/// (`cum_tp[k]` = hits among the first k) and its number of ground-truth boxes.
+type ClassCurve = (Vec<f64>, Vec<usize>, usize);
+
+/// The curve of every class; `None` for classes without ground truth.
+fn class_curves(gts: &[GtBox], dets: &[DetBox], nc: usize) -> Vec<Option<ClassCurve>> {
+    evaluate_classes(gts, dets, nc, &[0.5])
+        .iter()
+        .map(|evals| {
+            let n_gt: usize = evals.iter().map(|e| e.n_gt).sum();
+            if n_gt == 0 {
+                return None;
+            }
+            let merged = merged_detections(evals, 0);
+            let mut cum_tp = Vec::with_capacity(merged.len() + 1);
+            cum_tp.push(0);
+            for &(_, hit) in &merged {
+                cum_tp.push(cum_tp[cum_tp.len() - 1] + usize::from(hit));
+            }
+            Some((merged.iter().map(|&(s, _)| s).collect(), cum_tp, n_gt))
+        })
+        .collect()
+}
+
+/// Each class's precision and recall at IoU 0.5 keeping the detections of score ≥ `conf`
+/// (`None` for classes without ground truth) — the per-class rows of the validation table, at
+/// the threshold [`precision_recall_at_best_f1`] chose.
+pub fn per_class_precision_recall(
+    gts: &[GtBox],
+    dets: &[DetBox],
+    nc: usize,
+    conf: f64,
+) -> Vec<Option<(f64, f64)>> {
+    class_curves(gts, dets, nc)
+        .into_iter()
+        .map(|c| c.map(|(scores, cum_tp, n_gt)| precision_recall_at(&scores, &cum_tp, n_gt, conf)))
+        .collect()
 }
 
 /// Confusion matrix of size `(nc + 1) x (nc + 1)`, indexed `[predicted class][true class]`, the
@@ -739,6 +762,58 @@ mod tests {
         assert!(p.is_finite() && rec.is_finite() && c.is_finite());
         let m = confusion_matrix(&gts, &dets, 2, 0.0, 0.5);
         assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn per_class_rows_average_to_the_table_row() {
+        let gts = vec![
+            GtBox {
+                image: 0,
+                class: 0,
+                bbox: [0.0, 0.0, 10.0, 10.0],
+            },
+            GtBox {
+                image: 0,
+                class: 1,
+                bbox: [20.0, 20.0, 30.0, 30.0],
+            },
+            GtBox {
+                image: 1,
+                class: 1,
+                bbox: [0.0, 0.0, 10.0, 10.0],
+            },
+        ];
+        let dets = vec![
+            DetBox {
+                image: 0,
+                class: 0,
+                bbox: [0.0, 0.0, 10.0, 10.0],
+                score: 0.9,
+            },
+            DetBox {
+                image: 0,
+                class: 1,
+                bbox: [20.0, 20.0, 30.0, 30.0],
+                score: 0.6,
+            },
+            DetBox {
+                image: 1,
+                class: 1,
+                bbox: [50.0, 50.0, 60.0, 60.0],
+                score: 0.7,
+            },
+        ];
+        let (p, r, conf) = precision_recall_at_best_f1(&gts, &dets, 3);
+        let rows = per_class_precision_recall(&gts, &dets, 3, conf);
+        assert!(rows[2].is_none());
+        let (a, b) = (rows[0].unwrap(), rows[1].unwrap());
+        assert!(((a.0 + b.0) / 2.0 - p).abs() < 1e-12 && ((a.1 + b.1) / 2.0 - r).abs() < 1e-12);
+        assert_eq!(a, (1.0, 1.0));
+        // class 1 at a threshold ≤ 0.6: one hit of two detections, one of two boxes
+        assert_eq!(
+            per_class_precision_recall(&gts, &dets, 3, 0.5)[1],
+            Some((0.5, 0.5))
+        );
     }
 
     #[test]

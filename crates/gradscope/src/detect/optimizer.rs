@@ -6,6 +6,14 @@
 //! SGD follows PyTorch's `SGD(nesterov=True)`: d = g + λw; b = μb + d (b = d at the first step);
 //! w −= lr·(d + μb). AdamW follows PyTorch's `AdamW`: w −= lr·λ·w; m, v with β₁ = momentum,
 //! β₂ = 0.999, bias-corrected, ε = 1e-8.
+//!
+//! MuSGD (as Ultralytics describes its hybrid): every 2-D and 4-D weight first takes a Muon step —
+//! m = μm + (1−μ)g, u = μm + (1−μ)g (Nesterov), u reshaped to rows × (rest), orthogonalised by five
+//! quintic Newton–Schulz iterations (a, b, c = 3.4445, −4.7750, 2.0315; Jordan et al. 2024) and
+//! scaled by √max(1, rows/cols); w −= 0.2·lr·O — then the SGD step above with its own buffer and
+//! the decay; other parameters take the SGD step only. The class heads' parameters (`cv3`,
+//! `one2one_cv3`) use 3× the learning rate. Newton–Schulz runs in f32 here (bf16 in the
+//! reference).
 
 use std::collections::HashMap;
 
@@ -24,6 +32,8 @@ choice! {
         Sgd = "SGD",
         /// AdamW (decoupled weight decay).
         Adamw = "AdamW",
+        /// Muon (orthogonalised momentum, 0.2·lr) plus SGD on conv/linear weights, SGD elsewhere.
+        Musgd = "MuSGD",
     }
 }
 
@@ -48,7 +58,31 @@ struct State {
 #[derive(Clone)]
 pub struct GroupOptimizer {
     pub adamw: bool,
+    /// MuSGD instead of SGD (ignored with `adamw`).
+    pub muon: bool,
     states: HashMap<ParamId, State>,
+}
+
+/// Quintic Newton–Schulz orthogonalisation of a rows × cols matrix (normalised first).
+pub fn newton_schulz(g: Tensor<2>) -> Tensor<2> {
+    let [r, c] = g.dims();
+    let norm = g.clone().powf_scalar(2.0).sum().sqrt().into_scalar::<f64>();
+    let mut x = g / (norm + 1e-7);
+    let tall = r > c;
+    if tall {
+        x = x.transpose();
+    }
+    let (a, b, cc) = (3.4445, -4.7750, 2.0315);
+    for _ in 0..5 {
+        let am = x.clone().matmul(x.clone().transpose());
+        let bm = am.clone() * b + am.clone().matmul(am) * cc;
+        x = x.clone() * a + bm.matmul(x);
+    }
+    if tall {
+        x.transpose()
+    } else {
+        x
+    }
 }
 
 /// The group of a parameter from its module path: `bias`/`beta` → 2, a 1-D `gamma`/`weight` → 1,
@@ -82,7 +116,9 @@ impl ModuleMapper for Stepper<'_> {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let group = group_of(&self.path, D);
-        let lr = self.g.lr[group];
+        let head = self.path.iter().any(|p| p == "cv3" || p == "one2one_cv3");
+        let musgd = self.opt.muon && !self.opt.adamw;
+        let lr = self.g.lr[group] * if musgd && head { 3.0 } else { 1.0 };
         let wd = if group == 0 { self.g.weight_decay } else { 0.0 };
         let mu = self.g.momentum;
         let require = tensor.is_require_grad();
@@ -106,8 +142,26 @@ impl ModuleMapper for Stepper<'_> {
             self.opt.states.insert(id, State { m, v: Some(v), t });
             w
         } else {
+            let st = self.opt.states.remove(&id);
+            let muon_param = musgd && (D == 2 || D == 4);
+            // Muon first (its momentum in `v`), then SGD on the moved weights
+            let (w, muon_m) = if muon_param {
+                let prev = st
+                    .as_ref()
+                    .and_then(|s| s.v.clone())
+                    .unwrap_or_else(|| g.zeros_like());
+                let m = prev * mu + g.clone() * (1.0 - mu);
+                let u = m.clone() * mu + g.clone() * (1.0 - mu);
+                let rows = dims[0];
+                let cols = n / rows.max(1);
+                let o = newton_schulz(u.reshape([rows, cols])).reshape([n]);
+                let scale = (rows as f64 / cols as f64).max(1.0).sqrt();
+                (w - o * (0.2 * lr * scale), Some(m))
+            } else {
+                (w, None)
+            };
             let d = if wd > 0.0 { g + w.clone() * wd } else { g };
-            let b = match self.opt.states.remove(&id) {
+            let b = match st {
                 Some(State { m, .. }) => m * mu + d.clone(),
                 None => d.clone(),
             };
@@ -116,7 +170,7 @@ impl ModuleMapper for Stepper<'_> {
                 id,
                 State {
                     m: b,
-                    v: None,
+                    v: muon_m,
                     t: 0,
                 },
             );
@@ -134,7 +188,16 @@ impl GroupOptimizer {
     pub fn new(adamw: bool) -> Self {
         GroupOptimizer {
             adamw,
+            muon: false,
             states: HashMap::new(),
+        }
+    }
+
+    /// MuSGD: Muon + SGD on 2-D/4-D weights, SGD elsewhere.
+    pub fn musgd() -> Self {
+        GroupOptimizer {
+            muon: true,
+            ..Self::new(false)
         }
     }
 
@@ -208,13 +271,14 @@ impl GroupOptimizer {
 
     /// Rebuilds the state for `model` from [`export`](Self::export)'s output.
     pub fn import<M: Module>(
-        adamw: bool,
+        kind: (bool, bool),
         model: &M,
         tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>,
         steps: &HashMap<String, i32>,
         device: &burn::tensor::Device,
     ) -> Self {
-        let mut opt = GroupOptimizer::new(adamw);
+        let mut opt = GroupOptimizer::new(kind.0);
+        opt.muon = kind.1;
         let load = |k: &str| {
             tensors.get(k).map(|(s, v)| {
                 Tensor::<1>::from_data(burn::tensor::TensorData::new(v.clone(), [s[0]]), device)

@@ -28,6 +28,7 @@ pub struct Counters {
     pub lr_scale: f64,
     pub best: f64,
     pub adamw: bool,
+    pub muon: bool,
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> DetectError {
@@ -61,6 +62,7 @@ pub fn save(
     meta.insert("lr_scale".to_string(), format!("{:e}", c.lr_scale));
     meta.insert("best".to_string(), format!("{:e}", c.best));
     meta.insert("adamw".to_string(), c.adamw.to_string());
+    meta.insert("muon".to_string(), c.muon.to_string());
     let steps: HashMap<String, i32> = steps.into_iter().collect();
     meta.insert(
         "param_steps".to_string(),
@@ -133,6 +135,7 @@ pub fn load(
         lr_scale: num("lr_scale")?,
         best: num("best")?,
         adamw: get("adamw")? == "true",
+        muon: meta.get("muon").is_some_and(|m| m == "true"),
     };
     let steps: HashMap<String, i32> = serde_json::from_str(get("param_steps")?)
         .map_err(|e| io(state, format!("metadata field 'param_steps': {e}")))?;
@@ -146,7 +149,7 @@ pub fn load(
     let model = load_named(fresh.clone(), &part("train."), state).map_err(w)?;
     let ema_model = load_named(fresh.valid(), &part("ema."), state).map_err(w)?;
     let optim = GroupOptimizer::import(
-        c.adamw,
+        (c.adamw, c.muon),
         &model,
         &part("optim."),
         &steps,

@@ -187,17 +187,18 @@ pub fn train(
     let accumulate_full = ((nbs as f64 / batch as f64).round() as usize).max(1);
     let weight_decay = args.weight_decay * (batch * accumulate_full) as f64 / nbs as f64;
     let iterations = (train.len() as f64 / batch.max(nbs) as f64).ceil() as usize * args.epochs;
-    let (adamw, lr0, momentum) = match args.optimizer {
+    let (adamw, muon, lr0, momentum) = match args.optimizer {
         DetOptimizer::Auto => {
             if iterations > 10_000 {
-                (false, 0.01, 0.9)
+                (false, true, 0.01, 0.9)
             } else {
                 let lr = (0.002 * 5.0 / (4.0 + nc as f64) * 1e6).round() / 1e6;
-                (true, lr, 0.9)
+                (true, false, lr, 0.9)
             }
         }
-        DetOptimizer::Sgd => (false, args.lr0.unwrap_or(0.01), args.momentum),
-        DetOptimizer::Adamw => (true, args.lr0.unwrap_or(0.001), args.momentum),
+        DetOptimizer::Sgd => (false, false, args.lr0.unwrap_or(0.01), args.momentum),
+        DetOptimizer::Musgd => (false, true, args.lr0.unwrap_or(0.01), args.momentum),
+        DetOptimizer::Adamw => (true, false, args.lr0.unwrap_or(0.001), args.momentum),
     };
     let lr0 = if args.optimizer == DetOptimizer::Auto {
         lr0
@@ -206,7 +207,13 @@ pub fn train(
     };
     on(TrainEvent::Info(format!(
         "optimizer: {} (lr0 {lr0}, momentum {momentum}) with groups: weights (decay {weight_decay:.2e}), norm weights and biases (no decay); batch {batch}, nominal batch {nbs} (accumulate {accumulate_full}), {nb} iterations per epoch",
-        if adamw { "AdamW" } else { "SGD (Nesterov)" }
+        if adamw {
+            "AdamW"
+        } else if muon {
+            "MuSGD (Muon + SGD on conv weights, Nesterov)"
+        } else {
+            "SGD (Nesterov)"
+        }
     )));
     // warmup leaves at least the last epoch for regular training
     let warmup_epochs = args.warmup_epochs.min(args.epochs.saturating_sub(1) as f64);
@@ -222,7 +229,11 @@ pub fn train(
         args.warmup_bias_lr
     };
 
-    let mut optim = GroupOptimizer::new(adamw);
+    let mut optim = if muon {
+        GroupOptimizer::musgd()
+    } else {
+        GroupOptimizer::new(adamw)
+    };
     let mut ema = Ema::new(&model);
     let mut start = resume::Counters {
         epoch: 0,
@@ -232,6 +243,7 @@ pub fn train(
         lr_scale: 1.0,
         best: f64::NEG_INFINITY,
         adamw,
+        muon,
     };
     if let Some((_, state)) = &resume {
         let (m, e, o, c) = resume::load(state, model, &device)?;
@@ -474,6 +486,7 @@ pub fn train(
                 lr_scale,
                 best,
                 adamw,
+                muon,
             },
         )?;
         let lr_now = lr0 * lf * lr_scale;

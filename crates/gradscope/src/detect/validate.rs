@@ -5,7 +5,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::assign::Anchors;
 use super::dataset::DetData;
 use super::loss::{yolo_loss, LossGains, LossItems};
-use super::metrics::{coco_map, precision_recall_at_best_f1, CocoResult, DetBox, GtBox};
+use super::metrics::{
+    coco_map, per_class_precision_recall, precision_recall_at_best_f1, CocoResult, DetBox, GtBox,
+};
 use crate::probe::Tap;
 use crate::yolo::model::Yolo;
 use crate::yolo::postprocess::{end2end, nms};
@@ -179,6 +181,8 @@ impl ValResult {
             self.coco.map50_95
         );
         if per_class {
+            let pr =
+                per_class_precision_recall(&self.gts, &self.dets, names.len(), self.best_f1_conf);
             for (c, name) in names.iter().enumerate() {
                 let inst = self.gts.iter().filter(|g| g.class == c).count();
                 let imgs = {
@@ -193,10 +197,12 @@ impl ValResult {
                     v.dedup();
                     v.len()
                 };
-                if let (Some(a50), Some(a)) = (self.coco.ap50[c], self.coco.ap50_95[c]) {
+                if let (Some(a50), Some(a), Some(Some((p, r)))) =
+                    (self.coco.ap50[c], self.coco.ap50_95[c], pr.get(c))
+                {
                     s += &format!(
-                        "{:>22}{:>11}{:>11}{:>11}{:>11}{:>11.3}{:>11.3}\n",
-                        name, imgs, inst, "", "", a50, a
+                        "{:>22}{:>11}{:>11}{:>11.3}{:>11.3}{:>11.3}{:>11.3}\n",
+                        name, imgs, inst, p, r, a50, a
                     );
                 }
             }
