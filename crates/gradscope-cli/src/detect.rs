@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
+use gradscope::data::letterbox::unletterbox;
 use gradscope::detect::args::{DetectArgs, KEYS};
 use gradscope::detect::predict::{load, predict, Checkpoint};
 use gradscope::detect::runs::{load_sets, new_run_dir, resolve_data};
@@ -197,15 +198,11 @@ pub fn val_cmd(args: &[&str]) -> Result<()> {
             .map(|d| {
                 let img = &val.samples[d.image];
                 // back from the letterboxed input to the image's own pixels
-                let r = (a.imgsz as f32 / img.width as f32).min(a.imgsz as f32 / img.height as f32);
-                let px = ((a.imgsz as f32 - (img.width as f32 * r).round()) / 2.0).floor();
-                let py = ((a.imgsz as f32 - (img.height as f32 * r).round()) / 2.0).floor();
-                let x1 = (d.bbox[0] - px) / r;
-                let y1 = (d.bbox[1] - py) / r;
+                let [x1, y1, x2, y2] = unletterbox(d.bbox, img.width, img.height, a.imgsz as u32);
                 serde_json::json!({
                     "image_id": img.image.file_stem().and_then(|s| s.to_str()).unwrap_or_default(),
                     "category_id": d.class,
-                    "bbox": [x1, y1, (d.bbox[2] - d.bbox[0]) / r, (d.bbox[3] - d.bbox[1]) / r],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
                     "score": d.score,
                 })
             })

@@ -319,9 +319,7 @@ fn diagnose_cmd(path: &Path) -> Result<()> {
             Some(mut d) => {
                 // a detection run: remedies in `gradscope train`'s keys
                 if run.join("args.yaml").is_file() {
-                    if let Ok((args, _)) =
-                        gradscope::detect::predict::run_args(&run.join("weights").join("x"))
-                    {
+                    if let Ok((args, _)) = gradscope::detect::predict::run_args(run) {
                         gradscope::detect::train::yolo_remedies(&mut d, &args);
                     }
                 }

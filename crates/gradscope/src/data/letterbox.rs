@@ -18,15 +18,34 @@ pub struct Letterboxed {
     pub pad: (u32, u32),
 }
 
-pub fn letterbox(img: &RgbImage, labels: &[Label], imgsz: u32) -> Letterboxed {
-    let (w0, h0) = img.dimensions();
+/// How a `w0` × `h0` image sits in the `imgsz` square: scale, scaled size (w1, h1) and the
+/// (left, top) padding.
+pub fn geometry(w0: u32, h0: u32, imgsz: u32) -> (f32, (u32, u32), (u32, u32)) {
     let ratio = (imgsz as f32 / w0 as f32).min(imgsz as f32 / h0 as f32);
     let (w1, h1) = (
         ((w0 as f32 * ratio).round() as u32).max(1),
         ((h0 as f32 * ratio).round() as u32).max(1),
     );
+    (ratio, (w1, h1), ((imgsz - w1) / 2, (imgsz - h1) / 2))
+}
+
+/// A box (x1, y1, x2, y2) in letterboxed pixels back in the `w0` × `h0` image's own pixels,
+/// clamped to the image.
+pub fn unletterbox(b: [f32; 4], w0: u32, h0: u32, imgsz: u32) -> [f32; 4] {
+    let (r, _, (left, top)) = geometry(w0, h0, imgsz);
+    let un = |v: f32, pad: u32, lim: u32| ((v - pad as f32) / r).clamp(0.0, lim as f32);
+    [
+        un(b[0], left, w0),
+        un(b[1], top, h0),
+        un(b[2], left, w0),
+        un(b[3], top, h0),
+    ]
+}
+
+pub fn letterbox(img: &RgbImage, labels: &[Label], imgsz: u32) -> Letterboxed {
+    let (w0, h0) = img.dimensions();
+    let (ratio, (w1, h1), (left, top)) = geometry(w0, h0, imgsz);
     let resized = resize(img, w1, h1, FilterType::Triangle);
-    let (left, top) = ((imgsz - w1) / 2, (imgsz - h1) / 2);
     let mut canvas = RgbImage::from_pixel(imgsz, imgsz, Rgb([PAD_VALUE; 3]));
     image::imageops::replace(&mut canvas, &resized, left as i64, top as i64);
     let n = (imgsz * imgsz) as usize;

@@ -41,6 +41,15 @@ pub struct LossItems {
 }
 
 impl LossItems {
+    /// Every item times `f` (a sum into a mean).
+    pub fn scaled(&self, f: f64) -> LossItems {
+        LossItems {
+            box_: self.box_ * f,
+            cls: self.cls * f,
+            l1: self.l1 * f,
+        }
+    }
+
     pub fn add(&mut self, o: &LossItems, w: f64) {
         self.box_ += w * o.box_;
         self.cls += w * o.cls;

@@ -17,6 +17,7 @@ use super::plots::{draw_boxes, Drawn};
 use super::train::{build_model, DetectError};
 use super::validate::{detections, DetectSettings};
 use crate::data::detect::image_files;
+use crate::data::letterbox::unletterbox;
 use crate::probe::Tap;
 use crate::yolo::model::Yolo;
 
@@ -27,11 +28,16 @@ pub struct Checkpoint {
     pub names: Vec<String>,
 }
 
-/// Reads `<run>/args.yaml` for the checkpoint `weights` (`<run>/weights/x.safetensors`).
-pub fn run_args(weights: &Path) -> Result<(DetectArgs, Vec<String>), DetectError> {
-    let run = weights.parent().and_then(Path::parent).ok_or_else(|| {
-        DetectError::Args(format!("{}: not inside a run folder", weights.display()))
-    })?;
+/// The run folder of a checkpoint `<run>/weights/x.safetensors`.
+pub fn run_of(weights: &Path) -> Result<&Path, DetectError> {
+    weights
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| DetectError::Args(format!("{}: not inside a run folder", weights.display())))
+}
+
+/// Reads a run's `args.yaml`: its training arguments and class names.
+pub fn run_args(run: &Path) -> Result<(DetectArgs, Vec<String>), DetectError> {
     let file = run.join("args.yaml");
     let text = std::fs::read_to_string(&file).map_err(|e| {
         DetectError::Args(format!(
@@ -82,7 +88,7 @@ pub fn run_args(weights: &Path) -> Result<(DetectArgs, Vec<String>), DetectError
 
 /// Loads a checkpoint with its run's settings.
 pub fn load(weights: &Path, device: &Device) -> Result<Checkpoint, DetectError> {
-    let (args, names) = run_args(weights)?;
+    let (args, names) = run_args(run_of(weights)?)?;
     let (_, model) = build_model(&args, names.len(), device)?;
     let model = crate::yolo::weights::load_ultralytics(model, weights)
         .map_err(|e| DetectError::Args(e.to_string()))?;
@@ -119,24 +125,12 @@ pub fn predict_image(
         .unwrap_or_default();
     let anchors = Anchors::new(imgsz, imgsz, &[8, 16, 32]);
     let (w0, h0) = img.dimensions();
-    let r = (imgsz as f32 / w0 as f32).min(imgsz as f32 / h0 as f32);
-    let (w1, h1) = ((w0 as f32 * r).round(), (h0 as f32 * r).round());
-    let (px, py) = (
-        ((imgsz as f32 - w1) / 2.0).floor(),
-        ((imgsz as f32 - h1) / 2.0).floor(),
-    );
     detections(&raw, nc, &anchors, settings)
         .into_iter()
         .map(|d| {
-            let un = |v: f32, p: f32, lim: u32| ((v - p) / r).clamp(0.0, lim as f32);
             (
                 d[5] as usize,
-                [
-                    un(d[0], px, w0),
-                    un(d[1], py, h0),
-                    un(d[2], px, w0),
-                    un(d[3], py, h0),
-                ],
+                unletterbox([d[0], d[1], d[2], d[3]], w0, h0, imgsz as u32),
                 d[4],
             )
         })

@@ -13,7 +13,7 @@
 //! and accumulated gradients), the learning rate halved, the batch skipped; `nan_recovery` in a
 //! row stop the run with the producing layer named.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,7 +33,7 @@ use super::validate::{validate, DetectSettings, ValResult};
 use crate::diagnose::{diagnose, Diagnosis};
 use crate::probe::{Probe, ProbeConfig};
 use crate::train::clip;
-use crate::train::recovery::RecoveryEvent;
+use crate::train::recovery::{GoodState, RecoveryEvent};
 use crate::train::{EpochStats, History};
 use crate::yolo::blocks::Switches;
 use crate::yolo::model::{Yolo, YoloConfig};
@@ -133,7 +133,7 @@ pub fn train(
     };
     let args_owned = match &resume {
         Some((run, _)) => {
-            let (mut a, _) = super::predict::run_args(&run.join("weights").join("x"))?;
+            let (mut a, _) = super::predict::run_args(run)?;
             a.resume = None;
             on(TrainEvent::Info(format!("resuming {}", run.display())));
             a
@@ -288,10 +288,8 @@ pub fn train(
     let mut opt_steps = start.opt_steps;
     let mut last_opt = start.last_opt;
     let mut acc = GradientsAccumulator::new();
-    let mut acc_n = 0usize;
-    let mut good = (model.valid(), optim.clone());
+    let mut good = GoodState::capture(&model, &optim);
     'epochs: for epoch in start.epoch..args.epochs {
-        let t_epoch = Instant::now();
         let w = one2many_weight(epoch, args.epochs);
         let mosaic = epoch + args.close_mosaic < args.epochs;
         if !mosaic && args.augment.mosaic > 0.0 && epoch + args.close_mosaic == args.epochs {
@@ -341,35 +339,36 @@ pub fn train(
             let n = b.len();
             let instances: usize = b.targets.iter().map(Vec::len).sum();
             let x = Tensor::<4>::from_data(TensorData::new(b.x, [n, 3, imgsz, imgsz]), &device);
+            let loss_of = |model: &Yolo, tap: &mut crate::probe::Tap| {
+                let out = model.forward(x.clone(), tap);
+                yolo_loss(
+                    out.heads.one2many,
+                    out.heads.one2one,
+                    &b.targets,
+                    &anchors,
+                    (imgsz, imgsz),
+                    w,
+                    &gains,
+                )
+            };
             let step = opt_steps;
             let mut tap = if will_step {
                 probe.tap(step)
             } else {
                 crate::probe::Tap::off()
             };
-            let out = model.forward(x, &mut tap);
-            let (loss, items) = yolo_loss(
-                out.heads.one2many,
-                out.heads.one2one,
-                &b.targets,
-                &anchors,
-                (imgsz, imgsz),
-                w,
-                &gains,
-            );
+            let (loss, items) = loss_of(&model, &mut tap);
             let loss_v = loss.clone().into_scalar::<f64>();
             let grads = loss.backward();
-            let pending = probe.after_backward(step, epoch, loss_v, tap, &model, &grads);
+            let mut pending = probe.after_backward(step, epoch, loss_v, tap, &model, &grads);
             let gp = GradientsParams::from_grads(grads, &model);
             let mut nonfinite = !loss_v.is_finite();
             if !nonfinite {
                 acc.accumulate(&model, gp);
-                acc_n += 1;
             }
             let mut gnorm = f64::NAN;
             if !nonfinite && will_step {
                 let mut g = acc.grads();
-                acc_n = 0;
                 gnorm = match args.clip_norm {
                     Some(c) => clip::clip_norm(&model, &mut g, c),
                     None => clip::global_norm(&model, &g),
@@ -388,9 +387,9 @@ pub fn train(
                     last_opt = ni as i64;
                     opt_steps += 1;
                     probe
-                        .after_step(pending, &model, lrs[0])
+                        .after_step(pending.take(), &model, lrs[0])
                         .map_err(|e| DetectError::Io(e.to_string()))?;
-                    good = (model.valid(), optim.clone());
+                    good = GoodState::capture(&model, &optim);
                     hist.step_loss.push(loss_v);
                     hist.step_grad_norm.push(gnorm);
                     hist.step_clip.push(args.clip_norm.unwrap_or(f64::NAN));
@@ -399,8 +398,16 @@ pub fn train(
                 }
             }
             if nonfinite {
+                if pending.is_none() {
+                    // not probed: replay the batch with the probe on to find the producer
+                    let mut tap = probe.replay_tap(step);
+                    let (l, _) = loss_of(&model, &mut tap);
+                    let lv = l.clone().into_scalar::<f64>();
+                    let g = l.backward();
+                    pending = probe.after_backward(step, epoch, lv, tap, &model, &g);
+                }
                 let producer = probe
-                    .after_step(None, &model, lrs[0])
+                    .after_step(pending, &model, lrs[0])
                     .ok()
                     .flatten()
                     .and_then(|r| r.nonfinite.clone());
@@ -411,13 +418,12 @@ pub fn train(
                     "loss"
                 };
                 // undo: last good parameters and optimizer state, no accumulated gradients
-                model = good.0.clone().train();
-                optim = good.1.clone();
+                (model, optim) = good.restore();
                 acc = GradientsAccumulator::new();
-                acc_n = 0;
                 if in_a_row >= args.nan_recovery {
                     hist.stopped = Some(format!(
-                        "non-finite {what} at epoch {epoch} iteration {i}, {in_a_row} in a row"
+                        "non-finite {what} at epoch {} iteration {i}, {in_a_row} in a row",
+                        epoch + 1
                     ));
                     break 'epochs;
                 }
@@ -437,11 +443,7 @@ pub fn train(
             in_a_row = 0;
             seen += 1;
             mean.add(&items, 1.0);
-            let m = LossItems {
-                box_: mean.box_ / seen as f64,
-                cls: mean.cls / seen as f64,
-                l1: mean.l1 / seen as f64,
-            };
+            let m = mean.scaled(1.0 / seen as f64);
             on(TrainEvent::Iter {
                 epoch,
                 epochs: args.epochs,
@@ -452,12 +454,7 @@ pub fn train(
                 imgsz,
             });
         }
-        let _ = acc_n;
-        let train_items = LossItems {
-            box_: mean.box_ / seen.max(1) as f64,
-            cls: mean.cls / seen.max(1) as f64,
-            l1: mean.l1 / seen.max(1) as f64,
-        };
+        let train_items = mean.scaled(1.0 / seen.max(1) as f64);
         let v = if args.val || epoch + 1 == args.epochs {
             validate(&ema.model, &val, imgsz, batch * 2, nc, &settings, w, &plain)
         } else {
@@ -509,7 +506,6 @@ pub fn train(
             names: &data.names,
             diagnosis: diagnosis.as_ref(),
         });
-        let _ = t_epoch;
         if args.plots {
             runs::epoch_report(
                 &dir,
@@ -585,11 +581,6 @@ pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs) {
         }
     }
     d.remedies = out;
-}
-
-/// Saves the EMA weights in Ultralytics' names, atomically.
-pub fn save_to(model: &Yolo, path: &Path) -> Result<(), DetectError> {
-    runs::save_weights(model, path)
 }
 
 #[cfg(test)]

@@ -117,12 +117,7 @@ pub fn validate(
             }
         }
     }
-    let scale = 1.0 / batches.max(1) as f64;
-    let losses = LossItems {
-        box_: losses.box_ * scale,
-        cls: losses.cls * scale,
-        l1: losses.l1 * scale,
-    };
+    let losses = losses.scaled(1.0 / batches.max(1) as f64);
     let coco = coco_map(&gts, &dets, nc);
     let (precision, recall, best_f1_conf) = precision_recall_at_best_f1(&gts, &dets, nc);
     ValResult {
@@ -192,7 +187,6 @@ impl ValResult {
                         .filter(|g| g.class == c)
                         .map(|g| g.image)
                         .collect();
-                    v.dedup();
                     v.sort();
                     v.dedup();
                     v.len()

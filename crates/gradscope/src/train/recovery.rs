@@ -25,13 +25,15 @@ pub struct RecoveryEvent {
     pub lr_after: f64,
 }
 
-pub struct GoodState<M> {
+/// The saved model and optimizer state (burn's `ModuleOptimizer` for the labs, the detection
+/// trainer's own grouped optimizer for YOLO).
+pub struct GoodState<M, O = ModuleOptimizer> {
     model: M,
-    optim: ModuleOptimizer,
+    optim: O,
 }
 
-impl<M: Module + Clone> GoodState<M> {
-    pub fn capture(model: &M, optim: &ModuleOptimizer) -> Self {
+impl<M: Module + Clone, O: Clone> GoodState<M, O> {
+    pub fn capture(model: &M, optim: &O) -> Self {
         GoodState {
             model: model.valid(),
             optim: optim.clone(),
@@ -39,7 +41,7 @@ impl<M: Module + Clone> GoodState<M> {
     }
 
     /// The saved model, ready to train, and the saved optimizer.
-    pub fn restore(&self) -> (M, ModuleOptimizer) {
+    pub fn restore(&self) -> (M, O) {
         (self.model.clone().train(), self.optim.clone())
     }
 }
