@@ -7,6 +7,7 @@ mod choice;
 pub mod data;
 pub mod detect;
 pub mod diagnose;
+pub mod kernels;
 pub mod lab;
 pub mod nn;
 pub mod probe;

@@ -9,6 +9,7 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
+use crate::kernels::bn_act::{self, Act};
 use crate::nn::activation::Activation;
 
 /// The network-wide switches an ablation can flip.
@@ -74,13 +75,13 @@ impl Conv {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = self.conv.forward(x);
-        let y = match &self.bn {
-            Some(bn) => bn.forward(y),
-            None => y,
-        };
-        match self.act {
-            Some(a) => a.forward(y),
-            None => y,
+        match (&self.bn, self.act) {
+            // BatchNorm + SiLU (or no activation) in one fused pass on flex.
+            (Some(bn), Some(Activation::Silu)) => bn_act::batch_norm_act(bn, y, Act::Silu),
+            (Some(bn), None) => bn_act::batch_norm_act(bn, y, Act::Identity),
+            (Some(bn), Some(a)) => a.forward(bn_act::batch_norm_act(bn, y, Act::Identity)),
+            (None, Some(a)) => a.forward(y),
+            (None, None) => y,
         }
     }
 }

@@ -1,0 +1,7 @@
+//! Fused operations with their own backward, for the flex CPU backend: where burn composes an
+//! operation from many element-wise passes, these do it in one or two. Each falls back to burn's
+//! composed operations when the tensors live elsewhere, and each is checked against that
+//! composed version (values and gradients) in the tests.
+
+pub mod bn_act;
+pub mod simd;
