@@ -4,4 +4,5 @@
 //! composed version (values and gradients) in the tests.
 
 pub mod bn_act;
+pub mod conv;
 pub mod simd;

@@ -10,6 +10,7 @@ use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
 use crate::kernels::bn_act::{self, Act};
+use crate::kernels::conv;
 use crate::nn::activation::Activation;
 
 /// The network-wide switches an ablation can flip.
@@ -74,7 +75,7 @@ impl Conv {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.conv.forward(x);
+        let y = conv::conv2d(&self.conv, x);
         match (&self.bn, self.act) {
             // BatchNorm + SiLU (or no activation) in one fused pass on flex.
             (Some(bn), Some(Activation::Silu)) => bn_act::batch_norm_act(bn, y, Act::Silu),

@@ -1,0 +1,581 @@
+//! 2-D convolution with its own weight gradient (im2col + one GEMM per image), for flex.
+//!
+//! burn-flex has no weight-gradient kernel: burn's generic fallback runs it as a convolution of the
+//! transposed input with the transposed output gradient as an H×W "kernel", which flex executes at
+//! 2–12 GFLOP/s on YOLO's shapes (measured: `cargo run --release --example convparts`). Here
+//! ∂L/∂W = Σₙ ∂L/∂Yₙ · im2col(Xₙ)ᵀ is one GEMM per image and group (no copy at all for 1×1
+//! stride-1 convolutions), and depthwise convolutions get a direct loop. The forward and the input
+//! gradient stay flex's, except the forward of convolutions with a tiny reduction (YOLO's stem:
+//! 3 channels × 3×3), which flex runs at 4 GFLOP/s and im2col + GEMM runs much faster.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ModuleOps;
+use burn::backend::{Autodiff, Flex};
+use burn::nn::conv::Conv2d;
+use burn::nn::PaddingConfig2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
+
+type Ad = Autodiff<Flex>;
+
+/// Shapes and options of one convolution (symmetric padding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geom {
+    pub n: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: [usize; 2],
+    pub pad: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl Geom {
+    pub fn oh(&self) -> usize {
+        (self.h + 2 * self.pad[0] - self.dilation[0] * (self.kh - 1) - 1) / self.stride[0] + 1
+    }
+    pub fn ow(&self) -> usize {
+        (self.w + 2 * self.pad[1] - self.dilation[1] * (self.kw - 1) - 1) / self.stride[1] + 1
+    }
+    fn cin_g(&self) -> usize {
+        self.cin / self.groups
+    }
+    fn cout_g(&self) -> usize {
+        self.cout / self.groups
+    }
+    /// Rows of the im2col matrix: input channels of a group × kernel positions.
+    fn k(&self) -> usize {
+        self.cin_g() * self.kh * self.kw
+    }
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0]
+    }
+    fn is_depthwise(&self) -> bool {
+        self.groups == self.cin && self.groups == self.cout && self.groups > 1
+    }
+    fn options(&self) -> ConvOptions<2> {
+        ConvOptions::new(self.stride, self.pad, self.dilation, self.groups)
+    }
+}
+
+/// The output positions `[first, last)` whose input position `o·stride + off` lies in `[0, len)`.
+fn valid_range(len: usize, off: isize, stride: usize, out: usize) -> (usize, usize) {
+    let s = stride as isize;
+    let first = if off >= 0 { 0 } else { (-off + s - 1) / s };
+    let last = if len as isize - off <= 0 {
+        0
+    } else {
+        (len as isize - off + s - 1) / s
+    };
+    let first = (first as usize).min(out);
+    (first, (last as usize).clamp(first, out))
+}
+
+/// im2col of one image's group `x` (`[cin_g, h, w]`) into `col` (`[cin_g·kh·kw, oh·ow]`).
+fn im2col(x: &[f32], g: &Geom, col: &mut [f32], parallel: bool) {
+    let (oh, ow) = (g.oh(), g.ow());
+    let plane = oh * ow;
+    let row_fn = |(row, out): (usize, &mut [f32])| {
+        let c = row / (g.kh * g.kw);
+        let ki = row / g.kw % g.kh;
+        let kj = row % g.kw;
+        let src = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        let off_x = (kj * g.dilation[1]) as isize - g.pad[1] as isize;
+        let (first, last) = valid_range(g.w, off_x, g.stride[1], ow);
+        for oy in 0..oh {
+            let iy = (oy * g.stride[0] + ki * g.dilation[0]) as isize - g.pad[0] as isize;
+            let dst = &mut out[oy * ow..(oy + 1) * ow];
+            if iy < 0 || iy >= g.h as isize {
+                dst.fill(0.0);
+                continue;
+            }
+            let srow = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
+            dst[..first].fill(0.0);
+            dst[last..].fill(0.0);
+            if g.stride[1] == 1 {
+                let s0 = (first as isize + off_x) as usize;
+                dst[first..last].copy_from_slice(&srow[s0..s0 + (last - first)]);
+            } else {
+                for (ox, d) in dst.iter_mut().enumerate().take(last).skip(first) {
+                    *d = srow[(ox as isize * g.stride[1] as isize + off_x) as usize];
+                }
+            }
+        }
+    };
+    if parallel {
+        col.par_chunks_mut(plane).enumerate().for_each(row_fn);
+    } else {
+        col.chunks_mut(plane).enumerate().for_each(row_fn);
+    }
+}
+
+/// dst (m×n, row-major) = [dst +] lhs · rhs, with explicit (row, column) strides.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+    parallel: bool,
+) {
+    assert!(dst.len() >= m * n);
+    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
+    assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
+    // SAFETY: the asserts above keep every index gemm touches inside the three slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            if parallel {
+                gemm::Parallelism::Rayon(0)
+            } else {
+                gemm::Parallelism::None
+            },
+        );
+    }
+}
+
+/// ∂L/∂W (`[cout, cin_g, kh, kw]`) from the input `x` and the output gradient `dy`.
+pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
+    if g.is_depthwise() {
+        return depthwise_weight_grad(x, dy, g);
+    }
+    let (cin_g, cout_g, k) = (g.cin_g(), g.cout_g(), g.k());
+    let plane = g.oh() * g.ow();
+    // One partial ∂L/∂W per worker, each over whole images (the GEMMs here are short and wide:
+    // cout_g × k outputs summed over oh·ow positions, which GEMM cannot split), then summed.
+    let per_image = |dw: &mut Vec<f32>, col: &mut Vec<f32>, img: usize, first: bool| {
+        for grp in 0..g.groups {
+            let xs = &x[(img * g.cin + grp * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
+            let dys = &dy[(img * g.cout + grp * cout_g) * plane..][..cout_g * plane];
+            let cols: &[f32] = if g.is_pointwise() {
+                xs
+            } else {
+                im2col(xs, g, col, false);
+                col
+            };
+            // dW_g (cout_g × k) += dY (cout_g × plane) · colᵀ (plane × k)
+            gemm(
+                cout_g,
+                k,
+                plane,
+                &mut dw[grp * cout_g * k..(grp + 1) * cout_g * k],
+                !first,
+                dys,
+                plane,
+                1,
+                cols,
+                1,
+                plane,
+                false,
+            );
+        }
+    };
+    let col_len = if g.is_pointwise() { 0 } else { k * plane };
+    let partials: Vec<Vec<f32>> = (0..g.n)
+        .into_par_iter()
+        .fold(
+            || (Vec::new(), Vec::new()),
+            |(mut dw, mut col): (Vec<f32>, Vec<f32>), img| {
+                let first = dw.is_empty();
+                if first {
+                    dw = vec![0.0f32; g.cout * k];
+                    col = vec![0.0f32; col_len];
+                }
+                per_image(&mut dw, &mut col, img, first);
+                (dw, col)
+            },
+        )
+        .map(|(dw, _)| dw)
+        .filter(|dw| !dw.is_empty())
+        .collect();
+    let mut it = partials.into_iter();
+    let mut dw = it.next().unwrap_or_else(|| vec![0.0f32; g.cout * k]);
+    for p in it {
+        for (a, b) in dw.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    dw
+}
+
+/// Depthwise (one input and one output channel per group): a direct dot product per channel and
+/// kernel position over the valid output positions.
+fn depthwise_weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
+    let (oh, ow) = (g.oh(), g.ow());
+    let kk = g.kh * g.kw;
+    let mut dw = vec![0.0f32; g.cout * kk];
+    dw.par_chunks_mut(kk).enumerate().for_each(|(c, out)| {
+        for (p, o) in out.iter_mut().enumerate() {
+            let (ki, kj) = (p / g.kw, p % g.kw);
+            let off_y = (ki * g.dilation[0]) as isize - g.pad[0] as isize;
+            let off_x = (kj * g.dilation[1]) as isize - g.pad[1] as isize;
+            let mut acc = 0.0f64;
+            for img in 0..g.n {
+                let xs = &x[(img * g.cin + c) * g.h * g.w..][..g.h * g.w];
+                let dys = &dy[(img * g.cout + c) * oh * ow..][..oh * ow];
+                let mut s = 0.0f32;
+                for oy in 0..oh {
+                    let iy = (oy * g.stride[0]) as isize + off_y;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let xrow = &xs[iy as usize * g.w..][..g.w];
+                    let drow = &dys[oy * ow..][..ow];
+                    let (first, last) = valid_range(g.w, off_x, g.stride[1], ow);
+                    if g.stride[1] == 1 {
+                        let xr = &xrow[(first as isize + off_x) as usize..][..last - first];
+                        s += dot(&drow[first..last], xr);
+                    } else {
+                        for (ox, &d) in drow.iter().enumerate().take(last).skip(first) {
+                            let ix = (ox * g.stride[1]) as isize + off_x;
+                            s += d * xrow[ix as usize];
+                        }
+                    }
+                }
+                acc += s as f64;
+            }
+            *o = acc as f32;
+        }
+    });
+    dw
+}
+
+super::simd::multiversion! {
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0.0f32; 16];
+        let mut ia = a.chunks_exact(16);
+        let mut ib = b.chunks_exact(16);
+        for (ca, cb) in (&mut ia).zip(&mut ib) {
+            for i in 0..16 {
+                acc[i] += ca[i] * cb[i];
+            }
+        }
+        let rest: f32 = ia.remainder().iter().zip(ib.remainder()).map(|(x, y)| x * y).sum();
+        acc.iter().sum::<f32>() + rest
+    }
+}
+
+/// The forward by im2col + GEMM: Yₙ = W · im2col(Xₙ) per image and group.
+pub fn forward_gemm(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
+    let (cin_g, cout_g, k) = (g.cin_g(), g.cout_g(), g.k());
+    let plane = g.oh() * g.ow();
+    let mut y = vec![0.0f32; g.n * g.cout * plane];
+    // one image per worker, each with its own im2col buffer
+    y.par_chunks_mut(g.cout * plane).enumerate().for_each_init(
+        || vec![0.0f32; k * plane],
+        |col, (img, yimg)| {
+            for grp in 0..g.groups {
+                let xs = &x[(img * g.cin + grp * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
+                im2col(xs, g, col, g.n == 1);
+                gemm(
+                    cout_g,
+                    plane,
+                    k,
+                    &mut yimg[grp * cout_g * plane..][..cout_g * plane],
+                    false,
+                    &w[grp * cout_g * k..],
+                    k,
+                    1,
+                    col,
+                    plane,
+                    1,
+                    g.n == 1,
+                );
+            }
+        },
+    );
+    y
+}
+
+/// Whether our im2col + GEMM forward beats flex's (measured by `examples/convparts.rs` on YOLO's
+/// shapes: 1.2–5× for k×k convolutions, about equal for 1×1 ones, slower for depthwise).
+fn own_forward(g: &Geom) -> bool {
+    g.groups == 1 && !g.is_pointwise()
+}
+
+fn host(t: &FlexTensor) -> Option<std::borrow::Cow<'_, [f32]>> {
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    match t.as_slice::<f32>() {
+        Some(s) => Some(std::borrow::Cow::Borrowed(s)),
+        None => Some(std::borrow::Cow::Owned(
+            t.to_contiguous().as_slice::<f32>()?.to_vec(),
+        )),
+    }
+}
+
+fn flex(v: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape))
+}
+
+fn forward_flex(x: &FlexTensor, w: &FlexTensor, g: &Geom) -> Option<FlexTensor> {
+    if own_forward(g) {
+        let y = forward_gemm(&host(x)?, &host(w)?, g);
+        Some(flex(y, vec![g.n, g.cout, g.oh(), g.ow()]))
+    } else {
+        Some(<Flex as ModuleOps<Flex>>::conv2d(
+            x.clone(),
+            w.clone(),
+            None,
+            g.options(),
+        ))
+    }
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+#[derive(Clone, Debug)]
+struct ConvState {
+    x: FlexTensor,
+    w: FlexTensor,
+    geom: Geom,
+}
+
+impl Backward<Flex, 2> for ConvBackward {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let st = ops.state;
+        if let Some(node) = node_x {
+            let dx = <Flex as ModuleOps<Flex>>::conv2d_x_backward(
+                st.x.clone(),
+                st.w.clone(),
+                dy.clone(),
+                st.geom.options(),
+            );
+            grads.register::<Flex>(node.id, dx);
+        }
+        if let Some(node) = node_w {
+            let x = host(&st.x).expect("f32 input kept by the convolution");
+            let d = host(&dy).expect("f32 gradient");
+            let dw = weight_grad(&x, &d, &st.geom);
+            grads.register::<Flex>(node.id, flex(dw, st.w.layout().shape().to_vec()));
+        }
+    }
+}
+
+/// Geometry of `conv` applied to `x`, when its padding is symmetric (else `None`).
+fn geom_of(conv: &Conv2d, x: &Tensor<4>) -> Option<Geom> {
+    let [n, cin, h, w] = x.dims();
+    // YOLO's convolutions are built with explicit symmetric padding; others take burn's path.
+    let (top, left) = match conv.padding {
+        PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => (t, l),
+        PaddingConfig2d::Valid => (0, 0),
+        _ => return None,
+    };
+    let [cout, _, kh, kw] = conv.weight.dims();
+    Some(Geom {
+        n,
+        cin,
+        h,
+        w,
+        cout,
+        kh,
+        kw,
+        stride: conv.stride,
+        pad: [top, left],
+        dilation: conv.dilation,
+        groups: conv.groups,
+    })
+}
+
+/// `conv.forward(x)` with the fused kernels when `x` lives on flex (autodiff or not), burn's
+/// convolution otherwise. The bias, when there is one, is added by burn's operations.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    match geom_of(conv, &x).and_then(|g| conv_no_bias(&x, &conv.weight.val(), &g)) {
+        Some(y) => match &conv.bias {
+            Some(b) => y + b.val().reshape([1, -1, 1, 1]),
+            None => y,
+        },
+        None => conv.forward(x),
+    }
+}
+
+fn conv_no_bias(x: &Tensor<4>, w: &Tensor<4>, g: &Geom) -> Option<Tensor<4>> {
+    if let Ok(xp) = x.clone().try_into_primitive::<Ad>() {
+        let wp = w.clone().try_into_primitive::<Ad>().ok()?;
+        host(xp.primitive())?;
+        host(wp.primitive())?;
+        let y = forward_flex(xp.primitive(), wp.primitive(), g)?;
+        let out = match ConvBackward
+            .prepare::<NoCheckpointing>([xp.node(), wp.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                ConvState {
+                    x: xp.primitive().clone(),
+                    w: wp.primitive().clone(),
+                    geom: *g,
+                },
+                y,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        return Some(Tensor::from_primitive::<Ad>(out));
+    }
+    let xp = x.clone().try_into_primitive::<Flex>().ok()?;
+    let wp = w.clone().try_into_primitive::<Flex>().ok()?;
+    let y = forward_flex(&xp, &wp, g)?;
+    Some(Tensor::from_primitive::<Flex>(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn vec(t: Tensor<4>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    fn rel(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+        a.iter()
+            .zip(b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+            / scale
+    }
+
+    /// Output, input gradient and weight gradient against burn's own convolution (flex forward,
+    /// burn's generic backward), for one geometry.
+    fn check(g: Geom) {
+        let dev = crate::device();
+        let x0 = Tensor::<4>::random([g.n, g.cin, g.h, g.w], Distribution::Normal(0.0, 1.0), &dev);
+        let w0 = Tensor::<4>::random(
+            [g.cout, g.cin / g.groups, g.kh, g.kw],
+            Distribution::Normal(0.0, 0.5),
+            &dev,
+        );
+        let wy = Tensor::<4>::random(
+            [g.n, g.cout, g.oh(), g.ow()],
+            Distribution::Normal(0.0, 1.0),
+            &dev,
+        );
+        let run = |ours: bool| {
+            let x = x0.clone().detach().require_grad();
+            let w = w0.clone().detach().require_grad();
+            let y = if ours {
+                conv_no_bias(&x, &w, &g).expect("flex autodiff")
+            } else {
+                burn::tensor::module::conv2d(x.clone(), w.clone(), None, g.options())
+            };
+            let grads = (y.clone() * wy.clone()).sum().backward();
+            let dx = x.grad(&grads).unwrap();
+            let dw = w.grad(&grads).unwrap();
+            (vec(y), vec(dx), vec(dw))
+        };
+        let (y1, dx1, dw1) = run(true);
+        let (y2, dx2, dw2) = run(false);
+        assert!(rel(&y1, &y2) < 1e-5, "{g:?} output {}", rel(&y1, &y2));
+        assert!(rel(&dx1, &dx2) < 1e-5, "{g:?} dx {}", rel(&dx1, &dx2));
+        assert!(rel(&dw1, &dw2) < 1e-4, "{g:?} dw {}", rel(&dw1, &dw2));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn geom(
+        n: usize,
+        cin: usize,
+        hw: [usize; 2],
+        cout: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+        groups: usize,
+    ) -> Geom {
+        Geom {
+            n,
+            cin,
+            h: hw[0],
+            w: hw[1],
+            cout,
+            kh: k,
+            kw: k,
+            stride: [s, s],
+            pad: [p, p],
+            dilation: [1, 1],
+            groups,
+        }
+    }
+
+    #[test]
+    fn convolutions_match_burn_values_and_gradients() {
+        check(geom(2, 3, [17, 13], 8, 3, 2, 1, 1)); // stem-like: own forward
+        check(geom(2, 8, [9, 11], 6, 1, 1, 0, 1)); // pointwise: no im2col
+        check(geom(3, 6, [10, 10], 4, 3, 1, 1, 1));
+        check(geom(2, 6, [11, 9], 8, 3, 2, 1, 2)); // grouped
+        check(geom(2, 5, [12, 12], 5, 3, 1, 1, 5)); // depthwise
+        check(geom(2, 4, [13, 11], 4, 5, 2, 2, 4)); // depthwise, stride 2
+        check(geom(1, 4, [7, 8], 3, 3, 1, 0, 1)); // no padding
+        check(geom(2, 16, [20, 20], 24, 3, 2, 1, 1)); // own weight gradient, bigger
+        let mut dil = geom(1, 3, [12, 12], 4, 3, 1, 2, 1);
+        dil.dilation = [2, 2];
+        check(dil);
+        let mut rect = geom(2, 4, [9, 14], 4, 3, 1, 1, 1);
+        rect.kh = 1;
+        rect.pad = [0, 1];
+        check(rect);
+    }
+
+    #[test]
+    fn inference_forward_matches_flex() {
+        let dev = burn::tensor::Device::flex();
+        let g = geom(2, 3, [15, 15], 4, 3, 2, 1, 1);
+        let x = Tensor::<4>::random([2, 3, 15, 15], Distribution::Normal(0.0, 1.0), &dev);
+        let w = Tensor::<4>::random([4, 3, 3, 3], Distribution::Normal(0.0, 1.0), &dev);
+        let ours = vec(conv_no_bias(&x, &w, &g).unwrap());
+        let want = vec(burn::tensor::module::conv2d(x, w, None, g.options()));
+        assert!(rel(&ours, &want) < 1e-5);
+    }
+
+    #[test]
+    fn valid_ranges() {
+        // len 5, stride 1, offset −1 (pad 1): outputs 1..6 read inside
+        assert_eq!(valid_range(5, -1, 1, 5), (1, 5));
+        assert_eq!(valid_range(5, 1, 1, 5), (0, 4));
+        assert_eq!(valid_range(5, -1, 2, 3), (1, 3));
+        assert_eq!(valid_range(2, 3, 1, 4), (0, 0));
+        assert_eq!(valid_range(4, -9, 1, 3), (3, 3));
+    }
+}
