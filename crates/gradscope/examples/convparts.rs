@@ -83,7 +83,12 @@ fn main() {
             let n = v.len();
             FlexTensor::from_data(TensorData::new(v, [n]))
         });
-        println!("   own dw {own_dw:.1} ms, own im2col fwd {own_f:.1} ms");
+        let own_dx = time(&|| {
+            let v = gradscope::kernels::conv::input_grad(&ws, &ys, &geom);
+            let n = v.len();
+            FlexTensor::from_data(TensorData::new(v, [n]))
+        });
+        println!("   own dx {own_dx:.1} ms,  own dw {own_dw:.1} ms, own im2col fwd {own_f:.1} ms");
         let oh = (h + 2 * p - k) / s + 1;
         let gflop = 2.0 * (n * cout * oh * oh * (cin / g) * k * k) as f64 / 1e9;
         println!("N{n} {cin}->{cout} {h}px k{k} s{s} g{g}: fwd {fwd:.1} ms ({:.0} GF/s)  dx {bx:.1} ({:.0})  dw {bw:.1} ({:.0})",

@@ -288,6 +288,138 @@ super::simd::multiversion! {
     }
 }
 
+/// col2im: adds `col` (`[cin_g·kh·kw, oh·ow]`) back onto one image's group `dx` (`[cin_g, h, w]`),
+/// the adjoint of [`im2col`].
+fn col2im(col: &[f32], g: &Geom, dx: &mut [f32]) {
+    let (oh, ow) = (g.oh(), g.ow());
+    let plane = oh * ow;
+    for (row, src) in col.chunks(plane).enumerate() {
+        let c = row / (g.kh * g.kw);
+        let ki = row / g.kw % g.kh;
+        let kj = row % g.kw;
+        let dst = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+        let off_x = (kj * g.dilation[1]) as isize - g.pad[1] as isize;
+        let (first, last) = valid_range(g.w, off_x, g.stride[1], ow);
+        for oy in 0..oh {
+            let iy = (oy * g.stride[0] + ki * g.dilation[0]) as isize - g.pad[0] as isize;
+            if iy < 0 || iy >= g.h as isize {
+                continue;
+            }
+            let drow = &mut dst[iy as usize * g.w..(iy as usize + 1) * g.w];
+            let srow = &src[oy * ow..(oy + 1) * ow];
+            if g.stride[1] == 1 {
+                let d0 = (first as isize + off_x) as usize;
+                add_into(&mut drow[d0..d0 + (last - first)], &srow[first..last]);
+            } else {
+                for (ox, &v) in srow.iter().enumerate().take(last).skip(first) {
+                    drow[(ox as isize * g.stride[1] as isize + off_x) as usize] += v;
+                }
+            }
+        }
+    }
+}
+
+super::simd::multiversion! {
+    fn add_into(dst: &mut [f32], src: &[f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d += s;
+        }
+    }
+}
+
+super::simd::multiversion! {
+    fn axpy(dst: &mut [f32], a: f32, src: &[f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d += a * s;
+        }
+    }
+}
+
+/// ∂L/∂X (`[n, cin, h, w]`) from the weights and the output gradient: per image and group,
+/// col = W_gᵀ · ∂L/∂Y_g (one GEMM), then col2im; 1×1 stride-1 convolutions write the GEMM's
+/// result directly, depthwise ones take a direct loop.
+pub fn input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
+    if g.is_depthwise() {
+        return depthwise_input_grad(w, dy, g);
+    }
+    let (cin_g, cout_g, k) = (g.cin_g(), g.cout_g(), g.k());
+    let plane = g.oh() * g.ow();
+    let mut dx = vec![0.0f32; g.n * g.cin * g.h * g.w];
+    let col_len = if g.is_pointwise() { 0 } else { k * plane };
+    dx.par_chunks_mut(g.cin * g.h * g.w)
+        .enumerate()
+        .for_each_init(
+            || vec![0.0f32; col_len],
+            |col, (img, dximg)| {
+                for grp in 0..g.groups {
+                    let dys = &dy[(img * g.cout + grp * cout_g) * plane..][..cout_g * plane];
+                    let wg = &w[grp * cout_g * k..][..cout_g * k];
+                    let dxg = &mut dximg[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
+                    let target: &mut [f32] = if g.is_pointwise() { dxg } else { col };
+                    // (k × plane) = W_gᵀ (k × cout_g) · dY_g (cout_g × plane)
+                    gemm(
+                        k,
+                        plane,
+                        cout_g,
+                        target,
+                        false,
+                        wg,
+                        1,
+                        k,
+                        dys,
+                        plane,
+                        1,
+                        g.n == 1,
+                    );
+                    if !g.is_pointwise() {
+                        col2im(col, g, dxg);
+                    }
+                }
+            },
+        );
+    dx
+}
+
+/// Depthwise input gradient: every output gradient value spread back over its kernel window.
+fn depthwise_input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
+    let (oh, ow) = (g.oh(), g.ow());
+    let kk = g.kh * g.kw;
+    let mut dx = vec![0.0f32; g.n * g.cin * g.h * g.w];
+    dx.par_chunks_mut(g.h * g.w)
+        .enumerate()
+        .for_each(|(i, dxc)| {
+            let c = i % g.cin;
+            let dys = &dy[i * oh * ow..][..oh * ow];
+            let wc = &w[c * kk..][..kk];
+            for ki in 0..g.kh {
+                let off_y = (ki * g.dilation[0]) as isize - g.pad[0] as isize;
+                for kj in 0..g.kw {
+                    let wv = wc[ki * g.kw + kj];
+                    let off_x = (kj * g.dilation[1]) as isize - g.pad[1] as isize;
+                    let (first, last) = valid_range(g.w, off_x, g.stride[1], ow);
+                    for oy in 0..oh {
+                        let iy = (oy * g.stride[0]) as isize + off_y;
+                        if iy < 0 || iy >= g.h as isize {
+                            continue;
+                        }
+                        let drow = &mut dxc[iy as usize * g.w..][..g.w];
+                        let srow = &dys[oy * ow..][..ow];
+                        if g.stride[1] == 1 {
+                            let d0 = (first as isize + off_x) as usize;
+                            axpy(&mut drow[d0..d0 + (last - first)], wv, &srow[first..last]);
+                        } else {
+                            for (ox, &v) in srow.iter().enumerate().take(last).skip(first) {
+                                drow[(ox as isize * g.stride[1] as isize + off_x) as usize] +=
+                                    wv * v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    dx
+}
+
 /// The forward by im2col + GEMM: Yₙ = W · im2col(Xₙ) per image and group.
 pub fn forward_gemm(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
     let (cin_g, cout_g, k) = (g.cin_g(), g.cout_g(), g.k());
@@ -374,13 +506,10 @@ impl Backward<Flex, 2> for ConvBackward {
         let dy = grads.consume::<Flex>(&ops.node);
         let st = ops.state;
         if let Some(node) = node_x {
-            let dx = <Flex as ModuleOps<Flex>>::conv2d_x_backward(
-                st.x.clone(),
-                st.w.clone(),
-                dy.clone(),
-                st.geom.options(),
-            );
-            grads.register::<Flex>(node.id, dx);
+            let w = host(&st.w).expect("f32 weights kept by the convolution");
+            let d = host(&dy).expect("f32 gradient");
+            let dx = input_grad(&w, &d, &st.geom);
+            grads.register::<Flex>(node.id, flex(dx, st.x.layout().shape().to_vec()));
         }
         if let Some(node) = node_w {
             let x = host(&st.x).expect("f32 input kept by the convolution");
