@@ -67,6 +67,26 @@ impl Geom {
     }
 }
 
+thread_local! {
+    /// Per-thread im2col buffer, kept between calls: the columns of a 3×3 convolution at 160² are
+    /// ~15 MB, and allocating them afresh each time cost a zero-fill and page faults per call.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer of at least `len` floats (contents unspecified).
+/// If the buffer is already in use on this thread (a nested call), a fresh one is used.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0.0f32; len]),
+    })
+}
+
 /// The output positions `[first, last)` whose input position `o·stride + off` lies in `[0, len)`.
 fn valid_range(len: usize, off: isize, stride: usize, out: usize) -> (usize, usize) {
     let s = stride as isize;
@@ -176,7 +196,7 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     let plane = g.oh() * g.ow();
     // One partial ∂L/∂W per worker, each over whole images (the GEMMs here are short and wide:
     // cout_g × k outputs summed over oh·ow positions, which GEMM cannot split), then summed.
-    let per_image = |dw: &mut Vec<f32>, col: &mut Vec<f32>, img: usize, first: bool| {
+    let per_image = |dw: &mut [f32], col: &mut [f32], img: usize, first: bool| {
         for grp in 0..g.groups {
             let xs = &x[(img * g.cin + grp * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
             let dys = &dy[(img * g.cout + grp * cout_g) * plane..][..cout_g * plane];
@@ -206,19 +226,14 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     let col_len = if g.is_pointwise() { 0 } else { k * plane };
     let partials: Vec<Vec<f32>> = (0..g.n)
         .into_par_iter()
-        .fold(
-            || (Vec::new(), Vec::new()),
-            |(mut dw, mut col): (Vec<f32>, Vec<f32>), img| {
-                let first = dw.is_empty();
-                if first {
-                    dw = vec![0.0f32; g.cout * k];
-                    col = vec![0.0f32; col_len];
-                }
-                per_image(&mut dw, &mut col, img, first);
-                (dw, col)
-            },
-        )
-        .map(|(dw, _)| dw)
+        .fold(Vec::new, |mut dw: Vec<f32>, img| {
+            let first = dw.is_empty();
+            if first {
+                dw = vec![0.0f32; g.cout * k];
+            }
+            with_scratch(col_len, |col| per_image(&mut dw, col, img, first));
+            dw
+        })
         .filter(|dw| !dw.is_empty())
         .collect();
     let mut it = partials.into_iter();
@@ -348,9 +363,8 @@ pub fn input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     let col_len = if g.is_pointwise() { 0 } else { k * plane };
     dx.par_chunks_mut(g.cin * g.h * g.w)
         .enumerate()
-        .for_each_init(
-            || vec![0.0f32; col_len],
-            |col, (img, dximg)| {
+        .for_each(|(img, dximg)| {
+            with_scratch(col_len, |col| {
                 for grp in 0..g.groups {
                     let dys = &dy[(img * g.cout + grp * cout_g) * plane..][..cout_g * plane];
                     let wg = &w[grp * cout_g * k..][..cout_g * k];
@@ -375,8 +389,8 @@ pub fn input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
                         col2im(col, g, dxg);
                     }
                 }
-            },
-        );
+            })
+        });
     dx
 }
 
@@ -426,29 +440,30 @@ pub fn forward_gemm(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
     let plane = g.oh() * g.ow();
     let mut y = vec![0.0f32; g.n * g.cout * plane];
     // one image per worker, each with its own im2col buffer
-    y.par_chunks_mut(g.cout * plane).enumerate().for_each_init(
-        || vec![0.0f32; k * plane],
-        |col, (img, yimg)| {
-            for grp in 0..g.groups {
-                let xs = &x[(img * g.cin + grp * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
-                im2col(xs, g, col, g.n == 1);
-                gemm(
-                    cout_g,
-                    plane,
-                    k,
-                    &mut yimg[grp * cout_g * plane..][..cout_g * plane],
-                    false,
-                    &w[grp * cout_g * k..],
-                    k,
-                    1,
-                    col,
-                    plane,
-                    1,
-                    g.n == 1,
-                );
-            }
-        },
-    );
+    y.par_chunks_mut(g.cout * plane)
+        .enumerate()
+        .for_each(|(img, yimg)| {
+            with_scratch(k * plane, |col| {
+                for grp in 0..g.groups {
+                    let xs = &x[(img * g.cin + grp * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
+                    im2col(xs, g, col, g.n == 1);
+                    gemm(
+                        cout_g,
+                        plane,
+                        k,
+                        &mut yimg[grp * cout_g * plane..][..cout_g * plane],
+                        false,
+                        &w[grp * cout_g * k..],
+                        k,
+                        1,
+                        col,
+                        plane,
+                        1,
+                        g.n == 1,
+                    );
+                }
+            })
+        });
     y
 }
 
