@@ -5,4 +5,5 @@
 
 pub mod bn_act;
 pub mod conv;
+pub mod lstm;
 pub mod simd;

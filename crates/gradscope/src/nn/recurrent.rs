@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::init::{orthogonal, uniform};
 use crate::choice::choice;
+use crate::kernels::lstm;
 use crate::probe::Tap;
 
 choice! {
@@ -153,12 +154,12 @@ impl SeqModel {
         let h = self.hidden;
         let device = x.device();
         tap.input(&x);
-        // the input projection of every step at once
-        let xw = self.input.forward(x.reshape([b * t_len, i])).reshape([
-            b,
-            t_len,
-            self.cell.gates() * h,
-        ]);
+        // Input projection step by step: slicing a precomputed `[B, T, gates·H]` projection
+        // costs a full-size zero tensor per step in the backward (the slice's gradient), which
+        // was most of an LSTM step; slicing x (`[B, T, input]`) is cheap.
+        let xs: Vec<Tensor<2>> = (0..t_len)
+            .map(|t| x.clone().slice([0..b, t..t + 1]).reshape([b, i]))
+            .collect();
         let (mut hs, mut c) = state.unwrap_or_else(|| {
             (
                 Tensor::zeros([b, h], &device),
@@ -167,27 +168,21 @@ impl SeqModel {
         });
         let mut out = Vec::with_capacity(t_len);
         for t in 0..t_len {
-            let xt = xw
-                .clone()
-                .slice([0..b, t..t + 1])
-                .reshape([b, self.cell.gates() * h]);
+            let xt = self.input.forward(xs[t].clone());
             let hu = self.recurrent.forward(hs.clone());
             let next = match self.cell {
                 CellKind::Rnn => tanh(xt + hu),
                 CellKind::Lstm => {
-                    // one sigmoid over all four blocks; the g block is recomputed with tanh
+                    // the element-wise step as two fused operations (kernels::lstm)
                     let z = xt + hu;
-                    let s = sigmoid(z.clone());
-                    let (ig, fg, og) = (block(&s, 0, h), block(&s, 1, h), block(&s, 3, h));
-                    let gg = tanh(block(&z, 2, h));
                     c = tap.point(
                         &format!("c.{t}"),
                         "memory:lstm",
                         None,
                         None,
-                        fg * c + ig * gg,
+                        lstm::cell(&z, &c),
                     );
-                    og * tanh(c.clone())
+                    lstm::hidden(&z, &c)
                 }
                 CellKind::Gru => {
                     let r = sigmoid(block(&xt, 0, h) + block(&hu, 0, h));
