@@ -157,9 +157,7 @@ impl SeqModel {
         // Input projection step by step: slicing a precomputed `[B, T, gates·H]` projection
         // costs a full-size zero tensor per step in the backward (the slice's gradient), which
         // was most of an LSTM step; slicing x (`[B, T, input]`) is cheap.
-        let xs: Vec<Tensor<2>> = (0..t_len)
-            .map(|t| x.clone().slice([0..b, t..t + 1]).reshape([b, i]))
-            .collect();
+        let x_at = |t: usize| x.clone().slice([0..b, t..t + 1]).reshape([b, i]);
         let (mut hs, mut c) = state.unwrap_or_else(|| {
             (
                 Tensor::zeros([b, h], &device),
@@ -168,7 +166,7 @@ impl SeqModel {
         });
         let mut out = Vec::with_capacity(t_len);
         for t in 0..t_len {
-            let xt = self.input.forward(xs[t].clone());
+            let xt = self.input.forward(x_at(t));
             let hu = self.recurrent.forward(hs.clone());
             let next = match self.cell {
                 CellKind::Rnn => tanh(xt + hu),
