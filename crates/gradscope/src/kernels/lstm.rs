@@ -16,15 +16,9 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::activation::{sigmoid as t_sigmoid, tanh as t_tanh};
 use burn::tensor::{DType, Tensor, TensorData};
 
-use super::simd::{multiversion, sigmoid};
+use super::simd::{multiversion, sigmoid, tanh};
 
 type Ad = Autodiff<Flex>;
-
-/// tanh(x) = 2σ(2x) − 1 (absolute error ≤ 2e-7).
-#[inline(always)]
-fn tanh(x: f32) -> f32 {
-    2.0 * sigmoid(2.0 * x) - 1.0
-}
 
 /// Which of the two element-wise steps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

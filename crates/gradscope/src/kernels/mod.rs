@@ -3,6 +3,7 @@
 //! composed operations when the tensors live elsewhere, and each is checked against that
 //! composed version (values and gradients) in the tests.
 
+pub mod act;
 pub mod bn_act;
 pub mod conv;
 pub mod lstm;

@@ -4,6 +4,7 @@
 //! the chain rule multiplies one φ'(z) per layer, and sigmoid' never exceeds 0.25.
 
 use crate::choice::choice;
+use crate::kernels::act;
 use burn::tensor::activation;
 use burn::tensor::Tensor;
 
@@ -30,6 +31,15 @@ choice! {
 impl Activation {
     /// φ applied to a tensor (differentiable).
     pub fn forward<const D: usize>(self, z: Tensor<D>) -> Tensor<D> {
+        let fused = match self {
+            Activation::Sigmoid => Some(act::Kind::Sigmoid),
+            Activation::Tanh => Some(act::Kind::Tanh),
+            Activation::Silu => Some(act::Kind::Silu),
+            _ => None,
+        };
+        if let Some(y) = fused.and_then(|k| act::apply(&z, k)) {
+            return y;
+        }
         match self {
             Activation::Sigmoid => activation::sigmoid(z),
             Activation::Tanh => activation::tanh(z),

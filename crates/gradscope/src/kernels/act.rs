@@ -1,0 +1,223 @@
+//! σ, tanh and SiLU as single operations with their own backward, for flex.
+//!
+//! flex computes σ with a scalar `expf` per element, and burn's autodiff builds the backward from
+//! several element-wise passes; here the forward is one vectorised pass and the backward one
+//! pass: σ' = s(1−s) and tanh' = 1−t² from the kept output, SiLU' = s(1 + x(1−s)) from the input.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
+
+use super::simd::{multiversion, sigmoid, tanh};
+
+type Ad = Autodiff<Flex>;
+
+/// The activations with a fused kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Sigmoid,
+    Tanh,
+    Silu,
+}
+
+/// Below this many elements one thread does the whole pass (rayon's hand-off costs more).
+const PARALLEL_MIN: usize = 1 << 16;
+const CHUNK: usize = 1 << 14;
+
+multiversion! {
+    fn forward_slice(x: &[f32], out: &mut [f32], kind: Kind) {
+        match kind {
+            Kind::Sigmoid => out.iter_mut().zip(x).for_each(|(o, &v)| *o = sigmoid(v)),
+            Kind::Tanh => out.iter_mut().zip(x).for_each(|(o, &v)| *o = tanh(v)),
+            Kind::Silu => out.iter_mut().zip(x).for_each(|(o, &v)| *o = v * sigmoid(v)),
+        }
+    }
+}
+
+multiversion! {
+    /// `kept` is the output for σ and tanh, the input for SiLU.
+    fn backward_slice(kept: &[f32], g: &[f32], out: &mut [f32], kind: Kind) {
+        let it = out.iter_mut().zip(kept).zip(g);
+        match kind {
+            Kind::Sigmoid => it.for_each(|((o, &s), &g)| *o = g * s * (1.0 - s)),
+            Kind::Tanh => it.for_each(|((o, &t), &g)| *o = g * (1.0 - t * t)),
+            Kind::Silu => it.for_each(|((o, &x), &g)| {
+                let s = sigmoid(x);
+                *o = g * s * (1.0 + x * (1.0 - s));
+            }),
+        }
+    }
+}
+
+fn forward_host(x: &[f32], kind: Kind) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    if x.len() < PARALLEL_MIN {
+        forward_slice(x, &mut out, kind);
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(o, v)| forward_slice(v, o, kind));
+    }
+    out
+}
+
+fn backward_host(kept: &[f32], g: &[f32], kind: Kind) -> Vec<f32> {
+    let mut out = vec![0.0f32; kept.len()];
+    if kept.len() < PARALLEL_MIN {
+        backward_slice(kept, g, &mut out, kind);
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(kept.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+            .for_each(|(o, (k, g))| backward_slice(k, g, o, kind));
+    }
+    out
+}
+
+fn host(t: &FlexTensor) -> Option<std::borrow::Cow<'_, [f32]>> {
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    match t.as_slice::<f32>() {
+        Some(s) => Some(std::borrow::Cow::Borrowed(s)),
+        None => Some(std::borrow::Cow::Owned(
+            t.to_contiguous().as_slice::<f32>()?.to_vec(),
+        )),
+    }
+}
+
+fn flex(v: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape))
+}
+
+#[derive(Debug)]
+struct ActBackward;
+
+#[derive(Clone, Debug)]
+struct ActState {
+    kept: FlexTensor,
+    kind: Kind,
+}
+
+impl Backward<Flex, 1> for ActBackward {
+    type State = ActState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node {
+            let st = ops.state;
+            let kept = host(&st.kept).expect("f32 kept tensor");
+            let gv = host(&g).expect("f32 gradient");
+            let dx = backward_host(&kept, &gv, st.kind);
+            grads.register::<Flex>(node.id, flex(dx, st.kept.layout().shape().to_vec()));
+        }
+    }
+}
+
+/// `kind(x)` fused on flex, or `None` when `x` is not an f32 flex tensor.
+pub fn apply<const D: usize>(x: &Tensor<D>, kind: Kind) -> Option<Tensor<D>> {
+    if let Ok(xp) = x.clone().try_into_primitive::<Ad>() {
+        let shape = xp.primitive().layout().shape().to_vec();
+        let xv = host(xp.primitive())?;
+        let out = forward_host(&xv, kind);
+        let out_t = flex(out, shape.clone());
+        let kept = match kind {
+            Kind::Silu => flex(xv.into_owned(), shape),
+            _ => out_t.clone(),
+        };
+        let result = match ActBackward
+            .prepare::<NoCheckpointing>([xp.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(ActState { kept, kind }, out_t),
+            OpsKind::UnTracked(prep) => prep.finish(out_t),
+        };
+        return Some(Tensor::from_primitive::<Ad>(result));
+    }
+    let xp = x.clone().try_into_primitive::<Flex>().ok()?;
+    let shape = xp.layout().shape().to_vec();
+    let out = forward_host(&host(&xp)?, kind);
+    Some(Tensor::from_primitive::<Flex>(flex(out, shape)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::activation;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn fused_activations_match_burn_values_and_gradients() {
+        let dev = crate::device();
+        for n in [37usize, 70_001] {
+            let x0 = Tensor::<2>::random([n, 3], Distribution::Normal(0.0, 3.0), &dev);
+            let w = Tensor::<2>::random([n, 3], Distribution::Normal(0.0, 1.0), &dev);
+            for kind in [Kind::Sigmoid, Kind::Tanh, Kind::Silu] {
+                let run = |ours: bool| {
+                    let x = x0.clone().detach().require_grad();
+                    let y = if ours {
+                        apply(&x, kind).unwrap()
+                    } else {
+                        match kind {
+                            Kind::Sigmoid => activation::sigmoid(x.clone()),
+                            Kind::Tanh => activation::tanh(x.clone()),
+                            Kind::Silu => activation::silu(x.clone()),
+                        }
+                    };
+                    let g = (y.clone() * w.clone()).sum().backward();
+                    let v = |t: Tensor<2>| {
+                        t.into_data()
+                            .convert::<f32>()
+                            .try_into_vec::<f32>()
+                            .unwrap()
+                    };
+                    (v(y), v(x.grad(&g).unwrap()))
+                };
+                let (y1, g1) = run(true);
+                let (y2, g2) = run(false);
+                let worst = |a: &[f32], b: &[f32]| {
+                    a.iter()
+                        .zip(b)
+                        .map(|(p, q)| (p - q).abs())
+                        .fold(0.0f32, f32::max)
+                };
+                assert!(
+                    worst(&y1, &y2) < 2e-6,
+                    "{kind:?} n {n}: y {}",
+                    worst(&y1, &y2)
+                );
+                assert!(
+                    worst(&g1, &g2) < 2e-6,
+                    "{kind:?} n {n}: dx {}",
+                    worst(&g1, &g2)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn plain_flex_tensors_take_the_fused_forward() {
+        let dev = burn::tensor::Device::flex();
+        let x = Tensor::<1>::from_data(TensorData::new(vec![0.0f32, 2.0, -3.0], [3]), &dev);
+        let y = apply(&x, Kind::Sigmoid).unwrap();
+        let v = y
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let want = [
+            0.5,
+            1.0 / (1.0 + (-2.0f32).exp()),
+            1.0 / (1.0 + 3.0f32.exp()),
+        ];
+        for (a, b) in v.iter().zip(want) {
+            assert!((a - b).abs() < 1e-7);
+        }
+    }
+}
