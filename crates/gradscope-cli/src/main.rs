@@ -39,6 +39,7 @@ usage:
 ";
 
 fn main() -> ExitCode {
+    gradscope::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -163,6 +163,7 @@ fn labels(n: usize, classes: i64) -> Tensor<1, Int> {
 }
 
 fn main() {
+    gradscope::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let name = args.first().map(String::as_str).unwrap_or("mlp");
     let timed: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);

@@ -10,9 +10,10 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
+use super::host::{contiguous, tensor, values};
 use super::simd::{multiversion, sigmoid, tanh};
 
 type Ad = Autodiff<Flex>;
@@ -78,22 +79,6 @@ fn backward_host(kept: &[f32], g: &[f32], kind: Kind) -> Vec<f32> {
     out
 }
 
-fn host(t: &FlexTensor) -> Option<std::borrow::Cow<'_, [f32]>> {
-    if t.dtype() != DType::F32 {
-        return None;
-    }
-    match t.as_slice::<f32>() {
-        Some(s) => Some(std::borrow::Cow::Borrowed(s)),
-        None => Some(std::borrow::Cow::Owned(
-            t.to_contiguous().as_slice::<f32>()?.to_vec(),
-        )),
-    }
-}
-
-fn flex(v: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(v, shape))
-}
-
 #[derive(Debug)]
 struct ActBackward;
 
@@ -111,10 +96,9 @@ impl Backward<Flex, 1> for ActBackward {
         let g = grads.consume::<Flex>(&ops.node);
         if let Some(node) = node {
             let st = ops.state;
-            let kept = host(&st.kept).expect("f32 kept tensor");
-            let gv = host(&g).expect("f32 gradient");
-            let dx = backward_host(&kept, &gv, st.kind);
-            grads.register::<Flex>(node.id, flex(dx, st.kept.layout().shape().to_vec()));
+            let g = contiguous(&g).expect("f32 gradient");
+            let dx = backward_host(values(&st.kept), values(&g), st.kind);
+            grads.register::<Flex>(node.id, tensor(dx, st.kept.layout().shape().to_vec()));
         }
     }
 }
@@ -123,11 +107,10 @@ impl Backward<Flex, 1> for ActBackward {
 pub fn apply<const D: usize>(x: &Tensor<D>, kind: Kind) -> Option<Tensor<D>> {
     if let Ok(xp) = x.clone().try_into_primitive::<Ad>() {
         let shape = xp.primitive().layout().shape().to_vec();
-        let xv = host(xp.primitive())?;
-        let out = forward_host(&xv, kind);
-        let out_t = flex(out, shape.clone());
+        let xc = contiguous(xp.primitive())?;
+        let out_t = tensor(forward_host(values(&xc), kind), shape);
         let kept = match kind {
-            Kind::Silu => flex(xv.into_owned(), shape),
+            Kind::Silu => xc,
             _ => out_t.clone(),
         };
         let result = match ActBackward
@@ -142,15 +125,15 @@ pub fn apply<const D: usize>(x: &Tensor<D>, kind: Kind) -> Option<Tensor<D>> {
     }
     let xp = x.clone().try_into_primitive::<Flex>().ok()?;
     let shape = xp.layout().shape().to_vec();
-    let out = forward_host(&host(&xp)?, kind);
-    Some(Tensor::from_primitive::<Flex>(flex(out, shape)))
+    let out = forward_host(values(&contiguous(&xp)?), kind);
+    Some(Tensor::from_primitive::<Flex>(tensor(out, shape)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::tensor::activation;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Distribution, TensorData};
 
     #[test]
     fn fused_activations_match_burn_values_and_gradients() {

@@ -19,9 +19,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::nn::BatchNorm;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
+use super::host::{contiguous, tensor, values};
 use super::simd::{multiversion, sigmoid};
 
 /// The activation fused after the normalisation.
@@ -294,22 +295,6 @@ pub fn backward_host(
     (d, f(dgamma), f(dbeta))
 }
 
-fn contiguous_f32(t: &FlexTensor) -> Option<std::borrow::Cow<'_, [f32]>> {
-    if t.dtype() != DType::F32 {
-        return None;
-    }
-    match t.as_slice::<f32>() {
-        Some(s) => Some(std::borrow::Cow::Borrowed(s)),
-        None => Some(std::borrow::Cow::Owned(
-            t.to_contiguous().as_slice::<f32>()?.to_vec(),
-        )),
-    }
-}
-
-fn flex(v: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(v, shape))
-}
-
 #[derive(Debug)]
 struct BnActBackward;
 
@@ -333,25 +318,32 @@ impl Backward<Flex, 3> for BnActBackward {
         let shape = st.y.layout().shape().to_vec();
         let c = shape[1];
         let hw: usize = shape[2..].iter().product();
-        let y = contiguous_f32(&st.y).expect("the fused BatchNorm keeps an f32 input");
-        let g = contiguous_f32(&g).expect("f32 gradient");
+        let g = contiguous(&g).expect("f32 gradient");
         let (dx, dgamma, dbeta) = backward_host(
-            &y, &g, c, hw, &st.mean, &st.invstd, &st.gamma, &st.beta, st.act,
+            values(&st.y),
+            values(&g),
+            c,
+            hw,
+            &st.mean,
+            &st.invstd,
+            &st.gamma,
+            &st.beta,
+            st.act,
         );
         if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, flex(dx, shape));
+            grads.register::<Flex>(node.id, tensor(dx, shape));
         }
         if let Some(node) = node_gamma {
-            grads.register::<Flex>(node.id, flex(dgamma, vec![c]));
+            grads.register::<Flex>(node.id, tensor(dgamma, vec![c]));
         }
         if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, flex(dbeta, vec![c]));
+            grads.register::<Flex>(node.id, tensor(dbeta, vec![c]));
         }
     }
 }
 
 fn host_vec(t: &FlexTensor) -> Option<Vec<f32>> {
-    contiguous_f32(t).map(|c| c.into_owned())
+    contiguous(t).map(|c| values(&c).to_vec())
 }
 
 /// Training-mode BatchNorm + `act` on an autodiff flex tensor `[N, C, …]`. Returns the output and
@@ -373,17 +365,13 @@ pub fn train(
     let hw: usize = shape[2..].iter().product();
     let gv = host_vec(gp.primitive())?;
     let bv = host_vec(bp.primitive())?;
-    let y = contiguous_f32(&yt)?;
-    let (out, mean, var) = forward_host(&y, c, hw, &gv, &bv, eps, act);
+    let y_kept = contiguous(&yt)?;
+    let (out, mean, var) = forward_host(values(&y_kept), c, hw, &gv, &bv, eps, act);
     let invstd: Vec<f32> = var
         .iter()
         .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
         .collect();
-    let out = flex(out, shape);
-    let y_kept = match y {
-        std::borrow::Cow::Borrowed(_) => yt,
-        std::borrow::Cow::Owned(v) => flex(v, yt.layout().shape().to_vec()),
-    };
+    let out = tensor(out, shape);
     let result = match BnActBackward
         .prepare::<NoCheckpointing>([xp.node(), gp.node(), bp.node()])
         .compute_bound()
@@ -424,9 +412,9 @@ pub fn inference(
     let shape = xp.layout().shape().to_vec();
     let c = shape[1];
     let hw: usize = shape[2..].iter().product();
-    let y = contiguous_f32(&xp)?;
-    let out = inference_host(&y, c, hw, &gv, &bv, &mv, &vv, eps, act);
-    Some(Tensor::from_primitive::<Flex>(flex(out, shape)))
+    let y = contiguous(&xp)?;
+    let out = inference_host(values(&y), c, hw, &gv, &bv, &mv, &vv, eps, act);
+    Some(Tensor::from_primitive::<Flex>(tensor(out, shape)))
 }
 
 /// `act(bn(x))` for a burn [`BatchNorm`], fused when the tensors live on flex (training: batch

@@ -18,8 +18,10 @@ use burn::backend::{Autodiff, Flex};
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
+
+use super::host::{contiguous, tensor, values};
 
 type Ad = Autodiff<Flex>;
 
@@ -473,33 +475,13 @@ fn own_forward(g: &Geom) -> bool {
     g.groups == 1 && !g.is_pointwise()
 }
 
-fn host(t: &FlexTensor) -> Option<std::borrow::Cow<'_, [f32]>> {
-    if t.dtype() != DType::F32 {
-        return None;
-    }
-    match t.as_slice::<f32>() {
-        Some(s) => Some(std::borrow::Cow::Borrowed(s)),
-        None => Some(std::borrow::Cow::Owned(
-            t.to_contiguous().as_slice::<f32>()?.to_vec(),
-        )),
-    }
-}
-
-fn flex(v: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(v, shape))
-}
-
-fn forward_flex(x: &FlexTensor, w: &FlexTensor, g: &Geom) -> Option<FlexTensor> {
+/// The forward on contiguous f32 tensors (from [`contiguous`]).
+fn forward_flex(x: &FlexTensor, w: &FlexTensor, g: &Geom) -> FlexTensor {
     if own_forward(g) {
-        let y = forward_gemm(&host(x)?, &host(w)?, g);
-        Some(flex(y, vec![g.n, g.cout, g.oh(), g.ow()]))
+        let y = forward_gemm(values(x), values(w), g);
+        tensor(y, vec![g.n, g.cout, g.oh(), g.ow()])
     } else {
-        Some(<Flex as ModuleOps<Flex>>::conv2d(
-            x.clone(),
-            w.clone(),
-            None,
-            g.options(),
-        ))
+        <Flex as ModuleOps<Flex>>::conv2d(x.clone(), w.clone(), None, g.options())
     }
 }
 
@@ -521,16 +503,14 @@ impl Backward<Flex, 2> for ConvBackward {
         let dy = grads.consume::<Flex>(&ops.node);
         let st = ops.state;
         if let Some(node) = node_x {
-            let w = host(&st.w).expect("f32 weights kept by the convolution");
-            let d = host(&dy).expect("f32 gradient");
-            let dx = input_grad(&w, &d, &st.geom);
-            grads.register::<Flex>(node.id, flex(dx, st.x.layout().shape().to_vec()));
+            let d = contiguous(&dy).expect("f32 gradient");
+            let dx = input_grad(values(&st.w), values(&d), &st.geom);
+            grads.register::<Flex>(node.id, tensor(dx, st.x.layout().shape().to_vec()));
         }
         if let Some(node) = node_w {
-            let x = host(&st.x).expect("f32 input kept by the convolution");
-            let d = host(&dy).expect("f32 gradient");
-            let dw = weight_grad(&x, &d, &st.geom);
-            grads.register::<Flex>(node.id, flex(dw, st.w.layout().shape().to_vec()));
+            let d = contiguous(&dy).expect("f32 gradient");
+            let dw = weight_grad(values(&st.x), values(&d), &st.geom);
+            grads.register::<Flex>(node.id, tensor(dw, st.w.layout().shape().to_vec()));
         }
     }
 }
@@ -575,9 +555,8 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 fn conv_no_bias(x: &Tensor<4>, w: &Tensor<4>, g: &Geom) -> Option<Tensor<4>> {
     if let Ok(xp) = x.clone().try_into_primitive::<Ad>() {
         let wp = w.clone().try_into_primitive::<Ad>().ok()?;
-        host(xp.primitive())?;
-        host(wp.primitive())?;
-        let y = forward_flex(xp.primitive(), wp.primitive(), g)?;
+        let (xc, wc) = (contiguous(xp.primitive())?, contiguous(wp.primitive())?);
+        let y = forward_flex(&xc, &wc, g);
         let out = match ConvBackward
             .prepare::<NoCheckpointing>([xp.node(), wp.node()])
             .compute_bound()
@@ -585,8 +564,8 @@ fn conv_no_bias(x: &Tensor<4>, w: &Tensor<4>, g: &Geom) -> Option<Tensor<4>> {
         {
             OpsKind::Tracked(prep) => prep.finish(
                 ConvState {
-                    x: xp.primitive().clone(),
-                    w: wp.primitive().clone(),
+                    x: xc,
+                    w: wc,
                     geom: *g,
                 },
                 y,
@@ -597,7 +576,7 @@ fn conv_no_bias(x: &Tensor<4>, w: &Tensor<4>, g: &Geom) -> Option<Tensor<4>> {
     }
     let xp = x.clone().try_into_primitive::<Flex>().ok()?;
     let wp = w.clone().try_into_primitive::<Flex>().ok()?;
-    let y = forward_flex(&xp, &wp, g)?;
+    let y = forward_flex(&contiguous(&xp)?, &contiguous(&wp)?, g);
     Some(Tensor::from_primitive::<Flex>(y))
 }
 

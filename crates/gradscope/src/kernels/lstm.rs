@@ -14,8 +14,9 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::activation::{sigmoid as t_sigmoid, tanh as t_tanh};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::Tensor;
 
+use super::host::{contiguous, tensor, values};
 use super::simd::{multiversion, sigmoid, tanh};
 
 type Ad = Autodiff<Flex>;
@@ -89,27 +90,13 @@ multiversion! {
     }
 }
 
-fn host(t: &FlexTensor) -> Option<Vec<f32>> {
-    if t.dtype() != DType::F32 {
-        return None;
-    }
-    match t.as_slice::<f32>() {
-        Some(s) => Some(s.to_vec()),
-        None => Some(t.to_contiguous().as_slice::<f32>()?.to_vec()),
-    }
-}
-
-fn flex(v: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(v, shape))
-}
-
 #[derive(Debug)]
 struct StepBackward;
 
 #[derive(Clone, Debug)]
 struct StepState {
-    z: Vec<f32>,
-    c: Vec<f32>,
+    z: FlexTensor,
+    c: FlexTensor,
     b: usize,
     h: usize,
     step: Step,
@@ -122,23 +109,23 @@ impl Backward<Flex, 2> for StepBackward {
         let [node_z, node_c] = ops.parents;
         let g = grads.consume::<Flex>(&ops.node);
         let st = ops.state;
-        let g = host(&g).expect("f32 gradient");
+        let g = contiguous(&g).expect("f32 gradient");
         let mut dz = vec![0.0f32; st.b * 4 * st.h];
         let mut dc = vec![0.0f32; st.b * st.h];
         backward_rows(
-            &st.z,
-            &st.c,
-            &g,
+            values(&st.z),
+            values(&st.c),
+            values(&g),
             &mut dz,
             &mut dc,
             st.h,
             st.step == Step::Cell,
         );
         if let Some(node) = node_z {
-            grads.register::<Flex>(node.id, flex(dz, [st.b, 4 * st.h]));
+            grads.register::<Flex>(node.id, tensor(dz, [st.b, 4 * st.h]));
         }
         if let Some(node) = node_c {
-            grads.register::<Flex>(node.id, flex(dc, [st.b, st.h]));
+            grads.register::<Flex>(node.id, tensor(dc, [st.b, st.h]));
         }
     }
 }
@@ -150,10 +137,10 @@ fn fused(z: &Tensor<2>, c: &Tensor<2>, step: Step) -> Option<Tensor<2>> {
     }
     if let Ok(zp) = z.clone().try_into_primitive::<Ad>() {
         let cp = c.clone().try_into_primitive::<Ad>().ok()?;
-        let (zv, cv) = (host(zp.primitive())?, host(cp.primitive())?);
+        let (zv, cv) = (contiguous(zp.primitive())?, contiguous(cp.primitive())?);
         let mut out = vec![0.0f32; b * h];
-        forward_rows(&zv, &cv, &mut out, h, step == Step::Cell);
-        let out = flex(out, [b, h]);
+        forward_rows(values(&zv), values(&cv), &mut out, h, step == Step::Cell);
+        let out = tensor(out, [b, h]);
         let result = match StepBackward
             .prepare::<NoCheckpointing>([zp.node(), cp.node()])
             .compute_bound()
@@ -176,8 +163,9 @@ fn fused(z: &Tensor<2>, c: &Tensor<2>, step: Step) -> Option<Tensor<2>> {
     let zp = z.clone().try_into_primitive::<Flex>().ok()?;
     let cp = c.clone().try_into_primitive::<Flex>().ok()?;
     let mut out = vec![0.0f32; b * h];
-    forward_rows(&host(&zp)?, &host(&cp)?, &mut out, h, step == Step::Cell);
-    Some(Tensor::from_primitive::<Flex>(flex(out, [b, h])))
+    let (zv, cv) = (contiguous(&zp)?, contiguous(&cp)?);
+    forward_rows(values(&zv), values(&cv), &mut out, h, step == Step::Cell);
+    Some(Tensor::from_primitive::<Flex>(tensor(out, [b, h])))
 }
 
 fn block(t: &Tensor<2>, k: usize, h: usize) -> Tensor<2> {

@@ -6,5 +6,6 @@
 pub mod act;
 pub mod bn_act;
 pub mod conv;
+pub mod host;
 pub mod lstm;
 pub mod simd;

@@ -1,0 +1,29 @@
+//! Moving between flex tensors and the plain `f32` slices the kernels work on.
+
+use burn::backend::flex::FlexTensor;
+use burn::tensor::{DType, TensorData};
+
+/// `t` as a contiguous f32 tensor: a reference-counted clone when it already is one (no copy),
+/// one layout copy otherwise (a channel slice of a batch, a transposed view). `None` for
+/// other dtypes, which the callers leave to burn.
+pub fn contiguous(t: &FlexTensor) -> Option<FlexTensor> {
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    Some(if t.as_slice::<f32>().is_some() {
+        t.clone()
+    } else {
+        t.to_contiguous()
+    })
+}
+
+/// The values of a tensor returned by [`contiguous`].
+pub fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("a contiguous f32 tensor (from `contiguous`)")
+}
+
+/// A flex tensor owning `v` (no copy).
+pub fn tensor(v: Vec<f32>, shape: impl Into<Vec<usize>>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape.into()))
+}
