@@ -226,17 +226,21 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
         }
     };
     let col_len = if g.is_pointwise() { 0 } else { k * plane };
-    let partials: Vec<Vec<f32>> = (0..g.n)
+    // Images are split into at most 8 fixed runs, each summed in order into its own partial, and
+    // the partials are added in order: the result does not depend on rayon's scheduling, so
+    // training stays bit-for-bit reproducible.
+    let run = g.n.div_ceil(8).max(1);
+    let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(run))
         .into_par_iter()
-        .fold(Vec::new, |mut dw: Vec<f32>, img| {
-            let first = dw.is_empty();
-            if first {
-                dw = vec![0.0f32; g.cout * k];
-            }
-            with_scratch(col_len, |col| per_image(&mut dw, col, img, first));
+        .map(|r| {
+            let mut dw = vec![0.0f32; g.cout * k];
+            with_scratch(col_len, |col| {
+                for img in r * run..((r + 1) * run).min(g.n) {
+                    per_image(&mut dw, col, img, img == r * run);
+                }
+            });
             dw
         })
-        .filter(|dw| !dw.is_empty())
         .collect();
     let mut it = partials.into_iter();
     let mut dw = it.next().unwrap_or_else(|| vec![0.0f32; g.cout * k]);
