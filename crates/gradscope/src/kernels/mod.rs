@@ -9,3 +9,4 @@ pub mod conv;
 pub mod host;
 pub mod lstm;
 pub mod simd;
+pub mod tap;

@@ -1,6 +1,6 @@
 //! Parameter statistics by module path, read with a [`ModuleVisitor`] that tracks the path.
-//! Reductions run on the device (one scalar read back per statistic), so a probed step costs
-//! no host copies of the weights.
+//! Norms are read straight from flex's buffers (one pass, f64), elsewhere reduced on the device
+//! with one scalar read back per statistic; a probed step copies no weights either way.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Gradients, Tensor};
@@ -21,6 +21,10 @@ pub struct ParamSnapshot {
 /// ‖t‖² in f64. The f32 sum of squares overflows for elements above ~1e19 although each is
 /// finite; then the tensor is rescaled by its largest magnitude first.
 pub fn norm_sq<const D: usize>(t: Tensor<D>) -> f64 {
+    // On flex: one pass over the buffer in f64 (no overflow to worry about, no temporaries).
+    if let Some(sq) = crate::kernels::tap::with_values(&t, sum_sq_f64) {
+        return sq;
+    }
     let sq = t.clone().powf_scalar(2.0).sum().into_scalar::<f64>();
     if sq.is_finite() {
         return sq;
@@ -30,6 +34,22 @@ pub fn norm_sq<const D: usize>(t: Tensor<D>) -> f64 {
         return sq;
     }
     m * m * t.div_scalar(m).powf_scalar(2.0).sum().into_scalar::<f64>()
+}
+
+crate::kernels::simd::multiversion! {
+    /// Σx² in f64 lanes.
+    fn sum_sq_f64(v: &[f32]) -> f64 {
+        let mut acc = [0.0f64; 8];
+        let mut it = v.chunks_exact(8);
+        for c in &mut it {
+            for j in 0..8 {
+                let x = c[j] as f64;
+                acc[j] += x * x;
+            }
+        }
+        let rest: f64 = it.remainder().iter().map(|&x| (x as f64) * (x as f64)).sum();
+        acc.iter().sum::<f64>() + rest
+    }
 }
 
 /// ‖t‖², and the NaN and ±∞ counts (counted only when the norm is not finite).

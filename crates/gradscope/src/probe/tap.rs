@@ -1,8 +1,9 @@
 //! Probe points inside a model's forward pass.
 //!
 //! A model calls [`Tap::point`] on each layer's output. When the tap records, the call measures
-//! the activation and adds a zero-valued leaf tensor to it (`h + 0`, same value): after
-//! `backward`, the leaf's gradient *is* ∂L/∂h. When the tap is off, `point` returns `h`
+//! the activation and routes it through an identity whose backward keeps the gradient
+//! (`kernels::tap`, on flex) or adds a zero-valued leaf tensor to it (`h + 0`, same value, on
+//! other backends): after `backward`, that gradient *is* ∂L/∂h. When the tap is off, `point` returns `h`
 //! untouched: no leaf, no copy, no autodiff node.
 //!
 //! A tap can also carry a [`Fault`]: a NaN in one layer's output, or a gradient that turns
@@ -13,6 +14,7 @@ use burn::tensor::{Gradients, Tensor};
 
 use super::record::{ActStats, GradStats};
 use super::stats::{activation_stats, grad_stats};
+use crate::kernels::tap::{tap, with_values};
 use crate::nn::activation::Activation;
 
 /// A deliberate numerical fault at one probe point.
@@ -32,7 +34,8 @@ pub enum Fault {
     },
 }
 
-type LeafGrad = Box<dyn Fn(&Gradients) -> Option<Vec<f32>>>;
+/// Reads ∂L/∂h's statistics after `backward` (`None`: the output did not reach the loss).
+type LeafGrad = Box<dyn Fn(&Gradients) -> Option<GradStats>>;
 
 struct Point {
     name: String,
@@ -141,27 +144,54 @@ impl Tap {
         if !self.record {
             return h;
         }
-        let data = h.to_data();
-        let shape = data.shape().to_vec();
-        let values = data.as_slice::<f32>().unwrap_or(&[]);
-        let pre_data = pre.map(|z| z.to_data());
-        let pre_values = pre_data.as_ref().and_then(|d| d.as_slice::<f32>().ok());
-        let (act, active) = activation_stats(values, &shape, act_fn, pre_values);
-        let leaf: Tensor<D> = Tensor::zeros(h.dims(), &h.device()).require_grad();
-        let probe = leaf.clone();
+        let shape = h.dims().to_vec();
+        // Statistics straight from flex's buffers where possible (no copy), else via the host.
+        let pre_stats = |values: &[f32]| match pre {
+            None => activation_stats(values, &shape, act_fn, None),
+            Some(z) => {
+                match with_values(z, |pv| activation_stats(values, &shape, act_fn, Some(pv))) {
+                    Some(r) => r,
+                    None => {
+                        let d = z.to_data();
+                        activation_stats(values, &shape, act_fn, d.as_slice::<f32>().ok())
+                    }
+                }
+            }
+        };
+        let (act, active) = match with_values(&h, pre_stats) {
+            Some(r) => r,
+            None => {
+                let d = h.to_data();
+                pre_stats(d.as_slice::<f32>().unwrap_or(&[]))
+            }
+        };
+        // ∂L/∂h: an identity op that keeps its gradient on flex; elsewhere a zero-valued leaf
+        // added to h, whose gradient is ∂L/∂h.
+        let (out, leaf): (Tensor<D>, LeafGrad) = match tap(&h) {
+            Some((out, slot)) => (out, Box::new(move |_: &Gradients| slot.with(grad_stats))),
+            None => {
+                let leaf: Tensor<D> = Tensor::zeros(h.dims(), &h.device()).require_grad();
+                let probe = leaf.clone();
+                (
+                    h + leaf,
+                    Box::new(move |grads: &Gradients| {
+                        probe
+                            .grad(grads)
+                            .and_then(|g| g.into_data().try_into_vec::<f32>().ok())
+                            .map(|g| grad_stats(&g))
+                    }),
+                )
+            }
+        };
         self.points.push(Point {
             name: name.to_string(),
             block: block.to_string(),
             act_fn,
             act,
             active,
-            leaf: Box::new(move |grads: &Gradients| {
-                probe
-                    .grad(grads)
-                    .and_then(|g| g.into_data().try_into_vec::<f32>().ok())
-            }),
+            leaf,
         });
-        h + leaf
+        out
     }
 
     /// After `backward`: the gradient at every probe point, in forward order.
@@ -169,11 +199,8 @@ impl Tap {
         self.points
             .into_iter()
             .map(|p| {
-                let grad_h = match (p.leaf)(grads) {
-                    Some(g) => grad_stats(&g),
-                    // The output did not reach the loss: its gradient is exactly zero.
-                    None => GradStats::default(),
-                };
+                // `None`: the output did not reach the loss, its gradient is exactly zero.
+                let grad_h = (p.leaf)(grads).unwrap_or_default();
                 Tapped {
                     name: p.name,
                     block: p.block,

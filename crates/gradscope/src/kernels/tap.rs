@@ -1,0 +1,119 @@
+//! An identity operation that keeps the gradient flowing through it: how the probe reads ∂L/∂h
+//! on flex without an extra tensor.
+//!
+//! The portable way (used on other backends) adds a zero-valued leaf to h and reads the leaf's
+//! gradient: a zero tensor, an addition forward and one backward per probe point. Here the
+//! forward returns h itself (a shared handle, no copy) and the backward hands the incoming
+//! gradient on unchanged while keeping a handle to it.
+
+use std::sync::{Arc, Mutex};
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::Tensor;
+
+use super::host::{contiguous, values};
+
+type Ad = Autodiff<Flex>;
+
+/// Where the gradient of a tapped tensor lands after `backward`.
+#[derive(Clone, Debug, Default)]
+pub struct GradSlot(Arc<Mutex<Option<FlexTensor>>>);
+
+impl GradSlot {
+    /// Runs `f` on the gradient's values, or returns `None` when no gradient reached the tap.
+    pub fn with<R>(&self, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+        let g = self.0.lock().ok()?.take()?;
+        let g = contiguous(&g)?;
+        Some(f(values(&g)))
+    }
+}
+
+#[derive(Debug)]
+struct TapBackward;
+
+impl Backward<Flex, 1> for TapBackward {
+    type State = GradSlot;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        if let Ok(mut slot) = ops.state.0.lock() {
+            *slot = Some(g.clone());
+        }
+        if let Some(node) = parent {
+            grads.register::<Flex>(node.id, g);
+        }
+    }
+}
+
+/// `h` unchanged, with a slot that will hold ∂L/∂h; `None` when `h` is not a tracked
+/// `Autodiff<Flex>` tensor (the caller then takes the portable path).
+pub fn tap<const D: usize>(h: &Tensor<D>) -> Option<(Tensor<D>, GradSlot)> {
+    let hp = h.clone().try_into_primitive::<Ad>().ok()?;
+    let slot = GradSlot::default();
+    match TapBackward
+        .prepare::<NoCheckpointing>([hp.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let out = prep.finish(slot.clone(), hp.primitive().clone());
+            Some((Tensor::from_primitive::<Ad>(out), slot))
+        }
+        OpsKind::UnTracked(_) => None,
+    }
+}
+
+/// Runs `f` on the values of a flex tensor without copying them (one layout copy when the
+/// tensor is a strided view); `None` for tensors of other backends or dtypes.
+pub fn with_values<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    let p = match t.clone().try_into_primitive::<Ad>() {
+        Ok(p) => p.into_primitive(),
+        Err(_) => t.clone().try_into_primitive::<Flex>().ok()?,
+    };
+    let c = contiguous(&p)?;
+    Some(f(values(&c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, TensorData};
+
+    #[test]
+    fn tap_passes_values_and_gradients_through_and_keeps_the_gradient() {
+        let dev = crate::device();
+        let x = Tensor::<2>::random([3, 4], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let h = x.clone() * 3.0;
+        let (t, slot) = tap(&h).expect("tracked flex tensor");
+        let w = Tensor::<2>::from_data(
+            TensorData::new((0..12).map(|i| i as f32).collect::<Vec<_>>(), [3, 4]),
+            &dev,
+        );
+        let grads = (t.clone() * w.clone()).sum().backward();
+        let got = slot.with(|g| g.to_vec()).unwrap();
+        assert_eq!(got, (0..12).map(|i| i as f32).collect::<Vec<_>>());
+        let dx = x
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        assert_eq!(dx, (0..12).map(|i| 3.0 * i as f32).collect::<Vec<_>>());
+        let same = with_values(&t, |v| v.to_vec()).unwrap();
+        let want = h.into_data().try_into_vec::<f32>().unwrap();
+        assert_eq!(same, want);
+    }
+
+    #[test]
+    fn untracked_tensors_are_not_tapped() {
+        let x = Tensor::<1>::zeros([3], &burn::tensor::Device::flex());
+        assert!(tap(&x).is_none());
+        assert_eq!(with_values(&x, |v| v.len()), Some(3));
+    }
+}
