@@ -175,7 +175,10 @@ pub fn branch_loss(
         .max(1.0);
     let tscores = Tensor::<3>::from_data(TensorData::new(target_scores, [b, nc, a_n]), &device);
     let logits = raw.clone().slice([0..b, 4..c, 0..a_n]);
-    let cls = bce_with_logits(logits, tscores).sum() / norm;
+    let cls = match crate::kernels::bce::bce_with_logits_sum(&logits, &tscores) {
+        Some(sum) => sum,
+        None => bce_with_logits(logits, tscores).sum(),
+    } / norm;
     let f = fg_weight.len();
     let (box_, l1) = if f == 0 {
         let zero = raw.clone().sum() * 0.0;

@@ -4,6 +4,7 @@
 //! composed version (values and gradients) in the tests.
 
 pub mod act;
+pub mod bce;
 pub mod bn_act;
 pub mod conv;
 pub mod host;
