@@ -13,7 +13,9 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::host::{contiguous, tensor, values};
+use std::mem::MaybeUninit;
+
+use super::host::{contiguous, filled, tensor, values};
 use super::simd::{multiversion, sigmoid, tanh};
 
 type Ad = Autodiff<Flex>;
@@ -31,52 +33,61 @@ const PARALLEL_MIN: usize = 1 << 16;
 const CHUNK: usize = 1 << 14;
 
 multiversion! {
-    fn forward_slice(x: &[f32], out: &mut [f32], kind: Kind) {
+    fn forward_slice(x: &[f32], out: &mut [MaybeUninit<f32>], kind: Kind) {
+        assert_eq!(x.len(), out.len());
+        let it = out.iter_mut().zip(x);
         match kind {
-            Kind::Sigmoid => out.iter_mut().zip(x).for_each(|(o, &v)| *o = sigmoid(v)),
-            Kind::Tanh => out.iter_mut().zip(x).for_each(|(o, &v)| *o = tanh(v)),
-            Kind::Silu => out.iter_mut().zip(x).for_each(|(o, &v)| *o = v * sigmoid(v)),
+            Kind::Sigmoid => it.for_each(|(o, &v)| { o.write(sigmoid(v)); }),
+            Kind::Tanh => it.for_each(|(o, &v)| { o.write(tanh(v)); }),
+            Kind::Silu => it.for_each(|(o, &v)| { o.write(v * sigmoid(v)); }),
         }
     }
 }
 
 multiversion! {
     /// `kept` is the output for σ and tanh, the input for SiLU.
-    fn backward_slice(kept: &[f32], g: &[f32], out: &mut [f32], kind: Kind) {
+    fn backward_slice(kept: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>], kind: Kind) {
+        assert!(kept.len() == out.len() && g.len() == out.len());
         let it = out.iter_mut().zip(kept).zip(g);
         match kind {
-            Kind::Sigmoid => it.for_each(|((o, &s), &g)| *o = g * s * (1.0 - s)),
-            Kind::Tanh => it.for_each(|((o, &t), &g)| *o = g * (1.0 - t * t)),
+            Kind::Sigmoid => it.for_each(|((o, &s), &g)| { o.write(g * s * (1.0 - s)); }),
+            Kind::Tanh => it.for_each(|((o, &t), &g)| { o.write(g * (1.0 - t * t)); }),
             Kind::Silu => it.for_each(|((o, &x), &g)| {
                 let s = sigmoid(x);
-                *o = g * s * (1.0 + x * (1.0 - s));
+                o.write(g * s * (1.0 + x * (1.0 - s)));
             }),
         }
     }
 }
 
 fn forward_host(x: &[f32], kind: Kind) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    if x.len() < PARALLEL_MIN {
-        forward_slice(x, &mut out, kind);
-    } else {
-        out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(o, v)| forward_slice(v, o, kind));
+    // SAFETY: forward_slice writes every element of each chunk, and the chunks cover `out`.
+    unsafe {
+        filled(x.len(), |out| {
+            if x.len() < PARALLEL_MIN {
+                forward_slice(x, out, kind);
+            } else {
+                out.par_chunks_mut(CHUNK)
+                    .zip(x.par_chunks(CHUNK))
+                    .for_each(|(o, v)| forward_slice(v, o, kind));
+            }
+        })
     }
-    out
 }
 
 fn backward_host(kept: &[f32], g: &[f32], kind: Kind) -> Vec<f32> {
-    let mut out = vec![0.0f32; kept.len()];
-    if kept.len() < PARALLEL_MIN {
-        backward_slice(kept, g, &mut out, kind);
-    } else {
-        out.par_chunks_mut(CHUNK)
-            .zip(kept.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-            .for_each(|(o, (k, g))| backward_slice(k, g, o, kind));
+    // SAFETY: backward_slice writes every element of each chunk, and the chunks cover `out`.
+    unsafe {
+        filled(kept.len(), |out| {
+            if kept.len() < PARALLEL_MIN {
+                backward_slice(kept, g, out, kind);
+            } else {
+                out.par_chunks_mut(CHUNK)
+                    .zip(kept.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+                    .for_each(|(o, (k, g))| backward_slice(k, g, o, kind));
+            }
+        })
     }
-    out
 }
 
 #[derive(Debug)]

@@ -15,7 +15,9 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::host::{contiguous, tensor, values};
+use std::mem::MaybeUninit;
+
+use super::host::{contiguous, filled, tensor, values};
 use super::simd::{exp, multiversion};
 
 type Ad = Autodiff<Flex>;
@@ -56,11 +58,12 @@ multiversion! {
 
 multiversion! {
     /// g·(σ(x) − y).
-    fn grad_chunk(x: &[f32], y: &[f32], out: &mut [f32], g: f32) {
+    fn grad_chunk(x: &[f32], y: &[f32], out: &mut [MaybeUninit<f32>], g: f32) {
+        assert!(x.len() == out.len() && y.len() == out.len());
         for ((o, &xv), &yv) in out.iter_mut().zip(x).zip(y) {
             let e = exp(-xv.abs());
             let s = if xv >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
-            *o = g * (s - yv);
+            o.write(g * (s - yv));
         }
     }
 }
@@ -83,10 +86,14 @@ impl Backward<Flex, 1> for BceBackward {
         if let Some(node) = node {
             let g = values(&contiguous(&g).expect("f32 gradient"))[0];
             let (x, y) = (values(&ops.state.x), values(&ops.state.y));
-            let mut dx = vec![0.0f32; x.len()];
-            dx.par_chunks_mut(CHUNK)
-                .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-                .for_each(|(o, (xc, yc))| grad_chunk(xc, yc, o, g));
+            // SAFETY: grad_chunk writes every element of each chunk; the chunks cover dx.
+            let dx = unsafe {
+                filled(x.len(), |dx| {
+                    dx.par_chunks_mut(CHUNK)
+                        .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+                        .for_each(|(o, (xc, yc))| grad_chunk(xc, yc, o, g));
+                })
+            };
             let shape = ops.state.x.layout().shape().to_vec();
             grads.register::<Flex>(node.id, tensor(dx, shape));
         }

@@ -22,7 +22,9 @@ use burn::nn::BatchNorm;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::host::{contiguous, tensor, values};
+use std::mem::MaybeUninit;
+
+use super::host::{contiguous, filled, tensor, values};
 use super::simd::{multiversion, sigmoid};
 
 /// The activation fused after the normalisation.
@@ -78,15 +80,16 @@ multiversion! {
 
 multiversion! {
     /// out = act(a·y + b).
-    fn affine_act(y: &[f32], out: &mut [f32], a: f32, b: f32, silu: bool) {
+    fn affine_act(y: &[f32], out: &mut [MaybeUninit<f32>], a: f32, b: f32, silu: bool) {
+        assert_eq!(y.len(), out.len());
         if silu {
             for (o, &x) in out.iter_mut().zip(y) {
                 let z = x * a + b;
-                *o = z * sigmoid(z);
+                o.write(z * sigmoid(z));
             }
         } else {
             for (o, &x) in out.iter_mut().zip(y) {
-                *o = x * a + b;
+                o.write(x * a + b);
             }
         }
     }
@@ -116,7 +119,12 @@ fn grad_one<const SILU: bool>(x: f32, g: f32, k: Chan) -> (f32, f32) {
 
 /// One block of [`backward_sums`], in 16 lanes without bounds checks so that it vectorises.
 #[inline(always)]
-fn sums_block<const SILU: bool>(y: &[f32], g: &[f32], d: &mut [f32], k: Chan) -> (f32, f32) {
+fn sums_block<const SILU: bool>(
+    y: &[f32],
+    g: &[f32],
+    d: &mut [MaybeUninit<f32>],
+    k: Chan,
+) -> (f32, f32) {
     let mut a1 = [0.0f32; LANES];
     let mut a2 = [0.0f32; LANES];
     let mut yi = y.chunks_exact(LANES);
@@ -125,10 +133,10 @@ fn sums_block<const SILU: bool>(y: &[f32], g: &[f32], d: &mut [f32], k: Chan) ->
     for ((yc, gc), dc) in (&mut yi).zip(&mut gi).zip(&mut di) {
         let yc: &[f32; LANES] = yc.try_into().unwrap();
         let gc: &[f32; LANES] = gc.try_into().unwrap();
-        let dc: &mut [f32; LANES] = dc.try_into().unwrap();
+        let dc: &mut [MaybeUninit<f32>; LANES] = dc.try_into().unwrap();
         for i in 0..LANES {
             let (dv, xh) = grad_one::<SILU>(yc[i], gc[i], k);
-            dc[i] = dv;
+            dc[i].write(dv);
             a1[i] += dv;
             a2[i] += dv * xh;
         }
@@ -141,7 +149,7 @@ fn sums_block<const SILU: bool>(y: &[f32], g: &[f32], d: &mut [f32], k: Chan) ->
         .zip(di.into_remainder())
     {
         let (v, xh) = grad_one::<SILU>(x, gv, k);
-        *dv = v;
+        dv.write(v);
         r1 += v;
         r2 += v * xh;
     }
@@ -150,7 +158,8 @@ fn sums_block<const SILU: bool>(y: &[f32], g: &[f32], d: &mut [f32], k: Chan) ->
 
 multiversion! {
     /// d = g·act'(z) written to `d`; returns (Σd, Σd·x̂), f32 within blocks of 1024, f64 across.
-    fn backward_sums(y: &[f32], g: &[f32], d: &mut [f32], k: Chan, silu: bool) -> (f64, f64) {
+    fn backward_sums(y: &[f32], g: &[f32], d: &mut [MaybeUninit<f32>], k: Chan, silu: bool) -> (f64, f64) {
+        assert!(y.len() == d.len() && g.len() == d.len());
         let (mut s1, mut s2) = (0.0f64, 0.0f64);
         for ((yb, gb), db) in y.chunks(BLOCK).zip(g.chunks(BLOCK)).zip(d.chunks_mut(BLOCK)) {
             let (a, b) = if silu {
@@ -200,17 +209,21 @@ pub fn forward_host(
     let var: Vec<f64> = (0..c)
         .map(|ch| sq.iter().skip(ch).step_by(c).sum::<f64>() / m)
         .collect();
-    let mut out = vec![0.0f32; y.len()];
-    out.par_chunks_mut(hw.max(1))
-        .zip(y.par_chunks(hw.max(1)))
-        .enumerate()
-        .for_each(|(i, (o, v))| {
-            let ch = i % c;
-            let r = 1.0 / (var[ch] + eps).sqrt();
-            let a = gamma[ch] as f64 * r;
-            let b = beta[ch] as f64 - mean[ch] * a;
-            affine_act(v, o, a as f32, b as f32, act == Act::Silu);
-        });
+    // SAFETY: the chunks cover the whole output and affine_act writes each element of its chunk.
+    let out = unsafe {
+        filled(y.len(), |out| {
+            out.par_chunks_mut(hw.max(1))
+                .zip(y.par_chunks(hw.max(1)))
+                .enumerate()
+                .for_each(|(i, (o, v))| {
+                    let ch = i % c;
+                    let r = 1.0 / (var[ch] + eps).sqrt();
+                    let a = gamma[ch] as f64 * r;
+                    let b = beta[ch] as f64 - mean[ch] * a;
+                    affine_act(v, o, a as f32, b as f32, act == Act::Silu);
+                })
+        })
+    };
     let mean = mean.iter().map(|&v| v as f32).collect();
     let var = var.iter().map(|&v| v as f32).collect();
     (out, mean, var)
@@ -229,17 +242,20 @@ pub fn inference_host(
     eps: f64,
     act: Act,
 ) -> Vec<f32> {
-    let mut out = vec![0.0f32; y.len()];
-    out.par_chunks_mut(hw.max(1))
-        .zip(y.par_chunks(hw.max(1)))
-        .enumerate()
-        .for_each(|(i, (o, v))| {
-            let ch = i % c;
-            let a = gamma[ch] as f64 / (var[ch] as f64 + eps).sqrt();
-            let b = beta[ch] as f64 - mean[ch] as f64 * a;
-            affine_act(v, o, a as f32, b as f32, act == Act::Silu);
-        });
-    out
+    // SAFETY: the chunks cover the whole output and affine_act writes each element of its chunk.
+    unsafe {
+        filled(y.len(), |out| {
+            out.par_chunks_mut(hw.max(1))
+                .zip(y.par_chunks(hw.max(1)))
+                .enumerate()
+                .for_each(|(i, (o, v))| {
+                    let ch = i % c;
+                    let a = gamma[ch] as f64 / (var[ch] as f64 + eps).sqrt();
+                    let b = beta[ch] as f64 - mean[ch] as f64 * a;
+                    affine_act(v, o, a as f32, b as f32, act == Act::Silu);
+                })
+        })
+    }
 }
 
 /// Host side of the backward: returns (∂L/∂x, ∂L/∂γ, ∂L/∂β).
@@ -265,13 +281,18 @@ pub fn backward_host(
         gamma: gamma[ch],
         beta: beta[ch],
     };
-    let mut d = vec![0.0f32; y.len()];
-    let sums: Vec<(f64, f64)> = d
-        .par_chunks_mut(hw1)
-        .zip(y.par_chunks(hw1).zip(g.par_chunks(hw1)))
-        .enumerate()
-        .map(|(i, (dc, (yc, gc)))| backward_sums(yc, gc, dc, chan(i % c), silu))
-        .collect();
+    let mut sums: Vec<(f64, f64)> = Vec::new();
+    // SAFETY: the chunks cover all of d and backward_sums writes each element of its chunk.
+    let mut d = unsafe {
+        filled(y.len(), |d| {
+            sums = d
+                .par_chunks_mut(hw1)
+                .zip(y.par_chunks(hw1).zip(g.par_chunks(hw1)))
+                .enumerate()
+                .map(|(i, (dc, (yc, gc)))| backward_sums(yc, gc, dc, chan(i % c), silu))
+                .collect();
+        })
+    };
     let mut dbeta = vec![0.0f64; c];
     let mut dgamma = vec![0.0f64; c];
     for (i, (s1, s2)) in sums.iter().enumerate() {
