@@ -21,7 +21,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::host::{contiguous, tensor, values};
+use super::host::{contiguous, gemm, tensor, values};
 
 type Ad = Autodiff<Flex>;
 
@@ -137,55 +137,6 @@ fn im2col(x: &[f32], g: &Geom, col: &mut [f32], parallel: bool) {
         col.par_chunks_mut(plane).enumerate().for_each(row_fn);
     } else {
         col.chunks_mut(plane).enumerate().for_each(row_fn);
-    }
-}
-
-/// dst (m×n, row-major) = [dst +] lhs · rhs, with explicit (row, column) strides.
-#[allow(clippy::too_many_arguments)]
-fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    accumulate: bool,
-    lhs: &[f32],
-    lhs_rs: usize,
-    lhs_cs: usize,
-    rhs: &[f32],
-    rhs_rs: usize,
-    rhs_cs: usize,
-    parallel: bool,
-) {
-    assert!(dst.len() >= m * n);
-    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
-    assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
-    // SAFETY: the asserts above keep every index gemm touches inside the three slices.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            if parallel {
-                gemm::Parallelism::Rayon(0)
-            } else {
-                gemm::Parallelism::None
-            },
-        );
     }
 }
 

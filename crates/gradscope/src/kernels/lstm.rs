@@ -15,9 +15,11 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::activation::{sigmoid as t_sigmoid, tanh as t_tanh};
 use burn::tensor::Tensor;
+use rayon::prelude::*;
 
-use super::host::{contiguous, tensor, values};
+use super::host::{contiguous, gemm, tensor, values};
 use super::simd::{multiversion, sigmoid, tanh};
+use super::tap::GradSlot;
 
 type Ad = Autodiff<Flex>;
 
@@ -190,6 +192,438 @@ pub fn hidden(z: &Tensor<2>, c: &Tensor<2>) -> Tensor<2> {
     })
 }
 
+// ---------------------------------------------------------------------------------------------
+// The whole sequence as one operation (forward over T steps, backpropagation through time in its
+// backward), for h₀ = c₀ = 0. The per-step gradients ∂L/∂h_t and ∂L/∂c_t that BPTT forms anyway
+// are handed to the probe through grad slots, so every step stays watched.
+
+/// What the fused sequence hands the probe for one step: the values of c_t and h_t (`[B, H]`)
+/// and the slots that will hold ∂L/∂c_t and ∂L/∂h_t after `backward`.
+pub struct StepProbe {
+    pub c: Vec<f32>,
+    pub h: Vec<f32>,
+    pub c_grad: GradSlot,
+    pub h_grad: GradSlot,
+}
+
+multiversion! {
+    /// From z (`[B, 4H]`, in place → the gate activations σ(i), σ(f), tanh(g), σ(o)) and c₋:
+    /// writes c and h.
+    fn gates_forward(z: &mut [f32], c_prev: &[f32], c: &mut [f32], hs: &mut [f32], h: usize) {
+        for (((zr, cp), cr), hr) in z
+            .chunks_mut(4 * h)
+            .zip(c_prev.chunks(h))
+            .zip(c.chunks_mut(h))
+            .zip(hs.chunks_mut(h))
+        {
+            let (zi, rest) = zr.split_at_mut(h);
+            let (zf, rest) = rest.split_at_mut(h);
+            let (zg, zo) = rest.split_at_mut(h);
+            for j in 0..h {
+                let (i, f, g, o) = (sigmoid(zi[j]), sigmoid(zf[j]), tanh(zg[j]), sigmoid(zo[j]));
+                zi[j] = i;
+                zf[j] = f;
+                zg[j] = g;
+                zo[j] = o;
+                let cj = f * cp[j] + i * g;
+                cr[j] = cj;
+                hr[j] = o * tanh(cj);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// One BPTT step. In: gate activations `a` (`[B, 4H]`), c₋, c, dh (total ∂L/∂h_t), dc_next
+    /// (∂L/∂c_t through c_{t+1}). Out: dc (total ∂L/∂c_t, written over dc_next), dz (`[B, 4H]`).
+    fn gates_backward(a: &[f32], c_prev: &[f32], c: &[f32], dh: &[f32], dc: &mut [f32], dz: &mut [f32], h: usize) {
+        for (((((ar, cp), cr), dhr), dcr), dzr) in a
+            .chunks(4 * h)
+            .zip(c_prev.chunks(h))
+            .zip(c.chunks(h))
+            .zip(dh.chunks(h))
+            .zip(dc.chunks_mut(h))
+            .zip(dz.chunks_mut(4 * h))
+        {
+            let (ai, rest) = ar.split_at(h);
+            let (af, rest) = rest.split_at(h);
+            let (ag, ao) = rest.split_at(h);
+            let (di, rest) = dzr.split_at_mut(h);
+            let (df, rest) = rest.split_at_mut(h);
+            let (dg, d_o) = rest.split_at_mut(h);
+            for j in 0..h {
+                let (i, f, g, o) = (ai[j], af[j], ag[j], ao[j]);
+                let tc = tanh(cr[j]);
+                let dcj = dcr[j] + dhr[j] * o * (1.0 - tc * tc);
+                d_o[j] = dhr[j] * tc * o * (1.0 - o);
+                di[j] = dcj * g * i * (1.0 - i);
+                df[j] = dcj * cp[j] * f * (1.0 - f);
+                dg[j] = dcj * i * (1.0 - g * g);
+                dcr[j] = dcj;
+            }
+        }
+    }
+}
+
+/// The batch rows of one worker: the recurrence is independent per row, so each worker runs
+/// its rows through all T steps (one fork–join per sequence instead of one per small GEMM).
+#[derive(Clone, Debug)]
+struct Chunk {
+    /// First row and number of rows.
+    b0: usize,
+    bc: usize,
+    /// Gate activations `[T, bc, 4H]`; c_0 … c_T and h_0 … h_T, `[T + 1, bc, H]` each.
+    act: Vec<f32>,
+    cs: Vec<f32>,
+    hs: Vec<f32>,
+}
+
+fn chunks_of(b: usize) -> Vec<(usize, usize)> {
+    let n = rayon::current_num_threads().clamp(1, b.max(1));
+    let per = b.div_ceil(n);
+    (0..b)
+        .step_by(per.max(1))
+        .map(|b0| (b0, per.min(b - b0)))
+        .collect()
+}
+
+/// Forward of rows `b0 .. b0 + bc` from the input projection `xw` (`[B, T, 4H]`, bias included).
+fn forward_chunk(xw: &[f32], u: &[f32], b0: usize, bc: usize, t_len: usize, h: usize) -> Chunk {
+    let (bh, b4h) = (bc * h, bc * 4 * h);
+    let mut act = vec![0.0f32; t_len * b4h];
+    let mut cs = vec![0.0f32; (t_len + 1) * bh];
+    let mut hs = vec![0.0f32; (t_len + 1) * bh];
+    for t in 0..t_len {
+        let z = &mut act[t * b4h..][..b4h];
+        for r in 0..bc {
+            z[r * 4 * h..][..4 * h].copy_from_slice(&xw[((b0 + r) * t_len + t) * 4 * h..][..4 * h]);
+        }
+        let (h_done, h_rest) = hs.split_at_mut((t + 1) * bh);
+        // z += h_{t−1} · U
+        gemm(
+            bc,
+            4 * h,
+            h,
+            z,
+            true,
+            &h_done[t * bh..],
+            h,
+            1,
+            u,
+            4 * h,
+            1,
+            false,
+        );
+        let (c_done, c_rest) = cs.split_at_mut((t + 1) * bh);
+        gates_forward(
+            z,
+            &c_done[t * bh..],
+            &mut c_rest[..bh],
+            &mut h_rest[..bh],
+            h,
+        );
+    }
+    Chunk {
+        b0,
+        bc,
+        act,
+        cs,
+        hs,
+    }
+}
+
+/// What BPTT over one chunk returns: dZ `[bc, T, 4H]` (row-major like x), ∂L/∂U over its rows,
+/// and the total ∂L/∂c_t, ∂L/∂h_t per step (`[T, bc, H]` each).
+struct ChunkGrad {
+    dz: Vec<f32>,
+    du: Vec<f32>,
+    dc_steps: Vec<f32>,
+    dh_steps: Vec<f32>,
+}
+
+fn backward_chunk(ch: &Chunk, g_out: &[f32], u: &[f32], t_len: usize, h: usize) -> ChunkGrad {
+    let bc = ch.bc;
+    let (bh, b4h) = (bc * h, bc * 4 * h);
+    let mut dz_rows = vec![0.0f32; bc * t_len * 4 * h];
+    let mut dz_time = vec![0.0f32; t_len * b4h];
+    let mut dc_steps = vec![0.0f32; t_len * bh];
+    let mut dh_steps = vec![0.0f32; t_len * bh];
+    let mut dh = vec![0.0f32; bh];
+    let mut dh_next = vec![0.0f32; bh];
+    let mut dc = vec![0.0f32; bh];
+    for t in (0..t_len).rev() {
+        for r in 0..bc {
+            let src = &g_out[((ch.b0 + r) * t_len + t) * h..][..h];
+            for ((d, &s), &n) in dh[r * h..][..h]
+                .iter_mut()
+                .zip(src)
+                .zip(&dh_next[r * h..][..h])
+            {
+                *d = s + n;
+            }
+        }
+        let dz = &mut dz_time[t * b4h..][..b4h];
+        let act = &ch.act[t * b4h..][..b4h];
+        let (c_prev, c) = (&ch.cs[t * bh..][..bh], &ch.cs[(t + 1) * bh..][..bh]);
+        gates_backward(act, c_prev, c, &dh, &mut dc, dz, h);
+        dc_steps[t * bh..][..bh].copy_from_slice(&dc);
+        dh_steps[t * bh..][..bh].copy_from_slice(&dh);
+        for r in 0..bc {
+            dz_rows[(r * t_len + t) * 4 * h..][..4 * h].copy_from_slice(&dz[r * 4 * h..][..4 * h]);
+        }
+        // dh_{t−1} through this step = dZ_t · Uᵀ; dc reaches c_{t−1} through the forget gate
+        gemm(
+            bc,
+            h,
+            4 * h,
+            &mut dh_next,
+            false,
+            dz,
+            4 * h,
+            1,
+            u,
+            1,
+            4 * h,
+            false,
+        );
+        for r in 0..bc {
+            let f = &act[r * 4 * h + h..][..h];
+            for (d, &fv) in dc[r * h..][..h].iter_mut().zip(f) {
+                *d *= fv;
+            }
+        }
+    }
+    // ∂L/∂U over these rows = Σ_t h_{t−1}ᵀ · dZ_t  ([H, T·bc] · [T·bc, 4H])
+    let mut du = vec![0.0f32; h * 4 * h];
+    let h_prev = &ch.hs[..t_len * bh];
+    gemm(
+        h,
+        4 * h,
+        t_len * bc,
+        &mut du,
+        false,
+        h_prev,
+        1,
+        h,
+        &dz_time,
+        4 * h,
+        1,
+        false,
+    );
+    ChunkGrad {
+        dz: dz_rows,
+        du,
+        dc_steps,
+        dh_steps,
+    }
+}
+
+#[derive(Debug)]
+struct SeqBackward;
+
+#[derive(Clone, Debug)]
+struct SeqState {
+    x: FlexTensor,
+    w: FlexTensor,
+    u: FlexTensor,
+    chunks: Vec<Chunk>,
+    dims: [usize; 4],
+    slots: Vec<(GradSlot, GradSlot)>,
+}
+
+impl Backward<Flex, 4> for SeqBackward {
+    type State = SeqState;
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b, node_u] = ops.parents;
+        let g_out = grads.consume::<Flex>(&ops.node);
+        let g_out = contiguous(&g_out).expect("f32 gradient");
+        let g_out = values(&g_out); // [B, T, H]
+        let st = ops.state;
+        let [b, t_len, i_len, h] = st.dims;
+        let u = values(&st.u);
+        let parts: Vec<ChunkGrad> = st
+            .chunks
+            .par_iter()
+            .map(|ch| backward_chunk(ch, g_out, u, t_len, h))
+            .collect();
+        // the probe's per-step gradients, rows back in batch order
+        for t in 0..t_len {
+            let mut dc = Vec::with_capacity(b * h);
+            let mut dh = Vec::with_capacity(b * h);
+            for (ch, p) in st.chunks.iter().zip(&parts) {
+                dc.extend_from_slice(&p.dc_steps[t * ch.bc * h..][..ch.bc * h]);
+                dh.extend_from_slice(&p.dh_steps[t * ch.bc * h..][..ch.bc * h]);
+            }
+            st.slots[t].0.set(dc, [b, h]);
+            st.slots[t].1.set(dh, [b, h]);
+        }
+        let rows = b * t_len;
+        let mut dz_all = Vec::with_capacity(rows * 4 * h); // [B, T, 4H]
+        for p in &parts {
+            dz_all.extend_from_slice(&p.dz);
+        }
+        if let Some(node) = node_u {
+            let mut du = vec![0.0f32; h * 4 * h];
+            for p in &parts {
+                for (d, &v) in du.iter_mut().zip(&p.du) {
+                    *d += v;
+                }
+            }
+            grads.register::<Flex>(node.id, tensor(du, [h, 4 * h]));
+        }
+        if let Some(node) = node_x {
+            // dX = dZ · Wᵀ  ([B·T, 4H] · [4H, I])
+            let mut dx = vec![0.0f32; rows * i_len];
+            let w = values(&st.w);
+            gemm(
+                rows,
+                i_len,
+                4 * h,
+                &mut dx,
+                false,
+                &dz_all,
+                4 * h,
+                1,
+                w,
+                1,
+                4 * h,
+                true,
+            );
+            grads.register::<Flex>(node.id, tensor(dx, [b, t_len, i_len]));
+        }
+        if let Some(node) = node_w {
+            // dW = Xᵀ · dZ  ([I, B·T] · [B·T, 4H])
+            let mut dw = vec![0.0f32; i_len * 4 * h];
+            let x = values(&st.x);
+            gemm(
+                i_len,
+                4 * h,
+                rows,
+                &mut dw,
+                false,
+                x,
+                1,
+                i_len,
+                &dz_all,
+                4 * h,
+                1,
+                true,
+            );
+            grads.register::<Flex>(node.id, tensor(dw, [i_len, 4 * h]));
+        }
+        if let Some(node) = node_b {
+            let mut db = vec![0.0f32; 4 * h];
+            for r in dz_all.chunks(4 * h) {
+                for (d, &v) in db.iter_mut().zip(r) {
+                    *d += v;
+                }
+            }
+            grads.register::<Flex>(node.id, tensor(db, [4 * h]));
+        }
+    }
+}
+
+/// The LSTM over `x` `[B, T, I]` from zero state with input weights `w` `[I, 4H]`, bias `b`
+/// `[4H]` and recurrent weights `u` `[H, 4H]` (gate order i, f, g, o): every hidden state
+/// `[B, T, H]` and, per step, what the probe reads. `None` when the tensors are not
+/// `Autodiff<Flex>` f32 (the caller then runs the cell step by step).
+pub fn sequence(
+    x: &Tensor<3>,
+    w: &Tensor<2>,
+    b: &Tensor<1>,
+    u: &Tensor<2>,
+) -> Option<(Tensor<3>, Vec<StepProbe>)> {
+    let [bsz, t_len, i_len] = x.dims();
+    let [h, h4] = u.dims();
+    if w.dims() != [i_len, h4] || b.dims() != [h4] || h4 != 4 * h || t_len == 0 || bsz == 0 {
+        return None;
+    }
+    let xp = x.clone().try_into_primitive::<Ad>().ok()?;
+    let wp = w.clone().try_into_primitive::<Ad>().ok()?;
+    let bp = b.clone().try_into_primitive::<Ad>().ok()?;
+    let up = u.clone().try_into_primitive::<Ad>().ok()?;
+    let (xc, wc, bc, uc) = (
+        contiguous(xp.primitive())?,
+        contiguous(wp.primitive())?,
+        contiguous(bp.primitive())?,
+        contiguous(up.primitive())?,
+    );
+    let rows = bsz * t_len;
+    // input projection of every step at once: XW + b, [B·T, 4H]
+    let mut xw = vec![0.0f32; rows * 4 * h];
+    for r in xw.chunks_mut(4 * h) {
+        r.copy_from_slice(values(&bc));
+    }
+    gemm(
+        rows,
+        4 * h,
+        i_len,
+        &mut xw,
+        true,
+        values(&xc),
+        i_len,
+        1,
+        values(&wc),
+        4 * h,
+        1,
+        true,
+    );
+    let uv = values(&uc);
+    let chunks: Vec<Chunk> = chunks_of(bsz)
+        .into_par_iter()
+        .map(|(b0, bc)| forward_chunk(&xw, uv, b0, bc, t_len, h))
+        .collect();
+    let mut out = vec![0.0f32; rows * h]; // [B, T, H]
+    for ch in &chunks {
+        for t in 0..t_len {
+            for r in 0..ch.bc {
+                out[((ch.b0 + r) * t_len + t) * h..][..h]
+                    .copy_from_slice(&ch.hs[((t + 1) * ch.bc + r) * h..][..h]);
+            }
+        }
+    }
+    let slots: Vec<(GradSlot, GradSlot)> = (0..t_len)
+        .map(|_| (GradSlot::default(), GradSlot::default()))
+        .collect();
+    let probes = (0..t_len)
+        .map(|t| {
+            let gather = |f: fn(&Chunk) -> &Vec<f32>| -> Vec<f32> {
+                chunks
+                    .iter()
+                    .flat_map(|ch| f(ch)[(t + 1) * ch.bc * h..][..ch.bc * h].iter().copied())
+                    .collect()
+            };
+            StepProbe {
+                c: gather(|ch| &ch.cs),
+                h: gather(|ch| &ch.hs),
+                c_grad: slots[t].0.clone(),
+                h_grad: slots[t].1.clone(),
+            }
+        })
+        .collect();
+    let out = tensor(out, [bsz, t_len, h]);
+    let result = match SeqBackward
+        .prepare::<NoCheckpointing>([xp.node(), wp.node(), bp.node(), up.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            SeqState {
+                x: xc,
+                w: wc,
+                u: uc,
+                chunks,
+                dims: [bsz, t_len, i_len, h],
+                slots,
+            },
+            out,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Some((Tensor::from_primitive::<Ad>(result), probes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +678,78 @@ mod tests {
                 .fold(0.0f32, f32::max);
             assert!(worst < 1e-6, "{what}: {worst}");
         }
+    }
+
+    #[test]
+    fn fused_sequence_matches_burn_step_by_step() {
+        let dev = crate::device();
+        let (b, t_len, i, h) = (3, 6, 4, 5);
+        let x0 = Tensor::<3>::random([b, t_len, i], Distribution::Normal(0.0, 1.0), &dev);
+        let w0 = Tensor::<2>::random([i, 4 * h], Distribution::Normal(0.0, 0.5), &dev);
+        let b0 = Tensor::<1>::random([4 * h], Distribution::Normal(0.0, 0.5), &dev);
+        let u0 = Tensor::<2>::random([h, 4 * h], Distribution::Normal(0.0, 0.5), &dev);
+        let wy = Tensor::<3>::random([b, t_len, h], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |ours: bool| {
+            let x = x0.clone().detach().require_grad();
+            let w = w0.clone().detach().require_grad();
+            let bb = b0.clone().detach().require_grad();
+            let u = u0.clone().detach().require_grad();
+            let h_all = if ours {
+                sequence(&x, &w, &bb, &u).unwrap().0
+            } else {
+                let mut hs = Tensor::<2>::zeros([b, h], &dev);
+                let mut c = Tensor::<2>::zeros([b, h], &dev);
+                let mut out = Vec::new();
+                for t in 0..t_len {
+                    let xt = x.clone().slice([0..b, t..t + 1]).reshape([b, i]);
+                    let z = xt.matmul(w.clone())
+                        + bb.clone().reshape([1, 4 * h])
+                        + hs.matmul(u.clone());
+                    c = t_sigmoid(block(&z, 1, h)) * c
+                        + t_sigmoid(block(&z, 0, h)) * t_tanh(block(&z, 2, h));
+                    hs = t_sigmoid(block(&z, 3, h)) * t_tanh(c.clone());
+                    out.push(hs.clone());
+                }
+                Tensor::stack(out, 1)
+            };
+            let grads = (h_all.clone() * wy.clone()).sum().backward();
+            let v3 = |t: Tensor<3>| {
+                t.into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .unwrap()
+            };
+            (
+                v3(h_all),
+                v3(x.grad(&grads).unwrap()),
+                v(w.grad(&grads).unwrap()),
+                b0_vec(bb.grad(&grads).unwrap()),
+                v(u.grad(&grads).unwrap()),
+            )
+        };
+        let a = run(true);
+        let r = run(false);
+        for (x, y, what) in [
+            (&a.0, &r.0, "h"),
+            (&a.1, &r.1, "dx"),
+            (&a.2, &r.2, "dW"),
+            (&a.3, &r.3, "db"),
+            (&a.4, &r.4, "dU"),
+        ] {
+            let worst = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 2e-5, "{what}: {worst}");
+        }
+    }
+
+    fn b0_vec(t: Tensor<1>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
     }
 
     #[test]

@@ -25,6 +25,13 @@ type Ad = Autodiff<Flex>;
 pub struct GradSlot(Arc<Mutex<Option<FlexTensor>>>);
 
 impl GradSlot {
+    /// Stores a gradient (a fused operation's backward hands it over this way).
+    pub fn set(&self, values: Vec<f32>, shape: impl Into<Vec<usize>>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(super::host::tensor(values, shape));
+        }
+    }
+
     /// Runs `f` on the gradient's values, or returns `None` when no gradient reached the tap.
     pub fn with<R>(&self, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
         let g = self.0.lock().ok()?.take()?;

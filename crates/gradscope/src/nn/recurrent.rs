@@ -204,8 +204,36 @@ impl SeqModel {
         }
     }
 
+    /// The LSTM over the whole sequence as one fused operation (flex, zero initial state, no
+    /// injected fault), its steps still probed: every hidden state `[batch, T, hidden]`.
+    fn run_fused(&self, x: &Tensor<3>, tap: &mut Tap) -> Option<Tensor<3>> {
+        if self.cell != CellKind::Lstm || tap.has_fault() || self.recurrent.bias.is_some() {
+            return None;
+        }
+        let b = self.input.bias.as_ref()?.val();
+        let (h_all, steps) = lstm::sequence(
+            x,
+            &self.input.weight.val(),
+            &b,
+            &self.recurrent.weight.val(),
+        )?;
+        tap.input(x);
+        let shape = [x.dims()[0], self.hidden];
+        for (t, s) in steps.into_iter().enumerate() {
+            tap.external(&format!("c.{t}"), "memory:lstm", &s.c, &shape, s.c_grad);
+            tap.external(&format!("t.{t}"), self.block_name(), &s.h, &shape, s.h_grad);
+        }
+        Some(h_all)
+    }
+
     /// The head applied to the last hidden state: `[batch, output]`.
     pub fn forward_last(&self, x: Tensor<3>, tap: &mut Tap) -> Tensor<2> {
+        if let Some(h_all) = self.run_fused(&x, tap) {
+            let [b, t, h] = h_all.dims();
+            return self
+                .head
+                .forward(h_all.slice([0..b, t - 1..t]).reshape([b, h]));
+        }
         let (hs, _) = self.run(x, None, tap);
         let last = hs
             .into_iter()
@@ -216,6 +244,9 @@ impl SeqModel {
 
     /// The head applied to every hidden state: `[batch, T, output]`.
     pub fn forward_all(&self, x: Tensor<3>, tap: &mut Tap) -> Tensor<3> {
+        if let Some(h_all) = self.run_fused(&x, tap) {
+            return self.head.forward(h_all);
+        }
         let (hs, _) = self.run(x, None, tap);
         self.head.forward(Tensor::stack(hs, 1))
     }

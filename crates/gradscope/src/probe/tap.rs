@@ -14,7 +14,7 @@ use burn::tensor::{Gradients, Tensor};
 
 use super::record::{ActStats, GradStats};
 use super::stats::{activation_stats, grad_stats};
-use crate::kernels::tap::{tap, with_values};
+use crate::kernels::tap::{tap, with_values, GradSlot};
 use crate::nn::activation::Activation;
 
 /// A deliberate numerical fault at one probe point.
@@ -192,6 +192,36 @@ impl Tap {
             leaf,
         });
         out
+    }
+
+    /// Whether this tap injects a fault (fused operations then step aside, so that the fault
+    /// lands where it is aimed).
+    pub fn has_fault(&self) -> bool {
+        self.fault.is_some()
+    }
+
+    /// A probe point inside a fused operation: the values it computed and the slot its
+    /// backward fills with ∂L/∂h (see `kernels::lstm::sequence`).
+    pub fn external(
+        &mut self,
+        name: &str,
+        block: &str,
+        values: &[f32],
+        shape: &[usize],
+        grad: GradSlot,
+    ) {
+        if !self.record {
+            return;
+        }
+        let (act, active) = activation_stats(values, shape, None, None);
+        self.points.push(Point {
+            name: name.to_string(),
+            block: block.to_string(),
+            act_fn: None,
+            act,
+            active,
+            leaf: Box::new(move |_: &Gradients| grad.with(grad_stats)),
+        });
     }
 
     /// After `backward`: the gradient at every probe point, in forward order.
