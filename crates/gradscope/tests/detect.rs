@@ -11,6 +11,16 @@ use gradscope::detect::runs::{load_sets, resolve_data, unpack_trees};
 use gradscope::detect::train::{train, TrainEvent};
 use gradscope::detect::validate::DetectSettings;
 
+/// Training runs in this file take turns: burn's random generator belongs to the device and is
+/// shared by every thread of the process, so a test training in parallel would draw from the
+/// same stream and change the other's seeded initialisation (the runs are deterministic one at
+/// a time, as `gradscope train` runs).
+static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn training_turn() -> std::sync::MutexGuard<'static, ()> {
+    TRAINING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("gradscope-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -74,6 +84,7 @@ fn broken_set(dir: &Path) -> PathBuf {
 
 #[test]
 fn broken_data_gives_warnings_not_panics_and_trains() {
+    let _turn = training_turn();
     let dir = scratch("broken");
     let yaml = broken_set(&dir);
     let data = resolve_data(yaml.to_str().unwrap(), &mut |_| {}).unwrap();
@@ -241,6 +252,7 @@ fn download_over_loopback_and_zip_slip_refused() {
 /// was trained on (mAP50 ≥ 0.5 on those images, EMA weights, eval mode).
 #[test]
 fn a_few_tree_tiles_are_learnt() {
+    let _turn = training_turn();
     let dir = scratch("overfit");
     let t = trees(&dir);
     let list: Vec<String> = ["x1600_y1600", "x800_y0"]
@@ -292,6 +304,7 @@ fn a_few_tree_tiles_are_learnt() {
     })
     .unwrap();
     let v = out.last.unwrap();
+    eprintln!("overfit: mAP50 {}", v.coco.map50);
     assert!(
         v.coco.map50 >= 0.5,
         "mAP50 {} after training on these very images",
