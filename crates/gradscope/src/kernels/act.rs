@@ -142,6 +142,7 @@ pub fn apply<const D: usize>(x: &Tensor<D>, kind: Kind) -> Option<Tensor<D>> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{max_abs, values};
     use super::*;
     use burn::tensor::activation;
     use burn::tensor::{Distribution, TensorData};
@@ -165,22 +166,11 @@ mod tests {
                         }
                     };
                     let g = (y.clone() * w.clone()).sum().backward();
-                    let v = |t: Tensor<2>| {
-                        t.into_data()
-                            .convert::<f32>()
-                            .try_into_vec::<f32>()
-                            .unwrap()
-                    };
-                    (v(y), v(x.grad(&g).unwrap()))
+                    (values(y), values(x.grad(&g).unwrap()))
                 };
                 let (y1, g1) = run(true);
                 let (y2, g2) = run(false);
-                let worst = |a: &[f32], b: &[f32]| {
-                    a.iter()
-                        .zip(b)
-                        .map(|(p, q)| (p - q).abs())
-                        .fold(0.0f32, f32::max)
-                };
+                let worst = max_abs;
                 assert!(
                     worst(&y1, &y2) < 2e-6,
                     "{kind:?} n {n}: y {}",

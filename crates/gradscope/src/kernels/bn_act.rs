@@ -502,23 +502,9 @@ pub fn batch_norm_act(bn: &BatchNorm, x: Tensor<4>, act: Act) -> Tensor<4> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{max_rel, values};
     use super::*;
     use burn::tensor::Distribution;
-
-    fn max_rel(a: &Tensor<4>, b: &Tensor<4>) -> f32 {
-        let a = a.to_data().convert::<f32>().try_into_vec::<f32>().unwrap();
-        let b = b.to_data().convert::<f32>().try_into_vec::<f32>().unwrap();
-        rel(&a, &b)
-    }
-
-    fn rel(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
-        a.iter()
-            .zip(b)
-            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
-            / scale
-    }
 
     /// Fused forward and all three gradients against burn's composed BatchNorm (+ SiLU), with a
     /// loss that weights every output differently.
@@ -546,30 +532,16 @@ mod tests {
             };
             let grads = (out.clone() * w.clone()).sum().backward();
             let dx = x.grad(&grads).unwrap();
-            let dg = g
-                .grad(&grads)
-                .unwrap()
-                .to_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap();
-            let db = b
-                .grad(&grads)
-                .unwrap()
-                .to_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap();
-            (out, dx, dg, db)
+            let dg = values(g.grad(&grads).unwrap());
+            let db = values(b.grad(&grads).unwrap());
+            (values(out), values(dx), dg, db)
         };
         let (o1, dx1, dg1, db1) = run(true);
         let (o2, dx2, dg2, db2) = run(false);
         assert!(max_rel(&o1, &o2) < 1e-5, "output {}", max_rel(&o1, &o2));
-        let dx1 = Tensor::<4>::from_data(dx1.to_data(), &Default::default());
-        let dx2 = Tensor::<4>::from_data(dx2.to_data(), &Default::default());
         assert!(max_rel(&dx1, &dx2) < 1e-4, "dx {}", max_rel(&dx1, &dx2));
-        assert!(rel(&dg1, &dg2) < 1e-4, "dgamma {}", rel(&dg1, &dg2));
-        assert!(rel(&db1, &db2) < 1e-4, "dbeta {}", rel(&db1, &db2));
+        assert!(max_rel(&dg1, &dg2) < 1e-4, "dgamma {}", max_rel(&dg1, &dg2));
+        assert!(max_rel(&db1, &db2) < 1e-4, "dbeta {}", max_rel(&db1, &db2));
     }
 
     #[test]

@@ -537,24 +537,9 @@ fn conv_no_bias(x: &Tensor<4>, w: &Tensor<4>, g: &Geom) -> Option<Tensor<4>> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{max_rel, values};
     use super::*;
     use burn::tensor::Distribution;
-
-    fn vec(t: Tensor<4>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap()
-    }
-
-    fn rel(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
-        a.iter()
-            .zip(b)
-            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
-            / scale
-    }
 
     /// Output, input gradient and weight gradient against burn's own convolution (flex forward,
     /// burn's generic backward), for one geometry.
@@ -582,13 +567,25 @@ mod tests {
             let grads = (y.clone() * wy.clone()).sum().backward();
             let dx = x.grad(&grads).unwrap();
             let dw = w.grad(&grads).unwrap();
-            (vec(y), vec(dx), vec(dw))
+            (values(y), values(dx), values(dw))
         };
         let (y1, dx1, dw1) = run(true);
         let (y2, dx2, dw2) = run(false);
-        assert!(rel(&y1, &y2) < 1e-5, "{g:?} output {}", rel(&y1, &y2));
-        assert!(rel(&dx1, &dx2) < 1e-5, "{g:?} dx {}", rel(&dx1, &dx2));
-        assert!(rel(&dw1, &dw2) < 1e-4, "{g:?} dw {}", rel(&dw1, &dw2));
+        assert!(
+            max_rel(&y1, &y2) < 1e-5,
+            "{g:?} output {}",
+            max_rel(&y1, &y2)
+        );
+        assert!(
+            max_rel(&dx1, &dx2) < 1e-5,
+            "{g:?} dx {}",
+            max_rel(&dx1, &dx2)
+        );
+        assert!(
+            max_rel(&dw1, &dw2) < 1e-4,
+            "{g:?} dw {}",
+            max_rel(&dw1, &dw2)
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -642,9 +639,9 @@ mod tests {
         let g = geom(2, 3, [15, 15], 4, 3, 2, 1, 1);
         let x = Tensor::<4>::random([2, 3, 15, 15], Distribution::Normal(0.0, 1.0), &dev);
         let w = Tensor::<4>::random([4, 3, 3, 3], Distribution::Normal(0.0, 1.0), &dev);
-        let ours = vec(conv_no_bias(&x, &w, &g).unwrap());
-        let want = vec(burn::tensor::module::conv2d(x, w, None, g.options()));
-        assert!(rel(&ours, &want) < 1e-5);
+        let ours = values(conv_no_bias(&x, &w, &g).unwrap());
+        let want = values(burn::tensor::module::conv2d(x, w, None, g.options()));
+        assert!(max_rel(&ours, &want) < 1e-5);
     }
 
     #[test]

@@ -626,15 +626,9 @@ pub fn sequence(
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{max_abs, values};
     use super::*;
     use burn::tensor::Distribution;
-
-    fn v(t: Tensor<2>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap()
-    }
 
     #[test]
     fn fused_steps_match_burn_values_and_gradients() {
@@ -657,10 +651,10 @@ mod tests {
             let loss = (h1.clone() * w.clone()).sum() + (c1.clone() * w.clone()).sum() * 0.5;
             let grads = loss.backward();
             (
-                v(c1),
-                v(h1),
-                v(z.grad(&grads).unwrap()),
-                v(c.grad(&grads).unwrap()),
+                values(c1),
+                values(h1),
+                values(z.grad(&grads).unwrap()),
+                values(c.grad(&grads).unwrap()),
             )
         };
         let a = run(true);
@@ -671,11 +665,7 @@ mod tests {
             (&a.2, &r.2, "dz"),
             (&a.3, &r.3, "dc"),
         ] {
-            let worst = x
-                .iter()
-                .zip(y)
-                .map(|(p, q)| (p - q).abs())
-                .fold(0.0f32, f32::max);
+            let worst = max_abs(x, y);
             assert!(worst < 1e-6, "{what}: {worst}");
         }
     }
@@ -713,18 +703,12 @@ mod tests {
                 Tensor::stack(out, 1)
             };
             let grads = (h_all.clone() * wy.clone()).sum().backward();
-            let v3 = |t: Tensor<3>| {
-                t.into_data()
-                    .convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .unwrap()
-            };
             (
-                v3(h_all),
-                v3(x.grad(&grads).unwrap()),
-                v(w.grad(&grads).unwrap()),
-                b0_vec(bb.grad(&grads).unwrap()),
-                v(u.grad(&grads).unwrap()),
+                values(h_all),
+                values(x.grad(&grads).unwrap()),
+                values(w.grad(&grads).unwrap()),
+                values(bb.grad(&grads).unwrap()),
+                values(u.grad(&grads).unwrap()),
             )
         };
         let a = run(true);
@@ -736,20 +720,9 @@ mod tests {
             (&a.3, &r.3, "db"),
             (&a.4, &r.4, "dU"),
         ] {
-            let worst = x
-                .iter()
-                .zip(y)
-                .map(|(p, q)| (p - q).abs())
-                .fold(0.0f32, f32::max);
+            let worst = max_abs(x, y);
             assert!(worst < 2e-5, "{what}: {worst}");
         }
-    }
-
-    fn b0_vec(t: Tensor<1>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap()
     }
 
     #[test]

@@ -26,3 +26,28 @@ pub mod host;
 pub mod lstm;
 pub mod simd;
 pub mod tap;
+
+/// What the kernels' tests share: a tensor's values, and the largest difference between two
+/// results (absolute, or relative to the reference's largest magnitude).
+#[cfg(test)]
+pub(crate) mod testing {
+    use burn::tensor::Tensor;
+
+    pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    pub fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+        max_abs(a, b) / b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12)
+    }
+}
