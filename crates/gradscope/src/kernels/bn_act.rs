@@ -39,42 +39,35 @@ type Ad = Autodiff<Flex>;
 const LANES: usize = 16;
 const BLOCK: usize = 1024;
 
-multiversion! {
-    /// Σv in f64, from f32 partial sums over blocks of 1024 (16 lanes each).
-    fn sum_f64(v: &[f32]) -> f64 {
-        let mut total = 0.0f64;
-        for block in v.chunks(BLOCK) {
-            let mut acc = [0.0f32; LANES];
-            let mut it = block.chunks_exact(LANES);
-            for c in &mut it {
-                for i in 0..LANES {
-                    acc[i] += c[i];
-                }
+/// Σ f(v) in f64, from f32 partial sums in 16 lanes over blocks of 1024.
+#[inline(always)]
+fn block_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut total = 0.0f64;
+    for block in v.chunks(BLOCK) {
+        let mut acc = [0.0f32; LANES];
+        let mut it = block.chunks_exact(LANES);
+        for c in &mut it {
+            for i in 0..LANES {
+                acc[i] += f(c[i]);
             }
-            let rest: f32 = it.remainder().iter().sum();
-            total += (acc.iter().sum::<f32>() + rest) as f64;
         }
-        total
+        let rest: f32 = it.remainder().iter().map(|&x| f(x)).sum();
+        total += (acc.iter().sum::<f32>() + rest) as f64;
+    }
+    total
+}
+
+multiversion! {
+    /// Σv.
+    fn sum_f64(v: &[f32]) -> f64 {
+        block_sum(v, |x| x)
     }
 }
 
 multiversion! {
-    /// Σ(v − m)² in f64.
+    /// Σ(v − m)².
     fn sum_sq_centred(v: &[f32], m: f32) -> f64 {
-        let mut total = 0.0f64;
-        for block in v.chunks(BLOCK) {
-            let mut acc = [0.0f32; LANES];
-            let mut it = block.chunks_exact(LANES);
-            for c in &mut it {
-                for i in 0..LANES {
-                    let d = c[i] - m;
-                    acc[i] += d * d;
-                }
-            }
-            let rest: f32 = it.remainder().iter().map(|&x| (x - m) * (x - m)).sum();
-            total += (acc.iter().sum::<f32>() + rest) as f64;
-        }
-        total
+        block_sum(v, |x| (x - m) * (x - m))
     }
 }
 
