@@ -645,6 +645,33 @@ mod tests {
     }
 
     #[test]
+    fn module_with_bias_matches_burn_conv2d_module() {
+        use burn::nn::conv::Conv2dConfig;
+        let dev = crate::device();
+        let conv = Conv2dConfig::new([3, 4], [3, 3])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(true)
+            .init(&dev);
+        let x0 = Tensor::<4>::random([2, 3, 9, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |ours: bool| {
+            let x = x0.clone().detach().require_grad();
+            let y = if ours {
+                conv2d(&conv, x.clone())
+            } else {
+                conv.forward(x.clone())
+            };
+            let grads = (y.clone() * y.clone()).sum().backward();
+            let db = conv.bias.as_ref().unwrap().val().grad(&grads).unwrap();
+            (values(y), values(x.grad(&grads).unwrap()), values(db))
+        };
+        let (a, r) = (run(true), run(false));
+        assert!(max_rel(&a.0, &r.0) < 1e-5);
+        assert!(max_rel(&a.1, &r.1) < 1e-5);
+        assert!(max_rel(&a.2, &r.2) < 1e-5);
+    }
+
+    #[test]
     fn valid_ranges() {
         // len 5, stride 1, offset −1 (pad 1): outputs 1..6 read inside
         assert_eq!(valid_range(5, -1, 1, 5), (1, 5));
