@@ -23,6 +23,7 @@ pub mod bce;
 pub mod bn_act;
 pub mod conv;
 pub mod host;
+pub mod linear;
 pub mod lstm;
 pub mod simd;
 pub mod tap;

@@ -9,6 +9,7 @@
 //! the width), the other 18 are residual blocks. Every hidden layer and the head are probe points
 //! named `layers.<i>` and `head`.
 
+use crate::kernels::linear;
 use burn::module::{Module, Param};
 use burn::nn::{BatchNorm, BatchNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -205,16 +206,16 @@ impl Mlp {
         let mut h = x;
         for (i, (b, (name, block))) in self.layers.iter().zip(&self.block_names).enumerate() {
             if self.residual && i > 0 {
-                let branch = b.linear.forward(self.act.forward(b.norm(h.clone())));
+                let branch = linear::forward(&b.linear, self.act.forward(b.norm(h.clone())));
                 h = tap.point(name, block, None, None, h + branch);
             } else {
-                let z = b.norm(b.linear.forward(h));
+                let z = b.norm(linear::forward(&b.linear, h));
                 let a = self.act.forward(z.clone());
                 let pre = tap.is_recording().then_some(&z);
                 h = tap.point(name, block, Some(self.act), pre, a);
             }
         }
-        let logits = self.head.forward(h);
+        let logits = linear::forward(&self.head, h);
         tap.point("head", "head", None, None, logits)
     }
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::init::{orthogonal, uniform};
 use crate::choice::choice;
-use crate::kernels::lstm;
+use crate::kernels::{linear, lstm};
 use crate::probe::Tap;
 
 choice! {
@@ -166,8 +166,8 @@ impl SeqModel {
         });
         let mut out = Vec::with_capacity(t_len);
         for t in 0..t_len {
-            let xt = self.input.forward(x_at(t));
-            let hu = self.recurrent.forward(hs.clone());
+            let xt = linear::forward(&self.input, x_at(t));
+            let hu = linear::forward(&self.recurrent, hs.clone());
             let next = match self.cell {
                 CellKind::Rnn => tanh(xt + hu),
                 CellKind::Lstm => {
@@ -230,25 +230,23 @@ impl SeqModel {
     pub fn forward_last(&self, x: Tensor<3>, tap: &mut Tap) -> Tensor<2> {
         if let Some(h_all) = self.run_fused(&x, tap) {
             let [b, t, h] = h_all.dims();
-            return self
-                .head
-                .forward(h_all.slice([0..b, t - 1..t]).reshape([b, h]));
+            return linear::forward(&self.head, h_all.slice([0..b, t - 1..t]).reshape([b, h]));
         }
         let (hs, _) = self.run(x, None, tap);
         let last = hs
             .into_iter()
             .last()
             .expect("sequences have at least one step");
-        self.head.forward(last)
+        linear::forward(&self.head, last)
     }
 
     /// The head applied to every hidden state: `[batch, T, output]`.
     pub fn forward_all(&self, x: Tensor<3>, tap: &mut Tap) -> Tensor<3> {
         if let Some(h_all) = self.run_fused(&x, tap) {
-            return self.head.forward(h_all);
+            return linear::forward(&self.head, h_all);
         }
         let (hs, _) = self.run(x, None, tap);
-        self.head.forward(Tensor::stack(hs, 1))
+        linear::forward(&self.head, Tensor::stack(hs, 1))
     }
 
     /// Spectral norm ‖U‖₂ of each gate's recurrent matrix (power iteration on the host).
