@@ -74,12 +74,20 @@ fn main() {
         let ys = y.as_slice::<f32>().unwrap().to_vec();
         let ws = w.as_slice::<f32>().unwrap().to_vec();
         let own_dw = time(&|| {
-            let v = gradscope::kernels::conv::weight_grad(&xs, &ys, &geom);
+            let v = gradscope::kernels::conv::weight_grad(
+                gradscope::kernels::conv::Images::dense(&xs, &geom),
+                &ys,
+                &geom,
+            );
             let n = v.len();
             FlexTensor::from_data(TensorData::new(v, [n]))
         });
         let own_f = time(&|| {
-            let v = gradscope::kernels::conv::forward_gemm(&xs, &ws, &geom);
+            let v = gradscope::kernels::conv::forward_gemm(
+                gradscope::kernels::conv::Images::dense(&xs, &geom),
+                &ws,
+                &geom,
+            );
             let n = v.len();
             FlexTensor::from_data(TensorData::new(v, [n]))
         });

@@ -102,6 +102,65 @@ fn valid_range(len: usize, off: isize, stride: usize, out: usize) -> (usize, usi
     (first, (last as usize).clamp(first, out))
 }
 
+/// A batch `[N, C, H, W]` whose images are each dense in memory: a contiguous tensor, or a
+/// channel slice of one (what `chunk`/`split` along channels give), read in place.
+#[derive(Clone, Copy)]
+pub struct Images<'a> {
+    data: &'a [f32],
+    offset: usize,
+    stride: usize,
+    len: usize,
+}
+
+impl<'a> Images<'a> {
+    /// A dense `[N, C, H, W]` buffer.
+    pub fn dense(x: &'a [f32], g: &Geom) -> Self {
+        let len = g.cin * g.h * g.w;
+        Images {
+            data: x,
+            offset: 0,
+            stride: len,
+            len,
+        }
+    }
+
+    /// The images of a flex tensor in place, when each image is dense.
+    fn of(t: &'a FlexTensor) -> Option<Self> {
+        if t.dtype() != burn::tensor::DType::F32 {
+            return None;
+        }
+        let l = t.layout();
+        let (shape, st) = (l.shape().to_vec(), l.strides());
+        if shape.len() != 4 || st.len() != 4 {
+            return None;
+        }
+        let [n, c, h, w] = [shape[0], shape[1], shape[2], shape[3]];
+        let dense_image = (w == 1 || st[3] == 1)
+            && (h == 1 || st[2] == w as isize)
+            && (c == 1 || st[1] == (h * w) as isize);
+        if !dense_image || (n > 1 && st[0] < (c * h * w) as isize) {
+            return None;
+        }
+        let len = c * h * w;
+        let stride = if n > 1 { st[0] as usize } else { len };
+        let data = t.storage::<f32>();
+        let offset = l.start_offset();
+        if n > 0 && offset + (n - 1) * stride + len > data.len() {
+            return None;
+        }
+        Some(Images {
+            data,
+            offset,
+            stride,
+            len,
+        })
+    }
+
+    fn image(&self, n: usize) -> &'a [f32] {
+        &self.data[self.offset + n * self.stride..][..self.len]
+    }
+}
+
 /// im2col of one image's group `x` (`[cin_g, h, w]`) into `col` (`[cin_g·kh·kw, oh·ow]`).
 fn im2col(x: &[f32], g: &Geom, col: &mut [f32], parallel: bool) {
     let (oh, ow) = (g.oh(), g.ow());
@@ -141,7 +200,7 @@ fn im2col(x: &[f32], g: &Geom, col: &mut [f32], parallel: bool) {
 }
 
 /// ∂L/∂W (`[cout, cin_g, kh, kw]`) from the input `x` and the output gradient `dy`.
-pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
+pub fn weight_grad(x: Images, dy: &[f32], g: &Geom) -> Vec<f32> {
     if g.is_depthwise() {
         return depthwise_weight_grad(x, dy, g);
     }
@@ -151,7 +210,7 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     // cout_g × k outputs summed over oh·ow positions, which GEMM cannot split), then summed.
     let per_image = |dw: &mut [f32], col: &mut [f32], img: usize, first: bool| {
         for grp in 0..g.groups {
-            let xs = &x[(img * g.cin + grp * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
+            let xs = &x.image(img)[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
             let dys = &dy[(img * g.cout + grp * cout_g) * plane..][..cout_g * plane];
             let cols: &[f32] = if g.is_pointwise() {
                 xs
@@ -205,7 +264,7 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
 
 /// Depthwise (one input and one output channel per group): a direct dot product per channel and
 /// kernel position over the valid output positions.
-fn depthwise_weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
+fn depthwise_weight_grad(x: Images, dy: &[f32], g: &Geom) -> Vec<f32> {
     let (oh, ow) = (g.oh(), g.ow());
     let kk = g.kh * g.kw;
     let mut dw = vec![0.0f32; g.cout * kk];
@@ -216,7 +275,7 @@ fn depthwise_weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
             let off_x = (kj * g.dilation[1]) as isize - g.pad[1] as isize;
             let mut acc = 0.0f64;
             for img in 0..g.n {
-                let xs = &x[(img * g.cin + c) * g.h * g.w..][..g.h * g.w];
+                let xs = &x.image(img)[c * g.h * g.w..][..g.h * g.w];
                 let dys = &dy[(img * g.cout + c) * oh * ow..][..oh * ow];
                 let mut s = 0.0f32;
                 for oy in 0..oh {
@@ -392,7 +451,7 @@ fn depthwise_input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
 }
 
 /// The forward by im2col + GEMM: Yₙ = W · im2col(Xₙ) per image and group.
-pub fn forward_gemm(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
+pub fn forward_gemm(x: Images, w: &[f32], g: &Geom) -> Vec<f32> {
     let (cin_g, cout_g, k) = (g.cin_g(), g.cout_g(), g.k());
     let plane = g.oh() * g.ow();
     let mut y = vec![0.0f32; g.n * g.cout * plane];
@@ -400,10 +459,16 @@ pub fn forward_gemm(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
     y.par_chunks_mut(g.cout * plane)
         .enumerate()
         .for_each(|(img, yimg)| {
-            with_scratch(k * plane, |col| {
+            let col_len = if g.is_pointwise() { 0 } else { k * plane };
+            with_scratch(col_len, |col| {
                 for grp in 0..g.groups {
-                    let xs = &x[(img * g.cin + grp * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
-                    im2col(xs, g, col, g.n == 1);
+                    let xs = &x.image(img)[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
+                    let cols: &[f32] = if g.is_pointwise() {
+                        xs
+                    } else {
+                        im2col(xs, g, col, g.n == 1);
+                        col
+                    };
                     gemm(
                         cout_g,
                         plane,
@@ -413,7 +478,7 @@ pub fn forward_gemm(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
                         &w[grp * cout_g * k..],
                         k,
                         1,
-                        col,
+                        cols,
                         plane,
                         1,
                         g.n == 1,
@@ -424,20 +489,30 @@ pub fn forward_gemm(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
     y
 }
 
-/// Whether our im2col + GEMM forward beats flex's (measured by `examples/convparts.rs` on YOLO's
-/// shapes: 1.2–5× for k×k convolutions, about equal for 1×1 ones, slower for depthwise).
+/// Whether our (im2col +) GEMM forward is used: measured by `examples/convparts.rs` on YOLO's
+/// shapes, 1.2–5× flex's for k×k convolutions and about equal for 1×1 ones (which then read a
+/// channel slice in place instead of copying it); flex's own kernel is faster for depthwise.
 fn own_forward(g: &Geom) -> bool {
-    g.groups == 1 && !g.is_pointwise()
+    g.groups == 1
 }
 
-/// The forward on contiguous f32 tensors (from [`contiguous`]).
-fn forward_flex(x: &FlexTensor, w: &FlexTensor, g: &Geom) -> FlexTensor {
-    if own_forward(g) {
-        let y = forward_gemm(values(x), values(w), g);
+/// The input as the kernels read it: in place when each image is dense, else a dense copy.
+fn kept_input(x: &FlexTensor) -> Option<FlexTensor> {
+    if Images::of(x).is_some() {
+        Some(x.clone())
+    } else {
+        contiguous(x)
+    }
+}
+
+/// The forward; `x` from [`kept_input`], `w` contiguous.
+fn forward_flex(x: &FlexTensor, w: &FlexTensor, g: &Geom) -> Option<FlexTensor> {
+    Some(if own_forward(g) {
+        let y = forward_gemm(Images::of(x)?, values(w), g);
         tensor(y, vec![g.n, g.cout, g.oh(), g.ow()])
     } else {
-        <Flex as ModuleOps<Flex>>::conv2d(x.clone(), w.clone(), None, g.options())
-    }
+        <Flex as ModuleOps<Flex>>::conv2d(contiguous(x)?, w.clone(), None, g.options())
+    })
 }
 
 #[derive(Debug)]
@@ -464,7 +539,8 @@ impl Backward<Flex, 2> for ConvBackward {
         }
         if let Some(node) = node_w {
             let d = contiguous(&dy).expect("f32 gradient");
-            let dw = weight_grad(values(&st.x), values(&d), &st.geom);
+            let x = Images::of(&st.x).expect("the convolution keeps a readable input");
+            let dw = weight_grad(x, values(&d), &st.geom);
             grads.register::<Flex>(node.id, tensor(dw, st.w.layout().shape().to_vec()));
         }
     }
@@ -510,8 +586,8 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 fn conv_no_bias(x: &Tensor<4>, w: &Tensor<4>, g: &Geom) -> Option<Tensor<4>> {
     if let Ok(xp) = x.clone().try_into_primitive::<Ad>() {
         let wp = w.clone().try_into_primitive::<Ad>().ok()?;
-        let (xc, wc) = (contiguous(xp.primitive())?, contiguous(wp.primitive())?);
-        let y = forward_flex(&xc, &wc, g);
+        let (xc, wc) = (kept_input(xp.primitive())?, contiguous(wp.primitive())?);
+        let y = forward_flex(&xc, &wc, g)?;
         let out = match ConvBackward
             .prepare::<NoCheckpointing>([xp.node(), wp.node()])
             .compute_bound()
@@ -531,7 +607,7 @@ fn conv_no_bias(x: &Tensor<4>, w: &Tensor<4>, g: &Geom) -> Option<Tensor<4>> {
     }
     let xp = x.clone().try_into_primitive::<Flex>().ok()?;
     let wp = w.clone().try_into_primitive::<Flex>().ok()?;
-    let y = forward_flex(&contiguous(&xp)?, &contiguous(&wp)?, g);
+    let y = forward_flex(&kept_input(&xp)?, &contiguous(&wp)?, g)?;
     Some(Tensor::from_primitive::<Flex>(y))
 }
 
@@ -669,6 +745,47 @@ mod tests {
         assert!(max_rel(&a.0, &r.0) < 1e-5);
         assert!(max_rel(&a.1, &r.1) < 1e-5);
         assert!(max_rel(&a.2, &r.2) < 1e-5);
+    }
+
+    #[test]
+    fn channel_slices_are_read_in_place_and_match_burn() {
+        let dev = crate::device();
+        for (k, groups, cout) in [(1, 1, 4), (3, 1, 4), (3, 3, 3)] {
+            let g = geom(2, 3, [7, 6], cout, k, 1, k / 2, groups);
+            let full0 = Tensor::<4>::random([2, 7, 7, 6], Distribution::Normal(0.0, 1.0), &dev);
+            let w0 = Tensor::<4>::random(
+                [cout, 3 / groups, k, k],
+                Distribution::Normal(0.0, 0.5),
+                &dev,
+            );
+            let run = |ours: bool| {
+                let full = full0.clone().detach().require_grad();
+                let w = w0.clone().detach().require_grad();
+                let x = full.clone().slice([0..2, 2..5]);
+                if ours {
+                    let xp = x.clone().try_into_primitive::<Ad>().unwrap();
+                    assert!(
+                        Images::of(xp.primitive()).is_some(),
+                        "a channel slice is read in place"
+                    );
+                }
+                let y = if ours {
+                    conv_no_bias(&x, &w, &g).unwrap()
+                } else {
+                    burn::tensor::module::conv2d(x, w.clone(), None, g.options())
+                };
+                let grads = (y.clone() * y.clone()).sum().backward();
+                (
+                    values(y),
+                    values(full.grad(&grads).unwrap()),
+                    values(w.grad(&grads).unwrap()),
+                )
+            };
+            let (a, r) = (run(true), run(false));
+            assert!(max_rel(&a.0, &r.0) < 1e-5, "k {k}: y");
+            assert!(max_rel(&a.1, &r.1) < 1e-5, "k {k}: dx");
+            assert!(max_rel(&a.2, &r.2) < 1e-4, "k {k}: dw");
+        }
     }
 
     #[test]
