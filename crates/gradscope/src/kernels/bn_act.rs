@@ -202,24 +202,35 @@ pub fn forward_host(
     let var: Vec<f64> = (0..c)
         .map(|ch| sq.iter().skip(ch).step_by(c).sum::<f64>() / m)
         .collect();
+    let out = normalise(y, c, hw, act, |ch| {
+        let a = gamma[ch] as f64 / (var[ch] + eps).sqrt();
+        (a, beta[ch] as f64 - mean[ch] * a)
+    });
+    let mean = mean.iter().map(|&v| v as f32).collect();
+    let var = var.iter().map(|&v| v as f32).collect();
+    (out, mean, var)
+}
+
+/// act(a·y + b) per channel of an `[N, C, H·W]` buffer, with (a, b) = `coef(channel)`.
+fn normalise(
+    y: &[f32],
+    c: usize,
+    hw: usize,
+    act: Act,
+    coef: impl Fn(usize) -> (f64, f64) + Sync,
+) -> Vec<f32> {
     // SAFETY: the chunks cover the whole output and affine_act writes each element of its chunk.
-    let out = unsafe {
+    unsafe {
         filled(y.len(), |out| {
             out.par_chunks_mut(hw.max(1))
                 .zip(y.par_chunks(hw.max(1)))
                 .enumerate()
                 .for_each(|(i, (o, v))| {
-                    let ch = i % c;
-                    let r = 1.0 / (var[ch] + eps).sqrt();
-                    let a = gamma[ch] as f64 * r;
-                    let b = beta[ch] as f64 - mean[ch] * a;
+                    let (a, b) = coef(i % c);
                     affine_act(v, o, a as f32, b as f32, act == Act::Silu);
                 })
         })
-    };
-    let mean = mean.iter().map(|&v| v as f32).collect();
-    let var = var.iter().map(|&v| v as f32).collect();
-    (out, mean, var)
+    }
 }
 
 /// Host side of the inference forward: out = act(γ·(x−μ)/√(σ²+ε) + β) with given statistics.
@@ -235,20 +246,10 @@ pub fn inference_host(
     eps: f64,
     act: Act,
 ) -> Vec<f32> {
-    // SAFETY: the chunks cover the whole output and affine_act writes each element of its chunk.
-    unsafe {
-        filled(y.len(), |out| {
-            out.par_chunks_mut(hw.max(1))
-                .zip(y.par_chunks(hw.max(1)))
-                .enumerate()
-                .for_each(|(i, (o, v))| {
-                    let ch = i % c;
-                    let a = gamma[ch] as f64 / (var[ch] as f64 + eps).sqrt();
-                    let b = beta[ch] as f64 - mean[ch] as f64 * a;
-                    affine_act(v, o, a as f32, b as f32, act == Act::Silu);
-                })
-        })
-    }
+    normalise(y, c, hw, act, |ch| {
+        let a = gamma[ch] as f64 / (var[ch] as f64 + eps).sqrt();
+        (a, beta[ch] as f64 - mean[ch] as f64 * a)
+    })
 }
 
 /// Host side of the backward: returns (∂L/∂x, ∂L/∂γ, ∂L/∂β).
