@@ -110,7 +110,13 @@ mod tests {
             let want = d as f32 * w0[i] + (1.0 - d as f32) * [5.0, -5.0][i];
             assert!((got[i] - want).abs() < 1e-5, "{got:?} vs {want}");
         }
-        // BatchNorm running statistics are averaged too
+        // BatchNorm running statistics are averaged too. The bias is set, not drawn: both rows
+        // give x·W = 0, so the batch mean is the bias (a random one could be ~0, and other tests
+        // drawing from the same device RNG in parallel change which one this test gets).
+        net.fc.bias = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![1.0f32], [1]),
+            &device,
+        )));
         let x = Tensor::<2>::from_data(
             TensorData::new(vec![10.0f32, 10.0, 12.0, 12.0], [2, 2]),
             &device,
