@@ -134,6 +134,14 @@ mod tests {
         assert_eq!(tanh(-50.0), -1.0);
     }
 
+    #[test]
+    fn tanh_is_within_3e_7_absolute() {
+        for i in -200..=200 {
+            let x = i as f32 * 0.05;
+            assert!((tanh(x) - x.tanh()).abs() < 3e-7, "{x}");
+        }
+    }
+
     multiversion! {
         fn sum_exp(v: &[f32]) -> f32 {
             v.iter().map(|&x| exp(x)).sum()

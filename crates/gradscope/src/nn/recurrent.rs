@@ -136,7 +136,8 @@ pub struct SeqModel {
     pub hidden: usize,
 }
 
-fn block(t: &Tensor<2>, k: usize, h: usize) -> Tensor<2> {
+/// Gate block `k` (of width `h`) of a `[B, gates·H]` tensor.
+pub(crate) fn block(t: &Tensor<2>, k: usize, h: usize) -> Tensor<2> {
     let [b, _] = t.dims();
     t.clone().slice([0..b, k * h..(k + 1) * h])
 }
@@ -171,16 +172,21 @@ impl SeqModel {
             let next = match self.cell {
                 CellKind::Rnn => tanh(xt + hu),
                 CellKind::Lstm => {
-                    // the element-wise step as two fused operations (kernels::lstm)
+                    // one sigmoid over all four blocks; the g block is recomputed with tanh
+                    // (this step-by-step path runs with an initial state or an injected fault;
+                    // otherwise the whole sequence is one fused operation, `run_fused`)
                     let z = xt + hu;
+                    let s = sigmoid(z.clone());
+                    let (ig, fg, og) = (block(&s, 0, h), block(&s, 1, h), block(&s, 3, h));
+                    let gg = tanh(block(&z, 2, h));
                     c = tap.point(
                         &format!("c.{t}"),
                         "memory:lstm",
                         None,
                         None,
-                        lstm::cell(&z, &c),
+                        fg * c + ig * gg,
                     );
-                    lstm::hidden(&z, &c)
+                    og * tanh(c.clone())
                 }
                 CellKind::Gru => {
                     let r = sigmoid(block(&xt, 0, h) + block(&hu, 0, h));
