@@ -5,9 +5,8 @@
 //! pass: σ' = s(1−s) and tanh' = 1−t² from the kept output, SiLU' = s(1 + x(1−s)) from the input.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
@@ -15,7 +14,7 @@ use rayon::prelude::*;
 
 use std::mem::MaybeUninit;
 
-use super::host::{contiguous, filled, tensor, values};
+use super::host::{contiguous, filled, record, tensor, values};
 use super::simd::{multiversion, sigmoid, tanh};
 
 type Ad = Autodiff<Flex>;
@@ -124,14 +123,7 @@ pub fn apply<const D: usize>(x: &Tensor<D>, kind: Kind) -> Option<Tensor<D>> {
             Kind::Silu => xc,
             _ => out_t.clone(),
         };
-        let result = match ActBackward
-            .prepare::<NoCheckpointing>([xp.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(ActState { kept, kind }, out_t),
-            OpsKind::UnTracked(prep) => prep.finish(out_t),
-        };
+        let result = record(ActBackward, [xp.node()], || ActState { kept, kind }, out_t);
         return Some(Tensor::from_primitive::<Ad>(result));
     }
     let xp = x.clone().try_into_primitive::<Flex>().ok()?;

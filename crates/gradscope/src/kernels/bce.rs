@@ -7,9 +7,8 @@
 //! s = e/(2+e) ≤ 1/3 that keeps full relative precision for tiny e.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
@@ -17,7 +16,7 @@ use rayon::prelude::*;
 
 use std::mem::MaybeUninit;
 
-use super::host::{contiguous, filled, tensor, values};
+use super::host::{contiguous, filled, record, tensor, values};
 use super::simd::{exp, multiversion};
 
 type Ad = Autodiff<Flex>;
@@ -121,14 +120,7 @@ pub fn bce_with_logits_sum<const D: usize>(x: &Tensor<D>, y: &Tensor<D>) -> Opti
     if let Ok(xp) = x.clone().try_into_primitive::<Ad>() {
         let xc = contiguous(xp.primitive())?;
         let out = tensor(vec![sum(&xc)], [1]);
-        let result = match BceBackward
-            .prepare::<NoCheckpointing>([xp.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(BceState { x: xc, y: yc }, out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        };
+        let result = record(BceBackward, [xp.node()], || BceState { x: xc, y: yc }, out);
         return Some(Tensor::from_primitive::<Ad>(result));
     }
     let xp = x.clone().try_into_primitive::<Flex>().ok()?;

@@ -13,9 +13,8 @@
 //!   ∂L/∂β = Σd, ∂L/∂γ = Σd·x̂, ∂L/∂x = γ·r·(d − Σd/M − x̂·Σd·x̂/M).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::nn::BatchNorm;
@@ -24,7 +23,7 @@ use rayon::prelude::*;
 
 use std::mem::MaybeUninit;
 
-use super::host::{contiguous, filled, tensor, values};
+use super::host::{contiguous, filled, record, tensor, values};
 use super::simd::{multiversion, sigmoid};
 
 /// The activation fused after the normalisation.
@@ -387,24 +386,19 @@ pub fn train(
         .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
         .collect();
     let out = tensor(out, shape);
-    let result = match BnActBackward
-        .prepare::<NoCheckpointing>([xp.node(), gp.node(), bp.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            BnActState {
-                y: y_kept,
-                mean: mean.clone(),
-                invstd,
-                gamma: gv,
-                beta: bv,
-                act,
-            },
-            out,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
+    let result = record(
+        BnActBackward,
+        [xp.node(), gp.node(), bp.node()],
+        || BnActState {
+            y: y_kept,
+            mean: mean.clone(),
+            invstd,
+            gamma: gv,
+            beta: bv,
+            act,
+        },
+        out,
+    );
     Some((Tensor::from_primitive::<Ad>(result), mean, var))
 }
 

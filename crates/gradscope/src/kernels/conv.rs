@@ -9,9 +9,8 @@
 //! 3 channels × 3×3), which flex runs at 4 GFLOP/s and im2col + GEMM runs much faster.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ModuleOps;
 use burn::backend::{Autodiff, Flex};
@@ -21,7 +20,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::host::{contiguous, gemm, tensor, values};
+use super::host::{contiguous, gemm, record, tensor, values};
 
 type Ad = Autodiff<Flex>;
 
@@ -588,21 +587,16 @@ fn conv_no_bias(x: &Tensor<4>, w: &Tensor<4>, g: &Geom) -> Option<Tensor<4>> {
         let wp = w.clone().try_into_primitive::<Ad>().ok()?;
         let (xc, wc) = (kept_input(xp.primitive())?, contiguous(wp.primitive())?);
         let y = forward_flex(&xc, &wc, g)?;
-        let out = match ConvBackward
-            .prepare::<NoCheckpointing>([xp.node(), wp.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(
-                ConvState {
-                    x: xc,
-                    w: wc,
-                    geom: *g,
-                },
-                y,
-            ),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
+        let out = record(
+            ConvBackward,
+            [xp.node(), wp.node()],
+            || ConvState {
+                x: xc,
+                w: wc,
+                geom: *g,
+            },
+            y,
+        );
         return Some(Tensor::from_primitive::<Ad>(out));
     }
     let xp = x.clone().try_into_primitive::<Flex>().ok()?;

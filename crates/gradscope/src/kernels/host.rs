@@ -2,7 +2,11 @@
 
 use std::mem::MaybeUninit;
 
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::ops::{Backward, NodeGuard, OpsKind};
 use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, TensorData};
 
 /// `t` as a contiguous f32 tensor: a reference-counted clone when it already is one (no copy),
@@ -89,5 +93,26 @@ pub fn gemm(
                 gemm::Parallelism::None
             },
         );
+    }
+}
+
+/// Registers `op` with burn's autodiff as the producer of `out` from the tensors behind `nodes`;
+/// `state` (what its backward needs) is only built when a gradient will flow through it.
+pub fn record<O, const N: usize>(
+    op: O,
+    nodes: [NodeGuard; N],
+    state: impl FnOnce() -> O::State,
+    out: FlexTensor,
+) -> FloatTensor<Autodiff<Flex>>
+where
+    O: Backward<Flex, N>,
+{
+    match op
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state(), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }

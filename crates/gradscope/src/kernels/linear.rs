@@ -6,15 +6,14 @@
 //! transposed strides (no copies) and one column sum.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 
-use super::host::{contiguous, gemm, tensor, values};
+use super::host::{contiguous, gemm, record, tensor, values};
 
 type Ad = Autodiff<Flex>;
 
@@ -125,22 +124,17 @@ fn fused<const D: usize>(linear: &Linear, x: &Tensor<D>) -> Option<Tensor<D>> {
         );
         let y = forward_host(values(&xc), values(&wc), Some(values(&bc)), m, k, n);
         let y = tensor(y, out_shape);
-        let result = match LinearBackward
-            .prepare::<NoCheckpointing>([xp.node(), wp.node(), bp.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(
-                LinearState {
-                    x: xc,
-                    w: wc,
-                    dims: [m, k, n],
-                    x_shape: shape.to_vec(),
-                },
-                y,
-            ),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
+        let result = record(
+            LinearBackward,
+            [xp.node(), wp.node(), bp.node()],
+            || LinearState {
+                x: xc,
+                w: wc,
+                dims: [m, k, n],
+                x_shape: shape.to_vec(),
+            },
+            y,
+        );
         return Some(Tensor::from_primitive::<Ad>(result));
     }
     let xp = x.clone().try_into_primitive::<Flex>().ok()?;

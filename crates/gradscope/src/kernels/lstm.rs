@@ -6,15 +6,14 @@
 //! its own allocation and backward; here the forward runs all T steps and the backward is BPTT.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::host::{contiguous, gemm, tensor, values};
+use super::host::{contiguous, gemm, record, tensor, values};
 use super::simd::{multiversion, sigmoid, tanh};
 use super::tap::GradSlot;
 
@@ -431,24 +430,19 @@ pub fn sequence(
         })
         .collect();
     let out = tensor(out, [bsz, t_len, h]);
-    let result = match SeqBackward
-        .prepare::<NoCheckpointing>([xp.node(), wp.node(), bp.node(), up.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            SeqState {
-                x: xc,
-                w: wc,
-                u: uc,
-                chunks,
-                dims: [bsz, t_len, i_len, h],
-                slots,
-            },
-            out,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
+    let result = record(
+        SeqBackward,
+        [xp.node(), wp.node(), bp.node(), up.node()],
+        || SeqState {
+            x: xc,
+            w: wc,
+            u: uc,
+            chunks,
+            dims: [bsz, t_len, i_len, h],
+            slots,
+        },
+        out,
+    );
     Some((Tensor::from_primitive::<Ad>(result), probes))
 }
 
