@@ -41,7 +41,7 @@ usage:
 fn main() -> ExitCode {
     gradscope::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    match gradscope::on_workers(|| run(&args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

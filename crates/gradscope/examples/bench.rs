@@ -164,6 +164,15 @@ fn labels(n: usize, classes: i64) -> Tensor<1, Int> {
 
 fn main() {
     gradscope::tune_allocator();
+    // BENCH_OUTSIDE_POOL=1: issue the work from the main thread, as before `on_workers`
+    if std::env::var_os("BENCH_OUTSIDE_POOL").is_some() {
+        run()
+    } else {
+        gradscope::on_workers(run)
+    }
+}
+
+fn run() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let name = args.first().map(String::as_str).unwrap_or("mlp");
     let timed: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
@@ -190,6 +199,41 @@ fn main() {
                 m = opt.step(0.01, m.clone(), g);
                 v
             })
+        }
+        "mlp_phases" => {
+            let mut cfg = MlpConfig::new(784, 10);
+            cfg.depth = 20;
+            cfg.width = 256;
+            cfg.act = Activation::Sigmoid;
+            cfg.init = Init::Default;
+            let mut m = cfg.init(&device);
+            let mut opt = sgd();
+            let x = Tensor::<2>::from_data(
+                TensorData::new(det(128 * 784, 0.0, 1.0, 1), [128, 784]),
+                &device,
+            );
+            let y = labels(128, 10);
+            let mut acc = [0f64; 4];
+            for _ in 0..timed {
+                let t0 = Instant::now();
+                let loss = cross_entropy(m.forward(x.clone(), &mut Tap::off()), y.clone()).mean();
+                let _ = loss.clone().into_scalar::<f64>();
+                let t1 = Instant::now();
+                let grads = loss.backward();
+                let t2 = Instant::now();
+                let g = GradientsParams::from_grads(grads, &m);
+                let t3 = Instant::now();
+                m = opt.step(0.01, m.clone(), g);
+                let t4 = Instant::now();
+                for (a, d) in acc.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
+                    *a += d.as_secs_f64() * 1e3 / timed as f64;
+                }
+            }
+            println!(
+                "forward {:.2} backward {:.2} from_grads {:.2} step {:.2}",
+                acc[0], acc[1], acc[2], acc[3]
+            );
+            return;
         }
         "conv" => {
             let sw = Switches::default();

@@ -34,6 +34,61 @@ pub fn tune_allocator() {
     }
 }
 
+/// Runs `work` on one of rayon's worker threads and returns its result (directly when already on
+/// one).
+///
+/// The kernels split every large operation across the pool. Called from an outside thread (a
+/// program's main thread), each split is a job injected into the pool while the caller sleeps on
+/// a futex until it is done: two wake-ups per operation, which made a 128×256×256 product 1.5×
+/// slower than the same product issued from a worker (`examples/gemmtest.rs`). From a worker,
+/// the other half is pushed on the local deque and taken by a spinning sibling. Call it once
+/// around a program's whole job (the CLI and the benchmarks do). The pool's threads get 64 MiB
+/// stacks (virtual; only touched pages count), like a main thread's, for deep models.
+pub fn on_workers<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return work();
+    }
+    // fails when the global pool already exists (then its settings stay)
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(64 << 20)
+        .build_global();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    rayon::scope(|s| {
+        let main = rayon::current_thread_index();
+        let stop = &stop;
+        s.spawn_broadcast(move |_, ctx| {
+            if Some(ctx.index()) != main {
+                stay_warm(stop);
+            }
+        });
+        let r = work();
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        r
+    })
+}
+
+/// A pool thread's loop while [`on_workers`] runs: takes the jobs the main worker splits off as
+/// soon as they appear, instead of sleeping between them (rayon parks an idle thread on a futex
+/// after a few dozen yields, and waking it again cost 10–20% of a small model's step). After
+/// `SPIN` without work it naps in short sleeps, so a long pause (validation, I/O) does not hold
+/// a core.
+fn stay_warm(stop: &std::sync::atomic::AtomicBool) {
+    use std::time::{Duration, Instant};
+    const SPIN: Duration = Duration::from_millis(5);
+    let mut last = Instant::now();
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        match rayon::yield_now() {
+            Some(rayon::Yield::Executed) => last = Instant::now(),
+            _ if last.elapsed() < SPIN => {
+                for _ in 0..16 {
+                    std::hint::spin_loop();
+                }
+            }
+            _ => std::thread::sleep(Duration::from_micros(200)),
+        }
+    }
+}
+
 /// The training device: burn's pure-Rust `flex` CPU backend with autodiff.
 pub fn device() -> Device {
     Device::flex().autodiff()

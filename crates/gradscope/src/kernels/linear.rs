@@ -68,16 +68,30 @@ impl Backward<Flex, 3> for LinearBackward {
         let st = ops.state;
         let [m, k, n] = st.dims;
         let par = m * n * k >= PARALLEL_MIN;
-        if let Some(node) = node_x {
-            // dx = g · Wᵀ  ([m, n] · [n, k])
+        // dx = g · Wᵀ ([m, n] · [n, k]) and dW = xᵀ · g ([k, m] · [m, n]): the same number of
+        // multiply-adds, so when both are wanted each takes one thread (one fork instead of
+        // splitting each product)
+        let dx = |par: bool| {
             let mut dx = vec![0.0f32; m * k];
             gemm(m, k, n, &mut dx, false, g, n, 1, values(&st.w), 1, n, par);
-            grads.register::<Flex>(node.id, tensor(dx, st.x_shape.clone()));
-        }
-        if let Some(node) = node_w {
-            // dW = xᵀ · g  ([k, m] · [m, n])
+            dx
+        };
+        let dw = |par: bool| {
             let mut dw = vec![0.0f32; k * n];
             gemm(k, n, m, &mut dw, false, values(&st.x), 1, k, g, n, 1, par);
+            dw
+        };
+        let (dx, dw) = match (node_x.is_some(), node_w.is_some()) {
+            (true, true) if par => {
+                let (a, b) = rayon::join(|| dx(false), || dw(false));
+                (Some(a), Some(b))
+            }
+            (want_x, want_w) => (want_x.then(|| dx(par)), want_w.then(|| dw(par))),
+        };
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, tensor(dx, st.x_shape.clone()));
+        }
+        if let (Some(node), Some(dw)) = (node_w, dw) {
             grads.register::<Flex>(node.id, tensor(dw, [k, n]));
         }
         if let Some(node) = node_b {
