@@ -96,6 +96,54 @@ pub fn gemm(
     }
 }
 
+/// dst (m×n, row stride `dst_rs`) = lhs · rhs, single-threaded, for callers that split the
+/// output among tasks themselves.
+///
+/// # Safety
+/// `dst` must be valid for writes at `r·dst_rs + c` for every r < m, c < n, and no other thread
+/// may access those elements during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+) {
+    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
+    assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
+    // SAFETY: the asserts keep the operand reads in their slices; the caller vouches for dst.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 /// Registers `op` with burn's autodiff as the producer of `out` from the tensors behind `nodes`;
 /// `state` (what its backward needs) is only built when a gradient will flow through it.
 pub fn record<O, const N: usize>(

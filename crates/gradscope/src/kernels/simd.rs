@@ -11,6 +11,13 @@ macro_rules! multiversion {
             fn inner($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+                fn avx512($($arg: $ty),*) $(-> $ret)? { inner($($arg),*) }
+                if $crate::kernels::simd::has_avx512() {
+                    // SAFETY: the CPU supports AVX-512 F/VL/BW/DQ, AVX2 and FMA (checked at run
+                    // time just above).
+                    return unsafe { avx512($($arg),*) };
+                }
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2($($arg: $ty),*) $(-> $ret)? { inner($($arg),*) }
                 if $crate::kernels::simd::has_avx2() {
@@ -23,6 +30,23 @@ macro_rules! multiversion {
     };
 }
 pub(crate) use multiversion;
+
+/// Whether the CPU has AVX-512 (F, VL, BW, DQ) besides AVX2 and FMA (cached like [`has_avx2`]).
+#[inline]
+pub fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx2()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 /// Whether the CPU has AVX2 and FMA (cached by the standard library's detection).
 #[inline]
