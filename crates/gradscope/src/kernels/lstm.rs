@@ -92,6 +92,126 @@ multiversion! {
     }
 }
 
+/// c (`[m, n]`) (+)= a (`[m, k]`) · b (`[k, n]`), all row-major, for the short recurrent
+/// products of one time step (m = a worker's batch rows). A general GEMM packs b (the 128×512
+/// recurrent weights) on every call, which took as long as the product itself, 100 times per
+/// sequence; here b is read in place. With AVX-512: tiles of 8 rows × 32 columns held in 16
+/// registers over the whole reduction, one FMA per row and vector; otherwise plain loops.
+fn small_gemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], accumulate: bool) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx512() {
+        // SAFETY: the CPU has AVX-512F (checked), and the assert above bounds every access.
+        unsafe { avx512::small_gemm(m, n, k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), accumulate) };
+        return;
+    }
+    small_gemm_plain(m, n, k, a, b, c, accumulate);
+}
+
+multiversion! {
+    fn small_gemm_plain(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], accumulate: bool) {
+        for (ar, cr) in a.chunks(k).zip(c.chunks_mut(n)).take(m) {
+            if !accumulate {
+                cr.fill(0.0);
+            }
+            for (&av, br) in ar.iter().zip(b.chunks(n)) {
+                for (cv, &bv) in cr.iter_mut().zip(br) {
+                    *cv += av * bv;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// See [`super::small_gemm`].
+    ///
+    /// # Safety
+    /// AVX-512F is available; a, b, c hold m·k, k·n and m·n floats.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn small_gemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        acc: bool,
+    ) {
+        let tiled = n - n % 32;
+        let mut r0 = 0;
+        while r0 < m {
+            let rows = if m - r0 >= 8 { 8 } else { 1 };
+            for j0 in (0..tiled).step_by(32) {
+                // SAFETY: rows r0 .. r0 + rows < m and columns j0 .. j0 + 32 ≤ n.
+                unsafe {
+                    let (ap, bp, cp) = (a.add(r0 * k), b.add(j0), c.add(r0 * n + j0));
+                    if rows == 8 {
+                        tile::<8>(ap, k, bp, n, k, cp, n, acc);
+                    } else {
+                        tile::<1>(ap, k, bp, n, k, cp, n, acc);
+                    }
+                }
+            }
+            for r in r0..r0 + rows {
+                for j in tiled..n {
+                    // SAFETY: r < m, j < n, kk < k.
+                    unsafe {
+                        let mut v = if acc { *c.add(r * n + j) } else { 0.0 };
+                        for kk in 0..k {
+                            v += *a.add(r * k + kk) * *b.add(kk * n + j);
+                        }
+                        *c.add(r * n + j) = v;
+                    }
+                }
+            }
+            r0 += rows;
+        }
+    }
+
+    /// R rows × 32 columns: c[r][0..32] (+)= Σ_kk a[r][kk] · b[kk][0..32].
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize>(
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        k: usize,
+        c: *mut f32,
+        ldc: usize,
+        acc_in: bool,
+    ) {
+        // SAFETY (whole body): the caller keeps R rows of a (k each), k rows of b and R rows of
+        // c (32 columns each) in bounds.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
+            if acc_in {
+                for (r, v) in acc.iter_mut().enumerate() {
+                    v[0] = _mm512_loadu_ps(c.add(r * ldc));
+                    v[1] = _mm512_loadu_ps(c.add(r * ldc + 16));
+                }
+            }
+            for kk in 0..k {
+                let b0 = _mm512_loadu_ps(b.add(kk * ldb));
+                let b1 = _mm512_loadu_ps(b.add(kk * ldb + 16));
+                for (r, v) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*a.add(r * lda + kk));
+                    v[0] = _mm512_fmadd_ps(av, b0, v[0]);
+                    v[1] = _mm512_fmadd_ps(av, b1, v[1]);
+                }
+            }
+            for (r, v) in acc.iter().enumerate() {
+                _mm512_storeu_ps(c.add(r * ldc), v[0]);
+                _mm512_storeu_ps(c.add(r * ldc + 16), v[1]);
+            }
+        }
+    }
+}
+
 /// The batch rows of one worker: the recurrence is independent per row, so each worker runs
 /// its rows through all T steps (one fork–join per sequence instead of one per small GEMM).
 #[derive(Clone, Debug)]
@@ -127,20 +247,7 @@ fn forward_chunk(xw: &[f32], u: &[f32], b0: usize, bc: usize, t_len: usize, h: u
         }
         let (h_done, h_rest) = hs.split_at_mut((t + 1) * bh);
         // z += h_{t−1} · U
-        gemm(
-            bc,
-            4 * h,
-            h,
-            z,
-            true,
-            &h_done[t * bh..],
-            h,
-            1,
-            u,
-            4 * h,
-            1,
-            false,
-        );
+        small_gemm(bc, 4 * h, h, &h_done[t * bh..], u, z, true);
         let (c_done, c_rest) = cs.split_at_mut((t + 1) * bh);
         gates_forward(
             z,
@@ -168,7 +275,7 @@ struct ChunkGrad {
     dh_steps: Vec<f32>,
 }
 
-fn backward_chunk(ch: &Chunk, g_out: &[f32], u: &[f32], t_len: usize, h: usize) -> ChunkGrad {
+fn backward_chunk(ch: &Chunk, g_out: &[f32], u_t: &[f32], t_len: usize, h: usize) -> ChunkGrad {
     let bc = ch.bc;
     let (bh, b4h) = (bc * h, bc * 4 * h);
     let mut dz_rows = vec![0.0f32; bc * t_len * 4 * h];
@@ -199,20 +306,7 @@ fn backward_chunk(ch: &Chunk, g_out: &[f32], u: &[f32], t_len: usize, h: usize) 
             dz_rows[(r * t_len + t) * 4 * h..][..4 * h].copy_from_slice(&dz[r * 4 * h..][..4 * h]);
         }
         // dh_{t−1} through this step = dZ_t · Uᵀ; dc reaches c_{t−1} through the forget gate
-        gemm(
-            bc,
-            h,
-            4 * h,
-            &mut dh_next,
-            false,
-            dz,
-            4 * h,
-            1,
-            u,
-            1,
-            4 * h,
-            false,
-        );
+        small_gemm(bc, h, 4 * h, dz, u_t, &mut dh_next, false);
         for r in 0..bc {
             let f = &act[r * 4 * h + h..][..h];
             for (d, &fv) in dc[r * h..][..h].iter_mut().zip(f) {
@@ -268,27 +362,29 @@ impl Backward<Flex, 4> for SeqBackward {
         let g_out = values(&g_out); // [B, T, H]
         let st = ops.state;
         let [b, t_len, i_len, h] = st.dims;
+        // Uᵀ (`[4H, H]`) once, so that each step's dh = dZ · Uᵀ reads it row by row
         let u = values(&st.u);
+        let mut u_t = vec![0.0f32; u.len()];
+        for (r, row) in u.chunks(4 * h).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                u_t[j * h + r] = v;
+            }
+        }
         let parts: Vec<ChunkGrad> = st
             .chunks
             .par_iter()
-            .map(|ch| backward_chunk(ch, g_out, u, t_len, h))
+            .map(|ch| backward_chunk(ch, g_out, &u_t, t_len, h))
             .collect();
-        // the probe's per-step gradients, rows back in batch order
-        for t in 0..t_len {
+        // the probe's per-step gradients (when watched), rows back in batch order
+        for (t, (c_slot, h_slot)) in st.slots.iter().enumerate() {
             let mut dc = Vec::with_capacity(b * h);
             let mut dh = Vec::with_capacity(b * h);
             for (ch, p) in st.chunks.iter().zip(&parts) {
                 dc.extend_from_slice(&p.dc_steps[t * ch.bc * h..][..ch.bc * h]);
                 dh.extend_from_slice(&p.dh_steps[t * ch.bc * h..][..ch.bc * h]);
             }
-            st.slots[t].0.set(dc, [b, h]);
-            st.slots[t].1.set(dh, [b, h]);
-        }
-        let rows = b * t_len;
-        let mut dz_all = Vec::with_capacity(rows * 4 * h); // [B, T, 4H]
-        for p in &parts {
-            dz_all.extend_from_slice(&p.dz);
+            c_slot.set(dc, [b, h]);
+            h_slot.set(dh, [b, h]);
         }
         if let Some(node) = node_u {
             let mut du = vec![0.0f32; h * 4 * h];
@@ -299,51 +395,63 @@ impl Backward<Flex, 4> for SeqBackward {
             }
             grads.register::<Flex>(node.id, tensor(du, [h, 4 * h]));
         }
+        // Each chunk's dZ holds the consecutive rows b0·T .. (b0 + bc)·T of [B·T, 4H], so the
+        // products below run chunk by chunk (no concatenated copy).
         if let Some(node) = node_x {
             // dX = dZ · Wᵀ  ([B·T, 4H] · [4H, I])
-            let mut dx = vec![0.0f32; rows * i_len];
+            let mut dx = vec![0.0f32; b * t_len * i_len];
             let w = values(&st.w);
-            gemm(
-                rows,
-                i_len,
-                4 * h,
-                &mut dx,
-                false,
-                &dz_all,
-                4 * h,
-                1,
-                w,
-                1,
-                4 * h,
-                true,
-            );
+            for (ch, p) in st.chunks.iter().zip(&parts) {
+                let rows = ch.bc * t_len;
+                let dst = &mut dx[ch.b0 * t_len * i_len..][..rows * i_len];
+                gemm(
+                    rows,
+                    i_len,
+                    4 * h,
+                    dst,
+                    false,
+                    &p.dz,
+                    4 * h,
+                    1,
+                    w,
+                    1,
+                    4 * h,
+                    true,
+                );
+            }
             grads.register::<Flex>(node.id, tensor(dx, [b, t_len, i_len]));
         }
         if let Some(node) = node_w {
             // dW = Xᵀ · dZ  ([I, B·T] · [B·T, 4H])
             let mut dw = vec![0.0f32; i_len * 4 * h];
             let x = values(&st.x);
-            gemm(
-                i_len,
-                4 * h,
-                rows,
-                &mut dw,
-                false,
-                x,
-                1,
-                i_len,
-                &dz_all,
-                4 * h,
-                1,
-                true,
-            );
+            for (k, (ch, p)) in st.chunks.iter().zip(&parts).enumerate() {
+                let rows = ch.bc * t_len;
+                let xs = &x[ch.b0 * t_len * i_len..][..rows * i_len];
+                gemm(
+                    i_len,
+                    4 * h,
+                    rows,
+                    &mut dw,
+                    k > 0,
+                    xs,
+                    1,
+                    i_len,
+                    &p.dz,
+                    4 * h,
+                    1,
+                    true,
+                );
+            }
             grads.register::<Flex>(node.id, tensor(dw, [i_len, 4 * h]));
         }
         if let Some(node) = node_b {
             let mut db = vec![0.0f32; 4 * h];
-            for r in dz_all.chunks(4 * h) {
-                for (d, &v) in db.iter_mut().zip(r) {
-                    *d += v;
+            for p in &parts {
+                for r in p.dz.chunks(4 * h) {
+                    for (d, &v) in db.iter_mut().zip(r) {
+                        *d += v;
+                    }
                 }
             }
             grads.register::<Flex>(node.id, tensor(db, [4 * h]));
@@ -360,6 +468,7 @@ pub fn sequence(
     w: &Tensor<2>,
     b: &Tensor<1>,
     u: &Tensor<2>,
+    watched: bool,
 ) -> Option<(Tensor<3>, Vec<StepProbe>)> {
     let [bsz, t_len, i_len] = x.dims();
     let [h, h4] = u.dims();
@@ -410,22 +519,26 @@ pub fn sequence(
             }
         }
     }
-    let slots: Vec<(GradSlot, GradSlot)> = (0..t_len)
+    // the per-step values and gradient slots exist only when a probe watches this step
+    let slots: Vec<(GradSlot, GradSlot)> = (0..if watched { t_len } else { 0 })
         .map(|_| (GradSlot::default(), GradSlot::default()))
         .collect();
-    let probes = (0..t_len)
-        .map(|t| {
+    let probes = slots
+        .iter()
+        .enumerate()
+        .map(|(t, (c_grad, h_grad))| {
             let gather = |f: fn(&Chunk) -> &Vec<f32>| -> Vec<f32> {
-                chunks
-                    .iter()
-                    .flat_map(|ch| f(ch)[(t + 1) * ch.bc * h..][..ch.bc * h].iter().copied())
-                    .collect()
+                let mut v = Vec::with_capacity(bsz * h);
+                for ch in &chunks {
+                    v.extend_from_slice(&f(ch)[(t + 1) * ch.bc * h..][..ch.bc * h]);
+                }
+                v
             };
             StepProbe {
                 c: gather(|ch| &ch.cs),
                 h: gather(|ch| &ch.hs),
-                c_grad: slots[t].0.clone(),
-                h_grad: slots[t].1.clone(),
+                c_grad: c_grad.clone(),
+                h_grad: h_grad.clone(),
             }
         })
         .collect();
@@ -455,9 +568,52 @@ mod tests {
     use burn::tensor::Distribution;
 
     #[test]
+    fn small_gemm_matches_a_plain_product() {
+        // row counts around the 8-row tiles, column counts around the 32-wide ones
+        for (m, n, k) in [
+            (1, 5, 3),
+            (8, 32, 37),
+            (9, 40, 3),
+            (17, 144, 37),
+            (16, 512, 128),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+                .collect();
+            let c0: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
+            for accumulate in [false, true] {
+                let mut c = c0.clone();
+                small_gemm(m, n, k, &a, &b, &mut c, accumulate);
+                for r in 0..m {
+                    for j in 0..n {
+                        let mut want = if accumulate {
+                            c0[r * n + j] as f64
+                        } else {
+                            0.0
+                        };
+                        for kk in 0..k {
+                            want += a[r * k + kk] as f64 * b[kk * n + j] as f64;
+                        }
+                        let got = c[r * n + j] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                            "{m}×{n}×{k} [{r},{j}]: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn fused_sequence_matches_burn_step_by_step() {
         let dev = crate::device();
-        let (b, t_len, i, h) = (3, 6, 4, 5);
+        // 18 rows: chunks of 9 (an 8-row tile and one row); 4H = 144 and H = 36: 32-wide tiles and
+        // remainders in both the forward and the backward recurrent products
+        let (b, t_len, i, h) = (18, 6, 4, 36);
         let x0 = Tensor::<3>::random([b, t_len, i], Distribution::Normal(0.0, 1.0), &dev);
         let w0 = Tensor::<2>::random([i, 4 * h], Distribution::Normal(0.0, 0.5), &dev);
         let b0 = Tensor::<1>::random([4 * h], Distribution::Normal(0.0, 0.5), &dev);
@@ -469,7 +625,7 @@ mod tests {
             let bb = b0.clone().detach().require_grad();
             let u = u0.clone().detach().require_grad();
             let h_all = if ours {
-                sequence(&x, &w, &bb, &u).unwrap().0
+                sequence(&x, &w, &bb, &u, true).unwrap().0
             } else {
                 let mut hs = Tensor::<2>::zeros([b, h], &dev);
                 let mut c = Tensor::<2>::zeros([b, h], &dev);

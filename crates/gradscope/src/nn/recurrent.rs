@@ -222,6 +222,7 @@ impl SeqModel {
             &self.input.weight.val(),
             &b,
             &self.recurrent.weight.val(),
+            tap.is_recording(),
         )?;
         tap.input(x);
         let shape = [x.dims()[0], self.hidden];
