@@ -16,6 +16,10 @@ BENCH = os.path.join(ROOT, "target/release/examples/bench")
 GRADSCOPE = os.path.join(ROOT, "target/release/gradscope")
 PY = sys.executable
 QUICK = "--quick" in sys.argv
+# Rounds per benchmark: gradscope and the peer alternate, each round in fresh processes, so a
+# machine that drifts (these are shared) moves both sides alike. The table gives the median over
+# rounds of each side's median step and the range of the per-round ratios.
+ROUNDS = int(next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--rounds=")), "3"))
 COCO8 = os.environ.get("COCO8_YAML", os.path.join(ROOT, "../shared/data/coco8.yaml"))
 
 
@@ -56,13 +60,38 @@ def main():
     if QUICK:
         steps = {k: max(2, v // 4) for k, v in steps.items()}
     rows = []
+    def median(v):
+        v = sorted(v)
+        return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+
+    def rounds(cmd_a, cmd_b, label):
+        """Alternates two commands ROUNDS times: (median a, median b, ratios a÷b, max RSS a, b)."""
+        a, b = [], []
+        for r in range(ROUNDS):
+            a.append(run_json(cmd_a))
+            b.append(run_json(cmd_b))
+            print(f"{label} round {r + 1}: {a[-1]['ms']:.1f} vs {b[-1]['ms']:.1f} ms", flush=True)
+        ratios = [x["ms"] / y["ms"] for x, y in zip(a, b)]
+        return {
+            "a_ms": median([x["ms"] for x in a]),
+            "b_ms": median([y["ms"] for y in b]),
+            "ratios": ratios,
+            "a_rss": max(x["rss_mb"] for x in a),
+            "b_rss": max(y["rss_mb"] for y in b),
+        }
+
     for name, n in steps.items():
-        g = run_json([BENCH, name, str(n)])
-        t = run_json([PY, os.path.join(ROOT, "bench/torch_bench.py"), name, str(n)])
-        rows.append((name, g, t))
-        print(f"{name}: gradscope {g['ms']:.1f} ms, pytorch {t['ms']:.1f} ms", flush=True)
-    probe = run_json([BENCH, "yolo_step_probe", str(steps["yolo_step"])])
-    base = next(g for n, g, _ in rows if n == "yolo_step")
+        res = rounds(
+            [BENCH, name, str(n)],
+            [PY, os.path.join(ROOT, "bench/torch_bench.py"), name, str(n)],
+            name,
+        )
+        rows.append((name, res))
+    probe = rounds(
+        [BENCH, "yolo_step_probe", str(steps["yolo_step"])],
+        [BENCH, "yolo_step", str(steps["yolo_step"])],
+        "probe on/off",
+    )
 
     train = None
     if not QUICK and os.path.isfile(COCO8):
@@ -97,25 +126,31 @@ def main():
         "",
         f"CPU: {cpu_name()}, {os.cpu_count()} cores; PyTorch {torch.__version__} (2 threads), "
         f"Ultralytics {ultralytics.__version__}, Python {platform.python_version()}; gradscope "
-        "(burn 0.22.1, flex backend), release build. Median of the timed steps, each benchmark in its "
-        "own process; ratio = gradscope ÷ peer (below 1 = gradscope faster). `bench/run.sh` wrote this.",
+        "(burn 0.22.1, flex backend), release build. Each benchmark in its "
+        "own process, gradscope and the peer alternating for {ROUNDS} rounds: ms = median over the rounds "
+        "of each side's median step; ratio = gradscope ÷ peer of those (below 1 = gradscope faster), "
+        "with the range of the per-round ratios. `bench/run.sh` wrote this.",
         "",
-        "| benchmark | gradscope ms | peer ms | ratio | gradscope RSS MB | peer RSS MB |",
-        "|---|---|---|---|---|---|",
+        "| benchmark | gradscope ms | peer ms | ratio | per-round ratios | gradscope RSS MB | peer RSS MB |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, g, t in rows:
+    def spread(r):
+        return f"{min(r['ratios']):.2f}–{max(r['ratios']):.2f}×"
+
+    for name, r in rows:
         md.append(
-            f"| {label[name]} | {g['ms']:.1f} | {t['ms']:.1f} | **{g['ms'] / t['ms']:.2f}×** | {g['rss_mb']:.0f} | {t['rss_mb']:.0f} |"
+            f"| {label[name]} | {r['a_ms']:.1f} | {r['b_ms']:.1f} | **{r['a_ms'] / r['b_ms']:.2f}×** | "
+            f"{spread(r)} | {r['a_rss']:.0f} | {r['b_rss']:.0f} |"
         )
     md.append(
-        f"| probe overhead: YOLO26n step with the probe on ÷ off | {probe['ms']:.1f} | {base['ms']:.1f} (off) | "
-        f"**{probe['ms'] / base['ms']:.2f}×** | {probe['rss_mb']:.0f} | {base['rss_mb']:.0f} |"
+        f"| probe overhead: YOLO26n step with the probe on ÷ off | {probe['a_ms']:.1f} | {probe['b_ms']:.1f} (off) | "
+        f"**{probe['a_ms'] / probe['b_ms']:.2f}×** | {spread(probe)} | {probe['a_rss']:.0f} | {probe['b_rss']:.0f} |"
     )
     if train:
         g_s, g_rss, u_s, u_rss = train
         md.append(
             f"| `train data=coco8.yaml epochs=10` (640, wall time s) | {g_s:.1f} s | {u_s:.1f} s | "
-            f"**{g_s / u_s:.2f}×** | {g_rss:.0f} | {u_rss:.0f} |"
+            f"**{g_s / u_s:.2f}×** | one round | {g_rss:.0f} | {u_rss:.0f} |"
         )
     md.append("")
     text = "\n".join(md)

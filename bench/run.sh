@@ -4,7 +4,8 @@
 # peak memory. Makes its own venv (bench/.venv: torch + ultralytics from pip) on the first run.
 # Writes bench/RESULTS.md and prints it. BENCH_VENV=path uses an existing venv instead.
 #
-#   bench/run.sh [--quick]      (--quick: fewer timed steps, no coco8 runs)
+#   bench/run.sh [--quick] [--rounds=N]   (--quick: fewer timed steps, no coco8 runs;
+#                                         --rounds: alternating rounds per benchmark, default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${BENCH_VENV:-bench/.venv}"

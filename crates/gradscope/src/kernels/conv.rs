@@ -20,7 +20,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::host::{contiguous, gemm, record, tensor, values};
+use super::host::{contiguous, gemm, record, tensor, values, zeroed_par};
 
 type Ad = Autodiff<Flex>;
 
@@ -467,63 +467,59 @@ pub fn input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     }
     let (cin_g, cout_g, k) = (g.cin_g(), g.cout_g(), g.k());
     let plane = g.oh() * g.ow();
-    let mut dx = vec![0.0f32; g.n * g.cin * g.h * g.w];
     let col_len = if g.is_pointwise() {
         0
     } else {
         k * rows_per_block(g) * g.ow()
     };
-    dx.par_chunks_mut(g.cin * g.h * g.w)
-        .enumerate()
-        .for_each(|(img, dximg)| {
-            with_scratch(col_len, |col| {
-                for grp in 0..g.groups {
-                    let dys = &dy[(img * g.cout + grp * cout_g) * plane..][..cout_g * plane];
-                    let wg = &w[grp * cout_g * k..][..cout_g * k];
-                    let dxg = &mut dximg[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
-                    if g.is_pointwise() {
-                        // dX_g (k × plane) = W_gᵀ (k × cout_g) · dY_g (cout_g × plane)
-                        gemm(
-                            k,
-                            plane,
-                            cout_g,
-                            dxg,
-                            false,
-                            wg,
-                            1,
-                            k,
-                            dys,
-                            plane,
-                            1,
-                            g.n == 1,
-                        );
-                        continue;
-                    }
-                    // per block of output rows: cols = W_gᵀ · dY_g[:, block], added back by col2im
-                    for rows in row_blocks(g) {
-                        let width = (rows.1 - rows.0) * g.ow();
-                        let cols = &mut col[..k * width];
-                        let p0 = rows.0 * g.ow();
-                        gemm(
-                            k,
-                            width,
-                            cout_g,
-                            cols,
-                            false,
-                            wg,
-                            1,
-                            k,
-                            &dys[p0..],
-                            plane,
-                            1,
-                            false,
-                        );
-                        col2im(cols, g, dxg, rows);
-                    }
+    zeroed_par(g.n * g.cin * g.h * g.w, g.cin * g.h * g.w, |img, dximg| {
+        with_scratch(col_len, |col| {
+            for grp in 0..g.groups {
+                let dys = &dy[(img * g.cout + grp * cout_g) * plane..][..cout_g * plane];
+                let wg = &w[grp * cout_g * k..][..cout_g * k];
+                let dxg = &mut dximg[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
+                if g.is_pointwise() {
+                    // dX_g (k × plane) = W_gᵀ (k × cout_g) · dY_g (cout_g × plane)
+                    gemm(
+                        k,
+                        plane,
+                        cout_g,
+                        dxg,
+                        false,
+                        wg,
+                        1,
+                        k,
+                        dys,
+                        plane,
+                        1,
+                        g.n == 1,
+                    );
+                    continue;
                 }
-            })
-        });
-    dx
+                // per block of output rows: cols = W_gᵀ · dY_g[:, block], added back by col2im
+                for rows in row_blocks(g) {
+                    let width = (rows.1 - rows.0) * g.ow();
+                    let cols = &mut col[..k * width];
+                    let p0 = rows.0 * g.ow();
+                    gemm(
+                        k,
+                        width,
+                        cout_g,
+                        cols,
+                        false,
+                        wg,
+                        1,
+                        k,
+                        &dys[p0..],
+                        plane,
+                        1,
+                        false,
+                    );
+                    col2im(cols, g, dxg, rows);
+                }
+            }
+        })
+    })
 }
 
 /// Depthwise input gradient: every output gradient value spread back over its kernel window.

@@ -47,6 +47,27 @@ pub unsafe fn filled(n: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Ve
     v
 }
 
+/// A zeroed vector of `chunk`-sized pieces (the last may be shorter), each zeroed by the task
+/// that then runs `work(i, piece)` on it, in parallel: the zero-fill of a whole gradient before
+/// a parallel loop was a serial pass (2% of a YOLO26n step).
+pub fn zeroed_par(n: usize, chunk: usize, work: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    // SAFETY: every piece is zero-filled before it is viewed as &mut [f32]; the pieces cover all
+    // n elements.
+    unsafe {
+        filled(n, |all| {
+            all.par_chunks_mut(chunk.max(1))
+                .enumerate()
+                .for_each(|(i, piece)| {
+                    piece.fill(MaybeUninit::new(0.0));
+                    // SAFETY: just initialised; MaybeUninit<f32> has f32's layout.
+                    let piece = &mut *(piece as *mut [MaybeUninit<f32>] as *mut [f32]);
+                    work(i, piece);
+                })
+        })
+    }
+}
+
 /// dst (m×n, row-major) = [dst +] lhs · rhs, with explicit (row, column) strides.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(

@@ -31,34 +31,43 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
-/// Whether the CPU has AVX-512 (F, VL, BW, DQ) besides AVX2 and FMA (cached like [`has_avx2`]).
-#[inline]
-pub fn has_avx512() -> bool {
+/// The vector extensions the kernels may use on this CPU: 0 none, 1 AVX2 + FMA, 2 also AVX-512
+/// F/VL/BW/DQ. Detected once (the kernels ask per row; six feature tests each time showed as 1%
+/// of a convolution benchmark).
+fn level() -> u8 {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static LEVEL: AtomicU8 = AtomicU8::new(u8::MAX);
+    let l = LEVEL.load(Ordering::Relaxed);
+    if l != u8::MAX {
+        return l;
+    }
     #[cfg(target_arch = "x86_64")]
-    {
-        has_avx2()
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-    }
+    let l = {
+        use std::arch::is_x86_feature_detected as has;
+        if !(has!("avx2") && has!("fma")) {
+            0
+        } else if has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512dq") {
+            2
+        } else {
+            1
+        }
+    };
     #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    let l = 0;
+    LEVEL.store(l, Ordering::Relaxed);
+    l
 }
 
-/// Whether the CPU has AVX2 and FMA (cached by the standard library's detection).
+/// Whether the CPU has AVX-512 (F, VL, BW, DQ) besides AVX2 and FMA.
+#[inline]
+pub fn has_avx512() -> bool {
+    level() >= 2
+}
+
+/// Whether the CPU has AVX2 and FMA.
 #[inline]
 pub fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    level() >= 1
 }
 
 /// eˣ for f32 with ≤ 2 ulp error on [-87, 88], branch-free so that loops over it vectorise:
