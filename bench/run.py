@@ -127,7 +127,7 @@ def main():
         f"CPU: {cpu_name()}, {os.cpu_count()} cores; PyTorch {torch.__version__} (2 threads), "
         f"Ultralytics {ultralytics.__version__}, Python {platform.python_version()}; gradscope "
         "(burn 0.22.1, flex backend), release build. Each benchmark in its "
-        "own process, gradscope and the peer alternating for {ROUNDS} rounds: ms = median over the rounds "
+        f"own process, gradscope and the peer alternating for {ROUNDS} rounds: ms = median over the rounds "
         "of each side's median step; ratio = gradscope ÷ peer of those (below 1 = gradscope faster), "
         "with the range of the per-round ratios. `bench/run.sh` wrote this.",
         "",

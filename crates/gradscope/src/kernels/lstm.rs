@@ -97,20 +97,44 @@ multiversion! {
 /// recurrent weights) on every call, which took as long as the product itself, 100 times per
 /// sequence; here b is read in place. With AVX-512: tiles of 8 rows × 32 columns held in 16
 /// registers over the whole reduction, one FMA per row and vector; otherwise plain loops.
-fn small_gemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], accumulate: bool) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+/// Rows of `a` are `lda` floats apart (≥ k).
+#[allow(clippy::too_many_arguments)]
+fn small_gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    assert!(lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k));
+    assert!(b.len() >= k * n && c.len() >= m * n);
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx512() {
-        // SAFETY: the CPU has AVX-512F (checked), and the assert above bounds every access.
-        unsafe { avx512::small_gemm(m, n, k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), accumulate) };
+        // SAFETY: the CPU has AVX-512F (checked), and the asserts above bound every access.
+        unsafe {
+            avx512::small_gemm(
+                m,
+                n,
+                k,
+                a.as_ptr(),
+                lda,
+                b.as_ptr(),
+                c.as_mut_ptr(),
+                accumulate,
+            )
+        };
         return;
     }
-    small_gemm_plain(m, n, k, a, b, c, accumulate);
+    small_gemm_plain(m, n, k, a, lda, b, c, accumulate);
 }
 
 multiversion! {
-    fn small_gemm_plain(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], accumulate: bool) {
-        for (ar, cr) in a.chunks(k).zip(c.chunks_mut(n)).take(m) {
+    fn small_gemm_plain(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], c: &mut [f32], accumulate: bool) {
+        for (r, cr) in c.chunks_mut(n).take(m).enumerate() {
+            let ar = &a[r * lda..][..k];
             if !accumulate {
                 cr.fill(0.0);
             }
@@ -130,13 +154,15 @@ mod avx512 {
     /// See [`super::small_gemm`].
     ///
     /// # Safety
-    /// AVX-512F is available; a, b, c hold m·k, k·n and m·n floats.
+    /// AVX-512F is available; a holds m rows of k floats `lda` apart, b and c k·n and m·n floats.
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn small_gemm(
         m: usize,
         n: usize,
         k: usize,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         c: *mut f32,
         acc: bool,
@@ -148,11 +174,11 @@ mod avx512 {
             for j0 in (0..tiled).step_by(32) {
                 // SAFETY: rows r0 .. r0 + rows < m and columns j0 .. j0 + 32 ≤ n.
                 unsafe {
-                    let (ap, bp, cp) = (a.add(r0 * k), b.add(j0), c.add(r0 * n + j0));
+                    let (ap, bp, cp) = (a.add(r0 * lda), b.add(j0), c.add(r0 * n + j0));
                     if rows == 8 {
-                        tile::<8>(ap, k, bp, n, k, cp, n, acc);
+                        tile::<8>(ap, lda, bp, n, k, cp, n, acc);
                     } else {
-                        tile::<1>(ap, k, bp, n, k, cp, n, acc);
+                        tile::<1>(ap, lda, bp, n, k, cp, n, acc);
                     }
                 }
             }
@@ -162,7 +188,7 @@ mod avx512 {
                     unsafe {
                         let mut v = if acc { *c.add(r * n + j) } else { 0.0 };
                         for kk in 0..k {
-                            v += *a.add(r * k + kk) * *b.add(kk * n + j);
+                            v += *a.add(r * lda + kk) * *b.add(kk * n + j);
                         }
                         *c.add(r * n + j) = v;
                     }
@@ -234,20 +260,36 @@ fn chunks_of(b: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Forward of rows `b0 .. b0 + bc` from the input projection `xw` (`[B, T, 4H]`, bias included).
-fn forward_chunk(xw: &[f32], u: &[f32], b0: usize, bc: usize, t_len: usize, h: usize) -> Chunk {
+/// The inputs, weights and sizes every chunk's forward reads.
+struct SeqInputs<'a> {
+    /// x `[B, T, I]`, W `[I, 4H]`, b `[4H]`, U `[H, 4H]`.
+    x: &'a [f32],
+    w: &'a [f32],
+    b: &'a [f32],
+    u: &'a [f32],
+    t_len: usize,
+    i_len: usize,
+    h: usize,
+}
+
+/// Forward of rows `b0 .. b0 + bc`: per step, z = b + x_t·W + h_{t−1}·U straight into the gate
+/// buffer (x_t's rows read in place, T·I floats apart), then the gates.
+fn forward_chunk(s: &SeqInputs, b0: usize, bc: usize) -> Chunk {
+    let (t_len, i_len, h) = (s.t_len, s.i_len, s.h);
     let (bh, b4h) = (bc * h, bc * 4 * h);
-    let mut act = vec![0.0f32; t_len * b4h];
+    let mut act = Vec::with_capacity(t_len * b4h);
     let mut cs = vec![0.0f32; (t_len + 1) * bh];
     let mut hs = vec![0.0f32; (t_len + 1) * bh];
     for t in 0..t_len {
-        let z = &mut act[t * b4h..][..b4h];
-        for r in 0..bc {
-            z[r * 4 * h..][..4 * h].copy_from_slice(&xw[((b0 + r) * t_len + t) * 4 * h..][..4 * h]);
+        for _ in 0..bc {
+            act.extend_from_slice(s.b);
         }
+        let z = &mut act[t * b4h..][..b4h];
+        // z += x_t · W, then z += h_{t−1} · U
+        let xt = &s.x[(b0 * t_len + t) * i_len..];
+        small_gemm(bc, 4 * h, i_len, xt, t_len * i_len, s.w, z, true);
         let (h_done, h_rest) = hs.split_at_mut((t + 1) * bh);
-        // z += h_{t−1} · U
-        small_gemm(bc, 4 * h, h, &h_done[t * bh..], u, z, true);
+        small_gemm(bc, 4 * h, h, &h_done[t * bh..], h, s.u, z, true);
         let (c_done, c_rest) = cs.split_at_mut((t + 1) * bh);
         gates_forward(
             z,
@@ -306,7 +348,7 @@ fn backward_chunk(ch: &Chunk, g_out: &[f32], u_t: &[f32], t_len: usize, h: usize
             dz_rows[(r * t_len + t) * 4 * h..][..4 * h].copy_from_slice(&dz[r * 4 * h..][..4 * h]);
         }
         // dh_{t−1} through this step = dZ_t · Uᵀ; dc reaches c_{t−1} through the forget gate
-        small_gemm(bc, h, 4 * h, dz, u_t, &mut dh_next, false);
+        small_gemm(bc, h, 4 * h, dz, 4 * h, u_t, &mut dh_next, false);
         for r in 0..bc {
             let f = &act[r * 4 * h + h..][..h];
             for (d, &fv) in dc[r * h..][..h].iter_mut().zip(f) {
@@ -485,31 +527,20 @@ pub fn sequence(
         contiguous(bp.primitive())?,
         contiguous(up.primitive())?,
     );
-    let rows = bsz * t_len;
-    // input projection of every step at once: XW + b, [B·T, 4H]
-    let mut xw = vec![0.0f32; rows * 4 * h];
-    for r in xw.chunks_mut(4 * h) {
-        r.copy_from_slice(values(&bc));
-    }
-    gemm(
-        rows,
-        4 * h,
+    let inputs = SeqInputs {
+        x: values(&xc),
+        w: values(&wc),
+        b: values(&bc),
+        u: values(&uc),
+        t_len,
         i_len,
-        &mut xw,
-        true,
-        values(&xc),
-        i_len,
-        1,
-        values(&wc),
-        4 * h,
-        1,
-        true,
-    );
-    let uv = values(&uc);
+        h,
+    };
     let chunks: Vec<Chunk> = chunks_of(bsz)
         .into_par_iter()
-        .map(|(b0, bc)| forward_chunk(&xw, uv, b0, bc, t_len, h))
+        .map(|(b0, bc)| forward_chunk(&inputs, b0, bc))
         .collect();
+    let rows = bsz * t_len;
     let mut out = vec![0.0f32; rows * h]; // [B, T, H]
     for ch in &chunks {
         for t in 0..t_len {
@@ -577,31 +608,34 @@ mod tests {
             (17, 144, 37),
             (16, 512, 128),
         ] {
-            let a: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-                .collect();
-            let b: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
-                .collect();
-            let c0: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
-            for accumulate in [false, true] {
-                let mut c = c0.clone();
-                small_gemm(m, n, k, &a, &b, &mut c, accumulate);
-                for r in 0..m {
-                    for j in 0..n {
-                        let mut want = if accumulate {
-                            c0[r * n + j] as f64
-                        } else {
-                            0.0
-                        };
-                        for kk in 0..k {
-                            want += a[r * k + kk] as f64 * b[kk * n + j] as f64;
+            // rows of `a` packed, and spaced apart as the rows of x_t are
+            for lda in [k, k + 3] {
+                let a: Vec<f32> = (0..m * lda)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                    .collect();
+                let b: Vec<f32> = (0..k * n)
+                    .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+                    .collect();
+                let c0: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
+                for accumulate in [false, true] {
+                    let mut c = c0.clone();
+                    small_gemm(m, n, k, &a, lda, &b, &mut c, accumulate);
+                    for r in 0..m {
+                        for j in 0..n {
+                            let mut want = if accumulate {
+                                c0[r * n + j] as f64
+                            } else {
+                                0.0
+                            };
+                            for kk in 0..k {
+                                want += a[r * lda + kk] as f64 * b[kk * n + j] as f64;
+                            }
+                            let got = c[r * n + j] as f64;
+                            assert!(
+                                (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                                "{m}×{n}×{k} lda {lda} [{r},{j}]: {got} vs {want}"
+                            );
                         }
-                        let got = c[r * n + j] as f64;
-                        assert!(
-                            (got - want).abs() < 1e-4 * (1.0 + want.abs()),
-                            "{m}×{n}×{k} [{r},{j}]: {got} vs {want}"
-                        );
                     }
                 }
             }
