@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::host::{contiguous, filled, record, tensor, values};
-use super::simd::{multiversion, sigmoid, tanh};
+use super::simd::multiversion;
 
 type Ad = Autodiff<Flex>;
 

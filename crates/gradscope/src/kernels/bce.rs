@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::host::{contiguous, filled, record, tensor, values};
-use super::simd::{exp, multiversion};
+use super::simd::multiversion;
 
 type Ad = Autodiff<Flex>;
 

@@ -14,7 +14,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::host::{contiguous, gemm, record, tensor, values};
-use super::simd::{multiversion, sigmoid, tanh};
+use super::simd::multiversion;
 use super::tap::GradSlot;
 
 type Ad = Autodiff<Flex>;
@@ -132,6 +132,7 @@ fn small_gemm(
 }
 
 multiversion! {
+    #[allow(clippy::too_many_arguments)]
     fn small_gemm_plain(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], c: &mut [f32], accumulate: bool) {
         for (r, cr) in c.chunks_mut(n).take(m).enumerate() {
             let ar = &a[r * lda..][..k];
