@@ -180,6 +180,7 @@ fn run() {
     let sgd = || SgdConfig::new().init();
     let (median, min, loss0) = match name {
         "mlp" => {
+            device.seed(0);
             let mut cfg = MlpConfig::new(784, 10);
             cfg.depth = 20;
             cfg.width = 256;
@@ -236,6 +237,7 @@ fn run() {
             return;
         }
         "conv" => {
+            device.seed(0);
             let sw = Switches::default();
             let mut m = ConvNet {
                 c1: Conv::new(3, 16, 3, 2, 1, true, sw, &device),

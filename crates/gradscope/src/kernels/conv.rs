@@ -465,6 +465,9 @@ pub fn input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     if g.is_depthwise() {
         return depthwise_input_grad(w, dy, g);
     }
+    if let Some((gt, wt)) = transposed(w, g) {
+        return forward_gemm(Images::dense(dy, &gt), &wt, &gt);
+    }
     let (cin_g, cout_g, k) = (g.cin_g(), g.cout_g(), g.k());
     let plane = g.oh() * g.ow();
     let col_len = if g.is_pointwise() {
@@ -520,6 +523,50 @@ pub fn input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
             }
         })
     })
+}
+
+/// For a dense k×k stride-1 convolution, ∂L/∂X is itself one: ∂L/∂Y convolved with the kernel
+/// flipped in space and transposed in channels (`[cin, cout, kh, kw]`), padded by k − 1 − p.
+/// Run as a forward, it writes ∂L/∂X once, where col2im wrote columns k² times larger and added
+/// them back (`examples/convparts.rs`, 4×16×160² and 4×256×20² 3×3 layers: 3.1 → 2.75 ms and
+/// 7.2 → 6.5 ms).
+/// Returns that convolution's geometry and kernel, or `None` when it does not apply.
+fn transposed(w: &[f32], g: &Geom) -> Option<(Geom, Vec<f32>)> {
+    if g.groups != 1
+        || g.is_pointwise()
+        || g.stride != [1, 1]
+        || g.dilation != [1, 1]
+        || g.pad[0] + 1 > g.kh
+        || g.pad[1] + 1 > g.kw
+    {
+        return None;
+    }
+    let gt = Geom {
+        n: g.n,
+        cin: g.cout,
+        h: g.oh(),
+        w: g.ow(),
+        cout: g.cin,
+        kh: g.kh,
+        kw: g.kw,
+        stride: [1, 1],
+        pad: [g.kh - 1 - g.pad[0], g.kw - 1 - g.pad[1]],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    debug_assert_eq!((gt.oh(), gt.ow()), (g.h, g.w));
+    let kk = g.kh * g.kw;
+    let mut wt = vec![0.0f32; w.len()];
+    for co in 0..g.cout {
+        for ci in 0..g.cin {
+            let src = &w[(co * g.cin + ci) * kk..][..kk];
+            let dst = &mut wt[(ci * g.cout + co) * kk..][..kk];
+            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = *s;
+            }
+        }
+    }
+    Some((gt, wt))
 }
 
 /// Depthwise input gradient: every output gradient value spread back over its kernel window.
