@@ -22,7 +22,17 @@ pub struct ParamSnapshot {
 /// finite; then the tensor is rescaled by its largest magnitude first.
 pub fn norm_sq<const D: usize>(t: Tensor<D>) -> f64 {
     // On flex: one pass over the buffer in f64 (no overflow to worry about, no temporaries).
-    if let Some(sq) = crate::kernels::tap::with_values(&t, sum_sq_f64) {
+    // Squares are summed in f32 lanes (twice the f64 throughput, on every thread); a square
+    // beyond f32's range (|x| > 1.8e19, exploding gradients) is summed again in f64.
+    let fast = |v: &[f32]| {
+        let sq = super::stats::sum_and_sq(v).1;
+        if sq.is_finite() {
+            sq
+        } else {
+            sum_sq_f64(v)
+        }
+    };
+    if let Some(sq) = crate::kernels::tap::with_values(&t, fast) {
         return sq;
     }
     let sq = t.clone().powf_scalar(2.0).sum().into_scalar::<f64>();
@@ -134,4 +144,31 @@ pub fn diff_norm(a: &Tensor<1>, b: &Tensor<1>) -> f64 {
         .sum()
         .into_scalar::<f64>()
         .sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn norms_are_exact_and_survive_squares_beyond_f32() {
+        let dev = crate::device();
+        // 70 000 values: more than one parallel block
+        let v: Vec<f32> = (0..70_000)
+            .map(|i| ((i % 97) as f32 - 48.0) / 7.0)
+            .collect();
+        let want: f64 = v.iter().map(|&x| (x as f64) * (x as f64)).sum();
+        let t = Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), &dev);
+        assert!((norm_sq(t) - want).abs() <= 1e-6 * want);
+        // 3e20² overflows f32 but not f64: still a finite norm
+        let big = Tensor::<1>::from_data(TensorData::new(vec![3e20f32, 4e20], [2]), &dev);
+        let sq = norm_sq(big);
+        assert!((sq - 25e40).abs() <= 1e-6 * 25e40, "{sq}");
+        let (sq, nan, inf) = sum_sq_nonfinite(Tensor::<1>::from_data(
+            TensorData::new(vec![1.0f32, f32::NAN], [2]),
+            &dev,
+        ));
+        assert!(sq.is_nan() && nan == 1 && inf == 0);
+    }
 }

@@ -72,42 +72,57 @@ pub fn activation_stats(
 /// not depend on scheduling. One thread summing them was 5% of a probed YOLO26n step.
 const PAR_BLOCK: usize = 1 << 16;
 
+/// Σx and Σx² of up to 1024 values in 16 f32 lanes each (a loop of its own: folded into the
+/// f64 accumulation below it, the compiler left the lanes scalar).
+#[inline(always)]
+fn lanes(block: &[f32]) -> (f32, f32) {
+    let (mut s, mut q) = ([0f32; 16], [0f32; 16]);
+    let mut it = block.chunks_exact(16);
+    for c in &mut it {
+        for j in 0..16 {
+            s[j] += c[j];
+            q[j] += c[j] * c[j];
+        }
+    }
+    let (mut rs, mut rq) = (0f32, 0f32);
+    for &x in it.remainder() {
+        rs += x;
+        rq += x * x;
+    }
+    (s.iter().sum::<f32>() + rs, q.iter().sum::<f32>() + rq)
+}
+
 crate::kernels::simd::multiversion! {
     /// Σx and Σx² of one block: f32 lanes over runs of 1024, accumulated in f64.
     fn block_moments(v: &[f32]) -> (f64, f64) {
         let (mut sum, mut sq) = (0f64, 0f64);
         for block in v.chunks(1024) {
-            let (mut s, mut q) = ([0f32; 16], [0f32; 16]);
-            let mut it = block.chunks_exact(16);
-            for c in &mut it {
-                for j in 0..16 {
-                    s[j] += c[j];
-                    q[j] += c[j] * c[j];
-                }
-            }
-            for &x in it.remainder() {
-                s[0] += x;
-                q[0] += x * x;
-            }
-            sum += s.iter().map(|&x| x as f64).sum::<f64>();
-            sq += q.iter().map(|&x| x as f64).sum::<f64>();
+            let (s, q) = lanes(block);
+            sum += s as f64;
+            sq += q as f64;
         }
         (sum, sq)
     }
 }
 
-/// Σx and Σx² over the finite values, their count, and the NaN and ±∞ counts. The fast path
-/// (all finite) is one branch-free pass (see [`block_moments`] and [`PAR_BLOCK`]).
-fn finite_moments(v: &[f32]) -> (f64, f64, usize, usize, usize) {
+/// Σx and Σx² (non-finite when any value is, or when a square overflows f32): f32 lanes in
+/// blocks of 1024 accumulated in f64, on every thread for big tensors, blocks added in order.
+pub fn sum_and_sq(v: &[f32]) -> (f64, f64) {
     use rayon::prelude::*;
     let parts: Vec<(f64, f64)> = if v.len() > PAR_BLOCK {
         v.par_chunks(PAR_BLOCK).map(block_moments).collect()
     } else {
         vec![block_moments(v)]
     };
-    let (sum, sq) = parts
+    parts
         .iter()
-        .fold((0f64, 0f64), |(a, b), &(s, q)| (a + s, b + q));
+        .fold((0f64, 0f64), |(a, b), &(s, q)| (a + s, b + q))
+}
+
+/// Σx and Σx² over the finite values, their count, and the NaN and ±∞ counts. The fast path
+/// (all finite) is one branch-free pass (see [`block_moments`] and [`PAR_BLOCK`]).
+fn finite_moments(v: &[f32]) -> (f64, f64, usize, usize, usize) {
+    let (sum, sq) = sum_and_sq(v);
     if sum.is_finite() && sq.is_finite() {
         return (sum, sq, v.len(), 0, 0);
     }
