@@ -52,6 +52,14 @@ pub fn on_workers<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     let _ = rayon::ThreadPoolBuilder::new()
         .stack_size(64 << 20)
         .build_global();
+    /// Tells the warm workers to stop when dropped, also when `work` panics: otherwise they would
+    /// spin on and the scope (which waits for them) would never end.
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
     let stop = std::sync::atomic::AtomicBool::new(false);
     rayon::scope(|s| {
         let main = rayon::current_thread_index();
@@ -61,9 +69,8 @@ pub fn on_workers<R: Send>(work: impl FnOnce() -> R + Send) -> R {
                 stay_warm(stop);
             }
         });
-        let r = work();
-        stop.store(true, std::sync::atomic::Ordering::Release);
-        r
+        let _stop = StopOnDrop(stop);
+        work()
     })
 }
 
@@ -92,4 +99,16 @@ fn stay_warm(stop: &std::sync::atomic::AtomicBool) {
 /// The training device: burn's pure-Rust `flex` CPU backend with autodiff.
 pub fn device() -> Device {
     Device::flex().autodiff()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn on_workers_returns_and_a_panic_inside_it_ends_it() {
+        assert_eq!(super::on_workers(|| 6 * 7), 42);
+        // the warm workers must stop when the work panics, else the scope would wait forever
+        let r = std::panic::catch_unwind(|| super::on_workers(|| panic!("inside on_workers")));
+        assert!(r.is_err());
+        assert_eq!(super::on_workers(|| 1), 1);
+    }
 }
