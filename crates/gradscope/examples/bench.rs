@@ -172,6 +172,21 @@ fn main() {
     }
 }
 
+/// The MLP benchmark's model (seeded), input batch and labels.
+fn mlp_bench(device: &gradscope::Device) -> (gradscope::nn::mlp::Mlp, Tensor<2>, Tensor<1, Int>) {
+    device.seed(0);
+    let mut cfg = MlpConfig::new(784, 10);
+    cfg.depth = 20;
+    cfg.width = 256;
+    cfg.act = Activation::Sigmoid;
+    cfg.init = Init::Default;
+    let x = Tensor::<2>::from_data(
+        TensorData::new(det(128 * 784, 0.0, 1.0, 1), [128, 784]),
+        device,
+    );
+    (cfg.init(device), x, labels(128, 10))
+}
+
 fn run() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let name = args.first().map(String::as_str).unwrap_or("mlp");
@@ -180,19 +195,8 @@ fn run() {
     let sgd = || SgdConfig::new().init();
     let (median, min, loss0) = match name {
         "mlp" => {
-            device.seed(0);
-            let mut cfg = MlpConfig::new(784, 10);
-            cfg.depth = 20;
-            cfg.width = 256;
-            cfg.act = Activation::Sigmoid;
-            cfg.init = Init::Default;
-            let mut m = cfg.init(&device);
+            let (mut m, x, y) = mlp_bench(&device);
             let mut opt = sgd();
-            let x = Tensor::<2>::from_data(
-                TensorData::new(det(128 * 784, 0.0, 1.0, 1), [128, 784]),
-                &device,
-            );
-            let y = labels(128, 10);
             time(3, timed, || {
                 let loss = cross_entropy(m.forward(x.clone(), &mut Tap::off()), y.clone()).mean();
                 let v = loss.clone().into_scalar::<f64>();
@@ -202,18 +206,8 @@ fn run() {
             })
         }
         "mlp_phases" => {
-            let mut cfg = MlpConfig::new(784, 10);
-            cfg.depth = 20;
-            cfg.width = 256;
-            cfg.act = Activation::Sigmoid;
-            cfg.init = Init::Default;
-            let mut m = cfg.init(&device);
+            let (mut m, x, y) = mlp_bench(&device);
             let mut opt = sgd();
-            let x = Tensor::<2>::from_data(
-                TensorData::new(det(128 * 784, 0.0, 1.0, 1), [128, 784]),
-                &device,
-            );
-            let y = labels(128, 10);
             let mut acc = [0f64; 4];
             for _ in 0..timed {
                 let t0 = Instant::now();

@@ -19,6 +19,16 @@ fn main() {
     gradscope::on_workers(|| run(own_only));
 }
 
+/// Milliseconds per call of `f`, after one warm-up call.
+fn time<R>(f: impl Fn() -> R) -> f64 {
+    let _ = f();
+    let t0 = Instant::now();
+    for _ in 0..5 {
+        let _ = f();
+    }
+    t0.elapsed().as_secs_f64() * 1000.0 / 5.0
+}
+
 fn run(own_only: bool) {
     // (N, Cin, H, Cout, k, s, groups)
     let cases = [
@@ -36,14 +46,6 @@ fn run(own_only: bool) {
         let w = t([cout, cin / g, k, k]);
         let p = k / 2;
         let opt = ConvOptions::new([s, s], [p, p], [1, 1], g);
-        let time = |f: &dyn Fn() -> FlexTensor| {
-            let _ = f();
-            let t0 = Instant::now();
-            for _ in 0..5 {
-                let _ = f();
-            }
-            t0.elapsed().as_secs_f64() * 1000.0 / 5.0
-        };
         let y = <Flex as ModuleOps<Flex>>::conv2d(x.clone(), w.clone(), None, opt.clone());
         let p = k / 2;
         let geom = gradscope::kernels::conv::Geom {
@@ -62,36 +64,28 @@ fn run(own_only: bool) {
         let xs = x.as_slice::<f32>().unwrap().to_vec();
         let ys = y.as_slice::<f32>().unwrap().to_vec();
         let ws = w.as_slice::<f32>().unwrap().to_vec();
-        let own_dw = time(&|| {
-            let v = gradscope::kernels::conv::weight_grad(
+        let own_dw = time(|| {
+            gradscope::kernels::conv::weight_grad(
                 gradscope::kernels::conv::Images::dense(&xs, &geom),
                 &ys,
                 &geom,
-            );
-            let n = v.len();
-            FlexTensor::from_data(TensorData::new(v, [n]))
+            )
         });
-        let own_f = time(&|| {
-            let v = gradscope::kernels::conv::forward_gemm(
+        let own_f = time(|| {
+            gradscope::kernels::conv::forward_gemm(
                 gradscope::kernels::conv::Images::dense(&xs, &geom),
                 &ws,
                 &geom,
-            );
-            let n = v.len();
-            FlexTensor::from_data(TensorData::new(v, [n]))
+            )
         });
-        let own_dx = time(&|| {
-            let v = gradscope::kernels::conv::input_grad(&ws, &ys, &geom);
-            let n = v.len();
-            FlexTensor::from_data(TensorData::new(v, [n]))
-        });
+        let own_dx = time(|| gradscope::kernels::conv::input_grad(&ws, &ys, &geom));
         println!("N{n} {cin}->{cout} {h}px k{k} s{s} g{g}: own fwd {own_f:.2} ms, dx {own_dx:.2} ms, dw {own_dw:.2} ms");
         if own_only {
             continue;
         }
         let fwd =
-            time(&|| <Flex as ModuleOps<Flex>>::conv2d(x.clone(), w.clone(), None, opt.clone()));
-        let bx = time(&|| {
+            time(|| <Flex as ModuleOps<Flex>>::conv2d(x.clone(), w.clone(), None, opt.clone()));
+        let bx = time(|| {
             <Flex as ModuleOps<Flex>>::conv2d_x_backward(
                 x.clone(),
                 w.clone(),
@@ -99,7 +93,7 @@ fn run(own_only: bool) {
                 opt.clone(),
             )
         });
-        let bw = time(&|| {
+        let bw = time(|| {
             <Flex as ModuleOps<Flex>>::conv2d_weight_backward(
                 x.clone(),
                 w.clone(),

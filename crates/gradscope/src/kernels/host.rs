@@ -85,35 +85,19 @@ pub fn gemm(
     parallel: bool,
 ) {
     assert!(dst.len() >= m * n);
-    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
-    assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
-    // SAFETY: the asserts above keep every index gemm touches inside the three slices.
+    // SAFETY: dst holds the m×n elements written (assert above) and is borrowed exclusively.
     unsafe {
-        gemm::gemm(
+        product(
             m,
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            n,
             accumulate,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            if parallel {
-                gemm::Parallelism::Rayon(0)
-            } else {
-                gemm::Parallelism::None
-            },
-        );
+            (lhs, lhs_rs, lhs_cs),
+            (rhs, rhs_rs, rhs_cs),
+            parallel,
+        )
     }
 }
 
@@ -137,6 +121,39 @@ pub unsafe fn gemm_raw(
     rhs_rs: usize,
     rhs_cs: usize,
 ) {
+    // SAFETY: the caller vouches for dst.
+    unsafe {
+        product(
+            m,
+            n,
+            k,
+            dst,
+            dst_rs,
+            false,
+            (lhs, lhs_rs, lhs_cs),
+            (rhs, rhs_rs, rhs_cs),
+            false,
+        )
+    }
+}
+
+/// The call behind [`gemm`] and [`gemm_raw`]: operands as (values, row stride, column stride),
+/// checked to hold every element read.
+///
+/// # Safety
+/// As for [`gemm_raw`]'s `dst`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    (lhs, lhs_rs, lhs_cs): (&[f32], usize, usize),
+    (rhs, rhs_rs, rhs_cs): (&[f32], usize, usize),
+    parallel: bool,
+) {
     assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
     assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
     // SAFETY: the asserts keep the operand reads in their slices; the caller vouches for dst.
@@ -148,7 +165,7 @@ pub unsafe fn gemm_raw(
             dst,
             1,
             dst_rs as isize,
-            false,
+            accumulate,
             lhs.as_ptr(),
             lhs_cs as isize,
             lhs_rs as isize,
@@ -160,7 +177,11 @@ pub unsafe fn gemm_raw(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            if parallel {
+                gemm::Parallelism::Rayon(0)
+            } else {
+                gemm::Parallelism::None
+            },
         );
     }
 }
