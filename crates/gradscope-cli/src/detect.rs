@@ -4,18 +4,34 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use gradscope::data::letterbox::unletterbox;
-use gradscope::detect::args::{DetectArgs, KEYS};
+use gradscope::detect::args::DetectArgs;
+use gradscope::detect::eval::validate::{validate, DetectSettings};
+use gradscope::detect::input::sources::{load_sets, resolve_data};
 use gradscope::detect::predict::{load, predict, Checkpoint};
-use gradscope::detect::runs::{load_sets, new_run_dir, resolve_data};
+use gradscope::detect::run::new_run_dir;
 use gradscope::detect::train::{train, TrainEvent};
-use gradscope::detect::validate::{validate, DetectSettings};
+use gradscope::settings::Command;
 use gradscope::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 
-pub fn keys_help(cmd: &str) -> String {
-    let mut s = format!("gradscope {cmd} [key=value …]\n\nkeys:\n");
-    for (k, d) in KEYS {
-        s.push_str(&format!("  {k:<16} {d}\n"));
+/// The keys `command` reads, with their defaults (for `train`: the defaults with arguments; the
+/// run without arguments is described first).
+pub fn keys_help(command: Command) -> String {
+    let cmd = command.word();
+    let defaults = DetectArgs::default();
+    let mut s = format!("gradscope {cmd} [key=value …]\n\n");
+    s += match command {
+        Command::Train => "With no arguments: YOLO26n on the embedded tree-crown tiles, epochs=10 imgsz=256 batch=2 nbs=2\nwarmup_epochs=1 close_mosaic=3. With any argument, the defaults below (Ultralytics').\n\n",
+        Command::Val => "model= a checkpoint (runs/detect/train/weights/best.safetensors); other keys default to the\nsettings of the run that wrote it (its args.yaml), then to these.\n\n",
+        Command::Predict => "model= a checkpoint, source= an image or a folder; other keys default to the settings of the\nrun that wrote the checkpoint (its args.yaml), then to these.\n\n",
+    };
+    s += &format!("  {:<16} {:<14} {}\n", "key", "default", "what it takes");
+    for spec in DetectArgs::SPECS
+        .iter()
+        .filter(|s| s.commands.contains(&command))
+    {
+        let d = defaults.get(spec.name).unwrap_or_default();
+        s += &format!("  {:<16} {:<14} {}\n", spec.name, d, spec.help.trim());
     }
     s
 }
@@ -35,7 +51,7 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
             ..DetectArgs::default()
         }
     };
-    let a = DetectArgs::parse(base, &owned(args)).map_err(anyhow::Error::msg)?;
+    let a = DetectArgs::parse(base, &owned(args), Command::Train)?;
     if args.is_empty() {
         println!(
             "gradscope train: YOLO26n from scratch on the embedded NEON tree-crown tiles, {} epochs at {} px, batch {} (defaults for a quick run on a laptop CPU; `gradscope help train` lists every key)",
@@ -116,6 +132,43 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
         println!("\ngradient diagnosis (probe.jsonl, report.html):\n{d}");
     }
     crate::print_recoveries(&outcome.history, "");
+    run_verdict(&outcome)
+}
+
+/// Exit status of a finished training run: an error (exit code 1) with the reason and what to
+/// try when it stopped early, diverged, or never stepped the optimizer.
+fn run_verdict(outcome: &gradscope::detect::train::TrainOutcome) -> Result<()> {
+    let dir = outcome.dir.display();
+    if let Some(reason) = &outcome.history.stopped {
+        return Err(crate::RunFailed(format!(
+            "training stopped after {} epochs: {reason}. Try a lower lr0, a longer warmup (warmup_epochs=3) or clip_norm=1; the last good weights are in {dir}/weights",
+            outcome.history.epochs.len()
+        ))
+        .into());
+    }
+    if outcome.optimizer_steps == 0 {
+        return Err(crate::RunFailed(format!(
+            "no optimizer step was taken, so nothing was learnt: the run has fewer iterations than one accumulation needs. Use more epochs, a smaller batch, or nbs= equal to batch (see {dir})"
+        ))
+        .into());
+    }
+    if !outcome.diverged.is_empty() {
+        let remedies: Vec<String> = outcome
+            .diagnosis
+            .as_ref()
+            .map(|d| d.remedies.iter().map(|r| r.switch.clone()).collect())
+            .unwrap_or_default();
+        return Err(crate::RunFailed(format!(
+            "training diverged: {}{}",
+            outcome.diverged.join("; "),
+            if remedies.is_empty() {
+                String::new()
+            } else {
+                format!(". Try {}", remedies.join(" or "))
+            }
+        ))
+        .into());
+    }
     Ok(())
 }
 
@@ -144,9 +197,12 @@ fn checkpoint_path(a: &[String]) -> Result<PathBuf> {
 /// then the command line (without `model=`, which is the checkpoint here).
 fn checkpoint_and_args(
     args: &[&str],
+    command: Command,
     base: impl FnOnce(DetectArgs) -> DetectArgs,
 ) -> Result<(Checkpoint, DetectArgs, Device)> {
     let words = owned(args);
+    // every word checked before the checkpoint is read
+    DetectArgs::parse(DetectArgs::default(), &words, command)?;
     let ckpt = checkpoint_path(&words)?;
     let device = gradscope::device().inner();
     let ck = load(&ckpt, &device)?;
@@ -155,12 +211,12 @@ fn checkpoint_and_args(
         .filter(|w| !w.starts_with("model="))
         .cloned()
         .collect();
-    let a = DetectArgs::parse(base(ck.args.clone()), &rest).map_err(anyhow::Error::msg)?;
+    let a = DetectArgs::parse(base(ck.args.clone()), &rest, command)?;
     Ok((ck, a, device))
 }
 
 pub fn val_cmd(args: &[&str]) -> Result<()> {
-    let (ck, a, device) = checkpoint_and_args(args, |a| a)?;
+    let (ck, a, device) = checkpoint_and_args(args, Command::Val, |a| a)?;
     let data = resolve_data(&a.data, &mut |m| println!("{m}"))?;
     if data.names.len() != ck.names.len() {
         bail!(
@@ -214,7 +270,7 @@ pub fn val_cmd(args: &[&str]) -> Result<()> {
 }
 
 pub fn predict_cmd(args: &[&str]) -> Result<()> {
-    let (ck, a, device) = checkpoint_and_args(args, |a| DetectArgs {
+    let (ck, a, device) = checkpoint_and_args(args, Command::Predict, |a| DetectArgs {
         source: None,
         save_json: false,
         ..a

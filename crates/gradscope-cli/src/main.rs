@@ -11,6 +11,7 @@ use gradscope::lab::recurrent::{
 };
 use gradscope::lab::settings::KEYS;
 use gradscope::probe::read_jsonl;
+use gradscope::settings::Command;
 use gradscope::train::History;
 use gradscope::yolo::model::YoloConfig;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -38,6 +39,20 @@ usage:
   gradscope --version
 ";
 
+/// A command that ran but did not do what was asked: a run stopped by NaN recovery, a run that
+/// diverged or never stepped the optimizer, `val`/`predict` with nothing usable. Exit code 1;
+/// every other error (bad settings, unreadable input) is exit code 2.
+#[derive(Debug)]
+pub struct RunFailed(pub String);
+
+impl std::fmt::Display for RunFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RunFailed {}
+
 fn main() -> ExitCode {
     gradscope::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,7 +60,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            if e.downcast_ref::<RunFailed>().is_some() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
 }
@@ -75,8 +94,16 @@ fn run(args: &[String]) -> Result<()> {
         ["diagnose", path] => diagnose_cmd(Path::new(path)),
         ["diagnose", ..] => bail!("usage: gradscope diagnose <run folder | probe.jsonl>"),
         ["info", rest @ ..] => info_cmd(rest),
-        ["help", cmd @ ("train" | "val" | "predict")] => {
-            print!("{}", detect::keys_help(cmd));
+        ["help", "train"] | ["train", "help" | "--help" | "-h"] => {
+            print!("{}", detect::keys_help(Command::Train));
+            Ok(())
+        }
+        ["help", "val"] | ["val", "help" | "--help" | "-h"] => {
+            print!("{}", detect::keys_help(Command::Val));
+            Ok(())
+        }
+        ["help", "predict"] | ["predict", "help" | "--help" | "-h"] => {
+            print!("{}", detect::keys_help(Command::Predict));
             Ok(())
         }
         ["train", rest @ ..] => detect::train_cmd(rest),
@@ -320,8 +347,10 @@ fn diagnose_cmd(path: &Path) -> Result<()> {
             Some(mut d) => {
                 // a detection run: remedies in `gradscope train`'s keys
                 if run.join("args.yaml").is_file() {
-                    if let Ok((args, _)) = gradscope::detect::predict::run_args(run) {
-                        gradscope::detect::train::yolo_remedies(&mut d, &args);
+                    if let Ok((args, _)) = gradscope::detect::run::run_args(run) {
+                        // the learning rate the run reached (lr0 × schedule, after warmup)
+                        let lr0 = records.iter().map(|r| r.lr).fold(0.0, f64::max);
+                        gradscope::detect::train::yolo_remedies(&mut d, &args, lr0);
                     }
                 }
                 println!("{d}")

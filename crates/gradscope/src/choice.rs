@@ -39,6 +39,15 @@ macro_rules! choice {
                 })
             }
         }
+
+        impl $crate::settings::Value for $name {
+            fn parse(v: &str) -> Result<Self, String> {
+                v.parse()
+            }
+            fn show(&self) -> String {
+                self.name().to_string()
+            }
+        }
     };
 }
 

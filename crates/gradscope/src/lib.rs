@@ -12,6 +12,7 @@ pub mod lab;
 pub mod nn;
 pub mod probe;
 pub mod report;
+pub mod settings;
 pub mod train;
 pub mod yolo;
 

@@ -5,11 +5,12 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use gradscope::detect::args::DetectArgs;
-use gradscope::detect::download::{fetch_zip, unzip};
+use gradscope::detect::eval::validate::DetectSettings;
+use gradscope::detect::input::download::{fetch_zip, unzip};
+use gradscope::detect::input::sources::{load_sets, resolve_data, unpack_trees};
 use gradscope::detect::predict::{load, predict};
-use gradscope::detect::runs::{load_sets, resolve_data, unpack_trees};
 use gradscope::detect::train::train;
-use gradscope::detect::validate::DetectSettings;
+use gradscope::settings::Command;
 
 /// Training runs in this file take turns: burn's random generator belongs to the device and is
 /// shared by every thread of the process, so a test training in parallel would draw from the
@@ -142,6 +143,7 @@ fn broken_data_gives_warnings_not_panics_and_trains() {
             "batch=2".into(),
             format!("project={}", dir.join("runs").display()),
         ],
+        Command::Train,
     )
     .unwrap();
     let out = gradscope::on_workers(|| train(&args, &mut |_| {})).unwrap();
@@ -304,7 +306,7 @@ fn a_few_tree_tiles_are_learnt() {
         let mut run = words.clone();
         run.push(format!("seed={seed}"));
         run.push(format!("name=seed{seed}"));
-        let args = DetectArgs::parse(DetectArgs::default(), &run).unwrap();
+        let args = DetectArgs::parse(DetectArgs::default(), &run, Command::Train).unwrap();
         let out = gradscope::on_workers(|| train(&args, &mut |_| {})).unwrap();
         let v = out.last.unwrap();
         eprintln!("overfit, seed {seed}: mAP50 {}", v.coco.map50);

@@ -9,8 +9,10 @@
 //! `branch_loss` leaves to `yolo_loss`; E2ELoss' total is o2m·L_o2m + o2o·L_o2o.
 
 use burn::tensor::{Tensor, TensorData};
-use gradscope::detect::assign::{Anchors, AssignConfig, Assignment, Xyxy};
-use gradscope::detect::loss::{branch_loss, one2many_weight, yolo_loss, LossGains, LossItems};
+use gradscope::detect::objective::assign::{Anchors, AssignConfig, Assignment, Xyxy};
+use gradscope::detect::objective::loss::{
+    branch_loss, one2many_weight, yolo_loss, LossGains, LossItems,
+};
 use serde_json::Value;
 
 const REL: f64 = 1e-4;

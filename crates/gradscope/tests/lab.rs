@@ -245,7 +245,7 @@ fn three_non_finite_steps_in_a_row_stop_the_run_and_keep_the_checkpoint() {
     );
     let why = hist.stopped.expect("three in a row stop the run");
     assert!(
-        why.contains("step 32") && why.contains("layers.6") && why.contains("3 steps in a row"),
+        why.contains("step 32") && why.contains("layers.6") && why.contains("3 in a row"),
         "{why}"
     );
     assert_eq!(hist.recoveries.len(), 2);
@@ -295,8 +295,10 @@ fn a_non_finite_model_is_never_written_over_a_checkpoint() {
 #[test]
 fn a_collapsed_relu_net_is_an_optimisation_problem_not_vanishing() {
     // lr 0.1 with momentum knocks a 20-layer ReLU net to chance level; its gradients still reach
-    // every layer, so the diagnosis must not say "vanishing"
-    let (d, hist) = train_digits(&[("depth", "20"), ("lr", "0.1"), ("epochs", "5")]);
+    // every layer, so the diagnosis must not say "vanishing". Three epochs (69 steps): by step
+    // ~95 the collapsed net's loss can turn non-finite, and whether it does depended on how the
+    // test's kernels were split across threads (the test alone vs the whole suite)
+    let (d, hist) = train_digits(&[("depth", "20"), ("lr", "0.1"), ("epochs", "3")]);
     assert!(
         hist.epochs.last().unwrap().val_metric < 0.3,
         "the net collapsed"

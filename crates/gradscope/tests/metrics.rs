@@ -1,7 +1,7 @@
 //! Detection metrics against pycocotools: COCO bbox mAP50-95, mAP50, mAP75 and every per-class,
 //! per-threshold AP on a seeded fixture written by `tools/reference/coco_map.py`.
 
-use gradscope::detect::metrics::{coco_map, iou_thresholds, DetBox, GtBox};
+use gradscope::detect::eval::metrics::{coco_map, iou_thresholds, DetBox, GtBox};
 use serde_json::Value;
 
 const TOL: f64 = 1e-6;

@@ -6,7 +6,7 @@
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
-use gradscope::detect::optimizer::{newton_schulz, GroupLr, GroupOptimizer};
+use gradscope::detect::optimize::optimizer::{newton_schulz, GroupLr, GroupOptimizer};
 use serde_json::Value;
 
 #[derive(Module, Debug)]

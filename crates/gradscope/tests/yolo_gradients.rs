@@ -3,13 +3,14 @@
 
 use burn::tensor::{Tensor, TensorData};
 use gradscope::detect::args::DetectArgs;
-use gradscope::detect::assign::Anchors;
-use gradscope::detect::dataset::DetData;
-use gradscope::detect::loss::{yolo_loss, LossGains};
-use gradscope::detect::runs::{load_sets, resolve_data, unpack_trees};
-use gradscope::detect::train::build_model;
+use gradscope::detect::input::dataset::DetData;
+use gradscope::detect::input::sources::{load_sets, resolve_data, unpack_trees};
+use gradscope::detect::model::build_model;
+use gradscope::detect::objective::assign::Anchors;
+use gradscope::detect::objective::loss::{yolo_loss, LossGains};
 use gradscope::diagnose::{diagnose, Verdict};
 use gradscope::probe::{Probe, ProbeConfig};
+use gradscope::settings::Command;
 
 fn tiles() -> DetData {
     let dir = std::env::temp_dir().join(format!("gradscope-yolo-grad-{}", std::process::id()));
@@ -25,7 +26,7 @@ fn tiles() -> DetData {
 fn first_step(data: &DetData, switches: &[&str]) -> gradscope::diagnose::Diagnosis {
     let device = gradscope::device();
     let words: Vec<String> = switches.iter().map(|s| s.to_string()).collect();
-    let args = DetectArgs::parse(DetectArgs::default(), &words).unwrap();
+    let args = DetectArgs::parse(DetectArgs::default(), &words, Command::Train).unwrap();
     let (_, model) = build_model(&args, 1, &device).unwrap();
     let s = 128;
     let b = data.val_batch(&[0, 1], s as u32);

@@ -1,149 +1,127 @@
 //! `gradscope train|val|predict` arguments: Ultralytics' names and defaults (`key=value`), plus
 //! gradscope's own (`probe`, `probe_every`, `act`, `bn`, `shortcut`, `nan_recovery`).
 
-use std::fmt::Write as _;
-
-use super::augment::AugmentConfig;
-use super::optimizer::DetOptimizer;
-use crate::lab::settings::{parse_bool, parse_pos, parse_usize};
+use crate::detect::input::augment::AugmentConfig;
+use crate::detect::optimize::optimizer::DetOptimizer;
 use crate::nn::activation::Activation;
+use crate::settings::{
+    any, at_least, fraction, positive, split_words, Command, SettingError, ALL, PREDICT, TRAIN,
+    TRAIN_VAL, VAL_PREDICT,
+};
 
-/// Every key with what it takes (for `gradscope help train` and for error messages).
-pub const KEYS: &[(&str, &str)] = &[
-    ("model", "yolo26{n,s,m,l,x}.yaml, a model yaml file, or a .safetensors checkpoint"),
-    ("data", "a data.yaml path, a built-in name (coco8.yaml), or `trees` (embedded NEON tree crowns)"),
-    ("epochs", "epochs ≥ 1"),
-    ("imgsz", "input size, a multiple of 32"),
-    ("batch", "images per iteration ≥ 1"),
-    ("nbs", "nominal batch: gradients are accumulated over round(nbs/batch) iterations"),
-    ("optimizer", "auto | SGD | AdamW | MuSGD"),
-    ("lr0", "initial learning rate (default: 0.01 for SGD, 0.001 for AdamW; auto picks its own)"),
-    ("lrf", "final learning rate as a fraction of lr0"),
-    ("momentum", "SGD momentum / Adam β₁"),
-    ("weight_decay", "decay of conv weights at nbs (scaled by batch·accumulate/nbs)"),
-    ("warmup_epochs", "warmup length in epochs (at most epochs − 1)"),
-    ("warmup_momentum", "momentum at the start of warmup"),
-    ("warmup_bias_lr", "bias learning rate at the start of warmup"),
-    ("cos_lr", "true: cosine schedule; false: linear"),
-    ("close_mosaic", "turn mosaic off for the last N epochs"),
-    ("hsv_h", "hue gain"),
-    ("hsv_s", "saturation gain"),
-    ("hsv_v", "value gain"),
-    ("fliplr", "horizontal flip probability"),
-    ("scale", "random scale ± fraction"),
-    ("translate", "random translation ± fraction"),
-    ("mosaic", "mosaic probability"),
-    ("clip_norm", "global gradient-norm clipping threshold, or none"),
-    ("nan_recovery", "non-finite steps in a row to recover from, 0 = off"),
-    ("seed", "random seed"),
-    ("probe", "true | false: the gradient probe"),
-    ("probe_every", "probe every k-th optimizer step"),
-    ("act", "activation ablation: silu (YOLO26) | relu | sigmoid | tanh | …"),
-    ("bn", "true | false: BatchNorm after every conv"),
-    ("shortcut", "true | false: residual connections in bottlenecks"),
-    ("project", "folder for runs"),
-    ("name", "run name (train, train2, … when it exists)"),
-    ("exist_ok", "reuse an existing run folder"),
-    ("conf", "confidence threshold (val: 0.001, predict: 0.25)"),
-    ("max_det", "detections kept per image"),
-    ("end2end", "true: one-to-one head, top-k without NMS; false: one-to-many head with NMS"),
-    ("iou", "NMS IoU threshold (end2end=false)"),
-    ("save_json", "write COCO-format predictions"),
-    ("plots", "write plots"),
-    ("source", "predict: an image or a folder of images"),
-    ("val", "true: validate after every epoch; false: only after the last"),
-    ("resume", "true (with model=<run>/weights/last.safetensors) or a run folder: continue that run exactly"),
-];
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct DetectArgs {
-    pub model: String,
-    pub data: String,
-    pub epochs: usize,
-    pub imgsz: usize,
-    pub batch: usize,
-    pub nbs: usize,
-    pub optimizer: DetOptimizer,
-    pub lr0: Option<f64>,
-    pub lrf: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub warmup_epochs: f64,
-    pub warmup_momentum: f64,
-    pub warmup_bias_lr: f64,
-    pub cos_lr: bool,
-    pub close_mosaic: usize,
-    pub augment: AugmentConfig,
-    pub clip_norm: Option<f64>,
-    pub nan_recovery: usize,
-    pub seed: u64,
-    pub probe: bool,
-    pub probe_every: usize,
-    pub act: Activation,
-    pub bn: bool,
-    pub shortcut: bool,
-    pub project: String,
-    pub name: String,
-    pub exist_ok: bool,
-    pub conf: Option<f64>,
-    pub max_det: usize,
-    pub end2end: bool,
-    pub iou: f64,
-    pub save_json: bool,
-    pub plots: bool,
-    pub source: Option<String>,
-    pub resume: Option<String>,
-    pub val: bool,
-}
-
-impl Default for DetectArgs {
-    fn default() -> Self {
-        DetectArgs {
-            model: "yolo26n.yaml".into(),
-            data: "trees".into(),
-            epochs: 100,
-            imgsz: 640,
-            batch: 16,
-            nbs: 64,
-            optimizer: DetOptimizer::Auto,
-            lr0: None,
-            lrf: 0.01,
-            momentum: 0.937,
-            weight_decay: 5e-4,
-            warmup_epochs: 3.0,
-            warmup_momentum: 0.8,
-            warmup_bias_lr: 0.1,
-            cos_lr: false,
-            close_mosaic: 10,
-            augment: AugmentConfig::default(),
-            clip_norm: Some(10.0),
-            nan_recovery: 3,
-            seed: 0,
-            probe: true,
-            probe_every: 1,
-            act: Activation::Silu,
-            bn: true,
-            shortcut: true,
-            project: "runs/detect".into(),
-            name: "train".into(),
-            exist_ok: false,
-            conf: None,
-            max_det: 300,
-            end2end: true,
-            iou: 0.7,
-            save_json: false,
-            plots: true,
-            source: None,
-            resume: None,
-            val: true,
-        }
+/// `imgsz`: at least 32, a multiple of the largest stride (32).
+fn image_size(n: &usize) -> Result<(), String> {
+    if *n < 32 || *n > MAX_IMGSZ {
+        return Err(format!("expected a size from 32 to {MAX_IMGSZ}"));
     }
+    if !n.is_multiple_of(32) {
+        return Err(format!(
+            "must be a multiple of 32 (e.g. {})",
+            n.div_ceil(32) * 32
+        ));
+    }
+    Ok(())
 }
 
-fn parse_frac(key: &str, v: &str) -> Result<f64, String> {
-    match v.parse::<f64>() {
-        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
-        _ => Err(format!("{key}={v}: expected a finite number ≥ 0")),
+/// The largest accepted `imgsz` (a 4096² image is 200 MB per image in f32 before the network).
+pub const MAX_IMGSZ: usize = 4096;
+
+fn opt_fraction(x: &Option<f64>) -> Result<(), String> {
+    x.map_or(Ok(()), fraction)
+}
+
+crate::settings! {
+    /// `gradscope train|val|predict` settings: Ultralytics' names and defaults, plus gradscope's
+    /// own (`probe`, `probe_every`, `act`, `bn`, `shortcut`, `nan_recovery`, `clip_norm`).
+    pub struct DetectArgs {
+        /// yolo26{n,s,m,l,x}.yaml or a model yaml (from scratch), an Ultralytics .pt, or a .safetensors checkpoint
+        model: String = "yolo26n.yaml".into(), any, ALL;
+        /// weights to start a yaml-built model from (.pt or .safetensors), loaded where names and shapes match
+        pretrained: Option<String> = None, any, TRAIN;
+        /// a data.yaml path, a built-in name (coco8.yaml), or `trees` (embedded NEON tree crowns)
+        data: String = "trees".into(), any, TRAIN_VAL;
+        /// epochs ≥ 1
+        epochs: usize = 100, |x| at_least(*x, 1), TRAIN;
+        /// input size in pixels, a multiple of 32
+        imgsz: usize = 640, image_size, ALL;
+        /// images per iteration ≥ 1
+        batch: usize = 16, |x| at_least(*x, 1), TRAIN_VAL;
+        /// nominal batch: gradients are accumulated over round(nbs/batch) iterations
+        nbs: usize = 64, |x| at_least(*x, 1), TRAIN;
+        /// auto | SGD | AdamW | MuSGD
+        optimizer: DetOptimizer = DetOptimizer::Auto, any, TRAIN;
+        /// initial learning rate in (0, 1] (null: 0.01 for SGD/MuSGD, 0.001 for AdamW; auto picks its own)
+        lr0: Option<f64> = None, |x| x.map_or(Ok(()), |v| positive(v).and(fraction(v))), TRAIN;
+        /// final learning rate as a fraction of lr0
+        lrf: f64 = 0.01, |x| positive(*x).and(fraction(*x)), TRAIN;
+        /// SGD momentum / Adam β₁
+        momentum: f64 = 0.937, |x| fraction(*x), TRAIN;
+        /// decay of conv weights at nbs (scaled by batch·accumulate/nbs)
+        weight_decay: f64 = 5e-4, |x| fraction(*x), TRAIN;
+        /// warmup length in epochs (at most epochs − 1)
+        warmup_epochs: f64 = 3.0, |x| at_least(*x, 0.0), TRAIN;
+        /// momentum at the start of warmup
+        warmup_momentum: f64 = 0.8, |x| fraction(*x), TRAIN;
+        /// bias learning rate at the start of warmup
+        warmup_bias_lr: f64 = 0.1, |x| fraction(*x), TRAIN;
+        /// true: cosine schedule; false: linear
+        cos_lr: bool = false, any, TRAIN;
+        /// turn mosaic off for the last N epochs
+        close_mosaic: usize = 10, any, TRAIN;
+        /// hue gain (fraction of the hue circle)
+        hsv_h: f32 = 0.015, |x| fraction(*x as f64), TRAIN;
+        /// saturation gain
+        hsv_s: f32 = 0.7, |x| fraction(*x as f64), TRAIN;
+        /// value (brightness) gain
+        hsv_v: f32 = 0.4, |x| fraction(*x as f64), TRAIN;
+        /// horizontal flip probability
+        fliplr: f32 = 0.5, |x| fraction(*x as f64), TRAIN;
+        /// random scale ± fraction
+        scale: f32 = 0.5, |x| fraction(*x as f64), TRAIN;
+        /// random translation ± fraction of the image size
+        translate: f32 = 0.1, |x| fraction(*x as f64), TRAIN;
+        /// mosaic probability
+        mosaic: f32 = 1.0, |x| fraction(*x as f64), TRAIN;
+        /// global gradient-norm clipping threshold > 0, or none
+        clip_norm: Option<f64> = Some(10.0), |x| x.map_or(Ok(()), positive), TRAIN;
+        /// non-finite steps in a row to recover from, 0 = off
+        nan_recovery: usize = 3, any, TRAIN;
+        /// random seed
+        seed: u64 = 0, any, TRAIN;
+        /// true | false: the gradient probe
+        probe: bool = true, any, TRAIN;
+        /// probe every k-th optimizer step
+        probe_every: usize = 1, |x| at_least(*x, 1), TRAIN;
+        /// activation ablation: silu (YOLO26) | relu | sigmoid | tanh | …
+        act: Activation = Activation::Silu, any, TRAIN;
+        /// true | false: BatchNorm after every conv
+        bn: bool = true, any, TRAIN;
+        /// true | false: residual connections in bottlenecks
+        shortcut: bool = true, any, TRAIN;
+        /// folder for runs
+        project: String = "runs/detect".into(), any, ALL;
+        /// run name (train, train2, … when it exists)
+        name: String = "train".into(), any, TRAIN;
+        /// reuse an existing run folder
+        exist_ok: bool = false, any, TRAIN;
+        /// confidence threshold (null: val 0.001, predict 0.25)
+        conf: Option<f64> = None, opt_fraction, ALL;
+        /// detections kept per image
+        max_det: usize = 300, |x| at_least(*x, 1), ALL;
+        /// true: one-to-one head, top-k without NMS; false: one-to-many head with NMS
+        end2end: bool = true, any, ALL;
+        /// NMS IoU threshold (end2end=false)
+        iou: f64 = 0.7, |x| fraction(*x), ALL;
+        /// write COCO-format predictions (val) or a predictions.json (predict)
+        save_json: bool = false, any, VAL_PREDICT;
+        /// write plots
+        plots: bool = true, any, TRAIN;
+        /// an image or a folder of images
+        source: Option<String> = None, any, PREDICT;
+        /// true: validate after every epoch; false: only after the last
+        val: bool = true, any, TRAIN;
+        /// true (with model=<run>/weights/last.safetensors) or a run folder: continue that run exactly
+        resume: Option<String> = None, any, TRAIN;
     }
 }
 
@@ -165,149 +143,35 @@ impl DetectArgs {
         }
     }
 
-    /// Applies one `key=value`.
-    pub fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
-        let f = |v: &str| parse_frac(key, v);
-        match key {
-            "model" => self.model = v.into(),
-            "data" => self.data = v.into(),
-            "epochs" => self.epochs = parse_usize(key, v, 1)?,
-            "imgsz" => {
-                let n = parse_usize(key, v, 32)?;
-                if n % 32 != 0 {
-                    return Err(format!(
-                        "imgsz={v}: must be a multiple of 32 (e.g. {})",
-                        n.div_ceil(32) * 32
-                    ));
-                }
-                self.imgsz = n;
-            }
-            "batch" => self.batch = parse_usize(key, v, 1)?,
-            "nbs" => self.nbs = parse_usize(key, v, 1)?,
-            "optimizer" => self.optimizer = v.parse()?,
-            "lr0" => self.lr0 = Some(parse_pos(key, v)?),
-            "lrf" => self.lrf = parse_pos(key, v)?,
-            "momentum" => self.momentum = f(v)?,
-            "weight_decay" => self.weight_decay = f(v)?,
-            "warmup_epochs" => self.warmup_epochs = f(v)?,
-            "warmup_momentum" => self.warmup_momentum = f(v)?,
-            "warmup_bias_lr" => self.warmup_bias_lr = f(v)?,
-            "cos_lr" => self.cos_lr = parse_bool(key, v)?,
-            "close_mosaic" => self.close_mosaic = parse_usize(key, v, 0)?,
-            "hsv_h" => self.augment.hsv_h = f(v)? as f32,
-            "hsv_s" => self.augment.hsv_s = f(v)? as f32,
-            "hsv_v" => self.augment.hsv_v = f(v)? as f32,
-            "fliplr" => self.augment.fliplr = f(v)? as f32,
-            "scale" => self.augment.scale = f(v)? as f32,
-            "translate" => self.augment.translate = f(v)? as f32,
-            "mosaic" => self.augment.mosaic = f(v)? as f32,
-            "clip_norm" => {
-                self.clip_norm = match v {
-                    "none" | "None" | "0" => None,
-                    _ => Some(parse_pos(key, v)?),
-                }
-            }
-            "nan_recovery" => self.nan_recovery = parse_usize(key, v, 0)?,
-            "seed" => self.seed = parse_usize(key, v, 0)? as u64,
-            "probe" => self.probe = parse_bool(key, v)?,
-            "probe_every" => self.probe_every = parse_usize(key, v, 1)?,
-            "act" => self.act = v.parse()?,
-            "bn" => self.bn = parse_bool(key, v)?,
-            "shortcut" => self.shortcut = parse_bool(key, v)?,
-            "project" => self.project = v.into(),
-            "name" => self.name = v.into(),
-            "exist_ok" => self.exist_ok = parse_bool(key, v)?,
-            "conf" => self.conf = Some(f(v)?),
-            "max_det" => self.max_det = parse_usize(key, v, 1)?,
-            "end2end" => self.end2end = parse_bool(key, v)?,
-            "iou" => self.iou = f(v)?,
-            "save_json" => self.save_json = parse_bool(key, v)?,
-            "plots" => self.plots = parse_bool(key, v)?,
-            "source" => self.source = Some(v.into()),
-            "val" => self.val = parse_bool(key, v)?,
-            "resume" => {
-                self.resume = match v {
-                    "false" | "False" => None,
-                    _ => Some(v.into()),
-                }
-            }
-            _ => {
-                let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
-                return Err(format!(
-                    "unknown argument '{key}'; accepted: {}",
-                    known.join(", ")
-                ));
-            }
+    /// The augmentation settings.
+    pub fn augment(&self) -> AugmentConfig {
+        AugmentConfig {
+            hsv_h: self.hsv_h,
+            hsv_s: self.hsv_s,
+            hsv_v: self.hsv_v,
+            fliplr: self.fliplr,
+            scale: self.scale,
+            translate: self.translate,
+            mosaic: self.mosaic,
         }
-        Ok(())
     }
 
-    /// From `key=value` words, on top of `base`.
-    pub fn parse(base: Self, words: &[String]) -> Result<Self, String> {
+    /// From `key=value` words for `command`, on top of `base`. `resume=false` is read as no
+    /// resume.
+    pub fn parse(base: Self, words: &[String], command: Command) -> Result<Self, SettingError> {
         let mut a = base;
-        for w in words {
-            let (k, v) = w.split_once('=').ok_or_else(|| {
-                format!("'{w}': expected key=value (e.g. epochs=10); see `gradscope help train`")
-            })?;
-            a.set(k.trim(), v.trim())?;
+        for (k, v) in split_words(words, command)? {
+            match (k, v) {
+                ("resume", "false" | "False") => a.resume = None,
+                _ => a.set(k, v, command)?,
+            }
         }
         Ok(a)
     }
 
-    /// args.yaml: every setting, one per line.
-    pub fn to_yaml(&self) -> String {
-        let a = &self.augment;
-        let opt = |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_else(|| "null".into());
-        let mut s = String::new();
-        let rows: Vec<(&str, String)> = vec![
-            ("task", "detect".into()),
-            ("model", self.model.clone()),
-            ("data", self.data.clone()),
-            ("epochs", self.epochs.to_string()),
-            ("imgsz", self.imgsz.to_string()),
-            ("batch", self.batch.to_string()),
-            ("nbs", self.nbs.to_string()),
-            ("optimizer", self.optimizer.to_string()),
-            ("lr0", opt(self.lr0)),
-            ("lrf", self.lrf.to_string()),
-            ("momentum", self.momentum.to_string()),
-            ("weight_decay", self.weight_decay.to_string()),
-            ("warmup_epochs", self.warmup_epochs.to_string()),
-            ("warmup_momentum", self.warmup_momentum.to_string()),
-            ("warmup_bias_lr", self.warmup_bias_lr.to_string()),
-            ("cos_lr", self.cos_lr.to_string()),
-            ("close_mosaic", self.close_mosaic.to_string()),
-            ("hsv_h", a.hsv_h.to_string()),
-            ("hsv_s", a.hsv_s.to_string()),
-            ("hsv_v", a.hsv_v.to_string()),
-            ("fliplr", a.fliplr.to_string()),
-            ("scale", a.scale.to_string()),
-            ("translate", a.translate.to_string()),
-            ("mosaic", a.mosaic.to_string()),
-            ("clip_norm", opt(self.clip_norm)),
-            ("nan_recovery", self.nan_recovery.to_string()),
-            ("seed", self.seed.to_string()),
-            ("probe", self.probe.to_string()),
-            ("probe_every", self.probe_every.to_string()),
-            ("act", self.act.to_string()),
-            ("bn", self.bn.to_string()),
-            ("shortcut", self.shortcut.to_string()),
-            ("conf", opt(self.conf)),
-            ("max_det", self.max_det.to_string()),
-            ("end2end", self.end2end.to_string()),
-            ("iou", self.iou.to_string()),
-            ("save_json", self.save_json.to_string()),
-            ("val", self.val.to_string()),
-        ];
-        for (k, v) in rows {
-            let v = if v.contains(':') || v.contains('#') || v.contains(' ') {
-                format!("'{}'", v.replace('\'', "''"))
-            } else {
-                v
-            };
-            let _ = writeln!(s, "{k}: {v}");
-        }
-        s
+    /// args.yaml: every setting, one per line, after `task: detect`.
+    pub fn args_yaml(&self) -> String {
+        format!("task: detect\n{}", self.to_yaml())
     }
 }
 
@@ -324,17 +188,27 @@ mod tests {
                 "imgsz=320".into(),
                 "optimizer=SGD".into(),
             ],
+            Command::Train,
         )
         .unwrap();
         assert_eq!(
             (a.epochs, a.imgsz, a.optimizer),
             (3, 320, DetOptimizer::Sgd)
         );
-        let e = DetectArgs::parse(DetectArgs::default(), &["imgsz=300".into()]).unwrap_err();
+        let e = DetectArgs::parse(DetectArgs::default(), &["imgsz=300".into()], Command::Train)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("imgsz=300") && e.contains("320"), "{e}");
-        let e = DetectArgs::parse(DetectArgs::default(), &["epoch=3".into()]).unwrap_err();
-        assert!(e.contains("unknown argument 'epoch'"), "{e}");
-        let e = DetectArgs::parse(DetectArgs::default(), &["epochs".into()]).unwrap_err();
+        let e = DetectArgs::parse(DetectArgs::default(), &["epoch=3".into()], Command::Train)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown argument 'epoch' (did you mean 'epochs'?)"),
+            "{e}"
+        );
+        let e = DetectArgs::parse(DetectArgs::default(), &["epochs".into()], Command::Train)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("key=value"), "{e}");
     }
 }

@@ -1,18 +1,17 @@
-//! YOLO26 detection training: augmentation, target assignment, losses, metrics, the trainer,
-//! validation and prediction.
+//! YOLO26 detection: the input pipeline ([`input`]), the objective ([`objective`]), optimisation
+//! ([`optimize`]), evaluation ([`eval`]) and the run folder ([`run`]), with the trainer
+//! ([`train`]) and prediction ([`predict`]) on top. Settings in [`args`], errors in [`error`].
+//!
+//! Dependencies point down that list: `input`, `objective`, `optimize` and `eval` know nothing of
+//! runs or the trainer; `run` writes what they produce; `train` and `predict` use them all.
 
 pub mod args;
-pub mod assign;
-pub mod augment;
-pub mod dataset;
-pub mod download;
-pub mod ema;
-pub mod loss;
-pub mod metrics;
-pub mod optimizer;
-pub mod plots;
+pub mod error;
+pub mod eval;
+pub mod input;
+pub mod model;
+pub mod objective;
+pub mod optimize;
 pub mod predict;
-pub mod resume;
-pub mod runs;
+pub mod run;
 pub mod train;
-pub mod validate;

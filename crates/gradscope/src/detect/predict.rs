@@ -8,16 +8,16 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
-use yaml_rust2::{Yaml, YamlLoader};
 
-use super::args::DetectArgs;
-use super::assign::Anchors;
-use super::augment::val_image;
-use super::plots::{draw_boxes, Drawn};
-use super::train::{build_model, DetectError};
-use super::validate::{detections, DetectSettings};
 use crate::data::detect::image_files;
 use crate::data::letterbox::unletterbox;
+use crate::detect::args::DetectArgs;
+use crate::detect::error::DetectError;
+use crate::detect::eval::validate::{detections, DetectSettings};
+use crate::detect::input::augment::val_image;
+use crate::detect::model::build_model;
+use crate::detect::objective::assign::Anchors;
+use crate::detect::run::plots::{draw_boxes, Drawn};
 use crate::probe::Tap;
 use crate::yolo::model::Yolo;
 
@@ -28,71 +28,64 @@ pub struct Checkpoint {
     pub names: Vec<String>,
 }
 
-/// The run folder of a checkpoint `<run>/weights/x.safetensors`.
-pub fn run_of(weights: &Path) -> Result<&Path, DetectError> {
-    weights
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| DetectError::Args(format!("{}: not inside a run folder", weights.display())))
-}
-
-/// Reads a run's `args.yaml`: its training arguments and class names.
-pub fn run_args(run: &Path) -> Result<(DetectArgs, Vec<String>), DetectError> {
-    let file = run.join("args.yaml");
-    let text = std::fs::read_to_string(&file).map_err(|e| {
-        DetectError::Args(format!(
-            "{}: {e} (a checkpoint is read with the args.yaml of its run, <run>/weights/../args.yaml)",
-            file.display()
-        ))
-    })?;
-    let docs = YamlLoader::load_from_str(&text)
-        .map_err(|e| DetectError::Args(format!("{}: not valid YAML: {e}", file.display())))?;
-    let doc = docs.first().cloned().unwrap_or(Yaml::Null);
-    let mut args = DetectArgs::default();
-    let mut names = Vec::new();
-    if let Yaml::Hash(h) = &doc {
-        for (k, v) in h {
-            let Some(k) = k.as_str() else { continue };
-            match (k, v) {
-                ("names", Yaml::Hash(m)) => {
-                    let mut pairs: Vec<(i64, String)> = m
-                        .iter()
-                        .filter_map(|(i, n)| Some((i.as_i64()?, n.as_str()?.to_string())))
-                        .collect();
-                    pairs.sort();
-                    names = pairs.into_iter().map(|(_, n)| n).collect();
-                }
-                ("task", _) | (_, Yaml::Null) => {}
-                (k, v) => {
-                    let s = match v {
-                        Yaml::String(s) => s.clone(),
-                        Yaml::Integer(i) => i.to_string(),
-                        Yaml::Real(r) => r.clone(),
-                        Yaml::Boolean(b) => b.to_string(),
-                        _ => continue,
-                    };
-                    args.set(k, &s)
-                        .map_err(|e| DetectError::Args(format!("{}: {e}", file.display())))?;
-                }
-            }
-        }
-    }
-    if names.is_empty() {
-        return Err(DetectError::Args(format!(
-            "{}: no class names",
-            file.display()
-        )));
-    }
-    Ok((args, names))
-}
-
-/// Loads a checkpoint with its run's settings.
-pub fn load(weights: &Path, device: &Device) -> Result<Checkpoint, DetectError> {
-    let (args, names) = run_args(run_of(weights)?)?;
-    let (_, model) = build_model(&args, names.len(), device)?;
-    let model = crate::yolo::weights::load_ultralytics(model, weights)
-        .map_err(|e| DetectError::Args(e.to_string()))?;
+/// An Ultralytics `.pt`: its model at its scale and class count, the image size it was trained
+/// at, class names COCO's for 80 classes, else `class0`, … (`val` takes them from `data=`).
+fn load_pt(path: &Path, device: &Device) -> Result<Checkpoint, DetectError> {
+    let ck = crate::yolo::pt::read_pt(path)?;
+    let args = DetectArgs {
+        model: format!("yolo26{}.yaml", ck.scale),
+        imgsz: ck.imgsz.filter(|s| s % 32 == 0).unwrap_or(640),
+        ..DetectArgs::default()
+    };
+    // the reader cannot see the pickled model's `names` attribute
+    let names = if ck.nc == 80 {
+        crate::detect::input::sources::COCO_NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        (0..ck.nc).map(|i| format!("class{i}")).collect()
+    };
+    let (_, model) = build_model(&args, ck.nc, device)?;
+    let model = crate::yolo::weights::load_named(model, &ck.tensors, path)?;
+    refuse_non_finite(&model, path)?;
     Ok(Checkpoint { model, args, names })
+}
+
+/// Loads a checkpoint: an Ultralytics `.pt`, or a gradscope `.safetensors` with its run's
+/// settings.
+pub fn load(weights: &Path, device: &Device) -> Result<Checkpoint, DetectError> {
+    if weights
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("pt") || e.eq_ignore_ascii_case("pth"))
+    {
+        return load_pt(weights, device);
+    }
+    let (args, names) = crate::detect::run::run_args(crate::detect::run::run_of(weights)?)?;
+    let (_, model) = build_model(&args, names.len(), device)?;
+    let model = crate::yolo::weights::load_ultralytics(model, weights)?;
+    refuse_non_finite(&model, weights)?;
+    Ok(Checkpoint { model, args, names })
+}
+
+/// A checkpoint with NaN or ∞ in any tensor predicts nothing meaningful: refused, naming the
+/// first such tensor and how many there are.
+fn refuse_non_finite(model: &Yolo, path: &Path) -> Result<(), DetectError> {
+    let bad: Vec<(String, usize)> = crate::yolo::weights::named_tensors(model)
+        .into_iter()
+        .map(|(name, _, v)| (name, v.iter().filter(|x| !x.is_finite()).count()))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    match bad.first() {
+        None => Ok(()),
+        Some((name, n)) => Err(DetectError::invalid(
+            path,
+            format!(
+                "{} tensor(s) hold NaN or infinite values, first {name} ({n} values); this checkpoint cannot be used (a run that diverged? train again with a lower lr0)",
+                bad.len()
+            ),
+        )),
+    }
 }
 
 /// One image's detections in its own pixels: (class, xyxy, score).
@@ -158,8 +151,14 @@ pub fn predict(
             source.display()
         )));
     };
-    std::fs::create_dir_all(out_dir)
-        .map_err(|e| DetectError::Io(format!("{}: {e}", out_dir.display())))?;
+    if files.is_empty() {
+        return Err(DetectError::Data(format!(
+            "source={}: no images in this folder (jpg, jpeg, png, bmp, tif, tiff, webp)",
+            source.display()
+        )));
+    }
+    let n_files = files.len();
+    std::fs::create_dir_all(out_dir).map_err(|e| DetectError::io(out_dir, e))?;
     let mut all = Vec::new();
     for f in files {
         let img = match image::open(&f) {
@@ -172,18 +171,22 @@ pub fn predict(
         let boxes = predict_image(&ck.model, &img, imgsz, ck.names.len(), settings, device);
         let mut canvas = img;
         let drawn: Vec<Drawn> = boxes.iter().map(|(c, b, s)| (*c, *b, Some(*s))).collect();
-        draw_boxes(&mut canvas, &drawn, &ck.names).map_err(DetectError::Io)?;
+        draw_boxes(&mut canvas, &drawn, &ck.names).map_err(|m| DetectError::plot(&f, m))?;
         let name = f
             .file_name()
             .map(PathBuf::from)
             .unwrap_or_else(|| "image.jpg".into());
         let out = out_dir.join(name).with_extension("jpg");
-        canvas
-            .save(&out)
-            .map_err(|e| DetectError::Io(format!("{}: {e}", out.display())))?;
+        canvas.save(&out).map_err(|e| DetectError::plot(&out, e))?;
         let p = Prediction { image: f, boxes };
         on(Ok(&p));
         all.push(p);
+    }
+    if all.is_empty() {
+        return Err(DetectError::Data(format!(
+            "source={}: none of its {n_files} file(s) could be decoded as an image",
+            source.display()
+        )));
     }
     Ok(all)
 }

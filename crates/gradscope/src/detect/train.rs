@@ -21,22 +21,24 @@ use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::args::DetectArgs;
-use super::assign::Anchors;
-use super::dataset::{epoch_order, prefetch};
-use super::ema::Ema;
-use super::loss::{one2many_weight, yolo_loss, LossGains, LossItems};
-use super::optimizer::{DetOptimizer, GroupLr, GroupOptimizer};
-use super::resume;
-use super::runs;
-use super::validate::{validate, DetectSettings, ValResult};
-use crate::diagnose::{diagnose, Diagnosis};
-use crate::probe::{Probe, ProbeConfig};
+use crate::detect::args::DetectArgs;
+use crate::detect::eval::validate::{validate, DetectSettings, ValResult};
+use crate::detect::input::dataset::{epoch_order, prefetch, Batch, DetData};
+use crate::detect::input::sources;
+use crate::detect::model::initial_model;
+use crate::detect::objective::assign::{Anchors, Xyxy};
+use crate::detect::objective::loss::{one2many_weight, yolo_loss, LossGains, LossItems};
+use crate::detect::optimize::ema::Ema;
+use crate::detect::optimize::optimizer::{DetOptimizer, GroupLr, GroupOptimizer};
+use crate::detect::run as runs;
+use crate::detect::run::resume;
+use crate::diagnose::divergence::{divergence, RunTrace};
+use crate::diagnose::{diagnose, Diagnosis, Verdict};
+use crate::probe::{Probe, ProbeConfig, Tap};
 use crate::train::clip;
-use crate::train::recovery::{GoodState, RecoveryEvent};
+use crate::train::recovery::{localise, Decision, GoodState, Recovery};
 use crate::train::{EpochStats, History};
-use crate::yolo::blocks::Switches;
-use crate::yolo::model::{Yolo, YoloConfig};
+use crate::yolo::model::Yolo;
 
 /// Reported to the caller as training goes.
 pub enum TrainEvent<'a> {
@@ -63,42 +65,20 @@ pub enum TrainEvent<'a> {
     },
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DetectError {
-    #[error("{0}")]
-    Args(String),
-    #[error("{0}")]
-    Data(String),
-    #[error("{0}")]
-    Io(String),
-}
+pub use crate::detect::error::DetectError;
 
 pub struct TrainOutcome {
     pub dir: PathBuf,
+    /// Evidence that the run diverged (empty when it did not): see [`crate::diagnose::divergence`].
+    pub diverged: Vec<String>,
+    /// Optimizer steps taken over the whole run (resumed runs included).
+    pub optimizer_steps: usize,
     pub last: Option<ValResult>,
     pub best_map50_95: f64,
     pub diagnosis: Option<Diagnosis>,
     pub history: History,
     pub seconds: f64,
     pub names: Vec<String>,
-}
-
-/// The model for `args`, with the ablation switches, for `nc` classes.
-pub fn build_model(
-    args: &DetectArgs,
-    nc: usize,
-    device: &Device,
-) -> Result<(YoloConfig, Yolo), DetectError> {
-    let mut cfg = YoloConfig::from_name(&args.model, nc).map_err(DetectError::Args)?;
-    // a seeded initialisation: the same seed builds the same network
-    device.seed(args.seed);
-    cfg.switches = Switches {
-        act: args.act,
-        bn: args.bn,
-        shortcut: args.shortcut,
-    };
-    let model = cfg.init(device);
-    Ok((cfg, model))
 }
 
 /// Linear or cosine learning-rate factor at `epoch` (lf in the reference trainer).
@@ -119,425 +99,645 @@ fn interp(x: f64, x1: f64, y0: f64, y1: f64) -> f64 {
     y0 + (y1 - y0) * t
 }
 
-/// Trains as `args` says, reporting to `on`.
-pub fn train(
-    args_in: &DetectArgs,
-    on: &mut dyn FnMut(TrainEvent),
-) -> Result<TrainOutcome, DetectError> {
-    let t0 = Instant::now();
-    let device = crate::device();
-    // resume: the run's own arguments, its folder and state file
-    let resume = match &args_in.resume {
-        Some(r) => Some(resume::locate(r, &args_in.model)?),
-        None => None,
-    };
-    let args_owned = match &resume {
-        Some((run, _)) => {
-            let (mut a, _) = super::predict::run_args(run)?;
-            a.resume = None;
-            on(TrainEvent::Info(format!("resuming {}", run.display())));
-            a
-        }
-        None => args_in.clone(),
-    };
-    let args = &args_owned;
-    let data = runs::resolve_data(&args.data, &mut |m| on(TrainEvent::Info(m)))?;
-    let nc = data.names.len();
-    let (train, val) = runs::load_sets(&data, &mut |warn, m| {
-        on(if warn {
-            TrainEvent::Warning(m)
-        } else {
-            TrainEvent::Info(m)
-        })
-    })?;
-    if train.is_empty() {
-        return Err(DetectError::Data(format!(
-            "{}: no usable training images",
-            data.root.display()
-        )));
-    }
-    let (_cfg, mut model) = build_model(args, nc, &device)?;
-    let dir = match &resume {
-        Some((run, _)) => run.clone(),
-        None => runs::new_run_dir(&args.project, &args.name, args.exist_ok)?,
-    };
-    let weights = dir.join("weights");
-    std::fs::create_dir_all(&weights)
-        .map_err(|e| DetectError::Io(format!("{}: {e}", weights.display())))?;
-    if resume.is_none() {
-        runs::write_args(&dir, args, &data.names)?;
-        if args.plots {
-            super::plots::labels(&train, &data.names, &dir.join("labels.jpg"))?;
-        }
-    }
-    on(TrainEvent::Info(format!(
-        "model {} ({} parameters), act={} bn={} shortcut={}",
-        args.model,
-        model.num_params(),
-        args.act,
-        args.bn,
-        args.shortcut
-    )));
+/// The optimizer, learning rates and step counts of a run, fixed at set-up.
+#[derive(Clone, Debug)]
+struct Plan {
+    imgsz: usize,
+    batch: usize,
+    /// Iterations per epoch.
+    nb: usize,
+    /// Nominal batch.
+    nbs: usize,
+    /// Iterations per optimizer step after warmup.
+    accumulate: usize,
+    weight_decay: f64,
+    adamw: bool,
+    muon: bool,
+    lr0: f64,
+    momentum: f64,
+    /// Warmup iterations.
+    nw: usize,
+    warmup_bias_lr: f64,
+}
 
-    let imgsz = args.imgsz;
-    // the nominal batch size counts for accumulation and decay even when the set is smaller
-    let batch = args.batch.max(1);
-    let nb = train.len().div_ceil(batch);
-    let nbs = args.nbs.max(1);
-    let accumulate_full = ((nbs as f64 / batch as f64).round() as usize).max(1);
-    let weight_decay = args.weight_decay * (batch * accumulate_full) as f64 / nbs as f64;
-    let iterations = (train.len() as f64 / batch.max(nbs) as f64).ceil() as usize * args.epochs;
-    let (adamw, muon, lr0, momentum) = match args.optimizer {
-        DetOptimizer::Auto => {
-            if iterations > 10_000 {
-                (false, true, 0.01, 0.9)
-            } else {
-                let lr = (0.002 * 5.0 / (4.0 + nc as f64) * 1e6).round() / 1e6;
-                (true, false, lr, 0.9)
+impl Plan {
+    fn new(args: &DetectArgs, images: usize, nc: usize) -> Self {
+        // the nominal batch size counts for accumulation and decay even when the set is smaller
+        let batch = args.batch.max(1);
+        let nb = images.div_ceil(batch);
+        let nbs = args.nbs.max(1);
+        let nominal = ((nbs as f64 / batch as f64).round() as usize).max(1);
+        let weight_decay = args.weight_decay * (batch * nominal) as f64 / nbs as f64;
+        // never more iterations per step than the run has: a short run still steps
+        let accumulate = nominal.min(nb * args.epochs).max(1);
+        let iterations = (images as f64 / batch.max(nbs) as f64).ceil() as usize * args.epochs;
+        let (adamw, muon, lr0, momentum) = match args.optimizer {
+            DetOptimizer::Auto => {
+                if iterations > 10_000 {
+                    (false, true, 0.01, 0.9)
+                } else {
+                    let lr = (0.002 * 5.0 / (4.0 + nc as f64) * 1e6).round() / 1e6;
+                    (true, false, lr, 0.9)
+                }
             }
+            DetOptimizer::Sgd => (false, false, args.lr0.unwrap_or(0.01), args.momentum),
+            DetOptimizer::Musgd => (false, true, args.lr0.unwrap_or(0.01), args.momentum),
+            DetOptimizer::Adamw => (true, false, args.lr0.unwrap_or(0.001), args.momentum),
+        };
+        // warmup leaves at least the last epoch for regular training
+        let warmup_epochs = args.warmup_epochs.min(args.epochs.saturating_sub(1) as f64);
+        let nw = if warmup_epochs > 0.0 {
+            (warmup_epochs * nb as f64).round() as usize
+        } else {
+            0
+        };
+        // auto starts the bias warmup at zero; Adam's β₁ has no warmup (it is not a momentum)
+        let warmup_bias_lr = if args.optimizer == DetOptimizer::Auto {
+            0.0
+        } else {
+            args.warmup_bias_lr
+        };
+        Plan {
+            imgsz: args.imgsz,
+            batch,
+            nb,
+            nbs,
+            accumulate,
+            weight_decay,
+            adamw,
+            muon,
+            lr0,
+            momentum,
+            nw,
+            warmup_bias_lr,
         }
-        DetOptimizer::Sgd => (false, false, args.lr0.unwrap_or(0.01), args.momentum),
-        DetOptimizer::Musgd => (false, true, args.lr0.unwrap_or(0.01), args.momentum),
-        DetOptimizer::Adamw => (true, false, args.lr0.unwrap_or(0.001), args.momentum),
-    };
-    let lr0 = if args.optimizer == DetOptimizer::Auto {
-        lr0
-    } else {
-        args.lr0.unwrap_or(lr0)
-    };
-    on(TrainEvent::Info(format!(
-        "optimizer: {} (lr0 {lr0}, momentum {momentum}) with groups: weights (decay {weight_decay:.2e}), norm weights and biases (no decay); batch {batch}, nominal batch {nbs} (accumulate {accumulate_full}), {nb} iterations per epoch",
-        if adamw {
+    }
+
+    fn describe(&self) -> String {
+        let name = if self.adamw {
             "AdamW"
-        } else if muon {
+        } else if self.muon {
             "MuSGD (Muon + SGD on conv weights, Nesterov)"
         } else {
             "SGD (Nesterov)"
-        }
-    )));
-    // warmup leaves at least the last epoch for regular training
-    let warmup_epochs = args.warmup_epochs.min(args.epochs.saturating_sub(1) as f64);
-    let nw = if warmup_epochs > 0.0 {
-        (warmup_epochs * nb as f64).round() as usize
-    } else {
-        0
-    };
-    // auto starts the bias warmup at zero; Adam's β₁ has no warmup (it is not a momentum)
-    let warmup_bias_lr = if args.optimizer == DetOptimizer::Auto {
-        0.0
-    } else {
-        args.warmup_bias_lr
-    };
+        };
+        format!(
+            "optimizer: {name} (lr0 {}, momentum {}) with groups: weights (decay {:.2e}), norm weights and biases (no decay); batch {}, nominal batch {} (accumulate {}), {} iterations per epoch",
+            self.lr0, self.momentum, self.weight_decay, self.batch, self.nbs, self.accumulate, self.nb
+        )
+    }
 
-    let mut optim = if muon {
-        GroupOptimizer::musgd()
-    } else {
-        GroupOptimizer::new(adamw)
-    };
-    let mut ema = Ema::new(&model);
-    let mut start = resume::Counters {
-        epoch: 0,
-        ema_updates: 0,
-        last_opt: -1,
-        opt_steps: 0,
-        lr_scale: 1.0,
-        best: f64::NEG_INFINITY,
-        adamw,
-        muon,
-    };
-    if let Some((_, state)) = &resume {
-        let (m, e, o, c) = resume::load(state, model, &device)?;
-        (model, ema, optim, start) = (m, e, o, c);
-        if start.epoch >= args.epochs {
-            return Err(DetectError::Args(format!(
-                "{}: the run already finished its {} epochs; nothing to resume",
-                dir.display(),
-                args.epochs
+    /// Accumulation, per-group learning rates (weights, norm weights, biases) and momentum at
+    /// iteration `ni` with schedule factor `lf`: ramped during warmup, then fixed.
+    fn at(&self, ni: usize, lf: f64, args: &DetectArgs) -> (usize, [f64; 3], f64) {
+        if ni <= self.nw && self.nw > 0 {
+            let (x, x1) = (ni as f64, self.nw as f64);
+            let acc = (interp(x, x1, 1.0, self.accumulate as f64).round() as usize).max(1);
+            let lr_w = interp(x, x1, 0.0, self.lr0 * lf);
+            let lr_b = interp(x, x1, self.warmup_bias_lr, self.lr0 * lf);
+            let m = if self.adamw {
+                self.momentum
+            } else {
+                interp(x, x1, args.warmup_momentum, self.momentum)
+            };
+            (acc, [lr_w, lr_w, lr_b], m)
+        } else {
+            (self.accumulate, [self.lr0 * lf; 3], self.momentum)
+        }
+    }
+}
+
+/// Whether the epoch loop goes on after a step.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// What one epoch's iterations leave for its end.
+struct EpochState {
+    epoch: usize,
+    /// ProgLoss weight of the one-to-many branch.
+    w: f64,
+    /// Learning-rate schedule factor.
+    lf: f64,
+    mean: LossItems,
+    seen: usize,
+}
+
+/// A detection training run: set up once ([`Trainer::new`]), then epoch by epoch, iteration by
+/// iteration ([`Trainer::run`]).
+pub struct Trainer<'o> {
+    args: DetectArgs,
+    on: &'o mut dyn FnMut(TrainEvent),
+    t0: Instant,
+    dir: PathBuf,
+    names: Vec<String>,
+    train: Arc<DetData>,
+    val: DetData,
+    plan: Plan,
+    device: Device,
+    model: Yolo,
+    ema: Ema<Yolo>,
+    optim: GroupOptimizer,
+    acc: GradientsAccumulator<Yolo>,
+    good: GoodState<Yolo, GroupOptimizer>,
+    recovery: Recovery,
+    /// Epoch to start at, optimizer steps, last stepped iteration, lr scale, best fitness.
+    counters: resume::Counters,
+    probe: Probe,
+    anchors: Anchors,
+    gains: LossGains,
+    settings: DetectSettings,
+    hist: History,
+    csv: runs::ResultsCsv,
+    last_val: Option<ValResult>,
+    diagnosis: Option<Diagnosis>,
+    diverged: Vec<String>,
+}
+
+/// Trains as `args` says, reporting to `on`.
+pub fn train(
+    args: &DetectArgs,
+    on: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainOutcome, DetectError> {
+    Trainer::new(args, on)?.run()
+}
+
+impl<'o> Trainer<'o> {
+    /// Resume state, data, model, optimizer, EMA, probe and run folder.
+    pub fn new(
+        args_in: &DetectArgs,
+        on: &'o mut dyn FnMut(TrainEvent),
+    ) -> Result<Self, DetectError> {
+        let t0 = Instant::now();
+        let device = crate::device();
+        // resume: the run's own arguments, its folder and state file
+        let resume = match &args_in.resume {
+            Some(r) => Some(resume::locate(r, &args_in.model)?),
+            None => None,
+        };
+        let args = match &resume {
+            Some((run, _)) => {
+                let (mut a, _) = runs::run_args(run)?;
+                a.resume = None;
+                on(TrainEvent::Info(format!("resuming {}", run.display())));
+                a
+            }
+            None => args_in.clone(),
+        };
+        let data = sources::resolve_data(&args.data, &mut |m| on(TrainEvent::Info(m)))?;
+        let nc = data.names.len();
+        let (train, val) = sources::load_sets(&data, &mut |warn, m| {
+            on(if warn {
+                TrainEvent::Warning(m)
+            } else {
+                TrainEvent::Info(m)
+            })
+        })?;
+        if train.is_empty() {
+            return Err(DetectError::Data(format!(
+                "{}: no usable training images",
+                data.root.display()
             )));
         }
+        let (model, transferred) = initial_model(&args, nc, &device)?;
+        if let Some(line) = transferred {
+            on(TrainEvent::Info(line));
+        }
+        let dir = match &resume {
+            Some((run, _)) => run.clone(),
+            None => runs::new_run_dir(&args.project, &args.name, args.exist_ok)?,
+        };
+        let weights = dir.join("weights");
+        std::fs::create_dir_all(&weights).map_err(|e| DetectError::io(&weights, e))?;
+        if resume.is_none() {
+            runs::write_args(&dir, &args, &data.names)?;
+            if args.plots {
+                crate::detect::run::plots::labels(&train, &data.names, &dir.join("labels.jpg"))?;
+            }
+        }
         on(TrainEvent::Info(format!(
-            "continuing at epoch {}",
-            start.epoch + 1
+            "model {} ({} parameters), act={} bn={} shortcut={}",
+            args.model,
+            model.num_params(),
+            args.act,
+            args.bn,
+            args.shortcut
         )));
-    }
-    let mut probe = Probe::new(ProbeConfig {
-        enabled: args.probe,
-        every: args.probe_every,
-        ..ProbeConfig::default()
-    })
-    .with_jsonl_mode(&dir.join("probe.jsonl"), resume.is_some())
-    .map_err(|e| DetectError::Io(e.to_string()))?;
-    let anchors = Anchors::new(imgsz, imgsz, &[8, 16, 32]);
-    let gains = LossGains::default();
-    let train = Arc::new(train);
-    let settings = DetectSettings {
-        conf: args.conf.unwrap_or(0.001) as f32,
-        max_det: args.max_det,
-        end2end: args.end2end,
-        iou: args.iou as f32,
-    };
+        let plan = Plan::new(&args, train.len(), nc);
+        on(TrainEvent::Info(plan.describe()));
 
-    let plain = device.clone().inner();
-    let mut hist = History::default();
-    let mut csv = runs::ResultsCsv::open(&dir, start.epoch)?;
-    let mut best = start.best;
-    let mut last_val: Option<ValResult> = None;
-    let mut diagnosis = None;
-    let mut lr_scale = start.lr_scale; // halved by NaN recovery
-    let mut in_a_row = 0;
-    let mut opt_steps = start.opt_steps;
-    let mut last_opt = start.last_opt;
-    let mut acc = GradientsAccumulator::new();
-    let mut good = GoodState::capture(&model, &optim);
-    'epochs: for epoch in start.epoch..args.epochs {
-        let w = one2many_weight(epoch, args.epochs);
-        let mosaic = epoch + args.close_mosaic < args.epochs;
-        if !mosaic && args.augment.mosaic > 0.0 && epoch + args.close_mosaic == args.epochs {
+        let (mut model, mut ema, mut optim) = (model, None, None);
+        let mut counters = resume::Counters {
+            epoch: 0,
+            ema_updates: 0,
+            last_opt: -1,
+            opt_steps: 0,
+            lr_scale: 1.0,
+            best: f64::NEG_INFINITY,
+            adamw: plan.adamw,
+            muon: plan.muon,
+        };
+        if let Some((_, state)) = &resume {
+            let (m, e, o, c) = resume::load(state, model, &device)?;
+            (model, ema, optim, counters) = (m, Some(e), Some(o), c);
+            if counters.epoch >= args.epochs {
+                return Err(DetectError::Args(format!(
+                    "{}: the run already finished its {} epochs; nothing to resume",
+                    dir.display(),
+                    args.epochs
+                )));
+            }
             on(TrainEvent::Info(format!(
+                "continuing at epoch {}",
+                counters.epoch + 1
+            )));
+        }
+        let ema = ema.unwrap_or_else(|| Ema::new(&model));
+        let optim = optim.unwrap_or_else(|| {
+            if plan.muon {
+                GroupOptimizer::musgd()
+            } else {
+                GroupOptimizer::new(plan.adamw)
+            }
+        });
+        let probe = Probe::new(ProbeConfig {
+            enabled: args.probe,
+            every: args.probe_every,
+            ..ProbeConfig::default()
+        })
+        .with_jsonl_mode(&dir.join("probe.jsonl"), resume.is_some())?;
+        let csv = runs::ResultsCsv::open(&dir, counters.epoch)?;
+        Ok(Trainer {
+            anchors: Anchors::new(plan.imgsz, plan.imgsz, &[8, 16, 32]),
+            gains: LossGains::default(),
+            settings: DetectSettings {
+                conf: args.conf.unwrap_or(0.001) as f32,
+                max_det: args.max_det,
+                end2end: args.end2end,
+                iou: args.iou as f32,
+            },
+            acc: GradientsAccumulator::new(),
+            good: GoodState::capture(&model, &optim),
+            recovery: Recovery::new(args.nan_recovery),
+            names: data.names,
+            train: Arc::new(train),
+            hist: History::default(),
+            last_val: None,
+            diagnosis: None,
+            diverged: Vec::new(),
+            args,
+            on,
+            t0,
+            dir,
+            val,
+            plan,
+            device,
+            model,
+            ema,
+            optim,
+            counters,
+            probe,
+            csv,
+        })
+    }
+
+    /// Every remaining epoch: its iterations, then validation, checkpoints and the report.
+    pub fn run(mut self) -> Result<TrainOutcome, DetectError> {
+        'epochs: for epoch in self.counters.epoch..self.args.epochs {
+            let mut st = self.start_epoch(epoch);
+            let order = epoch_order(self.train.len(), self.plan.batch, self.args.seed, epoch);
+            let mosaic = epoch + self.args.close_mosaic < self.args.epochs;
+            let rx = prefetch(
+                self.train.clone(),
+                order,
+                self.plan.imgsz as u32,
+                self.args.augment(),
+                mosaic,
+                self.args.seed,
+                epoch,
+            );
+            for i in 0..self.plan.nb {
+                let b = match rx.recv() {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => return Err(DetectError::Data(e)),
+                    Err(_) => break,
+                };
+                if let Flow::Stop = self.step(&mut st, i, b)? {
+                    break 'epochs;
+                }
+            }
+            self.end_epoch(st)?;
+        }
+        Ok(TrainOutcome {
+            dir: self.dir,
+            diverged: self.diverged,
+            optimizer_steps: self.counters.opt_steps,
+            last: self.last_val,
+            best_map50_95: self.counters.best.max(0.0),
+            diagnosis: self.diagnosis,
+            history: self.hist,
+            seconds: self.t0.elapsed().as_secs_f64(),
+            names: self.names,
+        })
+    }
+
+    fn start_epoch(&mut self, epoch: usize) -> EpochState {
+        let args = &self.args;
+        if args.mosaic > 0.0 && args.close_mosaic > 0 && epoch + args.close_mosaic == args.epochs {
+            (self.on)(TrainEvent::Info(format!(
                 "closing mosaic for the last {} epochs",
                 args.close_mosaic
             )));
         }
-        let order = epoch_order(train.len(), batch, args.seed, epoch);
-        let rx = prefetch(
-            train.clone(),
-            order,
-            imgsz as u32,
-            args.augment,
-            mosaic,
-            args.seed,
+        EpochState {
             epoch,
-        );
-        let mut mean = LossItems::default();
-        let mut seen = 0usize;
-        let lf = lr_factor(epoch, args.epochs, args.lrf, args.cos_lr);
-        for i in 0..nb {
-            let b = match rx.recv() {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => return Err(DetectError::Data(e)),
-                Err(_) => break,
-            };
-            let ni = i + nb * epoch;
-            // warmup: accumulation, per-group lr and momentum
-            let (accumulate, lrs, mom) = if ni <= nw && nw > 0 {
-                let acc = (interp(ni as f64, nw as f64, 1.0, nbs as f64 / batch as f64).round()
-                    as usize)
-                    .max(1);
-                let lr_w = interp(ni as f64, nw as f64, 0.0, lr0 * lf);
-                let lr_b = interp(ni as f64, nw as f64, warmup_bias_lr, lr0 * lf);
-                let m = if adamw {
-                    momentum
-                } else {
-                    interp(ni as f64, nw as f64, args.warmup_momentum, momentum)
-                };
-                (acc, [lr_w, lr_w, lr_b], m)
-            } else {
-                (accumulate_full, [lr0 * lf; 3], momentum)
-            };
-            let lrs = lrs.map(|l| l * lr_scale);
-            let will_step = ni as i64 - last_opt >= accumulate as i64;
-            let n = b.len();
-            let instances: usize = b.targets.iter().map(Vec::len).sum();
-            let x = Tensor::<4>::from_data(TensorData::new(b.x, [n, 3, imgsz, imgsz]), &device);
-            let loss_of = |model: &Yolo, tap: &mut crate::probe::Tap| {
-                let out = model.forward(x.clone(), tap);
-                yolo_loss(
-                    out.heads.one2many,
-                    out.heads.one2one,
-                    &b.targets,
-                    &anchors,
-                    (imgsz, imgsz),
-                    w,
-                    &gains,
-                )
-            };
-            let step = opt_steps;
-            let mut tap = if will_step {
-                probe.tap(step)
-            } else {
-                crate::probe::Tap::off()
-            };
-            let (loss, items) = loss_of(&model, &mut tap);
-            let loss_v = loss.clone().into_scalar::<f64>();
-            let grads = loss.backward();
-            let mut pending = probe.after_backward(step, epoch, loss_v, tap, &model, &grads);
-            let gp = GradientsParams::from_grads(grads, &model);
-            let mut nonfinite = !loss_v.is_finite();
-            if !nonfinite {
-                acc.accumulate(&model, gp);
-            }
-            let mut gnorm = f64::NAN;
-            if !nonfinite && will_step {
-                let mut g = acc.grads();
-                gnorm = match args.clip_norm {
-                    Some(c) => clip::clip_norm(&model, &mut g, c),
-                    None => clip::global_norm(&model, &g),
-                };
-                if gnorm.is_finite() {
-                    model = optim.step(
-                        model,
-                        g,
-                        GroupLr {
-                            lr: lrs,
-                            momentum: mom,
-                            weight_decay,
-                        },
-                    );
-                    ema.update(&model);
-                    last_opt = ni as i64;
-                    opt_steps += 1;
-                    probe
-                        .after_step(pending.take(), &model, lrs[0])
-                        .map_err(|e| DetectError::Io(e.to_string()))?;
-                    good = GoodState::capture(&model, &optim);
-                    hist.step_loss.push(loss_v);
-                    hist.step_grad_norm.push(gnorm);
-                    hist.step_clip.push(args.clip_norm.unwrap_or(f64::NAN));
-                } else {
-                    nonfinite = true;
-                }
-            }
-            if nonfinite {
-                if pending.is_none() {
-                    // not probed: replay the batch with the probe on to find the producer
-                    let mut tap = probe.replay_tap(step);
-                    let (l, _) = loss_of(&model, &mut tap);
-                    let lv = l.clone().into_scalar::<f64>();
-                    let g = l.backward();
-                    pending = probe.after_backward(step, epoch, lv, tap, &model, &g);
-                }
-                let producer = probe
-                    .after_step(pending, &model, lrs[0])
-                    .ok()
-                    .flatten()
-                    .and_then(|r| r.nonfinite.clone());
-                in_a_row += 1;
-                let what = if loss_v.is_finite() {
-                    "gradient"
-                } else {
-                    "loss"
-                };
-                // undo: last good parameters and optimizer state, no accumulated gradients
-                (model, optim) = good.restore();
-                acc = GradientsAccumulator::new();
-                if in_a_row >= args.nan_recovery {
-                    hist.stopped = Some(format!(
-                        "non-finite {what} at epoch {} iteration {i}, {in_a_row} in a row",
-                        epoch + 1
-                    ));
-                    break 'epochs;
-                }
-                lr_scale *= 0.5;
-                hist.recoveries.push(RecoveryEvent {
-                    step: ni,
-                    what: what.into(),
-                    producer,
-                    lr_after: lrs[0] * 0.5,
-                });
-                on(TrainEvent::Warning(format!(
-                    "non-finite {what} at epoch {} iteration {i} (|g| = {gnorm}): step undone, learning rate halved",
-                    epoch + 1
-                )));
-                continue;
-            }
-            in_a_row = 0;
-            seen += 1;
-            mean.add(&items, 1.0);
-            let m = mean.scaled(1.0 / seen as f64);
-            on(TrainEvent::Iter {
-                epoch,
-                epochs: args.epochs,
-                i,
-                nb,
-                items: &m,
-                instances,
-                imgsz,
-            });
+            w: one2many_weight(epoch, args.epochs),
+            lf: lr_factor(epoch, args.epochs, args.lrf, args.cos_lr),
+            mean: LossItems::default(),
+            seen: 0,
         }
-        let train_items = mean.scaled(1.0 / seen.max(1) as f64);
-        let v = if args.val || epoch + 1 == args.epochs {
-            validate(&ema.model, &val, imgsz, batch * 2, nc, &settings, w, &plain)
+    }
+
+    /// One iteration: forward with the probe, the two-branch loss, backward and accumulation;
+    /// when `nbs` images are accumulated, clipping, the optimizer step and the EMA. A non-finite
+    /// loss or gradient is undone and localised.
+    fn step(&mut self, st: &mut EpochState, i: usize, b: Batch) -> Result<Flow, DetectError> {
+        let ni = i + self.plan.nb * st.epoch;
+        let (accumulate, lrs, mom) = self.plan.at(ni, st.lf, &self.args);
+        let lrs = lrs.map(|l| l * self.counters.lr_scale);
+        let will_step = ni as i64 - self.counters.last_opt >= accumulate as i64;
+        let (n, imgsz) = (b.len(), self.plan.imgsz);
+        let instances: usize = b.targets.iter().map(Vec::len).sum();
+        let x = Tensor::<4>::from_data(TensorData::new(b.x, [n, 3, imgsz, imgsz]), &self.device);
+        let objective = Objective::new(&self.anchors, &self.gains, &b.targets, imgsz, st.w);
+        let step = self.counters.opt_steps;
+        let mut tap = if will_step {
+            self.probe.tap(step)
         } else {
-            ValResult::skipped(val.len(), nc)
+            Tap::off()
         };
-        diagnosis = diagnose(probe.records()).map(|mut d| {
-            yolo_remedies(&mut d, args);
+        let (loss, items) = objective.loss(&self.model, x.clone(), &mut tap);
+        let loss_v = loss.clone().into_scalar::<f64>();
+        let grads = loss.backward();
+        let mut pending =
+            self.probe
+                .after_backward(step, st.epoch, loss_v, tap, &self.model, &grads);
+        let gp = GradientsParams::from_grads(grads, &self.model);
+        let mut finite = loss_v.is_finite();
+        if finite {
+            self.acc.accumulate(&self.model, gp);
+        }
+        let mut gnorm = f64::NAN;
+        if finite && will_step {
+            let mut g = self.acc.grads();
+            gnorm = match self.args.clip_norm {
+                Some(c) => clip::clip_norm(&self.model, &mut g, c),
+                None => clip::global_norm(&self.model, &g),
+            };
+            finite = gnorm.is_finite();
+            if finite {
+                self.optimizer_step(g, lrs, mom, ni, pending.take())?;
+                self.hist.step_loss.push(loss_v);
+                self.hist.step_grad_norm.push(gnorm);
+                self.hist
+                    .step_clip
+                    .push(self.args.clip_norm.unwrap_or(f64::NAN));
+            }
+        }
+        if !finite {
+            let what = if loss_v.is_finite() {
+                "gradient"
+            } else {
+                "loss"
+            };
+            let objective = Objective::new(&self.anchors, &self.gains, &b.targets, imgsz, st.w);
+            let replay = |probe: &mut Probe| {
+                let mut tap = probe.replay_tap(step);
+                let (l, _) = objective.loss(&self.model, x.clone(), &mut tap);
+                let lv = l.clone().into_scalar::<f64>();
+                let g = l.backward();
+                probe.after_backward(step, st.epoch, lv, tap, &self.model, &g)
+            };
+            let producer = localise(&mut self.probe, pending, replay, &self.model, lrs[0])?;
+            // undo: last good parameters and optimizer state, no accumulated gradients
+            (self.model, self.optim) = self.good.restore();
+            self.acc = GradientsAccumulator::new();
+            let at = format!("epoch {} iteration {i}", st.epoch + 1);
+            return Ok(
+                match self.recovery.failed(what, ni, &at, producer, lrs[0]) {
+                    Decision::Stop(reason) => {
+                        self.hist.stopped = Some(reason);
+                        Flow::Stop
+                    }
+                    Decision::Recover(event) => {
+                        self.counters.lr_scale *= 0.5;
+                        (self.on)(TrainEvent::Warning(format!(
+                            "non-finite {what} at {at} (|g| = {gnorm}): step undone, learning rate halved"
+                        )));
+                        self.hist.recoveries.push(event);
+                        Flow::Continue
+                    }
+                },
+            );
+        }
+        self.recovery.finite();
+        st.seen += 1;
+        st.mean.add(&items, 1.0);
+        let m = st.mean.scaled(1.0 / st.seen as f64);
+        (self.on)(TrainEvent::Iter {
+            epoch: st.epoch,
+            epochs: self.args.epochs,
+            i,
+            nb: self.plan.nb,
+            items: &m,
+            instances,
+            imgsz,
+        });
+        Ok(Flow::Continue)
+    }
+
+    /// The optimizer step on the accumulated (clipped) gradients, the EMA, the probe's update
+    /// ratios, and the new last good state.
+    fn optimizer_step(
+        &mut self,
+        g: GradientsParams,
+        lrs: [f64; 3],
+        momentum: f64,
+        ni: usize,
+        pending: Option<crate::probe::Pending>,
+    ) -> Result<(), DetectError> {
+        // the clone shares the tensors; the old handles are dropped when the new model is in place
+        self.model = self.optim.step(
+            self.model.clone(),
+            g,
+            GroupLr {
+                lr: lrs,
+                momentum,
+                weight_decay: self.plan.weight_decay,
+            },
+        );
+        self.ema.update(&self.model);
+        self.counters.last_opt = ni as i64;
+        self.counters.opt_steps += 1;
+        self.probe.after_step(pending, &self.model, lrs[0])?;
+        self.good = GoodState::capture(&self.model, &self.optim);
+        Ok(())
+    }
+
+    /// Validation (every epoch, or the last with `val=false`), the diagnosis so far, `last` and
+    /// `best` checkpoints, the resume state, the results.csv row and the epoch's plots.
+    fn end_epoch(&mut self, st: EpochState) -> Result<(), DetectError> {
+        let (epoch, args) = (st.epoch, &self.args);
+        let train_items = st.mean.scaled(1.0 / st.seen.max(1) as f64);
+        let v = if args.val || epoch + 1 == args.epochs {
+            let plain = self.device.clone().inner();
+            let (imgsz, batch, nc) = (self.plan.imgsz, self.plan.batch, self.names.len());
+            validate(
+                &self.ema.model,
+                &self.val,
+                imgsz,
+                batch * 2,
+                nc,
+                &self.settings,
+                st.w,
+                &plain,
+            )
+        } else {
+            ValResult::skipped(self.val.len(), self.names.len())
+        };
+        let validated = args.val || epoch + 1 == args.epochs;
+        self.diverged = divergence(&RunTrace {
+            step_loss: &self.hist.step_loss,
+            last_val_loss: validated.then_some(v.losses.box_ + v.losses.cls + v.losses.l1),
+            last_train_loss: Some(train_items.box_ + train_items.cls + train_items.l1),
+            bn_var_max: bn_var_max(&self.model),
+        });
+        let lr0 = self.plan.lr0;
+        self.diagnosis = diagnose(self.probe.records()).map(|mut d| {
+            if !self.diverged.is_empty() {
+                d.verdicts.insert(0, Verdict::Diverged);
+                d.verdict = Verdict::Diverged;
+                d.evidence.splice(0..0, self.diverged.iter().cloned());
+            }
+            yolo_remedies(&mut d, args, lr0);
             d
         });
         let fitness = v.coco.map50_95;
-        runs::save_weights(&ema.model, &weights.join("last.safetensors"))?;
-        if fitness > best {
-            best = fitness;
-            runs::save_weights(&ema.model, &weights.join("best.safetensors"))?;
+        let weights = self.dir.join("weights");
+        runs::save_weights(&self.ema.model, &weights.join("last.safetensors"))?;
+        if fitness > self.counters.best {
+            self.counters.best = fitness;
+            runs::save_weights(&self.ema.model, &weights.join("best.safetensors"))?;
         }
+        self.counters.epoch = epoch + 1;
+        self.counters.ema_updates = self.ema.updates;
         resume::save(
             &weights,
-            &model,
-            &ema,
-            &optim,
-            &resume::Counters {
-                epoch: epoch + 1,
-                ema_updates: ema.updates,
-                last_opt,
-                opt_steps,
-                lr_scale,
-                best,
-                adamw,
-                muon,
-            },
+            &self.model,
+            &self.ema,
+            &self.optim,
+            &self.counters,
         )?;
-        let lr_now = lr0 * lf * lr_scale;
-        csv.row(
-            epoch + 1,
-            t0.elapsed().as_secs_f64(),
-            &train_items,
-            &v,
-            [lr_now; 3],
-        )?;
-        hist.epochs.push(EpochStats {
+        let lr_now = self.plan.lr0 * st.lf * self.counters.lr_scale;
+        let time = self.t0.elapsed().as_secs_f64();
+        self.csv
+            .row(epoch + 1, time, &train_items, &v, [lr_now; 3])?;
+        self.hist.epochs.push(EpochStats {
             epoch,
             train_loss: train_items.box_ + train_items.cls + train_items.l1,
             val_loss: v.losses.box_ + v.losses.cls + v.losses.l1,
             val_metric: v.coco.map50_95,
         });
-        on(TrainEvent::Epoch {
+        (self.on)(TrainEvent::Epoch {
             epoch,
             val: &v,
-            names: &data.names,
-            diagnosis: diagnosis.as_ref(),
+            names: &self.names,
+            diagnosis: self.diagnosis.as_ref(),
         });
         if args.plots {
-            runs::epoch_report(
-                &dir,
+            runs::plots::epoch_report(
+                &self.dir,
                 args,
-                &csv,
-                &hist,
-                probe.records(),
-                diagnosis.as_ref(),
-                &val,
+                &self.csv,
+                &self.hist,
+                self.probe.records(),
+                self.diagnosis.as_ref(),
+                &self.val,
                 &v,
-                &data.names,
+                &self.names,
             )?;
         }
-        last_val = Some(v);
+        self.last_val = Some(v);
+        Ok(())
     }
-    Ok(TrainOutcome {
-        dir,
-        last: last_val,
-        best_map50_95: best.max(0.0),
-        diagnosis,
-        history: hist,
-        seconds: t0.elapsed().as_secs_f64(),
-        names: data.names.clone(),
-    })
 }
 
-/// The diagnosis' remedies in `gradscope train`'s own keys: the building blocks YOLO26 is made of
-/// (SiLU, BatchNorm, residual bottlenecks) when an ablation removed them, then the generic ones
-/// that apply (clipping, learning rate); remedies without a detection key (init schemes, cells)
-/// are dropped.
-pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs) {
-    use crate::diagnose::{Remedy, Verdict};
+/// The largest BatchNorm running variance of `model` (non-finite first), with its name.
+fn bn_var_max(model: &Yolo) -> Option<(String, f64)> {
+    crate::yolo::weights::named_tensors(&model.valid())
+        .into_iter()
+        .filter(|(name, _, _)| name.ends_with("running_var"))
+        .map(|(name, _, v)| {
+            let m = v.iter().fold(0f64, |m, &x| {
+                if x.is_finite() && m.is_finite() {
+                    m.max(x as f64)
+                } else {
+                    f64::INFINITY
+                }
+            });
+            (name, m)
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// The training objective of one batch: both heads' losses, ProgLoss-weighted.
+struct Objective<'a> {
+    targets: &'a [Vec<(usize, Xyxy)>],
+    anchors: &'a Anchors,
+    imgsz: usize,
+    w: f64,
+    gains: &'a LossGains,
+}
+
+impl<'a> Objective<'a> {
+    fn new(
+        anchors: &'a Anchors,
+        gains: &'a LossGains,
+        targets: &'a [Vec<(usize, Xyxy)>],
+        imgsz: usize,
+        w: f64,
+    ) -> Self {
+        Objective {
+            targets,
+            anchors,
+            imgsz,
+            w,
+            gains,
+        }
+    }
+
+    fn loss(&self, model: &Yolo, x: Tensor<4>, tap: &mut Tap) -> (Tensor<1>, LossItems) {
+        let out = model.forward(x, tap);
+        yolo_loss(
+            out.heads.one2many,
+            out.heads.one2one,
+            self.targets,
+            self.anchors,
+            (self.imgsz, self.imgsz),
+            self.w,
+            self.gains,
+        )
+    }
+}
+
+/// The diagnosis' remedies in `gradscope train`'s own keys, each a `key=value` that works when
+/// pasted: the building blocks YOLO26 is made of (SiLU, BatchNorm, residual bottlenecks) when an
+/// ablation removed them, then the generic ones that apply (learning rate, warmup, clipping) with
+/// values computed from this run's (`lr0`: the learning rate it used); remedies without a
+/// detection key (init schemes, cells) are dropped.
+pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs, lr0: f64) {
+    use crate::diagnose::Remedy;
     let mut out: Vec<Remedy> = Vec::new();
     let mut push = |s: String, why: &str| {
         if !out.iter().any(|r| r.switch == s) {
@@ -567,11 +767,28 @@ pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs) {
             );
         }
     }
+    let lower_lr = format!("lr0={}", round_sig(lr0 / 10.0));
+    if d.verdicts.contains(&Verdict::Diverged) {
+        push(lower_lr.clone(), "a learning rate 10× smaller keeps each update inside the region where the loss is smooth");
+        if args.warmup_epochs < 3.0 {
+            push("warmup_epochs=3".into(), "a longer warmup ramps the learning rate up while BatchNorm statistics and the optimizer's moments settle");
+        }
+        if args.clip_norm.is_none_or(|c| c > 1.0) {
+            push("clip_norm=1".into(), "a tighter clip bounds every step; clipping alone cannot stop a learning rate that is too large");
+        }
+    }
     for r in d.remedies.clone() {
         let k = r.switch.split('=').next().unwrap_or("");
         match k {
-            "clip_norm" => push(r.switch.clone(), &r.why),
-            "lr" => push("lr0=<lr0/10>".into(), &r.why),
+            // a fixed threshold carries over; the labs' `auto` has no detection form
+            "clip_norm"
+                if DetectArgs::default()
+                    .set(k, &r.switch[k.len() + 1..], crate::settings::Command::Train)
+                    .is_ok() =>
+            {
+                push(r.switch.clone(), &r.why)
+            }
+            "lr" => push(lower_lr.clone(), &r.why),
             "norm" if !args.bn => push("bn=true".into(), &r.why),
             "residual" | "zero_init" if !args.shortcut => push("shortcut=true".into(), &r.why),
             "act" if args.act != crate::nn::activation::Activation::Silu => {
@@ -581,6 +798,15 @@ pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs) {
         }
     }
     d.remedies = out;
+}
+
+/// `x` to 3 significant digits, printed without float noise (0.000133, not 0.00013300000000000001).
+fn round_sig(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let p = 10f64.powi(2 - x.abs().log10().floor() as i32);
+    (x * p).round() / p
 }
 
 #[cfg(test)]
@@ -593,5 +819,82 @@ mod tests {
         assert!((lr_factor(10, 10, 0.01, false) - 0.01).abs() < 1e-12);
         assert!((lr_factor(5, 10, 0.01, true) - 0.505).abs() < 1e-12);
         assert_eq!(interp(50.0, 100.0, 0.1, 0.01), 0.055);
+        assert_eq!(round_sig(0.000133333), 0.000133);
+        assert_eq!(format!("lr0={}", round_sig(0.002 / 10.0)), "lr0=0.0002");
+    }
+
+    /// Every remedy the detection front end prints is a `key=value` that `gradscope train`
+    /// accepts, and applying it changes the setting it names.
+    #[test]
+    fn every_printed_remedy_pastes_back() {
+        use crate::diagnose::Remedy;
+        use crate::settings::Command;
+        let generic = [
+            "clip_norm=1",
+            "clip_norm=auto",
+            "clip_value=0.01",
+            "lr=<lr/10>",
+            "zero_init=true",
+            "norm=batch",
+            "residual=true",
+            "act=relu",
+            "init=he",
+            "cell=lstm",
+        ];
+        let ablated = DetectArgs::parse(
+            DetectArgs::default(),
+            &[
+                "act=sigmoid".into(),
+                "bn=false".into(),
+                "shortcut=false".into(),
+                "warmup_epochs=0".into(),
+                "clip_norm=none".into(),
+            ],
+            Command::Train,
+        )
+        .unwrap();
+        let mut d = Diagnosis {
+            verdict: Verdict::Diverged,
+            verdicts: vec![
+                Verdict::Diverged,
+                Verdict::Vanishing,
+                Verdict::NonFinite,
+                Verdict::Saturation,
+            ],
+            evidence: Vec::new(),
+            remedies: generic
+                .iter()
+                .map(|s| Remedy {
+                    switch: s.to_string(),
+                    why: String::new(),
+                })
+                .collect(),
+            first_last_init: 1.0,
+            first_last_end: 1.0,
+            per_layer_factor: 1.0,
+            meanfield: None,
+            nonfinite: None,
+            layers: Vec::new(),
+            activation: None,
+        };
+        yolo_remedies(&mut d, &ablated, 0.00133);
+        let switches: Vec<&str> = d.remedies.iter().map(|r| r.switch.as_str()).collect();
+        assert!(switches.contains(&"lr0=0.000133"), "{switches:?}");
+        assert!(switches.len() >= 6, "{switches:?}");
+        for r in &d.remedies {
+            let (k, _) = r.switch.split_once('=').expect("key=value");
+            let after = DetectArgs::parse(
+                ablated.clone(),
+                std::slice::from_ref(&r.switch),
+                Command::Train,
+            )
+            .unwrap_or_else(|e| panic!("remedy '{}' does not parse: {e}", r.switch));
+            assert_ne!(
+                after.get(k),
+                ablated.get(k),
+                "remedy '{}' changes nothing",
+                r.switch
+            );
+        }
     }
 }

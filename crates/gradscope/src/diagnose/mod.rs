@@ -7,6 +7,7 @@
 //! A run whose gradients are healthy but whose loss falls slowly is *not* called vanishing (He et
 //! al. 2016: deep plain nets with BatchNorm degrade with healthy gradients).
 
+pub mod divergence;
 pub mod meanfield;
 
 use std::fmt;
@@ -39,6 +40,10 @@ pub enum Verdict {
     DeadUnits,
     Saturation,
     NonFinite,
+    /// The run flew apart although its gradients may look fine (clipping bounds them): the
+    /// loss grew by orders of magnitude, validation losses are not finite, or BatchNorm
+    /// statistics blew up ([`divergence`]).
+    Diverged,
 }
 
 impl fmt::Display for Verdict {
@@ -50,6 +55,7 @@ impl fmt::Display for Verdict {
             Verdict::DeadUnits => "dead units",
             Verdict::Saturation => "saturation",
             Verdict::NonFinite => "non-finite",
+            Verdict::Diverged => "diverged",
         })
     }
 }
@@ -449,6 +455,8 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
     };
     for v in &verdicts {
         match v {
+            // run-level: its remedies come from the front end, which knows the run's settings
+            Verdict::Diverged => {}
             Verdict::NonFinite | Verdict::Exploding => {
                 add("clip_norm=1", "clip the global gradient norm: one factor min(1, c/‖g‖) for all parameters keeps the step's direction and bounds its size");
                 add("clip_norm=auto", "a threshold of 5× the running median norm (Pascanu et al. 2013) cuts sudden spikes; it cannot help when the gradients are huge from the first step");
@@ -548,6 +556,7 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
     let verdict = *verdicts
         .iter()
         .max_by_key(|v| match v {
+            Verdict::Diverged => 6,
             Verdict::NonFinite => 5,
             Verdict::Exploding => 4,
             Verdict::Vanishing => 3,

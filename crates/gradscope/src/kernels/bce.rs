@@ -158,7 +158,7 @@ mod tests {
                 let s = if ours {
                     bce_with_logits_sum(&x, &y).unwrap()
                 } else {
-                    crate::detect::loss::bce_with_logits(x.clone(), y.clone()).sum()
+                    crate::detect::objective::loss::bce_with_logits(x.clone(), y.clone()).sum()
                 };
                 let v = s.clone().into_scalar::<f64>();
                 let g = (s * 0.5).backward();

@@ -17,6 +17,7 @@ use crate::nn::recurrent::{CellKind, RecurrentConfig, SeqModel};
 use crate::probe::{Probe, ProbeConfig, StepRecord, Tap};
 use crate::report::html::{self, Table};
 use crate::report::{plots, RunView};
+use crate::settings::{positive_number, whole};
 use crate::train::{fit, ClipNorm, History, OptimizerKind, Task, TrainConfig};
 
 choice! {
@@ -109,20 +110,6 @@ impl Default for RecurrentLab {
     }
 }
 
-fn pos_usize(k: &str, v: &str, min: usize) -> Result<usize, String> {
-    v.parse::<usize>()
-        .ok()
-        .filter(|&n| n >= min)
-        .ok_or_else(|| format!("{k}={v}: expected a whole number ≥ {min}"))
-}
-
-fn pos_f64(k: &str, v: &str) -> Result<f64, String> {
-    v.parse::<f64>()
-        .ok()
-        .filter(|x| x.is_finite() && *x > 0.0)
-        .ok_or_else(|| format!("{k}={v}: expected a finite number > 0"))
-}
-
 impl RecurrentLab {
     pub fn steps(&self) -> usize {
         self.steps.unwrap_or(match self.task {
@@ -136,8 +123,8 @@ impl RecurrentLab {
     pub fn set(&mut self, key: &str, v: &str) -> Result<bool, String> {
         match key {
             "task" => self.task = v.parse().map_err(|e: String| format!("task={v}: {e}"))?,
-            "T" | "steps" => self.steps = Some(pos_usize(key, v, 2)?),
-            "hidden" => self.hidden = pos_usize(key, v, 1)?,
+            "T" | "steps" => self.steps = Some(whole(key, v, 2)?),
+            "hidden" => self.hidden = whole(key, v, 1)?,
             "cells" => {
                 let cells: Result<Vec<CellKind>, String> =
                     v.split(',').map(|c| c.parse()).collect();
@@ -154,7 +141,7 @@ impl RecurrentLab {
                 self.recurrent_gain = if v == "default" {
                     None
                 } else {
-                    Some(pos_f64(key, v)?)
+                    Some(positive_number(key, v)?)
                 }
             }
             "optimizer" => {
@@ -162,25 +149,25 @@ impl RecurrentLab {
                     .parse()
                     .map_err(|e: String| format!("optimizer={v}: {e}"))?
             }
-            "lr" => self.train.lr = pos_f64(key, v)?,
-            "batch" => self.train.batch = pos_usize(key, v, 1)?,
-            "epochs" => self.train.epochs = pos_usize(key, v, 1)?,
-            "per_epoch" => self.per_epoch = pos_usize(key, v, 1)?,
+            "lr" => self.train.lr = positive_number(key, v)?,
+            "batch" => self.train.batch = whole(key, v, 1)?,
+            "epochs" => self.train.epochs = whole(key, v, 1)?,
+            "per_epoch" => self.per_epoch = whole(key, v, 1)?,
             "clip_norm" => {
                 self.train.clip_norm = match v {
                     "none" | "off" => None,
                     "auto" => Some(ClipNorm::Auto),
-                    _ => Some(ClipNorm::Fixed(pos_f64(key, v)?)),
+                    _ => Some(ClipNorm::Fixed(positive_number(key, v)?)),
                 }
             }
             "clip_value" => {
                 self.train.clip_value = if v == "none" {
                     None
                 } else {
-                    Some(pos_f64(key, v)?)
+                    Some(positive_number(key, v)?)
                 }
             }
-            "nan_recovery" => self.train.nan_recovery = pos_usize(key, v, 0)?,
+            "nan_recovery" => self.train.nan_recovery = whole(key, v, 0)?,
             "seed" => {
                 self.train.seed = v
                     .parse()
@@ -193,7 +180,7 @@ impl RecurrentLab {
                     _ => return Err(format!("probe={v}: expected true or false")),
                 }
             }
-            "probe_every" => self.probe.every = pos_usize(key, v, 1)?,
+            "probe_every" => self.probe.every = whole(key, v, 1)?,
             "project" => self.project = PathBuf::from(v),
             _ => return Ok(false),
         }

@@ -1,6 +1,7 @@
 //! `key=value` settings of a model and its training, shared by the CLI and by lab variants.
 
 use crate::nn::mlp::MlpConfig;
+use crate::settings::{positive_number, whole};
 use crate::train::{ClipNorm, TrainConfig};
 
 /// Keys accepted for a network and its training, with what each takes.
@@ -10,6 +11,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("act", "sigmoid | tanh | relu | leaky_relu | silu | gelu"),
     ("init", "default | xavier | he | lecun | orthogonal"),
     ("norm", "none | batch | layer"),
+    (
+        "gain",
+        "weight-scale multiplier of the init, > 0 (1 = the scheme's own)",
+    ),
     ("residual", "true | false"),
     (
         "zero_init",
@@ -37,33 +42,15 @@ pub struct Settings {
     pub train: TrainConfig,
 }
 
-pub(crate) fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
-    match v {
-        "true" | "True" | "1" | "yes" => Ok(true),
-        "false" | "False" | "0" | "no" => Ok(false),
-        _ => Err(format!("{key}={v}: expected true or false")),
-    }
-}
-
-pub(crate) fn parse_usize(key: &str, v: &str, min: usize) -> Result<usize, String> {
-    match v.parse::<usize>() {
-        Ok(n) if n >= min => Ok(n),
-        _ => Err(format!("{key}={v}: expected a whole number ≥ {min}")),
-    }
-}
-
-pub(crate) fn parse_pos(key: &str, v: &str) -> Result<f64, String> {
-    match v.parse::<f64>() {
-        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
-        _ => Err(format!("{key}={v}: expected a finite number > 0")),
-    }
+fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+    crate::settings::value(key, v, crate::settings::any)
 }
 
 fn parse_opt_pos(key: &str, v: &str) -> Result<Option<f64>, String> {
     if v == "none" || v == "off" {
         Ok(None)
     } else {
-        parse_pos(key, v).map(Some)
+        positive_number(key, v).map(Some)
     }
 }
 
@@ -72,22 +59,22 @@ impl Settings {
     /// can try its own keys), `Err` when the key is known but the value is not acceptable.
     pub fn set(&mut self, key: &str, v: &str) -> Result<bool, String> {
         match key {
-            "depth" => self.model.depth = parse_usize(key, v, 2)?,
-            "width" => self.model.width = parse_usize(key, v, 1)?,
+            "depth" => self.model.depth = whole(key, v, 2)?,
+            "width" => self.model.width = whole(key, v, 1)?,
             "act" => self.model.act = v.parse().map_err(|e: String| format!("act={v}: {e}"))?,
             "init" => self.model.init = v.parse().map_err(|e: String| format!("init={v}: {e}"))?,
             "norm" => self.model.norm = v.parse().map_err(|e: String| format!("norm={v}: {e}"))?,
             "residual" => self.model.residual = parse_bool(key, v)?,
             "zero_init" => self.model.zero_init = parse_bool(key, v)?,
-            "gain" => self.model.gain = parse_pos(key, v)?,
+            "gain" => self.model.gain = positive_number(key, v)?,
             "optimizer" => {
                 self.train.optimizer = v
                     .parse()
                     .map_err(|e: String| format!("optimizer={v}: {e}"))?
             }
-            "lr" => self.train.lr = parse_pos(key, v)?,
-            "batch" => self.train.batch = parse_usize(key, v, 1)?,
-            "epochs" => self.train.epochs = parse_usize(key, v, 1)?,
+            "lr" => self.train.lr = positive_number(key, v)?,
+            "batch" => self.train.batch = whole(key, v, 1)?,
+            "epochs" => self.train.epochs = whole(key, v, 1)?,
             "seed" => {
                 let s = v
                     .parse::<u64>()
@@ -101,7 +88,7 @@ impl Settings {
                     _ => parse_opt_pos(key, v)?.map(ClipNorm::Fixed),
                 }
             }
-            "nan_recovery" => self.train.nan_recovery = parse_usize(key, v, 0)?,
+            "nan_recovery" => self.train.nan_recovery = whole(key, v, 0)?,
             "clip_value" => self.train.clip_value = parse_opt_pos(key, v)?,
             _ => return Ok(false),
         }

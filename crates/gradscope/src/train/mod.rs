@@ -18,9 +18,9 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
-use crate::probe::{NonFinite, Probe, ProbeError, Tap};
+use crate::probe::{Probe, ProbeError, Tap};
 pub use optim::OptimizerKind;
-use recovery::{GoodState, RecoveryEvent};
+use recovery::{localise, Decision, GoodState, Recovery, RecoveryEvent};
 
 /// A model that maps `[batch, features]` to logits `[batch, classes]` with probe points.
 pub trait Classifier: Module + Clone {
@@ -158,7 +158,7 @@ pub fn fit<M: Module + Clone, T: Task<M>>(
     let mut hist = History::default();
     let mut lr = cfg.lr;
     let mut step = 0;
-    let mut in_a_row = 0;
+    let mut recovery = Recovery::new(cfg.nan_recovery);
     let mut total = None;
     'epochs: for epoch in 0..cfg.epochs {
         let batches = task.batches(epoch);
@@ -173,7 +173,7 @@ pub fn fit<M: Module + Clone, T: Task<M>>(
             let loss = task.loss(&model, batch, &mut tap);
             let loss_v = loss.clone().into_scalar::<f64>();
             let grads = loss.backward();
-            let mut pending = probe.after_backward(step, epoch, loss_v, tap, &model, &grads);
+            let pending = probe.after_backward(step, epoch, loss_v, tap, &model, &grads);
             let mut gp = GradientsParams::from_grads(grads, &model);
             let threshold = match cfg.clip_norm {
                 Some(ClipNorm::Fixed(c)) => c,
@@ -201,46 +201,34 @@ pub fn fit<M: Module + Clone, T: Task<M>>(
             hist.step_clip.push(threshold);
 
             if !loss_v.is_finite() || !gnorm.is_finite() {
-                if pending.is_none() {
-                    // not probed: replay the batch with the probe on to find the producer
+                let replay = |probe: &mut Probe| {
                     let mut tap = probe.replay_tap(step);
                     let l = task.loss(&model, batch, &mut tap);
                     let lv = l.clone().into_scalar::<f64>();
                     let g = l.backward();
-                    pending = probe.after_backward(step, epoch, lv, tap, &model, &g);
-                }
-                let producer: Option<NonFinite> = probe
-                    .after_step(pending, &model, lr)?
-                    .and_then(|r| r.nonfinite.clone());
+                    probe.after_backward(step, epoch, lv, tap, &model, &g)
+                };
+                let producer = localise(probe, pending, replay, &model, lr)?;
                 let what = if loss_v.is_finite() {
                     "gradient"
                 } else {
                     "loss"
                 };
-                let at = producer
-                    .as_ref()
-                    .map(|p| format!(": {p}"))
-                    .unwrap_or_default();
-                in_a_row += 1;
-                if in_a_row >= cfg.nan_recovery {
-                    hist.stopped = Some(if cfg.nan_recovery == 0 {
-                        format!("non-finite {what} at step {step}{at}")
-                    } else {
-                        format!("non-finite {what} at step {step}, {in_a_row} steps in a row{at}")
-                    });
-                    model = good.restore().0;
-                    break 'epochs;
+                let at = format!("step {step}");
+                match recovery.failed(what, step, &at, producer, lr) {
+                    Decision::Stop(reason) => {
+                        hist.stopped = Some(reason);
+                        model = good.restore().0;
+                        break 'epochs;
+                    }
+                    Decision::Recover(event) => {
+                        (model, optim) = good.restore();
+                        lr = event.lr_after;
+                        hist.recoveries.push(event);
+                    }
                 }
-                (model, optim) = good.restore();
-                lr *= 0.5;
-                hist.recoveries.push(RecoveryEvent {
-                    step,
-                    what: what.into(),
-                    producer,
-                    lr_after: lr,
-                });
             } else {
-                in_a_row = 0;
+                recovery.finite();
                 model = optim.step(lr, model, gp);
                 probe.after_step(pending, &model, lr)?;
                 sum += loss_v;

@@ -6,4 +6,5 @@ pub mod head;
 pub mod info;
 pub mod model;
 pub mod postprocess;
+pub mod pt;
 pub mod weights;

@@ -68,6 +68,10 @@ struct Loader<'a> {
     path: Vec<String>,
     used: BTreeSet<String>,
     missing: Vec<String>,
+    /// Tensors whose shape differs from the model's (kept as initialised when not strict).
+    mismatched: Vec<String>,
+    /// Strict: every tensor present with the right shape; else load what matches.
+    strict: bool,
     error: Option<WeightsError>,
     file: PathBuf,
 }
@@ -86,6 +90,10 @@ impl ModuleMapper for Loader<'_> {
             return param;
         };
         let expected = param.val().dims().to_vec();
+        if *shape != expected && !self.strict {
+            self.mismatched.push(key);
+            return param;
+        }
         if *shape != expected {
             self.error.get_or_insert(WeightsError::Shape {
                 path: self.file.clone(),
@@ -237,6 +245,8 @@ pub fn load_named<M: Module>(
         path: Vec::new(),
         used: BTreeSet::new(),
         missing: Vec::new(),
+        mismatched: Vec::new(),
+        strict: true,
         error: None,
         file: file.to_path_buf(),
     };
@@ -251,6 +261,47 @@ pub fn load_named<M: Module>(
         });
     }
     Ok(model)
+}
+
+/// What [`load_matching`] took from a checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transfer {
+    /// Tensors loaded (name and shape matched).
+    pub loaded: usize,
+    /// Tensors the model has.
+    pub total: usize,
+    /// The model's tensors left as initialised: absent from the checkpoint or of another shape
+    /// (the class branches when the number of classes differs).
+    pub kept: Vec<String>,
+}
+
+/// Loads every tensor whose name and shape match the model's and leaves the others as
+/// initialised, as Ultralytics does when fine-tuning on another number of classes ("Transferred
+/// 708/714 items").
+pub fn load_matching<M: Module>(model: M, tensors: &NamedTensors, file: &Path) -> (M, Transfer) {
+    let mut loader = Loader {
+        tensors,
+        path: Vec::new(),
+        used: BTreeSet::new(),
+        missing: Vec::new(),
+        mismatched: Vec::new(),
+        strict: false,
+        error: None,
+        file: file.to_path_buf(),
+    };
+    let model = model.map(&mut loader);
+    let mut kept = loader.missing;
+    kept.extend(loader.mismatched);
+    kept.sort();
+    let loaded = loader.used.len();
+    (
+        model,
+        Transfer {
+            loaded,
+            total: loaded + kept.len(),
+            kept,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -2,12 +2,12 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::assign::Anchors;
-use super::dataset::DetData;
-use super::loss::{yolo_loss, LossGains, LossItems};
-use super::metrics::{
+use crate::detect::eval::metrics::{
     coco_map, per_class_precision_recall, precision_recall_at_best_f1, CocoResult, DetBox, GtBox,
 };
+use crate::detect::input::dataset::DetData;
+use crate::detect::objective::assign::Anchors;
+use crate::detect::objective::loss::{yolo_loss, LossGains, LossItems};
 use crate::probe::Tap;
 use crate::yolo::model::Yolo;
 use crate::yolo::postprocess::{end2end, nms};

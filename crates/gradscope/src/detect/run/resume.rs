@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::tensor::Device;
 
-use super::ema::Ema;
-use super::optimizer::GroupOptimizer;
-use super::train::DetectError;
+use crate::detect::error::DetectError;
+use crate::detect::optimize::ema::Ema;
+use crate::detect::optimize::optimizer::GroupOptimizer;
 use crate::yolo::model::Yolo;
 use crate::yolo::weights::{load_named, named_tensors, read_safetensors, write_safetensors};
 
@@ -31,8 +31,8 @@ pub struct Counters {
     pub muon: bool,
 }
 
-fn io(path: &Path, e: impl std::fmt::Display) -> DetectError {
-    DetectError::Io(format!("{}: {e}", path.display()))
+fn io(path: &Path, e: std::io::Error) -> DetectError {
+    DetectError::io(path, e)
 }
 
 /// Writes the state into `weights/last.state.safetensors`.
@@ -69,7 +69,7 @@ pub fn save(
         serde_json::to_string(&steps).unwrap_or_default(),
     );
     let path = weights.join(STATE_FILE);
-    write_safetensors(&tensors, Some(meta), &path).map_err(|e| DetectError::Io(e.to_string()))
+    Ok(write_safetensors(&tensors, Some(meta), &path)?)
 }
 
 /// Where `resume=` points: `true` with `model=<run>/weights/last.safetensors`, or a run folder,
@@ -107,7 +107,7 @@ pub fn locate(resume: &str, model: &str) -> Result<(PathBuf, PathBuf), DetectErr
 fn meta_of(path: &Path) -> Result<HashMap<String, String>, DetectError> {
     let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
     let (_, m) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| io(path, format!("not a safetensors file: {e}")))?;
+        .map_err(|e| DetectError::invalid(path, format!("not a safetensors file: {e}")))?;
     Ok(m.metadata().clone().unwrap_or_default())
 }
 
@@ -120,12 +120,12 @@ pub fn load(
     let meta = meta_of(state)?;
     let get = |k: &str| -> Result<&String, DetectError> {
         meta.get(k)
-            .ok_or_else(|| io(state, format!("metadata field '{k}' is missing")))
+            .ok_or_else(|| DetectError::invalid(state, format!("metadata field '{k}' is missing")))
     };
     let num = |k: &str| -> Result<f64, DetectError> {
         get(k)?
             .parse::<f64>()
-            .map_err(|e| io(state, format!("metadata field '{k}': {e}")))
+            .map_err(|e| DetectError::invalid(state, format!("metadata field '{k}': {e}")))
     };
     let c = Counters {
         epoch: num("epoch")? as usize,
@@ -138,14 +138,14 @@ pub fn load(
         muon: meta.get("muon").is_some_and(|m| m == "true"),
     };
     let steps: HashMap<String, i32> = serde_json::from_str(get("param_steps")?)
-        .map_err(|e| io(state, format!("metadata field 'param_steps': {e}")))?;
-    let all = read_safetensors(state).map_err(|e| DetectError::Io(e.to_string()))?;
+        .map_err(|e| DetectError::invalid(state, format!("metadata field 'param_steps': {e}")))?;
+    let all = read_safetensors(state)?;
     let part = |prefix: &str| -> HashMap<String, (Vec<usize>, Vec<f32>)> {
         all.iter()
             .filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone())))
             .collect()
     };
-    let w = |e: crate::yolo::weights::WeightsError| DetectError::Io(e.to_string());
+    let w = DetectError::from;
     let model = load_named(fresh.clone(), &part("train."), state).map_err(w)?;
     let ema_model = load_named(fresh.valid(), &part("ema."), state).map_err(w)?;
     let optim = GroupOptimizer::import(

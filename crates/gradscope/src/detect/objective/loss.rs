@@ -1,6 +1,6 @@
 //! YOLO26's training loss for one head branch, and the two branches combined (ProgLoss).
 //!
-//! Per branch, with targets from the task-aligned assigner ([`super::assign`]) and
+//! Per branch, with targets from the task-aligned assigner ([`crate::detect::objective::assign`]) and
 //! S = Σ target scores (at least 1):
 //! - box: Σ_fg (1 − CIoU(pred, target)) · w / S, where w is the anchor's target score;
 //! - l1: Σ_fg mean(|pred ltrb − target ltrb|) · w / S, distances in pixels divided by the image
@@ -13,7 +13,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::assign::{assign, Anchors, AssignConfig, Assignment, Xyxy};
+use crate::detect::objective::assign::{assign, Anchors, AssignConfig, Assignment, Xyxy};
 
 #[derive(Clone, Copy, Debug)]
 pub struct LossGains {
@@ -310,7 +310,7 @@ mod tests {
         .try_into_vec::<f32>()
         .unwrap();
         for (g, (a, b)) in got.iter().zip(&boxes) {
-            let want = super::super::assign::ciou(a, b);
+            let want = crate::detect::objective::assign::ciou(a, b);
             assert!((g - want).abs() < 1e-6, "{g} vs {want}");
         }
     }

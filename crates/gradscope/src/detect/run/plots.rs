@@ -7,12 +7,12 @@ use std::path::Path;
 use image::RgbImage;
 use plotters::prelude::*;
 
-use super::args::DetectArgs;
-use super::dataset::DetData;
-use super::metrics::{box_iou, confusion_matrix};
-use super::runs::RESULTS_COLUMNS;
-use super::train::DetectError;
-use super::validate::ValResult;
+use super::RESULTS_COLUMNS;
+use crate::detect::args::DetectArgs;
+use crate::detect::error::DetectError;
+use crate::detect::eval::metrics::{box_iou, confusion_matrix};
+use crate::detect::eval::validate::ValResult;
+use crate::detect::input::dataset::DetData;
 use crate::diagnose::Diagnosis;
 use crate::probe::StepRecord;
 use crate::report::html::Table;
@@ -21,7 +21,7 @@ use crate::report::{html, plots, RunView};
 use crate::train::History;
 
 fn e(path: &Path, m: impl std::fmt::Display) -> DetectError {
-    DetectError::Io(format!("cannot draw {}: {m}", path.display()))
+    DetectError::plot(path, m)
 }
 
 /// One box to draw: class, xyxy pixels, score (None for a label).
@@ -97,7 +97,7 @@ pub fn val_batch(
         let labels: Vec<Drawn> = b.targets[j].iter().map(|(c, bx)| (*c, *bx, None)).collect();
         draw_boxes(&mut top, &labels, names).map_err(|m| e(path, m))?;
         let mut bottom = chw_to_image(chw, s);
-        let mut mine: Vec<&super::metrics::DetBox> =
+        let mut mine: Vec<&crate::detect::eval::metrics::DetBox> =
             v.dets.iter().filter(|d| d.image == i).collect();
         mine.sort_by(|a, b| b.score.total_cmp(&a.score));
         let confident = mine.iter().filter(|d| d.score >= 0.25).count();
@@ -251,7 +251,7 @@ pub fn results_png(rows: &[Vec<f64>], path: &Path) -> Result<(), DetectError> {
 /// greedy matching per image), with the mAP50 in the title.
 pub fn pr_curve(v: &ValResult, path: &Path) -> Result<(), DetectError> {
     fonts();
-    let mut dets: Vec<&super::metrics::DetBox> = v.dets.iter().collect();
+    let mut dets: Vec<&crate::detect::eval::metrics::DetBox> = v.dets.iter().collect();
     dets.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut used = vec![false; v.gts.len()];
     let (mut tp, mut fp) = (0usize, 0usize);
@@ -392,7 +392,7 @@ pub fn gradient_report(
         diagnosis,
     };
     let views = [view];
-    let r = |x: crate::report::ReportError| DetectError::Io(x.to_string());
+    let r = DetectError::from;
     let mut images = vec![(
         "grad_norm.png",
         "Global gradient norm per optimizer step (before clipping)",
@@ -435,4 +435,26 @@ pub fn gradient_report(
         &images,
     )
     .map_err(r)
+}
+
+/// After every epoch: results.png, the gradient-health report (report.html with heatmap and
+/// per-layer bars), and validation images with labels and predictions.
+#[allow(clippy::too_many_arguments)]
+pub fn epoch_report(
+    dir: &Path,
+    args: &DetectArgs,
+    csv: &super::ResultsCsv,
+    hist: &History,
+    records: &[StepRecord],
+    diagnosis: Option<&Diagnosis>,
+    val: &DetData,
+    v: &ValResult,
+    names: &[String],
+) -> Result<(), DetectError> {
+    results_png(&csv.rows, &dir.join("results.png"))?;
+    val_batch(val, v, names, args.imgsz, &dir.join("val_batch0_pred.jpg"))?;
+    pr_curve(v, &dir.join("PR_curve.png"))?;
+    confusion(v, names, &dir.join("confusion_matrix.png"))?;
+    gradient_report(dir, args, hist, records, diagnosis)?;
+    Ok(())
 }

@@ -1,26 +1,17 @@
-//! Where data comes from and where a run's files go: dataset resolution (a data.yaml path, a
-//! built-in name such as `coco8.yaml`, or `trees`, the embedded NEON tree-crown tiles), the run
-//! folder `runs/detect/train{,2,3,…}`, args.yaml, results.csv, weights and the per-epoch report.
+//! Where data comes from: `data=` resolved to a data.yaml (a path, a built-in name such as
+//! `coco8.yaml` found in the datasets folder or downloaded, or `trees`, the embedded NEON tree-crown
+//! tiles), and its training and validation splits read, checked and decoded.
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::args::DetectArgs;
-use super::dataset::DetData;
-use super::loss::LossItems;
-use super::train::DetectError;
-use super::validate::ValResult;
 use crate::data::detect::{image_files, load_split, DataYaml};
-use crate::diagnose::Diagnosis;
-use crate::probe::StepRecord;
-use crate::train::History;
-use crate::yolo::model::Yolo;
+use crate::detect::error::DetectError;
+use crate::detect::input::dataset::DetData;
 
 /// The embedded tree-crown tiles (NEON imagery CC0, DeepForest annotations MIT): 42 training and
 /// 12 validation tiles of 400×400 px, 1216 boxes, one class.
-static TREES_TAR: &[u8] = include_bytes!("../../embedded/trees.tar");
+static TREES_TAR: &[u8] = include_bytes!("../../../embedded/trees.tar");
 
 /// COCO's 80 class names, in order.
 pub const COCO_NAMES: [&str; 80] = [
@@ -127,8 +118,8 @@ pub fn datasets_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("datasets"))
 }
 
-fn io(path: &Path, e: impl std::fmt::Display) -> DetectError {
-    DetectError::Io(format!("{}: {e}", path.display()))
+fn io(path: &Path, e: std::io::Error) -> DetectError {
+    DetectError::io(path, e)
 }
 
 /// Unpacks the embedded tree-crown set into `dir` (via a temporary folder renamed into place).
@@ -248,155 +239,4 @@ pub fn load_sets(
     let train = load_one(&data.train, nc, "train", say)?;
     let val = load_one(&data.val, nc, "val", say)?;
     Ok((train, val))
-}
-
-/// `project/name`, or `name2`, `name3`, … when it exists (unless `exist_ok`).
-pub fn new_run_dir(project: &str, name: &str, exist_ok: bool) -> Result<PathBuf, DetectError> {
-    let base = Path::new(project);
-    let mut dir = base.join(name);
-    let mut k = 2;
-    while dir.exists() && !exist_ok {
-        dir = base.join(format!("{name}{k}"));
-        k += 1;
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-    Ok(dir)
-}
-
-/// args.yaml with the class names (read back by `predict` and `val` on a checkpoint).
-pub fn write_args(dir: &Path, args: &DetectArgs, names: &[String]) -> Result<(), DetectError> {
-    let mut s = args.to_yaml();
-    s += "names:\n";
-    for (i, n) in names.iter().enumerate() {
-        let _ = writeln!(s, "  {i}: '{}'", n.replace('\'', "''"));
-    }
-    let p = dir.join("args.yaml");
-    std::fs::write(&p, s).map_err(|e| io(&p, e))
-}
-
-/// Saves Ultralytics-named safetensors atomically (temporary file, then rename).
-pub fn save_weights(model: &Yolo, path: &Path) -> Result<(), DetectError> {
-    crate::yolo::weights::save_ultralytics(model, path).map_err(|e| DetectError::Io(e.to_string()))
-}
-
-pub const RESULTS_COLUMNS: &[&str] = &[
-    "epoch",
-    "time",
-    "train/box_loss",
-    "train/cls_loss",
-    "train/l1_loss",
-    "metrics/precision(B)",
-    "metrics/recall(B)",
-    "metrics/mAP50(B)",
-    "metrics/mAP50-95(B)",
-    "val/box_loss",
-    "val/cls_loss",
-    "val/l1_loss",
-    "lr/pg0",
-    "lr/pg1",
-    "lr/pg2",
-];
-
-/// results.csv, one row per epoch, flushed as written.
-pub struct ResultsCsv {
-    path: PathBuf,
-    file: File,
-    pub rows: Vec<Vec<f64>>,
-}
-
-impl ResultsCsv {
-    /// A new results.csv in `dir`, keeping the first `keep` rows of the one there (resume).
-    pub fn open(dir: &Path, keep: usize) -> Result<Self, DetectError> {
-        let path = dir.join("results.csv");
-        let mut rows: Vec<Vec<f64>> = Vec::new();
-        if keep > 0 {
-            let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-            for line in text.lines().skip(1).take(keep) {
-                rows.push(
-                    line.split(',')
-                        .map(|x| x.trim().parse().unwrap_or(f64::NAN))
-                        .collect(),
-                );
-            }
-        }
-        let mut file = File::create(&path).map_err(|e| io(&path, e))?;
-        writeln!(file, "{}", RESULTS_COLUMNS.join(",")).map_err(|e| io(&path, e))?;
-        let mut csv = ResultsCsv {
-            path,
-            file,
-            rows: Vec::new(),
-        };
-        for r in rows {
-            csv.write_row(r)?;
-        }
-        Ok(csv)
-    }
-
-    fn write_row(&mut self, row: Vec<f64>) -> Result<(), DetectError> {
-        let text: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(i, x)| {
-                if i == 0 {
-                    format!("{x}")
-                } else {
-                    format!("{x:.6}")
-                }
-            })
-            .collect();
-        writeln!(self.file, "{}", text.join(",")).map_err(|e| io(&self.path, e))?;
-        self.file.flush().map_err(|e| io(&self.path, e))?;
-        self.rows.push(row);
-        Ok(())
-    }
-
-    pub fn row(
-        &mut self,
-        epoch: usize,
-        time: f64,
-        train: &LossItems,
-        v: &ValResult,
-        lr: [f64; 3],
-    ) -> Result<(), DetectError> {
-        let row = vec![
-            epoch as f64,
-            time,
-            train.box_,
-            train.cls,
-            train.l1,
-            v.precision,
-            v.recall,
-            v.coco.map50,
-            v.coco.map50_95,
-            v.losses.box_,
-            v.losses.cls,
-            v.losses.l1,
-            lr[0],
-            lr[1],
-            lr[2],
-        ];
-        self.write_row(row)
-    }
-}
-
-/// After every epoch: results.png, the gradient-health report (report.html with heatmap and
-/// per-layer bars), and validation images with labels and predictions.
-#[allow(clippy::too_many_arguments)]
-pub fn epoch_report(
-    dir: &Path,
-    args: &DetectArgs,
-    csv: &ResultsCsv,
-    hist: &History,
-    records: &[StepRecord],
-    diagnosis: Option<&Diagnosis>,
-    val: &DetData,
-    v: &ValResult,
-    names: &[String],
-) -> Result<(), DetectError> {
-    super::plots::results_png(&csv.rows, &dir.join("results.png"))?;
-    super::plots::val_batch(val, v, names, args.imgsz, &dir.join("val_batch0_pred.jpg"))?;
-    super::plots::pr_curve(v, &dir.join("PR_curve.png"))?;
-    super::plots::confusion(v, names, &dir.join("confusion_matrix.png"))?;
-    super::plots::gradient_report(dir, args, hist, records, diagnosis)?;
-    Ok(())
 }

@@ -16,9 +16,9 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use super::assign::Xyxy;
-use super::augment::{train_image, val_image, AugmentConfig, Augmented};
 use crate::data::detect::Sample;
+use crate::detect::input::augment::{train_image, val_image, AugmentConfig, Augmented};
+use crate::detect::objective::assign::Xyxy;
 
 /// Decoded images with their labels.
 pub struct DetData {

@@ -1,0 +1,70 @@
+//! What can go wrong in detection training, validation and prediction: a typed error whose
+//! variants keep their sources, so the CLI prints the whole chain (`what: why: cause`).
+
+use std::path::{Path, PathBuf};
+
+use crate::probe::ProbeError;
+use crate::report::ReportError;
+use crate::settings::SettingError;
+use crate::yolo::weights::WeightsError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// Settings that cannot be used together, or a run that cannot be continued.
+    #[error("{0}")]
+    Args(String),
+    /// One setting that cannot be used.
+    #[error(transparent)]
+    Setting(#[from] SettingError),
+    /// Data that cannot be used: what and where.
+    #[error("{0}")]
+    Data(String),
+    /// A file or folder that cannot be read or written.
+    #[error("{}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint that cannot be read or written.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// The probe's record file.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// A file whose content cannot be used (a state file without its metadata, …).
+    #[error("{}: {what}", path.display())]
+    Invalid { path: PathBuf, what: String },
+    /// A plot that cannot be drawn or saved.
+    #[error("cannot draw {}: {msg}", path.display())]
+    Plot { path: PathBuf, msg: String },
+    /// The gradient report.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
+
+impl DetectError {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        DetectError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Content of `path` that cannot be used.
+    pub fn invalid(path: &Path, what: impl std::fmt::Display) -> Self {
+        DetectError::Invalid {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+        }
+    }
+
+    /// A plot that cannot be drawn into `path`.
+    pub fn plot(path: &Path, msg: impl std::fmt::Display) -> Self {
+        DetectError::Plot {
+            path: path.to_path_buf(),
+            msg: msg.to_string(),
+        }
+    }
+}

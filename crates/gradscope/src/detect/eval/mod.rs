@@ -1,0 +1,4 @@
+//! Evaluation: validation of a model on a split ([`validate`]) and COCO metrics ([`metrics`]).
+
+pub mod metrics;
+pub mod validate;

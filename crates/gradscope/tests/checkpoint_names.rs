@@ -1,0 +1,153 @@
+//! Names out equal names in: a checkpoint means the same thing to gradscope and to Ultralytics,
+//! for both head branches, and every way gradscope writes weights gives each tensor back under
+//! its own name, bit for bit (fixture by `tools/reference/head_branches.py`).
+//!
+//! At initialisation Ultralytics' one-to-one branches are copies of the one-to-many ones, so a
+//! test on initial weights cannot tell them apart: every one-to-one weight is moved by a
+//! closed-form offset first, here and in the script.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::{Tensor, TensorData};
+use gradscope::detect::optimize::ema::Ema;
+use gradscope::detect::optimize::optimizer::GroupOptimizer;
+use gradscope::detect::run::resume;
+use gradscope::probe::Tap;
+use gradscope::yolo::model::{Yolo, YoloConfig};
+use gradscope::yolo::weights::{
+    load_named, named_tensors, read_safetensors, save_ultralytics, NamedTensors,
+};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Ultralytics' initial yolo26n with every one-to-one weight and bias moved by
+/// 0.05·sin(0.37·i + 1.0).
+fn perturbed() -> NamedTensors {
+    let mut t = read_safetensors(&fixtures().join("yolo26n_seed0.safetensors")).unwrap();
+    for (name, (_, v)) in t.iter_mut() {
+        if name.contains("one2one_") && !name.contains("running_") {
+            for (i, x) in v.iter_mut().enumerate() {
+                *x = (*x as f64 + 0.05 * (0.37 * i as f64 + 1.0).sin()) as f32;
+            }
+        }
+    }
+    t
+}
+
+fn model(tensors: &NamedTensors) -> Yolo {
+    let cfg = YoloConfig::from_name("yolo26n.yaml", 80).unwrap();
+    load_named(
+        cfg.init(&gradscope::device()),
+        tensors,
+        Path::new("perturbed"),
+    )
+    .unwrap()
+}
+
+/// Σ v and Σ v·sin(0.1·i + 0.3) of both raw branch outputs on the script's input.
+fn branch_sums(m: &Yolo) -> [(f64, f64); 2] {
+    let n = 3 * 64 * 64;
+    let x: Vec<f32> = (0..n)
+        .map(|i| {
+            let i = i as f64;
+            (0.5 + 0.45 * (0.7 * i).sin() * (0.013 * i).cos()) as f32
+        })
+        .collect();
+    let dev = gradscope::device().inner();
+    let x = Tensor::<4>::from_data(TensorData::new(x, [1, 3, 64, 64]), &dev);
+    let out = m.valid().forward(x, &mut Tap::off());
+    [out.heads.one2many, out.heads.one2one].map(|t| {
+        let v: Vec<f32> = t.into_data().convert::<f32>().try_into_vec().unwrap();
+        let s = v.iter().map(|&x| x as f64).sum();
+        let w = v
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| x as f64 * (0.1 * i as f64 + 0.3).sin())
+            .sum();
+        (s, w)
+    })
+}
+
+#[test]
+fn both_head_branches_mean_what_they_mean_in_ultralytics() {
+    let f: Value =
+        serde_json::from_str(include_str!("fixtures/head_branches.json")).expect("fixture");
+    let got = branch_sums(&model(&perturbed()));
+    for (i, branch) in ["one2many", "one2one"].iter().enumerate() {
+        for (j, key) in ["sum", "weighted"].iter().enumerate() {
+            let want = f[branch][key].as_f64().unwrap();
+            let ours = if j == 0 { got[i].0 } else { got[i].1 };
+            eprintln!("{branch} {key}: ours {ours:.6} Ultralytics {want:.6}");
+            assert!(
+                (ours - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "{branch} {key}: ours {ours} vs Ultralytics {want}"
+            );
+        }
+    }
+    // the two branches really differ, so a swap would have failed above
+    let a = f["one2many"]["weighted"].as_f64().unwrap();
+    let b = f["one2one"]["weighted"].as_f64().unwrap();
+    assert!((a - b).abs() > 1.0, "{a} vs {b}");
+}
+
+fn assert_same(what: &str, got: &NamedTensors, want: &NamedTensors) {
+    assert_eq!(got.len(), want.len(), "{what}: tensor count");
+    for (k, (shape, v)) in want {
+        let (s2, v2) = got
+            .get(k)
+            .unwrap_or_else(|| panic!("{what}: {k} is missing"));
+        assert_eq!(s2, shape, "{what}: {k}");
+        let same = v.iter().zip(v2).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{what}: {k} differs");
+    }
+}
+
+fn as_map(m: &impl Module) -> NamedTensors {
+    named_tensors(m)
+        .into_iter()
+        .map(|(n, s, v)| (n, (s, v)))
+        .collect()
+}
+
+#[test]
+fn every_checkpoint_gradscope_writes_gives_each_tensor_back_by_name() {
+    let tensors = perturbed();
+    let m = model(&tensors);
+    let dir = std::env::temp_dir().join(format!("gradscope-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // weights/{best,last}.safetensors
+    let path = dir.join("best.safetensors");
+    save_ultralytics(&m, &path).unwrap();
+    assert_same(
+        "best.safetensors",
+        &read_safetensors(&path).unwrap(),
+        &tensors,
+    );
+    // the resume state: training model and EMA, by the same names
+    let ema = Ema::new(&m);
+    let optim = GroupOptimizer::new(true);
+    let counters = resume::Counters {
+        epoch: 1,
+        ema_updates: 0,
+        last_opt: -1,
+        opt_steps: 0,
+        lr_scale: 1.0,
+        best: 0.0,
+        adamw: true,
+        muon: false,
+    };
+    resume::save(&dir, &m, &ema, &optim, &counters).unwrap();
+    let fresh = YoloConfig::from_name("yolo26n.yaml", 80)
+        .unwrap()
+        .init(&gradscope::device());
+    let (m2, ema2, _, c2) =
+        resume::load(&dir.join(resume::STATE_FILE), fresh, &gradscope::device()).unwrap();
+    assert_eq!(c2, counters);
+    assert_same("state: training model", &as_map(&m2.valid()), &tensors);
+    assert_same("state: EMA", &as_map(&ema2.model), &tensors);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,164 @@
+//! Ultralytics `.pt` checkpoints read in Rust: a real `last.pt` written by Ultralytics 8.4.190
+//! (yolo26n trained one epoch on coco8 at 64 px by `tools/reference/make_pt_fixture.py`, float16
+//! weights in a pickled DetectionModel) against what PyTorch reads from the same file and what
+//! Ultralytics' model computes (fixture by `tools/reference/head_branches.py`).
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::{Tensor, TensorData};
+use gradscope::detect::args::DetectArgs;
+use gradscope::detect::model::{initial_model, weights_file};
+use gradscope::probe::Tap;
+use gradscope::settings::Command;
+use gradscope::yolo::model::{Yolo, YoloConfig};
+use gradscope::yolo::pt::{identify, read_pt};
+use gradscope::yolo::weights::{load_matching, load_named};
+use serde_json::Value;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/yolo26n_coco8_ultralytics.pt")
+}
+
+fn reference() -> Value {
+    serde_json::from_str(include_str!("fixtures/yolo26n_coco8_ultralytics.json")).unwrap()
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-3)
+}
+
+#[test]
+fn every_tensor_equals_what_pytorch_reads() {
+    let ck = read_pt(&fixture()).unwrap();
+    let f = reference();
+    assert_eq!(ck.entry, f["entry"].as_str().unwrap());
+    assert_eq!((ck.scale, ck.nc), ('n', 80));
+    assert_eq!(ck.imgsz, Some(64));
+    let want = f["tensors"].as_object().unwrap();
+    assert_eq!(ck.tensors.len(), want.len(), "float tensors");
+    for (name, w) in want {
+        let (shape, v) = ck
+            .tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        let ws: Vec<usize> = w[0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(*shape, ws, "{name}");
+        let sum: f64 = v.iter().map(|&x| x as f64).sum();
+        let weighted: f64 = v
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| x as f64 * (0.37 * i as f64 + 1.0).sin())
+            .sum();
+        // float16 → float32 is exact; only the order of the f64 sums differs
+        assert!(close(sum, w[1].as_f64().unwrap(), 1e-9), "{name}: Σ {sum}");
+        assert!(
+            close(weighted, w[2].as_f64().unwrap(), 1e-9),
+            "{name}: Σ·r {weighted}"
+        );
+    }
+}
+
+fn head_sums(m: &Yolo) -> [(f64, f64); 2] {
+    let n = 3 * 64 * 64;
+    let x: Vec<f32> = (0..n)
+        .map(|i| {
+            let i = i as f64;
+            (0.5 + 0.45 * (0.7 * i).sin() * (0.013 * i).cos()) as f32
+        })
+        .collect();
+    let dev = gradscope::device().inner();
+    let x = Tensor::<4>::from_data(TensorData::new(x, [1, 3, 64, 64]), &dev);
+    let out = m.valid().forward(x, &mut Tap::off());
+    [out.heads.one2many, out.heads.one2one].map(|t| {
+        let v: Vec<f32> = t.into_data().convert::<f32>().try_into_vec().unwrap();
+        let w = v
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| x as f64 * (0.1 * i as f64 + 0.3).sin())
+            .sum();
+        (v.iter().map(|&x| x as f64).sum(), w)
+    })
+}
+
+#[test]
+fn the_loaded_model_computes_what_ultralytics_computes() {
+    let ck = read_pt(&fixture()).unwrap();
+    let cfg = YoloConfig::from_name("yolo26n.yaml", ck.nc).unwrap();
+    let m = load_named(cfg.init(&gradscope::device()), &ck.tensors, &fixture()).unwrap();
+    let f = reference();
+    for (i, branch) in ["one2many", "one2one"].iter().enumerate() {
+        let (s, w) = head_sums(&m)[i];
+        let (ws, ww) = (
+            f[branch]["sum"].as_f64().unwrap(),
+            f[branch]["weighted"].as_f64().unwrap(),
+        );
+        eprintln!("{branch}: Σ {s:.4} vs {ws:.4}, Σ·r {w:.4} vs {ww:.4}");
+        assert!(close(s, ws, 1e-4) && close(w, ww, 1e-3), "{branch}");
+    }
+}
+
+#[test]
+fn another_class_count_transfers_everything_but_the_class_outputs() {
+    let ck = read_pt(&fixture()).unwrap();
+    let cfg = YoloConfig::from_name("yolo26n.yaml", 1).unwrap();
+    let (_, t) = load_matching(cfg.init(&gradscope::device()), &ck.tensors, &fixture());
+    // the class branches are max(64, min(nc, 100)) channels wide: 80 for nc=80, 64 for nc=1, so
+    // every class-branch tensor but the depthwise stems (17 per level and head) starts afresh
+    assert_eq!((t.loaded, t.total), (492, 594), "{:?}", t.kept);
+    assert!(t.kept.iter().all(|k| k.contains("cv3.")), "{:?}", t.kept);
+    // through the trainer's entry point, with the line it prints
+    let args = DetectArgs::parse(
+        DetectArgs::default(),
+        &[format!("model={}", fixture().display())],
+        Command::Train,
+    )
+    .unwrap();
+    let (_, line) = initial_model(&args, 1, &gradscope::device()).unwrap();
+    let line = line.unwrap();
+    assert!(
+        line.starts_with("transferred 492/594 tensors from"),
+        "{line}"
+    );
+    assert!(
+        line.contains("102 initialised afresh") && line.contains("nc=1"),
+        "{line}"
+    );
+}
+
+#[test]
+fn what_is_not_a_yolo26_detector_is_refused_by_name() {
+    let ck = read_pt(&fixture()).unwrap();
+    let mut v8 = ck.tensors.clone();
+    v8.insert(
+        "model.22.dfl.conv.weight".into(),
+        (vec![1, 16, 1, 1], vec![0.0; 16]),
+    );
+    let e = identify(Path::new("yolov8n.pt"), &v8)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("DFL") && e.contains("YOLOv8/YOLO11"), "{e}");
+    let mut seg = ck.tensors.clone();
+    seg.insert("model.23.cv4.0.0.conv.weight".into(), (vec![1], vec![0.0]));
+    let e = identify(Path::new("seg.pt"), &seg).unwrap_err().to_string();
+    assert!(e.contains("segmentation, pose or OBB"), "{e}");
+    // not a PyTorch file at all
+    let dir = std::env::temp_dir().join(format!("gradscope-pt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("notes.pt");
+    std::fs::write(&text, "not a checkpoint").unwrap();
+    let e = read_pt(&text).unwrap_err().to_string();
+    assert!(e.contains("not a PyTorch checkpoint"), "{e}");
+    // a release name that is nowhere: where to put it, and that downloading is not built
+    let e = weights_file("model", "yolo26x.pt").unwrap_err().to_string();
+    assert!(
+        e.contains("model=yolo26x.pt: no such file") && e.contains("GRADSCOPE_WEIGHTS"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
