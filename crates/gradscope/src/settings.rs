@@ -87,6 +87,15 @@ impl Value for u64 {
     }
 }
 
+impl Value for i64 {
+    fn parse(v: &str) -> Result<Self, String> {
+        v.parse().map_err(|_| "expected a whole number".into())
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
 impl Value for f64 {
     fn parse(v: &str) -> Result<Self, String> {
         match v.parse::<f64>() {

@@ -26,6 +26,15 @@ fn image_size(n: &usize) -> Result<(), String> {
 /// The largest accepted `imgsz` (a 4096² image is 200 MB per image in f32 before the network).
 pub const MAX_IMGSZ: usize = 4096;
 
+/// `device=`: the CPU; a GPU index or name is refused until a GPU backend exists.
+fn cpu_only(d: &String) -> Result<(), String> {
+    if d.eq_ignore_ascii_case("cpu") {
+        Ok(())
+    } else {
+        Err("this build trains on the CPU only: GPU devices (cuda, vulkan) are not built yet; use device=cpu".into())
+    }
+}
+
 fn opt_fraction(x: &Option<f64>) -> Result<(), String> {
     x.map_or(Ok(()), fraction)
 }
@@ -42,6 +51,12 @@ crate::settings! {
         data: String = "trees".into(), any, TRAIN_VAL;
         /// epochs ≥ 1
         epochs: usize = 100, |x| at_least(*x, 1), TRAIN;
+        /// stop when mAP50-95 has not improved for this many epochs (0 = never)
+        patience: usize = 100, any, TRAIN;
+        /// also save weights/epoch{N}.safetensors every N epochs (-1 = off)
+        save_period: i64 = -1, |x| if *x == 0 || *x < -1 { Err("expected a number ≥ 1, or -1 (off)".into()) } else { Ok(()) }, TRAIN;
+        /// cpu (GPU devices are not built yet)
+        device: String = "cpu".into(), cpu_only, ALL;
         /// input size in pixels, a multiple of 32
         imgsz: usize = 640, image_size, ALL;
         /// images per iteration ≥ 1

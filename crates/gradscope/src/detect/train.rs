@@ -310,6 +310,7 @@ impl<'o> Trainer<'o> {
         };
         let weights = dir.join("weights");
         std::fs::create_dir_all(&weights).map_err(|e| DetectError::io(&weights, e))?;
+        runs::remove_stale_tmp(&weights)?;
         if resume.is_none() {
             runs::write_args(&dir, &args, &data.names)?;
             if args.plots {
@@ -335,6 +336,7 @@ impl<'o> Trainer<'o> {
             opt_steps: 0,
             lr_scale: 1.0,
             best: f64::NEG_INFINITY,
+            best_epoch: 0,
             adamw: plan.adamw,
             muon: plan.muon,
         };
@@ -365,8 +367,12 @@ impl<'o> Trainer<'o> {
             enabled: args.probe,
             every: args.probe_every,
             ..ProbeConfig::default()
-        })
-        .with_jsonl_mode(&dir.join("probe.jsonl"), resume.is_some())?;
+        });
+        let jsonl = dir.join("probe.jsonl");
+        let probe = match resume {
+            Some(_) => probe.with_jsonl_resumed(&jsonl, counters.opt_steps)?,
+            None => probe.with_jsonl(&jsonl)?,
+        };
         let csv = runs::ResultsCsv::open(&dir, counters.epoch)?;
         Ok(Trainer {
             anchors: Anchors::new(plan.imgsz, plan.imgsz, &[8, 16, 32]),
@@ -427,7 +433,9 @@ impl<'o> Trainer<'o> {
                     break 'epochs;
                 }
             }
-            self.end_epoch(st)?;
+            if let Flow::Stop = self.end_epoch(st)? {
+                break;
+            }
         }
         Ok(TrainOutcome {
             dir: self.dir,
@@ -587,7 +595,7 @@ impl<'o> Trainer<'o> {
 
     /// Validation (every epoch, or the last with `val=false`), the diagnosis so far, `last` and
     /// `best` checkpoints, the resume state, the results.csv row and the epoch's plots.
-    fn end_epoch(&mut self, st: EpochState) -> Result<(), DetectError> {
+    fn end_epoch(&mut self, st: EpochState) -> Result<Flow, DetectError> {
         let (epoch, args) = (st.epoch, &self.args);
         let train_items = st.mean.scaled(1.0 / st.seen.max(1) as f64);
         let v = if args.val || epoch + 1 == args.epochs {
@@ -628,8 +636,19 @@ impl<'o> Trainer<'o> {
         runs::save_weights(&self.ema.model, &weights.join("last.safetensors"))?;
         if fitness > self.counters.best {
             self.counters.best = fitness;
+            self.counters.best_epoch = epoch + 1;
             runs::save_weights(&self.ema.model, &weights.join("best.safetensors"))?;
         }
+        if args.save_period > 0 && (epoch + 1) % args.save_period as usize == 0 {
+            let name = format!("epoch{}.safetensors", epoch + 1);
+            runs::save_weights(&self.ema.model, &weights.join(name))?;
+        }
+        let lr_now = self.plan.lr0 * st.lf * self.counters.lr_scale;
+        let time = self.t0.elapsed().as_secs_f64();
+        self.csv
+            .row(epoch + 1, time, &train_items, &v, [lr_now; 3])?;
+        // the state is the commit point: a run killed before it is written resumes at this
+        // epoch's start, cutting this epoch's results.csv row and probe records
         self.counters.epoch = epoch + 1;
         self.counters.ema_updates = self.ema.updates;
         resume::save(
@@ -639,10 +658,6 @@ impl<'o> Trainer<'o> {
             &self.optim,
             &self.counters,
         )?;
-        let lr_now = self.plan.lr0 * st.lf * self.counters.lr_scale;
-        let time = self.t0.elapsed().as_secs_f64();
-        self.csv
-            .row(epoch + 1, time, &train_items, &v, [lr_now; 3])?;
         self.hist.epochs.push(EpochStats {
             epoch,
             train_loss: train_items.box_ + train_items.cls + train_items.l1,
@@ -669,7 +684,16 @@ impl<'o> Trainer<'o> {
             )?;
         }
         self.last_val = Some(v);
-        Ok(())
+        let since = epoch + 1 - self.counters.best_epoch.min(epoch + 1);
+        if args.patience > 0 && since >= args.patience && epoch + 1 < args.epochs {
+            (self.on)(TrainEvent::Info(format!(
+                "stopping early: mAP50-95 has not improved for {since} epochs (best {:.4} after epoch {}, saved as weights/best.safetensors); patience=0 trains every epoch",
+                self.counters.best.max(0.0),
+                self.counters.best_epoch
+            )));
+            return Ok(Flow::Stop);
+        }
+        Ok(Flow::Continue)
     }
 }
 

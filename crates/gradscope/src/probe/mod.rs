@@ -120,6 +120,33 @@ impl Probe {
         Ok(self)
     }
 
+    /// Streams records to `path` for a run resumed at optimizer step `step`: the records of
+    /// earlier steps are kept, those of `step` and later (written after the state the run resumes
+    /// from) are cut away first, so a resumed run's file holds each step once.
+    pub fn with_jsonl_resumed(self, path: &Path, step: usize) -> Result<Self, ProbeError> {
+        if self.config.enabled && path.is_file() {
+            let io = |source| ProbeError::Io {
+                path: path.to_path_buf(),
+                source,
+            };
+            let text = std::fs::read_to_string(path).map_err(io)?;
+            let kept: String = text
+                .lines()
+                .filter(|l| {
+                    serde_json::from_str::<serde_json::Value>(l)
+                        .ok()
+                        .and_then(|v| v.get("step")?.as_u64())
+                        .is_some_and(|s| (s as usize) < step)
+                })
+                .flat_map(|l| [l, "\n"])
+                .collect();
+            let tmp = path.with_extension("jsonl.tmp");
+            std::fs::write(&tmp, kept).map_err(io)?;
+            std::fs::rename(&tmp, path).map_err(io)?;
+        }
+        self.with_jsonl_mode(path, true)
+    }
+
     pub fn should_probe(&self, step: usize) -> bool {
         self.config.enabled && step.is_multiple_of(self.config.every.max(1))
     }
@@ -376,5 +403,29 @@ mod tests {
         assert_eq!(owner_of("layers.1.linear.bias", &names), Some(0));
         assert_eq!(owner_of("head.weight", &names), Some(2));
         assert_eq!(owner_of("embed.weight", &names), None);
+    }
+
+    /// A resumed run's probe.jsonl keeps the records before the step it resumes at and drops
+    /// those written after its state (each step once), then appends.
+    #[test]
+    fn a_resumed_record_file_is_cut_back_to_the_resumed_step() {
+        use super::{Probe, ProbeConfig};
+        let dir = std::env::temp_dir().join(format!("gradscope-jsonl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("probe.jsonl");
+        let lines: String = (0..6)
+            .map(|s| format!("{{\"step\":{s},\"epoch\":0}}\n"))
+            .collect();
+        std::fs::write(&path, lines).unwrap();
+        let probe = Probe::new(ProbeConfig::default())
+            .with_jsonl_resumed(&path, 3)
+            .unwrap();
+        drop(probe);
+        let kept = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(
+            kept,
+            "{\"step\":0,\"epoch\":0}\n{\"step\":1,\"epoch\":0}\n{\"step\":2,\"epoch\":0}\n"
+        );
     }
 }

@@ -21,6 +21,17 @@ fn io(path: &Path, e: std::io::Error) -> DetectError {
     DetectError::io(path, e)
 }
 
+/// Removes `*.tmp` files left in `dir` by a run killed while writing a checkpoint.
+pub fn remove_stale_tmp(dir: &Path) -> Result<(), DetectError> {
+    for e in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let p = e.map_err(|e| io(dir, e))?.path();
+        if p.extension().is_some_and(|x| x == "tmp") && p.is_file() {
+            std::fs::remove_file(&p).map_err(|e| io(&p, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// `project/name`, or `name2`, `name3`, … when it exists (unless `exist_ok`).
 pub fn new_run_dir(project: &str, name: &str, exist_ok: bool) -> Result<PathBuf, DetectError> {
     let base = Path::new(project);

@@ -16,6 +16,9 @@ use crate::yolo::model::Yolo;
 use crate::yolo::weights::{load_named, named_tensors, read_safetensors, write_safetensors};
 
 pub const STATE_FILE: &str = "last.state.safetensors";
+/// The metadata entry holding the counters (a JSON object); state files written before it have
+/// one entry per counter.
+const STATE_KEY: &str = "gradscope_state";
 
 /// Counters that, with the tensors, make a run continue exactly.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +30,8 @@ pub struct Counters {
     pub opt_steps: usize,
     pub lr_scale: f64,
     pub best: f64,
+    /// Epochs completed when `best` was reached (early stopping counts from it).
+    pub best_epoch: usize,
     pub adamw: bool,
     pub muon: bool,
 }
@@ -54,22 +59,29 @@ pub fn save(
     for (n, s, v) in moments {
         tensors.push((format!("optim.{n}"), s, v));
     }
-    let mut meta = HashMap::new();
+    // one metadata entry holding a sorted map: safetensors writes its metadata from a HashMap,
+    // so several entries would come out in a random order and identical runs in different bytes
+    let mut meta = std::collections::BTreeMap::new();
     meta.insert("epoch".to_string(), c.epoch.to_string());
     meta.insert("ema_updates".to_string(), c.ema_updates.to_string());
     meta.insert("last_opt".to_string(), c.last_opt.to_string());
     meta.insert("opt_steps".to_string(), c.opt_steps.to_string());
     meta.insert("lr_scale".to_string(), format!("{:e}", c.lr_scale));
     meta.insert("best".to_string(), format!("{:e}", c.best));
+    meta.insert("best_epoch".to_string(), c.best_epoch.to_string());
     meta.insert("adamw".to_string(), c.adamw.to_string());
     meta.insert("muon".to_string(), c.muon.to_string());
-    let steps: HashMap<String, i32> = steps.into_iter().collect();
+    let steps: std::collections::BTreeMap<String, i32> = steps.into_iter().collect();
     meta.insert(
         "param_steps".to_string(),
         serde_json::to_string(&steps).unwrap_or_default(),
     );
+    let one = HashMap::from([(
+        STATE_KEY.to_string(),
+        serde_json::to_string(&meta).unwrap_or_default(),
+    )]);
     let path = weights.join(STATE_FILE);
-    Ok(write_safetensors(&tensors, Some(meta), &path)?)
+    Ok(write_safetensors(&tensors, Some(one), &path)?)
 }
 
 /// Where `resume=` points: `true` with `model=<run>/weights/last.safetensors`, or a run folder,
@@ -108,7 +120,13 @@ fn meta_of(path: &Path) -> Result<HashMap<String, String>, DetectError> {
     let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
     let (_, m) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| DetectError::invalid(path, format!("not a safetensors file: {e}")))?;
-    Ok(m.metadata().clone().unwrap_or_default())
+    let mut m = m.metadata().clone().unwrap_or_default();
+    if let Some(json) = m.remove(STATE_KEY) {
+        let inner: HashMap<String, String> = serde_json::from_str(&json)
+            .map_err(|e| DetectError::invalid(path, format!("metadata '{STATE_KEY}': {e}")))?;
+        m.extend(inner);
+    }
+    Ok(m)
 }
 
 /// Restores (training model, EMA, optimizer, counters) into freshly built models.
@@ -134,6 +152,11 @@ pub fn load(
         opt_steps: num("opt_steps")? as usize,
         lr_scale: num("lr_scale")?,
         best: num("best")?,
+        // state files from before early stopping: counted from the resumed epoch
+        best_epoch: meta
+            .get("best_epoch")
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(num("epoch")? as usize),
         adamw: get("adamw")? == "true",
         muon: meta.get("muon").is_some_and(|m| m == "true"),
     };
