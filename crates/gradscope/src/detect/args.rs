@@ -27,7 +27,7 @@ fn image_size(n: &usize) -> Result<(), String> {
 pub const MAX_IMGSZ: usize = 4096;
 
 /// `device=`: the CPU; a GPU index or name is refused until a GPU backend exists.
-fn cpu_only(d: &String) -> Result<(), String> {
+fn cpu_only(d: &str) -> Result<(), String> {
     if d.eq_ignore_ascii_case("cpu") {
         Ok(())
     } else {
@@ -56,7 +56,7 @@ crate::settings! {
         /// also save weights/epoch{N}.safetensors every N epochs (-1 = off)
         save_period: i64 = -1, |x| if *x == 0 || *x < -1 { Err("expected a number ≥ 1, or -1 (off)".into()) } else { Ok(()) }, TRAIN;
         /// cpu (GPU devices are not built yet)
-        device: String = "cpu".into(), cpu_only, ALL;
+        device: String = "cpu".into(), |d| cpu_only(d), ALL;
         /// input size in pixels, a multiple of 32
         imgsz: usize = 640, image_size, ALL;
         /// images per iteration ≥ 1
