@@ -137,6 +137,7 @@ fn every_checkpoint_gradscope_writes_gives_each_tensor_back_by_name() {
         opt_steps: 0,
         lr_scale: 1.0,
         best: 0.0,
+        best_epoch: 1,
         adamw: true,
         muon: false,
     };
