@@ -60,7 +60,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<RunFailed>().is_some() {
+            let nothing_usable = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<gradscope::detect::error::DetectError>(),
+                    Some(gradscope::detect::error::DetectError::NothingUsable(_))
+                )
+            });
+            if e.downcast_ref::<RunFailed>().is_some() || nothing_usable {
                 ExitCode::from(1)
             } else {
                 ExitCode::from(2)

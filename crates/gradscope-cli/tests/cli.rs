@@ -380,3 +380,91 @@ fn a_killed_run_resumes_exactly() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn exits_with(code: i32, args: &[&str], env: &[(&str, &std::path::Path)], needles: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gradscope"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .output()
+        .expect("the binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}; stderr: {err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    let last = err.lines().last().unwrap_or_default();
+    for n in needles {
+        assert!(
+            last.contains(n),
+            "{args:?}: '{n}' missing from the last line: {last}"
+        );
+    }
+}
+
+/// Exit code 0 only when the command did what was asked; 1 when it ran and failed (with the
+/// reason and what to try on the last line); 2 for bad input.
+#[test]
+fn exit_codes_say_what_happened() {
+    let dir = tmp("exit");
+    let data = dir.join("datasets");
+    let env = [("GRADSCOPE_DATASETS", data.as_path())];
+    let project = format!("project={}", dir.join("runs").display());
+    exits_with(2, &["train", "device=0"], &env, &["CPU only"]);
+    exits_with(
+        2,
+        &["train", "lr0=1000"],
+        &env,
+        &["lr0=1000", "between 0.0 and 1.0"],
+    );
+    exits_with(2, &["train", "hsv_v=50"], &env, &["hsv_v=50"]);
+    exits_with(
+        2,
+        &["train", "model=yolo26x.pt", &project],
+        &env,
+        &["model=yolo26x.pt: no such file", "GRADSCOPE_WEIGHTS"],
+    );
+    assert!(
+        !dir.join("runs").exists(),
+        "no run folder for refused input"
+    );
+    // a run that flies apart: SGD at lr0=1 with batches of 2
+    exits_with(
+        1,
+        &[
+            "train",
+            "data=trees",
+            "epochs=3",
+            "imgsz=160",
+            "optimizer=SGD",
+            "lr0=1",
+            "batch=2",
+            "nbs=2",
+            &project,
+        ],
+        &env,
+        &["training diverged", "Try lr0=0.1"],
+    );
+    // predict on nothing usable
+    let pt = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gradscope/tests/fixtures/yolo26n_coco8_ultralytics.pt"
+    );
+    let text = dir.join("notes.jpg");
+    std::fs::write(&text, "not an image").unwrap();
+    let model = format!("model={pt}");
+    let source = format!("source={}", text.display());
+    exits_with(
+        1,
+        &["predict", &model, &source, &project],
+        &env,
+        &["could be decoded"],
+    );
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let source = format!("source={}", empty.display());
+    exits_with(
+        1,
+        &["predict", &model, &source, &project],
+        &env,
+        &["no images"],
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

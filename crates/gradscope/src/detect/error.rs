@@ -19,6 +19,10 @@ pub enum DetectError {
     /// Data that cannot be used: what and where.
     #[error("{0}")]
     Data(String),
+    /// The command ran but found nothing it could use (no decodable image, a checkpoint full of
+    /// NaN): what it found, and what to try.
+    #[error("{0}")]
+    NothingUsable(String),
     /// A file or folder that cannot be read or written.
     #[error("{}", path.display())]
     Io {

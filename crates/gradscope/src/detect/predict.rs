@@ -78,13 +78,11 @@ fn refuse_non_finite(model: &Yolo, path: &Path) -> Result<(), DetectError> {
         .collect();
     match bad.first() {
         None => Ok(()),
-        Some((name, n)) => Err(DetectError::invalid(
-            path,
-            format!(
-                "{} tensor(s) hold NaN or infinite values, first {name} ({n} values); this checkpoint cannot be used (a run that diverged? train again with a lower lr0)",
-                bad.len()
-            ),
-        )),
+        Some((name, n)) => Err(DetectError::NothingUsable(format!(
+            "{}: {} tensor(s) hold NaN or infinite values, first {name} ({n} values); this checkpoint cannot be used (a run that diverged? train again with a lower lr0)",
+            path.display(),
+            bad.len()
+        ))),
     }
 }
 
@@ -152,7 +150,7 @@ pub fn predict(
         )));
     };
     if files.is_empty() {
-        return Err(DetectError::Data(format!(
+        return Err(DetectError::NothingUsable(format!(
             "source={}: no images in this folder (jpg, jpeg, png, bmp, tif, tiff, webp)",
             source.display()
         )));
@@ -183,7 +181,7 @@ pub fn predict(
         all.push(p);
     }
     if all.is_empty() {
-        return Err(DetectError::Data(format!(
+        return Err(DetectError::NothingUsable(format!(
             "source={}: none of its {n_files} file(s) could be decoded as an image",
             source.display()
         )));

@@ -285,6 +285,11 @@ impl<'o> Trainer<'o> {
             }
             None => args_in.clone(),
         };
+        // weights files named by model=/pretrained= exist, before any data is read
+        crate::detect::model::weights_file("model", &args.model)?;
+        if let Some(p) = &args.pretrained {
+            crate::detect::model::weights_file("pretrained", p)?;
+        }
         let data = sources::resolve_data(&args.data, &mut |m| on(TrainEvent::Info(m)))?;
         let nc = data.names.len();
         let (train, val) = sources::load_sets(&data, &mut |warn, m| {
