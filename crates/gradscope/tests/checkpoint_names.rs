@@ -6,14 +6,14 @@
 //! test on initial weights cannot tell them apart: every one-to-one weight is moved by a
 //! closed-form offset first, here and in the script.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::tensor::{Tensor, TensorData};
 use gradscope::detect::optimize::ema::Ema;
 use gradscope::detect::optimize::optimizer::GroupOptimizer;
 use gradscope::detect::run::resume;
-use gradscope::probe::Tap;
 use gradscope::yolo::model::{Yolo, YoloConfig};
 use gradscope::yolo::weights::{
     load_named, named_tensors, read_safetensors, save_ultralytics, NamedTensors,
@@ -48,35 +48,11 @@ fn model(tensors: &NamedTensors) -> Yolo {
     .unwrap()
 }
 
-/// Σ v and Σ v·sin(0.1·i + 0.3) of both raw branch outputs on the script's input.
-fn branch_sums(m: &Yolo) -> [(f64, f64); 2] {
-    let n = 3 * 64 * 64;
-    let x: Vec<f32> = (0..n)
-        .map(|i| {
-            let i = i as f64;
-            (0.5 + 0.45 * (0.7 * i).sin() * (0.013 * i).cos()) as f32
-        })
-        .collect();
-    let dev = gradscope::device().inner();
-    let x = Tensor::<4>::from_data(TensorData::new(x, [1, 3, 64, 64]), &dev);
-    let out = m.valid().forward(x, &mut Tap::off());
-    [out.heads.one2many, out.heads.one2one].map(|t| {
-        let v: Vec<f32> = t.into_data().convert::<f32>().try_into_vec().unwrap();
-        let s = v.iter().map(|&x| x as f64).sum();
-        let w = v
-            .iter()
-            .enumerate()
-            .map(|(i, &x)| x as f64 * (0.1 * i as f64 + 0.3).sin())
-            .sum();
-        (s, w)
-    })
-}
-
 #[test]
 fn both_head_branches_mean_what_they_mean_in_ultralytics() {
     let f: Value =
         serde_json::from_str(include_str!("fixtures/head_branches.json")).expect("fixture");
-    let got = branch_sums(&model(&perturbed()));
+    let got = common::head_sums(&model(&perturbed()));
     for (i, branch) in ["one2many", "one2one"].iter().enumerate() {
         for (j, key) in ["sum", "weighted"].iter().enumerate() {
             let want = f[branch][key].as_f64().unwrap();

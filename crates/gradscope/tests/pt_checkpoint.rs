@@ -3,15 +3,14 @@
 //! weights in a pickled DetectionModel) against what PyTorch reads from the same file and what
 //! Ultralytics' model computes (fixture by `tools/reference/head_branches.py`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
-use burn::tensor::{Tensor, TensorData};
 use gradscope::detect::args::DetectArgs;
 use gradscope::detect::model::{initial_model, weights_file};
-use gradscope::probe::Tap;
 use gradscope::settings::Command;
-use gradscope::yolo::model::{Yolo, YoloConfig};
+use gradscope::yolo::model::YoloConfig;
 use gradscope::yolo::pt::{identify, read_pt};
 use gradscope::yolo::weights::{load_matching, load_named};
 use serde_json::Value;
@@ -64,28 +63,6 @@ fn every_tensor_equals_what_pytorch_reads() {
     }
 }
 
-fn head_sums(m: &Yolo) -> [(f64, f64); 2] {
-    let n = 3 * 64 * 64;
-    let x: Vec<f32> = (0..n)
-        .map(|i| {
-            let i = i as f64;
-            (0.5 + 0.45 * (0.7 * i).sin() * (0.013 * i).cos()) as f32
-        })
-        .collect();
-    let dev = gradscope::device().inner();
-    let x = Tensor::<4>::from_data(TensorData::new(x, [1, 3, 64, 64]), &dev);
-    let out = m.valid().forward(x, &mut Tap::off());
-    [out.heads.one2many, out.heads.one2one].map(|t| {
-        let v: Vec<f32> = t.into_data().convert::<f32>().try_into_vec().unwrap();
-        let w = v
-            .iter()
-            .enumerate()
-            .map(|(i, &x)| x as f64 * (0.1 * i as f64 + 0.3).sin())
-            .sum();
-        (v.iter().map(|&x| x as f64).sum(), w)
-    })
-}
-
 #[test]
 fn the_loaded_model_computes_what_ultralytics_computes() {
     let ck = read_pt(&fixture()).unwrap();
@@ -93,7 +70,7 @@ fn the_loaded_model_computes_what_ultralytics_computes() {
     let m = load_named(cfg.init(&gradscope::device()), &ck.tensors, &fixture()).unwrap();
     let f = reference();
     for (i, branch) in ["one2many", "one2one"].iter().enumerate() {
-        let (s, w) = head_sums(&m)[i];
+        let (s, w) = common::head_sums(&m)[i];
         let (ws, ww) = (
             f[branch]["sum"].as_f64().unwrap(),
             f[branch]["weighted"].as_f64().unwrap(),

@@ -144,30 +144,7 @@ impl RecurrentLab {
                     Some(positive_number(key, v)?)
                 }
             }
-            "optimizer" => {
-                self.train.optimizer = v
-                    .parse()
-                    .map_err(|e: String| format!("optimizer={v}: {e}"))?
-            }
-            "lr" => self.train.lr = positive_number(key, v)?,
-            "batch" => self.train.batch = whole(key, v, 1)?,
-            "epochs" => self.train.epochs = whole(key, v, 1)?,
             "per_epoch" => self.per_epoch = whole(key, v, 1)?,
-            "clip_norm" => {
-                self.train.clip_norm = match v {
-                    "none" | "off" => None,
-                    "auto" => Some(ClipNorm::Auto),
-                    _ => Some(ClipNorm::Fixed(positive_number(key, v)?)),
-                }
-            }
-            "clip_value" => {
-                self.train.clip_value = if v == "none" {
-                    None
-                } else {
-                    Some(positive_number(key, v)?)
-                }
-            }
-            "nan_recovery" => self.train.nan_recovery = whole(key, v, 0)?,
             "seed" => {
                 self.train.seed = v
                     .parse()
@@ -182,7 +159,7 @@ impl RecurrentLab {
             }
             "probe_every" => self.probe.every = whole(key, v, 1)?,
             "project" => self.project = PathBuf::from(v),
-            _ => return Ok(false),
+            _ => return super::settings::set_train(&mut self.train, key, v),
         }
         Ok(true)
     }

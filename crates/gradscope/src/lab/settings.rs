@@ -54,6 +54,31 @@ fn parse_opt_pos(key: &str, v: &str) -> Result<Option<f64>, String> {
     }
 }
 
+/// The training keys every lab shares (optimizer, lr, batch, epochs, clipping, NaN recovery).
+/// `Ok(false)` when `key` is not one of them.
+pub(crate) fn set_train(train: &mut TrainConfig, key: &str, v: &str) -> Result<bool, String> {
+    match key {
+        "optimizer" => {
+            train.optimizer = v
+                .parse()
+                .map_err(|e: String| format!("optimizer={v}: {e}"))?
+        }
+        "lr" => train.lr = positive_number(key, v)?,
+        "batch" => train.batch = whole(key, v, 1)?,
+        "epochs" => train.epochs = whole(key, v, 1)?,
+        "clip_norm" => {
+            train.clip_norm = match v {
+                "auto" => Some(ClipNorm::Auto),
+                _ => parse_opt_pos(key, v)?.map(ClipNorm::Fixed),
+            }
+        }
+        "nan_recovery" => train.nan_recovery = whole(key, v, 0)?,
+        "clip_value" => train.clip_value = parse_opt_pos(key, v)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
 impl Settings {
     /// Applies one setting. `Ok(false)` when `key` is not a setting of this kind (so a caller
     /// can try its own keys), `Err` when the key is known but the value is not acceptable.
@@ -67,14 +92,6 @@ impl Settings {
             "residual" => self.model.residual = parse_bool(key, v)?,
             "zero_init" => self.model.zero_init = parse_bool(key, v)?,
             "gain" => self.model.gain = positive_number(key, v)?,
-            "optimizer" => {
-                self.train.optimizer = v
-                    .parse()
-                    .map_err(|e: String| format!("optimizer={v}: {e}"))?
-            }
-            "lr" => self.train.lr = positive_number(key, v)?,
-            "batch" => self.train.batch = whole(key, v, 1)?,
-            "epochs" => self.train.epochs = whole(key, v, 1)?,
             "seed" => {
                 let s = v
                     .parse::<u64>()
@@ -82,15 +99,7 @@ impl Settings {
                 self.model.seed = s;
                 self.train.seed = s;
             }
-            "clip_norm" => {
-                self.train.clip_norm = match v {
-                    "auto" => Some(ClipNorm::Auto),
-                    _ => parse_opt_pos(key, v)?.map(ClipNorm::Fixed),
-                }
-            }
-            "nan_recovery" => self.train.nan_recovery = whole(key, v, 0)?,
-            "clip_value" => self.train.clip_value = parse_opt_pos(key, v)?,
-            _ => return Ok(false),
+            _ => return set_train(&mut self.train, key, v),
         }
         Ok(true)
     }

@@ -76,6 +76,21 @@ struct Loader<'a> {
     file: PathBuf,
 }
 
+impl<'a> Loader<'a> {
+    fn new(tensors: &'a NamedTensors, file: &Path, strict: bool) -> Self {
+        Loader {
+            tensors,
+            path: Vec::new(),
+            used: BTreeSet::new(),
+            missing: Vec::new(),
+            mismatched: Vec::new(),
+            strict,
+            error: None,
+            file: file.to_path_buf(),
+        }
+    }
+}
+
 impl ModuleMapper for Loader<'_> {
     fn enter_module(&mut self, name: &str, _ty: &str) {
         self.path.push(name.to_string());
@@ -240,16 +255,7 @@ pub fn load_named<M: Module>(
     tensors: &NamedTensors,
     file: &Path,
 ) -> Result<M, WeightsError> {
-    let mut loader = Loader {
-        tensors,
-        path: Vec::new(),
-        used: BTreeSet::new(),
-        missing: Vec::new(),
-        mismatched: Vec::new(),
-        strict: true,
-        error: None,
-        file: file.to_path_buf(),
-    };
+    let mut loader = Loader::new(tensors, file, true);
     let model = model.map(&mut loader);
     if let Some(e) = loader.error {
         return Err(e);
@@ -279,16 +285,7 @@ pub struct Transfer {
 /// initialised, as Ultralytics does when fine-tuning on another number of classes ("Transferred
 /// 708/714 items").
 pub fn load_matching<M: Module>(model: M, tensors: &NamedTensors, file: &Path) -> (M, Transfer) {
-    let mut loader = Loader {
-        tensors,
-        path: Vec::new(),
-        used: BTreeSet::new(),
-        missing: Vec::new(),
-        mismatched: Vec::new(),
-        strict: false,
-        error: None,
-        file: file.to_path_buf(),
-    };
+    let mut loader = Loader::new(tensors, file, false);
     let model = model.map(&mut loader);
     let mut kept = loader.missing;
     kept.extend(loader.mismatched);

@@ -82,3 +82,29 @@ pub fn loss_of(model: &Mlp, x: &Tensor<2>, y: &Tensor<1, Int>, fault: Option<Fau
     let mut tap = Tap::off().with_fault(fault);
     cross_entropy(model.forward(x.clone(), &mut tap), y.clone()).into_scalar::<f64>()
 }
+
+/// Σ v and Σ v·sin(0.1·i + 0.3) of both raw head outputs (one-to-many, one-to-one) of `model`
+/// in eval mode on the closed-form 1×3×64×64 input of `tools/reference/head_branches.py`,
+/// x[i] = 0.5 + 0.45·sin(0.7·i)·cos(0.013·i).
+pub fn head_sums(model: &gradscope::yolo::model::Yolo) -> [(f64, f64); 2] {
+    use burn::module::Module;
+    let n = 3 * 64 * 64;
+    let x: Vec<f32> = (0..n)
+        .map(|i| {
+            let i = i as f64;
+            (0.5 + 0.45 * (0.7 * i).sin() * (0.013 * i).cos()) as f32
+        })
+        .collect();
+    let dev = gradscope::device().inner();
+    let x = Tensor::<4>::from_data(TensorData::new(x, [1, 3, 64, 64]), &dev);
+    let out = model.valid().forward(x, &mut Tap::off());
+    [out.heads.one2many, out.heads.one2one].map(|t| {
+        let v: Vec<f32> = t.into_data().convert::<f32>().try_into_vec().unwrap();
+        let w = v
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| x as f64 * (0.1 * i as f64 + 0.3).sin())
+            .sum();
+        (v.iter().map(|&x| x as f64).sum(), w)
+    })
+}
