@@ -690,7 +690,8 @@ impl<'o> Trainer<'o> {
         }
         self.last_val = Some(v);
         let since = epoch + 1 - self.counters.best_epoch.min(epoch + 1);
-        if args.patience > 0 && since >= args.patience && epoch + 1 < args.epochs {
+        // an epoch without validation (val=false) has no fitness to judge, as in Ultralytics
+        if validated && args.patience > 0 && since >= args.patience && epoch + 1 < args.epochs {
             (self.on)(TrainEvent::Info(format!(
                 "stopping early: mAP50-95 has not improved for {since} epochs (best {:.4} after epoch {}, saved as weights/best.safetensors); patience=0 trains every epoch",
                 self.counters.best.max(0.0),
