@@ -185,6 +185,9 @@ fn lab_mlp(mut lab: MlpLab, args: &[&str]) -> Result<()> {
             );
         }
     }
+    for w in lab.overridden() {
+        eprintln!("warning: {w}");
+    }
     let outcome = lab.run(&mut progress_bars())?;
     println!("\n{}", table(&outcome.variants).to_text());
     println!("first/last = ‖∂L/∂h‖ at the first hidden layer ÷ at the last, end of training\n");

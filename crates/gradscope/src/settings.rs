@@ -181,6 +181,15 @@ pub fn positive_number(key: &str, v: &str) -> Result<f64, String> {
     value(key, v, |x: &f64| positive(*x))
 }
 
+/// `x` to 3 significant digits, printed without float noise (0.000133, not 0.00013300000000000001).
+pub fn round_sig(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let p = 10f64.powi(2 - x.abs().log10().floor() as i32);
+    (x * p).round() / p
+}
+
 /// No check beyond the type.
 pub fn any<T>(_: &T) -> Result<(), String> {
     Ok(())

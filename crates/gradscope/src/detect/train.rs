@@ -35,6 +35,7 @@ use crate::detect::run::resume;
 use crate::diagnose::divergence::{divergence, RunTrace};
 use crate::diagnose::{diagnose, Diagnosis, Verdict};
 use crate::probe::{Probe, ProbeConfig, Tap};
+use crate::settings::round_sig;
 use crate::train::clip;
 use crate::train::recovery::{localise, Decision, GoodState, Recovery};
 use crate::train::{EpochStats, History};
@@ -830,15 +831,6 @@ pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs, lr0: f64) {
     d.remedies = out;
 }
 
-/// `x` to 3 significant digits, printed without float noise (0.000133, not 0.00013300000000000001).
-fn round_sig(x: f64) -> f64 {
-    if x == 0.0 || !x.is_finite() {
-        return x;
-    }
-    let p = 10f64.powi(2 - x.abs().log10().floor() as i32);
-    (x * p).round() / p
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -859,18 +851,7 @@ mod tests {
     fn every_printed_remedy_pastes_back() {
         use crate::diagnose::Remedy;
         use crate::settings::Command;
-        let generic = [
-            "clip_norm=1",
-            "clip_norm=auto",
-            "clip_value=0.01",
-            "lr=<lr/10>",
-            "zero_init=true",
-            "norm=batch",
-            "residual=true",
-            "act=relu",
-            "init=he",
-            "cell=lstm",
-        ];
+        let generic = crate::lab::remedies::all_switches();
         let ablated = DetectArgs::parse(
             DetectArgs::default(),
             &[
@@ -895,7 +876,7 @@ mod tests {
             remedies: generic
                 .iter()
                 .map(|s| Remedy {
-                    switch: s.to_string(),
+                    switch: s.clone(),
                     why: String::new(),
                 })
                 .collect(),

@@ -474,10 +474,10 @@ pub fn diagnose(records: &[StepRecord]) -> Option<Diagnosis> {
             }
             Verdict::Vanishing if through_time => {
                 if cell != "lstm" {
-                    add("cell=lstm", "the LSTM's cell state is updated additively, c_t = f⊙c_{t−1} + i⊙g: with the forget gate near 1 the gradient reaches early steps unattenuated");
+                    add("cells=lstm", "the LSTM's cell state is updated additively, c_t = f⊙c_{t−1} + i⊙g: with the forget gate near 1 the gradient reaches early steps unattenuated");
                 }
                 if cell != "gru" {
-                    add("cell=gru", "the GRU's update gate interpolates h_t = (1−z)⊙n + z⊙h_{t−1}: an identity path through time");
+                    add("cells=gru", "the GRU's update gate interpolates h_t = (1−z)⊙n + z⊙h_{t−1}: an identity path through time");
                 }
                 if cell == "lstm" {
                     add("forget_bias=2", "a larger forget-gate bias starts the gate more open, so the cell carries information (and gradient) further (Jozefowicz et al. 2015)");

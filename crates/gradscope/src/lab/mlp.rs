@@ -73,6 +73,8 @@ pub struct MlpLab {
     /// Overrides per default variant; `add=` appends to `extra`.
     pub defaults: Vec<(String, Vec<(String, String)>)>,
     pub extra: Vec<(String, Vec<(String, String)>)>,
+    /// Model and training keys given for every variant (checked against the variants' own).
+    pub globals: Vec<(String, String)>,
     pub only: Option<Vec<String>>,
     pub val_frac: f64,
     pub probe: ProbeConfig,
@@ -128,6 +130,7 @@ impl MlpLab {
                 ),
             ],
             extra: Vec::new(),
+            globals: Vec::new(),
             only: None,
             val_frac: 0.2,
             probe: ProbeConfig {
@@ -289,9 +292,36 @@ impl MlpLab {
                 self.only = Some(names);
             }
             "project" => self.project = PathBuf::from(v),
-            _ => return self.base.set(key, v),
+            _ => {
+                let known = self.base.set(key, v)?;
+                if known {
+                    self.globals.retain(|(k, _)| k != key);
+                    self.globals.push((key.to_string(), v.to_string()));
+                }
+                return Ok(known);
+            }
         }
         Ok(true)
+    }
+
+    /// A warning for every global key that a chosen variant overrides with its own value (a
+    /// variant's own settings win), saying how to run the setting instead.
+    pub fn overridden(&self) -> Vec<String> {
+        let chosen = self
+            .defaults
+            .iter()
+            .filter(|(n, _)| self.only.as_ref().is_none_or(|o| o.contains(n)));
+        let mut out = Vec::new();
+        for (name, pairs) in chosen {
+            for (k, v) in &self.globals {
+                if let Some((_, own)) = pairs.iter().find(|(pk, pv)| pk == k && pv != v) {
+                    out.push(format!(
+                        "{k}={v} does not apply to variant '{name}', which sets {k}={own} itself; to train with {k}={v}, add a variant: add={k}={v}"
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// The variants to run, each with its full settings.
@@ -449,7 +479,13 @@ impl MlpLab {
                 seconds,
             });
             let records = probe.into_records();
-            let diagnosis = diagnose(&records);
+            // remedies as variants this lab runs when pasted (`add=act=relu,init=he`)
+            let diagnosis = diagnose(&records).map(|mut d| {
+                let changes = |p: &[(String, String)]| super::remedies::mlp_changes(&v.settings, p);
+                let lr = v.settings.train.lr;
+                super::remedies::for_lab(&mut d, lr, None, changes, super::remedies::as_variant);
+                d
+            });
             std::fs::create_dir_all(&vdir).map_err(|source| LabError::Io {
                 path: vdir.clone(),
                 source,

@@ -1,6 +1,7 @@
 //! Experiments that show a claim side by side and check it.
 
 pub mod recurrent;
+pub mod remedies;
 pub mod settings;
 
 use mlp::LabError;

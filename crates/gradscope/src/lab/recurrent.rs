@@ -55,7 +55,7 @@ pub const LAB_KEYS: &[(&str, &str)] = &[
     ),
     (
         "clip_norm",
-        "global gradient-norm threshold, auto, or none (default none)",
+        "global gradient-norm threshold, auto, or none (default 1)",
     ),
     ("clip_value", "per-element gradient bound, or none"),
     (
@@ -63,12 +63,12 @@ pub const LAB_KEYS: &[(&str, &str)] = &[
         "non-finite steps in a row that stop the run, 0 = no recovery (default 3)",
     ),
     ("seed", "integer ≥ 0"),
-    ("probe", "true | false"),
+    ("probe", "true | false (default true)"),
     ("probe_every", "probe every k-th step (default 10)"),
     ("project", "folder for run outputs (default runs)"),
 ];
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RecurrentLab {
     pub task: SeqTaskKind,
     pub steps: Option<usize>,
@@ -498,7 +498,18 @@ impl RecurrentLab {
             on(LabEvent::Done { name, seconds });
             let records = probe.into_records();
             let spectral_end = max_norm(&model);
-            let mut diagnosis = diagnose(&records);
+            let mut diagnosis = diagnose(&records).map(|mut d| {
+                let changes = |p: &[(String, String)]| super::remedies::recurrent_changes(self, p);
+                let lr = self.train.lr;
+                super::remedies::for_lab(
+                    &mut d,
+                    lr,
+                    Some(steps),
+                    changes,
+                    super::remedies::as_words,
+                );
+                d
+            });
             if let (Some(d), Some(p)) = (diagnosis.as_mut(), pascanu(cell, spectral_init)) {
                 d.evidence.push(format!("at init: {p}"));
             }

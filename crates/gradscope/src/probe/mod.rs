@@ -29,7 +29,7 @@ pub use tap::{Fault, Tap, Tapped};
 
 use params::{diff_norm, snapshot, ParamSnapshot};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProbeConfig {
     /// `probe=false`: no taps, no statistics, no file.
     pub enabled: bool,
