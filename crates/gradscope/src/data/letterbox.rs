@@ -29,6 +29,22 @@ pub fn geometry(w0: u32, h0: u32, imgsz: u32) -> (f32, (u32, u32), (u32, u32)) {
     (ratio, (w1, h1), ((imgsz - w1) / 2, (imgsz - h1) / 2))
 }
 
+/// A box (x1, y1, x2, y2) in letterboxed pixels clipped to where the `w0` × `h0` image lies in
+/// the letterboxed input (not the grey padding): the box [`unletterbox`] gives back, in letterboxed
+/// pixels. Metrics are computed on it, as the reference validator computes them on boxes clipped to
+/// the image.
+pub fn clip_to_image(b: [f32; 4], w0: u32, h0: u32, imgsz: u32) -> [f32; 4] {
+    let (r, _, (left, top)) = geometry(w0, h0, imgsz);
+    let (x0, y0) = (left as f32, top as f32);
+    let (x1, y1) = (x0 + w0 as f32 * r, y0 + h0 as f32 * r);
+    [
+        b[0].clamp(x0, x1),
+        b[1].clamp(y0, y1),
+        b[2].clamp(x0, x1),
+        b[3].clamp(y0, y1),
+    ]
+}
+
 /// A box (x1, y1, x2, y2) in letterboxed pixels back in the `w0` × `h0` image's own pixels,
 /// clamped to the image.
 pub fn unletterbox(b: [f32; 4], w0: u32, h0: u32, imgsz: u32) -> [f32; 4] {
@@ -106,5 +122,17 @@ mod tests {
         for k in 0..4 {
             assert!((b[k] - expect[k]).abs() < 1e-4, "{b:?} vs {expect:?}");
         }
+    }
+
+    /// A box reaching into the padding is cut where the image ends, and brought back to the
+    /// image it is the box `unletterbox` gives (so metrics on either agree).
+    #[test]
+    fn boxes_are_clipped_to_the_image_not_the_padding() {
+        // 32×24 at 64: ratio 2, the image spans y 8..56
+        let b = clip_to_image([-5.0, 2.0, 70.0, 30.0], 32, 24, 64);
+        assert_eq!(b, [0.0, 8.0, 64.0, 30.0]);
+        let back = unletterbox(b, 32, 24, 64);
+        assert_eq!(back, unletterbox([-5.0, 2.0, 70.0, 30.0], 32, 24, 64));
+        assert_eq!(back, [0.0, 0.0, 32.0, 11.0]);
     }
 }

@@ -2,6 +2,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::data::letterbox::clip_to_image;
 use crate::detect::eval::metrics::{
     coco_map, per_class_precision_recall, precision_recall_at_best_f1, CocoResult, DetBox, GtBox,
 };
@@ -100,11 +101,14 @@ pub fn validate(
         let raw = host(head);
         for (k, &image) in b.indices.iter().enumerate() {
             let r = &raw[k * c * anchors.len()..(k + 1) * c * anchors.len()];
+            let s = &data.samples[image];
             for d in detections(r, nc, &anchors, settings) {
+                // clipped to the image, as the COCO-format predictions are written
+                let bbox = clip_to_image([d[0], d[1], d[2], d[3]], s.width, s.height, imgsz as u32);
                 dets.push(DetBox {
                     image,
                     class: d[5] as usize,
-                    bbox: [d[0], d[1], d[2], d[3]],
+                    bbox,
                     score: d[4],
                 });
             }
