@@ -101,6 +101,14 @@ impl DataYaml {
         if names.is_empty() {
             return Err(fmt_err(file, "names: no classes".into()));
         }
+        for key in ["train", "val"] {
+            if matches!(doc[key], Yaml::BadValue | Yaml::Null) {
+                return Err(fmt_err(
+                    file,
+                    format!("no `{key}:` key: give the {key} images as a folder, a .txt list or a list (e.g. {key}: images/{key})"),
+                ));
+            }
+        }
         Ok(DataYaml {
             train: entries(&doc["train"], &root, "train", file)?,
             val: entries(&doc["val"], &root, "val", file)?,
@@ -211,6 +219,7 @@ impl Report {
 pub fn load_split(images: &[PathBuf], nc: usize) -> (Vec<Sample>, Report) {
     let mut samples = Vec::new();
     let mut rep = Report::default();
+    let mut label_files = 0usize;
     for img in images {
         let (width, height) = match image::image_dimensions(img) {
             Ok((w, h)) if w >= 10 && h >= 10 => (w, h),
@@ -229,7 +238,25 @@ pub fn load_split(images: &[PathBuf], nc: usize) -> (Vec<Sample>, Report) {
         };
         let lp = label_path(img);
         let mut labels = Vec::new();
-        if let Ok(text) = std::fs::read_to_string(&lp) {
+        let text = match std::fs::read_to_string(&lp) {
+            Ok(t) => {
+                label_files += 1;
+                Some(t)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                // a label file that exists but cannot be read is not a background image
+                label_files += 1;
+                rep.skipped.push((
+                    img.clone(),
+                    format!("label file {} cannot be read: {e}", lp.display()),
+                ));
+                continue;
+            }
+        };
+        if let Some(text) = text {
+            // a UTF-8 byte-order mark would make the first row's class unreadable
+            let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
             let mut seen = HashSet::new();
             for (i, line) in text.lines().enumerate() {
                 let at = format!("{}:{}", lp.display(), i + 1);
@@ -287,6 +314,17 @@ pub fn load_split(images: &[PathBuf], nc: usize) -> (Vec<Sample>, Report) {
             labels,
         });
     }
+    if label_files == 0 {
+        if let Some(first) = images.first() {
+            let dir = label_path(first);
+            let dir = dir.parent().unwrap_or(Path::new("."));
+            rep.warnings.push(format!(
+                "no label file found for any of the {} images (looked in {} and the like: labels/ beside images/, same file name with .txt): every image is a background",
+                images.len(),
+                dir.display()
+            ));
+        }
+    }
     (samples, rep)
 }
 
@@ -304,6 +342,44 @@ mod tests {
             label_path(Path::new("/images/x/images/b.png")),
             PathBuf::from("/images/x/labels/b.txt")
         );
+    }
+
+    /// A byte-order mark does not cost the first row; a label file that cannot be read skips its
+    /// image (it is not a background); a split without any label file is warned about; a yaml
+    /// without `train:` names the key.
+    #[test]
+    fn bom_unreadable_and_missing_labels_are_told() {
+        let d = tmp("bom");
+        for n in ["a", "b"] {
+            image::RgbImage::new(32, 24)
+                .save(d.join(format!("images/train/{n}.png")))
+                .unwrap();
+        }
+        std::fs::write(d.join("labels/train/a.txt"), "\u{feff}0 0.5 0.5 0.2 0.2\n").unwrap();
+        std::fs::write(d.join("labels/train/b.txt"), [0xff, 0xfe, 0x00, 0x9f]).unwrap();
+        let files = image_files(&d.join("images/train")).unwrap();
+        let (samples, rep) = load_split(&files, 1);
+        assert_eq!(
+            (rep.images, rep.instances, rep.skipped.len()),
+            (1, 1, 1),
+            "{rep:?}"
+        );
+        assert_eq!(samples[0].labels.len(), 1, "the BOM row is kept");
+        assert!(rep.skipped[0].1.contains("cannot be read"), "{rep:?}");
+        std::fs::remove_dir_all(d.join("labels")).unwrap();
+        let (_, rep) = load_split(&files, 1);
+        assert!(
+            rep.warnings
+                .iter()
+                .any(|w| w.contains("no label file found")),
+            "{rep:?}"
+        );
+        std::fs::write(d.join("data.yaml"), "val: images/train\nnames: [a]\n").unwrap();
+        let e = DataYaml::read(&d.join("data.yaml"), Path::new("/x"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no `train:` key"), "{e}");
+        std::fs::remove_dir_all(&d).ok();
     }
 
     fn tmp(name: &str) -> PathBuf {
@@ -384,7 +460,11 @@ mod tests {
     #[test]
     fn missing_sets_and_bad_yaml_are_named() {
         let d = tmp("b");
-        std::fs::write(d.join("data.yaml"), "train: nowhere\nnames: [a]\n").unwrap();
+        std::fs::write(
+            d.join("data.yaml"),
+            "train: nowhere\nval: nowhere\nnames: [a]\n",
+        )
+        .unwrap();
         let y = DataYaml::read(&d.join("data.yaml"), Path::new("/x")).unwrap();
         let e = image_files(&y.train[0]).unwrap_err().to_string();
         assert!(e.contains("nowhere") && e.contains("does not exist"), "{e}");

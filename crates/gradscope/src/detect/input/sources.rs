@@ -171,6 +171,17 @@ pub fn resolve_data(name: &str, info: &mut dyn FnMut(String)) -> Result<DataYaml
     if path.is_file() {
         return read(path);
     }
+    if path.is_dir() {
+        let inside = path.join("data.yaml");
+        return Err(DetectError::Data(format!(
+            "data={name} is a folder; data= takes a data.yaml{}",
+            if inside.is_file() {
+                format!(" (this folder has one: data={})", inside.display())
+            } else {
+                String::new()
+            }
+        )));
+    }
     if let Some((file, folder, url)) = BUILTIN.iter().find(|(n, _, _)| *n == name) {
         std::fs::create_dir_all(&ds).map_err(|e| io(&ds, e))?;
         let yaml = ds.join(file);
@@ -212,19 +223,28 @@ fn load_one(
     for e in entries {
         files.extend(image_files(e).map_err(|e| DetectError::Data(e.to_string()))?);
     }
-    let (samples, report) = load_split(&files, nc);
+    let (samples, mut report) = load_split(&files, nc);
     for w in &report.warnings {
         say(true, w.clone());
     }
     for (p, why) in &report.skipped {
         say(true, format!("{}: skipped: {why}", p.display()));
     }
+    let labels: std::collections::HashMap<PathBuf, usize> = samples
+        .iter()
+        .map(|s| (s.image.clone(), s.labels.len()))
+        .collect();
     let (data, failed) = DetData::decode(samples);
     for (p, why) in failed {
         say(
             true,
             format!("{}: skipped: cannot decode: {why}", p.display()),
         );
+        let n = labels.get(&p).copied().unwrap_or(0);
+        report.images -= 1;
+        report.instances -= n;
+        report.backgrounds -= usize::from(n == 0);
+        report.skipped.push((p, format!("cannot decode: {why}")));
     }
     say(false, report.summary(split));
     Ok(data)
