@@ -41,7 +41,7 @@ pub fn tune_allocator() {
 /// The kernels split every large operation across the pool. Called from an outside thread (a
 /// program's main thread), each split is a job injected into the pool while the caller sleeps on
 /// a futex until it is done: two wake-ups per operation, which made a 128×256×256 product 1.5×
-/// slower than the same product issued from a worker (`examples/gemmtest.rs`). From a worker,
+/// slower than the same product issued from a worker (`examples/gemm_threads.rs`). From a worker,
 /// the other half is pushed on the local deque and taken by a spinning sibling. Call it once
 /// around a program's whole job (the CLI and the benchmarks do). The pool's threads get 64 MiB
 /// stacks (virtual; only touched pages count), like a main thread's, for deep models.

@@ -7,7 +7,7 @@
 //! let grads = loss.backward();
 //! let pending = probe.after_backward(step, epoch, loss, tap, &model, &grads);
 //! model = optimizer.step(lr, model, grads_params);
-//! probe.after_step(pending, &model, lr, grad_norm)?;   // update ratios, JSONL line
+//! probe.after_step(pending, &model, lr)?;             // update ratios, JSONL line
 //! ```
 
 pub mod params;

@@ -1,4 +1,4 @@
-//! YOLO26 object detection (in progress): the model with Ultralytics' structure and names.
+//! YOLO26 object detection: the model with Ultralytics' structure and names, its weights (safetensors and Ultralytics `.pt`), post-processing and the layer table.
 
 pub mod blocks;
 pub mod config;
