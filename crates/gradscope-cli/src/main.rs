@@ -359,7 +359,7 @@ fn diagnose_cmd(path: &Path) -> Result<()> {
                     if let Ok((args, _)) = gradscope::detect::run::run_args(run) {
                         // the learning rate the run reached (lr0 × schedule, after warmup)
                         let lr0 = records.iter().map(|r| r.lr).fold(0.0, f64::max);
-                        gradscope::detect::train::yolo_remedies(&mut d, &args, lr0);
+                        gradscope::detect::remedies::yolo_remedies(&mut d, &args, lr0);
                     }
                 }
                 println!("{d}")

@@ -13,5 +13,7 @@ pub mod model;
 pub mod objective;
 pub mod optimize;
 pub mod predict;
+pub mod remedies;
 pub mod run;
+pub mod schedule;
 pub mod train;
