@@ -40,6 +40,15 @@ fn owned(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
+/// The words with Ultralytics' `imgsz` forms normalised, its warnings printed.
+fn normalised(words: &[String]) -> Vec<String> {
+    let (words, warnings) = DetectArgs::normalise_imgsz(words);
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    words
+}
+
 const HEADER: &str = "      Epoch   box_loss   cls_loss    l1_loss  Instances       Size";
 
 pub fn train_cmd(args: &[&str]) -> Result<()> {
@@ -51,7 +60,7 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
             ..DetectArgs::default()
         }
     };
-    let a = DetectArgs::parse(base, &owned(args), Command::Train)?;
+    let a = DetectArgs::parse(base, &normalised(&owned(args)), Command::Train)?;
     if args.is_empty() {
         println!(
             "gradscope train: YOLO26n from scratch on the embedded NEON tree-crown tiles, {} epochs at {} px, batch {} (defaults for a quick run on a laptop CPU; `gradscope help train` lists every key)",
@@ -200,7 +209,7 @@ fn checkpoint_and_args(
     command: Command,
     base: impl FnOnce(DetectArgs) -> DetectArgs,
 ) -> Result<(Checkpoint, DetectArgs, Device)> {
-    let words = owned(args);
+    let words = normalised(&owned(args));
     // every word checked before the checkpoint is read
     DetectArgs::parse(DetectArgs::default(), &words, command)?;
     let ckpt = checkpoint_path(&words)?;

@@ -72,7 +72,7 @@ fn bad_arguments_name_the_argument_and_what_is_accepted() {
     );
     fails_with(&["lab", "exploding", "nan_recovery=x"], &["nan_recovery=x"]);
     fails_with(&["frobnicate"], &["unknown command 'frobnicate'"]);
-    fails_with(&["train", "imgsz=100"], &["imgsz=100", "multiple of 32"]);
+    fails_with(&["train", "imgsz=5000"], &["imgsz=5024", "32 to 4096"]);
     fails_with(
         &["train", "epoch=3"],
         &["unknown argument 'epoch'", "epochs"],

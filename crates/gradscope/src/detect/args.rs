@@ -184,6 +184,39 @@ impl DetectArgs {
         Ok(a)
     }
 
+    /// Ultralytics' forms of `imgsz` in gradscope's: a square list (`imgsz=[320,320]` or
+    /// `320,320`) is its side, and a size that is not a multiple of the stride 32 is rounded up to
+    /// one with a warning, as Ultralytics does. Returns the words and the warnings.
+    pub fn normalise_imgsz(words: &[String]) -> (Vec<String>, Vec<String>) {
+        let mut warnings = Vec::new();
+        let out = words
+            .iter()
+            .map(|w| {
+                let Some(v) = w.strip_prefix("imgsz=") else {
+                    return w.clone();
+                };
+                let inner = v.trim_start_matches(['[', '(']).trim_end_matches([']', ')']);
+                let sides: Vec<&str> = inner.split(',').map(str::trim).collect();
+                let side = match sides.as_slice() {
+                    [s] => *s,
+                    [a, b] if a == b => *a,
+                    _ => return w.clone(), // refused by the parser, naming the value
+                };
+                match side.parse::<usize>() {
+                    Ok(n) if n > 0 && !n.is_multiple_of(32) => {
+                        let up = n.div_ceil(32) * 32;
+                        warnings.push(format!(
+                            "imgsz={v} is not a multiple of the largest stride 32: updating to imgsz={up}"
+                        ));
+                        format!("imgsz={up}")
+                    }
+                    _ => format!("imgsz={side}"),
+                }
+            })
+            .collect();
+        (out, warnings)
+    }
+
     /// args.yaml: every setting, one per line, after `task: detect`.
     pub fn args_yaml(&self) -> String {
         format!("task: detect\n{}", self.to_yaml())
@@ -225,5 +258,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("key=value"), "{e}");
+    }
+
+    #[test]
+    fn ultralytics_image_sizes_are_brought_to_a_multiple_of_32() {
+        let words: Vec<String> = ["imgsz=300", "imgsz=[320,320]", "imgsz=(64, 64)", "epochs=3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (out, warnings) = DetectArgs::normalise_imgsz(&words);
+        assert_eq!(out, ["imgsz=320", "imgsz=320", "imgsz=64", "epochs=3"]);
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("updating to imgsz=320"),
+            "{warnings:?}"
+        );
+        let (out, _) = DetectArgs::normalise_imgsz(&["imgsz=[320,256]".to_string()]);
+        let e = DetectArgs::parse(DetectArgs::default(), &out, Command::Train).unwrap_err();
+        assert!(e.to_string().contains("imgsz=[320,256]"), "{e}");
     }
 }
