@@ -87,7 +87,6 @@ mod tests {
     /// accepts, and applying it changes the setting it names.
     #[test]
     fn every_printed_remedy_pastes_back() {
-        use crate::diagnose::Remedy;
         use crate::settings::Command;
         let generic = crate::lab::remedies::all_switches();
         let ablated = DetectArgs::parse(
@@ -102,30 +101,14 @@ mod tests {
             Command::Train,
         )
         .unwrap();
-        let mut d = Diagnosis {
-            verdict: Verdict::Diverged,
-            verdicts: vec![
-                Verdict::Diverged,
-                Verdict::Vanishing,
-                Verdict::NonFinite,
-                Verdict::Saturation,
-            ],
-            evidence: Vec::new(),
-            remedies: generic
-                .iter()
-                .map(|s| Remedy {
-                    switch: s.clone(),
-                    why: String::new(),
-                })
-                .collect(),
-            first_last_init: 1.0,
-            first_last_end: 1.0,
-            per_layer_factor: 1.0,
-            meanfield: None,
-            nonfinite: None,
-            layers: Vec::new(),
-            activation: None,
-        };
+        let mut d = crate::lab::remedies::diagnosis_with(&generic);
+        d.verdict = Verdict::Diverged;
+        d.verdicts = vec![
+            Verdict::Diverged,
+            Verdict::Vanishing,
+            Verdict::NonFinite,
+            Verdict::Saturation,
+        ];
         yolo_remedies(&mut d, &ablated, 0.00133);
         let switches: Vec<&str> = d.remedies.iter().map(|r| r.switch.as_str()).collect();
         assert!(switches.contains(&"lr0=0.000133"), "{switches:?}");

@@ -107,32 +107,33 @@ pub(crate) fn all_switches() -> Vec<String> {
         .collect()
 }
 
+/// A vanishing diagnosis holding `switches` as its remedies (for the front ends' tests).
+#[cfg(test)]
+pub(crate) fn diagnosis_with(switches: &[String]) -> Diagnosis {
+    Diagnosis {
+        verdict: crate::diagnose::Verdict::Vanishing,
+        verdicts: vec![crate::diagnose::Verdict::Vanishing],
+        evidence: Vec::new(),
+        remedies: switches
+            .iter()
+            .map(|s| Remedy {
+                switch: s.clone(),
+                why: String::new(),
+            })
+            .collect(),
+        first_last_init: 1.0,
+        first_last_end: 1.0,
+        per_layer_factor: 1.0,
+        meanfield: None,
+        nonfinite: None,
+        layers: Vec::new(),
+        activation: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::Verdict;
-
-    fn diagnosis_with(switches: &[String]) -> Diagnosis {
-        Diagnosis {
-            verdict: Verdict::Vanishing,
-            verdicts: vec![Verdict::Vanishing],
-            evidence: Vec::new(),
-            remedies: switches
-                .iter()
-                .map(|s| Remedy {
-                    switch: s.clone(),
-                    why: String::new(),
-                })
-                .collect(),
-            first_last_init: 1.0,
-            first_last_end: 1.0,
-            per_layer_factor: 1.0,
-            meanfield: None,
-            nonfinite: None,
-            layers: Vec::new(),
-            activation: None,
-        }
-    }
 
     /// Every remedy an MLP lab prints, pasted after `gradscope lab vanishing`, adds a variant
     /// whose settings differ from the run's.
