@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use gradscope::detect::args::DetectArgs;
-use gradscope::detect::model::{initial_model, weights_file};
+use gradscope::detect::model::{initial_model, start, weights_file};
 use gradscope::settings::Command;
 use gradscope::yolo::model::YoloConfig;
 use gradscope::yolo::pt::{identify, read_pt};
@@ -96,7 +96,8 @@ fn another_class_count_transfers_everything_but_the_class_outputs() {
         Command::Train,
     )
     .unwrap();
-    let (_, line) = initial_model(&args, 1, &gradscope::device()).unwrap();
+    let from = start(&args).unwrap();
+    let (_, line) = initial_model(&args, &from, 1, &gradscope::device()).unwrap();
     let line = line.unwrap();
     assert!(
         line.starts_with("transferred 492/594 tensors from"),

@@ -53,26 +53,65 @@ pub enum Weights {
     Safetensors(PathBuf),
 }
 
+impl Weights {
+    /// `path` as the weights file its extension says it is (`.pt`/`.pth`, `.safetensors`);
+    /// `None` for anything else (a yaml).
+    pub fn of(path: PathBuf) -> Option<Weights> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("pt" | "pth") => Some(Weights::Pt(path)),
+            Some("safetensors") => Some(Weights::Safetensors(path)),
+            _ => None,
+        }
+    }
+}
+
+/// Where a training run's weights start, resolved from `model=` and `pretrained=` before any
+/// data is read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Start {
+    /// From scratch: the model yaml.
+    Scratch,
+    /// `model=` names a weights file: the model is built at the file's own scale.
+    Weights(Weights),
+    /// A yaml-built model with `pretrained=` weights loaded into it.
+    Pretrained(Weights),
+}
+
+/// The run's [`Start`]: both keys checked (files found, `pretrained=` a weights file).
+pub fn start(args: &DetectArgs) -> Result<Start, DetectError> {
+    let from_model = weights_file("model", &args.model)?;
+    let pretrained = match &args.pretrained {
+        Some(p) => Some(weights_file("pretrained", p)?.ok_or_else(|| {
+            DetectError::Args(format!(
+                "pretrained={p}: expected a .pt or .safetensors weights file"
+            ))
+        })?),
+        None => None,
+    };
+    Ok(match (from_model, pretrained) {
+        (Some(w), _) => Start::Weights(w),
+        (None, Some(p)) => Start::Pretrained(p),
+        (None, None) => Start::Scratch,
+    })
+}
+
 /// `name` as a weights file, when it names one (`.pt`, `.pth`, `.safetensors`): found in the
 /// working folder or, for a bare file name, in `$GRADSCOPE_WEIGHTS`. `None` for a yaml.
 pub fn weights_file(key: &str, name: &str) -> Result<Option<Weights>, DetectError> {
     let p = Path::new(name);
-    let ext = p
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    let pt = match ext.as_deref() {
-        Some("pt" | "pth") => true,
-        Some("safetensors") => false,
-        _ => return Ok(None),
-    };
+    if Weights::of(p.to_path_buf()).is_none() {
+        return Ok(None);
+    }
     let env = std::env::var_os("GRADSCOPE_WEIGHTS").map(PathBuf::from);
     let found = std::iter::once(p.to_path_buf())
         .chain(env.iter().filter_map(|d| Some(d.join(p.file_name()?))))
         .find(|c| c.is_file());
     match found {
-        Some(f) if pt => Ok(Some(Weights::Pt(f))),
-        Some(f) => Ok(Some(Weights::Safetensors(f))),
+        Some(f) => Ok(Weights::of(f)),
         None if p.is_dir() => Err(DetectError::Args(format!(
             "{key}={name}: a folder, not a weights file"
         ))),
@@ -104,23 +143,16 @@ pub fn read_weights(w: &Weights) -> Result<(NamedTensors, char, PathBuf), Detect
 /// 690/714 tensors from yolo26n.pt; 24 class-branch tensors initialised for nc=1").
 pub fn initial_model(
     args: &DetectArgs,
+    start: &Start,
     nc: usize,
     device: &Device,
 ) -> Result<(Yolo, Option<String>), DetectError> {
-    let from_model = weights_file("model", &args.model)?;
-    let model_is_yaml = from_model.is_none();
-    let pretrained = match &args.pretrained {
-        Some(p) => weights_file("pretrained", p)?.map(Some).ok_or_else(|| {
-            DetectError::Args(format!(
-                "pretrained={p}: expected a .pt or .safetensors weights file"
-            ))
-        })?,
-        None => None,
+    let (w, model_is_yaml) = match start {
+        Start::Scratch => return Ok((build_model(args, nc, device)?.1, None)),
+        Start::Weights(w) => (w, false),
+        Start::Pretrained(w) => (w, true),
     };
-    let Some(w) = from_model.or(pretrained) else {
-        return Ok((build_model(args, nc, device)?.1, None));
-    };
-    let (tensors, scale, path) = read_weights(&w)?;
+    let (tensors, scale, path) = read_weights(w)?;
     // a yaml given beside pretrained= decides the architecture; a weights file as model= is built
     // at its own scale
     let yaml = if model_is_yaml {

@@ -15,7 +15,7 @@ use crate::detect::args::DetectArgs;
 use crate::detect::error::DetectError;
 use crate::detect::eval::validate::{detections, DetectSettings};
 use crate::detect::input::augment::val_image;
-use crate::detect::model::build_model;
+use crate::detect::model::{build_model, Weights};
 use crate::detect::objective::assign::Anchors;
 use crate::detect::run::plots::{draw_boxes, Drawn};
 use crate::probe::Tap;
@@ -55,10 +55,7 @@ fn load_pt(path: &Path, device: &Device) -> Result<Checkpoint, DetectError> {
 /// Loads a checkpoint: an Ultralytics `.pt`, or a gradscope `.safetensors` with its run's
 /// settings.
 pub fn load(weights: &Path, device: &Device) -> Result<Checkpoint, DetectError> {
-    if weights
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("pt") || e.eq_ignore_ascii_case("pth"))
-    {
+    if let Some(Weights::Pt(_)) = Weights::of(weights.to_path_buf()) {
         return load_pt(weights, device);
     }
     let (args, names) = crate::detect::run::run_args(crate::detect::run::run_of(weights)?)?;

@@ -162,10 +162,7 @@ impl<'o> Trainer<'o> {
             None => args_in.clone(),
         };
         // weights files named by model=/pretrained= exist, before any data is read
-        crate::detect::model::weights_file("model", &args.model)?;
-        if let Some(p) = &args.pretrained {
-            crate::detect::model::weights_file("pretrained", p)?;
-        }
+        let start = crate::detect::model::start(&args)?;
         let data = sources::resolve_data(&args.data, &mut |m| on(TrainEvent::Info(m)))?;
         let nc = data.names.len();
         let (train, val) = sources::load_sets(&data, &mut |warn, m| {
@@ -181,7 +178,7 @@ impl<'o> Trainer<'o> {
                 data.root.display()
             )));
         }
-        let (model, transferred) = initial_model(&args, nc, &device)?;
+        let (model, transferred) = initial_model(&args, &start, nc, &device)?;
         if let Some(line) = transferred {
             on(TrainEvent::Info(line));
         }
@@ -479,7 +476,8 @@ impl<'o> Trainer<'o> {
     fn end_epoch(&mut self, st: EpochState) -> Result<Flow, DetectError> {
         let (epoch, args) = (st.epoch, &self.args);
         let train_items = st.mean.scaled(1.0 / st.seen.max(1) as f64);
-        let v = if args.val || epoch + 1 == args.epochs {
+        let validated = args.val || epoch + 1 == args.epochs;
+        let v = if validated {
             let plain = self.device.clone().inner();
             let (imgsz, batch, nc) = (self.plan.imgsz, self.plan.batch, self.names.len());
             validate(
@@ -495,11 +493,10 @@ impl<'o> Trainer<'o> {
         } else {
             ValResult::skipped(self.val.len(), self.names.len())
         };
-        let validated = args.val || epoch + 1 == args.epochs;
         self.diverged = divergence(&RunTrace {
             step_loss: &self.hist.step_loss,
-            last_val_loss: validated.then_some(v.losses.box_ + v.losses.cls + v.losses.l1),
-            last_train_loss: Some(train_items.box_ + train_items.cls + train_items.l1),
+            last_val_loss: validated.then_some(v.losses.total()),
+            last_train_loss: Some(train_items.total()),
             bn_var_max: bn_var_max(&self.model),
         });
         let lr0 = self.plan.lr0;
@@ -541,8 +538,8 @@ impl<'o> Trainer<'o> {
         )?;
         self.hist.epochs.push(EpochStats {
             epoch,
-            train_loss: train_items.box_ + train_items.cls + train_items.l1,
-            val_loss: v.losses.box_ + v.losses.cls + v.losses.l1,
+            train_loss: train_items.total(),
+            val_loss: v.losses.total(),
             val_metric: v.coco.map50_95,
         });
         (self.on)(TrainEvent::Epoch {
@@ -581,9 +578,8 @@ impl<'o> Trainer<'o> {
 
 /// The largest BatchNorm running variance of `model` (non-finite first), with its name.
 fn bn_var_max(model: &Yolo) -> Option<(String, f64)> {
-    crate::yolo::weights::named_tensors(&model.valid())
+    crate::yolo::weights::named_tensors_where(&model.valid(), |name| name.ends_with("running_var"))
         .into_iter()
-        .filter(|(name, _, _)| name.ends_with("running_var"))
         .map(|(name, _, v)| {
             let m = v.iter().fold(0f64, |m, &x| {
                 if x.is_finite() && m.is_finite() {

@@ -175,12 +175,13 @@ pub fn load_ultralytics(model: Yolo, path: &Path) -> Result<Yolo, WeightsError> 
     load_named(model, &tensors, path)
 }
 
-struct Collect {
+struct Collect<F> {
     path: Vec<String>,
+    keep: F,
     out: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
-impl ModuleVisitor for Collect {
+impl<F: Fn(&str) -> bool> ModuleVisitor for Collect<F> {
     fn enter_module(&mut self, name: &str, _ty: &str) {
         self.path.push(name.to_string());
     }
@@ -188,10 +189,14 @@ impl ModuleVisitor for Collect {
         self.path.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let name = ultralytics_name(&self.path);
+        if !(self.keep)(&name) {
+            return;
+        }
         let t = param.val();
         let data = t.to_data().convert::<f32>();
         self.out.push((
-            ultralytics_name(&self.path),
+            name,
             t.dims().to_vec(),
             data.try_into_vec::<f32>().unwrap_or_default(),
         ));
@@ -200,8 +205,18 @@ impl ModuleVisitor for Collect {
 
 /// Every parameter and BatchNorm statistic of `model`: (Ultralytics name, shape, f32 values).
 pub fn named_tensors<M: Module>(model: &M) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    named_tensors_where(model, |_| true)
+}
+
+/// The tensors of `model` whose Ultralytics name `keep` accepts; the others are not copied to
+/// the host.
+pub fn named_tensors_where<M: Module>(
+    model: &M,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut c = Collect {
         path: Vec::new(),
+        keep,
         out: Vec::new(),
     };
     model.visit(&mut c);

@@ -118,26 +118,22 @@ pub fn datasets_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("datasets"))
 }
 
-fn io(path: &Path, e: std::io::Error) -> DetectError {
-    DetectError::io(path, e)
-}
-
 /// Unpacks the embedded tree-crown set into `dir` (via a temporary folder renamed into place).
 pub fn unpack_trees(dir: &Path) -> Result<(), DetectError> {
     let parent = dir.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+    std::fs::create_dir_all(parent).map_err(|e| DetectError::io(parent, e))?;
     let tmp = parent.join(format!(".trees.{}.tmp", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     tar::Archive::new(TREES_TAR)
         .unpack(&tmp)
-        .map_err(|e| io(&tmp, e))?;
+        .map_err(|e| DetectError::io(&tmp, e))?;
     match std::fs::rename(&tmp, dir) {
         Ok(()) => Ok(()),
         Err(_) if dir.join("data.yaml").is_file() => {
             let _ = std::fs::remove_dir_all(&tmp);
             Ok(())
         }
-        Err(e) => Err(io(dir, e)),
+        Err(e) => Err(DetectError::io(dir, e)),
     }
 }
 
@@ -183,10 +179,11 @@ pub fn resolve_data(name: &str, info: &mut dyn FnMut(String)) -> Result<DataYaml
         )));
     }
     if let Some((file, folder, url)) = BUILTIN.iter().find(|(n, _, _)| *n == name) {
-        std::fs::create_dir_all(&ds).map_err(|e| io(&ds, e))?;
+        std::fs::create_dir_all(&ds).map_err(|e| DetectError::io(&ds, e))?;
         let yaml = ds.join(file);
         if !yaml.is_file() {
-            std::fs::write(&yaml, builtin_yaml(folder, url)).map_err(|e| io(&yaml, e))?;
+            std::fs::write(&yaml, builtin_yaml(folder, url))
+                .map_err(|e| DetectError::io(&yaml, e))?;
         }
         let target = ds.join(folder);
         if !target.is_dir() {

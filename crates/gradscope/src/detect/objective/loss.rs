@@ -50,6 +50,11 @@ impl LossItems {
         }
     }
 
+    /// box + cls + l1.
+    pub fn total(&self) -> f64 {
+        self.box_ + self.cls + self.l1
+    }
+
     pub fn add(&mut self, o: &LossItems, w: f64) {
         self.box_ += w * o.box_;
         self.cls += w * o.cls;

@@ -17,16 +17,12 @@ use crate::detect::eval::validate::ValResult;
 use crate::detect::objective::loss::LossItems;
 use crate::yolo::model::Yolo;
 
-fn io(path: &Path, e: std::io::Error) -> DetectError {
-    DetectError::io(path, e)
-}
-
 /// Removes `*.tmp` files left in `dir` by a run killed while writing a checkpoint.
 pub fn remove_stale_tmp(dir: &Path) -> Result<(), DetectError> {
-    for e in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
-        let p = e.map_err(|e| io(dir, e))?.path();
+    for e in std::fs::read_dir(dir).map_err(|e| DetectError::io(dir, e))? {
+        let p = e.map_err(|e| DetectError::io(dir, e))?.path();
         if p.extension().is_some_and(|x| x == "tmp") && p.is_file() {
-            std::fs::remove_file(&p).map_err(|e| io(&p, e))?;
+            std::fs::remove_file(&p).map_err(|e| DetectError::io(&p, e))?;
         }
     }
     Ok(())
@@ -41,7 +37,7 @@ pub fn new_run_dir(project: &str, name: &str, exist_ok: bool) -> Result<PathBuf,
         dir = base.join(format!("{name}{k}"));
         k += 1;
     }
-    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| DetectError::io(&dir, e))?;
     Ok(dir)
 }
 
@@ -53,7 +49,7 @@ pub fn write_args(dir: &Path, args: &DetectArgs, names: &[String]) -> Result<(),
         let _ = writeln!(s, "  {i}: '{}'", n.replace('\'', "''"));
     }
     let p = dir.join("args.yaml");
-    std::fs::write(&p, s).map_err(|e| io(&p, e))
+    std::fs::write(&p, s).map_err(|e| DetectError::io(&p, e))
 }
 
 /// Saves Ultralytics-named safetensors atomically (temporary file, then rename).
@@ -92,7 +88,7 @@ impl ResultsCsv {
         let path = dir.join("results.csv");
         let mut rows: Vec<Vec<f64>> = Vec::new();
         if keep > 0 {
-            let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| DetectError::io(&path, e))?;
             for line in text.lines().skip(1).take(keep) {
                 rows.push(
                     line.split(',')
@@ -101,8 +97,8 @@ impl ResultsCsv {
                 );
             }
         }
-        let mut file = File::create(&path).map_err(|e| io(&path, e))?;
-        writeln!(file, "{}", RESULTS_COLUMNS.join(",")).map_err(|e| io(&path, e))?;
+        let mut file = File::create(&path).map_err(|e| DetectError::io(&path, e))?;
+        writeln!(file, "{}", RESULTS_COLUMNS.join(",")).map_err(|e| DetectError::io(&path, e))?;
         let mut csv = ResultsCsv {
             path,
             file,
@@ -126,8 +122,10 @@ impl ResultsCsv {
                 }
             })
             .collect();
-        writeln!(self.file, "{}", text.join(",")).map_err(|e| io(&self.path, e))?;
-        self.file.flush().map_err(|e| io(&self.path, e))?;
+        writeln!(self.file, "{}", text.join(",")).map_err(|e| DetectError::io(&self.path, e))?;
+        self.file
+            .flush()
+            .map_err(|e| DetectError::io(&self.path, e))?;
         self.rows.push(row);
         Ok(())
     }

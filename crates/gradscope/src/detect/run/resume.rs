@@ -36,10 +36,6 @@ pub struct Counters {
     pub muon: bool,
 }
 
-fn io(path: &Path, e: std::io::Error) -> DetectError {
-    DetectError::io(path, e)
-}
-
 /// Writes the state into `weights/last.state.safetensors`.
 pub fn save(
     weights: &Path,
@@ -117,7 +113,7 @@ pub fn locate(resume: &str, model: &str) -> Result<(PathBuf, PathBuf), DetectErr
 }
 
 fn meta_of(path: &Path) -> Result<HashMap<String, String>, DetectError> {
-    let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| DetectError::io(path, e))?;
     let (_, m) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| DetectError::invalid(path, format!("not a safetensors file: {e}")))?;
     let mut m = m.metadata().clone().unwrap_or_default();
