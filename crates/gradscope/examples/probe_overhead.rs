@@ -8,8 +8,8 @@
 
 use std::time::Instant;
 
+use gradscope::activation::Activation;
 use gradscope::data::Dataset;
-use gradscope::nn::activation::Activation;
 use gradscope::nn::init::{standard_normal, Init};
 use gradscope::nn::mlp::MlpConfig;
 use gradscope::probe::{Probe, ProbeConfig};

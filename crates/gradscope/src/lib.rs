@@ -3,6 +3,7 @@
 //! measure ([`probe`]) → localise ([`probe::producer`]) → diagnose ([`diagnose`]) → remedy
 //! ([`nn`], [`train`]); [`lab`] runs experiments that show each claim side by side.
 
+pub mod activation;
 mod choice;
 pub mod data;
 pub mod detect;

@@ -231,7 +231,7 @@ fn end_to_end_detections_equal_ultralytics_top_k() {
 
 #[test]
 fn ablation_switches_remove_batchnorm_and_residual_adds() {
-    use gradscope::nn::activation::Activation;
+    use gradscope::activation::Activation;
     use gradscope::yolo::blocks::Inner;
     use gradscope::yolo::model::Block;
     let dev = gradscope::device();

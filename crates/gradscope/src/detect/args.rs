@@ -1,9 +1,9 @@
 //! `gradscope train|val|predict` arguments: Ultralytics' names and defaults (`key=value`), plus
 //! gradscope's own (`probe`, `probe_every`, `act`, `bn`, `shortcut`, `nan_recovery`).
 
+use crate::activation::Activation;
 use crate::detect::input::augment::AugmentConfig;
 use crate::detect::optimize::optimizer::DetOptimizer;
-use crate::nn::activation::Activation;
 use crate::settings::{
     any, at_least, fraction, positive, split_words, Command, SettingError, ALL, PREDICT, TRAIN,
     TRAIN_VAL, VAL_PREDICT,

@@ -27,7 +27,7 @@ pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs, lr0: f64) {
         )
     });
     if starved {
-        if args.act != crate::nn::activation::Activation::Silu {
+        if args.act != crate::activation::Activation::Silu {
             push("act=silu".into(), "SiLU passes the gradient with slope ≈ 1 on active units; sigmoid multiplies it by at most 0.25 in every layer");
         }
         if !args.bn {
@@ -64,7 +64,7 @@ pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs, lr0: f64) {
             "lr" => push(lower_lr.clone(), &r.why),
             "norm" if !args.bn => push("bn=true".into(), &r.why),
             "residual" | "zero_init" if !args.shortcut => push("shortcut=true".into(), &r.why),
-            "act" if args.act != crate::nn::activation::Activation::Silu => {
+            "act" if args.act != crate::activation::Activation::Silu => {
                 push("act=silu".into(), &r.why)
             }
             _ => {}

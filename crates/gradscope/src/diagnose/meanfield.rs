@@ -6,7 +6,7 @@
 //! so ‖∂L/∂h_{l−1}‖ ≈ √χ₁ · ‖∂L/∂h_l‖. χ₁ < 1: gradients vanish exponentially with depth;
 //! χ₁ > 1: they explode; χ₁ = 1 is the critical line (ReLU with He init: σ_w² = 2, E[φ'²] = ½).
 
-use crate::nn::activation::Activation;
+use crate::activation::Activation;
 
 /// E[f(z)] for z ∼ N(mean, var), by the trapezoid rule over ±10 standard deviations.
 pub fn gaussian_expect(f: impl Fn(f64) -> f64, mean: f64, var: f64) -> f64 {

@@ -14,7 +14,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::nn::activation::Activation;
+use crate::activation::Activation;
 use crate::probe::{LayerRecord, NonFinite, StepRecord};
 
 /// ‖∂L/∂h_first‖/‖∂L/∂h_last‖ below this: the first layers get < 1% of the gradient.

@@ -595,7 +595,6 @@ pub fn sequence(
 mod tests {
     use super::super::testing::{max_abs, values};
     use super::*;
-    use crate::nn::recurrent::block;
     use burn::tensor::activation::{sigmoid as t_sigmoid, tanh as t_tanh};
     use burn::tensor::Distribution;
 
@@ -665,6 +664,9 @@ mod tests {
                 let mut hs = Tensor::<2>::zeros([b, h], &dev);
                 let mut c = Tensor::<2>::zeros([b, h], &dev);
                 let mut out = Vec::new();
+                // gate k of z: columns k·H..(k+1)·H (gate order i, f, g, o)
+                let block =
+                    |z: &Tensor<2>, k: usize, h: usize| z.clone().slice([0..b, k * h..(k + 1) * h]);
                 for t in 0..t_len {
                     let xt = x.clone().slice([0..b, t..t + 1]).reshape([b, i]);
                     let z = xt.matmul(w.clone())

@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use super::settings::{Settings, KEYS};
 use super::write_json;
+use crate::activation::Activation;
 use crate::data::{self, DataError, Dataset};
 use crate::diagnose::{diagnose, Diagnosis};
-use crate::nn::activation::Activation;
 use crate::nn::init::Init;
 use crate::nn::mlp::MlpConfig;
 use crate::probe::{Probe, ProbeConfig, ProbeError, StepRecord};

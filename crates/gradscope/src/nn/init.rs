@@ -6,7 +6,7 @@
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::activation::Activation;
+use crate::activation::Activation;
 use crate::choice::choice;
 
 choice! {

@@ -17,8 +17,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::activation::Activation;
 use super::init::Init;
+use crate::activation::Activation;
 use crate::choice::choice;
 use crate::probe::Tap;
 

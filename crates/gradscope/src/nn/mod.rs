@@ -1,6 +1,5 @@
 //! The remedies as parts: activations, initialisation schemes, the MLP family.
 
-pub mod activation;
 pub mod init;
 pub mod mlp;
 pub mod recurrent;

@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::nn::activation::Activation;
+use crate::activation::Activation;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StepRecord {

@@ -1,7 +1,7 @@
 //! Statistics of one tensor, computed in a single pass over its values on the host.
 
 use super::record::{ActStats, GradStats};
-use crate::nn::activation::Activation;
+use crate::activation::Activation;
 
 /// The axis whose index names a unit (neuron / channel): `[B, C]` → 1, `[B, C, H, W]` → 1,
 /// `[B, T, C]` (sequences) → 2.

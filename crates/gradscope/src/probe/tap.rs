@@ -14,8 +14,8 @@ use burn::tensor::{Gradients, Tensor};
 
 use super::record::{ActStats, GradStats};
 use super::stats::{activation_stats, grad_stats};
+use crate::activation::Activation;
 use crate::kernels::tap::{tap, with_values, GradSlot};
-use crate::nn::activation::Activation;
 
 /// A deliberate numerical fault at one probe point.
 #[derive(Clone, Debug, PartialEq)]

@@ -9,9 +9,9 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
+use crate::activation::Activation;
 use crate::kernels::bn_act::{self, Act};
 use crate::kernels::conv;
-use crate::nn::activation::Activation;
 
 /// The network-wide switches an ablation can flip.
 #[derive(Clone, Copy, Debug, PartialEq)]

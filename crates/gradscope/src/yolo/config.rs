@@ -5,7 +5,33 @@ use std::path::Path;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use super::model::Spec;
+/// One yaml row: from, repeats, module and its arguments.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Spec {
+    Conv {
+        c2: usize,
+        k: usize,
+        s: usize,
+    },
+    C3k2 {
+        c2: usize,
+        c3k: bool,
+        e: f64,
+        attn: bool,
+    },
+    Sppf {
+        c2: usize,
+        k: usize,
+        n: usize,
+        shortcut: bool,
+    },
+    C2psa {
+        c2: usize,
+    },
+    Upsample,
+    Concat,
+    Detect,
+}
 
 static YOLO26_YAML: &str = include_str!("../../embedded/yolo26.yaml");
 

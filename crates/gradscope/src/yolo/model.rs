@@ -7,37 +7,9 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
 
 use super::blocks::{C2psa, C3k2, Conv, Sppf, Switches};
-use super::config::{scale_from_name, ModelDef};
+use super::config::{scale_from_name, ModelDef, Spec};
 use super::head::{Detect, HeadOutput};
 use crate::probe::Tap;
-
-/// One yaml row: from, repeats, module and its arguments.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Spec {
-    Conv {
-        c2: usize,
-        k: usize,
-        s: usize,
-    },
-    C3k2 {
-        c2: usize,
-        c3k: bool,
-        e: f64,
-        attn: bool,
-    },
-    Sppf {
-        c2: usize,
-        k: usize,
-        n: usize,
-        shortcut: bool,
-    },
-    C2psa {
-        c2: usize,
-    },
-    Upsample,
-    Concat,
-    Detect,
-}
 
 #[derive(Module, Debug)]
 pub enum Block {
