@@ -342,6 +342,14 @@ fn probe_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
+/// The remedies a lab wrote into its run.json, in that lab's pasteable form (`add=act=relu,…`,
+/// `cells=lstm`); `None` for a run without one.
+fn lab_remedies(run: &Path) -> Option<Vec<gradscope::diagnose::Remedy>> {
+    let text = std::fs::read_to_string(run.join("run.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    serde_json::from_value(json.get("diagnosis")?.get("remedies")?.clone()).ok()
+}
+
 fn diagnose_cmd(path: &Path) -> Result<()> {
     for file in probe_files(path)? {
         let records = read_jsonl(&file)?;
@@ -361,6 +369,9 @@ fn diagnose_cmd(path: &Path) -> Result<()> {
                         let lr0 = records.iter().map(|r| r.lr).fold(0.0, f64::max);
                         gradscope::detect::remedies::yolo_remedies(&mut d, &args, lr0);
                     }
+                } else if let Some(remedies) = lab_remedies(run) {
+                    // a lab run: the remedies in the lab's own keys, as it wrote them
+                    d.remedies = remedies;
                 }
                 println!("{d}")
             }

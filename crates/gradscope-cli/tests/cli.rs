@@ -182,10 +182,21 @@ fn a_small_lab_runs_and_its_records_re_diagnose() {
         text.contains("verdict: vanishing") && text.contains("verdict: healthy"),
         "{text}"
     );
+    // the remedies in the lab's own pasteable form: a new variant, numbers filled in
     assert!(
-        text.contains("act=relu init=he"),
+        text.contains("add=act=relu,init=he"),
         "a remedy is suggested: {text}"
     );
+    let remedies: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim_start().split_once(". "))
+        .filter(|(n, _)| n.parse::<usize>().is_ok())
+        .map(|(_, rest)| rest.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert!(!remedies.is_empty(), "{text}");
+    for r in remedies {
+        assert!(r.starts_with("add=") && !r.contains('<'), "{r} in {text}");
+    }
     std::fs::remove_dir_all(&d).ok();
 }
 

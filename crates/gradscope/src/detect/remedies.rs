@@ -1,7 +1,8 @@
 //! The diagnosis' remedies for detection: each a `gradscope train` setting that works when pasted.
 
+use crate::activation::Activation;
 use crate::detect::args::DetectArgs;
-use crate::diagnose::{Diagnosis, Verdict};
+use crate::diagnose::{Change, Diagnosis, Remedy, Verdict};
 use crate::settings::round_sig;
 
 /// The diagnosis' remedies in `gradscope train`'s own keys, each a `key=value` that works when
@@ -10,13 +11,13 @@ use crate::settings::round_sig;
 /// values computed from this run's (`lr0`: the learning rate it used); remedies without a
 /// detection key (init schemes, cells) are dropped.
 pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs, lr0: f64) {
-    use crate::diagnose::Remedy;
     let mut out: Vec<Remedy> = Vec::new();
-    let mut push = |s: String, why: &str| {
-        if !out.iter().any(|r| r.switch == s) {
+    let mut push = |changes: Vec<Change>, switch: String, why: &str| {
+        if !out.iter().any(|r| r.switch == switch) {
             out.push(Remedy {
-                switch: s,
+                changes,
                 why: why.into(),
+                switch,
             });
         }
     };
@@ -27,50 +28,62 @@ pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs, lr0: f64) {
         )
     });
     if starved {
-        if args.act != crate::activation::Activation::Silu {
-            push("act=silu".into(), "SiLU passes the gradient with slope ≈ 1 on active units; sigmoid multiplies it by at most 0.25 in every layer");
+        if args.act != Activation::Silu {
+            push(vec![Change::Act(Activation::Silu)], "act=silu".into(), "SiLU passes the gradient with slope ≈ 1 on active units; sigmoid multiplies it by at most 0.25 in every layer");
         }
         if !args.bn {
-            push("bn=true".into(), "BatchNorm after every conv keeps pre-activations at unit scale, out of the saturated range, at any depth");
+            push(vec![Change::BatchNorm], "bn=true".into(), "BatchNorm after every conv keeps pre-activations at unit scale, out of the saturated range, at any depth");
         }
         if !args.shortcut {
             push(
+                vec![Change::Residual],
                 "shortcut=true".into(),
                 "residual bottlenecks give the gradient an identity path around every block",
             );
         }
     }
-    let lower_lr = format!("lr0={}", round_sig(lr0 / 10.0));
     if d.verdicts.contains(&Verdict::Diverged) {
-        push(lower_lr.clone(), "a learning rate 10× smaller keeps each update inside the region where the loss is smooth");
+        let lower_lr = format!("lr0={}", round_sig(lr0 / 10.0));
+        push(vec![Change::ScaleLr(0.1)], lower_lr, "a learning rate 10× smaller keeps each update inside the region where the loss is smooth");
         if args.warmup_epochs < 3.0 {
-            push("warmup_epochs=3".into(), "a longer warmup ramps the learning rate up while BatchNorm statistics and the optimizer's moments settle");
+            push(vec![Change::WarmupEpochs(3.0)], "warmup_epochs=3".into(), "a longer warmup ramps the learning rate up while BatchNorm statistics and the optimizer's moments settle");
         }
         if args.clip_norm.is_none_or(|c| c > 1.0) {
-            push("clip_norm=1".into(), "a tighter clip bounds every step; clipping alone cannot stop a learning rate that is too large");
+            push(vec![Change::ClipNorm(1.0)], "clip_norm=1".into(), "a tighter clip bounds every step; clipping alone cannot stop a learning rate that is too large");
         }
     }
     for r in d.remedies.clone() {
-        let k = r.switch.split('=').next().unwrap_or("");
-        match k {
-            // a fixed threshold carries over; the labs' `auto` has no detection form
-            "clip_norm"
-                if DetectArgs::default()
-                    .set(k, &r.switch[k.len() + 1..], crate::settings::Command::Train)
-                    .is_ok() =>
-            {
-                push(r.switch.clone(), &r.why)
-            }
-            "lr" => push(lower_lr.clone(), &r.why),
-            "norm" if !args.bn => push("bn=true".into(), &r.why),
-            "residual" | "zero_init" if !args.shortcut => push("shortcut=true".into(), &r.why),
-            "act" if args.act != crate::activation::Activation::Silu => {
-                push("act=silu".into(), &r.why)
-            }
-            _ => {}
+        let words: Vec<String> = r
+            .changes
+            .iter()
+            .filter_map(|c| detection_word(c, args, lr0))
+            .fold(Vec::new(), |mut w, x| {
+                if !w.contains(&x) {
+                    w.push(x);
+                }
+                w
+            });
+        if !words.is_empty() {
+            push(r.changes.clone(), words.join(" "), &r.why);
         }
     }
     d.remedies = out;
+}
+
+/// `gradscope train`'s word for a generic change, where detection has one and the run does not
+/// already follow it: the activation is SiLU (what YOLO26 is built with), normalisation is
+/// `bn=true`, identity paths are `shortcut=true`, the learning rate is `lr0` scaled from the one
+/// the run used, a fixed clip threshold carries over. Init schemes, cells, the optimizer and the
+/// labs' `clip_norm=auto` have no detection form.
+fn detection_word(c: &Change, args: &DetectArgs, lr0: f64) -> Option<String> {
+    match c {
+        Change::Act(_) if args.act != Activation::Silu => Some("act=silu".into()),
+        Change::BatchNorm if !args.bn => Some("bn=true".into()),
+        Change::Residual | Change::ZeroInit if !args.shortcut => Some("shortcut=true".into()),
+        Change::ScaleLr(k) => Some(format!("lr0={}", round_sig(lr0 * k))),
+        Change::ClipNorm(t) if args.clip_norm != Some(*t) => Some(format!("clip_norm={t}")),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -88,7 +101,6 @@ mod tests {
     #[test]
     fn every_printed_remedy_pastes_back() {
         use crate::settings::Command;
-        let generic = crate::lab::remedies::all_switches();
         let ablated = DetectArgs::parse(
             DetectArgs::default(),
             &[
@@ -101,14 +113,13 @@ mod tests {
             Command::Train,
         )
         .unwrap();
-        let mut d = crate::lab::remedies::diagnosis_with(&generic);
-        d.verdict = Verdict::Diverged;
-        d.verdicts = vec![
+        let verdicts = [
             Verdict::Diverged,
             Verdict::Vanishing,
             Verdict::NonFinite,
             Verdict::Saturation,
         ];
+        let mut d = Diagnosis::with_remedies(&verdicts, crate::diagnose::remedy::catalogue());
         yolo_remedies(&mut d, &ablated, 0.00133);
         let switches: Vec<&str> = d.remedies.iter().map(|r| r.switch.as_str()).collect();
         assert!(switches.contains(&"lr0=0.000133"), "{switches:?}");

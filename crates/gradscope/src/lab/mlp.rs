@@ -481,7 +481,7 @@ impl MlpLab {
             let records = probe.into_records();
             // remedies as variants this lab runs when pasted (`add=act=relu,init=he`)
             let diagnosis = diagnose(&records).map(|mut d| {
-                let changes = |p: &[(String, String)]| super::remedies::mlp_changes(&v.settings, p);
+                let changes = |p: &[(String, String)]| v.settings.changed_by(p);
                 let lr = v.settings.train.lr;
                 super::remedies::for_lab(&mut d, lr, None, changes, super::remedies::as_variant);
                 d
@@ -569,5 +569,35 @@ mod tests {
         assert_eq!(lab.set("depth", "8"), Ok(true));
         assert!(lab.variants().iter().all(|v| v.settings.model.depth == 8));
         assert_eq!(lab.set("frobnicate", "1"), Ok(false));
+    }
+
+    /// Every remedy an MLP lab prints, pasted after `gradscope lab vanishing`, adds a variant
+    /// whose settings differ from the run's.
+    #[test]
+    fn every_remedy_pastes_back_as_a_variant() {
+        use crate::diagnose::{remedy::catalogue, Diagnosis, Verdict};
+        let all = catalogue();
+        assert!(all.len() >= 15, "{all:?}");
+        let lab = MlpLab::vanishing();
+        // the remedies of the sigmoid variant's diagnosis
+        let base = lab.variants()[0].settings.clone();
+        let mut d = Diagnosis::with_remedies(&[Verdict::Vanishing], all);
+        let variant = super::super::remedies::as_variant;
+        super::super::remedies::for_lab(
+            &mut d,
+            base.train.lr,
+            None,
+            |p| base.changed_by(p),
+            variant,
+        );
+        assert!(d.remedies.len() >= 10, "{:?}", d.remedies);
+        for r in &d.remedies {
+            let (k, v) = r.switch.split_once('=').unwrap();
+            assert_eq!(k, "add", "{}", r.switch);
+            let mut pasted = lab.clone();
+            assert_eq!(pasted.set(k, v), Ok(true), "{}", r.switch);
+            let added = pasted.variants().pop().unwrap();
+            assert_ne!(added.settings, base, "{} changes nothing", r.switch);
+        }
     }
 }

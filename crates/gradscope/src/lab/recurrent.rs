@@ -119,6 +119,12 @@ impl RecurrentLab {
         })
     }
 
+    /// Whether `pairs` are all keys of this lab and change it.
+    pub fn changed_by(&self, pairs: &[(String, String)]) -> bool {
+        let mut l = self.clone();
+        pairs.iter().all(|(k, v)| l.set(k, v) == Ok(true)) && l != *self
+    }
+
     /// Applies a `key=value` argument. `Ok(false)`: unknown key.
     pub fn set(&mut self, key: &str, v: &str) -> Result<bool, String> {
         match key {
@@ -499,7 +505,7 @@ impl RecurrentLab {
             let records = probe.into_records();
             let spectral_end = max_norm(&model);
             let mut diagnosis = diagnose(&records).map(|mut d| {
-                let changes = |p: &[(String, String)]| super::remedies::recurrent_changes(self, p);
+                let changes = |p: &[(String, String)]| self.changed_by(p);
                 let lr = self.train.lr;
                 super::remedies::for_lab(
                     &mut d,
@@ -590,5 +596,44 @@ impl RecurrentLab {
             &images,
         )?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::{remedy::catalogue, Diagnosis, Verdict};
+
+    /// Every remedy the recurrent lab prints is a set of its own keys that change its settings.
+    #[test]
+    fn every_remedy_pastes_back() {
+        let lab = RecurrentLab::default();
+        let mut d = Diagnosis::with_remedies(&[Verdict::Vanishing], catalogue());
+        let words = super::super::remedies::as_words;
+        super::super::remedies::for_lab(
+            &mut d,
+            lab.train.lr,
+            Some(100),
+            |p| lab.changed_by(p),
+            words,
+        );
+        let switches: Vec<&str> = d.remedies.iter().map(|r| r.switch.as_str()).collect();
+        for want in [
+            "cells=lstm",
+            "cells=gru",
+            "T=50",
+            "forget_bias=2",
+            "lr=0.001",
+        ] {
+            assert!(switches.contains(&want), "{want} missing from {switches:?}");
+        }
+        for r in &d.remedies {
+            let mut pasted = lab.clone();
+            for w in r.switch.split_whitespace() {
+                let (k, v) = w.split_once('=').unwrap();
+                assert_eq!(pasted.set(k, v), Ok(true), "{}", r.switch);
+            }
+            assert_ne!(pasted, lab, "{} changes nothing", r.switch);
+        }
     }
 }

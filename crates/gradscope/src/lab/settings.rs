@@ -82,6 +82,13 @@ pub(crate) fn set_train(train: &mut TrainConfig, key: &str, v: &str) -> Result<b
 impl Settings {
     /// Applies one setting. `Ok(false)` when `key` is not a setting of this kind (so a caller
     /// can try its own keys), `Err` when the key is known but the value is not acceptable.
+    /// Whether `pairs` are all settings of a run and change `self` (a remedy the run already
+    /// follows is no remedy).
+    pub fn changed_by(&self, pairs: &[(String, String)]) -> bool {
+        let mut s = self.clone();
+        pairs.iter().all(|(k, v)| s.set(k, v) == Ok(true)) && s != *self
+    }
+
     pub fn set(&mut self, key: &str, v: &str) -> Result<bool, String> {
         match key {
             "depth" => self.model.depth = whole(key, v, 2)?,
