@@ -8,10 +8,9 @@ use super::detect::Label;
 
 pub const PAD_VALUE: u8 = 114;
 
-/// A letterboxed image: `[3, imgsz, imgsz]` values in [0, 1] (channel-major) and boxes as
-/// (class, x1, y1, x2, y2) in pixels of the letterboxed image.
+/// A letterboxed image (`imgsz` × `imgsz`) and boxes as (class, x1, y1, x2, y2) in its pixels.
 pub struct Letterboxed {
-    pub chw: Vec<f32>,
+    pub image: RgbImage,
     pub boxes: Vec<(usize, [f32; 4])>,
     /// scale applied to the original, and the (left, top) padding in pixels
     pub ratio: f32,
@@ -58,19 +57,14 @@ pub fn unletterbox(b: [f32; 4], w0: u32, h0: u32, imgsz: u32) -> [f32; 4] {
     ]
 }
 
+/// `img` scaled to fit `imgsz` × `imgsz` keeping its aspect ratio, padded grey, with `labels` as
+/// pixel boxes on it.
 pub fn letterbox(img: &RgbImage, labels: &[Label], imgsz: u32) -> Letterboxed {
     let (w0, h0) = img.dimensions();
     let (ratio, (w1, h1), (left, top)) = geometry(w0, h0, imgsz);
     let resized = resize(img, w1, h1, FilterType::Triangle);
     let mut canvas = RgbImage::from_pixel(imgsz, imgsz, Rgb([PAD_VALUE; 3]));
     image::imageops::replace(&mut canvas, &resized, left as i64, top as i64);
-    let n = (imgsz * imgsz) as usize;
-    let mut chw = vec![0f32; 3 * n];
-    for (i, p) in canvas.pixels().enumerate() {
-        for c in 0..3 {
-            chw[c * n + i] = p[c] as f32 / 255.0;
-        }
-    }
     let boxes = labels
         .iter()
         .map(|l| {
@@ -86,7 +80,7 @@ pub fn letterbox(img: &RgbImage, labels: &[Label], imgsz: u32) -> Letterboxed {
         })
         .collect();
     Letterboxed {
-        chw,
+        image: canvas,
         boxes,
         ratio,
         pad: (left, top),
@@ -109,13 +103,18 @@ mod tests {
         };
         let lb = letterbox(&img, &[l], 64);
         assert_eq!((lb.ratio, lb.pad), (2.0, (0, 8)));
-        let n = 64 * 64;
-        assert!(
-            (lb.chw[0] - PAD_VALUE as f32 / 255.0).abs() < 1e-6,
+        assert_eq!(lb.image.dimensions(), (64, 64));
+        assert_eq!(
+            lb.image.get_pixel(0, 0).0,
+            [PAD_VALUE; 3],
             "top row is padding"
         );
-        assert_eq!(lb.chw[32 * 64 + 32], 1.0, "red inside");
-        assert_eq!(lb.chw[n + 32 * 64 + 32], 0.0, "no green inside");
+        assert_eq!(
+            lb.image.get_pixel(0, 7).0,
+            [PAD_VALUE; 3],
+            "padding ends at row 8"
+        );
+        assert_eq!(lb.image.get_pixel(32, 32).0, [255, 0, 0], "red inside");
         let (c, b) = lb.boxes[0];
         assert_eq!(c, 3);
         let expect = [32.0 - 6.4, 32.0 - 4.8, 32.0 + 6.4, 32.0 + 4.8];

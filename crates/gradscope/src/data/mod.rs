@@ -4,6 +4,7 @@
 pub mod detect;
 pub mod digits;
 pub mod idx;
+pub mod image;
 pub mod letterbox;
 pub mod sequences;
 

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::detect::input::augment::AugmentError;
+use crate::detect::input::download::DownloadError;
 use crate::probe::ProbeError;
 use crate::report::ReportError;
 use crate::settings::SettingError;
@@ -19,6 +21,17 @@ pub enum DetectError {
     /// Data that cannot be used: what and where.
     #[error("{0}")]
     Data(String),
+    /// A built-in dataset that is not on disk and could not be downloaded.
+    #[error("{name}: the data is not in {} and the download failed; put the dataset there (images/train, images/val, labels/train, labels/val) or pass data=path/to/{name}", target.display())]
+    Download {
+        name: String,
+        target: PathBuf,
+        #[source]
+        source: DownloadError,
+    },
+    /// A training image that cannot be made.
+    #[error("cannot augment a training image")]
+    Augment(#[from] AugmentError),
     /// The command ran but found nothing it could use (no decodable image, a checkpoint full of
     /// NaN): what it found, and what to try.
     #[error("{0}")]

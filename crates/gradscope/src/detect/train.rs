@@ -304,7 +304,7 @@ impl<'o> Trainer<'o> {
             for i in 0..self.plan.nb {
                 let b = match rx.recv() {
                     Ok(Ok(b)) => b,
-                    Ok(Err(e)) => return Err(DetectError::Data(e)),
+                    Ok(Err(e)) => return Err(e.into()),
                     Err(_) => break,
                 };
                 if let Flow::Stop = self.step(&mut st, i, b)? {

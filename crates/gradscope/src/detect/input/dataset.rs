@@ -17,7 +17,9 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 
 use crate::data::detect::Sample;
-use crate::detect::input::augment::{train_image, val_image, AugmentConfig, Augmented};
+use crate::detect::input::augment::{
+    train_image, val_image, AugmentConfig, AugmentError, Augmented,
+};
 use crate::detect::objective::assign::Xyxy;
 
 /// Decoded images with their labels.
@@ -48,14 +50,10 @@ impl Batch {
 impl DetData {
     /// Decodes every sample's image in parallel. Images that fail to decode are dropped and
     /// returned with the reason.
-    pub fn decode(samples: Vec<Sample>) -> (Self, Vec<(PathBuf, String)>) {
-        let decoded: Vec<Result<RgbImage, String>> = samples
+    pub fn decode(samples: Vec<Sample>) -> (Self, Vec<(PathBuf, image::ImageError)>) {
+        let decoded: Vec<Result<RgbImage, image::ImageError>> = samples
             .par_iter()
-            .map(|s| {
-                image::open(&s.image)
-                    .map(|i| i.to_rgb8())
-                    .map_err(|e| e.to_string())
-            })
+            .map(|s| image::open(&s.image).map(|i| i.to_rgb8()))
             .collect();
         let mut kept = Vec::new();
         let mut images = Vec::new();
@@ -110,20 +108,14 @@ impl DetData {
         cfg: &AugmentConfig,
         mosaic: bool,
         seed: u64,
-    ) -> Result<Batch, String> {
-        let fetch = |i: usize| -> Result<RgbImage, String> {
-            self.images
-                .get(i)
-                .cloned()
-                .ok_or_else(|| format!("no image {i}"))
-        };
+    ) -> Result<Batch, AugmentError> {
         let parts: Vec<Augmented> = indices
             .par_iter()
             .enumerate()
             .map(|(k, &i)| {
                 let mut rng =
                     StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(k as u64));
-                train_image(&self.samples, &fetch, i, imgsz, cfg, mosaic, &mut rng)
+                train_image(&self.samples, &self.images, i, imgsz, cfg, mosaic, &mut rng)
             })
             .collect::<Result<_, _>>()?;
         Ok(Self::assemble(parts, indices.to_vec(), imgsz))
@@ -156,7 +148,7 @@ pub fn prefetch(
     mosaic: bool,
     seed: u64,
     epoch: usize,
-) -> Receiver<Result<Batch, String>> {
+) -> Receiver<Result<Batch, AugmentError>> {
     let (tx, rx) = sync_channel(2);
     std::thread::spawn(move || {
         for (i, idx) in order.iter().enumerate() {

@@ -6,17 +6,65 @@
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
+/// Why a download did not give a dataset.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("GET {url}")]
+    Get {
+        url: String,
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    #[error("GET {url}: reading the body")]
+    Read {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not a zip archive")]
+    NotZip(#[source] zip::result::ZipError),
+    #[error("zip entry {index}")]
+    Entry {
+        index: usize,
+        #[source]
+        source: zip::result::ZipError,
+    },
+    #[error("zip entry '{name}' would be written outside {}", dir.display())]
+    Escapes { name: String, dir: PathBuf },
+    #[error("{}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} already exists; not overwritten", path.display())]
+    Exists { path: PathBuf },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
+    move |source| DownloadError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Downloads `url` (a zip) and unpacks it into `dir`. Returns the top-level entries created.
-pub fn fetch_zip(url: &str, dir: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn fetch_zip(url: &str, dir: &Path) -> Result<Vec<PathBuf>, DownloadError> {
     let resp = ureq::get(url)
         .timeout(std::time::Duration::from_secs(60))
         .call()
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|e| DownloadError::Get {
+            url: url.into(),
+            source: Box::new(e),
+        })?;
     let mut bytes = Vec::new();
     resp.into_reader()
         .take(4 << 30)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|source| DownloadError::Read {
+            url: url.into(),
+            source,
+        })?;
     unzip(&bytes, dir)
 }
 
@@ -35,22 +83,22 @@ fn safe_path(name: &str) -> Option<PathBuf> {
 }
 
 /// Unpacks zip `bytes` into `dir` through a temporary folder; refuses escaping paths.
-pub fn unzip(bytes: &[u8], dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-        .map_err(|e| format!("not a zip archive: {e}"))?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn unzip(bytes: &[u8], dir: &Path) -> Result<Vec<PathBuf>, DownloadError> {
+    let mut zip =
+        zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(DownloadError::NotZip)?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let tmp = dir.join(format!(".download.{}.tmp", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let result = (|| {
         let mut tops: Vec<PathBuf> = Vec::new();
         for i in 0..zip.len() {
-            let mut f = zip.by_index(i).map_err(|e| format!("zip entry {i}: {e}"))?;
+            let mut f = zip
+                .by_index(i)
+                .map_err(|source| DownloadError::Entry { index: i, source })?;
             let name = f.name().to_string();
-            let rel = safe_path(&name).ok_or_else(|| {
-                format!(
-                    "zip entry '{name}' would be written outside {}",
-                    dir.display()
-                )
+            let rel = safe_path(&name).ok_or_else(|| DownloadError::Escapes {
+                name: name.clone(),
+                dir: dir.to_path_buf(),
             })?;
             if let Some(Component::Normal(top)) = rel.components().next() {
                 let top = PathBuf::from(top);
@@ -60,25 +108,23 @@ pub fn unzip(bytes: &[u8], dir: &Path) -> Result<Vec<PathBuf>, String> {
             }
             let out = tmp.join(&rel);
             if f.is_dir() {
-                std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+                std::fs::create_dir_all(&out).map_err(io(&out))?;
                 continue;
             }
             if let Some(p) = out.parent() {
-                std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                std::fs::create_dir_all(p).map_err(io(p))?;
             }
-            let mut w =
-                std::fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-            std::io::copy(&mut f, &mut w).map_err(|e| format!("{}: {e}", out.display()))?;
+            let mut w = std::fs::File::create(&out).map_err(io(&out))?;
+            std::io::copy(&mut f, &mut w).map_err(io(&out))?;
         }
         for t in &tops {
             let to = dir.join(t);
             if to.exists() {
-                return Err(format!("{} already exists; not overwritten", to.display()));
+                return Err(DownloadError::Exists { path: to });
             }
         }
         for t in &tops {
-            std::fs::rename(tmp.join(t), dir.join(t))
-                .map_err(|e| format!("{}: {e}", dir.join(t).display()))?;
+            std::fs::rename(tmp.join(t), dir.join(t)).map_err(io(&dir.join(t)))?;
         }
         Ok(tops.iter().map(|t| dir.join(t)).collect())
     })();

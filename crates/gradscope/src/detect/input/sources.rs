@@ -191,11 +191,10 @@ pub fn resolve_data(name: &str, info: &mut dyn FnMut(String)) -> Result<DataYaml
                 "{name}: {} not found, downloading {url}",
                 target.display()
             ));
-            super::download::fetch_zip(url, &ds).map_err(|e| {
-                DetectError::Data(format!(
-                    "{name}: the data is not in {} and the download failed ({e}). Put the dataset there (images/train, images/val, labels/train, labels/val) or pass data=path/to/{name}",
-                    target.display()
-                ))
+            super::download::fetch_zip(url, &ds).map_err(|source| DetectError::Download {
+                name: name.to_string(),
+                target: target.clone(),
+                source,
             })?;
         }
         return read(&yaml);

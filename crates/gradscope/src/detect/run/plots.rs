@@ -8,6 +8,7 @@ use image::RgbImage;
 use plotters::prelude::*;
 
 use super::RESULTS_COLUMNS;
+use crate::data::image::from_chw;
 use crate::detect::args::DetectArgs;
 use crate::detect::error::DetectError;
 use crate::detect::eval::metrics::{box_iou, confusion_matrix};
@@ -63,16 +64,6 @@ pub fn draw_boxes(img: &mut RgbImage, boxes: &[Drawn], names: &[String]) -> Resu
     root.present().map_err(|e| e.to_string())
 }
 
-/// RGB image from `[3, s, s]` values in [0, 1].
-pub fn chw_to_image(chw: &[f32], s: u32) -> RgbImage {
-    let n = (s * s) as usize;
-    RgbImage::from_fn(s, s, |x, y| {
-        let i = (y * s + x) as usize;
-        let px = |c: usize| (chw[c * n + i] * 255.0).round().clamp(0.0, 255.0) as u8;
-        image::Rgb([px(0), px(1), px(2)])
-    })
-}
-
 /// Up to 4 validation images side by side: labels on top, predictions below (score ≥ 0.25; when
 /// none reaches it, the best-scoring ones, as many as the image has labels, with their scores).
 pub fn val_batch(
@@ -93,10 +84,10 @@ pub fn val_batch(
     let n = (3 * s * s) as usize;
     for (j, &i) in idx.iter().enumerate() {
         let chw = &b.x[j * n..(j + 1) * n];
-        let mut top = chw_to_image(chw, s);
+        let mut top = from_chw(chw, s, s);
         let labels: Vec<Drawn> = b.targets[j].iter().map(|(c, bx)| (*c, *bx, None)).collect();
         draw_boxes(&mut top, &labels, names).map_err(|m| e(path, m))?;
-        let mut bottom = chw_to_image(chw, s);
+        let mut bottom = from_chw(chw, s, s);
         let mut mine: Vec<&crate::detect::eval::metrics::DetBox> =
             v.dets.iter().filter(|d| d.image == i).collect();
         mine.sort_by(|a, b| b.score.total_cmp(&a.score));
