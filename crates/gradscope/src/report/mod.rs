@@ -1,5 +1,6 @@
 //! Reports: PNG plots and a one-page HTML report.
 
+pub mod chart;
 pub mod html;
 pub mod plots;
 

@@ -2,44 +2,18 @@
 //! end, loss and accuracy curves. Text is drawn with the embedded DejaVu Sans font.
 
 use std::path::Path;
-use std::sync::Once;
 
 use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
-use plotters::style::FontStyle;
 
+use super::chart::{chart, fonts, legend, mesh, run_color, Area, Size};
 use super::{ReportError, RunView};
-
-static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
-static REGISTER: Once = Once::new();
-
-pub(crate) fn fonts() {
-    REGISTER.call_once(|| {
-        // The font is compiled in and known to parse; a failure would only lose the text.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    });
-}
 
 pub(crate) fn err(path: &Path, e: impl std::fmt::Display) -> ReportError {
     ReportError::Plot {
         path: path.to_path_buf(),
         msg: e.to_string(),
     }
-}
-
-/// A colour per run, distinguishable on white.
-pub fn run_color(i: usize) -> RGBColor {
-    const C: [RGBColor; 8] = [
-        RGBColor(214, 39, 40),
-        RGBColor(255, 127, 14),
-        RGBColor(31, 119, 180),
-        RGBColor(44, 160, 44),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-        RGBColor(227, 119, 194),
-        RGBColor(23, 190, 207),
-    ];
-    C[i % C.len()]
 }
 
 /// log10 ‖∂L/∂h‖ along the diagnosed series (hidden layers; through time, the memory state) of
@@ -65,8 +39,6 @@ fn first_and_last(run: &RunView) -> [Vec<f64>; 2] {
         g.last().map(|x| x.1.clone()).unwrap_or_default(),
     ]
 }
-
-type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
 /// A white canvas of `size` with `title` in a 40-pixel band on top: (whole canvas, body below).
 fn titled_canvas<'a>(
@@ -122,19 +94,10 @@ pub fn heatmap(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
             Some(d) => format!("{} — {}", run.name, d.verdict),
             None => run.name.to_string(),
         };
-        let mut chart = ChartBuilder::on(&area)
-            .caption(caption, ("sans-serif", 17))
-            .margin(6)
-            .x_label_area_size(28)
-            .y_label_area_size(48)
-            .build_cartesian_2d(0usize..x_max, 0usize..layers)
+        let mut chart = chart(&area, &caption, Size::Panel, 0usize..x_max, 0usize..layers)
             .map_err(|e| err(path, e))?;
-        chart
-            .configure_mesh()
+        mesh(&mut chart, "step", "layer")
             .disable_mesh()
-            .x_desc("step")
-            .y_desc("layer")
-            .label_style(("sans-serif", 12))
             .draw()
             .map_err(|e| err(path, e))?;
         let cells = grid.iter().enumerate().flat_map(|(k, (s, v))| {
@@ -158,11 +121,9 @@ pub fn heatmap(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
         .y_label_area_size(50)
         .build_cartesian_2d(0.0..1.0, lo..hi)
         .map_err(|e| err(path, e))?;
-    cb.configure_mesh()
+    mesh(&mut cb, "", "log10 ‖∂L/∂h‖")
         .disable_mesh()
         .disable_x_axis()
-        .y_desc("log10 ‖∂L/∂h‖")
-        .label_style(("sans-serif", 12))
         .draw()
         .map_err(|e| err(path, e))?;
     let n = 100;
@@ -198,19 +159,11 @@ pub fn layer_bars(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
         .enumerate()
     {
         let n = first.len().max(last.len()).max(1);
-        let mut chart = ChartBuilder::on(&area)
-            .caption(run.name, ("sans-serif", 16))
-            .margin(8)
-            .x_label_area_size(26)
-            .y_label_area_size(44)
-            .build_cartesian_2d(0.0..n as f64, floor..hi + 0.5)
+        let mut chart = chart(&area, run.name, Size::Panel, 0.0..n as f64, floor..hi + 0.5)
             .map_err(|e| err(path, e))?;
-        chart
-            .configure_mesh()
-            .x_desc("layer")
+        mesh(&mut chart, "layer", "")
             .x_label_formatter(&|x| format!("{}", *x as usize))
             .y_label_formatter(&|y| format!("{y:.0}"))
-            .label_style(("sans-serif", 12))
             .draw()
             .map_err(|e| err(path, e))?;
         let c = run_color(i);
@@ -233,11 +186,7 @@ pub fn layer_bars(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
 
 /// log10 of the training loss (a 10-step running mean) against step + 1 on a log axis, one line
 /// per run: runs that blow up in a few steps stay visible next to ones that train for thousands.
-fn loss_panel(
-    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
-    runs: &[RunView],
-    path: &Path,
-) -> Result<(), ReportError> {
+fn loss_panel(area: &Area, runs: &[RunView], path: &Path) -> Result<(), ReportError> {
     let max_step = runs
         .iter()
         .map(|r| r.history.step_loss.len())
@@ -265,20 +214,15 @@ fn loss_panel(
         })
         .collect();
     let (lo, hi) = finite_range(smooth.iter().flatten().map(|(_, v)| v));
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "log10 training loss (running mean of 10 steps)",
-            ("sans-serif", 18),
-        )
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(55)
-        .build_cartesian_2d((1.0..max_step as f64).log_scale(), (lo - 0.1)..(hi + 0.1))
-        .map_err(|e| err(path, e))?;
-    chart
-        .configure_mesh()
-        .x_desc("step + 1 (log scale)")
-        .label_style(("sans-serif", 12))
+    let mut chart = chart(
+        area,
+        "log10 training loss (running mean of 10 steps)",
+        Size::Figure,
+        (1.0..max_step as f64).log_scale(),
+        (lo - 0.1)..(hi + 0.1),
+    )
+    .map_err(|e| err(path, e))?;
+    mesh(&mut chart, "step + 1 (log scale)", "")
         .draw()
         .map_err(|e| err(path, e))?;
     for (i, (r, pts)) in runs.iter().zip(smooth).enumerate() {
@@ -289,13 +233,7 @@ fn loss_panel(
             .label(r.name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(|e| err(path, e))
+    legend(&mut chart).map_err(|e| err(path, e))
 }
 
 /// Training loss (left) and the validation metric per epoch (right), one line per run.
@@ -321,16 +259,9 @@ pub fn curves(runs: &[RunView], path: &Path, metric: &str) -> Result<(), ReportE
         );
         (lo.min(0.0), hi * 1.05)
     };
-    let mut acc = ChartBuilder::on(&right)
-        .caption(metric, ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(1..max_epoch + 1, lo..hi)
-        .map_err(|e| err(path, e))?;
-    acc.configure_mesh()
-        .x_desc("epoch")
-        .label_style(("sans-serif", 12))
+    let mut acc =
+        chart(&right, metric, Size::Figure, 1..max_epoch + 1, lo..hi).map_err(|e| err(path, e))?;
+    mesh(&mut acc, "epoch", "")
         .draw()
         .map_err(|e| err(path, e))?;
     for (i, r) in runs.iter().enumerate() {
@@ -371,18 +302,9 @@ pub fn profile(
         .zip(["at the first probed step", "at the last probed step"])
         .enumerate()
     {
-        let mut chart = ChartBuilder::on(area)
-            .caption(label, ("sans-serif", 16))
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0..n - 1, (lo - 0.5)..(hi + 0.5))
+        let mut chart = chart(area, label, Size::Panel, 0..n - 1, (lo - 0.5)..(hi + 0.5))
             .map_err(|e| err(path, e))?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc("log10 ‖∂L/∂h‖")
-            .label_style(("sans-serif", 12))
+        mesh(&mut chart, x_desc, "log10 ‖∂L/∂h‖")
             .draw()
             .map_err(|e| err(path, e))?;
         for (i, (run, e)) in runs.iter().zip(&ends).enumerate() {
@@ -401,13 +323,7 @@ pub fn profile(
                     PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
                 });
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(|e| err(path, e))?;
+        legend(&mut chart).map_err(|e| err(path, e))?;
     }
     root.present().map_err(|e| err(path, e))
 }
@@ -431,22 +347,15 @@ pub fn grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
             .collect::<Vec<_>>()
             .iter(),
     );
-    let mut g = ChartBuilder::on(&root)
-        .caption(
-            "log10 ‖g‖ before clipping (thin: threshold; ×: NaN recovery)",
-            ("sans-serif", 16),
-        )
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(
-            (1.0..max_step as f64).log_scale(),
-            (g_lo - 0.5)..(g_hi + 0.5),
-        )
-        .map_err(|e| err(path, e))?;
-    g.configure_mesh()
-        .x_desc("step + 1 (log scale)")
-        .label_style(("sans-serif", 12))
+    let mut g = chart(
+        &root,
+        "log10 ‖g‖ before clipping (thin: threshold; ×: NaN recovery)",
+        Size::Figure,
+        (1.0..max_step as f64).log_scale(),
+        (g_lo - 0.5)..(g_hi + 0.5),
+    )
+    .map_err(|e| err(path, e))?;
+    mesh(&mut g, "step + 1 (log scale)", "")
         .draw()
         .map_err(|e| err(path, e))?;
     for (i, r) in runs.iter().enumerate() {

@@ -16,8 +16,8 @@ use crate::detect::eval::validate::ValResult;
 use crate::detect::input::dataset::DetData;
 use crate::diagnose::Diagnosis;
 use crate::probe::StepRecord;
+use crate::report::chart::{chart, fonts, mesh, run_color, Size};
 use crate::report::html::Table;
-use crate::report::plots::{fonts, run_color};
 use crate::report::{html, plots, RunView};
 use crate::train::History;
 
@@ -133,14 +133,15 @@ pub fn labels(train: &DetData, names: &[String], path: &Path) -> Result<(), Dete
             }
         }
         let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.1;
-        let mut ch = ChartBuilder::on(&panels[0])
-            .caption("instances per class", ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(30)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.0..nc as f64, 0.0..top)
-            .map_err(|m| e(path, m))?;
-        ch.configure_mesh()
+        let mut ch = chart(
+            &panels[0],
+            "instances per class",
+            Size::Figure,
+            0.0..nc as f64,
+            0.0..top,
+        )
+        .map_err(|m| e(path, m))?;
+        mesh(&mut ch, "", "")
             .disable_x_mesh()
             .x_labels(nc.min(20))
             .x_label_formatter(&|x| {
@@ -167,18 +168,9 @@ pub fn labels(train: &DetData, names: &[String], path: &Path) -> Result<(), Dete
         .into_iter()
         .enumerate()
         {
-            let mut ch = ChartBuilder::on(&panels[k + 1])
-                .caption(title, ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(30)
-                .y_label_area_size(40)
-                .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+            let mut ch = chart(&panels[k + 1], title, Size::Figure, 0.0..1.0, 0.0..1.0)
                 .map_err(|m| e(path, m))?;
-            ch.configure_mesh()
-                .x_desc(xd)
-                .y_desc(yd)
-                .draw()
-                .map_err(|m| e(path, m))?;
+            mesh(&mut ch, xd, yd).draw().map_err(|m| e(path, m))?;
             ch.draw_series(
                 pts.iter()
                     .map(|p| Circle::new(*p, 2, run_color(2).mix(0.35).filled())),
@@ -215,15 +207,9 @@ pub fn results_png(rows: &[Vec<f64>], path: &Path) -> Result<(), DetectError> {
             (0.0, 1.0)
         };
         let xmax = rows.len().max(2) as f64;
-        let mut ch = ChartBuilder::on(area)
-            .caption(RESULTS_COLUMNS[col], ("sans-serif", 16))
-            .margin(8)
-            .x_label_area_size(22)
-            .y_label_area_size(50)
-            .build_cartesian_2d(1.0..xmax, lo..hi)
+        let mut ch = chart(area, RESULTS_COLUMNS[col], Size::Panel, 1.0..xmax, lo..hi)
             .map_err(|m| e(path, m))?;
-        ch.configure_mesh()
-            .label_style(("sans-serif", 11))
+        mesh(&mut ch, "", "")
             .x_label_formatter(&|x| format!("{x:.0}"))
             .draw()
             .map_err(|m| e(path, m))?;
@@ -268,19 +254,9 @@ pub fn pr_curve(v: &ValResult, path: &Path) -> Result<(), DetectError> {
     }
     let root = BitMapBackend::new(path, (700, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|m| e(path, m))?;
-    let mut ch = ChartBuilder::on(&root)
-        .caption(
-            format!("Precision-recall (IoU 0.5), mAP50 {:.3}", v.coco.map50),
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(35)
-        .y_label_area_size(45)
-        .build_cartesian_2d(0.0..1.0, 0.0..1.02)
-        .map_err(|m| e(path, m))?;
-    ch.configure_mesh()
-        .x_desc("recall")
-        .y_desc("precision")
+    let title = format!("Precision-recall (IoU 0.5), mAP50 {:.3}", v.coco.map50);
+    let mut ch = chart(&root, &title, Size::Figure, 0.0..1.0, 0.0..1.02).map_err(|m| e(path, m))?;
+    mesh(&mut ch, "recall", "precision")
         .draw()
         .map_err(|m| e(path, m))?;
     ch.draw_series(LineSeries::new(pts, run_color(2).stroke_width(2)))

@@ -1,0 +1,114 @@
+//! The one chart style every PNG shares: the embedded font, the run colours, and a chart with
+//! its caption, margins and label areas set one way, with a mesh whose labels are one size.
+//! Both the lab reports ([`super::plots`]) and the detection run's plots draw through it.
+
+use std::sync::Once;
+
+use plotters::chart::MeshStyle;
+use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+/// Registers the embedded DejaVu Sans as `sans-serif` (once per process).
+pub fn fonts() {
+    REGISTER.call_once(|| {
+        // The font is compiled in and known to parse; a failure would only lose the text.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// A colour per run, distinguishable on white.
+pub fn run_color(i: usize) -> RGBColor {
+    const C: [RGBColor; 8] = [
+        RGBColor(214, 39, 40),
+        RGBColor(255, 127, 14),
+        RGBColor(31, 119, 180),
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(23, 190, 207),
+    ];
+    C[i % C.len()]
+}
+
+/// How much room a chart has: a whole figure, or one panel of a grid.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Size {
+    Figure,
+    Panel,
+}
+
+/// Size of axis labels and tick labels.
+pub const LABEL_FONT: u32 = 12;
+
+/// A drawing area of a PNG.
+pub type Area<'b> = DrawingArea<BitMapBackend<'b>, Shift>;
+
+/// A chart on `area` with `caption` over the ranges `x` × `y`.
+#[allow(clippy::type_complexity)]
+pub fn chart<'a, 'b, X: AsRangedCoord, Y: AsRangedCoord>(
+    area: &'a Area<'b>,
+    caption: &str,
+    size: Size,
+    x: X,
+    y: Y,
+) -> Result<
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<X::CoordDescType, Y::CoordDescType>>,
+    DrawingAreaErrorKind<<BitMapBackend<'b> as DrawingBackend>::ErrorType>,
+> {
+    let (font, margin, x_area, y_area) = match size {
+        Size::Figure => (18, 10, 32, 52),
+        Size::Panel => (16, 8, 28, 48),
+    };
+    let mut b = ChartBuilder::on(area);
+    if !caption.is_empty() {
+        b.caption(caption, ("sans-serif", font));
+    }
+    b.margin(margin)
+        .x_label_area_size(x_area)
+        .y_label_area_size(y_area)
+        .build_cartesian_2d(x, y)
+}
+
+/// The chart's mesh with the axis descriptions (empty: none) and the shared label size; callers
+/// add formatters or turn parts off, then `draw()`.
+pub fn mesh<'a, 'c, 'b, X, Y>(
+    chart: &'c mut ChartContext<'a, BitMapBackend<'b>, Cartesian2d<X, Y>>,
+    x_desc: &str,
+    y_desc: &str,
+) -> MeshStyle<'a, 'c, X, Y, BitMapBackend<'b>>
+where
+    X: Ranged + ValueFormatter<X::ValueType>,
+    Y: Ranged + ValueFormatter<Y::ValueType>,
+{
+    let mut m = chart.configure_mesh();
+    m.label_style(("sans-serif", LABEL_FONT));
+    if !x_desc.is_empty() {
+        m.x_desc(x_desc);
+    }
+    if !y_desc.is_empty() {
+        m.y_desc(y_desc);
+    }
+    m
+}
+
+/// Draws the legend of the series that have a `.label(…)`, in the shared style.
+pub fn legend<'a, 'b, X: Ranged, Y: Ranged>(
+    chart: &mut ChartContext<'a, BitMapBackend<'b>, Cartesian2d<X, Y>>,
+) -> Result<(), String>
+where
+    'b: 'a,
+{
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", LABEL_FONT + 1))
+        .draw()
+        .map_err(|e| e.to_string())
+}
