@@ -19,6 +19,64 @@ pub mod yolo;
 
 pub use burn::tensor::Device;
 
+/// The names most programs need: the probe and its tap, the diagnosis, and the YOLO26 model and
+/// trainer.
+///
+/// Probe any Burn model by passing each layer's output through [`Tap::point`](probe::Tap::point)
+/// (see `examples/probe_your_model.rs` for a whole training loop):
+///
+/// ```
+/// use burn::module::Module;
+/// use burn::nn::{Linear, LinearConfig};
+/// use burn::tensor::Tensor;
+/// use gradscope::prelude::*;
+///
+/// #[derive(Module, Debug)]
+/// struct Net {
+///     layers: Vec<Linear>,
+/// }
+///
+/// impl Net {
+///     // the forward pass takes a `&mut Tap`; probe points are named by the module path of
+///     // their parameters (`layers.0` owns `layers.0.weight`)
+///     fn forward(&self, mut h: Tensor<2>, tap: &mut Tap) -> Tensor<2> {
+///         for (i, l) in self.layers.iter().enumerate() {
+///             let pre = l.forward(h);
+///             let out = Activation::Tanh.forward(pre.clone());
+///             h = tap.point(&format!("layers.{i}"), "dense", Some(Activation::Tanh), Some(&pre), out);
+///         }
+///         h
+///     }
+/// }
+///
+/// let device = device();
+/// let net = Net {
+///     layers: (0..4).map(|_| LinearConfig::new(8, 8).init(&device)).collect(),
+/// };
+/// let mut probe = Probe::new(ProbeConfig::default());
+/// let x = Tensor::<2>::ones([16, 8], &device);
+/// let mut tap = probe.tap(0);
+/// let loss = net.forward(x, &mut tap).powf_scalar(2.0).mean();
+/// let grads = loss.backward();
+/// let pending = probe.after_backward(0, 0, 1.0, tap, &net, &grads);
+/// probe.after_step(pending, &net, 0.1).unwrap();
+/// let record = &probe.records()[0];
+/// assert_eq!(record.layers.len(), 4);
+/// assert!(record.layers.iter().all(|l| l.grad_h.norm > 0.0));
+/// let d: Diagnosis = diagnose(probe.records()).unwrap();
+/// assert_eq!(d.layers.len(), 4);
+/// assert_eq!(d.verdict, Verdict::Healthy);
+/// ```
+pub mod prelude {
+    pub use crate::activation::Activation;
+    pub use crate::detect::args::DetectArgs;
+    pub use crate::detect::train::{train, TrainEvent, TrainOutcome};
+    pub use crate::device;
+    pub use crate::diagnose::{diagnose, Change, Diagnosis, Remedy, Verdict};
+    pub use crate::probe::{Probe, ProbeConfig, StepRecord, Tap};
+    pub use crate::yolo::model::{Yolo, YoloConfig};
+}
+
 /// Keeps large freed buffers in the process instead of handing them back to the kernel (glibc).
 ///
 /// A training step allocates and frees activation-sized buffers (tens of MB) hundreds of times.

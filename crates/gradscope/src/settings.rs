@@ -273,14 +273,24 @@ pub fn split_words(words: &[String], command: Command) -> Result<Vec<(&str, &str
 
 /// Declares a settings struct from one row per setting:
 ///
-/// ```ignore
-/// settings! {
+/// ```
+/// use gradscope::settings::{at_least, Command, TRAIN};
+///
+/// gradscope::settings! {
 ///     /// The struct's doc.
 ///     pub struct Args {
-///         /// help line
+///         /// epochs to train, ≥ 1
 ///         epochs: usize = 100, |x| at_least(*x, 1), TRAIN;
 ///     }
 /// }
+///
+/// let mut a = Args::default();
+/// a.set("epochs", "3", Command::Train).unwrap();
+/// assert_eq!(a.epochs, 3);
+/// let e = a.set("epochs", "0", Command::Train).unwrap_err();
+/// assert!(e.to_string().contains("epochs"), "{e}");
+/// let e = a.set("epoch", "3", Command::Train).unwrap_err();
+/// assert!(e.to_string().contains("did you mean 'epochs'"), "{e}");
 /// ```
 ///
 /// Each row gives the field's doc (its help line), type ([`Value`]), default, check (a closure

@@ -135,7 +135,7 @@ crate::settings! {
         source: Option<String> = None, any, PREDICT;
         /// true: validate after every epoch; false: only after the last
         val: bool = true, any, TRAIN;
-        /// true (with model=<run>/weights/last.safetensors) or a run folder: continue that run exactly
+        /// true (with model=RUN/weights/last.safetensors) or a run folder RUN: continue that run exactly
         resume: Option<String> = None, any, TRAIN;
     }
 }

@@ -147,7 +147,7 @@ pub fn tanh_with<const FMA: bool>(x: f32) -> f32 {
     }
 }
 
-/// The plain (no FMA) versions, for code outside [`multiversion!`] and its baseline build.
+/// The plain (no FMA) versions, for code outside `multiversion!` and its baseline build.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     exp_with::<false>(x)
@@ -163,7 +163,7 @@ pub fn tanh(x: f32) -> f32 {
     tanh_with::<false>(x)
 }
 
-/// The FMA versions, which [`multiversion!`] puts in scope in its AVX2 and AVX-512 builds.
+/// The FMA versions, which `multiversion!` puts in scope in its AVX2 and AVX-512 builds.
 pub mod fused {
     #[inline(always)]
     pub fn exp(x: f32) -> f32 {

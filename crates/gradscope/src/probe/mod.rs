@@ -1,6 +1,7 @@
 //! The gradient probe: measure, per layer and per step, how the gradient flows.
 //!
-//! Usage inside a training loop (see [`crate::train`] for the full loop):
+//! Usage inside a training loop (the [`crate::prelude`] documentation has a compiled example,
+//! `examples/probe_your_model.rs` a whole loop, [`crate::train`] the labs' loop):
 //! ```text
 //! let mut tap = probe.tap(step);                 // on or off for this step
 //! let loss = loss_fn(model.forward(x, &mut tap));

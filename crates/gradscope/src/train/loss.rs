@@ -1,4 +1,4 @@
-//! Softmax cross-entropy: L = −(1/B) Σ_b log softmax(z_b)[y_b]; ∂L/∂z = (p − y)/B.
+//! Softmax cross-entropy: L = −(1/B) Σ_b log softmax(z_b)\[y_b\]; ∂L/∂z = (p − y)/B.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
