@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::detect::input::augment::AugmentError;
-use crate::detect::input::download::DownloadError;
 use crate::probe::ProbeError;
 use crate::report::ReportError;
 use crate::settings::SettingError;
@@ -84,4 +82,50 @@ impl DetectError {
             msg: msg.to_string(),
         }
     }
+}
+
+/// Why a training image cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum AugmentError {
+    #[error("imgsz {imgsz} is out of range 1..={max}")]
+    Imgsz { imgsz: u32, max: u32 },
+    #[error("image index {index} is out of range ({len} images)")]
+    Index { index: usize, len: usize },
+    #[error("{}: the image is empty", path.display())]
+    Empty { path: PathBuf },
+}
+
+/// Why a download did not give a dataset.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("GET {url}")]
+    Get {
+        url: String,
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    #[error("GET {url}: reading the body")]
+    Read {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not a zip archive")]
+    NotZip(#[source] zip::result::ZipError),
+    #[error("zip entry {index}")]
+    Entry {
+        index: usize,
+        #[source]
+        source: zip::result::ZipError,
+    },
+    #[error("zip entry '{name}' would be written outside {}", dir.display())]
+    Escapes { name: String, dir: PathBuf },
+    #[error("{}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} already exists; not overwritten", path.display())]
+    Exists { path: PathBuf },
 }

@@ -16,4 +16,5 @@ pub mod predict;
 pub mod remedies;
 pub mod run;
 pub mod schedule;
+mod setup;
 pub mod train;

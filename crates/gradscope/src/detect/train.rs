@@ -13,7 +13,7 @@
 //! and accumulated gradients), the learning rate halved, the batch skipped; `nan_recovery` in a
 //! row stop the run with the producing layer named.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,7 +24,6 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::detect::args::DetectArgs;
 use crate::detect::eval::validate::{validate, DetectSettings, ValResult};
 use crate::detect::input::dataset::{epoch_order, prefetch, Batch, DetData};
-use crate::detect::input::sources;
 use crate::detect::model::initial_model;
 use crate::detect::objective::assign::{Anchors, Xyxy};
 use crate::detect::objective::loss::{one2many_weight, yolo_loss, LossGains, LossItems};
@@ -34,9 +33,10 @@ use crate::detect::remedies::yolo_remedies;
 use crate::detect::run as runs;
 use crate::detect::run::resume;
 use crate::detect::schedule::{lr_factor, Plan};
+use crate::detect::setup;
 use crate::diagnose::divergence::{divergence, RunTrace};
 use crate::diagnose::{diagnose, Diagnosis, Verdict};
-use crate::probe::{Probe, ProbeConfig, Tap};
+use crate::probe::{Probe, Tap};
 use crate::train::clip;
 use crate::train::recovery::{localise, Decision, GoodState, Recovery};
 use crate::train::{EpochStats, History};
@@ -100,6 +100,16 @@ struct EpochState {
     seen: usize,
 }
 
+/// An iteration whose loss or gradient was not finite.
+struct Failed {
+    what: &'static str,
+    gnorm: f64,
+    /// (iteration in the epoch, iteration in the run)
+    at: (usize, usize),
+    lr: f64,
+    pending: Option<crate::probe::Pending>,
+}
+
 /// A detection training run: set up once ([`Trainer::new`]), then epoch by epoch, iteration by
 /// iteration ([`Trainer::run`]).
 pub struct Trainer<'o> {
@@ -147,54 +157,22 @@ impl<'o> Trainer<'o> {
     ) -> Result<Self, DetectError> {
         let t0 = Instant::now();
         let device = crate::device();
-        // resume: the run's own arguments, its folder and state file
-        let resume = match &args_in.resume {
-            Some(r) => Some(resume::locate(r, &args_in.model)?),
-            None => None,
-        };
-        let args = match &resume {
-            Some((run, _)) => {
-                let (mut a, _) = runs::run_args(run)?;
-                a.resume = None;
-                on(TrainEvent::Info(format!("resuming {}", run.display())));
-                a
-            }
-            None => args_in.clone(),
-        };
-        // weights files named by model=/pretrained= exist, before any data is read
-        let start = crate::detect::model::start(&args)?;
-        let data = sources::resolve_data(&args.data, &mut |m| on(TrainEvent::Info(m)))?;
-        let nc = data.names.len();
-        let (train, val) = sources::load_sets(&data, &mut |warn, m| {
+        let mut say = |warn: bool, m: String| {
             on(if warn {
                 TrainEvent::Warning(m)
             } else {
                 TrainEvent::Info(m)
             })
-        })?;
-        if train.is_empty() {
-            return Err(DetectError::Data(format!(
-                "{}: no usable training images",
-                data.root.display()
-            )));
-        }
-        let (model, transferred) = initial_model(&args, &start, nc, &device)?;
+        };
+        let (args, resume) = setup::resumed_args(args_in, &mut say)?;
+        // weights files named by model=/pretrained= exist, before any data is read
+        let start = crate::detect::model::start(&args)?;
+        let (names, train, val) = setup::load_data(&args, &mut say)?;
+        let (model, transferred) = initial_model(&args, &start, names.len(), &device)?;
         if let Some(line) = transferred {
             on(TrainEvent::Info(line));
         }
-        let dir = match &resume {
-            Some((run, _)) => run.clone(),
-            None => runs::new_run_dir(&args.project, &args.name, args.exist_ok)?,
-        };
-        let weights = dir.join("weights");
-        std::fs::create_dir_all(&weights).map_err(|e| DetectError::io(&weights, e))?;
-        runs::remove_stale_tmp(&weights)?;
-        if resume.is_none() {
-            runs::write_args(&dir, &args, &data.names)?;
-            if args.plots {
-                crate::detect::run::plots::labels(&train, &data.names, &dir.join("labels.jpg"))?;
-            }
-        }
+        let dir = setup::run_folder(&args, resume.as_ref().map(|(run, _)| run), &train, &names)?;
         on(TrainEvent::Info(format!(
             "model {} ({} parameters), act={} bn={} shortcut={}",
             args.model,
@@ -203,24 +181,11 @@ impl<'o> Trainer<'o> {
             args.bn,
             args.shortcut
         )));
-        let plan = Plan::new(&args, train.len(), nc);
+        let plan = Plan::new(&args, train.len(), names.len());
         on(TrainEvent::Info(plan.describe()));
-
-        let (mut model, mut ema, mut optim) = (model, None, None);
-        let mut counters = resume::Counters {
-            epoch: 0,
-            ema_updates: 0,
-            last_opt: -1,
-            opt_steps: 0,
-            lr_scale: 1.0,
-            best: f64::NEG_INFINITY,
-            best_epoch: 0,
-            adamw: plan.adamw,
-            muon: plan.muon,
-        };
-        if let Some((_, state)) = &resume {
-            let (m, e, o, c) = resume::load(state, model, &device)?;
-            (model, ema, optim, counters) = (m, Some(e), Some(o), c);
+        let state = resume.as_ref().map(|(_, state)| state.as_path());
+        let (model, ema, optim, counters) = setup::training_state(model, &plan, state, &device)?;
+        if state.is_some() {
             if counters.epoch >= args.epochs {
                 return Err(DetectError::Args(format!(
                     "{}: the run already finished its {} epochs; nothing to resume",
@@ -233,24 +198,7 @@ impl<'o> Trainer<'o> {
                 counters.epoch + 1
             )));
         }
-        let ema = ema.unwrap_or_else(|| Ema::new(&model));
-        let optim = optim.unwrap_or_else(|| {
-            if plan.muon {
-                GroupOptimizer::musgd()
-            } else {
-                GroupOptimizer::new(plan.adamw)
-            }
-        });
-        let probe = Probe::new(ProbeConfig {
-            enabled: args.probe,
-            every: args.probe_every,
-            ..ProbeConfig::default()
-        });
-        let jsonl = dir.join("probe.jsonl");
-        let probe = match resume {
-            Some(_) => probe.with_jsonl_resumed(&jsonl, counters.opt_steps)?,
-            None => probe.with_jsonl(&jsonl)?,
-        };
+        let probe = setup::open_probe(&args, &dir, state.is_some(), counters.opt_steps)?;
         let csv = runs::ResultsCsv::open(&dir, counters.epoch)?;
         Ok(Trainer {
             anchors: Anchors::new(plan.imgsz, plan.imgsz, &[8, 16, 32]),
@@ -264,7 +212,7 @@ impl<'o> Trainer<'o> {
             acc: GradientsAccumulator::new(),
             good: GoodState::capture(&model, &optim),
             recovery: Recovery::new(args.nan_recovery),
-            names: data.names,
+            names,
             train: Arc::new(train),
             hist: History::default(),
             last_val: None,
@@ -397,35 +345,14 @@ impl<'o> Trainer<'o> {
             } else {
                 "loss"
             };
-            let objective = Objective::new(&self.anchors, &self.gains, &b.targets, imgsz, st.w);
-            let replay = |probe: &mut Probe| {
-                let mut tap = probe.replay_tap(step);
-                let (l, _) = objective.loss(&self.model, x.clone(), &mut tap);
-                let lv = l.clone().into_scalar::<f64>();
-                let g = l.backward();
-                probe.after_backward(step, st.epoch, lv, tap, &self.model, &g)
+            let failed = Failed {
+                what,
+                gnorm,
+                at: (i, ni),
+                lr: lrs[0],
+                pending,
             };
-            let producer = localise(&mut self.probe, pending, replay, &self.model, lrs[0])?;
-            // undo: last good parameters and optimizer state, no accumulated gradients
-            (self.model, self.optim) = self.good.restore();
-            self.acc = GradientsAccumulator::new();
-            let at = format!("epoch {} iteration {i}", st.epoch + 1);
-            return Ok(
-                match self.recovery.failed(what, ni, &at, producer, lrs[0]) {
-                    Decision::Stop(reason) => {
-                        self.hist.stopped = Some(reason);
-                        Flow::Stop
-                    }
-                    Decision::Recover(event) => {
-                        self.counters.lr_scale *= 0.5;
-                        (self.on)(TrainEvent::Warning(format!(
-                            "non-finite {what} at {at} (|g| = {gnorm}): step undone, learning rate halved"
-                        )));
-                        self.hist.recoveries.push(event);
-                        Flow::Continue
-                    }
-                },
-            );
+            return self.recover(st, failed, x, &b.targets);
         }
         self.recovery.finite();
         st.seen += 1;
@@ -441,6 +368,101 @@ impl<'o> Trainer<'o> {
             imgsz,
         });
         Ok(Flow::Continue)
+    }
+
+    /// A non-finite loss or gradient: the producer localised (the step replayed with the probe
+    /// on), the last good state back, then recovery (learning rate halved) or the stop.
+    fn recover(
+        &mut self,
+        st: &EpochState,
+        f: Failed,
+        x: Tensor<4>,
+        targets: &[Vec<(usize, Xyxy)>],
+    ) -> Result<Flow, DetectError> {
+        let step = self.counters.opt_steps;
+        let (i, ni) = f.at;
+        let objective = Objective::new(&self.anchors, &self.gains, targets, self.plan.imgsz, st.w);
+        let replay = |probe: &mut Probe| {
+            let mut tap = probe.replay_tap(step);
+            let (l, _) = objective.loss(&self.model, x.clone(), &mut tap);
+            let lv = l.clone().into_scalar::<f64>();
+            let g = l.backward();
+            probe.after_backward(step, st.epoch, lv, tap, &self.model, &g)
+        };
+        let producer = localise(&mut self.probe, f.pending, replay, &self.model, f.lr)?;
+        // undo: last good parameters and optimizer state, no accumulated gradients
+        (self.model, self.optim) = self.good.restore();
+        self.acc = GradientsAccumulator::new();
+        let at = format!("epoch {} iteration {i}", st.epoch + 1);
+        Ok(
+            match self.recovery.failed(f.what, ni, &at, producer, f.lr) {
+                Decision::Stop(reason) => {
+                    self.hist.stopped = Some(reason);
+                    Flow::Stop
+                }
+                Decision::Recover(event) => {
+                    self.counters.lr_scale *= 0.5;
+                    (self.on)(TrainEvent::Warning(format!(
+                        "non-finite {} at {at} (|g| = {}): step undone, learning rate halved",
+                        f.what, f.gnorm
+                    )));
+                    self.hist.recoveries.push(event);
+                    Flow::Continue
+                }
+            },
+        )
+    }
+
+    /// The EMA model on the validation set (eval mode, BatchNorm on its running statistics);
+    /// `w`: the ProgLoss weight of the reported losses.
+    fn validate(&self, w: f64) -> ValResult {
+        let plain = self.device.clone().inner();
+        let (imgsz, batch, nc) = (self.plan.imgsz, self.plan.batch, self.names.len());
+        let (model, settings) = (&self.ema.model, &self.settings);
+        validate(model, &self.val, imgsz, batch * 2, nc, settings, w, &plain)
+    }
+
+    /// The run's evidence so far: the divergence rules on its losses and BatchNorm statistics,
+    /// then the gradient diagnosis (diverged first when they fired), remedies in `train`'s keys.
+    fn judge(&mut self, val_loss: Option<f64>, train_loss: f64) {
+        self.diverged = divergence(&RunTrace {
+            step_loss: &self.hist.step_loss,
+            last_val_loss: val_loss,
+            last_train_loss: Some(train_loss),
+            bn_var_max: bn_var_max(&self.model),
+        });
+        let (args, lr0, diverged) = (&self.args, self.plan.lr0, &self.diverged);
+        self.diagnosis = diagnose(self.probe.records()).map(|mut d| {
+            if !diverged.is_empty() {
+                d.verdicts.insert(0, Verdict::Diverged);
+                d.verdict = Verdict::Diverged;
+                d.evidence.splice(0..0, diverged.iter().cloned());
+            }
+            yolo_remedies(&mut d, args, lr0);
+            d
+        });
+    }
+
+    /// last.safetensors, best.safetensors when `fitness` is the best so far, and every
+    /// `save_period` epochs epochN.safetensors (EMA weights).
+    fn save_weights(
+        &mut self,
+        weights: &Path,
+        epoch: usize,
+        fitness: f64,
+    ) -> Result<(), DetectError> {
+        runs::save_weights(&self.ema.model, &weights.join("last.safetensors"))?;
+        if fitness > self.counters.best {
+            self.counters.best = fitness;
+            self.counters.best_epoch = epoch + 1;
+            runs::save_weights(&self.ema.model, &weights.join("best.safetensors"))?;
+        }
+        let period = self.args.save_period;
+        if period > 0 && (epoch + 1).is_multiple_of(period as usize) {
+            let name = format!("epoch{}.safetensors", epoch + 1);
+            runs::save_weights(&self.ema.model, &weights.join(name))?;
+        }
+        Ok(())
     }
 
     /// The optimizer step on the accumulated (clipped) gradients, the EMA, the probe's update
@@ -478,49 +500,14 @@ impl<'o> Trainer<'o> {
         let train_items = st.mean.scaled(1.0 / st.seen.max(1) as f64);
         let validated = args.val || epoch + 1 == args.epochs;
         let v = if validated {
-            let plain = self.device.clone().inner();
-            let (imgsz, batch, nc) = (self.plan.imgsz, self.plan.batch, self.names.len());
-            validate(
-                &self.ema.model,
-                &self.val,
-                imgsz,
-                batch * 2,
-                nc,
-                &self.settings,
-                st.w,
-                &plain,
-            )
+            self.validate(st.w)
         } else {
             ValResult::skipped(self.val.len(), self.names.len())
         };
-        self.diverged = divergence(&RunTrace {
-            step_loss: &self.hist.step_loss,
-            last_val_loss: validated.then_some(v.losses.total()),
-            last_train_loss: Some(train_items.total()),
-            bn_var_max: bn_var_max(&self.model),
-        });
-        let lr0 = self.plan.lr0;
-        self.diagnosis = diagnose(self.probe.records()).map(|mut d| {
-            if !self.diverged.is_empty() {
-                d.verdicts.insert(0, Verdict::Diverged);
-                d.verdict = Verdict::Diverged;
-                d.evidence.splice(0..0, self.diverged.iter().cloned());
-            }
-            yolo_remedies(&mut d, args, lr0);
-            d
-        });
-        let fitness = v.coco.map50_95;
+        self.judge(validated.then_some(v.losses.total()), train_items.total());
         let weights = self.dir.join("weights");
-        runs::save_weights(&self.ema.model, &weights.join("last.safetensors"))?;
-        if fitness > self.counters.best {
-            self.counters.best = fitness;
-            self.counters.best_epoch = epoch + 1;
-            runs::save_weights(&self.ema.model, &weights.join("best.safetensors"))?;
-        }
-        if args.save_period > 0 && (epoch + 1) % args.save_period as usize == 0 {
-            let name = format!("epoch{}.safetensors", epoch + 1);
-            runs::save_weights(&self.ema.model, &weights.join(name))?;
-        }
+        self.save_weights(&weights, epoch, v.coco.map50_95)?;
+        let args = &self.args;
         let lr_now = self.plan.lr0 * st.lf * self.counters.lr_scale;
         let time = self.t0.elapsed().as_secs_f64();
         self.csv

@@ -6,40 +6,7 @@
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-/// Why a download did not give a dataset.
-#[derive(Debug, thiserror::Error)]
-pub enum DownloadError {
-    #[error("GET {url}")]
-    Get {
-        url: String,
-        #[source]
-        source: Box<ureq::Error>,
-    },
-    #[error("GET {url}: reading the body")]
-    Read {
-        url: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("not a zip archive")]
-    NotZip(#[source] zip::result::ZipError),
-    #[error("zip entry {index}")]
-    Entry {
-        index: usize,
-        #[source]
-        source: zip::result::ZipError,
-    },
-    #[error("zip entry '{name}' would be written outside {}", dir.display())]
-    Escapes { name: String, dir: PathBuf },
-    #[error("{}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{} already exists; not overwritten", path.display())]
-    Exists { path: PathBuf },
-}
+pub use crate::detect::error::DownloadError;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
     move |source| DownloadError::Io {

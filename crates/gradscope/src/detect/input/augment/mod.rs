@@ -31,6 +31,7 @@ use rand::Rng;
 use crate::data::detect::{Label, Sample};
 use crate::data::image::to_chw;
 use crate::data::letterbox::{letterbox, PAD_VALUE};
+pub use crate::detect::error::AugmentError;
 
 use affine::{flip_lr, random_affine, resize_bilinear, transform_boxes, warp};
 use hsv::{apply_hsv, hsv_gains};
@@ -93,17 +94,6 @@ impl AugmentConfig {
     }
 }
 
-/// Why a training image cannot be made.
-#[derive(Debug, thiserror::Error)]
-pub enum AugmentError {
-    #[error("imgsz {0} is out of range 1..={MAX_IMGSZ}")]
-    Imgsz(u32),
-    #[error("image index {index} is out of range ({len} images)")]
-    Index { index: usize, len: usize },
-    #[error("{}: the image is empty", path.display())]
-    Empty { path: PathBuf },
-}
-
 /// One training (or validation) image ready for the network.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Augmented {
@@ -148,7 +138,10 @@ pub fn train_image(
     rng: &mut StdRng,
 ) -> Result<Augmented, AugmentError> {
     if imgsz == 0 || imgsz > MAX_IMGSZ {
-        return Err(AugmentError::Imgsz(imgsz));
+        return Err(AugmentError::Imgsz {
+            imgsz,
+            max: MAX_IMGSZ,
+        });
     }
     let sample = samples.get(index).ok_or(AugmentError::Index {
         index,

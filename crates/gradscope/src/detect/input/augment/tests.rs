@@ -369,7 +369,7 @@ fn bad_inputs_are_errors_not_panics() {
     let e = train_image(&data.0, &data.1, 99, 64, &cfg, true, &mut rng).unwrap_err();
     assert_eq!(e.to_string(), "image index 99 is out of range (5 images)");
     let e = train_image(&data.0, &data.1, 0, 0, &cfg, true, &mut rng).unwrap_err();
-    assert!(matches!(e, AugmentError::Imgsz(0)), "{e}");
+    assert!(matches!(e, AugmentError::Imgsz { imgsz: 0, .. }), "{e}");
     assert!(train_image(&[], &data.1, 0, 64, &cfg, true, &mut rng).is_err());
     // samples without their images (a mosaic reaches for the others too)
     let e = train_image(&data.0, &data.1[..1], 0, 64, &cfg, true, &mut rng).unwrap_err();
