@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
 
@@ -184,6 +185,34 @@ pub fn layer_bars(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
     root.present().map_err(|e| err(path, e))
 }
 
+/// A chart over optimizer steps, `step + 1` on a log axis (runs that blow up in a few steps stay
+/// visible next to ones that train for thousands), its mesh drawn.
+fn over_steps<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: &str,
+    max_step: usize,
+    y: std::ops::Range<f64>,
+) -> Result<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<LogCoord<f64>, RangedCoordf64>>, String>
+{
+    let x = (1.0..max_step as f64).log_scale();
+    let mut c = chart(area, caption, Size::Figure, x, y).map_err(|e| e.to_string())?;
+    // ticks at 1, 2, 5, 10, 20, 50, …: the others crowd together towards each power of ten
+    let label = |v: &f64| {
+        let m = v / 10f64.powf(v.log10().floor());
+        let round = (m - m.round()).abs() < 1e-6 && [1.0, 2.0, 5.0].contains(&m.round());
+        if round {
+            format!("{v:.0}")
+        } else {
+            String::new()
+        }
+    };
+    mesh(&mut c, "step + 1 (log scale)", "")
+        .x_label_formatter(&label)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
 /// log10 of the training loss (a 10-step running mean) against step + 1 on a log axis, one line
 /// per run: runs that blow up in a few steps stay visible next to ones that train for thousands.
 fn loss_panel(area: &Area, runs: &[RunView], path: &Path) -> Result<(), ReportError> {
@@ -214,17 +243,9 @@ fn loss_panel(area: &Area, runs: &[RunView], path: &Path) -> Result<(), ReportEr
         })
         .collect();
     let (lo, hi) = finite_range(smooth.iter().flatten().map(|(_, v)| v));
-    let mut chart = chart(
-        area,
-        "log10 training loss (running mean of 10 steps)",
-        Size::Figure,
-        (1.0..max_step as f64).log_scale(),
-        (lo - 0.1)..(hi + 0.1),
-    )
-    .map_err(|e| err(path, e))?;
-    mesh(&mut chart, "step + 1 (log scale)", "")
-        .draw()
-        .map_err(|e| err(path, e))?;
+    let caption = "log10 training loss (running mean of 10 steps)";
+    let y = (lo - 0.1)..(hi + 0.1);
+    let mut chart = over_steps(area, caption, max_step, y).map_err(|e| err(path, e))?;
     for (i, (r, pts)) in runs.iter().zip(smooth).enumerate() {
         let c = run_color(i);
         chart
@@ -347,17 +368,9 @@ pub fn grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
             .collect::<Vec<_>>()
             .iter(),
     );
-    let mut g = chart(
-        &root,
-        "log10 ‖g‖ before clipping (thin: threshold; ×: NaN recovery)",
-        Size::Figure,
-        (1.0..max_step as f64).log_scale(),
-        (g_lo - 0.5)..(g_hi + 0.5),
-    )
-    .map_err(|e| err(path, e))?;
-    mesh(&mut g, "step + 1 (log scale)", "")
-        .draw()
-        .map_err(|e| err(path, e))?;
+    let caption = "log10 ‖g‖ before clipping (thin: threshold; ×: NaN recovery)";
+    let y = (g_lo - 0.5)..(g_hi + 0.5);
+    let mut g = over_steps(&root, caption, max_step, y).map_err(|e| err(path, e))?;
     for (i, r) in runs.iter().enumerate() {
         let c = run_color(i);
         let at_step = |v: Vec<f64>| -> Vec<(f64, f64)> {
