@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     match gradscope::on_workers(|| run(&args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain_text(&e));
             let nothing_usable = e.chain().any(|c| {
                 matches!(
                     c.downcast_ref::<gradscope::detect::error::DetectError>(),
@@ -73,6 +73,23 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text an outer message
+/// already holds (libraries often print their source inside their own message).
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn run(args: &[String]) -> Result<()> {

@@ -98,7 +98,8 @@ pub enum AugmentError {
 /// Why a download did not give a dataset.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
-    #[error("GET {url}")]
+    /// The request failed (the source names the URL and why).
+    #[error("request failed")]
     Get {
         url: String,
         #[source]
