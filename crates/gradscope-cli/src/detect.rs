@@ -7,6 +7,7 @@ use gradscope::data::letterbox::unletterbox;
 use gradscope::detect::args::DetectArgs;
 use gradscope::detect::eval::validate::{validate, DetectSettings};
 use gradscope::detect::input::sources::{load_sets, resolve_data};
+use gradscope::detect::model::Weights;
 use gradscope::detect::predict::{load, predict, Checkpoint};
 use gradscope::detect::run::new_run_dir;
 use gradscope::detect::train::{train, TrainEvent};
@@ -195,11 +196,11 @@ fn checkpoint_path(a: &[String]) -> Result<PathBuf> {
         .iter()
         .find_map(|w| w.strip_prefix("model="))
         .ok_or_else(|| anyhow::anyhow!("model= is required: a checkpoint such as runs/detect/train/weights/best.safetensors"))?;
-    let p = PathBuf::from(m);
-    if !p.is_file() {
-        bail!("model={m}: no such checkpoint file");
+    // found on disk, or a release name fetched as `train` does
+    match gradscope::detect::model::weights_file("model", m, &mut |s| println!("{s}"))? {
+        Some(Weights::Pt(p) | Weights::Safetensors(p)) => Ok(p),
+        None => bail!("model={m}: expected a checkpoint (.pt or .safetensors)"),
     }
-    Ok(p)
 }
 
 /// The checkpoint named by `model=`, and the arguments: its run's settings (through `base`),

@@ -1,7 +1,7 @@
 //! The command line as a user meets it: bad input gets a clear message and exit code 2, never
 //! a panic; a small lab runs end to end and its records re-diagnose.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn gradscope(args: &[&str]) -> Output {
@@ -414,11 +414,23 @@ fn exit_codes_say_what_happened() {
         &["lr0=1000", "between 0.0 and 1.0"],
     );
     exits_with(2, &["train", "hsv_v=50"], &env, &["hsv_v=50"]);
+    // a release name that is nowhere and cannot be fetched (nothing listens on port 9)
+    let offline = [
+        ("GRADSCOPE_DATASETS", data.as_path()),
+        ("GRADSCOPE_RELEASES_URL", Path::new("http://127.0.0.1:9")),
+        ("GRADSCOPE_WEIGHTS", dir.as_path()),
+    ];
     exits_with(
         2,
         &["train", "model=yolo26x.pt", &project],
-        &env,
-        &["model=yolo26x.pt: no such file", "GRADSCOPE_WEIGHTS"],
+        &offline,
+        &["model=yolo26x.pt", "download failed", "127.0.0.1:9"],
+    );
+    exits_with(
+        2,
+        &["train", "model=mine.pt", &project],
+        &offline,
+        &["model=mine.pt: no such file", "GRADSCOPE_WEIGHTS"],
     );
     assert!(
         !dir.join("runs").exists(),

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use gradscope::detect::args::DetectArgs;
-use gradscope::detect::model::{initial_model, start, weights_file};
+use gradscope::detect::model::{initial_model, start, weights_file_in};
 use gradscope::settings::Command;
 use gradscope::yolo::model::YoloConfig;
 use gradscope::yolo::pt::{identify, read_pt};
@@ -96,7 +96,7 @@ fn another_class_count_transfers_everything_but_the_class_outputs() {
         Command::Train,
     )
     .unwrap();
-    let from = start(&args).unwrap();
+    let from = start(&args, &mut |_| {}).unwrap();
     let (_, line) = initial_model(&args, &from, 1, &gradscope::device()).unwrap();
     let line = line.unwrap();
     assert!(
@@ -132,10 +132,104 @@ fn what_is_not_a_yolo26_detector_is_refused_by_name() {
     std::fs::write(&text, "not a checkpoint").unwrap();
     let e = read_pt(&text).unwrap_err().to_string();
     assert!(e.contains("not a PyTorch checkpoint"), "{e}");
-    // a release name that is nowhere: where to put it, and that downloading is not built
-    let e = weights_file("model", "yolo26x.pt").unwrap_err().to_string();
+    // a file that is nowhere: where it was looked for
+    let e = weights_file_in(
+        "model",
+        "mine.pt",
+        Some(&dir),
+        "http://127.0.0.1:9",
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
-        e.contains("model=yolo26x.pt: no such file") && e.contains("GRADSCOPE_WEIGHTS"),
+        e.contains("model=mine.pt: no such file") && e.contains("GRADSCOPE_WEIGHTS"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Serves `body` once at `http://127.0.0.1:<port>/`, as a release server would.
+fn serve_once(body: Vec<u8>) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+/// `model=yolo26n.pt` that is nowhere on disk is fetched from the release URL into the weights
+/// folder, whole and atomically; a short or non-checkpoint body leaves nothing behind; an
+/// unreachable server says where to put the file.
+#[test]
+fn a_release_name_is_downloaded_atomically() {
+    let dir = std::env::temp_dir().join(format!("gradscope-fetch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes = std::fs::read(fixture()).unwrap();
+    let url = serve_once(bytes.clone());
+    let mut said = Vec::new();
+    let w = weights_file_in("model", "yolo26n.pt", Some(&dir), &url, &mut |m| {
+        said.push(m)
+    })
+    .unwrap()
+    .unwrap();
+    let got = dir.join("yolo26n.pt");
+    assert_eq!(w, gradscope::detect::model::Weights::Pt(got.clone()));
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        bytes,
+        "the file arrives whole"
+    );
+    assert!(
+        said[0].contains("downloading") && said[0].contains("MB"),
+        "{said:?}"
+    );
+    // found on disk now: no second download (nothing listens any more)
+    let again = weights_file_in("model", "yolo26n.pt", Some(&dir), &url, &mut |_| {}).unwrap();
+    assert_eq!(again, Some(gradscope::detect::model::Weights::Pt(got)));
+    // an error page instead of weights: refused, no file left
+    let url = serve_once(b"<html>rate limited</html>".to_vec());
+    let e = weights_file_in("model", "yolo26s.pt", Some(&dir), &url, &mut |_| {}).unwrap_err();
+    let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+    assert!(chain.contains("fewer than the 100000"), "{chain}");
+    let url = serve_once(vec![b'x'; 200_000]);
+    let e = weights_file_in("model", "yolo26s.pt", Some(&dir), &url, &mut |_| {}).unwrap_err();
+    let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+    assert!(chain.contains("not a PyTorch checkpoint"), "{chain}");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("yolo26n.pt")],
+        "nothing else written"
+    );
+    // nobody there: where to put the file
+    let e = weights_file_in(
+        "model",
+        "yolo26m.pt",
+        Some(&dir),
+        "http://127.0.0.1:9",
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("download failed") && e.contains(&dir.display().to_string()),
         "{e}"
     );
     std::fs::remove_dir_all(&dir).ok();

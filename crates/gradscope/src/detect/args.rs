@@ -55,6 +55,8 @@ crate::settings! {
         patience: usize = 100, any, TRAIN;
         /// also save weights/epoch{N}.safetensors every N epochs (-1 = off)
         save_period: i64 = -1, |x| if *x == 0 || *x < -1 { Err("expected a number ≥ 1, or -1 (off)".into()) } else { Ok(()) }, TRAIN;
+        /// freeze the first N layers (model.0 … model.N-1): their weights are not trained (0 = none)
+        freeze: usize = 0, |x| if *x > 23 { Err("expected 0 … 23 (YOLO26 has 24 layers; 23 is the head)".into()) } else { Ok(()) }, TRAIN;
         /// cpu (GPU devices are not built yet)
         device: String = "cpu".into(), |d| cpu_only(d), ALL;
         /// input size in pixels, a multiple of 32

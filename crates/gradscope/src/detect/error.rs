@@ -25,7 +25,17 @@ pub enum DetectError {
         name: String,
         target: PathBuf,
         #[source]
-        source: DownloadError,
+        source: Box<DownloadError>,
+    },
+    /// Release weights that are not on disk and could not be downloaded.
+    #[error("{key}={name}: not in the working folder or $GRADSCOPE_WEIGHTS, and the download failed; download {name} from {url} into {}, or train from scratch with model=yolo26n.yaml", dir.display())]
+    WeightsDownload {
+        key: String,
+        name: String,
+        url: String,
+        dir: PathBuf,
+        #[source]
+        source: Box<DownloadError>,
     },
     /// A training image that cannot be made.
     #[error("cannot augment a training image")]
@@ -129,4 +139,8 @@ pub enum DownloadError {
     },
     #[error("{} already exists; not overwritten", path.display())]
     Exists { path: PathBuf },
+    #[error("{url}: {bytes} bytes, fewer than the {min} a weights file has")]
+    TooSmall { url: String, bytes: u64, min: u64 },
+    #[error("{url}: not a PyTorch checkpoint (not a zip archive)")]
+    NotArchive { url: String },
 }

@@ -1,6 +1,7 @@
 //! The model a command starts from: built from a yaml (from scratch), or from weights — an
 //! Ultralytics `.pt` (`model=yolo26n.pt`, looked up in the working folder, then in
-//! `$GRADSCOPE_WEIGHTS`) or a `.safetensors` checkpoint — with `pretrained=` weights on top of a
+//! `$GRADSCOPE_WEIGHTS`, then downloaded from Ultralytics' release assets) or a `.safetensors`
+//! checkpoint — with `pretrained=` weights on top of a
 //! yaml-built model. Weights are loaded where name and shape match; the rest (the class branches
 //! when the number of classes differs) keeps its initialisation, and the count is reported as
 //! Ultralytics reports it.
@@ -11,13 +12,25 @@ use burn::tensor::Device;
 
 use crate::detect::args::DetectArgs;
 use crate::detect::error::DetectError;
+use crate::detect::input::download::{fetch_file, MIN_WEIGHTS_BYTES, RELEASE_ASSETS};
 use crate::yolo::blocks::Switches;
 use crate::yolo::model::{Yolo, YoloConfig};
 use crate::yolo::pt::{identify, read_pt};
 use crate::yolo::weights::{load_matching, read_safetensors, NamedTensors};
 
-/// Where Ultralytics' release weights can be fetched by hand (downloading them is not built).
-pub const RELEASES: &str = "https://github.com/ultralytics/assets/releases";
+/// Where release weights come from: `$GRADSCOPE_RELEASES_URL` (tests serve files from a
+/// loopback server) or Ultralytics' own release assets.
+pub fn release_assets() -> String {
+    std::env::var("GRADSCOPE_RELEASES_URL").unwrap_or_else(|_| RELEASE_ASSETS.to_string())
+}
+
+/// Whether `name` is a YOLO26 detection release (`yolo26n.pt` … `yolo26x.pt`), which
+/// `model=` fetches when it is not on disk, as Ultralytics does.
+pub fn is_release(name: &str) -> bool {
+    name.strip_prefix("yolo26")
+        .and_then(|r| r.strip_suffix(".pt"))
+        .is_some_and(|s| s.len() == 1 && "nsmlx".contains(s))
+}
 
 /// The model for `args` built from its yaml, with the ablation switches, for `nc` classes.
 pub fn build_model(
@@ -82,10 +95,10 @@ pub enum Start {
 }
 
 /// The run's [`Start`]: both keys checked (files found, `pretrained=` a weights file).
-pub fn start(args: &DetectArgs) -> Result<Start, DetectError> {
-    let from_model = weights_file("model", &args.model)?;
+pub fn start(args: &DetectArgs, say: &mut dyn FnMut(String)) -> Result<Start, DetectError> {
+    let from_model = weights_file("model", &args.model, say)?;
     let pretrained = match &args.pretrained {
-        Some(p) => Some(weights_file("pretrained", p)?.ok_or_else(|| {
+        Some(p) => Some(weights_file("pretrained", p, say)?.ok_or_else(|| {
             DetectError::Args(format!(
                 "pretrained={p}: expected a .pt or .safetensors weights file"
             ))
@@ -100,28 +113,66 @@ pub fn start(args: &DetectArgs) -> Result<Start, DetectError> {
 }
 
 /// `name` as a weights file, when it names one (`.pt`, `.pth`, `.safetensors`): found in the
-/// working folder or, for a bare file name, in `$GRADSCOPE_WEIGHTS`. `None` for a yaml.
-pub fn weights_file(key: &str, name: &str) -> Result<Option<Weights>, DetectError> {
+/// working folder or, for a bare file name, in `$GRADSCOPE_WEIGHTS`; a YOLO26 release name found
+/// in neither is downloaded into `$GRADSCOPE_WEIGHTS` (else the working folder). `None` for a
+/// yaml. `say` hears about a download.
+pub fn weights_file(
+    key: &str,
+    name: &str,
+    say: &mut dyn FnMut(String),
+) -> Result<Option<Weights>, DetectError> {
+    let dir = std::env::var_os("GRADSCOPE_WEIGHTS").map(PathBuf::from);
+    weights_file_in(key, name, dir.as_deref(), &release_assets(), say)
+}
+
+/// [`weights_file`] with the weights folder and the release URL given.
+pub fn weights_file_in(
+    key: &str,
+    name: &str,
+    weights_dir: Option<&Path>,
+    releases: &str,
+    say: &mut dyn FnMut(String),
+) -> Result<Option<Weights>, DetectError> {
     let p = Path::new(name);
     if Weights::of(p.to_path_buf()).is_none() {
         return Ok(None);
     }
-    let env = std::env::var_os("GRADSCOPE_WEIGHTS").map(PathBuf::from);
     let found = std::iter::once(p.to_path_buf())
-        .chain(env.iter().filter_map(|d| Some(d.join(p.file_name()?))))
+        .chain(
+            weights_dir
+                .iter()
+                .filter_map(|d| Some(d.join(p.file_name()?))),
+        )
         .find(|c| c.is_file());
-    match found {
-        Some(f) => Ok(Weights::of(f)),
-        None if p.is_dir() => Err(DetectError::Args(format!(
-            "{key}={name}: a folder, not a weights file"
-        ))),
-        None => Err(DetectError::Args(format!(
-            "{key}={name}: no such file in the working folder{}. Downloading Ultralytics' release weights is not built yet: download {} from {RELEASES} and put it here or in $GRADSCOPE_WEIGHTS, or train from scratch with model=yolo26n.yaml",
-            env.map(|d| format!(" or in $GRADSCOPE_WEIGHTS ({})", d.display()))
-                .unwrap_or_default(),
-            p.file_name().and_then(|f| f.to_str()).unwrap_or(name),
-        ))),
+    if let Some(f) = found {
+        return Ok(Weights::of(f));
     }
+    if p.is_dir() {
+        return Err(DetectError::Args(format!(
+            "{key}={name}: a folder, not a weights file"
+        )));
+    }
+    if !is_release(name) {
+        return Err(DetectError::Args(format!(
+            "{key}={name}: no such file in the working folder{}",
+            weights_dir
+                .map(|d| format!(" or in $GRADSCOPE_WEIGHTS ({})", d.display()))
+                .unwrap_or_default(),
+        )));
+    }
+    let dir = weights_dir.unwrap_or(Path::new("."));
+    let dest = dir.join(name);
+    let url = format!("{}/{name}", releases.trim_end_matches('/'));
+    fetch_file(&url, &dest, MIN_WEIGHTS_BYTES, say).map_err(|source| {
+        DetectError::WeightsDownload {
+            key: key.into(),
+            name: name.into(),
+            url: url.clone(),
+            dir: dir.to_path_buf(),
+            source: Box::new(source),
+        }
+    })?;
+    Ok(Weights::of(dest))
 }
 
 /// The tensors of a weights file, with the scale they were built at.

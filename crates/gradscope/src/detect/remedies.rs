@@ -70,6 +70,17 @@ pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs, lr0: f64) {
     d.remedies = out;
 }
 
+/// With `freeze=N`, says that the first N layers' update ratio of 0 is by design.
+pub fn frozen_evidence(d: &mut Diagnosis, args: &DetectArgs) {
+    if args.freeze > 0 {
+        d.evidence.push(format!(
+            "model.0 … model.{} are frozen (freeze={}): their update ratio is 0 by design; ∂L/∂h is still measured there",
+            args.freeze - 1,
+            args.freeze
+        ));
+    }
+}
+
 /// `gradscope train`'s word for a generic change, where detection has one and the run does not
 /// already follow it: the activation is SiLU (what YOLO26 is built with), normalisation is
 /// `bn=true`, identity paths are `shortcut=true`, the learning rate is `lr0` scaled from the one

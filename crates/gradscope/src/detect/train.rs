@@ -28,8 +28,9 @@ use crate::detect::model::initial_model;
 use crate::detect::objective::assign::{Anchors, Xyxy};
 use crate::detect::objective::loss::{one2many_weight, yolo_loss, LossGains, LossItems};
 use crate::detect::optimize::ema::Ema;
+use crate::detect::optimize::freeze::freeze;
 use crate::detect::optimize::optimizer::{GroupLr, GroupOptimizer};
-use crate::detect::remedies::yolo_remedies;
+use crate::detect::remedies::{frozen_evidence, yolo_remedies};
 use crate::detect::run as runs;
 use crate::detect::run::resume;
 use crate::detect::schedule::{lr_factor, Plan};
@@ -166,7 +167,7 @@ impl<'o> Trainer<'o> {
         };
         let (args, resume) = setup::resumed_args(args_in, &mut say)?;
         // weights files named by model=/pretrained= exist, before any data is read
-        let start = crate::detect::model::start(&args)?;
+        let start = crate::detect::model::start(&args, &mut |m| say(false, m))?;
         let (names, train, val) = setup::load_data(&args, &mut say)?;
         let (model, transferred) = initial_model(&args, &start, names.len(), &device)?;
         if let Some(line) = transferred {
@@ -183,6 +184,13 @@ impl<'o> Trainer<'o> {
         )));
         let plan = Plan::new(&args, train.len(), names.len());
         on(TrainEvent::Info(plan.describe()));
+        if args.freeze > 0 {
+            on(TrainEvent::Info(format!(
+                "freeze={}: model.0 … model.{} keep their weights",
+                args.freeze,
+                args.freeze - 1
+            )));
+        }
         let state = resume.as_ref().map(|(_, state)| state.as_path());
         let (model, ema, optim, counters) = setup::training_state(model, &plan, state, &device)?;
         if state.is_some() {
@@ -317,7 +325,8 @@ impl<'o> Trainer<'o> {
         let mut pending =
             self.probe
                 .after_backward(step, st.epoch, loss_v, tap, &self.model, &grads);
-        let gp = GradientsParams::from_grads(grads, &self.model);
+        let mut gp = GradientsParams::from_grads(grads, &self.model);
+        freeze(&self.model, self.args.freeze, &mut gp);
         let mut finite = loss_v.is_finite();
         if finite {
             self.acc.accumulate(&self.model, gp);
@@ -438,6 +447,7 @@ impl<'o> Trainer<'o> {
                 d.verdict = Verdict::Diverged;
                 d.evidence.splice(0..0, diverged.iter().cloned());
             }
+            frozen_evidence(&mut d, args);
             yolo_remedies(&mut d, args, lr0);
             d
         });

@@ -35,6 +35,71 @@ pub fn fetch_zip(url: &str, dir: &Path) -> Result<Vec<PathBuf>, DownloadError> {
     unzip(&bytes, dir)
 }
 
+/// Where Ultralytics 8.4 downloads its release weights from (`yolo26n.pt` …).
+pub const RELEASE_ASSETS: &str = "https://github.com/ultralytics/assets/releases/download/v8.4.0";
+
+/// A downloaded weights file smaller than this is not weights (an error page, a truncated
+/// transfer): Ultralytics' own bound.
+pub const MIN_WEIGHTS_BYTES: u64 = 100_000;
+
+/// Downloads `url` to `dest` atomically: streamed into a temporary file beside it, checked (at
+/// least `min_bytes`; a zip archive, as every PyTorch checkpoint is), then renamed into place. A
+/// failed download leaves nothing behind. `say` hears where from, where to and how big.
+pub fn fetch_file(
+    url: &str,
+    dest: &Path,
+    min_bytes: u64,
+    say: &mut dyn FnMut(String),
+) -> Result<(), DownloadError> {
+    let resp = ureq::get(url)
+        .timeout(std::time::Duration::from_secs(600))
+        .call()
+        .map_err(|e| DownloadError::Get {
+            url: url.into(),
+            source: Box::new(e),
+        })?;
+    let size = resp
+        .header("Content-Length")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|b| format!(" ({:.1} MB)", b as f64 / 1e6))
+        .unwrap_or_default();
+    say(format!("downloading {url} to {}{size}", dest.display()));
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let tmp = dest.with_extension(format!("download.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut out = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        let bytes =
+            std::io::copy(&mut resp.into_reader().take(8 << 30), &mut out).map_err(|source| {
+                DownloadError::Read {
+                    url: url.into(),
+                    source,
+                }
+            })?;
+        out.sync_all().map_err(io(&tmp))?;
+        if bytes < min_bytes {
+            return Err(DownloadError::TooSmall {
+                url: url.into(),
+                bytes,
+                min: min_bytes,
+            });
+        }
+        let mut magic = [0u8; 4];
+        std::fs::File::open(&tmp)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .map_err(io(&tmp))?;
+        if &magic != b"PK\x03\x04" {
+            return Err(DownloadError::NotArchive { url: url.into() });
+        }
+        std::fs::rename(&tmp, dest).map_err(io(dest))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// A safe relative path inside the archive's target, or None when it would escape it.
 fn safe_path(name: &str) -> Option<PathBuf> {
     let p = Path::new(name);

@@ -194,7 +194,7 @@ pub fn resolve_data(name: &str, info: &mut dyn FnMut(String)) -> Result<DataYaml
             super::download::fetch_zip(url, &ds).map_err(|source| DetectError::Download {
                 name: name.to_string(),
                 target: target.clone(),
-                source,
+                source: Box::new(source),
             })?;
         }
         return read(&yaml);
