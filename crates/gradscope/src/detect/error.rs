@@ -40,6 +40,9 @@ pub enum DetectError {
     /// A training image that cannot be made.
     #[error("cannot augment a training image")]
     Augment(#[from] AugmentError),
+    /// A data file (data.yaml, an image folder) that cannot be read or used.
+    #[error(transparent)]
+    DataFile(#[from] crate::data::DataError),
     /// The command ran but found nothing it could use (no decodable image, a checkpoint full of
     /// NaN): what it found, and what to try.
     #[error("{0}")]

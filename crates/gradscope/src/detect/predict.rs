@@ -137,7 +137,7 @@ pub fn predict(
     on: &mut dyn FnMut(Result<&Prediction, String>),
 ) -> Result<Vec<Prediction>, DetectError> {
     let files = if source.is_dir() {
-        image_files(source).map_err(|e| DetectError::Data(e.to_string()))?
+        image_files(source)?
     } else if source.is_file() {
         vec![source.to_path_buf()]
     } else {

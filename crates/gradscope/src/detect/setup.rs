@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::tensor::Device;
 
 use crate::detect::args::DetectArgs;
@@ -123,4 +124,24 @@ pub(crate) fn open_probe(
     } else {
         probe.with_jsonl(&jsonl)?
     })
+}
+
+/// The model, the plan (optimizer, accumulation, warmup) and frozen layers, one line each.
+pub(crate) fn announce(args: &DetectArgs, model: &Yolo, plan: &Plan, info: &mut dyn FnMut(String)) {
+    info(format!(
+        "model {} ({} parameters), act={} bn={} shortcut={}",
+        args.model,
+        model.num_params(),
+        args.act,
+        args.bn,
+        args.shortcut
+    ));
+    info(plan.describe());
+    if args.freeze > 0 {
+        info(format!(
+            "freeze={}: model.0 … model.{} keep their weights",
+            args.freeze,
+            args.freeze - 1
+        ));
+    }
 }

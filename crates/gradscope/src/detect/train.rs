@@ -174,23 +174,8 @@ impl<'o> Trainer<'o> {
             on(TrainEvent::Info(line));
         }
         let dir = setup::run_folder(&args, resume.as_ref().map(|(run, _)| run), &train, &names)?;
-        on(TrainEvent::Info(format!(
-            "model {} ({} parameters), act={} bn={} shortcut={}",
-            args.model,
-            model.num_params(),
-            args.act,
-            args.bn,
-            args.shortcut
-        )));
         let plan = Plan::new(&args, train.len(), names.len());
-        on(TrainEvent::Info(plan.describe()));
-        if args.freeze > 0 {
-            on(TrainEvent::Info(format!(
-                "freeze={}: model.0 … model.{} keep their weights",
-                args.freeze,
-                args.freeze - 1
-            )));
-        }
+        setup::announce(&args, &model, &plan, &mut |m| on(TrainEvent::Info(m)));
         let state = resume.as_ref().map(|(_, state)| state.as_path());
         let (model, ema, optim, counters) = setup::training_state(model, &plan, state, &device)?;
         if state.is_some() {

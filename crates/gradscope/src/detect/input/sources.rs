@@ -151,7 +151,7 @@ fn builtin_yaml(folder: &str, url: &str) -> String {
 /// name is looked up in the datasets dir and downloaded when missing.
 pub fn resolve_data(name: &str, info: &mut dyn FnMut(String)) -> Result<DataYaml, DetectError> {
     let ds = datasets_dir();
-    let read = |p: &Path| DataYaml::read(p, &ds).map_err(|e| DetectError::Data(e.to_string()));
+    let read = |p: &Path| DataYaml::read(p, &ds).map_err(DetectError::from);
     if name == "trees" {
         let dir = ds.join("trees");
         if !dir.join("data.yaml").is_file() {
@@ -217,7 +217,7 @@ fn load_one(
 ) -> Result<DetData, DetectError> {
     let mut files = Vec::new();
     for e in entries {
-        files.extend(image_files(e).map_err(|e| DetectError::Data(e.to_string()))?);
+        files.extend(image_files(e)?);
     }
     let (samples, mut report) = load_split(&files, nc);
     for w in &report.warnings {
