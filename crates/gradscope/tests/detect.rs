@@ -1,7 +1,8 @@
 //! Detection end to end: broken data never panics, downloads are safe, a small set is learnt.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
+mod common;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use gradscope::detect::args::DetectArgs;
@@ -196,24 +197,6 @@ fn broken_data_gives_warnings_not_panics_and_trains() {
 }
 
 /// A one-shot HTTP server on 127.0.0.1 that answers every request with `body`.
-fn serve(body: Vec<u8>) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        if let Ok((mut s, _)) = l.accept() {
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/zip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = s.write_all(head.as_bytes());
-            let _ = s.write_all(&body);
-        }
-    });
-    format!("http://127.0.0.1:{port}/set.zip")
-}
-
 fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for (name, data) in entries {
@@ -231,7 +214,7 @@ fn download_over_loopback_and_zip_slip_refused() {
         ("mini/images/train/a.txt", b"x"),
         ("mini/labels/train/a.txt", b"0 0.5 0.5 0.1 0.1\n"),
     ]);
-    let url = serve(body);
+    let url = format!("{}/set.zip", common::serve_once(body));
     let made = fetch_zip(&url, &dir).unwrap();
     assert_eq!(made, vec![dir.join("mini")]);
     assert_eq!(

@@ -149,26 +149,6 @@ fn what_is_not_a_yolo26_detector_is_refused_by_name() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Serves `body` once at `http://127.0.0.1:<port>/`, as a release server would.
-fn serve_once(body: Vec<u8>) -> String {
-    use std::io::{Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        if let Ok((mut s, _)) = l.accept() {
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = s.write_all(head.as_bytes());
-            let _ = s.write_all(&body);
-        }
-    });
-    format!("http://127.0.0.1:{port}")
-}
-
 /// `model=yolo26n.pt` that is nowhere on disk is fetched from the release URL into the weights
 /// folder, whole and atomically; a short or non-checkpoint body leaves nothing behind; an
 /// unreachable server says where to put the file.
@@ -178,7 +158,7 @@ fn a_release_name_is_downloaded_atomically() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let bytes = std::fs::read(fixture()).unwrap();
-    let url = serve_once(bytes.clone());
+    let url = common::serve_once(bytes.clone());
     let mut said = Vec::new();
     let w = weights_file_in("model", "yolo26n.pt", Some(&dir), &url, &mut |m| {
         said.push(m)
@@ -200,11 +180,11 @@ fn a_release_name_is_downloaded_atomically() {
     let again = weights_file_in("model", "yolo26n.pt", Some(&dir), &url, &mut |_| {}).unwrap();
     assert_eq!(again, Some(gradscope::detect::model::Weights::Pt(got)));
     // an error page instead of weights: refused, no file left
-    let url = serve_once(b"<html>rate limited</html>".to_vec());
+    let url = common::serve_once(b"<html>rate limited</html>".to_vec());
     let e = weights_file_in("model", "yolo26s.pt", Some(&dir), &url, &mut |_| {}).unwrap_err();
     let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
     assert!(chain.contains("fewer than the 100000"), "{chain}");
-    let url = serve_once(vec![b'x'; 200_000]);
+    let url = common::serve_once(vec![b'x'; 200_000]);
     let e = weights_file_in("model", "yolo26s.pt", Some(&dir), &url, &mut |_| {}).unwrap_err();
     let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
     assert!(chain.contains("not a PyTorch checkpoint"), "{chain}");

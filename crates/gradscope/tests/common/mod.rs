@@ -108,3 +108,24 @@ pub fn head_sums(model: &gradscope::yolo::model::Yolo) -> [(f64, f64); 2] {
         (v.iter().map(|&x| x as f64).sum(), w)
     })
 }
+
+/// Serves `body` once over loopback HTTP (any path) and returns `http://127.0.0.1:<port>`: a
+/// download server for tests that must not touch the network.
+pub fn serve_once(body: Vec<u8>) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
