@@ -34,7 +34,7 @@ usage:
                                           re-read a run's probe records and print the diagnosis
   gradscope info model=yolo26n.yaml [imgsz=640] [nc=80] [act=silu] [bn=true] [shortcut=true]
                                           YOLO26's layer table: parameters, output shapes, GFLOPs
-  gradscope help lab <name>               the keys a lab accepts
+  gradscope help lab [name]               the labs, or the keys a lab accepts
   gradscope help train|val|predict        the keys detection accepts
   gradscope --version
 ";
@@ -92,6 +92,20 @@ fn chain_text(e: &anyhow::Error) -> String {
     out
 }
 
+/// `gradscope help lab`: the labs and what each shows.
+const LABS: &str = "\
+gradscope lab <name> [key=value …]
+
+labs:
+  vanishing   a deep MLP trained plain (sigmoid, tanh) and with each remedy (ReLU + He, SiLU + He
+              + BatchNorm, SiLU + He + residual), side by side, diagnosed
+  exploding   a deep ReLU net whose gradients blow up: no clipping (the NaN's producer named,
+              NaN recovery), clipping by norm (fixed, automatic) and by value
+  recurrent   a vanilla RNN, an LSTM and a GRU through time (task=adding T=100 by default)
+
+`gradscope help lab <name>` lists the keys a lab accepts.
+";
+
 fn run(args: &[String]) -> Result<()> {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     match words.as_slice() {
@@ -103,7 +117,11 @@ fn run(args: &[String]) -> Result<()> {
             println!("gradscope {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        ["help", "lab", name] | ["lab", name, "help"] => {
+        ["help", "lab"] | ["lab", "help" | "--help" | "-h"] => {
+            print!("{LABS}");
+            Ok(())
+        }
+        ["help", "lab", name] | ["lab", name, "help" | "--help" | "-h"] => {
             print!("{}", lab_keys_help(name)?);
             Ok(())
         }
@@ -113,7 +131,7 @@ fn run(args: &[String]) -> Result<()> {
         ["lab", other, ..] => {
             bail!("unknown lab '{other}'; available: vanishing, exploding, recurrent")
         }
-        ["lab"] => bail!("which lab? available: vanishing, exploding, recurrent"),
+        ["lab"] => bail!("which lab? available: vanishing, exploding, recurrent (`gradscope help lab` says what each shows)"),
         ["diagnose", path] => diagnose_cmd(Path::new(path)),
         ["diagnose", ..] => bail!("usage: gradscope diagnose <run folder | probe.jsonl>"),
         ["info", rest @ ..] => info_cmd(rest),

@@ -108,6 +108,10 @@ fn bad_arguments_name_the_argument_and_what_is_accepted() {
     );
     fails_with(&["info", "imgsz=100"], &["imgsz=100", "multiple of 32"]);
     fails_with(&["help", "lab", "nope"], &["unknown lab 'nope'"]);
+    let labs = succeeds(&["help", "lab"]);
+    for lab in ["vanishing", "exploding", "recurrent"] {
+        assert!(labs.contains(lab), "{labs}");
+    }
 }
 
 #[test]
@@ -431,6 +435,19 @@ fn exit_codes_say_what_happened() {
         &["train", "model=mine.pt", &project],
         &offline,
         &["model=mine.pt: no such file", "GRADSCOPE_WEIGHTS"],
+    );
+    // starting weights named twice: refused, not one of them silently ignored
+    let pt = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../gradscope/tests/fixtures/yolo26n_coco8_ultralytics.pt");
+    let (model, pretrained) = (
+        format!("model={}", pt.display()),
+        format!("pretrained={}", pt.display()),
+    );
+    exits_with(
+        2,
+        &["train", &model, &pretrained, &project],
+        &offline,
+        &["would be ignored", "model=yolo26n.yaml"],
     );
     assert!(
         !dir.join("runs").exists(),

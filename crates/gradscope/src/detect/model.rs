@@ -106,7 +106,14 @@ pub fn start(args: &DetectArgs, say: &mut dyn FnMut(String)) -> Result<Start, De
         None => None,
     };
     Ok(match (from_model, pretrained) {
-        (Some(w), _) => Start::Weights(w),
+        (Some(_), Some(_)) => {
+            return Err(DetectError::Args(format!(
+                "model={} already gives the starting weights, so pretrained={} would be ignored; pass one of them (pretrained= loads weights into a yaml-built model, e.g. model=yolo26n.yaml)",
+                args.model,
+                args.pretrained.as_deref().unwrap_or_default()
+            )))
+        }
+        (Some(w), None) => Start::Weights(w),
         (None, Some(p)) => Start::Pretrained(p),
         (None, None) => Start::Scratch,
     })
