@@ -280,8 +280,9 @@ pub fn curves(runs: &[RunView], path: &Path, metric: &str) -> Result<(), ReportE
         );
         (lo.min(0.0), hi * 1.05)
     };
-    let mut acc =
-        chart(&right, metric, Size::Figure, 1..max_epoch + 1, lo..hi).map_err(|e| err(path, e))?;
+    // the axis ends at the last epoch (one epoch: 1 … 2, so the range is not empty)
+    let epochs = 1..max_epoch.max(2);
+    let mut acc = chart(&right, metric, Size::Figure, epochs, lo..hi).map_err(|e| err(path, e))?;
     mesh(&mut acc, "epoch", "")
         .draw()
         .map_err(|e| err(path, e))?;
@@ -382,7 +383,9 @@ pub fn grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
         };
         let pts = at_step(logs(&r.history.step_grad_norm));
         g.draw_series(LineSeries::new(pts, c.stroke_width(1)))
-            .map_err(|e| err(path, e))?;
+            .map_err(|e| err(path, e))?
+            .label(r.name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
         let clip = at_step(logs(&r.history.step_clip));
         g.draw_series(LineSeries::new(clip, c.mix(0.5).stroke_width(1)))
             .map_err(|e| err(path, e))?;
@@ -395,5 +398,6 @@ pub fn grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
         )
         .map_err(|e| err(path, e))?;
     }
+    legend(&mut g).map_err(|e| err(path, e))?;
     root.present().map_err(|e| err(path, e))
 }
