@@ -402,8 +402,7 @@ fn diagnose_cmd(path: &Path) -> Result<()> {
                     if let Ok((args, _)) = gradscope::detect::run::run_args(run) {
                         // the learning rate the run reached (lr0 × schedule, after warmup)
                         let lr0 = records.iter().map(|r| r.lr).fold(0.0, f64::max);
-                        gradscope::detect::remedies::frozen_evidence(&mut d, &args);
-                        gradscope::detect::remedies::yolo_remedies(&mut d, &args, lr0);
+                        gradscope::detect::remedies::for_run(&mut d, &args, lr0);
                     }
                 } else if let Some(remedies) = lab_remedies(run) {
                     // a lab run: the remedies in the lab's own keys, as it wrote them

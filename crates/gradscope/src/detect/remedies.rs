@@ -70,8 +70,15 @@ pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs, lr0: f64) {
     d.remedies = out;
 }
 
+/// The diagnosis in a detection run's terms: why frozen layers do not move, then the remedies
+/// in `gradscope train`'s keys ([`yolo_remedies`]).
+pub fn for_run(d: &mut Diagnosis, args: &DetectArgs, lr0: f64) {
+    frozen_evidence(d, args);
+    yolo_remedies(d, args, lr0);
+}
+
 /// With `freeze=N`, says that the first N layers' update ratio of 0 is by design.
-pub fn frozen_evidence(d: &mut Diagnosis, args: &DetectArgs) {
+fn frozen_evidence(d: &mut Diagnosis, args: &DetectArgs) {
     if args.freeze > 0 {
         d.evidence.push(format!(
             "model.0 … model.{} are frozen (freeze={}): their update ratio is 0 by design; ∂L/∂h is still measured there",

@@ -30,7 +30,7 @@ use crate::detect::objective::loss::{one2many_weight, yolo_loss, LossGains, Loss
 use crate::detect::optimize::ema::Ema;
 use crate::detect::optimize::freeze::freeze;
 use crate::detect::optimize::optimizer::{GroupLr, GroupOptimizer};
-use crate::detect::remedies::{frozen_evidence, yolo_remedies};
+use crate::detect::remedies;
 use crate::detect::run as runs;
 use crate::detect::run::resume;
 use crate::detect::schedule::{lr_factor, Plan};
@@ -105,8 +105,9 @@ struct EpochState {
 struct Failed {
     what: &'static str,
     gnorm: f64,
-    /// (iteration in the epoch, iteration in the run)
-    at: (usize, usize),
+    /// Iteration in the epoch, and in the run.
+    i: usize,
+    ni: usize,
     lr: f64,
     pending: Option<crate::probe::Pending>,
 }
@@ -342,7 +343,8 @@ impl<'o> Trainer<'o> {
             let failed = Failed {
                 what,
                 gnorm,
-                at: (i, ni),
+                i,
+                ni,
                 lr: lrs[0],
                 pending,
             };
@@ -374,7 +376,7 @@ impl<'o> Trainer<'o> {
         targets: &[Vec<(usize, Xyxy)>],
     ) -> Result<Flow, DetectError> {
         let step = self.counters.opt_steps;
-        let (i, ni) = f.at;
+        let (i, ni) = (f.i, f.ni);
         let objective = Objective::new(&self.anchors, &self.gains, targets, self.plan.imgsz, st.w);
         let replay = |probe: &mut Probe| {
             let mut tap = probe.replay_tap(step);
@@ -432,8 +434,7 @@ impl<'o> Trainer<'o> {
                 d.verdict = Verdict::Diverged;
                 d.evidence.splice(0..0, diverged.iter().cloned());
             }
-            frozen_evidence(&mut d, args);
-            yolo_remedies(&mut d, args, lr0);
+            remedies::for_run(&mut d, args, lr0);
             d
         });
     }

@@ -46,27 +46,35 @@ pub enum Change {
     WarmupEpochs(f64),
 }
 
-impl fmt::Display for Change {
-    /// The generic form, in the labs' keys; a placeholder (`lr=<lr/10>`) where the number
-    /// depends on the run.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Change {
+    /// The generic key and value, in the labs' keys; the value is a placeholder (`<lr/10>`)
+    /// where the number depends on the run.
+    pub fn key_value(&self) -> (&'static str, String) {
         match self {
-            Change::Act(a) => write!(f, "act={a}"),
-            Change::Init(i) => write!(f, "init={i}"),
-            Change::BatchNorm => f.write_str("norm=batch"),
-            Change::Residual => f.write_str("residual=true"),
-            Change::ZeroInit => f.write_str("zero_init=true"),
-            Change::Adam => f.write_str("optimizer=adam"),
-            Change::ScaleLr(k) if *k < 1.0 => write!(f, "lr=<lr/{}>", round_sig(1.0 / k)),
-            Change::ScaleLr(k) => write!(f, "lr=<lr×{k}>"),
-            Change::ClipNorm(c) => write!(f, "clip_norm={c}"),
-            Change::ClipNormAuto => f.write_str("clip_norm=auto"),
-            Change::ClipValue(c) => write!(f, "clip_value={c}"),
-            Change::Cell(c) => write!(f, "cells={c}"),
-            Change::ForgetBias(b) => write!(f, "forget_bias={b}"),
-            Change::HalveSequence => f.write_str("T=<T/2>"),
-            Change::WarmupEpochs(e) => write!(f, "warmup_epochs={e}"),
+            Change::Act(a) => ("act", a.to_string()),
+            Change::Init(i) => ("init", i.to_string()),
+            Change::BatchNorm => ("norm", "batch".into()),
+            Change::Residual => ("residual", "true".into()),
+            Change::ZeroInit => ("zero_init", "true".into()),
+            Change::Adam => ("optimizer", "adam".into()),
+            Change::ScaleLr(k) if *k < 1.0 => ("lr", format!("<lr/{}>", round_sig(1.0 / k))),
+            Change::ScaleLr(k) => ("lr", format!("<lr×{k}>")),
+            Change::ClipNorm(c) => ("clip_norm", c.to_string()),
+            Change::ClipNormAuto => ("clip_norm", "auto".into()),
+            Change::ClipValue(c) => ("clip_value", c.to_string()),
+            Change::Cell(c) => ("cells", c.to_string()),
+            Change::ForgetBias(b) => ("forget_bias", b.to_string()),
+            Change::HalveSequence => ("T", "<T/2>".into()),
+            Change::WarmupEpochs(e) => ("warmup_epochs", e.to_string()),
         }
+    }
+}
+
+impl fmt::Display for Change {
+    /// `key=value` of [`Change::key_value`].
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (k, v) = self.key_value();
+        write!(f, "{k}={v}")
     }
 }
 

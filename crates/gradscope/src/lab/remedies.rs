@@ -10,16 +10,17 @@ use crate::settings::round_sig;
 /// A lab key and value for `c`, given the run's learning rate and sequence length; `None` when
 /// the change needs a number the run does not have (no sequence to halve, or one too short).
 pub fn pair(c: &Change, lr: f64, steps: Option<usize>) -> Option<(String, String)> {
-    let value = match c {
-        Change::ScaleLr(k) => return Some(("lr".into(), round_sig(lr * k).to_string())),
+    Some(match c {
+        Change::ScaleLr(k) => ("lr".into(), round_sig(lr * k).to_string()),
         Change::HalveSequence => {
             let t = steps.filter(|&t| t >= 4)?;
-            return Some(("T".into(), (t / 2).to_string()));
+            ("T".into(), (t / 2).to_string())
         }
-        other => other.to_string(),
-    };
-    let (k, v) = value.split_once('=')?;
-    Some((k.to_string(), v.to_string()))
+        other => {
+            let (k, v) = other.key_value();
+            (k.to_string(), v)
+        }
+    })
 }
 
 /// The lab pairs for every change of `r` (`None` if one has no lab form).

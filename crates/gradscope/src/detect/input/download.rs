@@ -1,7 +1,7 @@
-//! Dataset downloads: an http(s) zip fetched with `ureq` and unpacked with `zip` into the
-//! datasets dir. Entries whose path would leave the target folder (`../`, absolute paths) are
-//! refused, and the archive is unpacked into a temporary folder first, so a failed or partial
-//! download never leaves a half-written dataset behind.
+//! Downloads with `ureq`: a dataset zip unpacked with `zip` into the datasets dir, and a weights
+//! file written whole. Zip entries whose path would leave the target folder (`../`, absolute
+//! paths) are refused; both go through a temporary file or folder first, so a failed or partial
+//! download never leaves a half-written dataset or checkpoint behind.
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -15,23 +15,33 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
     }
 }
 
-/// Downloads `url` (a zip) and unpacks it into `dir`. Returns the top-level entries created.
-pub fn fetch_zip(url: &str, dir: &Path) -> Result<Vec<PathBuf>, DownloadError> {
-    let resp = ureq::get(url)
-        .timeout(std::time::Duration::from_secs(60))
+/// GET `url`, the whole transfer bounded by `timeout_s` seconds.
+fn get(url: &str, timeout_s: u64) -> Result<ureq::Response, DownloadError> {
+    ureq::get(url)
+        .timeout(std::time::Duration::from_secs(timeout_s))
         .call()
         .map_err(|e| DownloadError::Get {
             url: url.into(),
             source: Box::new(e),
-        })?;
+        })
+}
+
+/// A failure while reading `url`'s body.
+fn read_failed(url: &str) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
+    move |source| DownloadError::Read {
+        url: url.into(),
+        source,
+    }
+}
+
+/// Downloads `url` (a zip) and unpacks it into `dir`. Returns the top-level entries created.
+pub fn fetch_zip(url: &str, dir: &Path) -> Result<Vec<PathBuf>, DownloadError> {
     let mut bytes = Vec::new();
-    resp.into_reader()
+    get(url, 60)?
+        .into_reader()
         .take(4 << 30)
         .read_to_end(&mut bytes)
-        .map_err(|source| DownloadError::Read {
-            url: url.into(),
-            source,
-        })?;
+        .map_err(read_failed(url))?;
     unzip(&bytes, dir)
 }
 
@@ -51,13 +61,7 @@ pub fn fetch_file(
     min_bytes: u64,
     say: &mut dyn FnMut(String),
 ) -> Result<(), DownloadError> {
-    let resp = ureq::get(url)
-        .timeout(std::time::Duration::from_secs(600))
-        .call()
-        .map_err(|e| DownloadError::Get {
-            url: url.into(),
-            source: Box::new(e),
-        })?;
+    let resp = get(url, 600)?;
     let size = resp
         .header("Content-Length")
         .and_then(|v| v.parse::<u64>().ok())
@@ -70,13 +74,8 @@ pub fn fetch_file(
     let tmp = dest.with_extension(format!("download.{}.tmp", std::process::id()));
     let result = (|| {
         let mut out = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        let bytes =
-            std::io::copy(&mut resp.into_reader().take(8 << 30), &mut out).map_err(|source| {
-                DownloadError::Read {
-                    url: url.into(),
-                    source,
-                }
-            })?;
+        let bytes = std::io::copy(&mut resp.into_reader().take(8 << 30), &mut out)
+            .map_err(read_failed(url))?;
         out.sync_all().map_err(io(&tmp))?;
         if bytes < min_bytes {
             return Err(DownloadError::TooSmall {
