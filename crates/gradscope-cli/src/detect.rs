@@ -25,6 +25,7 @@ pub fn keys_help(command: Command) -> String {
         Command::Train => "With no arguments: YOLO26n on the embedded tree-crown tiles, epochs=10 imgsz=256 batch=2 nbs=2\nwarmup_epochs=1 close_mosaic=3. With any argument, the defaults below (Ultralytics').\n\n",
         Command::Val => "model= a checkpoint (runs/detect/train/weights/best.safetensors); other keys default to the\nsettings of the run that wrote it (its args.yaml), then to these.\n\n",
         Command::Predict => "model= a checkpoint, source= an image or a folder; other keys default to the settings of the\nrun that wrote the checkpoint (its args.yaml), then to these.\n\n",
+        Command::Export => "model= a checkpoint (runs/detect/train/weights/best.safetensors); writes best.pt beside it,\nwhich Ultralytics loads: YOLO(\"best.pt\").val(data=…), .export(format=\"onnx\"), yolo predict model=best.pt.\n\n",
     };
     s += &format!("  {:<16} {:<14} {}\n", "key", "default", "what it takes");
     for spec in DetectArgs::SPECS
@@ -223,6 +224,21 @@ fn checkpoint_and_args(
         .collect();
     let a = DetectArgs::parse(base(ck.args.clone()), &rest, command)?;
     Ok((ck, a, device))
+}
+
+pub fn export_cmd(args: &[&str]) -> Result<()> {
+    let words = normalised(&owned(args));
+    // every word checked before the checkpoint is read
+    DetectArgs::parse(DetectArgs::default(), &words, Command::Export)?;
+    let ckpt = checkpoint_path(&words)?;
+    let out = gradscope::detect::export::export_pt(&ckpt, &gradscope::device().inner())?;
+    println!(
+        "wrote {} ({:.1} MB), an Ultralytics checkpoint: in Python, YOLO(\"{}\")",
+        out.display(),
+        std::fs::metadata(&out).map_or(0.0, |m| m.len() as f64 / 1e6),
+        out.display()
+    );
+    Ok(())
 }
 
 pub fn val_cmd(args: &[&str]) -> Result<()> {

@@ -27,6 +27,7 @@ usage:
   gradscope val model=<ckpt> [data=…]     validate a checkpoint: P, R, mAP50, mAP50-95
   gradscope predict model=<ckpt> source=<image|dir> [conf=0.25]
                                           draw detections on images
+  gradscope export model=<ckpt> format=pt an Ultralytics .pt beside the checkpoint (Ultralytics loads it)
   gradscope lab vanishing [key=value …]   a deep net trained plain and with each remedy, side by side
   gradscope lab exploding [key=value …]   exploding gradients: no clipping, clip by norm, clip by value
   gradscope lab recurrent [key=value …]   vanilla RNN vs LSTM vs GRU through time (task=adding T=100)
@@ -35,7 +36,7 @@ usage:
   gradscope info model=yolo26n.yaml [imgsz=640] [nc=80] [act=silu] [bn=true] [shortcut=true]
                                           YOLO26's layer table: parameters, output shapes, GFLOPs
   gradscope help lab [name]               the labs, or the keys a lab accepts
-  gradscope help train|val|predict        the keys detection accepts
+  gradscope help train|val|predict|export the keys detection accepts
   gradscope --version
 ";
 
@@ -147,7 +148,12 @@ fn run(args: &[String]) -> Result<()> {
             print!("{}", detect::keys_help(Command::Predict));
             Ok(())
         }
+        ["help", "export"] | ["export", "help" | "--help" | "-h"] => {
+            print!("{}", detect::keys_help(Command::Export));
+            Ok(())
+        }
         ["train", rest @ ..] => detect::train_cmd(rest),
+        ["export", rest @ ..] => detect::export_cmd(rest),
         ["val", rest @ ..] => detect::val_cmd(rest),
         ["predict", rest @ ..] => detect::predict_cmd(rest),
         [other, ..] => bail!("unknown command '{other}'\n\n{USAGE}"),

@@ -46,6 +46,10 @@ fn tmp(name: &str) -> PathBuf {
 
 #[test]
 fn bad_arguments_name_the_argument_and_what_is_accepted() {
+    fails_with(
+        &["export", "model=best.safetensors", "format=onnx"],
+        &["format=pt only", "yolo export model=best.pt format=onnx"],
+    );
     fails_with(&["lab", "vanishing", "depth=-3"], &["depth=-3", "≥ 2"]);
     fails_with(
         &["lab", "vanishing", "act=foo"],
@@ -381,6 +385,25 @@ fn a_killed_run_resumes_exactly() {
             );
         }
     }
+    // the run exported as an Ultralytics .pt validates exactly as the checkpoint it came from
+    let best = dir.join("runs/whole/weights/best.safetensors");
+    let out = succeeds(&["export", &format!("model={}", best.display())]);
+    let pt = dir.join("runs/whole/weights/best.pt");
+    assert!(out.contains("wrote") && pt.is_file(), "{out}");
+    let table = |model: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gradscope"))
+            .args(["val", &format!("model={}", model.display()), "data=trees"])
+            .env("GRADSCOPE_DATASETS", &data)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}");
+        text.lines()
+            .find(|l| l.trim_start().starts_with("all"))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no table: {text}"))
+    };
+    assert_eq!(table(&pt), table(&best));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

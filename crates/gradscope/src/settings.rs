@@ -13,6 +13,7 @@ pub enum Command {
     Train,
     Val,
     Predict,
+    Export,
 }
 
 impl Command {
@@ -22,6 +23,7 @@ impl Command {
             Command::Train => "train",
             Command::Val => "val",
             Command::Predict => "predict",
+            Command::Export => "export",
         }
     }
 }
@@ -32,6 +34,14 @@ pub const TRAIN: &[Command] = &[Command::Train];
 pub const TRAIN_VAL: &[Command] = &[Command::Train, Command::Val];
 pub const VAL_PREDICT: &[Command] = &[Command::Val, Command::Predict];
 pub const PREDICT: &[Command] = &[Command::Predict];
+pub const EXPORT: &[Command] = &[Command::Export];
+/// `model=`, which every command reads.
+pub const EVERY: &[Command] = &[
+    Command::Train,
+    Command::Val,
+    Command::Predict,
+    Command::Export,
+];
 
 /// One declared setting, for help and error messages.
 #[derive(Clone, Copy, Debug)]

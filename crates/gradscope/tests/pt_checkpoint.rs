@@ -214,3 +214,63 @@ fn a_release_name_is_downloaded_atomically() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Names out equal names in: Ultralytics' weights → a gradscope model → every way gradscope
+/// writes a checkpoint (`.safetensors`, `.pt`) → read back by name gives each tensor under its
+/// original name, bit for bit. That Ultralytics itself loads the `.pt` (strict
+/// `load_state_dict`) is checked by hand with `tools/reference/load_exported_pt.py`.
+#[test]
+fn written_checkpoints_read_back_bit_for_bit() {
+    use gradscope::yolo::config::ModelDef;
+    use gradscope::yolo::pt_write::{write_pt, PtExport};
+    use gradscope::yolo::weights::{named_tensors, read_safetensors, save_ultralytics};
+
+    let ck = read_pt(&fixture()).unwrap();
+    let cfg = YoloConfig::from_name("yolo26n.yaml", ck.nc).unwrap();
+    let m = load_named(cfg.init(&gradscope::device()), &ck.tensors, &fixture()).unwrap();
+    let dir = std::env::temp_dir().join(format!("gs_pt_roundtrip_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = dir.join("w.safetensors");
+    save_ultralytics(&m, &st).unwrap();
+    let tensors = named_tensors(&m);
+    let names: Vec<String> = (0..ck.nc).map(|i| format!("c{i}")).collect();
+    let pt = dir.join("w.pt");
+    write_pt(
+        &PtExport {
+            tensors: &tensors,
+            def: &ModelDef::yolo26(),
+            scale: 'n',
+            names: &names,
+            imgsz: 64,
+            data: None,
+        },
+        &pt,
+    )
+    .unwrap();
+    let back_pt = read_pt(&pt).unwrap();
+    assert_eq!(back_pt.entry, "state_dict");
+    assert_eq!(
+        (back_pt.scale, back_pt.nc, back_pt.imgsz),
+        ('n', 80, Some(64))
+    );
+    let back_st = read_safetensors(&st).unwrap();
+    for (what, back) in [("pt", &back_pt.tensors), ("safetensors", &back_st)] {
+        assert_eq!(back.len(), ck.tensors.len(), "{what}: tensor count");
+        for (name, (shape, v)) in &ck.tensors {
+            let (s, w) = back
+                .get(name)
+                .unwrap_or_else(|| panic!("{what}: {name} missing"));
+            assert_eq!(s, shape, "{what}: {name}");
+            let same = v.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{what}: {name} differs");
+        }
+    }
+    // atomic: nothing but the two files is left behind
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["w.pt", "w.safetensors"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

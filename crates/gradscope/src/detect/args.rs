@@ -5,8 +5,8 @@ use crate::activation::Activation;
 use crate::detect::input::augment::AugmentConfig;
 use crate::detect::optimize::optimizer::DetOptimizer;
 use crate::settings::{
-    any, at_least, fraction, positive, split_words, Command, SettingError, ALL, PREDICT, TRAIN,
-    TRAIN_VAL, VAL_PREDICT,
+    any, at_least, fraction, positive, split_words, Command, SettingError, ALL, EVERY, EXPORT,
+    PREDICT, TRAIN, TRAIN_VAL, VAL_PREDICT,
 };
 
 /// `imgsz`: at least 32, a multiple of the largest stride (32).
@@ -35,6 +35,15 @@ fn cpu_only(d: &str) -> Result<(), String> {
     }
 }
 
+/// `format=`: what `gradscope export` writes.
+fn export_format(f: &str) -> Result<(), String> {
+    if f == "pt" {
+        Ok(())
+    } else {
+        Err(format!("gradscope exports format=pt only; for {f}, export the .pt with Ultralytics: yolo export model=best.pt format={f}"))
+    }
+}
+
 fn opt_fraction(x: &Option<f64>) -> Result<(), String> {
     x.map_or(Ok(()), fraction)
 }
@@ -44,7 +53,9 @@ crate::settings! {
     /// own (`probe`, `probe_every`, `act`, `bn`, `shortcut`, `nan_recovery`, `clip_norm`).
     pub struct DetectArgs {
         /// yolo26{n,s,m,l,x}.yaml or a model yaml (from scratch), an Ultralytics .pt, or a .safetensors checkpoint
-        model: String = "yolo26n.yaml".into(), any, ALL;
+        model: String = "yolo26n.yaml".into(), any, EVERY;
+        /// export: pt (an Ultralytics checkpoint; for ONNX, TensorRT, … export that with Ultralytics)
+        format: String = "pt".into(), |f| export_format(f), EXPORT;
         /// weights to start a yaml-built model from (.pt or .safetensors), loaded where names and shapes match
         pretrained: Option<String> = None, any, TRAIN;
         /// a data.yaml path, a built-in name (coco8.yaml), or `trees` (embedded NEON tree crowns)

@@ -1,6 +1,6 @@
 //! YOLO26 detection: the input pipeline ([`input`]), the objective ([`objective`]), optimisation
 //! ([`optimize`]), evaluation ([`eval`]) and the run folder ([`run`]), with the trainer
-//! ([`train`]) and prediction ([`predict`]) on top. Settings in [`args`], errors in [`error`].
+//! ([`train`]), prediction ([`predict`]) and export to Ultralytics ([`export`]) on top. Settings in [`args`], errors in [`error`].
 //!
 //! Dependencies point down that list: `input`, `objective`, `optimize` and `eval` know nothing of
 //! runs or the trainer; `run` writes what they produce; `train` and `predict` use them all.
@@ -8,6 +8,7 @@
 pub mod args;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod input;
 pub mod model;
 pub mod objective;

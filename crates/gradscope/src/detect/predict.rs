@@ -58,9 +58,15 @@ pub fn load(weights: &Path, device: &Device) -> Result<Checkpoint, DetectError> 
     if let Some(Weights::Pt(_)) = Weights::of(weights.to_path_buf()) {
         return load_pt(weights, device);
     }
-    let (args, names) = crate::detect::run::run_args(crate::detect::run::run_of(weights)?)?;
+    let (mut args, names) = crate::detect::run::run_args(crate::detect::run::run_of(weights)?)?;
+    let tensors = crate::yolo::weights::read_safetensors(weights)?;
+    if Weights::of(PathBuf::from(&args.model)).is_some() {
+        // a run fine-tuned from a weights file: the checkpoint itself says its scale
+        let (scale, _) = crate::yolo::pt::identify(weights, &tensors)?;
+        args.model = format!("yolo26{scale}.yaml");
+    }
     let (_, model) = build_model(&args, names.len(), device)?;
-    let model = crate::yolo::weights::load_ultralytics(model, weights)?;
+    let model = crate::yolo::weights::load_named(model, &tensors, weights)?;
     refuse_non_finite(&model, weights)?;
     Ok(Checkpoint { model, args, names })
 }

@@ -5,6 +5,8 @@ pub mod config;
 pub mod head;
 pub mod info;
 pub mod model;
+pub mod pickle;
 pub mod postprocess;
 pub mod pt;
+pub mod pt_write;
 pub mod weights;

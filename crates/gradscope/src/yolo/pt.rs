@@ -26,7 +26,7 @@ pub struct PtCheckpoint {
     pub path: PathBuf,
     /// Every float tensor, as f32, under Ultralytics' names (`model.0.conv.weight`, …).
     pub tensors: NamedTensors,
-    /// `ema` or `model`: the entry the weights came from.
+    /// `ema`, `model` or (a gradscope-written file) `state_dict`: the entry the weights came from.
     pub entry: &'static str,
     /// `n`, `s`, `m`, `l` or `x`.
     pub scale: char,
@@ -61,19 +61,27 @@ pub fn read_pt(path: &Path) -> Result<PtCheckpoint, WeightsError> {
             "not an Ultralytics checkpoint: its pickle is not a dict with `model`",
         ));
     };
-    let entry = match (top.get("ema"), top.get("model")) {
-        (Some(v), _) if !matches!(v, PickleValue::None) => "ema",
-        (_, Some(v)) if !matches!(v, PickleValue::None) => "model",
-        _ => {
-            let mut keys: Vec<&String> = top.keys().collect();
-            keys.sort();
-            return Err(read_err(
-                path,
-                format!(
-                    "not an Ultralytics checkpoint: no `model` or `ema` entry (keys: {keys:?})"
-                ),
-            ));
-        }
+    // a pickled module reads as the dict of its tensors; a gradscope-written `.pt` builds its
+    // model by a call the reader does not run, and keeps the same tensors as `state_dict`
+    let entry = ["ema", "model", "state_dict"]
+        .into_iter()
+        .find(|k| matches!(top.get(*k), Some(PickleValue::Dict(_))));
+    let Some(entry) = entry else {
+        let mut keys: Vec<String> = top
+            .iter()
+            .map(|(k, v)| match v {
+                PickleValue::Unsupported(t) => format!("{k} ({t})"),
+                _ => k.clone(),
+            })
+            .collect();
+        keys.sort();
+        return Err(read_err(
+            path,
+            format!(
+                "not an Ultralytics checkpoint: no `model` or `ema` module entry (entries: {})",
+                keys.join(", ")
+            ),
+        ));
     };
     let reader = PytorchReader::with_top_level_key(path, entry)
         .map_err(|e| read_err(path, format!("{entry}: {e}")))?;
