@@ -118,7 +118,7 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
                 b.finish_and_clear();
             }
             println!("{last_line}");
-            if val.coco.map50_95.is_finite() {
+            if val.metrics.map50_95.is_finite() {
                 print!("{}", val.table(names, false));
             }
             if let Some(d) = diagnosis {
@@ -189,6 +189,7 @@ fn settings(a: &DetectArgs, default_conf: f64) -> DetectSettings {
         max_det: a.max_det,
         end2end: a.end2end,
         iou: a.iou as f32,
+        rect: a.rect,
     }
 }
 
@@ -271,6 +272,7 @@ pub fn val_cmd(args: &[&str]) -> Result<()> {
         &device,
     );
     print!("{}", v.table(&ck.names, ck.names.len() > 1));
+    println!("{}", v.coco_line());
     if a.save_json {
         let dir = new_run_dir(&a.project, "val", false)?;
         let path = dir.join("predictions.json");
@@ -280,7 +282,9 @@ pub fn val_cmd(args: &[&str]) -> Result<()> {
             .map(|d| {
                 let img = &val.samples[d.image];
                 // back from the letterboxed input to the image's own pixels
-                let [x1, y1, x2, y2] = unletterbox(d.bbox, img.width, img.height, a.imgsz as u32);
+                let canvas = v.canvases[d.image];
+                let [x1, y1, x2, y2] =
+                    unletterbox(d.bbox, img.width, img.height, a.imgsz as u32, canvas);
                 serde_json::json!({
                     "image_id": img.image.file_stem().and_then(|s| s.to_str()).unwrap_or_default(),
                     "category_id": d.class,

@@ -174,6 +174,7 @@ fn broken_data_gives_warnings_not_panics_and_trains() {
         max_det: 10,
         end2end: true,
         iou: 0.7,
+        rect: true,
     };
     let preds = predict(
         &ck,

@@ -94,3 +94,34 @@ fn coco_map_matches_pycocotools() {
         }
     }
 }
+
+/// The same boxes scored as Ultralytics 8.4's `val` scores them (P, R, mAP50, mAP50-95 and each
+/// class's), against its own functions run by `tools/reference/ultralytics_metrics.py`.
+#[test]
+fn ultralytics_metrics_equal_ultralytics() {
+    use gradscope::detect::eval::det_metrics::det_metrics;
+    let f = fixture();
+    let (gts, mut dets) = boxes(&f);
+    let want: Value =
+        serde_json::from_str(include_str!("fixtures/ultralytics_metrics.json")).unwrap();
+    // the scores the reference used: made distinct, as numpy orders ties in no defined way
+    let scores = want["scores"].as_array().unwrap();
+    assert_eq!(scores.len(), dets.len());
+    for (d, s) in dets.iter_mut().zip(scores) {
+        d.score = num(s) as f32;
+    }
+    let m = det_metrics(&gts, &dets, index(&f["nc"]));
+    let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() < 1e-6, "{what}: {a} vs {b}");
+    close(m.p, num(&want["p"]), "P");
+    close(m.r, num(&want["r"]), "R");
+    close(m.map50, num(&want["map50"]), "mAP50");
+    close(m.map50_95, num(&want["map50_95"]), "mAP50-95");
+    for row in want["classes"].as_array().unwrap() {
+        let c = index(&row[0]);
+        let got = m.classes[c].unwrap_or_else(|| panic!("class {c} missing"));
+        close(got.p, num(&row[1]), &format!("class {c} P"));
+        close(got.r, num(&row[2]), &format!("class {c} R"));
+        close(got.ap50, num(&row[3]), &format!("class {c} AP50"));
+        close(got.ap50_95, num(&row[4]), &format!("class {c} AP50-95"));
+    }
+}

@@ -253,6 +253,9 @@ fn written_checkpoints_read_back_bit_for_bit() {
         (back_pt.scale, back_pt.nc, back_pt.imgsz),
         ('n', 80, Some(64))
     );
+    assert_eq!(back_pt.names.as_deref(), Some(&names[..]));
+    // Ultralytics' own file keeps its names out of the reader's sight
+    assert_eq!(ck.names, None);
     let back_st = read_safetensors(&st).unwrap();
     for (what, back) in [("pt", &back_pt.tensors), ("safetensors", &back_st)] {
         assert_eq!(back.len(), ck.tensors.len(), "{what}: tensor count");

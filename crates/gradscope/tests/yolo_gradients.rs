@@ -29,7 +29,7 @@ fn first_step(data: &DetData, switches: &[&str]) -> gradscope::diagnose::Diagnos
     let args = DetectArgs::parse(DetectArgs::default(), &words, Command::Train).unwrap();
     let (_, model) = build_model(&args, 1, &device).unwrap();
     let s = 128;
-    let b = data.val_batch(&[0, 1], s as u32);
+    let b = data.val_batch(&[0, 1], s as u32, (s as u32, s as u32));
     let x = Tensor::<4>::from_data(TensorData::new(b.x, [2, 3, s, s]), &device);
     let mut probe = Probe::new(ProbeConfig::default());
     let mut tap = probe.tap(0);

@@ -6,6 +6,7 @@ pub mod digits;
 pub mod idx;
 pub mod image;
 pub mod letterbox;
+pub mod resize;
 pub mod sequences;
 
 use std::path::PathBuf;

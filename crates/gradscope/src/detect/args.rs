@@ -138,6 +138,8 @@ crate::settings! {
         max_det: usize = 300, |x| at_least(*x, 1), ALL;
         /// true: one-to-one head, top-k without NMS; false: one-to-many head with NMS
         end2end: bool = true, any, ALL;
+        /// rectangular inputs as Ultralytics' val/predict: validation batches of like aspect on canvases half a stride larger than the images, prediction padded only to a multiple of 32 (false: imgsz squares)
+        rect: bool = true, any, VAL_PREDICT;
         /// NMS IoU threshold (end2end=false)
         iou: f64 = 0.7, |x| fraction(*x), ALL;
         /// write COCO-format predictions (val) or a predictions.json (predict)

@@ -10,11 +10,11 @@ use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 
 use crate::data::detect::image_files;
-use crate::data::letterbox::unletterbox;
+use crate::data::letterbox::{min_canvas, square, unletterbox};
 use crate::detect::args::DetectArgs;
 use crate::detect::error::DetectError;
 use crate::detect::eval::validate::{detections, DetectSettings};
-use crate::detect::input::augment::val_image;
+use crate::detect::input::augment::{val_image, Interp};
 use crate::detect::model::{build_model, Weights};
 use crate::detect::objective::assign::Anchors;
 use crate::detect::run::plots::{draw_boxes, Drawn};
@@ -29,7 +29,8 @@ pub struct Checkpoint {
 }
 
 /// An Ultralytics `.pt`: its model at its scale and class count, the image size it was trained
-/// at, class names COCO's for 80 classes, else `class0`, … (`val` takes them from `data=`).
+/// at, class names from a gradscope-written file, else COCO's for 80 classes, else `class0`, …
+/// (`val` takes them from `data=`).
 fn load_pt(path: &Path, device: &Device) -> Result<Checkpoint, DetectError> {
     let ck = crate::yolo::pt::read_pt(path)?;
     let args = DetectArgs {
@@ -37,15 +38,18 @@ fn load_pt(path: &Path, device: &Device) -> Result<Checkpoint, DetectError> {
         imgsz: ck.imgsz.filter(|s| s % 32 == 0).unwrap_or(640),
         ..DetectArgs::default()
     };
-    // the reader cannot see the pickled model's `names` attribute
-    let names = if ck.nc == 80 {
-        crate::detect::input::sources::COCO_NAMES
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    } else {
-        (0..ck.nc).map(|i| format!("class{i}")).collect()
-    };
+    // Ultralytics keeps the names as an attribute of its pickled model, which the reader does
+    // not see; a gradscope-written .pt keeps them where it does
+    let names = ck.names.clone().unwrap_or_else(|| {
+        if ck.nc == 80 {
+            crate::detect::input::sources::COCO_NAMES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            (0..ck.nc).map(|i| format!("class{i}")).collect()
+        }
+    });
     let (_, model) = build_model(&args, ck.nc, device)?;
     let model = crate::yolo::weights::load_named(model, &ck.tensors, path)?;
     refuse_non_finite(&model, path)?;
@@ -104,8 +108,15 @@ pub fn predict_image(
     settings: &DetectSettings,
     device: &Device,
 ) -> Vec<(usize, [f32; 4], f32)> {
-    let a = val_image(img, &[], imgsz as u32);
-    let x = Tensor::<4>::from_data(TensorData::new(a.chw, [1, 3, imgsz, imgsz]), device);
+    let (w0, h0) = img.dimensions();
+    let canvas = if settings.rect {
+        min_canvas(w0, h0, imgsz as u32, 32)
+    } else {
+        square(imgsz as u32)
+    };
+    let (cw, ch) = (canvas.0 as usize, canvas.1 as usize);
+    let a = val_image(img, &[], imgsz as u32, canvas, Interp::Linear);
+    let x = Tensor::<4>::from_data(TensorData::new(a.chw, [1, 3, ch, cw]), device);
     let out = model.forward(x, &mut Tap::off());
     let head = if settings.end2end {
         out.heads.one2one
@@ -117,14 +128,13 @@ pub fn predict_image(
         .convert::<f32>()
         .try_into_vec::<f32>()
         .unwrap_or_default();
-    let anchors = Anchors::new(imgsz, imgsz, &[8, 16, 32]);
-    let (w0, h0) = img.dimensions();
+    let anchors = Anchors::new(ch, cw, &[8, 16, 32]);
     detections(&raw, nc, &anchors, settings)
         .into_iter()
         .map(|d| {
             (
                 d[5] as usize,
-                unletterbox([d[0], d[1], d[2], d[3]], w0, h0, imgsz as u32),
+                unletterbox([d[0], d[1], d[2], d[3]], w0, h0, imgsz as u32, canvas),
                 d[4],
             )
         })

@@ -141,6 +141,8 @@ pub struct Trainer<'o> {
     last_val: Option<ValResult>,
     diagnosis: Option<Diagnosis>,
     diverged: Vec<String>,
+    /// The first epoch (1-based) the divergence rules fired at, and the best fitness before it.
+    diverged_at: Option<(usize, f64)>,
 }
 
 /// Trains as `args` says, reporting to `on`.
@@ -202,6 +204,8 @@ impl<'o> Trainer<'o> {
                 max_det: args.max_det,
                 end2end: args.end2end,
                 iou: args.iou as f32,
+                // Ultralytics' trainer validates on rectangular batches too
+                rect: true,
             },
             acc: GradientsAccumulator::new(),
             good: GoodState::capture(&model, &optim),
@@ -212,6 +216,7 @@ impl<'o> Trainer<'o> {
             last_val: None,
             diagnosis: None,
             diverged: Vec::new(),
+            diverged_at: None,
             args,
             on,
             t0,
@@ -420,13 +425,36 @@ impl<'o> Trainer<'o> {
 
     /// The run's evidence so far: the divergence rules on its losses and BatchNorm statistics,
     /// then the gradient diagnosis (diverged first when they fired), remedies in `train`'s keys.
-    fn judge(&mut self, val_loss: Option<f64>, train_loss: f64) {
-        self.diverged = divergence(&RunTrace {
+    /// A divergence stays until an epoch validates better than the best before it: a model
+    /// that blew up and then collapsed (no box assigned, losses near 0, mAP 0) has not recovered.
+    fn judge(&mut self, epoch: usize, val_loss: Option<f64>, train_loss: f64, fitness: f64) {
+        let now = divergence(&RunTrace {
             step_loss: &self.hist.step_loss,
             last_val_loss: val_loss,
             last_train_loss: Some(train_loss),
             bn_var_max: bn_var_max(&self.model),
         });
+        match self.diverged_at {
+            _ if !now.is_empty() => {
+                self.diverged_at
+                    .get_or_insert((epoch + 1, self.counters.best.max(0.0)));
+                self.diverged = now;
+            }
+            Some((e, best)) if fitness.is_nan() || fitness <= best => {
+                let last = format!(
+                    "the run diverged at epoch {e} and has not recovered: mAP50-95 {fitness:.4} now, {best:.4} before it"
+                );
+                if self.diverged.last() != Some(&last) {
+                    self.diverged
+                        .retain(|l| !l.starts_with("the run diverged at epoch"));
+                    self.diverged.push(last);
+                }
+            }
+            _ => {
+                self.diverged_at = None;
+                self.diverged.clear();
+            }
+        }
         let (args, lr0, diverged) = (&self.args, self.plan.lr0, &self.diverged);
         self.diagnosis = diagnose(self.probe.records()).map(|mut d| {
             if !diverged.is_empty() {
@@ -500,9 +528,14 @@ impl<'o> Trainer<'o> {
         } else {
             ValResult::skipped(self.val.len(), self.names.len())
         };
-        self.judge(validated.then_some(v.losses.total()), train_items.total());
+        self.judge(
+            epoch,
+            validated.then_some(v.losses.total()),
+            train_items.total(),
+            v.metrics.map50_95,
+        );
         let weights = self.dir.join("weights");
-        self.save_weights(&weights, epoch, v.coco.map50_95)?;
+        self.save_weights(&weights, epoch, v.metrics.map50_95)?;
         let args = &self.args;
         let lr_now = self.plan.lr0 * st.lf * self.counters.lr_scale;
         let time = self.t0.elapsed().as_secs_f64();
@@ -523,7 +556,7 @@ impl<'o> Trainer<'o> {
             epoch,
             train_loss: train_items.total(),
             val_loss: v.losses.total(),
-            val_metric: v.coco.map50_95,
+            val_metric: v.metrics.map50_95,
         });
         (self.on)(TrainEvent::Epoch {
             epoch,

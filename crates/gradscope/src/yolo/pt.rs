@@ -35,6 +35,9 @@ pub struct PtCheckpoint {
     pub imgsz: Option<usize>,
     /// The Ultralytics version that wrote it.
     pub version: Option<String>,
+    /// Class names, when the file keeps them where the reader can see them (a gradscope-written
+    /// `.pt`; Ultralytics keeps them as an attribute of its pickled model, which is not read).
+    pub names: Option<Vec<String>>,
 }
 
 fn read_err(path: &Path, msg: impl std::fmt::Display) -> WeightsError {
@@ -113,6 +116,16 @@ pub fn read_pt(path: &Path) -> Result<PtCheckpoint, WeightsError> {
             .and_then(as_usize),
         version: match top.get("version") {
             Some(PickleValue::String(s)) => Some(s.clone()),
+            _ => None,
+        },
+        names: match top.get("names") {
+            Some(PickleValue::List(l)) if l.len() == nc => l
+                .iter()
+                .map(|v| match v {
+                    PickleValue::String(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
             _ => None,
         },
         tensors,

@@ -236,6 +236,11 @@ fn checkpoint(e: &PtExport, records: &[Record]) -> Py {
         entry("updates", Py::None),
         entry("optimizer", Py::None),
         entry("train_args", Py::Dict(train_args)),
+        // the class names again, readable without Ultralytics' classes (gradscope reads these)
+        entry(
+            "names",
+            Py::List(e.names.iter().map(|n| Py::str(n.as_str())).collect()),
+        ),
         entry("state_dict", state_dict(records)),
     ])
 }

@@ -1,5 +1,5 @@
-//! Detection metrics on the host: COCO mAP, precision and recall at the best F1, and a confusion
-//! matrix.
+//! Detection metrics on the host: COCO mAP (pycocotools' definition) and a confusion matrix.
+//! The numbers Ultralytics' `val` prints are [`super::det_metrics`].
 //!
 //! [`coco_map`] re-implements the documented behaviour of pycocotools' `COCOeval` for bounding
 //! boxes with the default parameters that the usual "mAP50-95" refers to: area range "all",
@@ -393,107 +393,6 @@ pub fn coco_map(gts: &[GtBox], dets: &[DetBox], nc: usize) -> CocoResult {
     }
 }
 
-/// Number of confidence thresholds scanned by [`precision_recall_at_best_f1`].
-const N_CONF: usize = 1000;
-
-/// Precision and recall of one class at a confidence threshold, from its score-sorted
-/// detections (`cum_tp[k]` = true positives among the first `k`).
-fn precision_recall_at(scores: &[f64], cum_tp: &[usize], n_gt: usize, conf: f64) -> (f64, f64) {
-    if scores.is_empty() {
-        return (0.0, 0.0);
-    }
-    let kept = scores.partition_point(|&s| s >= conf);
-    if kept == 0 {
-        // Nothing passes: precision 1 by convention (the start of the P-R curve), recall 0.
-        return (1.0, 0.0);
-    }
-    let tp = cum_tp[kept] as f64;
-    (tp / kept as f64, tp / n_gt as f64)
-}
-
-/// F1 score, 0 when precision and recall are both 0.
-fn f1(p: f64, r: f64) -> f64 {
-    if p + r > 0.0 {
-        2.0 * p * r / (p + r)
-    } else {
-        0.0
-    }
-}
-
-/// Mean precision and recall over classes with ground truth at the confidence threshold that
-/// maximises their mean F1, returned as `(P, R, threshold)`.
-///
-/// This is how Ultralytics reports P and R in its validation table: each class's precision and
-/// recall are functions of a confidence threshold, scanned on a grid of 1000 thresholds
-/// `linspace(0, 1, 1000)`, and the reported values are those at the threshold of highest mean F1.
-/// Here detections are matched at IoU 0.5 exactly as in [`coco_map`] (100 per image and class);
-/// at threshold `c` a class keeps its detections of score `>= c`, with precision `tp / kept`
-/// (1 when it has detections but none pass) and recall `tp / n_gt`; a class with ground truth
-/// but no detection has precision and recall 0. Ultralytics additionally interpolates the curves
-/// linearly between detection scores and smooths the mean F1 before taking its maximum, so its
-/// numbers can differ slightly. The first (lowest) threshold of maximum mean F1 is chosen.
-/// Returns `(0, 0, 0)` when no class has ground truth.
-pub fn precision_recall_at_best_f1(gts: &[GtBox], dets: &[DetBox], nc: usize) -> (f64, f64, f64) {
-    let classes: Vec<ClassCurve> = class_curves(gts, dets, nc).into_iter().flatten().collect();
-    if classes.is_empty() {
-        return (0.0, 0.0, 0.0);
-    }
-    let n = classes.len() as f64;
-    let mut best = (f64::NEG_INFINITY, 0.0, 0.0, 0.0);
-    for conf in linspace::<N_CONF>(0.0, 1.0) {
-        let (mut sp, mut sr, mut sf) = (0.0, 0.0, 0.0);
-        for (scores, cum_tp, n_gt) in &classes {
-            let (p, r) = precision_recall_at(scores, cum_tp, *n_gt, conf);
-            sp += p;
-            sr += r;
-            sf += f1(p, r);
-        }
-        if sf / n > best.0 {
-            best = (sf / n, sp / n, sr / n, conf);
-        }
-    }
-    (best.1, best.2, best.3)
-}
-
-/// One class at IoU 0.5: its detections' scores (descending), cumulative true positives
-/// (`cum_tp[k]` = hits among the first k) and its number of ground-truth boxes.
-type ClassCurve = (Vec<f64>, Vec<usize>, usize);
-
-/// The curve of every class; `None` for classes without ground truth.
-fn class_curves(gts: &[GtBox], dets: &[DetBox], nc: usize) -> Vec<Option<ClassCurve>> {
-    evaluate_classes(gts, dets, nc, &[0.5])
-        .iter()
-        .map(|evals| {
-            let n_gt: usize = evals.iter().map(|e| e.n_gt).sum();
-            if n_gt == 0 {
-                return None;
-            }
-            let merged = merged_detections(evals, 0);
-            let mut cum_tp = Vec::with_capacity(merged.len() + 1);
-            cum_tp.push(0);
-            for &(_, hit) in &merged {
-                cum_tp.push(cum_tp[cum_tp.len() - 1] + usize::from(hit));
-            }
-            Some((merged.iter().map(|&(s, _)| s).collect(), cum_tp, n_gt))
-        })
-        .collect()
-}
-
-/// Each class's precision and recall at IoU 0.5 keeping the detections of score ≥ `conf`
-/// (`None` for classes without ground truth) — the per-class rows of the validation table, at
-/// the threshold [`precision_recall_at_best_f1`] chose.
-pub fn per_class_precision_recall(
-    gts: &[GtBox],
-    dets: &[DetBox],
-    nc: usize,
-    conf: f64,
-) -> Vec<Option<(f64, f64)>> {
-    class_curves(gts, dets, nc)
-        .into_iter()
-        .map(|c| c.map(|(scores, cum_tp, n_gt)| precision_recall_at(&scores, &cum_tp, n_gt, conf)))
-        .collect()
-}
-
 /// Confusion matrix of size `(nc + 1) x (nc + 1)`, indexed `[predicted class][true class]`, the
 /// last row and column standing for background.
 ///
@@ -614,8 +513,6 @@ mod tests {
         for c in 0..2 {
             assert!(r.ap[c].is_some_and(|a| a.iter().all(|&v| close(v, 1.0))));
         }
-        let (p, rec, conf) = precision_recall_at_best_f1(&gts, &dets, 2);
-        assert!(close(p, 1.0) && close(rec, 1.0) && conf <= 0.9);
     }
 
     #[test]
@@ -677,8 +574,6 @@ mod tests {
         assert_eq!(r.ap[2], None);
         assert_eq!(r.ap50_95[1], None);
         assert!(close(r.map50_95, 1.0));
-        let (p, rec, _) = precision_recall_at_best_f1(&gts, &dets, 3);
-        assert!(close(p, 1.0) && close(rec, 1.0));
     }
 
     #[test]
@@ -733,7 +628,6 @@ mod tests {
         assert_eq!(coco_map(&[], &[], 0).map50_95, 0.0);
         let dets = [det(0, 0, [0.0, 0.0, 1.0, 1.0], 0.5)];
         assert_eq!(coco_map(&[], &dets, 1).map50_95, 0.0);
-        assert_eq!(precision_recall_at_best_f1(&[], &[], 2), (0.0, 0.0, 0.0));
         assert_eq!(
             confusion_matrix(&[], &[], 2, 0.25, 0.45),
             vec![vec![0; 3]; 3]
@@ -758,82 +652,8 @@ mod tests {
         ];
         let r = coco_map(&gts, &dets, 2);
         assert!(r.map50_95.is_finite());
-        let (p, rec, c) = precision_recall_at_best_f1(&gts, &dets, 2);
-        assert!(p.is_finite() && rec.is_finite() && c.is_finite());
         let m = confusion_matrix(&gts, &dets, 2, 0.0, 0.5);
         assert_eq!(m.len(), 3);
-    }
-
-    #[test]
-    fn per_class_rows_average_to_the_table_row() {
-        let gts = vec![
-            GtBox {
-                image: 0,
-                class: 0,
-                bbox: [0.0, 0.0, 10.0, 10.0],
-            },
-            GtBox {
-                image: 0,
-                class: 1,
-                bbox: [20.0, 20.0, 30.0, 30.0],
-            },
-            GtBox {
-                image: 1,
-                class: 1,
-                bbox: [0.0, 0.0, 10.0, 10.0],
-            },
-        ];
-        let dets = vec![
-            DetBox {
-                image: 0,
-                class: 0,
-                bbox: [0.0, 0.0, 10.0, 10.0],
-                score: 0.9,
-            },
-            DetBox {
-                image: 0,
-                class: 1,
-                bbox: [20.0, 20.0, 30.0, 30.0],
-                score: 0.6,
-            },
-            DetBox {
-                image: 1,
-                class: 1,
-                bbox: [50.0, 50.0, 60.0, 60.0],
-                score: 0.7,
-            },
-        ];
-        let (p, r, conf) = precision_recall_at_best_f1(&gts, &dets, 3);
-        let rows = per_class_precision_recall(&gts, &dets, 3, conf);
-        assert!(rows[2].is_none());
-        let (a, b) = (rows[0].unwrap(), rows[1].unwrap());
-        assert!(((a.0 + b.0) / 2.0 - p).abs() < 1e-12 && ((a.1 + b.1) / 2.0 - r).abs() < 1e-12);
-        assert_eq!(a, (1.0, 1.0));
-        // class 1 at a threshold ≤ 0.6: one hit of two detections, one of two boxes
-        assert_eq!(
-            per_class_precision_recall(&gts, &dets, 3, 0.5)[1],
-            Some((0.5, 0.5))
-        );
-    }
-
-    #[test]
-    fn best_f1_by_hand() {
-        // One class, two GTs; TP 0.9, FP 0.6, TP 0.3.
-        // conf in (0.6, 0.9]: P 1, R 1/2, F1 2/3. conf in (0.3, 0.6]: P 1/2, R 1/2.
-        // conf <= 0.3: P 2/3, R 1, F1 0.8 -- the best, first reached at conf 0.
-        let b = [0.0, 0.0, 10.0, 10.0];
-        let gts = [gt(0, 0, b), gt(1, 0, b)];
-        let dets = [
-            det(0, 0, b, 0.9),
-            det(0, 0, [40.0, 40.0, 50.0, 50.0], 0.6),
-            det(1, 0, b, 0.3),
-        ];
-        let (p, r, conf) = precision_recall_at_best_f1(&gts, &dets, 1);
-        assert!(close(p, 2.0 / 3.0) && close(r, 1.0) && conf == 0.0);
-        // Without the last TP the best is P 1, R 1/2, from conf just above 0.6.
-        let (p, r, conf) = precision_recall_at_best_f1(&gts, &dets[..2], 1);
-        assert!(close(p, 1.0) && close(r, 0.5));
-        assert!(conf > 0.6 && conf < 0.602, "{conf}");
     }
 
     #[test]

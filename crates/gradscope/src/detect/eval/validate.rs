@@ -1,11 +1,11 @@
-//! Validation: detections on the validation images, the losses there, COCO mAP and P/R.
+//! Validation: detections on the validation images, the losses there, the metrics Ultralytics'
+//! `val` prints and COCO's.
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::data::letterbox::clip_to_image;
-use crate::detect::eval::metrics::{
-    coco_map, per_class_precision_recall, precision_recall_at_best_f1, CocoResult, DetBox, GtBox,
-};
+use crate::data::letterbox::{clip_to_image, rect_batches, square, Canvas};
+use crate::detect::eval::det_metrics::{det_metrics, DetMetrics};
+use crate::detect::eval::metrics::{coco_map, CocoResult, DetBox, GtBox};
 use crate::detect::input::dataset::DetData;
 use crate::detect::objective::assign::Anchors;
 use crate::detect::objective::loss::{yolo_loss, LossGains, LossItems};
@@ -21,19 +21,28 @@ pub struct DetectSettings {
     /// One-to-one head, top-k without NMS; else one-to-many head with NMS at `iou`.
     pub end2end: bool,
     pub iou: f32,
+    /// Ultralytics' rectangular inputs (its `rect=True`, the default of its `val` and
+    /// `predict`): validation batches of similar aspect on per-batch canvases half a stride
+    /// larger than the scaled images, prediction on the smallest stride-multiple canvas. Else
+    /// `imgsz` squares.
+    pub rect: bool,
 }
 
 #[derive(Clone, Debug)]
 pub struct ValResult {
     pub images: usize,
     pub instances: usize,
-    pub precision: f64,
-    pub recall: f64,
-    /// The confidence at which mean F1 is largest (where P and R are read).
-    pub best_f1_conf: f64,
+    /// P, R, mAP50, mAP50-95 as Ultralytics' `val` computes them: the numbers printed, written
+    /// to results.csv and used to pick the best checkpoint.
+    pub metrics: DetMetrics,
+    /// COCO's mAP (pycocotools' definition: at most 100 detections per image), printed by
+    /// `gradscope val`; equal to pycocotools' scoring of the predictions.json it writes.
     pub coco: CocoResult,
     pub losses: LossItems,
-    /// Detections in letterboxed input pixels, with the image index in the dataset.
+    /// Each image's canvas (the letterboxed input it was validated on), by dataset index.
+    pub canvases: Vec<Canvas>,
+    /// Detections in letterboxed input pixels, with the image index in the dataset (not clipped
+    /// to the image: Ultralytics' metrics take them so; COCO's are computed on clipped copies).
     pub dets: Vec<DetBox>,
     pub gts: Vec<GtBox>,
 }
@@ -57,6 +66,19 @@ fn host(t: Tensor<3>) -> Vec<f32> {
         .unwrap_or_default()
 }
 
+/// The validation batches and their canvases: Ultralytics' rectangular batches, or `imgsz`
+/// squares in dataset order.
+fn plan(data: &DetData, imgsz: u32, batch: usize, rect: bool) -> Vec<(Vec<usize>, Canvas)> {
+    if rect {
+        let sizes: Vec<(u32, u32)> = data.images.iter().map(|i| i.dimensions()).collect();
+        return rect_batches(&sizes, batch, imgsz, 32);
+    }
+    let idx: Vec<usize> = (0..data.len()).collect();
+    idx.chunks(batch.max(1))
+        .map(|c| (c.to_vec(), square(imgsz)))
+        .collect()
+}
+
 /// Validates `model` (plain device, eval mode) on every image of `data`, `batch` at a time.
 /// `w`: the ProgLoss weight for the reported losses.
 #[allow(clippy::too_many_arguments)]
@@ -70,28 +92,29 @@ pub fn validate(
     w: f64,
     device: &Device,
 ) -> ValResult {
-    let anchors = Anchors::new(imgsz, imgsz, &[8, 16, 32]);
     let mut dets = Vec::new();
+    let mut clipped = Vec::new();
     let mut gts = Vec::new();
     let mut losses = LossItems::default();
-    let mut batches = 0usize;
-    let idx: Vec<usize> = (0..data.len()).collect();
-    for chunk in idx.chunks(batch.max(1)) {
-        let b = data.val_batch(chunk, imgsz as u32);
+    let mut canvases = vec![square(imgsz as u32); data.len()];
+    let batches = plan(data, imgsz as u32, batch, settings.rect);
+    for (chunk, canvas) in &batches {
+        let (cw, ch) = (canvas.0 as usize, canvas.1 as usize);
+        let anchors = Anchors::new(ch, cw, &[8, 16, 32]);
+        let b = data.val_batch(chunk, imgsz as u32, *canvas);
         let n = b.len();
-        let x = Tensor::<4>::from_data(TensorData::new(b.x, [n, 3, imgsz, imgsz]), device);
+        let x = Tensor::<4>::from_data(TensorData::new(b.x, [n, 3, ch, cw]), device);
         let out = model.forward(x, &mut Tap::off());
         let (_, items) = yolo_loss(
             out.heads.one2many.clone(),
             out.heads.one2one.clone(),
             &b.targets,
             &anchors,
-            (imgsz, imgsz),
+            (ch, cw),
             w,
             &LossGains::default(),
         );
         losses.add(&items, 1.0);
-        batches += 1;
         let head = if settings.end2end {
             out.heads.one2one
         } else {
@@ -102,14 +125,19 @@ pub fn validate(
         for (k, &image) in b.indices.iter().enumerate() {
             let r = &raw[k * c * anchors.len()..(k + 1) * c * anchors.len()];
             let s = &data.samples[image];
+            canvases[image] = *canvas;
             for d in detections(r, nc, &anchors, settings) {
-                // clipped to the image, as the COCO-format predictions are written
-                let bbox = clip_to_image([d[0], d[1], d[2], d[3]], s.width, s.height, imgsz as u32);
-                dets.push(DetBox {
+                let det = DetBox {
                     image,
                     class: d[5] as usize,
-                    bbox,
+                    bbox: [d[0], d[1], d[2], d[3]],
                     score: d[4],
+                };
+                dets.push(det);
+                // COCO's numbers on boxes clipped to the image, as predictions.json has them
+                clipped.push(DetBox {
+                    bbox: clip_to_image(det.bbox, s.width, s.height, imgsz as u32, *canvas),
+                    ..det
                 });
             }
             for (class, bbox) in &b.targets[k] {
@@ -121,16 +149,13 @@ pub fn validate(
             }
         }
     }
-    let losses = losses.scaled(1.0 / batches.max(1) as f64);
-    let coco = coco_map(&gts, &dets, nc);
-    let (precision, recall, best_f1_conf) = precision_recall_at_best_f1(&gts, &dets, nc);
+    let losses = losses.scaled(1.0 / batches.len().max(1) as f64);
     ValResult {
         images: data.len(),
         instances: gts.len(),
-        precision,
-        recall,
-        best_f1_conf,
-        coco,
+        metrics: det_metrics(&gts, &dets, nc),
+        coco: coco_map(&gts, &clipped, nc),
+        canvases,
         losses,
         dets,
         gts,
@@ -148,10 +173,16 @@ impl ValResult {
         ValResult {
             images,
             instances: 0,
-            precision: nan,
-            recall: nan,
-            best_f1_conf: nan,
+            metrics: DetMetrics {
+                p: nan,
+                r: nan,
+                map50: nan,
+                map50_95: nan,
+                classes: vec![None; nc],
+                conf: nan,
+            },
             coco,
+            canvases: Vec::new(),
             losses: LossItems {
                 box_: nan,
                 cls: nan,
@@ -163,7 +194,7 @@ impl ValResult {
     }
 
     /// `Class Images Instances Box(P R mAP50 mAP50-95)`, the `all` row and, with `names`,
-    /// one row per class that has instances.
+    /// one row per class that has instances: Ultralytics' definition of each.
     pub fn table(&self, names: &[String], per_class: bool) -> String {
         let mut s = format!(
             "{:>22}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}\n",
@@ -174,37 +205,44 @@ impl ValResult {
             "all",
             self.images,
             self.instances,
-            self.precision,
-            self.recall,
-            self.coco.map50,
-            self.coco.map50_95
+            self.metrics.p,
+            self.metrics.r,
+            self.metrics.map50,
+            self.metrics.map50_95
         );
         if per_class {
-            let pr =
-                per_class_precision_recall(&self.gts, &self.dets, names.len(), self.best_f1_conf);
             for (c, name) in names.iter().enumerate() {
-                let inst = self.gts.iter().filter(|g| g.class == c).count();
-                let imgs = {
-                    let mut v: Vec<usize> = self
-                        .gts
-                        .iter()
-                        .filter(|g| g.class == c)
-                        .map(|g| g.image)
-                        .collect();
-                    v.sort();
-                    v.dedup();
-                    v.len()
+                let Some(m) = self.metrics.classes.get(c).copied().flatten() else {
+                    continue;
                 };
-                if let (Some(a50), Some(a), Some(Some((p, r)))) =
-                    (self.coco.ap50[c], self.coco.ap50_95[c], pr.get(c))
-                {
-                    s += &format!(
-                        "{:>22}{:>11}{:>11}{:>11.3}{:>11.3}{:>11.3}{:>11.3}\n",
-                        name, imgs, inst, p, r, a50, a
-                    );
-                }
+                let mut imgs: Vec<usize> = self
+                    .gts
+                    .iter()
+                    .filter(|g| g.class == c)
+                    .map(|g| g.image)
+                    .collect();
+                imgs.sort();
+                imgs.dedup();
+                s += &format!(
+                    "{:>22}{:>11}{:>11}{:>11.3}{:>11.3}{:>11.3}{:>11.3}\n",
+                    name,
+                    imgs.len(),
+                    m.labels,
+                    m.p,
+                    m.r,
+                    m.ap50,
+                    m.ap50_95
+                );
             }
         }
         s
+    }
+
+    /// The COCO numbers in one line (pycocotools' definition).
+    pub fn coco_line(&self) -> String {
+        format!(
+            "COCO mAP (pycocotools' definition, ≤ 100 detections per image): mAP50 {:.4}  mAP75 {:.4}  mAP50-95 {:.4}",
+            self.coco.map50, self.coco.map75, self.coco.map50_95
+        )
     }
 }

@@ -17,8 +17,9 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 
 use crate::data::detect::Sample;
+use crate::data::letterbox::Canvas;
 use crate::detect::input::augment::{
-    train_image, val_image, AugmentConfig, AugmentError, Augmented,
+    train_image, val_image, AugmentConfig, AugmentError, Augmented, Interp,
 };
 use crate::detect::objective::assign::Xyxy;
 
@@ -122,10 +123,18 @@ impl DetData {
     }
 
     /// A letterboxed validation batch.
-    pub fn val_batch(&self, indices: &[usize], imgsz: u32) -> Batch {
+    pub fn val_batch(&self, indices: &[usize], imgsz: u32, canvas: Canvas) -> Batch {
         let parts: Vec<Augmented> = indices
             .par_iter()
-            .map(|&i| val_image(&self.images[i], &self.samples[i].labels, imgsz))
+            .map(|&i| {
+                val_image(
+                    &self.images[i],
+                    &self.samples[i].labels,
+                    imgsz,
+                    canvas,
+                    Interp::Linear,
+                )
+            })
             .collect();
         Self::assemble(parts, indices.to_vec(), imgsz)
     }

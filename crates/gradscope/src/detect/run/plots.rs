@@ -9,9 +9,10 @@ use plotters::prelude::*;
 
 use super::RESULTS_COLUMNS;
 use crate::data::image::from_chw;
+use crate::data::letterbox::{geometry, square};
 use crate::detect::args::DetectArgs;
 use crate::detect::error::DetectError;
-use crate::detect::eval::metrics::{box_iou, confusion_matrix};
+use crate::detect::eval::metrics::{box_iou, confusion_matrix, DetBox};
 use crate::detect::eval::validate::ValResult;
 use crate::detect::input::dataset::DetData;
 use crate::diagnose::Diagnosis;
@@ -80,7 +81,9 @@ pub fn val_batch(
     let s = imgsz as u32;
     let mut canvas = RgbImage::from_pixel(s * k as u32, s * 2, image::Rgb([255, 255, 255]));
     let idx: Vec<usize> = (0..k).collect();
-    let b = val.val_batch(&idx, s);
+    // drawn on imgsz squares: a box found on a rectangular canvas moves by the difference in
+    // padding (the scale is the same)
+    let b = val.val_batch(&idx, s, square(s));
     let n = (3 * s * s) as usize;
     for (j, &i) in idx.iter().enumerate() {
         let chw = &b.x[j * n..(j + 1) * n];
@@ -88,8 +91,23 @@ pub fn val_batch(
         let labels: Vec<Drawn> = b.targets[j].iter().map(|(c, bx)| (*c, *bx, None)).collect();
         draw_boxes(&mut top, &labels, names).map_err(|m| e(path, m))?;
         let mut bottom = from_chw(chw, s, s);
-        let mut mine: Vec<&crate::detect::eval::metrics::DetBox> =
-            v.dets.iter().filter(|d| d.image == i).collect();
+        let (w0, h0) = val.images[i].dimensions();
+        let (_, _, to) = geometry(w0, h0, s, square(s));
+        let from = v.canvases.get(i).map_or(to, |c| geometry(w0, h0, s, *c).2);
+        let shift = |b: [f32; 4]| {
+            let (dx, dy) = (to.0 as f32 - from.0 as f32, to.1 as f32 - from.1 as f32);
+            [b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy]
+        };
+        let moved: Vec<DetBox> = v
+            .dets
+            .iter()
+            .filter(|d| d.image == i)
+            .map(|d| DetBox {
+                bbox: shift(d.bbox),
+                ..*d
+            })
+            .collect();
+        let mut mine: Vec<&DetBox> = moved.iter().collect();
         mine.sort_by(|a, b| b.score.total_cmp(&a.score));
         let confident = mine.iter().filter(|d| d.score >= 0.25).count();
         // a young model scores below 0.25 everywhere: then its best guesses, as many as labels
@@ -228,7 +246,7 @@ pub fn results_png(rows: &[Vec<f64>], path: &Path) -> Result<(), DetectError> {
 /// greedy matching per image), with the mAP50 in the title.
 pub fn pr_curve(v: &ValResult, path: &Path) -> Result<(), DetectError> {
     fonts();
-    let mut dets: Vec<&crate::detect::eval::metrics::DetBox> = v.dets.iter().collect();
+    let mut dets: Vec<&DetBox> = v.dets.iter().collect();
     dets.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut used = vec![false; v.gts.len()];
     let (mut tp, mut fp) = (0usize, 0usize);
@@ -254,7 +272,7 @@ pub fn pr_curve(v: &ValResult, path: &Path) -> Result<(), DetectError> {
     }
     let root = BitMapBackend::new(path, (700, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|m| e(path, m))?;
-    let title = format!("Precision-recall (IoU 0.5), mAP50 {:.3}", v.coco.map50);
+    let title = format!("Precision-recall (IoU 0.5), mAP50 {:.3}", v.metrics.map50);
     let mut ch = chart(&root, &title, Size::Figure, 0.0..1.0, 0.0..1.02).map_err(|m| e(path, m))?;
     mesh(&mut ch, "recall", "precision")
         .draw()

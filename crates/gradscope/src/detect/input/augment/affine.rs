@@ -109,23 +109,6 @@ impl Tap {
         }
     }
 
-    /// The tap at `u` clamped to the image, so edge pixels repeat (for resizing).
-    fn clamped(u: f32, len: u32) -> Self {
-        let last = len.saturating_sub(1) as f32;
-        let u = if u.is_finite() {
-            u.max(0.0).min(last)
-        } else {
-            0.0
-        };
-        let base = u.floor();
-        let i = base as usize;
-        Tap {
-            i0: Some(i),
-            i1: Some((i + 1).min(len.saturating_sub(1) as usize)),
-            wt: weight(u - base),
-        }
-    }
-
     /// Whether both neighbours are outside the image (the sample is pure border).
     fn outside(&self) -> bool {
         self.i0.is_none() && self.i1.is_none()
@@ -193,65 +176,6 @@ pub(super) fn sample_grid(src: &RgbImage, cols: &[Tap], rows: &[Tap]) -> RgbImag
     }
     RgbImage::from_raw(out_w as u32, out_h as u32, dst)
         .unwrap_or_else(|| RgbImage::from_pixel(out_w as u32, out_h as u32, Rgb([PAD_VALUE; 3])))
-}
-
-/// `src` shrunk by the integer factor `k` by averaging `k × k` blocks (partial blocks at the
-/// right and bottom edges average the pixels they have).
-pub(super) fn shrink_by(src: &RgbImage, k: u32) -> RgbImage {
-    let (w, h) = src.dimensions();
-    if w == 0 || h == 0 || k <= 1 {
-        return src.clone();
-    }
-    let (rw, rh) = (w.div_ceil(k), h.div_ceil(k));
-    let (k, w, stride) = (k as usize, w as usize, w as usize * 3);
-    let raw = src.as_raw();
-    let mut out = Vec::with_capacity(rw as usize * rh as usize * 3);
-    let mut sums = vec![0u32; rw as usize * 3];
-    for band in raw.chunks(stride * k) {
-        sums.fill(0);
-        for row in band.chunks_exact(stride) {
-            for (block, pixels) in row.chunks(3 * k).enumerate() {
-                for p in pixels.chunks_exact(3) {
-                    for c in 0..3 {
-                        sums[block * 3 + c] += p[c] as u32;
-                    }
-                }
-            }
-        }
-        let rows = (band.len() / stride) as u32;
-        for (block, s) in sums.chunks_exact(3).enumerate() {
-            let cols = (w - block * k).min(k) as u32;
-            let n = rows * cols;
-            out.extend(s.iter().map(|&v| ((v + n / 2) / n.max(1)) as u8));
-        }
-    }
-    RgbImage::from_raw(rw, rh, out).unwrap_or_else(|| src.clone())
-}
-
-/// `src` resized to `w × h`: a box average first when shrinking by 2× or more (against
-/// aliasing), then bilinear with the edges repeated.
-pub(super) fn resize_bilinear(src: &RgbImage, w: u32, h: u32) -> RgbImage {
-    let (w0, h0) = src.dimensions();
-    if w0 == 0 || h0 == 0 {
-        return RgbImage::from_pixel(w, h, Rgb([PAD_VALUE; 3]));
-    }
-    let k = (w0 / w.max(1)).min(h0 / h.max(1)).max(1);
-    let shrunk;
-    let base = if k >= 2 {
-        shrunk = shrink_by(src, k);
-        &shrunk
-    } else {
-        src
-    };
-    let (bw, bh) = base.dimensions();
-    // output pixel centre → original coordinate → position in the (shrunk) base image
-    let taps = |out: u32, orig: u32, len: u32| -> Vec<Tap> {
-        let step = orig as f32 / out as f32 / k as f32;
-        (0..out)
-            .map(|o| Tap::clamped((o as f32 + 0.5) * step - 0.5, len))
-            .collect()
-    };
-    sample_grid(base, &taps(w, w0, bw), &taps(h, h0, bh))
 }
 
 /// Ultralytics' `box_candidates` rule: a box `w × h` after clipping, from `w0 × h0` before,

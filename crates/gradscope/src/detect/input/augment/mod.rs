@@ -30,10 +30,12 @@ use rand::Rng;
 
 use crate::data::detect::{Label, Sample};
 use crate::data::image::to_chw;
-use crate::data::letterbox::{letterbox, PAD_VALUE};
+use crate::data::letterbox::{letterbox, square, Canvas, PAD_VALUE};
+use crate::data::resize::resize;
+pub use crate::data::resize::Interp;
 pub use crate::detect::error::AugmentError;
 
-use affine::{flip_lr, random_affine, resize_bilinear, transform_boxes, warp};
+use affine::{flip_lr, random_affine, transform_boxes, warp};
 use hsv::{apply_hsv, hsv_gains};
 
 /// A box in pixels: (class, [x1, y1, x2, y2]).
@@ -103,9 +105,16 @@ pub struct Augmented {
     pub boxes: Vec<(usize, [f32; 4])>,
 }
 
-/// A validation image: the plain letterbox of `img` and its labels. An `imgsz` of 0 gives an
-/// empty result, an empty image a grey canvas without boxes.
-pub fn val_image(img: &RgbImage, labels: &[Label], imgsz: u32) -> Augmented {
+/// A validation (or prediction) image: the plain letterbox of `img` and its labels, shrunk with
+/// `shrink` when larger than `imgsz` (Ultralytics 8.4 validates and predicts with bilinear), on
+/// `canvas`. An `imgsz` of 0 gives an empty result, an empty image a grey canvas without boxes.
+pub fn val_image(
+    img: &RgbImage,
+    labels: &[Label],
+    imgsz: u32,
+    canvas: Canvas,
+    shrink: Interp,
+) -> Augmented {
     if imgsz == 0 {
         return Augmented {
             chw: Vec::new(),
@@ -114,11 +123,15 @@ pub fn val_image(img: &RgbImage, labels: &[Label], imgsz: u32) -> Augmented {
     }
     if img.width() == 0 || img.height() == 0 {
         return Augmented {
-            chw: to_chw(&RgbImage::from_pixel(imgsz, imgsz, Rgb([PAD_VALUE; 3]))),
+            chw: to_chw(&RgbImage::from_pixel(
+                canvas.0,
+                canvas.1,
+                Rgb([PAD_VALUE; 3]),
+            )),
             boxes: Vec::new(),
         };
     }
-    let lb = letterbox(img, labels, imgsz);
+    let lb = letterbox(img, labels, imgsz, canvas, shrink);
     Augmented {
         chw: to_chw(&lb.image),
         boxes: lb.boxes,
@@ -150,7 +163,13 @@ pub fn train_image(
     let (input, boxes) = if use_mosaic && chance(rng, cfg.mosaic) {
         mosaic(samples, images, index, imgsz, rng)?
     } else {
-        let lb = letterbox(load(samples, images, index)?, &sample.labels, imgsz);
+        let lb = letterbox(
+            load(samples, images, index)?,
+            &sample.labels,
+            imgsz,
+            square(imgsz),
+            Interp::Linear,
+        );
         (lb.image, lb.boxes)
     };
     let affine = random_affine(input.width(), imgsz, cfg, rng);
@@ -216,8 +235,8 @@ fn load<'a>(
 
 // ----- mosaic -----
 
-/// `img` resized (see [`resize_bilinear`]) so its long side is `size`, and `labels` as pixel
-/// boxes on it.
+/// `img` resized bilinearly (as Ultralytics' training loader does) so its long side is `size`,
+/// and `labels` as pixel boxes on it.
 fn fit_long_side(img: &RgbImage, labels: &[Label], size: u32) -> (RgbImage, Vec<PixelBox>) {
     let (w0, h0) = img.dimensions();
     let r = size as f32 / w0.max(h0) as f32;
@@ -226,7 +245,7 @@ fn fit_long_side(img: &RgbImage, labels: &[Label], size: u32) -> (RgbImage, Vec<
     let img = if (w, h) == (w0, h0) {
         img.clone()
     } else {
-        resize_bilinear(img, w, h)
+        resize(img, w, h, Interp::Linear)
     };
     let (wf, hf) = (w as f32, h as f32);
     let boxes = labels

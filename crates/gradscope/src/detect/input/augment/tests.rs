@@ -5,6 +5,7 @@ use super::affine::*;
 use super::hsv::*;
 use super::*;
 use crate::data::image::to_u8;
+use crate::data::letterbox::square;
 use rand::SeedableRng;
 use std::path::PathBuf;
 
@@ -158,10 +159,13 @@ fn no_augmentation_is_the_plain_letterbox() {
     let data = dataset();
     for (index, (s, img)) in data.0.iter().zip(&data.1).enumerate() {
         let a = run(&data, index, 320, &AugmentConfig::none(), false, 3);
-        let lb = letterbox(img, &s.labels, 320);
+        let lb = letterbox(img, &s.labels, 320, square(320), Interp::Linear);
         assert_eq!(a.chw, to_chw(&lb.image));
         assert_eq!(a.boxes, lb.boxes);
-        assert_eq!(a, val_image(img, &s.labels, 320));
+        assert_eq!(
+            a,
+            val_image(img, &s.labels, 320, square(320), Interp::Linear)
+        );
     }
 }
 
@@ -175,7 +179,7 @@ fn a_certain_flip_mirrors_pixels_and_boxes_exactly() {
     let s = 128u32;
     for (index, (sample, img)) in data.0.iter().zip(&data.1).enumerate() {
         let a = run(&data, index, s, &cfg, false, 11);
-        let lb = letterbox(img, &sample.labels, s);
+        let lb = letterbox(img, &sample.labels, s, square(s), Interp::Linear);
         let plain = Augmented {
             chw: to_chw(&lb.image),
             boxes: lb.boxes,
@@ -377,38 +381,17 @@ fn bad_inputs_are_errors_not_panics() {
     let empty = vec![RgbImage::new(0, 5); data.1.len()];
     let e = train_image(&data.0, &empty, 0, 64, &cfg, false, &mut rng).unwrap_err();
     assert!(e.to_string().contains("images/0.png"), "{e}");
-    assert_eq!(val_image(&RgbImage::new(0, 0), &[], 8).chw.len(), 3 * 64);
-    assert!(val_image(&data.1[0], &data.0[0].labels, 0).chw.is_empty());
-}
-
-#[test]
-fn shrinking_averages_blocks_including_partial_ones() {
-    let img = RgbImage::from_fn(5, 3, |x, y| Rgb([(10 * x + 100 * y) as u8, 7, 0]));
-    let small = shrink_by(&img, 2);
-    assert_eq!(small.dimensions(), (3, 2));
-    // block (0, 0): 0, 10, 100, 110; block (2, 0): 40, 140; block (2, 1): 240 alone
-    assert_eq!(small.get_pixel(0, 0).0, [55, 7, 0]);
-    assert_eq!(small.get_pixel(2, 0).0, [90, 7, 0]);
-    assert_eq!(small.get_pixel(2, 1).0, [240, 7, 0]);
-}
-
-#[test]
-fn resizing_keeps_flat_colours_and_edges_in_place() {
-    // left half red, right half blue, 1200 × 400 → 300 × 100 (box average by 4)
-    let img = RgbImage::from_fn(1200, 400, |x, _| {
-        Rgb(if x < 600 { [255, 0, 0] } else { [0, 0, 255] })
-    });
-    for (w, h) in [(300, 100), (500, 167), (1800, 600)] {
-        let out = resize_bilinear(&img, w, h);
-        assert_eq!(out.dimensions(), (w, h));
-        let half = w / 2;
-        for y in [0, h / 2, h - 1] {
-            assert_eq!(out.get_pixel(0, y).0, [255, 0, 0]);
-            assert_eq!(out.get_pixel(half - 2, y).0, [255, 0, 0]);
-            assert_eq!(out.get_pixel(half + 1, y).0, [0, 0, 255]);
-            assert_eq!(out.get_pixel(w - 1, y).0, [0, 0, 255]);
-        }
-    }
+    assert_eq!(
+        val_image(&RgbImage::new(0, 0), &[], 8, square(8), Interp::Area)
+            .chw
+            .len(),
+        3 * 64
+    );
+    assert!(
+        val_image(&data.1[0], &data.0[0].labels, 0, square(0), Interp::Area)
+            .chw
+            .is_empty()
+    );
 }
 
 /// Times one 640 mosaic + affine + HSV + flip call:
