@@ -176,6 +176,10 @@ fn a_release_name_is_downloaded_atomically() {
         said[0].contains("downloading") && said[0].contains("MB"),
         "{said:?}"
     );
+    // progress at each tenth, ending at 100%
+    let progress: Vec<&String> = said.iter().filter(|m| m.contains("% (")).collect();
+    assert!(progress.len() >= 9, "{said:?}");
+    assert!(progress.last().unwrap().contains("100%"), "{said:?}");
     // found on disk now: no second download (nothing listens any more)
     let again = weights_file_in("model", "yolo26n.pt", Some(&dir), &url, &mut |_| {}).unwrap();
     assert_eq!(again, Some(gradscope::detect::model::Weights::Pt(got)));

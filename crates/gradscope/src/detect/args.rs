@@ -3,6 +3,7 @@
 
 use crate::activation::Activation;
 use crate::detect::input::augment::AugmentConfig;
+use crate::detect::optimize::freeze::Freeze;
 use crate::detect::optimize::optimizer::DetOptimizer;
 use crate::settings::{
     any, at_least, fraction, positive, split_words, Command, SettingError, ALL, EVERY, EXPORT,
@@ -66,8 +67,8 @@ crate::settings! {
         patience: usize = 100, any, TRAIN;
         /// also save weights/epoch{N}.safetensors every N epochs (-1 = off)
         save_period: i64 = -1, |x| if *x == 0 || *x < -1 { Err("expected a number ≥ 1, or -1 (off)".into()) } else { Ok(()) }, TRAIN;
-        /// freeze the first N layers (model.0 … model.N-1): their weights are not trained (0 = none)
-        freeze: usize = 0, |x| if *x > 23 { Err("expected 0 … 23 (YOLO26 has 24 layers; 23 is the head)".into()) } else { Ok(()) }, TRAIN;
+        /// freeze the first N layers (model.0 … model.N-1), or the listed ones ([0,1,2]): their weights are not trained (0 = none)
+        freeze: Freeze = Freeze::First(0), |f| if f.last().is_some_and(|l| l > 23) { Err("expected layers 0 … 23 (YOLO26 has 24 layers; 23 is the head)".into()) } else { Ok(()) }, TRAIN;
         /// cpu (GPU devices are not built yet)
         device: String = "cpu".into(), |d| cpu_only(d), ALL;
         /// input size in pixels, a multiple of 32

@@ -77,13 +77,13 @@ pub fn for_run(d: &mut Diagnosis, args: &DetectArgs, lr0: f64) {
     yolo_remedies(d, args, lr0);
 }
 
-/// With `freeze=N`, says that the first N layers' update ratio of 0 is by design.
+/// With `freeze=`, says that the frozen layers' update ratio of 0 is by design.
 fn frozen_evidence(d: &mut Diagnosis, args: &DetectArgs) {
-    if args.freeze > 0 {
+    if !args.freeze.is_empty() {
         d.evidence.push(format!(
-            "model.0 … model.{} are frozen (freeze={}): their update ratio is 0 by design; ∂L/∂h is still measured there",
-            args.freeze - 1,
-            args.freeze
+            "{} are frozen (freeze={}): their update ratio is 0 by design; ∂L/∂h is still measured there",
+            args.freeze.describe(),
+            crate::settings::Value::show(&args.freeze)
         ));
     }
 }

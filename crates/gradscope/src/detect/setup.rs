@@ -137,11 +137,11 @@ pub(crate) fn announce(args: &DetectArgs, model: &Yolo, plan: &Plan, info: &mut 
         args.shortcut
     ));
     info(plan.describe());
-    if args.freeze > 0 {
+    if !args.freeze.is_empty() {
         info(format!(
-            "freeze={}: model.0 … model.{} keep their weights",
-            args.freeze,
-            args.freeze - 1
+            "freeze={}: {} keep their weights",
+            crate::settings::Value::show(&args.freeze),
+            args.freeze.describe()
         ));
     }
 }

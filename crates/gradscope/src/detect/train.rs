@@ -317,7 +317,7 @@ impl<'o> Trainer<'o> {
             self.probe
                 .after_backward(step, st.epoch, loss_v, tap, &self.model, &grads);
         let mut gp = GradientsParams::from_grads(grads, &self.model);
-        freeze(&self.model, self.args.freeze, &mut gp);
+        freeze(&self.model, &self.args.freeze, &mut gp);
         let mut finite = loss_v.is_finite();
         if finite {
             self.acc.accumulate(&self.model, gp);

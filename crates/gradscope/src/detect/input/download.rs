@@ -62,9 +62,10 @@ pub fn fetch_file(
     say: &mut dyn FnMut(String),
 ) -> Result<(), DownloadError> {
     let resp = get(url, 600)?;
-    let size = resp
+    let total = resp
         .header("Content-Length")
-        .and_then(|v| v.parse::<u64>().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let size = total
         .map(|b| format!(" ({:.1} MB)", b as f64 / 1e6))
         .unwrap_or_default();
     say(format!("downloading {url} to {}{size}", dest.display()));
@@ -74,8 +75,14 @@ pub fn fetch_file(
     let tmp = dest.with_extension(format!("download.{}.tmp", std::process::id()));
     let result = (|| {
         let mut out = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        let bytes = std::io::copy(&mut resp.into_reader().take(8 << 30), &mut out)
-            .map_err(read_failed(url))?;
+        let mut reader = Progress {
+            inner: resp.into_reader().take(8 << 30),
+            read: 0,
+            total,
+            next: 0,
+            say: &mut *say,
+        };
+        let bytes = std::io::copy(&mut reader, &mut out).map_err(read_failed(url))?;
         out.sync_all().map_err(io(&tmp))?;
         if bytes < min_bytes {
             return Err(DownloadError::TooSmall {
@@ -97,6 +104,39 @@ pub fn fetch_file(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// A reader that reports how much has come: each tenth of a known size, else every 10 MB.
+struct Progress<'a, R> {
+    inner: R,
+    read: u64,
+    total: Option<u64>,
+    next: u64,
+    say: &'a mut dyn FnMut(String),
+}
+
+impl<R: Read> Read for Progress<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        let step = self.total.map_or(10_000_000, |t| (t / 10).max(1));
+        if n > 0 && self.read >= self.next {
+            if self.next > 0 {
+                let mb = |b: u64| b as f64 / 1e6;
+                (self.say)(match self.total {
+                    Some(t) => format!(
+                        "  {:>3}% ({:.1} of {:.1} MB)",
+                        self.read * 100 / t.max(1),
+                        mb(self.read),
+                        mb(t)
+                    ),
+                    None => format!("  {:.1} MB", mb(self.read)),
+                });
+            }
+            self.next = (self.read / step + 1) * step;
+        }
+        Ok(n)
+    }
 }
 
 /// A safe relative path inside the archive's target, or None when it would escape it.

@@ -1,5 +1,5 @@
-//! `freeze=N`, as Ultralytics' key: the first N layers (`model.0` … `model.N−1`) keep their
-//! weights. Their gradients are dropped before accumulation, so the optimizer never sees them:
+//! `freeze=N` or `freeze=[i, j, …]`, as Ultralytics' key: the first N layers (`model.0` …
+//! `model.N−1`), or the listed ones, keep their weights. Their gradients are dropped before accumulation, so the optimizer never sees them:
 //! no update, no weight decay, and they do not count in the clipping norm (Ultralytics turns
 //! `requires_grad` off, with the same effect). The gradient still flows *through* them to the
 //! layers before (there are none for a prefix) and to the probe, which keeps measuring ∂L/∂h
@@ -10,20 +10,102 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
+use crate::settings::Value;
 use crate::yolo::weights::ultralytics_name;
 
-/// Whether the parameter named `name` (Ultralytics' name, `model.3.conv.weight`) is in the first
-/// `layers` layers.
-pub fn is_frozen(name: &str, layers: usize) -> bool {
+/// The layers `freeze=` keeps: the first N, or a list of layer indices.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Freeze {
+    First(usize),
+    Layers(Vec<usize>),
+}
+
+impl Freeze {
+    /// Whether layer `i` (`model.i`) is frozen.
+    pub fn contains(&self, i: usize) -> bool {
+        match self {
+            Freeze::First(n) => i < *n,
+            Freeze::Layers(l) => l.contains(&i),
+        }
+    }
+
+    /// Whether no layer is frozen.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Freeze::First(0)) || matches!(self, Freeze::Layers(l) if l.is_empty())
+    }
+
+    /// The largest layer index named (for the range check).
+    pub fn last(&self) -> Option<usize> {
+        match self {
+            Freeze::First(n) => n.checked_sub(1),
+            Freeze::Layers(l) => l.iter().max().copied(),
+        }
+    }
+
+    /// The frozen layers in words: `model.0 … model.9`, or `model.0, model.4`.
+    pub fn describe(&self) -> String {
+        match self {
+            Freeze::First(n) => format!("model.0 … model.{}", n.saturating_sub(1)),
+            Freeze::Layers(l) => l
+                .iter()
+                .map(|i| format!("model.{i}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
+/// `10`, or a list `[0, 1, 2]` (brackets optional, as in `freeze=0,1,2`).
+impl Value for Freeze {
+    fn parse(v: &str) -> Result<Self, String> {
+        let bad = || {
+            "expected a number of layers (freeze=10) or a list of layer indices (freeze=[0,1,2])"
+                .to_string()
+        };
+        let t = v.trim();
+        if let Ok(n) = t.parse::<usize>() {
+            return Ok(Freeze::First(n));
+        }
+        let inner = t
+            .strip_prefix('[')
+            .and_then(|x| x.strip_suffix(']'))
+            .unwrap_or(t);
+        let mut l: Vec<usize> = inner
+            .split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(|x| x.parse::<usize>().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        l.sort_unstable();
+        l.dedup();
+        Ok(Freeze::Layers(l))
+    }
+    fn show(&self) -> String {
+        match self {
+            Freeze::First(n) => n.to_string(),
+            Freeze::Layers(l) => format!(
+                "[{}]",
+                l.iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// Whether the parameter named `name` (Ultralytics' name, `model.3.conv.weight`) is in a frozen
+/// layer.
+pub fn is_frozen(name: &str, layers: &Freeze) -> bool {
     name.strip_prefix("model.")
         .and_then(|rest| rest.split('.').next())
         .and_then(|i| i.parse::<usize>().ok())
-        .is_some_and(|i| i < layers)
+        .is_some_and(|i| layers.contains(i))
 }
 
 struct Drop<'a> {
     path: Vec<String>,
-    layers: usize,
+    layers: &'a Freeze,
     grads: &'a mut GradientsParams,
     dropped: usize,
 }
@@ -44,10 +126,10 @@ impl ModuleVisitor for Drop<'_> {
     }
 }
 
-/// Removes from `grads` the gradients of `model`'s parameters in its first `layers` layers;
-/// returns how many were removed.
-pub fn freeze<M: Module>(model: &M, layers: usize, grads: &mut GradientsParams) -> usize {
-    if layers == 0 {
+/// Removes from `grads` the gradients of `model`'s parameters in the frozen `layers`; returns
+/// how many were removed.
+pub fn freeze<M: Module>(model: &M, layers: &Freeze, grads: &mut GradientsParams) -> usize {
+    if layers.is_empty() {
         return 0;
     }
     let mut d = Drop {
@@ -70,11 +152,35 @@ mod tests {
 
     #[test]
     fn names_in_the_first_layers_are_frozen() {
-        assert!(is_frozen("model.0.conv.weight", 1));
-        assert!(is_frozen("model.9.cv1.bn.bias", 10));
-        assert!(!is_frozen("model.10.cv1.bn.bias", 10));
-        assert!(!is_frozen("model.1.conv.weight", 0));
-        assert!(!is_frozen("head.weight", 99));
+        let first = |n| Freeze::First(n);
+        assert!(is_frozen("model.0.conv.weight", &first(1)));
+        assert!(is_frozen("model.9.cv1.bn.bias", &first(10)));
+        assert!(!is_frozen("model.10.cv1.bn.bias", &first(10)));
+        assert!(!is_frozen("model.1.conv.weight", &first(0)));
+        assert!(!is_frozen("head.weight", &first(99)));
+        let list = Freeze::parse("[0, 4]").unwrap();
+        assert!(is_frozen("model.4.cv1.conv.weight", &list));
+        assert!(!is_frozen("model.1.conv.weight", &list));
+        assert_eq!(list.describe(), "model.0, model.4");
+    }
+
+    #[test]
+    fn both_forms_parse_and_read_back() {
+        for (word, want) in [
+            ("10", Freeze::First(10)),
+            ("[0,1,2]", Freeze::Layers(vec![0, 1, 2])),
+            ("[2, 0]", Freeze::Layers(vec![0, 2])),
+            ("0,1", Freeze::Layers(vec![0, 1])),
+            ("[]", Freeze::Layers(vec![])),
+        ] {
+            let f = Freeze::parse(word).unwrap();
+            assert_eq!(f, want, "{word}");
+            assert_eq!(Freeze::parse(&f.show()).unwrap(), f);
+        }
+        assert!(Freeze::parse("[a]")
+            .unwrap_err()
+            .contains("list of layer indices"));
+        assert!(Freeze::parse("-1").is_err());
     }
 
     /// One AdamW step (with weight decay) on YOLO26n with freeze=10: every parameter of
@@ -91,10 +197,10 @@ mod tests {
         let loss = out.heads.one2many.powf_scalar(2.0).mean();
         let grads = loss.backward();
         let mut gp = GradientsParams::from_grads(grads, &model);
-        let dropped = freeze(&model, 10, &mut gp);
+        let dropped = freeze(&model, &Freeze::First(10), &mut gp);
         let frozen_params = before
             .iter()
-            .filter(|(n, ..)| is_frozen(n, 10) && !n.contains("running_"))
+            .filter(|(n, ..)| is_frozen(n, &Freeze::First(10)) && !n.contains("running_"))
             .count();
         assert_eq!(dropped, frozen_params);
         let lr = GroupLr {
@@ -109,7 +215,7 @@ mod tests {
             if name.contains("running_") {
                 continue; // BatchNorm statistics follow the batches, frozen or not (as Ultralytics)
             }
-            if is_frozen(name, 10) {
+            if is_frozen(name, &Freeze::First(10)) {
                 assert_eq!(a, b, "{name} moved");
             } else if name.ends_with(".weight") && a != b {
                 trained += 1;
