@@ -307,6 +307,7 @@ pub fn det_metrics(gts: &[GtBox], dets: &[DetBox], nc: usize) -> DetMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::eval::metrics::tests::{bad_boxes, det, gt};
 
     #[test]
     fn interp_is_numpys() {
@@ -316,19 +317,6 @@ mod tests {
         let want = [9.0, 1.0, 0.9, 0.4, 0.2, 0.0, 7.0];
         for (x, w) in [-1.0, 0.0, 0.25, 0.5, 0.75, 1.0, 2.0].iter().zip(want) {
             assert!((interp(*x, &xp, &fp, 9.0, 7.0) - w).abs() < 1e-12, "{x}");
-        }
-    }
-
-    fn gt(image: usize, class: usize, bbox: [f32; 4]) -> GtBox {
-        GtBox { image, class, bbox }
-    }
-
-    fn det(image: usize, class: usize, bbox: [f32; 4], score: f32) -> DetBox {
-        DetBox {
-            image,
-            class,
-            bbox,
-            score,
         }
     }
 
@@ -375,16 +363,7 @@ mod tests {
 
     #[test]
     fn bad_inputs_do_not_panic() {
-        let gts = [
-            gt(0, 7, [0.0, 0.0, 10.0, 10.0]),
-            gt(0, 0, [10.0, 10.0, 0.0, 5.0]),
-            gt(0, 0, [f32::NAN; 4]),
-        ];
-        let dets = [
-            det(0, 0, [0.0, 0.0, 10.0, 10.0], f32::NAN),
-            det(0, 9, [0.0, 0.0, 10.0, 10.0], 0.3),
-            det(0, 0, [f32::INFINITY, 0.0, 1.0, 1.0], 0.4),
-        ];
+        let (gts, dets) = bad_boxes();
         let m = det_metrics(&gts, &dets, 2);
         assert!(
             m.p.is_finite() && m.r.is_finite() && m.map50_95.is_finite(),

@@ -454,14 +454,14 @@ fn confusion_image(gts: &[&GtBox], dets: &[&DetBox], iou: f64, matrix: &mut [Vec
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn gt(image: usize, class: usize, bbox: [f32; 4]) -> GtBox {
+    pub(crate) fn gt(image: usize, class: usize, bbox: [f32; 4]) -> GtBox {
         GtBox { image, class, bbox }
     }
 
-    fn det(image: usize, class: usize, bbox: [f32; 4], score: f32) -> DetBox {
+    pub(crate) fn det(image: usize, class: usize, bbox: [f32; 4], score: f32) -> DetBox {
         DetBox {
             image,
             class,
@@ -638,18 +638,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn bad_inputs_do_not_panic() {
-        let gts = [
+    /// Boxes of an unknown class, inverted, NaN and infinite, and a NaN score (for nc=2).
+    pub(crate) fn bad_boxes() -> (Vec<GtBox>, Vec<DetBox>) {
+        let gts = vec![
             gt(0, 7, [0.0, 0.0, 10.0, 10.0]),
             gt(0, 0, [10.0, 10.0, 0.0, 5.0]),
             gt(0, 0, [f32::NAN; 4]),
         ];
-        let dets = [
+        let dets = vec![
             det(0, 0, [0.0, 0.0, 10.0, 10.0], f32::NAN),
             det(0, 9, [0.0, 0.0, 10.0, 10.0], 0.3),
             det(0, 0, [f32::INFINITY, 0.0, 1.0, 1.0], 0.4),
         ];
+        (gts, dets)
+    }
+
+    #[test]
+    fn bad_inputs_do_not_panic() {
+        let (gts, dets) = bad_boxes();
         let r = coco_map(&gts, &dets, 2);
         assert!(r.map50_95.is_finite());
         let m = confusion_matrix(&gts, &dets, 2, 0.0, 0.5);
