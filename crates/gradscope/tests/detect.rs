@@ -197,7 +197,7 @@ fn broken_data_gives_warnings_not_panics_and_trains() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A one-shot HTTP server on 127.0.0.1 that answers every request with `body`.
+/// A zip archive (deflated) of the given entries.
 fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for (name, data) in entries {
@@ -233,6 +233,62 @@ fn download_over_loopback_and_zip_slip_refused() {
     // the cause is kept: it names the address and why
     let cause = std::error::Error::source(&e).expect("a source").to_string();
     assert!(cause.contains("127.0.0.1:9"), "{e}: {cause}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A user's data.yaml with `download:` (as Ultralytics' own yamls): its images missing, the zip
+/// is fetched into the datasets folder and the yaml read again; a script is not run; a zip bomb
+/// is refused and leaves nothing.
+#[test]
+fn a_user_yaml_downloads_its_data_within_limits() {
+    use gradscope::data::detect::DataYaml;
+    use gradscope::detect::input::sources::download_missing;
+    let dir = scratch("user_download");
+    let ds = dir.join("datasets");
+    let body = zip_of(&[
+        ("mini/images/train/a.txt", b"x"),
+        ("mini/images/val/a.txt", b"x"),
+        ("mini/labels/train/a.txt", b"0 0.5 0.5 0.1 0.1\n"),
+    ]);
+    let url = format!("{}/mini.zip", common::serve_once(body));
+    let yaml = dir.join("mini.yaml");
+    let write = |download: &str| {
+        std::fs::write(
+            &yaml,
+            format!("path: mini\ntrain: images/train\nval: images/val\nnames: [tree]\ndownload: {download}\n"),
+        )
+        .unwrap();
+        DataYaml::read(&yaml, &ds).unwrap()
+    };
+    let mut said = Vec::new();
+    let d = download_missing(write(&url), &yaml, &ds, &mut |m| said.push(m)).unwrap();
+    assert_eq!(d.train, vec![ds.join("mini/images/train")]);
+    assert!(d.train[0].is_dir() && d.val[0].is_dir());
+    assert!(
+        said[0].contains("downloading") && said[0].contains("mini.zip"),
+        "{said:?}"
+    );
+    // present now: nothing fetched (nothing listens any more)
+    assert!(download_missing(write(&url), &yaml, &ds, &mut |_| panic!("fetched")).is_ok());
+    // a script is not run
+    std::fs::remove_dir_all(ds.join("mini")).unwrap();
+    let e = download_missing(write("bash data/scripts/get.sh"), &yaml, &ds, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("runs no download scripts") && e.contains("not found"),
+        "{e}"
+    );
+    // 120 MB of zeros deflate to ~120 kB: past 100× the archive and 100 MB, refused, nothing left
+    let zeros = vec![0u8; 120 << 20];
+    let bomb = zip_of(&[("mini/images/train/big.bin", &zeros)]);
+    assert!(bomb.len() < 1 << 20);
+    let url = format!("{}/bomb.zip", common::serve_once(bomb));
+    let e = download_missing(write(&url), &yaml, &ds, &mut |_| {}).unwrap_err();
+    let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+    assert!(chain.contains("zip bomb"), "{chain}");
+    let left: Vec<_> = std::fs::read_dir(&ds).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -67,7 +67,7 @@ crate::settings! {
         patience: usize = 100, any, TRAIN;
         /// also save weights/epoch{N}.safetensors every N epochs (-1 = off)
         save_period: i64 = -1, |x| if *x == 0 || *x < -1 { Err("expected a number ≥ 1, or -1 (off)".into()) } else { Ok(()) }, TRAIN;
-        /// freeze the first N layers (model.0 … model.N-1), or the listed ones ([0,1,2]): their weights are not trained (0 = none)
+        /// freeze the first N layers (model.0 … model.N-1), or those listed (`freeze=[0,1,2]`): their weights are not trained (0 = none)
         freeze: Freeze = Freeze::First(0), |f| if f.last().is_some_and(|l| l > 23) { Err("expected layers 0 … 23 (YOLO26 has 24 layers; 23 is the head)".into()) } else { Ok(()) }, TRAIN;
         /// cpu (GPU devices are not built yet)
         device: String = "cpu".into(), |d| cpu_only(d), ALL;

@@ -146,4 +146,8 @@ pub enum DownloadError {
     TooSmall { url: String, bytes: u64, min: u64 },
     #[error("{url}: not a PyTorch checkpoint (not a zip archive)")]
     NotArchive { url: String },
+    #[error("{url}: larger than the {limit} bytes gradscope downloads")]
+    TooLarge { url: String, limit: u64 },
+    #[error("the archive unpacks to more than {limit} bytes (100× its own size, at least 100 MB): refused as a zip bomb")]
+    Unpacked { limit: u64 },
 }

@@ -6,7 +6,7 @@
 //! pickle written here *builds* the model the way Ultralytics itself does —
 //! `ultralytics.nn.tasks.DetectionModel(yaml, 3, nc, False)` from the model yaml — sets its
 //! `names`, and then gives each of its layers its parameter and buffer tables, reached by name
-//! (see [`layers`]): a name Ultralytics' model does not have fails the load instead of leaving a
+//! (see `layers` below): a name Ultralytics' model does not have fails the load instead of leaving a
 //! layer as initialised. The tensors are also kept under the checkpoint's `state_dict` key, so
 //! the file reads back with plain PyTorch (`torch.load(f, weights_only=False)["state_dict"]`) and
 //! with gradscope's own reader. They are f32, bit for bit what gradscope trained.

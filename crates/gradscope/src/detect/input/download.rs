@@ -34,15 +34,33 @@ fn read_failed(url: &str) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
     }
 }
 
-/// Downloads `url` (a zip) and unpacks it into `dir`. Returns the top-level entries created.
+/// The largest archive a dataset download may be.
+pub const MAX_ARCHIVE_BYTES: u64 = 64 << 30;
+
+/// Downloads `url` (a zip) and unpacks it into `dir`: streamed to a temporary file (never held in
+/// memory), at most [`MAX_ARCHIVE_BYTES`], then unpacked with [`unzip_from`]'s limits. Returns
+/// the top-level entries created; a failure leaves nothing behind.
 pub fn fetch_zip(url: &str, dir: &Path) -> Result<Vec<PathBuf>, DownloadError> {
-    let mut bytes = Vec::new();
-    get(url, 60)?
-        .into_reader()
-        .take(4 << 30)
-        .read_to_end(&mut bytes)
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let tmp = dir.join(format!(".download.{}.zip", std::process::id()));
+    let result = (|| {
+        let mut out = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        let bytes = std::io::copy(
+            &mut get(url, 60)?.into_reader().take(MAX_ARCHIVE_BYTES + 1),
+            &mut out,
+        )
         .map_err(read_failed(url))?;
-    unzip(&bytes, dir)
+        if bytes > MAX_ARCHIVE_BYTES {
+            return Err(DownloadError::TooLarge {
+                url: url.into(),
+                limit: MAX_ARCHIVE_BYTES,
+            });
+        }
+        let file = std::fs::File::open(&tmp).map_err(io(&tmp))?;
+        unzip_from(std::io::BufReader::new(file), bytes, dir)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
 }
 
 /// Where Ultralytics 8.4 downloads its release weights from (`yolo26n.pt` …).
@@ -153,10 +171,22 @@ fn safe_path(name: &str) -> Option<PathBuf> {
     (!out.as_os_str().is_empty()).then_some(out)
 }
 
-/// Unpacks zip `bytes` into `dir` through a temporary folder; refuses escaping paths.
+/// Unpacks zip `bytes` into `dir` (see [`unzip_from`]).
 pub fn unzip(bytes: &[u8], dir: &Path) -> Result<Vec<PathBuf>, DownloadError> {
-    let mut zip =
-        zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(DownloadError::NotZip)?;
+    unzip_from(std::io::Cursor::new(bytes), bytes.len() as u64, dir)
+}
+
+/// Unpacks the zip `archive` (`len` bytes) into `dir` through a temporary folder: refuses
+/// escaping paths, and stops — leaving nothing — once more than `100 × len` bytes (at least
+/// 100 MB) come out, whatever the entries declare (a zip bomb).
+pub fn unzip_from<R: Read + std::io::Seek>(
+    archive: R,
+    len: u64,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, DownloadError> {
+    let limit = len.saturating_mul(100).max(100 << 20);
+    let mut left = limit;
+    let mut zip = zip::ZipArchive::new(archive).map_err(DownloadError::NotZip)?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let tmp = dir.join(format!(".download.{}.tmp", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -186,7 +216,11 @@ pub fn unzip(bytes: &[u8], dir: &Path) -> Result<Vec<PathBuf>, DownloadError> {
                 std::fs::create_dir_all(p).map_err(io(p))?;
             }
             let mut w = std::fs::File::create(&out).map_err(io(&out))?;
-            std::io::copy(&mut f, &mut w).map_err(io(&out))?;
+            let n = std::io::copy(&mut (&mut f).take(left + 1), &mut w).map_err(io(&out))?;
+            if n > left {
+                return Err(DownloadError::Unpacked { limit });
+            }
+            left -= n;
         }
         for t in &tops {
             let to = dir.join(t);
