@@ -118,20 +118,13 @@ pub fn unletterbox(b: [f32; 4], w0: u32, h0: u32, imgsz: u32, canvas: Canvas) ->
 }
 
 /// `img` scaled to fit `imgsz` × `imgsz` keeping its aspect ratio, centred on `canvas` padded
-/// grey, with `labels` as pixel boxes on it. `shrink` is how an image larger than `imgsz` is resized (Ultralytics 8.4:
-/// bilinear everywhere; its earlier validation loaders used pixel-area); a smaller one is
-/// enlarged bilinearly.
-pub fn letterbox(
-    img: &RgbImage,
-    labels: &[Label],
-    imgsz: u32,
-    canvas: Canvas,
-    shrink: Interp,
-) -> Letterboxed {
+/// grey, with `labels` as pixel boxes on it. Resized bilinearly, as OpenCV does for Ultralytics
+/// 8.4 when it trains, validates and predicts (its earlier validation loaders shrank with
+/// pixel-area averaging, which [`resize`] also offers).
+pub fn letterbox(img: &RgbImage, labels: &[Label], imgsz: u32, canvas: Canvas) -> Letterboxed {
     let (w0, h0) = img.dimensions();
     let (ratio, (w1, h1), (left, top)) = geometry(w0, h0, imgsz, canvas);
-    let interp = if w1 < w0 { shrink } else { Interp::Linear };
-    let resized = resize(img, w1, h1, interp);
+    let resized = resize(img, w1, h1, Interp::Linear);
     let mut out = RgbImage::from_pixel(canvas.0, canvas.1, Rgb([PAD_VALUE; 3]));
     image::imageops::replace(&mut out, &resized, left as i64, top as i64);
     let boxes = labels
@@ -170,7 +163,7 @@ mod tests {
             w: 0.2,
             h: 0.2,
         };
-        let lb = letterbox(&img, &[l], 64, square(64), Interp::Linear);
+        let lb = letterbox(&img, &[l], 64, square(64));
         assert_eq!((lb.ratio, lb.pad), (2.0, (0, 8)));
         assert_eq!(lb.image.dimensions(), (64, 64));
         assert_eq!(

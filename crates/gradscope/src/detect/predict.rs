@@ -14,7 +14,7 @@ use crate::data::letterbox::{min_canvas, square, unletterbox};
 use crate::detect::args::DetectArgs;
 use crate::detect::error::DetectError;
 use crate::detect::eval::validate::{detections, DetectSettings};
-use crate::detect::input::augment::{val_image, Interp};
+use crate::detect::input::augment::val_image;
 use crate::detect::model::{build_model, Weights};
 use crate::detect::objective::assign::Anchors;
 use crate::detect::run::plots::{draw_boxes, Drawn};
@@ -115,7 +115,7 @@ pub fn predict_image(
         square(imgsz as u32)
     };
     let (cw, ch) = (canvas.0 as usize, canvas.1 as usize);
-    let a = val_image(img, &[], imgsz as u32, canvas, Interp::Linear);
+    let a = val_image(img, &[], imgsz as u32, canvas);
     let x = Tensor::<4>::from_data(TensorData::new(a.chw, [1, 3, ch, cw]), device);
     let out = model.forward(x, &mut Tap::off());
     let head = if settings.end2end {

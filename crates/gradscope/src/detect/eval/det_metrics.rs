@@ -22,9 +22,7 @@
 //!
 //! Checked against Ultralytics' own functions (`tools/reference/ultralytics_metrics.py`).
 
-use std::cmp::Ordering;
-
-use super::metrics::{DetBox, GtBox, N_IOU};
+use super::metrics::{linspace, score_desc, DetBox, GtBox, N_IOU};
 
 /// One class's numbers.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -75,11 +73,6 @@ fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     } else {
         0.0
     }
-}
-
-fn score_desc(a: f32, b: f32) -> Ordering {
-    b.partial_cmp(&a)
-        .unwrap_or_else(|| a.is_nan().cmp(&b.is_nan()))
 }
 
 /// Step 1 for one image: each detection's hit at each threshold.
@@ -135,14 +128,6 @@ fn interp(x: f64, xp: &[f64], fp: &[f64], left: f64, right: f64) -> f64 {
     slope * (x - xp[j]) + fp[j]
 }
 
-/// `numpy.linspace(0, 1, n)`.
-fn unit_grid(n: usize) -> Vec<f64> {
-    let step = 1.0 / (n - 1) as f64;
-    (0..n)
-        .map(|i| if i == n - 1 { 1.0 } else { i as f64 * step })
-        .collect()
-}
-
 /// Step 2: AP of one precision-recall curve.
 fn average_precision(recall: &[f64], precision: &[f64]) -> f64 {
     let last = recall.last().copied().unwrap_or(1.0);
@@ -159,7 +144,7 @@ fn average_precision(recall: &[f64], precision: &[f64]) -> f64 {
     for i in (0..mpre.len() - 1).rev() {
         mpre[i] = mpre[i].max(mpre[i + 1]);
     }
-    let x = unit_grid(101);
+    let x = linspace::<101>(0.0, 1.0);
     let y: Vec<f64> = x
         .iter()
         .map(|&v| interp(v, &mrec, &mpre, mpre[0], mpre[mpre.len() - 1]))
@@ -248,17 +233,17 @@ pub fn det_metrics(gts: &[GtBox], dets: &[DetBox], nc: usize) -> DetMetrics {
     // (score, class, hits) of every detection
     let mut all: Vec<(f32, usize, [bool; N_IOU])> = Vec::new();
     for (g, d) in gt_by.iter().zip(det_by.iter_mut()) {
-        d.sort_by(|a, b| score_desc(a.score, b.score));
+        d.sort_by(|a, b| score_desc(a.score as f64, b.score as f64));
         let hits = match_image(g, d, &thr);
         all.extend(d.iter().zip(hits).map(|(d, h)| (d.score, d.class, h)));
     }
-    all.sort_by(|a, b| score_desc(a.0, b.0));
+    all.sort_by(|a, b| score_desc(a.0 as f64, b.0 as f64));
     let mut labels = vec![0usize; nc];
     gts.iter()
         .filter(|g| g.class < nc)
         .for_each(|g| labels[g.class] += 1);
 
-    let x = unit_grid(1000);
+    let x = linspace::<1000>(0.0, 1.0);
     let curves: Vec<ClassCurve> = labels
         .iter()
         .enumerate()

@@ -96,7 +96,7 @@ pub struct CocoResult {
 
 /// `numpy.linspace(start, stop, N)`: `i * step + start` with `step = (stop - start) / (N - 1)`,
 /// the last point set to `stop`.
-fn linspace<const N: usize>(start: f64, stop: f64) -> [f64; N] {
+pub(super) fn linspace<const N: usize>(start: f64, stop: f64) -> [f64; N] {
     let mut out = [start; N];
     if N < 2 {
         return out;
@@ -160,7 +160,7 @@ pub fn box_iou(a: &[f32; 4], b: &[f32; 4]) -> f64 {
 
 /// Descending order of scores as `argsort(-score)` gives it: equal scores compare equal (so a
 /// stable sort keeps their order) and NaN comes last.
-fn score_desc(a: f64, b: f64) -> Ordering {
+pub(super) fn score_desc(a: f64, b: f64) -> Ordering {
     match (a.is_nan(), b.is_nan()) {
         (true, true) => Ordering::Equal,
         (true, false) => Ordering::Greater,

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use crate::data::detect::Sample;
 use crate::data::letterbox::Canvas;
 use crate::detect::input::augment::{
-    train_image, val_image, AugmentConfig, AugmentError, Augmented, Interp,
+    train_image, val_image, AugmentConfig, AugmentError, Augmented,
 };
 use crate::detect::objective::assign::Xyxy;
 
@@ -126,15 +126,7 @@ impl DetData {
     pub fn val_batch(&self, indices: &[usize], imgsz: u32, canvas: Canvas) -> Batch {
         let parts: Vec<Augmented> = indices
             .par_iter()
-            .map(|&i| {
-                val_image(
-                    &self.images[i],
-                    &self.samples[i].labels,
-                    imgsz,
-                    canvas,
-                    Interp::Linear,
-                )
-            })
+            .map(|&i| val_image(&self.images[i], &self.samples[i].labels, imgsz, canvas))
             .collect();
         Self::assemble(parts, indices.to_vec(), imgsz)
     }

@@ -37,6 +37,30 @@ fn read_failed(url: &str) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
 /// The largest archive a dataset download may be.
 pub const MAX_ARCHIVE_BYTES: u64 = 64 << 30;
 
+/// The largest weights file a download may be.
+pub const MAX_WEIGHTS_BYTES: u64 = 8 << 30;
+
+/// Streams `body` (the response of `url`) into a new file `path`, synced; more than `limit`
+/// bytes is an error, not a truncated file. Returns the bytes written. The caller removes `path`
+/// on failure.
+fn save_body(
+    body: &mut dyn Read,
+    url: &str,
+    path: &Path,
+    limit: u64,
+) -> Result<u64, DownloadError> {
+    let mut out = std::fs::File::create(path).map_err(io(path))?;
+    let bytes = std::io::copy(&mut body.take(limit + 1), &mut out).map_err(read_failed(url))?;
+    if bytes > limit {
+        return Err(DownloadError::TooLarge {
+            url: url.into(),
+            limit,
+        });
+    }
+    out.sync_all().map_err(io(path))?;
+    Ok(bytes)
+}
+
 /// Downloads `url` (a zip) and unpacks it into `dir`: streamed to a temporary file (never held in
 /// memory), at most [`MAX_ARCHIVE_BYTES`], then unpacked with [`unzip_from`]'s limits. Returns
 /// the top-level entries created; a failure leaves nothing behind.
@@ -44,18 +68,8 @@ pub fn fetch_zip(url: &str, dir: &Path) -> Result<Vec<PathBuf>, DownloadError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let tmp = dir.join(format!(".download.{}.zip", std::process::id()));
     let result = (|| {
-        let mut out = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        let bytes = std::io::copy(
-            &mut get(url, 60)?.into_reader().take(MAX_ARCHIVE_BYTES + 1),
-            &mut out,
-        )
-        .map_err(read_failed(url))?;
-        if bytes > MAX_ARCHIVE_BYTES {
-            return Err(DownloadError::TooLarge {
-                url: url.into(),
-                limit: MAX_ARCHIVE_BYTES,
-            });
-        }
+        let mut body = get(url, 60)?.into_reader();
+        let bytes = save_body(&mut body, url, &tmp, MAX_ARCHIVE_BYTES)?;
         let file = std::fs::File::open(&tmp).map_err(io(&tmp))?;
         unzip_from(std::io::BufReader::new(file), bytes, dir)
     })();
@@ -92,16 +106,14 @@ pub fn fetch_file(
     }
     let tmp = dest.with_extension(format!("download.{}.tmp", std::process::id()));
     let result = (|| {
-        let mut out = std::fs::File::create(&tmp).map_err(io(&tmp))?;
         let mut reader = Progress {
-            inner: resp.into_reader().take(8 << 30),
+            inner: resp.into_reader(),
             read: 0,
             total,
             next: 0,
             say: &mut *say,
         };
-        let bytes = std::io::copy(&mut reader, &mut out).map_err(read_failed(url))?;
-        out.sync_all().map_err(io(&tmp))?;
+        let bytes = save_body(&mut reader, url, &tmp, MAX_WEIGHTS_BYTES)?;
         if bytes < min_bytes {
             return Err(DownloadError::TooSmall {
                 url: url.into(),

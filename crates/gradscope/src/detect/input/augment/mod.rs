@@ -32,7 +32,7 @@ use crate::data::detect::{Label, Sample};
 use crate::data::image::to_chw;
 use crate::data::letterbox::{letterbox, square, Canvas, PAD_VALUE};
 use crate::data::resize::resize;
-pub use crate::data::resize::Interp;
+use crate::data::resize::Interp;
 pub use crate::detect::error::AugmentError;
 
 use affine::{flip_lr, random_affine, transform_boxes, warp};
@@ -105,16 +105,9 @@ pub struct Augmented {
     pub boxes: Vec<(usize, [f32; 4])>,
 }
 
-/// A validation (or prediction) image: the plain letterbox of `img` and its labels, shrunk with
-/// `shrink` when larger than `imgsz` (Ultralytics 8.4 validates and predicts with bilinear), on
-/// `canvas`. An `imgsz` of 0 gives an empty result, an empty image a grey canvas without boxes.
-pub fn val_image(
-    img: &RgbImage,
-    labels: &[Label],
-    imgsz: u32,
-    canvas: Canvas,
-    shrink: Interp,
-) -> Augmented {
+/// A validation (or prediction) image: the plain letterbox of `img` and its labels on `canvas`.
+/// An `imgsz` of 0 gives an empty result, an empty image a grey canvas without boxes.
+pub fn val_image(img: &RgbImage, labels: &[Label], imgsz: u32, canvas: Canvas) -> Augmented {
     if imgsz == 0 {
         return Augmented {
             chw: Vec::new(),
@@ -131,7 +124,7 @@ pub fn val_image(
             boxes: Vec::new(),
         };
     }
-    let lb = letterbox(img, labels, imgsz, canvas, shrink);
+    let lb = letterbox(img, labels, imgsz, canvas);
     Augmented {
         chw: to_chw(&lb.image),
         boxes: lb.boxes,
@@ -168,7 +161,6 @@ pub fn train_image(
             &sample.labels,
             imgsz,
             square(imgsz),
-            Interp::Linear,
         );
         (lb.image, lb.boxes)
     };

@@ -159,13 +159,10 @@ fn no_augmentation_is_the_plain_letterbox() {
     let data = dataset();
     for (index, (s, img)) in data.0.iter().zip(&data.1).enumerate() {
         let a = run(&data, index, 320, &AugmentConfig::none(), false, 3);
-        let lb = letterbox(img, &s.labels, 320, square(320), Interp::Linear);
+        let lb = letterbox(img, &s.labels, 320, square(320));
         assert_eq!(a.chw, to_chw(&lb.image));
         assert_eq!(a.boxes, lb.boxes);
-        assert_eq!(
-            a,
-            val_image(img, &s.labels, 320, square(320), Interp::Linear)
-        );
+        assert_eq!(a, val_image(img, &s.labels, 320, square(320)));
     }
 }
 
@@ -179,7 +176,7 @@ fn a_certain_flip_mirrors_pixels_and_boxes_exactly() {
     let s = 128u32;
     for (index, (sample, img)) in data.0.iter().zip(&data.1).enumerate() {
         let a = run(&data, index, s, &cfg, false, 11);
-        let lb = letterbox(img, &sample.labels, s, square(s), Interp::Linear);
+        let lb = letterbox(img, &sample.labels, s, square(s));
         let plain = Augmented {
             chw: to_chw(&lb.image),
             boxes: lb.boxes,
@@ -382,16 +379,12 @@ fn bad_inputs_are_errors_not_panics() {
     let e = train_image(&data.0, &empty, 0, 64, &cfg, false, &mut rng).unwrap_err();
     assert!(e.to_string().contains("images/0.png"), "{e}");
     assert_eq!(
-        val_image(&RgbImage::new(0, 0), &[], 8, square(8), Interp::Area)
-            .chw
-            .len(),
+        val_image(&RgbImage::new(0, 0), &[], 8, square(8)).chw.len(),
         3 * 64
     );
-    assert!(
-        val_image(&data.1[0], &data.0[0].labels, 0, square(0), Interp::Area)
-            .chw
-            .is_empty()
-    );
+    assert!(val_image(&data.1[0], &data.0[0].labels, 0, square(0))
+        .chw
+        .is_empty());
 }
 
 /// Times one 640 mosaic + affine + HSV + flip call:
