@@ -10,7 +10,7 @@ use gradscope::detect::input::sources::{load_sets, resolve_data};
 use gradscope::detect::model::Weights;
 use gradscope::detect::predict::{load, predict, Checkpoint};
 use gradscope::detect::run::new_run_dir;
-use gradscope::detect::train::{train, TrainEvent};
+use gradscope::detect::train::{TrainEvent, Trainer};
 use gradscope::settings::Command;
 use gradscope::Device;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -75,7 +75,7 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
     let mut bar: Option<ProgressBar> = None;
     let mut warnings = 0usize;
     let mut last_line = String::new();
-    let outcome = train(&a, &mut |ev| match ev {
+    let mut on = |ev: TrainEvent| match ev {
         TrainEvent::Info(m) => println!("{m}"),
         TrainEvent::Warning(m) => {
             warnings += 1;
@@ -128,7 +128,10 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
                 );
             }
         }
-    })?;
+    };
+    let trainer = Trainer::new(&a, &mut on)?;
+    let dir = trainer.dir().to_path_buf();
+    let outcome = trainer.run().map_err(|e| interrupted(&dir, e))?;
     println!(
         "\n{} epochs completed in {:.1} min. Results in {}",
         outcome.history.epochs.len(),
@@ -144,6 +147,21 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
     }
     crate::print_recoveries(&outcome.history, "");
     run_verdict(&outcome)
+}
+
+/// A run that failed after it started (a full disk, a file that could not be written): exit code
+/// 1, the cause, and how to go on — from its last complete epoch when it has one.
+fn interrupted(dir: &Path, e: gradscope::detect::error::DetectError) -> anyhow::Error {
+    let cause = crate::chain_text(&anyhow::Error::new(e));
+    let next = if dir.join("weights/last.state.safetensors").is_file() {
+        format!(
+            "once that is fixed, go on from its last complete epoch: gradscope train resume={}",
+            dir.display()
+        )
+    } else {
+        "it had not completed an epoch; once that is fixed, start it again".to_string()
+    };
+    crate::RunFailed(format!("the run stopped: {cause}; {next}")).into()
 }
 
 /// Exit status of a finished training run: an error (exit code 1) with the reason and what to

@@ -78,7 +78,7 @@ fn main() -> ExitCode {
 
 /// The error and its causes joined by ": ", leaving out a cause whose text an outer message
 /// already holds (libraries often print their source inside their own message).
-fn chain_text(e: &anyhow::Error) -> String {
+pub(crate) fn chain_text(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

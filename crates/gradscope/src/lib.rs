@@ -4,7 +4,9 @@
 //! ([`nn`], [`train`]); [`lab`] runs experiments that show each claim side by side.
 
 pub mod activation;
+pub mod atomic;
 mod choice;
+pub mod crash;
 pub mod data;
 pub mod detect;
 pub mod diagnose;

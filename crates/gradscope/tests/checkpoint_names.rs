@@ -117,10 +117,35 @@ fn every_checkpoint_gradscope_writes_gives_each_tensor_back_by_name() {
         adamw: true,
         muon: false,
     };
-    resume::save(&dir, &m, &ema, &optim, &counters).unwrap();
+    // a ledger with what JSON cannot hold (NaN, ±∞) and values that need every digit
+    let mut ledger = resume::Ledger::default();
+    ledger.history.step_loss = vec![0.1, f64::NAN, 1.0 / 3.0];
+    ledger.history.step_clip = vec![f64::NAN, 10.0, f64::INFINITY];
+    ledger.history.epochs.push(gradscope::train::EpochStats {
+        epoch: 0,
+        train_loss: 2.5,
+        val_loss: f64::NAN,
+        val_metric: 1e-300,
+    });
+    ledger.diverged_at = Some((2, 0.1 + 0.2));
+    ledger.diverged = vec!["loss grew ×1e3".into()];
+    ledger.nan_in_a_row = 2;
+    ledger
+        .dead_windows
+        .insert("model.0".into(), vec!["0110".into()]);
+    let pending = burn::optim::GradientsParams::new();
+    let state = resume::State {
+        model: &m,
+        ema: &ema,
+        optim: &optim,
+        pending: &pending,
+        counters: &counters,
+        ledger: &ledger,
+    };
+    resume::save(&dir, &state).unwrap();
     // the same state gives the same bytes (the counters are one sorted metadata entry)
     let first = std::fs::read(dir.join(resume::STATE_FILE)).unwrap();
-    resume::save(&dir, &m, &ema, &optim, &counters).unwrap();
+    resume::save(&dir, &state).unwrap();
     assert!(
         first == std::fs::read(dir.join(resume::STATE_FILE)).unwrap(),
         "state files differ"
@@ -128,10 +153,25 @@ fn every_checkpoint_gradscope_writes_gives_each_tensor_back_by_name() {
     let fresh = YoloConfig::from_name("yolo26n.yaml", 80)
         .unwrap()
         .init(&gradscope::device());
-    let (m2, ema2, _, c2) =
-        resume::load(&dir.join(resume::STATE_FILE), fresh, &gradscope::device()).unwrap();
-    assert_eq!(c2, counters);
-    assert_same("state: training model", &as_map(&m2.valid()), &tensors);
-    assert_same("state: EMA", &as_map(&ema2.model), &tensors);
+    let back = resume::load(&dir.join(resume::STATE_FILE), fresh, &gradscope::device()).unwrap();
+    assert_eq!(back.counters, counters);
+    assert_same(
+        "state: training model",
+        &as_map(&back.model.valid()),
+        &tensors,
+    );
+    assert_same("state: EMA", &as_map(&back.ema.model), &tensors);
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let (h, h2) = (&ledger.history, &back.ledger.history);
+    assert_eq!(bits(&h2.step_loss), bits(&h.step_loss));
+    assert_eq!(bits(&h2.step_clip), bits(&h.step_clip));
+    assert!(h2.step_grad_norm.is_empty());
+    let e = &h2.epochs[0];
+    assert_eq!((e.epoch, e.train_loss, e.val_metric), (0, 2.5, 1e-300));
+    assert!(e.val_loss.is_nan());
+    assert_eq!(back.ledger.diverged_at, Some((2, 0.1 + 0.2)));
+    assert_eq!(back.ledger.diverged, ledger.diverged);
+    assert_eq!(back.ledger.nan_in_a_row, 2);
+    assert_eq!(back.ledger.dead_windows, ledger.dead_windows);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use gradscope::detect::args::DetectArgs;
 use gradscope::detect::eval::validate::DetectSettings;
-use gradscope::detect::input::download::{fetch_zip, unzip};
+use gradscope::detect::input::download::{fetch_archive, unzip};
 use gradscope::detect::input::sources::{load_sets, resolve_data, unpack_trees};
 use gradscope::detect::predict::{load, predict};
 use gradscope::detect::train::train;
@@ -216,7 +216,7 @@ fn download_over_loopback_and_zip_slip_refused() {
         ("mini/labels/train/a.txt", b"0 0.5 0.5 0.1 0.1\n"),
     ]);
     let url = format!("{}/set.zip", common::serve_once(body));
-    let made = fetch_zip(&url, &dir).unwrap();
+    let made = fetch_archive(&url, &dir).unwrap();
     assert_eq!(made, vec![dir.join("mini")]);
     assert_eq!(
         std::fs::read_to_string(dir.join("mini/labels/train/a.txt")).unwrap(),
@@ -229,7 +229,7 @@ fn download_over_loopback_and_zip_slip_refused() {
     assert!(!dir.join("escaped.txt").exists());
     assert!(!dir.join("inner/ok").exists());
     // nothing listening: a clear error, no panic
-    let e = fetch_zip("http://127.0.0.1:9/none.zip", &dir).unwrap_err();
+    let e = fetch_archive("http://127.0.0.1:9/none.zip", &dir).unwrap_err();
     // the cause is kept: it names the address and why
     let cause = std::error::Error::source(&e).expect("a source").to_string();
     assert!(cause.contains("127.0.0.1:9"), "{e}: {cause}");
@@ -238,7 +238,7 @@ fn download_over_loopback_and_zip_slip_refused() {
 
 /// A user's data.yaml with `download:` (as Ultralytics' own yamls): its images missing, the zip
 /// is fetched into the datasets folder and the yaml read again; a script is not run; a zip bomb
-/// is refused and leaves nothing.
+/// is refused and leaves nothing; a .tar.gz works as a zip does.
 #[test]
 fn a_user_yaml_downloads_its_data_within_limits() {
     use gradscope::data::detect::DataYaml;
@@ -286,9 +286,65 @@ fn a_user_yaml_downloads_its_data_within_limits() {
     let url = format!("{}/bomb.zip", common::serve_once(bomb));
     let e = download_missing(write(&url), &yaml, &ds, &mut |_| {}).unwrap_err();
     let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
-    assert!(chain.contains("zip bomb"), "{chain}");
+    assert!(chain.contains("archive bomb"), "{chain}");
     let left: Vec<_> = std::fs::read_dir(&ds).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
+    // the same data as a .tar.gz
+    let body = tar_gz_of(&[
+        ("mini/images/train/a.txt", b"x", tar::EntryType::Regular),
+        ("mini/images/val/a.txt", b"x", tar::EntryType::Regular),
+    ]);
+    let url = format!("{}/mini.tar.gz", common::serve_once(body));
+    let d = download_missing(write(&url), &yaml, &ds, &mut |_| {}).unwrap();
+    assert!(d.train[0].join("a.txt").is_file() && d.val[0].is_dir());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A gzip-compressed tar of the given entries; names are written into the header as they are
+/// (`../` included), links point at `/etc/passwd`.
+fn tar_gz_of(entries: &[(&str, &[u8], tar::EntryType)]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    for (name, data, kind) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(*kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        if kind.is_symlink() {
+            h.set_link_name("/etc/passwd").unwrap();
+        }
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// A .tar.gz entry escaping the target folder, or a link: refused, nothing written anywhere.
+#[test]
+fn tar_gz_refuses_escapes_and_links() {
+    use gradscope::detect::input::download::untar_gz_from;
+    let dir = scratch("untar");
+    let evil = tar_gz_of(&[
+        ("ok/fine.txt", b"1", tar::EntryType::Regular),
+        ("../escaped.txt", b"2", tar::EntryType::Regular),
+    ]);
+    let e = untar_gz_from(&evil[..], evil.len() as u64, &dir.join("inner")).unwrap_err();
+    assert!(e.to_string().contains("../escaped.txt"), "{e}");
+    assert!(!dir.join("escaped.txt").exists() && !dir.join("inner/ok").exists());
+    let link = tar_gz_of(&[("set/passwd", b"", tar::EntryType::Symlink)]);
+    let e = untar_gz_from(&link[..], link.len() as u64, &dir.join("inner")).unwrap_err();
+    assert!(e.to_string().contains("symlink"), "{e}");
+    assert!(!dir.join("inner/set").exists());
+    let good = tar_gz_of(&[("set/a.txt", b"hello", tar::EntryType::Regular)]);
+    let made = untar_gz_from(&good[..], good.len() as u64, &dir.join("inner")).unwrap();
+    assert_eq!(made, vec![dir.join("inner/set")]);
+    assert_eq!(
+        std::fs::read(dir.join("inner/set/a.txt")).unwrap(),
+        b"hello"
+    );
+    let e = untar_gz_from(&b"not gzip"[..], 8, &dir.join("inner2")).unwrap_err();
+    assert!(e.to_string().contains("tar"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -132,8 +132,12 @@ pub enum DownloadError {
         #[source]
         source: zip::result::ZipError,
     },
-    #[error("zip entry '{name}' would be written outside {}", dir.display())]
+    #[error("not a gzip-compressed tar archive")]
+    NotTar(#[source] std::io::Error),
+    #[error("archive entry '{name}' would be written outside {}", dir.display())]
     Escapes { name: String, dir: PathBuf },
+    #[error("archive entry '{name}' is a {kind}; gradscope unpacks files and folders only")]
+    Special { name: String, kind: String },
     #[error("{}", path.display())]
     Io {
         path: PathBuf,
@@ -148,6 +152,6 @@ pub enum DownloadError {
     NotArchive { url: String },
     #[error("{url}: larger than the {limit} bytes gradscope downloads")]
     TooLarge { url: String, limit: u64 },
-    #[error("the archive unpacks to more than {limit} bytes (100× its own size, at least 100 MB): refused as a zip bomb")]
+    #[error("the archive unpacks to more than {limit} bytes (100× its own size, at least 100 MB): refused as an archive bomb")]
     Unpacked { limit: u64 },
 }

@@ -76,13 +76,14 @@ pub(crate) fn run_folder(
     Ok(dir)
 }
 
-/// Model, EMA, optimizer and counters: fresh for a new run, from `state` for a resumed one.
+/// Model, EMA, optimizer, counters and ledger: fresh for a new run, from `state` for a resumed
+/// one.
 pub(crate) fn training_state(
     model: Yolo,
     plan: &Plan,
     state: Option<&Path>,
     device: &Device,
-) -> Result<(Yolo, Ema<Yolo>, GroupOptimizer, resume::Counters), DetectError> {
+) -> Result<resume::Resumed, DetectError> {
     if let Some(state) = state {
         return resume::load(state, model, device);
     }
@@ -102,15 +103,22 @@ pub(crate) fn training_state(
         adamw: plan.adamw,
         muon: plan.muon,
     };
-    let ema = Ema::new(&model);
-    Ok((model, ema, optim, counters))
+    Ok(resume::Resumed {
+        ema: Ema::new(&model),
+        model,
+        optim,
+        pending: burn::optim::GradientsParams::new(),
+        counters,
+        ledger: resume::Ledger::default(),
+    })
 }
 
-/// The probe, streaming to the run's probe.jsonl (cut back to `opt_steps` when resuming).
+/// The probe, streaming to the run's probe.jsonl (cut back to `opt_steps` when resuming, its
+/// dead-unit windows as the ledger saved them).
 pub(crate) fn open_probe(
     args: &DetectArgs,
     dir: &Path,
-    resumed: bool,
+    resumed: Option<&resume::Ledger>,
     opt_steps: usize,
 ) -> Result<Probe, DetectError> {
     let probe = Probe::new(ProbeConfig {
@@ -119,10 +127,13 @@ pub(crate) fn open_probe(
         ..ProbeConfig::default()
     });
     let jsonl = dir.join("probe.jsonl");
-    Ok(if resumed {
-        probe.with_jsonl_resumed(&jsonl, opt_steps)?
-    } else {
-        probe.with_jsonl(&jsonl)?
+    Ok(match resumed {
+        Some(ledger) => {
+            let mut probe = probe.with_jsonl_resumed(&jsonl, opt_steps)?;
+            probe.restore_dead_windows(&ledger.dead_windows);
+            probe
+        }
+        None => probe.with_jsonl(&jsonl)?,
     })
 }
 

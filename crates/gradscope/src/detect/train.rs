@@ -180,7 +180,14 @@ impl<'o> Trainer<'o> {
         let plan = Plan::new(&args, train.len(), names.len());
         setup::announce(&args, &model, &plan, &mut |m| on(TrainEvent::Info(m)));
         let state = resume.as_ref().map(|(_, state)| state.as_path());
-        let (model, ema, optim, counters) = setup::training_state(model, &plan, state, &device)?;
+        let resume::Resumed {
+            model,
+            ema,
+            optim,
+            pending,
+            counters,
+            ledger,
+        } = setup::training_state(model, &plan, state, &device)?;
         if state.is_some() {
             if counters.epoch >= args.epochs {
                 return Err(DetectError::Args(format!(
@@ -194,8 +201,11 @@ impl<'o> Trainer<'o> {
                 counters.epoch + 1
             )));
         }
-        let probe = setup::open_probe(&args, &dir, state.is_some(), counters.opt_steps)?;
+        let resumed = state.is_some().then_some(&ledger);
+        let probe = setup::open_probe(&args, &dir, resumed, counters.opt_steps)?;
         let csv = runs::ResultsCsv::open(&dir, counters.epoch)?;
+        let mut acc = GradientsAccumulator::new();
+        acc.accumulate(&model, pending);
         Ok(Trainer {
             anchors: Anchors::new(plan.imgsz, plan.imgsz, &[8, 16, 32]),
             gains: LossGains::default(),
@@ -207,16 +217,16 @@ impl<'o> Trainer<'o> {
                 // Ultralytics' trainer validates on rectangular batches too
                 rect: true,
             },
-            acc: GradientsAccumulator::new(),
+            acc,
             good: GoodState::capture(&model, &optim),
-            recovery: Recovery::new(args.nan_recovery),
+            recovery: Recovery::resumed(args.nan_recovery, ledger.nan_in_a_row),
             names,
             train: Arc::new(train),
-            hist: History::default(),
+            hist: ledger.history,
             last_val: None,
             diagnosis: None,
-            diverged: Vec::new(),
-            diverged_at: None,
+            diverged: ledger.diverged,
+            diverged_at: ledger.diverged_at,
             args,
             on,
             t0,
@@ -231,6 +241,11 @@ impl<'o> Trainer<'o> {
             probe,
             csv,
         })
+    }
+
+    /// The run folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Every remaining epoch: its iterations, then validation, checkpoints and the report.
@@ -332,6 +347,7 @@ impl<'o> Trainer<'o> {
             finite = gnorm.is_finite();
             if finite {
                 self.optimizer_step(g, lrs, mom, ni, pending.take())?;
+                crate::crash::point("step");
                 self.hist.step_loss.push(loss_v);
                 self.hist.step_grad_norm.push(gnorm);
                 self.hist
@@ -517,6 +533,38 @@ impl<'o> Trainer<'o> {
         Ok(())
     }
 
+    /// Writes the resume state: the epoch's commit point. A run killed before it resumes at this
+    /// epoch's start, cutting this epoch's results.csv row and probe records; the gradients
+    /// accumulated since the last optimizer step go with it (taken out and put back unchanged).
+    fn commit(&mut self, weights: &Path, epoch: usize) -> Result<(), DetectError> {
+        self.counters.epoch = epoch + 1;
+        self.counters.ema_updates = self.ema.updates;
+        let pending = self.acc.grads();
+        let ledger = resume::Ledger {
+            history: std::mem::take(&mut self.hist),
+            diverged: self.diverged.clone(),
+            diverged_at: self.diverged_at,
+            nan_in_a_row: self.recovery.in_a_row(),
+            dead_windows: self.probe.dead_windows(),
+        };
+        let saved = resume::save(
+            weights,
+            &resume::State {
+                model: &self.model,
+                ema: &self.ema,
+                optim: &self.optim,
+                pending: &pending,
+                counters: &self.counters,
+                ledger: &ledger,
+            },
+        );
+        self.hist = ledger.history;
+        self.acc.accumulate(&self.model, pending);
+        saved?;
+        crate::crash::point("epoch");
+        Ok(())
+    }
+
     /// Validation (every epoch, or the last with `val=false`), the diagnosis so far, `last` and
     /// `best` checkpoints, the resume state, the results.csv row and the epoch's plots.
     fn end_epoch(&mut self, st: EpochState) -> Result<Flow, DetectError> {
@@ -536,28 +584,19 @@ impl<'o> Trainer<'o> {
         );
         let weights = self.dir.join("weights");
         self.save_weights(&weights, epoch, v.metrics.map50_95)?;
-        let args = &self.args;
         let lr_now = self.plan.lr0 * st.lf * self.counters.lr_scale;
         let time = self.t0.elapsed().as_secs_f64();
         self.csv
             .row(epoch + 1, time, &train_items, &v, [lr_now; 3])?;
-        // the state is the commit point: a run killed before it is written resumes at this
-        // epoch's start, cutting this epoch's results.csv row and probe records
-        self.counters.epoch = epoch + 1;
-        self.counters.ema_updates = self.ema.updates;
-        resume::save(
-            &weights,
-            &self.model,
-            &self.ema,
-            &self.optim,
-            &self.counters,
-        )?;
+        crate::crash::point("csv");
         self.hist.epochs.push(EpochStats {
             epoch,
             train_loss: train_items.total(),
             val_loss: v.losses.total(),
             val_metric: v.metrics.map50_95,
         });
+        self.commit(&weights, epoch)?;
+        let args = &self.args;
         (self.on)(TrainEvent::Epoch {
             epoch,
             val: &v,

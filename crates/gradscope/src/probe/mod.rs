@@ -17,7 +17,7 @@ pub mod record;
 pub mod stats;
 pub mod tap;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -122,30 +122,63 @@ impl Probe {
     }
 
     /// Streams records to `path` for a run resumed at optimizer step `step`: the records of
-    /// earlier steps are kept, those of `step` and later (written after the state the run resumes
-    /// from) are cut away first, so a resumed run's file holds each step once.
-    pub fn with_jsonl_resumed(self, path: &Path, step: usize) -> Result<Self, ProbeError> {
+    /// earlier steps are kept (and read back, for the diagnosis), those of `step` and later
+    /// (written after the state the run resumes from) are cut away first, so a resumed run's file
+    /// holds each step once.
+    pub fn with_jsonl_resumed(mut self, path: &Path, step: usize) -> Result<Self, ProbeError> {
         if self.config.enabled && path.is_file() {
             let io = |source| ProbeError::Io {
                 path: path.to_path_buf(),
                 source,
             };
             let text = std::fs::read_to_string(path).map_err(io)?;
-            let kept: String = text
-                .lines()
-                .filter(|l| {
-                    serde_json::from_str::<serde_json::Value>(l)
-                        .ok()
-                        .and_then(|v| v.get("step")?.as_u64())
-                        .is_some_and(|s| (s as usize) < step)
-                })
-                .flat_map(|l| [l, "\n"])
-                .collect();
-            let tmp = path.with_extension("jsonl.tmp");
-            std::fs::write(&tmp, kept).map_err(io)?;
-            std::fs::rename(&tmp, path).map_err(io)?;
+            let mut kept = String::new();
+            for line in text.lines() {
+                // a line cut short by a crash is not a record
+                let Ok(r) = serde_json::from_str::<StepRecord>(line) else {
+                    continue;
+                };
+                // each step once, in order (a step recorded twice keeps its first record)
+                if r.step >= step || self.records.last().is_some_and(|last| last.step >= r.step) {
+                    continue;
+                }
+                kept.push_str(line);
+                kept.push('\n');
+                self.records.push(r);
+            }
+            crate::atomic::write(path, kept.as_bytes()).map_err(io)?;
         }
         self.with_jsonl_mode(path, true)
+    }
+
+    /// The per-layer windows of which units were active on the last `dead_window` probed steps
+    /// (each step a string of `0`/`1`), the state behind `dead_frac`: a resumed run restores them
+    /// with [`restore_dead_windows`](Self::restore_dead_windows) to measure exactly as before.
+    pub fn dead_windows(&self) -> BTreeMap<String, Vec<String>> {
+        self.windows
+            .iter()
+            .map(|(layer, q)| {
+                let steps = q
+                    .iter()
+                    .map(|a| a.iter().map(|&on| if on { '1' } else { '0' }).collect())
+                    .collect();
+                (layer.clone(), steps)
+            })
+            .collect()
+    }
+
+    /// Puts back windows saved by [`dead_windows`](Self::dead_windows).
+    pub fn restore_dead_windows(&mut self, w: &BTreeMap<String, Vec<String>>) {
+        self.windows = w
+            .iter()
+            .map(|(layer, steps)| {
+                let q = steps
+                    .iter()
+                    .map(|s| s.chars().map(|c| c == '1').collect())
+                    .collect();
+                (layer.clone(), q)
+            })
+            .collect();
     }
 
     pub fn should_probe(&self, step: usize) -> bool {
@@ -414,19 +447,22 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("gradscope-jsonl-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("probe.jsonl");
-        let lines: String = (0..6)
-            .map(|s| format!("{{\"step\":{s},\"epoch\":0}}\n"))
-            .collect();
-        std::fs::write(&path, lines).unwrap();
+        let line = |s: usize| {
+            format!("{{\"step\":{s},\"epoch\":0,\"loss\":0.1,\"lr\":\"NaN\",\"grad_norm\":1e-300,\"layers\":[],\"nonfinite\":null}}\n")
+        };
+        // steps 0–5, step 1 twice, and a last line cut short by a crash
+        let mut text: String = [0, 1, 1, 2, 3, 4, 5].into_iter().map(line).collect();
+        text.push_str("{\"step\":6,\"epo");
+        std::fs::write(&path, text).unwrap();
         let probe = Probe::new(ProbeConfig::default())
             .with_jsonl_resumed(&path, 3)
             .unwrap();
+        let steps: Vec<usize> = probe.records().iter().map(|r| r.step).collect();
         drop(probe);
         let kept = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_dir_all(&dir).ok();
-        assert_eq!(
-            kept,
-            "{\"step\":0,\"epoch\":0}\n{\"step\":1,\"epoch\":0}\n{\"step\":2,\"epoch\":0}\n"
-        );
+        // kept as written, byte for byte, and read back for the diagnosis
+        assert_eq!(kept, line(0) + &line(1) + &line(2));
+        assert_eq!(steps, [0, 1, 2]);
     }
 }

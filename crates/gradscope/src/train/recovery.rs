@@ -69,6 +69,16 @@ impl Recovery {
         Recovery { limit, in_a_row: 0 }
     }
 
+    /// A recovery that has seen `in_a_row` non-finite steps in a row (a resumed run).
+    pub fn resumed(limit: usize, in_a_row: usize) -> Self {
+        Recovery { limit, in_a_row }
+    }
+
+    /// Non-finite steps since the last finite one.
+    pub fn in_a_row(&self) -> usize {
+        self.in_a_row
+    }
+
     /// A finite step: the count starts again.
     pub fn finite(&mut self) {
         self.in_a_row = 0;

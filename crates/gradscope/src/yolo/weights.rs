@@ -149,6 +149,7 @@ pub fn read_safetensors(path: &Path) -> Result<NamedTensors, WeightsError> {
         let dtype = match view.dtype() {
             safetensors::Dtype::F32 => DType::F32,
             safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::F64 => DType::F64,
             safetensors::Dtype::I64 | safetensors::Dtype::I32 => continue,
             other => {
                 return Err(WeightsError::Dtype {
@@ -223,10 +224,21 @@ pub fn named_tensors_where<M: Module>(
     c.out
 }
 
-/// Writes named f32 tensors (and string metadata) as safetensors, atomically: a temporary file,
-/// then a rename, so a crash never leaves a half-written file under `path`.
+/// Writes named f32 tensors (and string metadata) as safetensors, atomically (see
+/// [`crate::atomic`]): a crash never leaves a half-written file under `path`.
 pub fn write_safetensors(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: Option<HashMap<String, String>>,
+    path: &Path,
+) -> Result<(), WeightsError> {
+    write_safetensors_with(tensors, &[], metadata, path)
+}
+
+/// [`write_safetensors`] with f64 tensors besides the f32 ones (values kept bit for bit, such as
+/// a resume state's loss history).
+pub fn write_safetensors_with(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    exact: &[(String, Vec<usize>, Vec<f64>)],
     metadata: Option<HashMap<String, String>>,
     path: &Path,
 ) -> Result<(), WeightsError> {
@@ -234,27 +246,25 @@ pub fn write_safetensors(
         path: path.to_path_buf(),
         msg,
     };
-    let bytes: Vec<(&String, &Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(name, shape, values)| {
-            (
-                name,
-                shape,
-                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
+    let mut bytes: Vec<(&String, &Vec<usize>, safetensors::Dtype, Vec<u8>)> = Vec::new();
+    for (name, shape, values) in tensors {
+        let b = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes.push((name, shape, safetensors::Dtype::F32, b));
+    }
+    for (name, shape, values) in exact {
+        let b = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes.push((name, shape, safetensors::Dtype::F64, b));
+    }
     let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
         .iter()
-        .map(|(name, shape, data)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, (*shape).clone(), data)
+        .map(|(name, shape, dtype, data)| {
+            safetensors::tensor::TensorView::new(*dtype, (*shape).clone(), data)
                 .map(|v| ((*name).clone(), v))
                 .map_err(|e| write(format!("{name}: {e}")))
         })
         .collect::<Result<_, _>>()?;
-    let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, metadata, &tmp).map_err(|e| write(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| write(e.to_string()))
+    let file = safetensors::serialize(views, metadata).map_err(|e| write(e.to_string()))?;
+    crate::atomic::write(path, &file).map_err(|e| write(e.to_string()))
 }
 
 /// Writes every parameter and BatchNorm statistic as f32 safetensors with Ultralytics' names,

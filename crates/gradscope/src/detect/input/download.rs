@@ -1,6 +1,7 @@
-//! Downloads with `ureq`: a dataset zip unpacked with `zip` into the datasets dir, and a weights
-//! file written whole. Zip entries whose path would leave the target folder (`../`, absolute
-//! paths) are refused; both go through a temporary file or folder first, so a failed or partial
+//! Downloads with `ureq`: a dataset archive (a zip, unpacked with `zip`, or a gzip-compressed tar,
+//! with `flate2` and `tar`) unpacked into the datasets dir, and a weights file written whole.
+//! Archive entries whose path would leave the target folder (`../`, absolute paths) and links are
+//! refused; both go through a temporary file or folder first, so a failed or partial
 //! download never leaves a half-written dataset or checkpoint behind.
 
 use std::io::Read;
@@ -61,17 +62,41 @@ fn save_body(
     Ok(bytes)
 }
 
-/// Downloads `url` (a zip) and unpacks it into `dir`: streamed to a temporary file (never held in
-/// memory), at most [`MAX_ARCHIVE_BYTES`], then unpacked with [`unzip_from`]'s limits. Returns
-/// the top-level entries created; a failure leaves nothing behind.
-pub fn fetch_zip(url: &str, dir: &Path) -> Result<Vec<PathBuf>, DownloadError> {
+/// The archive kind an URL names by its ending (`.zip`, `.tar.gz`, `.tgz`; case and query ignored).
+pub fn archive_kind(url: &str) -> Option<Archive> {
+    let lower = url.to_ascii_lowercase();
+    let plain = lower.split(['?', '#']).next().unwrap_or_default();
+    if plain.ends_with(".zip") {
+        Some(Archive::Zip)
+    } else if plain.ends_with(".tar.gz") || plain.ends_with(".tgz") {
+        Some(Archive::TarGz)
+    } else {
+        None
+    }
+}
+
+/// The dataset archives gradscope unpacks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Archive {
+    Zip,
+    TarGz,
+}
+
+/// Downloads `url` (a zip or a .tar.gz, by its ending) and unpacks it into `dir`: streamed to a
+/// temporary file (never held in memory), at most [`MAX_ARCHIVE_BYTES`], then unpacked with
+/// [`unzip_from`]'s or [`untar_gz_from`]'s limits. Returns the top-level entries created; a
+/// failure leaves nothing behind.
+pub fn fetch_archive(url: &str, dir: &Path) -> Result<Vec<PathBuf>, DownloadError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = dir.join(format!(".download.{}.zip", std::process::id()));
+    let tmp = dir.join(format!(".download.{}.archive", std::process::id()));
     let result = (|| {
         let mut body = get(url, 60)?.into_reader();
         let bytes = save_body(&mut body, url, &tmp, MAX_ARCHIVE_BYTES)?;
-        let file = std::fs::File::open(&tmp).map_err(io(&tmp))?;
-        unzip_from(std::io::BufReader::new(file), bytes, dir)
+        let file = std::io::BufReader::new(std::fs::File::open(&tmp).map_err(io(&tmp))?);
+        match archive_kind(url) {
+            Some(Archive::TarGz) => untar_gz_from(file, bytes, dir),
+            _ => unzip_from(file, bytes, dir),
+        }
     })();
     let _ = std::fs::remove_file(&tmp);
     result
@@ -188,65 +213,133 @@ pub fn unzip(bytes: &[u8], dir: &Path) -> Result<Vec<PathBuf>, DownloadError> {
     unzip_from(std::io::Cursor::new(bytes), bytes.len() as u64, dir)
 }
 
-/// Unpacks the zip `archive` (`len` bytes) into `dir` through a temporary folder: refuses
-/// escaping paths, and stops — leaving nothing — once more than `100 × len` bytes (at least
-/// 100 MB) come out, whatever the entries declare (a zip bomb).
+/// Unpacks the zip `archive` (`len` bytes) into `dir` with [`Unpack`]'s refusals and limit.
 pub fn unzip_from<R: Read + std::io::Seek>(
     archive: R,
     len: u64,
     dir: &Path,
 ) -> Result<Vec<PathBuf>, DownloadError> {
-    let limit = len.saturating_mul(100).max(100 << 20);
-    let mut left = limit;
     let mut zip = zip::ZipArchive::new(archive).map_err(DownloadError::NotZip)?;
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = dir.join(format!(".download.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let result = (|| {
-        let mut tops: Vec<PathBuf> = Vec::new();
+    Unpack::run(dir, len, |u| {
         for i in 0..zip.len() {
             let mut f = zip
                 .by_index(i)
                 .map_err(|source| DownloadError::Entry { index: i, source })?;
             let name = f.name().to_string();
-            let rel = safe_path(&name).ok_or_else(|| DownloadError::Escapes {
-                name: name.clone(),
-                dir: dir.to_path_buf(),
-            })?;
-            if let Some(Component::Normal(top)) = rel.components().next() {
-                let top = PathBuf::from(top);
-                if !tops.contains(&top) {
-                    tops.push(top);
-                }
-            }
-            let out = tmp.join(&rel);
-            if f.is_dir() {
-                std::fs::create_dir_all(&out).map_err(io(&out))?;
-                continue;
-            }
-            if let Some(p) = out.parent() {
-                std::fs::create_dir_all(p).map_err(io(p))?;
-            }
-            let mut w = std::fs::File::create(&out).map_err(io(&out))?;
-            let n = std::io::copy(&mut (&mut f).take(left + 1), &mut w).map_err(io(&out))?;
-            if n > left {
-                return Err(DownloadError::Unpacked { limit });
-            }
-            left -= n;
+            u.entry(&name, f.is_dir(), &mut f)?;
         }
-        for t in &tops {
-            let to = dir.join(t);
+        Ok(())
+    })
+}
+
+/// Unpacks the gzip-compressed tar `archive` (`len` bytes) into `dir` with [`Unpack`]'s
+/// refusals and limit; links and device files are refused.
+pub fn untar_gz_from<R: Read>(
+    archive: R,
+    len: u64,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, DownloadError> {
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    Unpack::run(dir, len, |u| {
+        for e in tar.entries().map_err(DownloadError::NotTar)? {
+            let mut e = e.map_err(DownloadError::NotTar)?;
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let kind = e.header().entry_type();
+            if !(kind.is_file() || kind.is_dir()) {
+                // pax/GNU headers carry metadata, not files
+                if kind.is_pax_global_extensions()
+                    || kind.is_pax_local_extensions()
+                    || kind.is_gnu_longname()
+                {
+                    continue;
+                }
+                return Err(DownloadError::Special {
+                    name,
+                    kind: format!("{kind:?}").to_lowercase(),
+                });
+            }
+            u.entry(&name, kind.is_dir(), &mut e)?;
+        }
+        Ok(())
+    })
+}
+
+/// Unpacking an archive into `dir` through a temporary folder beside it: entries whose path
+/// would leave the folder are refused, and unpacking stops — leaving nothing — once more than
+/// `100 × len` bytes (at least 100 MB) come out, counted from the bytes written, whatever the
+/// entries declare (an archive bomb). The top-level entries move into `dir` only when all is
+/// unpacked, and never over existing ones.
+pub struct Unpack {
+    dir: PathBuf,
+    tmp: PathBuf,
+    limit: u64,
+    left: u64,
+    tops: Vec<PathBuf>,
+}
+
+impl Unpack {
+    fn run(
+        dir: &Path,
+        len: u64,
+        entries: impl FnOnce(&mut Unpack) -> Result<(), DownloadError>,
+    ) -> Result<Vec<PathBuf>, DownloadError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let tmp = dir.join(format!(".download.{}.tmp", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let limit = len.saturating_mul(100).max(100 << 20);
+        let mut u = Unpack {
+            dir: dir.to_path_buf(),
+            tmp: tmp.clone(),
+            limit,
+            left: limit,
+            tops: Vec::new(),
+        };
+        let result = entries(&mut u).and_then(|()| u.finish());
+        let _ = std::fs::remove_dir_all(&tmp);
+        result
+    }
+
+    /// One entry: a folder, or a file whose content `r` gives.
+    fn entry(&mut self, name: &str, is_dir: bool, r: &mut dyn Read) -> Result<(), DownloadError> {
+        let rel = safe_path(name).ok_or_else(|| DownloadError::Escapes {
+            name: name.to_string(),
+            dir: self.dir.clone(),
+        })?;
+        if let Some(Component::Normal(top)) = rel.components().next() {
+            let top = PathBuf::from(top);
+            if !self.tops.contains(&top) {
+                self.tops.push(top);
+            }
+        }
+        let out = self.tmp.join(&rel);
+        if is_dir {
+            return std::fs::create_dir_all(&out).map_err(io(&out));
+        }
+        if let Some(p) = out.parent() {
+            std::fs::create_dir_all(p).map_err(io(p))?;
+        }
+        let mut w = std::fs::File::create(&out).map_err(io(&out))?;
+        let n = std::io::copy(&mut r.take(self.left + 1), &mut w).map_err(io(&out))?;
+        if n > self.left {
+            return Err(DownloadError::Unpacked { limit: self.limit });
+        }
+        self.left -= n;
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<Vec<PathBuf>, DownloadError> {
+        for t in &self.tops {
+            let to = self.dir.join(t);
             if to.exists() {
                 return Err(DownloadError::Exists { path: to });
             }
         }
-        for t in &tops {
-            std::fs::rename(tmp.join(t), dir.join(t)).map_err(io(&dir.join(t)))?;
+        for t in &self.tops {
+            let to = self.dir.join(t);
+            std::fs::rename(self.tmp.join(t), &to).map_err(io(&to))?;
         }
-        Ok(tops.iter().map(|t| dir.join(t)).collect())
-    })();
-    let _ = std::fs::remove_dir_all(&tmp);
-    result
+        Ok(self.tops.iter().map(|t| self.dir.join(t)).collect())
+    }
 }
 
 #[cfg(test)]

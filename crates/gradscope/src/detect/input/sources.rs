@@ -148,9 +148,9 @@ fn builtin_yaml(folder: &str, url: &str) -> String {
 }
 
 /// A user's data.yaml whose `train`/`val` images are not on disk but which names `download:` (an
-/// http(s) URL of a .zip, as Ultralytics' own yamls do): fetched into the datasets folder `ds`
-/// with [`super::download::fetch_zip`]'s limits (streamed to disk, zip-slip and zip-bomb
-/// refusals), then read again. Scripts (`download: bash …` or Python) are not run.
+/// http(s) URL of a .zip or .tar.gz, as Ultralytics' own yamls do): fetched into the datasets
+/// folder `ds` with [`super::download::fetch_archive`]'s limits (streamed to disk, zip-slip and
+/// archive-bomb refusals), then read again. Scripts (`download: bash …` or Python) are not run.
 pub fn download_missing(
     d: DataYaml,
     file: &Path,
@@ -164,11 +164,10 @@ pub fn download_missing(
         return Ok(d); // the loader names what is missing
     };
     let lower = url.to_ascii_lowercase();
-    let plain = lower.split(['?', '#']).next().unwrap_or_default();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) || !plain.ends_with(".zip")
-    {
+    let web = lower.starts_with("http://") || lower.starts_with("https://");
+    if !web || super::download::archive_kind(url).is_none() {
         return Err(DetectError::Data(format!(
-            "{}: {} not found, and its download: is not an http(s) URL of a .zip (gradscope runs no download scripts); put the data at {}",
+            "{}: {} not found, and its download: is not an http(s) URL of a .zip or .tar.gz (gradscope runs no download scripts); put the data at {}",
             file.display(),
             missing.display(),
             d.root.display()
@@ -180,7 +179,7 @@ pub fn download_missing(
         missing.display(),
         ds.display()
     ));
-    super::download::fetch_zip(url, ds).map_err(|source| DetectError::Download {
+    super::download::fetch_archive(url, ds).map_err(|source| DetectError::Download {
         name: file.display().to_string(),
         target: d.root.clone(),
         source: Box::new(source),
@@ -233,7 +232,7 @@ pub fn resolve_data(name: &str, info: &mut dyn FnMut(String)) -> Result<DataYaml
                 "{name}: {} not found, downloading {url}",
                 target.display()
             ));
-            super::download::fetch_zip(url, &ds).map_err(|source| DetectError::Download {
+            super::download::fetch_archive(url, &ds).map_err(|source| DetectError::Download {
                 name: name.to_string(),
                 target: target.clone(),
                 source: Box::new(source),

@@ -83,31 +83,49 @@ pub struct ResultsCsv {
 }
 
 impl ResultsCsv {
-    /// A new results.csv in `dir`, keeping the first `keep` rows of the one there (resume).
+    /// A new results.csv in `dir`, keeping the first `keep` rows of the one there (resume): the
+    /// kept rows stay as they were written, and the file is replaced atomically, so a crash here
+    /// loses nothing.
     pub fn open(dir: &Path, keep: usize) -> Result<Self, DetectError> {
         let path = dir.join("results.csv");
+        let io = |e| DetectError::io(&path, e);
+        let mut text = RESULTS_COLUMNS.join(",") + "\n";
         let mut rows: Vec<Vec<f64>> = Vec::new();
         if keep > 0 {
-            let text = std::fs::read_to_string(&path).map_err(|e| DetectError::io(&path, e))?;
-            for line in text.lines().skip(1).take(keep) {
-                rows.push(
-                    line.split(',')
-                        .map(|x| x.trim().parse().unwrap_or(f64::NAN))
-                        .collect(),
-                );
+            let old = std::fs::read_to_string(&path).map_err(io)?;
+            for line in old.lines().skip(1).take(keep) {
+                let row: Vec<f64> = line
+                    .split(',')
+                    .map(|x| x.trim().parse().unwrap_or(f64::NAN))
+                    .collect();
+                if row.len() != RESULTS_COLUMNS.len() {
+                    return Err(DetectError::invalid(
+                        &path,
+                        format!(
+                            "row {} has {} columns, not {}",
+                            rows.len() + 1,
+                            row.len(),
+                            RESULTS_COLUMNS.len()
+                        ),
+                    ));
+                }
+                text += line;
+                text.push('\n');
+                rows.push(row);
+            }
+            if rows.len() < keep {
+                return Err(DetectError::invalid(
+                    &path,
+                    format!("{} rows, the resume state has {keep} epochs", rows.len()),
+                ));
             }
         }
-        let mut file = File::create(&path).map_err(|e| DetectError::io(&path, e))?;
-        writeln!(file, "{}", RESULTS_COLUMNS.join(",")).map_err(|e| DetectError::io(&path, e))?;
-        let mut csv = ResultsCsv {
-            path,
-            file,
-            rows: Vec::new(),
-        };
-        for r in rows {
-            csv.write_row(r)?;
-        }
-        Ok(csv)
+        crate::atomic::write(&path, text.as_bytes()).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        Ok(ResultsCsv { path, file, rows })
     }
 
     fn write_row(&mut self, row: Vec<f64>) -> Result<(), DetectError> {
