@@ -219,21 +219,27 @@ fn crashes_at_named_points_resume_byte_for_byte() {
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
-/// SIGKILL at seeded random instants of the run, then resume.
+/// SIGKILL at seeded random instants of the run, then resume: the first kill within the first
+/// third of the run's time (before or around its first commit), the others at random instants
+/// after the first epoch committed (so that the resume continues a run, not restarts it).
 #[test]
 fn random_kills_resume_byte_for_byte() {
     let t = baseline().1;
     let project = scratch().join("killed");
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut failed = Vec::new();
-    let mut restarted = 0;
-    for k in 0..4 {
-        // xorshift: instants between 10% and 100% of the uninterrupted run's time
+    let mut uniform = move || {
+        // xorshift
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let at = t.mul_f64(0.1 + 0.9 * (seed % 1000) as f64 / 1000.0);
+        (seed % 1000) as f64 / 1000.0
+    };
+    let mut failed = Vec::new();
+    let (mut restarted, mut finished) = (0, 0);
+    let kills = 5;
+    for k in 0..kills {
         let name = format!("kill{k}");
+        let run = project.join(&name);
         let mut args = vec!["train".to_string()];
         args.extend(settings(&project, &name));
         let mut child = Command::new(env!("CARGO_BIN_EXE_gradscope"))
@@ -244,22 +250,34 @@ fn random_kills_resume_byte_for_byte() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let state = run.join("weights/last.state.safetensors");
+        let running = |c: &mut std::process::Child| c.try_wait().unwrap().is_none();
+        if k > 0 {
+            while running(&mut child) && !state.is_file() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let at = t.mul_f64(if k == 0 { 0.33 } else { 0.67 } * uniform());
         let t0 = Instant::now();
-        while t0.elapsed() < at && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(20));
+        while t0.elapsed() < at && running(&mut child) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !running(&mut child) {
+            finished += 1;
         }
         child.kill().ok(); // SIGKILL
         child.wait().unwrap();
-        let run = project.join(&name);
         if finish(&run, &name) == 0 {
             restarted += 1;
         }
         let d = differences(&run);
         if !d.is_empty() {
-            failed.push(format!("killed after {at:?}: {}", d.join("; ")));
+            failed.push(format!("kill {k} ({at:?}): {}", d.join("; ")));
         }
     }
-    eprintln!("4 kills, {restarted} before the first epoch committed");
+    eprintln!(
+        "{kills} kills: {restarted} before the first epoch committed, {finished} after the run had ended, the others resumed"
+    );
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 

@@ -200,6 +200,8 @@ pub struct Report {
     pub skipped: Vec<(PathBuf, String)>,
     /// One line per dropped label row: `file:line: why`.
     pub warnings: Vec<String>,
+    /// Warnings about the split as a whole (no label file found at all).
+    pub notices: Vec<String>,
 }
 
 impl Report {
@@ -318,7 +320,7 @@ pub fn load_split(images: &[PathBuf], nc: usize) -> (Vec<Sample>, Report) {
         if let Some(first) = images.first() {
             let dir = label_path(first);
             let dir = dir.parent().unwrap_or(Path::new("."));
-            rep.warnings.push(format!(
+            rep.notices.push(format!(
                 "no label file found for any of the {} images (looked in {} and the like: labels/ beside images/, same file name with .txt): every image is a background",
                 images.len(),
                 dir.display()
@@ -369,9 +371,10 @@ mod tests {
         std::fs::remove_dir_all(d.join("labels")).unwrap();
         let (_, rep) = load_split(&files, 1);
         assert!(
-            rep.warnings
+            rep.notices
                 .iter()
-                .any(|w| w.contains("no label file found")),
+                .any(|w| w.contains("no label file found"))
+                && rep.warnings.is_empty(),
             "{rep:?}"
         );
         std::fs::write(d.join("data.yaml"), "val: images/train\nnames: [a]\n").unwrap();
