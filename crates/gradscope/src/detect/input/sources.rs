@@ -190,6 +190,13 @@ pub fn download_missing(
 /// Resolves `data=`: an existing file is read as is (its `download:` fetched when its images are
 /// missing); `trees` is the embedded set; a built-in
 /// name is looked up in the datasets dir and downloaded when missing.
+/// The built-in dataset `name` names: `coco8.yaml`, or `coco8` as Ultralytics also accepts.
+fn builtin(name: &str) -> Option<&'static (&'static str, &'static str, &'static str)> {
+    BUILTIN
+        .iter()
+        .find(|(n, _, _)| *n == name || n.strip_suffix(".yaml") == Some(name))
+}
+
 pub fn resolve_data(name: &str, info: &mut dyn FnMut(String)) -> Result<DataYaml, DetectError> {
     let ds = datasets_dir();
     let read = |p: &Path| DataYaml::read(p, &ds).map_err(DetectError::from);
@@ -219,7 +226,7 @@ pub fn resolve_data(name: &str, info: &mut dyn FnMut(String)) -> Result<DataYaml
             }
         )));
     }
-    if let Some((file, folder, url)) = BUILTIN.iter().find(|(n, _, _)| *n == name) {
+    if let Some((file, folder, url)) = builtin(name) {
         std::fs::create_dir_all(&ds).map_err(|e| DetectError::io(&ds, e))?;
         let yaml = ds.join(file);
         if !yaml.is_file() {
@@ -261,7 +268,7 @@ fn load_one(
         files.extend(image_files(e)?);
     }
     let (samples, mut report) = load_split(&files, nc);
-    for w in &report.warnings {
+    for w in report.notices.iter().chain(&report.warnings) {
         say(true, w.clone());
     }
     for (p, why) in &report.skipped {
@@ -296,4 +303,17 @@ pub fn load_sets(
     let train = load_one(&data.train, nc, "train", say)?;
     let val = load_one(&data.val, nc, "val", say)?;
     Ok((train, val))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::builtin;
+
+    #[test]
+    fn built_in_sets_are_named_with_or_without_yaml() {
+        assert_eq!(builtin("coco8").map(|b| b.1), Some("coco8"));
+        assert_eq!(builtin("coco8.yaml").map(|b| b.1), Some("coco8"));
+        assert_eq!(builtin("coco128").map(|b| b.1), Some("coco128"));
+        assert!(builtin("coco").is_none() && builtin("coco8.yml").is_none());
+    }
 }
