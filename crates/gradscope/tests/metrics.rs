@@ -125,3 +125,23 @@ fn ultralytics_metrics_equal_ultralytics() {
         close(got.ap50_95, num(&row[4]), &format!("class {c} AP50-95"));
     }
 }
+
+/// A real run's predictions (the default `gradscope train` run's best weights on the tree tiles'
+/// validation set, `val save_json=true`; `tools/reference/real_run_map.py`): COCO mAP as
+/// gradscope computes it equals pycocotools' on the same 1 400 detections and 506 boxes.
+#[test]
+fn a_real_runs_predictions_score_as_pycocotools_scores_them() {
+    let f: Value = serde_json::from_str(include_str!("fixtures/trees_val_run.json")).unwrap();
+    let (gts, dets) = boxes(&f);
+    assert_eq!((gts.len(), dets.len()), (506, 1400));
+    let r = coco_map(&gts, &dets, 1);
+    let stats = &f["stats"];
+    for (name, ours, theirs) in [
+        ("mAP50-95", r.map50_95, num(&stats["map50_95"])),
+        ("mAP50", r.map50, num(&stats["map50"])),
+        ("mAP75", r.map75, num(&stats["map75"])),
+    ] {
+        assert!(theirs > 0.01, "{name}: a run that found something");
+        assert!((ours - theirs).abs() < TOL, "{name}: {ours} vs {theirs}");
+    }
+}
