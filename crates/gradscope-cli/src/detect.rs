@@ -6,10 +6,11 @@ use anyhow::{bail, Result};
 use gradscope::data::letterbox::unletterbox;
 use gradscope::detect::args::DetectArgs;
 use gradscope::detect::eval::validate::{validate, DetectSettings};
-use gradscope::detect::input::sources::{load_sets, resolve_data};
+use gradscope::detect::input::sources::{load_val, resolve_data};
 use gradscope::detect::model::Weights;
-use gradscope::detect::predict::{load, predict, Checkpoint};
+use gradscope::detect::predict::{load, predict, Checkpoint, Outputs};
 use gradscope::detect::run::new_run_dir;
+use gradscope::detect::run::plots::BoxStyle;
 use gradscope::detect::train::{TrainEvent, Trainer};
 use gradscope::settings::Command;
 use gradscope::Device;
@@ -208,6 +209,7 @@ fn settings(a: &DetectArgs, default_conf: f64) -> DetectSettings {
         end2end: a.end2end,
         iou: a.iou as f32,
         rect: a.rect,
+        classes: a.classes.clone().map(|c| c.0),
     }
 }
 
@@ -271,7 +273,7 @@ pub fn val_cmd(args: &[&str]) -> Result<()> {
             ck.names.len()
         );
     }
-    let (_, val) = load_sets(&data, &mut |warn, m| {
+    let val = load_val(&data, &mut |warn, m| {
         if warn {
             eprintln!("warning: {m}")
         } else {
@@ -328,11 +330,21 @@ pub fn predict_cmd(args: &[&str]) -> Result<()> {
     };
     let dir = new_run_dir(&a.project, "predict", false)?;
     let s = settings(&a, 0.25);
+    let outputs = Outputs {
+        style: BoxStyle {
+            line_width: a.line_width.map(|w| w as u32),
+            labels: a.show_labels,
+            conf: a.show_conf,
+        },
+        save_txt: a.save_txt,
+        save_conf: a.save_conf,
+    };
     let preds = predict(
         &ck,
         Path::new(&source),
         a.imgsz,
         &s,
+        &outputs,
         &dir,
         &device,
         &mut |r| match r {
@@ -379,5 +391,9 @@ pub fn predict_cmd(args: &[&str]) -> Result<()> {
         )?;
     }
     println!("results saved to {}", dir.display());
+    if a.save_txt {
+        let n = std::fs::read_dir(dir.join("labels")).map_or(0, |d| d.count());
+        println!("{n} label files saved to {}", dir.join("labels").display());
+    }
     Ok(())
 }

@@ -1,9 +1,10 @@
-//! Fault injection: a training run crashed at named points (inside each checkpoint write, between
-//! an epoch's row and its commit, mid-epoch), killed with SIGKILL at seeded random instants, or
-//! stopped by a full disk, then resumed — and compared byte for byte with the same run never
-//! interrupted: results.csv (but its time column), probe.jsonl, last/best weights and the resume
-//! state. The settings make the gradient accumulation cross every epoch's end (11 iterations,
-//! accumulate 3), so the state must carry accumulated gradients too.
+//! Fault injection: a training run crashed at named points (inside each checkpoint write,
+//! between an epoch's row and its commit, mid-epoch), killed with SIGKILL at seeded random
+//! instants, or stopped by a full disk, then resumed — and compared byte for byte with the same
+//! run never interrupted: results.csv (but its time column), probe.jsonl, last/best weights and
+//! the resume state. The settings make the gradient accumulation cross every epoch's end (11
+//! iterations, accumulate 3), so the state must carry accumulated gradients too. Also: the
+//! loader's thread count leaves the run's bytes unchanged.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -357,5 +358,18 @@ fn a_full_disk_fails_cleanly_and_resumes() {
     );
     assert_eq!(read("rc2").trim(), "0", "resume: {}", read("err2"));
     let d = differences(&dir.join("copy"));
+    assert!(d.is_empty(), "{}", d.join("\n"));
+}
+
+/// The loader's thread count (`workers`) does not change a run: one worker gives the same bytes
+/// as the default (as many as the machine has, up to 8).
+#[test]
+fn loader_threads_do_not_change_the_run() {
+    let project = scratch().join("workers");
+    let mut args = vec!["train".to_string(), "workers=1".into()];
+    args.extend(settings(&project, "one"));
+    let out = gradscope(&args, None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = differences(&project.join("one"));
     assert!(d.is_empty(), "{}", d.join("\n"));
 }

@@ -175,12 +175,19 @@ fn broken_data_gives_warnings_not_panics_and_trains() {
         end2end: true,
         iou: 0.7,
         rect: true,
+        classes: None,
+    };
+    let outputs = gradscope::detect::predict::Outputs {
+        save_txt: true,
+        save_conf: true,
+        ..Default::default()
     };
     let preds = predict(
         &ck,
         &dir.join("broken/images"),
         64,
         &s,
+        &outputs,
         &dir.join("pred"),
         &device,
         &mut |r| {
@@ -194,6 +201,23 @@ fn broken_data_gives_warnings_not_panics_and_trains() {
     assert!(errs.iter().any(|e| e.contains("corrupt.jpg")), "{errs:?}");
     assert!(preds.iter().all(|p| p.boxes.len() == 10));
     assert!(dir.join("pred/good0.jpg").is_file());
+    // save_txt with save_conf: one line per box, class, centre and size in (0, 1], confidence
+    let txt = std::fs::read_to_string(dir.join("pred/labels/good0.txt")).unwrap();
+    let rows: Vec<Vec<f64>> = txt
+        .lines()
+        .map(|l| l.split(' ').map(|x| x.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), 10, "{txt}");
+    let good0 = preds
+        .iter()
+        .find(|p| p.image.ends_with("good0.jpg"))
+        .unwrap();
+    let scores: Vec<f64> = good0.boxes.iter().map(|b| b.2 as f64).collect();
+    for (r, s) in rows.iter().zip(&scores) {
+        assert_eq!(r.len(), 6, "{r:?}");
+        assert!(r[1..5].iter().all(|v| (-0.5..=1.5).contains(v)), "{r:?}");
+        assert!((r[5] - s).abs() < 1e-5, "{r:?} vs {s}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -45,6 +45,78 @@ fn export_format(f: &str) -> Result<(), String> {
     }
 }
 
+/// `cache=`: where decoded images are kept between epochs (Ultralytics' values).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Cache {
+    /// `false`: read from disk every epoch (Ultralytics' default).
+    Off,
+    /// `ram` / `true`: decoded once, kept in memory.
+    Ram,
+    /// `disk`: decoded once into `.npy` files beside the images.
+    Disk,
+}
+
+impl crate::settings::Value for Cache {
+    fn parse(v: &str) -> Result<Self, String> {
+        match v {
+            "false" | "False" => Ok(Cache::Off),
+            "ram" | "true" | "True" => Ok(Cache::Ram),
+            "disk" => Ok(Cache::Disk),
+            _ => Err("expected ram, disk or false".into()),
+        }
+    }
+    fn show(&self) -> String {
+        match self {
+            Cache::Off => "false",
+            Cache::Ram => "ram",
+            Cache::Disk => "disk",
+        }
+        .into()
+    }
+}
+
+impl Cache {
+    /// What gradscope does for this value, when it is not what the key asks (gradscope always
+    /// keeps decoded images in memory).
+    pub fn note(&self, bytes: u64) -> Option<String> {
+        let mb = bytes as f64 / 1e6;
+        match self {
+            Cache::Ram => None,
+            other => Some(format!(
+                "cache={}: gradscope keeps every decoded image in memory ({mb:.0} MB for this data), as cache=ram does; reading images from disk each epoch (false) and .npy caches (disk) are not built yet",
+                crate::settings::Value::show(other)
+            )),
+        }
+    }
+}
+
+/// `classes=`: the class indices detections are kept for (`classes=0`, `classes=[0,2]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Classes(pub Vec<usize>);
+
+impl crate::settings::Value for Classes {
+    fn parse(v: &str) -> Result<Self, String> {
+        let inner = v.trim().trim_start_matches('[').trim_end_matches(']');
+        let mut l: Vec<usize> = inner
+            .split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(|x| x.parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| "expected class indices: classes=0 or classes=[0,2]".to_string())?;
+        if l.is_empty() {
+            return Err("expected at least one class index: classes=0 or classes=[0,2]".into());
+        }
+        l.sort_unstable();
+        l.dedup();
+        Ok(Classes(l))
+    }
+    fn show(&self) -> String {
+        let l: Vec<String> = self.0.iter().map(|c| c.to_string()).collect();
+        format!("[{}]", l.join(", "))
+    }
+}
+
 fn opt_fraction(x: &Option<f64>) -> Result<(), String> {
     x.map_or(Ok(()), fraction)
 }
@@ -75,6 +147,10 @@ crate::settings! {
         imgsz: usize = 640, image_size, ALL;
         /// images per iteration ≥ 1
         batch: usize = 16, |x| at_least(*x, 1), TRAIN_VAL;
+        /// ram | disk | false: where decoded images are kept between epochs; gradscope keeps them in memory (ram) whatever the value: disk and false are not built and warn
+        cache: Cache = Cache::Ram, any, TRAIN_VAL;
+        /// threads that augment training images, at most one per core (0 = one per core; results do not depend on it)
+        workers: usize = 8, any, TRAIN;
         /// nominal batch: gradients are accumulated over round(nbs/batch) iterations
         nbs: usize = 64, |x| at_least(*x, 1), TRAIN;
         /// auto | SGD | AdamW | MuSGD
@@ -137,6 +213,8 @@ crate::settings! {
         conf: Option<f64> = None, opt_fraction, ALL;
         /// detections kept per image
         max_det: usize = 300, |x| at_least(*x, 1), ALL;
+        /// keep detections of these classes only: 0, or a list such as `[0,2]` (null: all)
+        classes: Option<Classes> = None, any, VAL_PREDICT;
         /// true: one-to-one head, top-k without NMS; false: one-to-many head with NMS
         end2end: bool = true, any, ALL;
         /// rectangular inputs as Ultralytics' val/predict: validation batches of like aspect on canvases half a stride larger than the images, prediction padded only to a multiple of 32 (false: imgsz squares)
@@ -149,6 +227,16 @@ crate::settings! {
         plots: bool = true, any, TRAIN;
         /// an image or a folder of images
         source: Option<String> = None, any, PREDICT;
+        /// also write labels/IMAGE.txt: one line per box, class x_center y_center width height (normalised to the image)
+        save_txt: bool = false, any, PREDICT;
+        /// with save_txt: the confidence at the end of each line
+        save_conf: bool = false, any, PREDICT;
+        /// draw each box's class name
+        show_labels: bool = true, any, PREDICT;
+        /// draw each box's confidence
+        show_conf: bool = true, any, PREDICT;
+        /// box line width in pixels (null: from the image size, as Ultralytics)
+        line_width: Option<usize> = None, |x| x.map_or(Ok(()), |w| at_least(w, 1)), PREDICT;
         /// true: validate after every epoch; false: only after the last
         val: bool = true, any, TRAIN;
         /// true (with model=RUN/weights/last.safetensors) or a run folder RUN: continue that run exactly

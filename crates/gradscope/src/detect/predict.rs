@@ -17,7 +17,7 @@ use crate::detect::eval::validate::{detections, DetectSettings};
 use crate::detect::input::augment::val_image;
 use crate::detect::model::{build_model, Weights};
 use crate::detect::objective::assign::Anchors;
-use crate::detect::run::plots::{draw_boxes, Drawn};
+use crate::detect::run::plots::{draw_boxes_with, BoxStyle, Drawn};
 use crate::probe::Tap;
 use crate::yolo::model::Yolo;
 
@@ -141,13 +141,71 @@ pub fn predict_image(
         .collect()
 }
 
-/// Predicts on `source` (an image or a folder), draws the boxes and saves the images into
-/// `out_dir`. Unreadable images are reported, not fatal.
+/// What `predict` writes: the images with their boxes drawn in `style`, and with `save_txt` a
+/// `labels/<image stem>.txt` per image with detections (Ultralytics' format: `class x_center
+/// y_center width height`, normalised to the image, `%g`, and the confidence last with
+/// `save_conf`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Outputs {
+    pub style: BoxStyle,
+    pub save_txt: bool,
+    pub save_conf: bool,
+}
+
+/// `x` as C's `%g` prints it (6 significant digits, no trailing zeros), as Ultralytics' label
+/// files have it.
+pub fn fmt_g(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return if x == 0.0 { "0".into() } else { x.to_string() };
+    }
+    let exp = format!("{x:.5e}");
+    let (mantissa, e) = exp.split_once('e').unwrap_or((&exp, "0"));
+    let e: i32 = e.parse().unwrap_or(0);
+    let trim = |m: &str| {
+        if m.contains('.') {
+            m.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            m.to_string()
+        }
+    };
+    if (-4..6).contains(&e) {
+        trim(&format!("{x:.*}", (5 - e).max(0) as usize))
+    } else {
+        format!(
+            "{}e{}{:02}",
+            trim(mantissa),
+            if e < 0 { '-' } else { '+' },
+            e.abs()
+        )
+    }
+}
+
+/// One detection as a line of an Ultralytics label file for a `w0`×`h0` image.
+pub fn label_line(c: usize, b: [f32; 4], w0: u32, h0: u32, conf: Option<f32>) -> String {
+    let (w, h) = (w0 as f64, h0 as f64);
+    let xywh = [
+        (b[0] as f64 + b[2] as f64) / 2.0 / w,
+        (b[1] as f64 + b[3] as f64) / 2.0 / h,
+        (b[2] as f64 - b[0] as f64) / w,
+        (b[3] as f64 - b[1] as f64) / h,
+    ];
+    let mut parts = vec![c.to_string()];
+    parts.extend(xywh.iter().map(|v| fmt_g(*v)));
+    if let Some(s) = conf {
+        parts.push(fmt_g(s as f64));
+    }
+    parts.join(" ")
+}
+
+/// Predicts on `source` (an image or a folder), draws the boxes and saves the images (and label
+/// files) into `out_dir` as `outputs` says. Unreadable images are reported, not fatal.
+#[allow(clippy::too_many_arguments)]
 pub fn predict(
     ck: &Checkpoint,
     source: &Path,
     imgsz: usize,
     settings: &DetectSettings,
+    outputs: &Outputs,
     out_dir: &Path,
     device: &Device,
     on: &mut dyn FnMut(Result<&Prediction, String>),
@@ -180,15 +238,27 @@ pub fn predict(
             }
         };
         let boxes = predict_image(&ck.model, &img, imgsz, ck.names.len(), settings, device);
+        let (w0, h0) = img.dimensions();
         let mut canvas = img;
         let drawn: Vec<Drawn> = boxes.iter().map(|(c, b, s)| (*c, *b, Some(*s))).collect();
-        draw_boxes(&mut canvas, &drawn, &ck.names).map_err(|m| DetectError::plot(&f, m))?;
+        draw_boxes_with(&mut canvas, &drawn, &ck.names, &outputs.style)
+            .map_err(|m| DetectError::plot(&f, m))?;
         let name = f
             .file_name()
             .map(PathBuf::from)
             .unwrap_or_else(|| "image.jpg".into());
-        let out = out_dir.join(name).with_extension("jpg");
+        let out = out_dir.join(&name).with_extension("jpg");
         canvas.save(&out).map_err(|e| DetectError::plot(&out, e))?;
+        if outputs.save_txt && !boxes.is_empty() {
+            let labels = out_dir.join("labels");
+            std::fs::create_dir_all(&labels).map_err(|e| DetectError::io(&labels, e))?;
+            let text: String = boxes
+                .iter()
+                .map(|(c, b, s)| label_line(*c, *b, w0, h0, outputs.save_conf.then_some(*s)) + "\n")
+                .collect();
+            let txt = labels.join(name).with_extension("txt");
+            std::fs::write(&txt, text).map_err(|e| DetectError::io(&txt, e))?;
+        }
         let p = Prediction { image: f, boxes };
         on(Ok(&p));
         all.push(p);
@@ -200,4 +270,39 @@ pub fn predict(
         )));
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Python's `'%g' % x` for each (values printed by CPython 3.11).
+    #[test]
+    fn numbers_print_as_c_percent_g() {
+        let cases = [
+            (0.5, "0.5"),
+            (0.123456789, "0.123457"),
+            (1e-5, "1e-05"),
+            (123456789.0, "1.23457e+08"),
+            (0.0001, "0.0001"),
+            (100000.0, "100000"),
+            (1000000.0, "1e+06"),
+            (999999.5, "1e+06"),
+            (0.00012345678, "0.000123457"),
+            (2.0, "2"),
+            (-0.25, "-0.25"),
+            (0.0, "0"),
+        ];
+        for (x, want) in cases {
+            assert_eq!(fmt_g(x), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn a_label_line_is_normalised_centre_and_size() {
+        let l = label_line(3, [10.0, 20.0, 30.0, 60.0], 100, 200, None);
+        assert_eq!(l, "3 0.2 0.2 0.2 0.2");
+        let l = label_line(0, [0.0, 0.0, 50.0, 50.0], 100, 100, Some(0.875));
+        assert_eq!(l, "0 0.25 0.25 0.5 0.5 0.875");
+    }
 }

@@ -121,6 +121,8 @@ pub struct Trainer<'o> {
     dir: PathBuf,
     names: Vec<String>,
     train: Arc<DetData>,
+    /// The threads that augment training batches (`workers`).
+    loader: Arc<rayon::ThreadPool>,
     val: DetData,
     plan: Plan,
     device: Device,
@@ -204,6 +206,8 @@ impl<'o> Trainer<'o> {
         let resumed = state.is_some().then_some(&ledger);
         let probe = setup::open_probe(&args, &dir, resumed, counters.opt_steps)?;
         let csv = runs::ResultsCsv::open(&dir, counters.epoch)?;
+        let loader = crate::detect::input::dataset::loader_pool(args.workers)
+            .map_err(|e| DetectError::Args(format!("workers={}: {e}", args.workers)))?;
         let mut acc = GradientsAccumulator::new();
         acc.accumulate(&model, pending);
         Ok(Trainer {
@@ -216,12 +220,14 @@ impl<'o> Trainer<'o> {
                 iou: args.iou as f32,
                 // Ultralytics' trainer validates on rectangular batches too
                 rect: true,
+                classes: None,
             },
             acc,
             good: GoodState::capture(&model, &optim),
             recovery: Recovery::resumed(args.nan_recovery, ledger.nan_in_a_row),
             names,
             train: Arc::new(train),
+            loader,
             hist: ledger.history,
             last_val: None,
             diagnosis: None,
@@ -255,6 +261,7 @@ impl<'o> Trainer<'o> {
             let order = epoch_order(self.train.len(), self.plan.batch, self.args.seed, epoch);
             let mosaic = epoch + self.args.close_mosaic < self.args.epochs;
             let rx = prefetch(
+                self.loader.clone(),
                 self.train.clone(),
                 order,
                 self.plan.imgsz as u32,

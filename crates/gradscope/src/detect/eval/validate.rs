@@ -14,7 +14,7 @@ use crate::yolo::model::Yolo;
 use crate::yolo::postprocess::{end2end, nms};
 
 /// How detections are made.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DetectSettings {
     pub conf: f32,
     pub max_det: usize,
@@ -26,6 +26,8 @@ pub struct DetectSettings {
     /// larger than the scaled images, prediction on the smallest stride-multiple canvas. Else
     /// `imgsz` squares.
     pub rect: bool,
+    /// Keep detections of these classes only (Ultralytics' `classes`; `None`: all).
+    pub classes: Option<Vec<usize>>,
 }
 
 #[derive(Clone, Debug)]
@@ -49,13 +51,21 @@ pub struct ValResult {
 
 /// Detections of one image from raw head outputs `[4 + nc, A]` (host, channel-major).
 pub fn detections(raw: &[f32], nc: usize, anchors: &Anchors, s: &DetectSettings) -> Vec<[f32; 6]> {
-    if s.end2end {
+    let kept = if s.end2end {
         end2end(raw, nc, &anchors.levels, s.max_det)
             .into_iter()
             .filter(|d| d[4] >= s.conf)
             .collect()
     } else {
         nms(raw, nc, &anchors.levels, s.conf, s.iou, s.max_det)
+    };
+    match &s.classes {
+        // after the top-k / NMS, as Ultralytics' end-to-end post-processing filters
+        Some(c) => kept
+            .into_iter()
+            .filter(|d| c.contains(&(d[5] as usize)))
+            .collect(),
+        None => kept,
     }
 }
 

@@ -140,8 +140,28 @@ pub fn epoch_order(n: usize, batch: usize, seed: u64, epoch: usize) -> Vec<Vec<u
     idx.chunks(batch.max(1)).map(|c| c.to_vec()).collect()
 }
 
-/// Prepares one epoch's training batches on a background thread, at most two ahead.
+/// The threads that augment training images: `workers` of them (0: one per core), never more
+/// than the machine has, as Ultralytics caps its loader workers. Every image has its own seeded
+/// generator, so batches are the same whatever the count.
+pub fn loader_pool(workers: usize) -> Result<Arc<rayon::ThreadPool>, rayon::ThreadPoolBuildError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = if workers == 0 {
+        cores
+    } else {
+        workers.min(cores)
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("gradscope-loader-{i}"))
+        .build()
+        .map(Arc::new)
+}
+
+/// Prepares one epoch's training batches on a background thread, at most two ahead, augmenting
+/// on `pool`.
+#[allow(clippy::too_many_arguments)]
 pub fn prefetch(
+    pool: Arc<rayon::ThreadPool>,
     data: Arc<DetData>,
     order: Vec<Vec<usize>>,
     imgsz: u32,
@@ -156,10 +176,8 @@ pub fn prefetch(
             let s = seed
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add((epoch * 100_003 + i) as u64);
-            if tx
-                .send(data.train_batch(idx, imgsz, &cfg, mosaic, s))
-                .is_err()
-            {
+            let batch = pool.install(|| data.train_batch(idx, imgsz, &cfg, mosaic, s));
+            if tx.send(batch).is_err() {
                 break;
             }
         }

@@ -257,6 +257,14 @@ pub fn resolve_data(name: &str, info: &mut dyn FnMut(String)) -> Result<DataYaml
     )))
 }
 
+/// The validation split only (`gradscope val`), as [`load_sets`] loads it.
+pub fn load_val(
+    data: &DataYaml,
+    say: &mut dyn FnMut(bool, String),
+) -> Result<DetData, DetectError> {
+    load_one(&data.val, data.names.len(), "val", say)
+}
+
 fn load_one(
     entries: &[PathBuf],
     nc: usize,
