@@ -123,10 +123,7 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
                 print!("{}", val.table(names, false));
             }
             if let Some(d) = diagnosis {
-                println!(
-                    "{:>22} {} — first/last ‖∂L/∂h‖ {:.3e}, per layer ×{:.3}",
-                    "gradients:", d.verdict, d.first_last_end, d.per_layer_factor
-                );
+                println!("{:>22} {} — {}", "gradients:", d.verdict, d.flow_line());
             }
         }
     };

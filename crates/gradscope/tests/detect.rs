@@ -434,8 +434,22 @@ fn a_few_tree_tiles_are_learnt() {
         eprintln!("overfit, seed {seed}: mAP50 {}", v.coco.map50);
         assert!(v.coco.map50 > 0.1, "seed {seed}: mAP50 {}", v.coco.map50);
         assert_eq!(v.instances, 65);
+        // healthy gradients; tree crowns small for 256 px may leave the stride-32 level without
+        // targets, which the diagnosis names as a starved branch, not a gradient pathology
         let d = out.diagnosis.unwrap();
-        assert_eq!(d.verdict.to_string(), "healthy", "seed {seed}: {d}");
+        let verdict = d.verdict.to_string();
+        assert!(
+            verdict == "healthy" || verdict == "starved branch",
+            "seed {seed}: {d}"
+        );
+        if verdict == "starved branch" {
+            assert!(
+                d.evidence
+                    .iter()
+                    .any(|e| e.starts_with("starved branch: P")),
+                "{d}"
+            );
+        }
         map50.push(v.coco.map50);
     }
     map50.sort_by(f64::total_cmp);

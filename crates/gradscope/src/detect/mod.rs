@@ -6,6 +6,7 @@
 //! runs or the trainer; `run` writes what they produce; `train` and `predict` use them all.
 
 pub mod args;
+pub mod branches;
 pub mod error;
 pub mod eval;
 pub mod export;

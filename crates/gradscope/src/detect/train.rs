@@ -145,6 +145,8 @@ pub struct Trainer<'o> {
     diverged: Vec<String>,
     /// The first epoch (1-based) the divergence rules fired at, and the best fitness before it.
     diverged_at: Option<(usize, f64)>,
+    /// Targets assigned per head level and the boxes' size, for the head-level findings.
+    assigned: crate::detect::branches::Assigned,
 }
 
 /// Trains as `args` says, reporting to `on`.
@@ -206,6 +208,7 @@ impl<'o> Trainer<'o> {
         let resumed = state.is_some().then_some(&ledger);
         let probe = setup::open_probe(&args, &dir, resumed, counters.opt_steps)?;
         let csv = runs::ResultsCsv::open(&dir, counters.epoch)?;
+        let median_box = crate::detect::branches::median_box(&train.samples, plan.imgsz);
         let loader = crate::detect::input::dataset::loader_pool(args.workers)
             .map_err(|e| DetectError::Args(format!("workers={}: {e}", args.workers)))?;
         let mut acc = GradientsAccumulator::new();
@@ -233,6 +236,11 @@ impl<'o> Trainer<'o> {
             diagnosis: None,
             diverged: ledger.diverged,
             diverged_at: ledger.diverged_at,
+            assigned: crate::detect::branches::Assigned {
+                per_level: [0.0; 3],
+                median_box,
+                imgsz: plan.imgsz,
+            },
             args,
             on,
             t0,
@@ -479,6 +487,7 @@ impl<'o> Trainer<'o> {
             }
         }
         let (args, lr0, diverged) = (&self.args, self.plan.lr0, &self.diverged);
+        let assigned = &self.assigned;
         self.diagnosis = diagnose(self.probe.records()).map(|mut d| {
             if !diverged.is_empty() {
                 d.verdicts.insert(0, Verdict::Diverged);
@@ -486,6 +495,7 @@ impl<'o> Trainer<'o> {
                 d.evidence.splice(0..0, diverged.iter().cloned());
             }
             remedies::for_run(&mut d, args, lr0);
+            crate::detect::branches::judge(&mut d, assigned);
             d
         });
     }
@@ -578,6 +588,7 @@ impl<'o> Trainer<'o> {
         let (epoch, args) = (st.epoch, &self.args);
         let train_items = st.mean.scaled(1.0 / st.seen.max(1) as f64);
         let validated = args.val || epoch + 1 == args.epochs;
+        self.assigned.per_level = train_items.assigned;
         let v = if validated {
             self.validate(st.w)
         } else {

@@ -57,7 +57,8 @@ pub struct Evidence {
     /// ‖∂L/∂h‖ first ÷ last at the first record, and the median over the end window.
     pub first_last_init: f64,
     pub first_last_end: f64,
-    /// Geometric mean of the factor between neighbours over the end window.
+    /// Geometric mean of the factor between neighbours over the end window (NaN for a graph:
+    /// neighbours in layer order sit on different branches).
     pub per_layer_factor: f64,
     /// Global gradient norm at the first record and its median over the end window.
     pub grad_norm_init: f64,
@@ -238,7 +239,11 @@ impl Evidence {
             n_hidden: series(end).len(),
             first_last_init: first_last(init),
             first_last_end: over_window(&first_last),
-            per_layer_factor: per_layer_factor(&finite),
+            per_layer_factor: if is_graph(end) {
+                f64::NAN
+            } else {
+                per_layer_factor(&finite)
+            },
             grad_norm_init: init.grad_norm,
             grad_norm_end: over_window(&|r| r.grad_norm),
             loss_init: init.loss,

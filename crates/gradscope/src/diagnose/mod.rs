@@ -45,6 +45,10 @@ pub enum Verdict {
     /// loss grew by orders of magnitude, validation losses are not finite, or BatchNorm
     /// statistics blew up ([`divergence`]).
     Diverged,
+    /// A branch of a graph-shaped network (a detection head level) receives almost no gradient
+    /// because almost no target is assigned to it: not a vanishing gradient, nothing to learn
+    /// from (decided by the detection trainer, which knows the assignments).
+    StarvedBranch,
 }
 
 impl fmt::Display for Verdict {
@@ -57,6 +61,7 @@ impl fmt::Display for Verdict {
             Verdict::Saturation => "saturation",
             Verdict::NonFinite => "non-finite",
             Verdict::Diverged => "diverged",
+            Verdict::StarvedBranch => "starved branch",
         })
     }
 }
@@ -165,6 +170,49 @@ impl Diagnosis {
     }
 }
 
+impl Diagnosis {
+    /// The head inputs of a graph-shaped network (layers whose block is `output:*`, in layer
+    /// order) with the RMS gradient each receives ÷ the one that receives most; empty for a chain.
+    pub fn head_inputs(&self) -> Vec<(&str, f64)> {
+        self.layers
+            .iter()
+            .filter(|l| l.block.starts_with("output:"))
+            .map(|l| (l.name.as_str(), l.grad_h_rel))
+            .collect()
+    }
+
+    /// The gradient flow in one line: for a chain (or time), first ÷ last layer and the factor
+    /// per layer; for a graph, the stem ÷ the strongest head input and what each head input
+    /// receives (a factor per layer means nothing across branches of different depth).
+    pub fn flow_line(&self) -> String {
+        let heads = self.head_inputs();
+        if heads.is_empty() {
+            return format!(
+                "first/last ‖∂L/∂h‖ {:.3e}, per layer ×{:.3}",
+                self.first_last_end, self.per_layer_factor
+            );
+        }
+        let each: Vec<String> = heads
+            .iter()
+            .map(|(n, r)| format!("{n} {}", short(*r)))
+            .collect();
+        format!(
+            "stem ÷ strongest head input (RMS ‖∂L/∂h‖) {:.2e}; head inputs {}",
+            self.first_last_end,
+            each.join(", ")
+        )
+    }
+}
+
+/// A ratio in 3 significant digits, exponent form below 0.01.
+fn short(x: f64) -> String {
+    if x.is_finite() && x != 0.0 && x.abs() < 0.01 {
+        format!("{x:.2e}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
 impl fmt::Display for Diagnosis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.verdicts.len() > 1 {
@@ -183,11 +231,20 @@ impl fmt::Display for Diagnosis {
                 writeln!(f, "  {}. {:<28} {}", i + 1, r.switch, r.why)?;
             }
         }
-        writeln!(f, "per layer (end of run):")?;
+        // in a graph, "rel." is the RMS gradient ÷ the head input that receives most
+        let (title, rel) = if self.head_inputs().is_empty() {
+            ("per layer (end of run):", "rel. last")
+        } else {
+            (
+                "per layer (end of run; rel. head: RMS ‖∂L/∂h‖ ÷ the head input that receives most):",
+                "rel. head",
+            )
+        };
+        writeln!(f, "{title}")?;
         writeln!(
             f,
             "  {:<10} {:<14} {:>11} {:>11} {:>10} {:>6} {:>6} {:>8} {:>8}  verdict",
-            "layer", "block", "‖∂L/∂h‖", "rel. last", "update", "dead", "sat", "measured", "√χ₁"
+            "layer", "block", "‖∂L/∂h‖", rel, "update", "dead", "sat", "measured", "√χ₁"
         )?;
         let opt = |x: Option<f64>, pct: bool| match x {
             Some(v) if pct => format!("{:.0}%", v * 100.0),

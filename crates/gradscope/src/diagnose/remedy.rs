@@ -135,7 +135,7 @@ fn for_verdict(v: Verdict, ctx: &Context) -> Vec<Remedy> {
     let r = Remedy::new;
     match v {
         // run-level: its remedies come from the front end, which knows the run's settings
-        Verdict::Diverged => vec![],
+        Verdict::Diverged | Verdict::StarvedBranch => vec![],
         Verdict::NonFinite | Verdict::Exploding => vec![
             r(vec![ClipNorm(1.0)], "clip the global gradient norm: one factor min(1, c/‖g‖) for all parameters keeps the step's direction and bounds its size"),
             r(vec![ClipNormAuto], "a threshold of 5× the running median norm (Pascanu et al. 2013) cuts sudden spikes; it cannot help when the gradients are huge from the first step"),

@@ -104,6 +104,7 @@ pub fn severity(v: Verdict) -> u8 {
         Verdict::Vanishing => 3,
         Verdict::DeadUnits => 2,
         Verdict::Saturation => 1,
+        Verdict::StarvedBranch => 1,
         Verdict::Healthy => 0,
     }
 }

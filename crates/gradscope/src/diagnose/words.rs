@@ -21,10 +21,25 @@ fn unit(shape: Shape) -> (&'static str, &'static str, &'static str) {
 /// The sentences supporting `verdicts`, most general first.
 pub fn evidence(e: &Evidence, verdicts: &[Verdict], layers: &[LayerDiagnosis]) -> Vec<String> {
     let (unit, units, per) = unit(e.shape);
-    let mut out = vec![format!(
-        "‖∂L/∂h‖ first/last {unit}: {:.2e} at init, {:.2e} at the end ({} {units}, ×{:.3} per {per})",
-        e.first_last_init, e.first_last_end, e.n_hidden, e.per_layer_factor,
-    )];
+    let mut out = vec![if e.shape == Shape::Graph {
+        let heads: Vec<String> = layers
+            .iter()
+            .filter(|l| l.block.starts_with("output:"))
+            .map(|l| format!("{} {:.2e}", l.name, l.grad_h_rel))
+            .collect();
+        format!(
+            "‖∂L/∂h‖ (RMS) of the stem ÷ the head input that receives most: {:.2e} at init, {:.2e} at the end ({} {units}); each head input ÷ the strongest: {}",
+            e.first_last_init,
+            e.first_last_end,
+            e.n_hidden,
+            heads.join(", ")
+        )
+    } else {
+        format!(
+            "‖∂L/∂h‖ first/last {unit}: {:.2e} at init, {:.2e} at the end ({} {units}, ×{:.3} per {per})",
+            e.first_last_init, e.first_last_end, e.n_hidden, e.per_layer_factor,
+        )
+    }];
     if let Some((p, m, n)) = e.meanfield {
         out.push(format!(
             "mean-field theory at init: √χ₁ = {p:.3} per layer predicted at the measured pre-activation variance, {m:.3} measured ({n} dense layers)"

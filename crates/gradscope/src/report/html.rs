@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::{ReportError, RunView};
+use crate::diagnose::Diagnosis;
 
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -65,6 +66,60 @@ impl Table {
         }
         s
     }
+}
+
+/// Clicking a header of a `sortable` table sorts its rows by that column (numbers as numbers,
+/// again to reverse).
+const SORT_SCRIPT: &str = "<script>\
+document.querySelectorAll('table.sortable th').forEach(function(th,i){th.style.cursor='pointer';\
+th.title='sort';th.onclick=function(){var t=th.closest('table'),rows=[].slice.call(t.rows,1),\
+up=th.dataset.up!=='1';th.dataset.up=up?'1':'0';rows.sort(function(a,b){\
+var x=a.cells[i].textContent,y=b.cells[i].textContent,p=parseFloat(x),q=parseFloat(y);\
+var c=(isNaN(p)||isNaN(q))?x.localeCompare(y):p-q;return up?c:-c;});\
+rows.forEach(function(r){t.tBodies[0].appendChild(r);});};});</script>\n";
+
+/// The diagnosis' per-layer table (the one the console prints), sortable by any column.
+fn layer_table(h: &mut String, d: &Diagnosis) {
+    if d.layers.is_empty() {
+        return;
+    }
+    let rel = if d.head_inputs().is_empty() {
+        "÷ last layer"
+    } else {
+        "÷ strongest head input (RMS)"
+    };
+    let _ = writeln!(
+        h,
+        "<p>per layer, end of run (click a column to sort):</p><table class=\"sortable\"><tbody><tr>\
+<th>layer</th><th>block</th><th>‖∂L/∂h‖</th><th>{rel}</th><th>update ratio</th><th>dead</th>\
+<th>saturated</th><th>verdict</th></tr>"
+    );
+    let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.0}%", v * 100.0));
+    for l in &d.layers {
+        let class = if l.verdict == crate::diagnose::Verdict::Healthy {
+            "v-healthy"
+        } else {
+            "v-bad"
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td></tr>",
+            escape(&l.name),
+            escape(&l.block),
+            num(l.grad_h_norm),
+            num(l.grad_h_rel),
+            // layers without parameters (upsampling, concatenation) have no update ratio
+            if l.update_ratio.is_finite() {
+                num(l.update_ratio)
+            } else {
+                "-".into()
+            },
+            pct(l.dead_frac),
+            pct(l.sat_frac),
+            escape(&l.verdict.to_string())
+        );
+    }
+    h.push_str("</tbody></table>\n");
 }
 
 pub fn write(
@@ -145,6 +200,7 @@ section{{border-top:1px solid #ddd;margin-top:1.5em}}</style></head><body>\n<h1>
                 }
                 h.push_str("</ol>");
             }
+            layer_table(&mut h, d);
         }
         for ev in &run.history.recoveries {
             let at = ev
@@ -166,6 +222,7 @@ section{{border-top:1px solid #ddd;margin-top:1.5em}}</style></head><body>\n<h1>
         }
         h.push_str("</section>\n");
     }
+    h.push_str(SORT_SCRIPT);
     h.push_str("</body></html>\n");
     std::fs::write(path, h).map_err(|source| ReportError::Io {
         path: path.to_path_buf(),

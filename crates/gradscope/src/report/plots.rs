@@ -363,15 +363,29 @@ pub fn grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
         .unwrap_or(1)
         .max(2);
     let logs = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| x.log10()).collect() };
+    // the norms and the thresholds they are clipped at, both in view
     let (g_lo, g_hi) = finite_range(
         runs.iter()
-            .flat_map(|r| logs(&r.history.step_grad_norm))
+            .flat_map(|r| {
+                logs(&r.history.step_grad_norm)
+                    .into_iter()
+                    .chain(logs(&r.history.step_clip))
+            })
             .collect::<Vec<_>>()
             .iter(),
     );
-    let caption = "log10 ‖g‖ before clipping (thin: threshold; ×: NaN recovery)";
+    let caption = "log10 ‖g‖ before clipping (dashed: clip threshold; ×: NaN recovery)";
     let y = (g_lo - 0.5)..(g_hi + 0.5);
     let mut g = over_steps(&root, caption, max_step, y).map_err(|e| err(path, e))?;
+    if runs.iter().all(|r| r.history.step_grad_norm.is_empty()) {
+        g.draw_series(std::iter::once(Text::new(
+            "no optimizer step was taken: nothing to plot",
+            (1.2, g_lo),
+            ("sans-serif", 22),
+        )))
+        .map_err(|e| err(path, e))?;
+    }
+    let mut threshold_named = false;
     for (i, r) in runs.iter().enumerate() {
         let c = run_color(i);
         let at_step = |v: Vec<f64>| -> Vec<(f64, f64)> {
@@ -387,8 +401,22 @@ pub fn grad_norm(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
             .label(r.name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
         let clip = at_step(logs(&r.history.step_clip));
-        g.draw_series(LineSeries::new(clip, c.mix(0.5).stroke_width(1)))
-            .map_err(|e| err(path, e))?;
+        if !clip.is_empty() {
+            let line = g
+                .draw_series(DashedLineSeries::new(
+                    clip,
+                    6,
+                    4,
+                    BLACK.mix(0.6).stroke_width(1),
+                ))
+                .map_err(|e| err(path, e))?;
+            if !threshold_named {
+                threshold_named = true;
+                line.label("clip threshold").legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.6).stroke_width(1))
+                });
+            }
+        }
         let top = g_hi + 0.3;
         g.draw_series(
             r.history

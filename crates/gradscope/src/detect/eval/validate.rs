@@ -197,6 +197,7 @@ impl ValResult {
                 box_: nan,
                 cls: nan,
                 l1: nan,
+                assigned: [0.0; 3],
             },
             dets: Vec::new(),
             gts: Vec::new(),

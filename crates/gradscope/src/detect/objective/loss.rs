@@ -38,6 +38,9 @@ pub struct LossItems {
     pub box_: f64,
     pub cls: f64,
     pub l1: f64,
+    /// Anchors assigned a target at each head level (strides 8, 16, 32: P3, P4, P5), both
+    /// branches, over the batch: what each level of the head learns from.
+    pub assigned: [f64; 3],
 }
 
 impl LossItems {
@@ -47,6 +50,7 @@ impl LossItems {
             box_: self.box_ * f,
             cls: self.cls * f,
             l1: self.l1 * f,
+            assigned: self.assigned.map(|a| a * f),
         }
     }
 
@@ -59,6 +63,9 @@ impl LossItems {
         self.box_ += w * o.box_;
         self.cls += w * o.cls;
         self.l1 += w * o.l1;
+        for (a, b) in self.assigned.iter_mut().zip(o.assigned) {
+            *a += w * b;
+        }
     }
 }
 
@@ -247,6 +254,7 @@ pub fn branch_loss(
         box_: box_.clone().into_scalar::<f64>() * gains.box_,
         cls: cls.clone().into_scalar::<f64>() * gains.cls,
         l1: l1.clone().into_scalar::<f64>() * gains.l1,
+        assigned: [0.0; 3],
     };
     let total = box_ * gains.box_ + cls * gains.cls + l1 * gains.l1;
     (total, items, assignments)
@@ -264,7 +272,7 @@ pub fn yolo_loss(
     gains: &LossGains,
 ) -> (Tensor<1>, LossItems) {
     let b = one2many.dims()[0] as f64;
-    let (l_m, i_m, _) = branch_loss(
+    let (l_m, i_m, a_m) = branch_loss(
         one2many,
         targets,
         anchors,
@@ -272,7 +280,7 @@ pub fn yolo_loss(
         &AssignConfig::one2many(),
         gains,
     );
-    let (l_o, i_o, _) = branch_loss(
+    let (l_o, mut i_o, a_o) = branch_loss(
         one2one,
         targets,
         anchors,
@@ -281,8 +289,31 @@ pub fn yolo_loss(
         gains,
     );
     let _ = i_m;
+    i_o.assigned = assigned_per_level(a_m.iter().chain(&a_o), anchors);
     // displayed: the one-to-one branch's items (the deployed head), as the reference shows them
     ((l_m * w + l_o * (1.0 - w)) * b, i_o)
+}
+
+/// Anchors with a target, per head level (the first three levels: strides 8, 16, 32).
+fn assigned_per_level<'a>(
+    assignments: impl Iterator<Item = &'a Assignment>,
+    anchors: &Anchors,
+) -> [f64; 3] {
+    let mut level_of = Vec::with_capacity(anchors.strides.len());
+    for (l, (rows, cols, _)) in anchors.levels.iter().enumerate() {
+        level_of.extend(std::iter::repeat_n(l, rows * cols));
+    }
+    let mut out = [0.0; 3];
+    for asg in assignments {
+        for (a, g) in asg.gt.iter().enumerate() {
+            if let (Some(_), Some(&l)) = (g, level_of.get(a)) {
+                if l < 3 {
+                    out[l] += 1.0;
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -268,8 +268,18 @@ pub fn results_png(rows: &[Vec<f64>], path: &Path) -> Result<(), DetectError> {
         let xmax = rows.len().max(2) as f64;
         let mut ch = chart(area, RESULTS_COLUMNS[col], Size::Panel, 1.0..xmax, lo..hi)
             .map_err(|m| e(path, m))?;
-        mesh(&mut ch, "", "")
-            .x_label_formatter(&|x| format!("{x:.0}"))
+        // whole epochs only, and as many decimals as the y range needs: no repeated tick labels
+        let decimals = (-((hi - lo) / 8.0).log10()).ceil().clamp(0.0, 8.0) as usize;
+        mesh(&mut ch, "epoch", "")
+            .x_labels((xmax as usize).min(10))
+            .x_label_formatter(&|x| {
+                if (x - x.round()).abs() < 1e-6 {
+                    format!("{x:.0}")
+                } else {
+                    String::new()
+                }
+            })
+            .y_label_formatter(&|y| format!("{y:.decimals$}"))
             .draw()
             .map_err(|m| e(path, m))?;
         ch.draw_series(LineSeries::new(pts.clone(), run_color(2).stroke_width(2)))
@@ -438,19 +448,11 @@ pub fn gradient_report(
     }
     images.insert(0, ("results.png", "Losses and metrics per epoch"));
     let mut table = Table {
-        columns: vec![
-            "verdict".into(),
-            "first/last ‖∂L/∂h‖".into(),
-            "per layer".into(),
-        ],
+        columns: vec!["verdict".into(), "gradient flow".into()],
         rows: Vec::new(),
     };
     if let Some(d) = diagnosis {
-        table.rows.push(vec![
-            d.verdict.to_string(),
-            html::num(d.first_last_end),
-            html::num(d.per_layer_factor),
-        ]);
+        table.rows.push(vec![d.verdict.to_string(), d.flow_line()]);
     }
     html::write(
         &dir.join("report.html"),
