@@ -80,7 +80,7 @@ pub fn heatmap(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
     let (root, body) = titled_canvas(
         path,
         (1200, (panel_h * runs.len() as u32).max(1) + 60),
-        "log10 ‖∂L/∂h‖ per layer and step (shared colour scale)",
+        "log10 ‖∂L/∂h‖ per layer and step (shared colour scale; magenta: NaN or ∞)",
     )?;
     let (panels, bar) = body.split_horizontally(1080);
     for ((run, grid), area) in runs

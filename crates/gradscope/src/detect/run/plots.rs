@@ -200,8 +200,16 @@ pub fn labels(train: &DetData, names: &[String], path: &Path) -> Result<(), Dete
             0.0..top,
         )
         .map_err(|m| e(path, m))?;
-        mesh(&mut ch, "", "")
+        mesh(&mut ch, "", "instances")
             .disable_x_mesh()
+            // counts are whole numbers: no "700.0"
+            .y_label_formatter(&|y| {
+                if (y - y.round()).abs() < 1e-6 {
+                    format!("{y:.0}")
+                } else {
+                    String::new()
+                }
+            })
             .x_labels(nc.min(20))
             .x_label_formatter(&|x| {
                 let i = x.floor() as usize;
@@ -328,83 +336,153 @@ pub fn pr_curve(v: &ValResult, path: &Path) -> Result<(), DetectError> {
     mesh(&mut ch, "recall", "precision")
         .draw()
         .map_err(|m| e(path, m))?;
+    let note = if v.dets.is_empty() {
+        Some("nothing was predicted: no curve")
+    } else if tp == 0 {
+        Some("no prediction matches a true box at IoU 0.5: precision 0")
+    } else {
+        None
+    };
+    if let Some(note) = note {
+        ch.draw_series(std::iter::once(Text::new(
+            note,
+            (0.05, 0.5),
+            ("sans-serif", 20),
+        )))
+        .map_err(|m| e(path, m))?;
+    }
     ch.draw_series(LineSeries::new(pts, run_color(2).stroke_width(2)))
         .map_err(|m| e(path, m))?;
     root.present().map_err(|m| e(path, m))
 }
 
-/// Confusion matrix at IoU 0.45 and confidence 0.25 (rows: predicted, columns: true; last =
-/// background), shaded by the fraction of each true class, counts written in.
-pub fn confusion(v: &ValResult, names: &[String], path: &Path) -> Result<(), DetectError> {
-    fonts();
+/// The confusion matrix at conf 0.25 and IoU 0.45 as Ultralytics draws it (rows: predicted,
+/// columns: true, a background row and column), as counts in `confusion_matrix.png` and
+/// normalised per true class (each column sums to 1) in `confusion_matrix_normalized.png`, each
+/// with a colour bar.
+pub fn confusion(v: &ValResult, names: &[String], dir: &Path) -> Result<(), DetectError> {
     let nc = names.len();
     if nc > 30 {
         return Ok(()); // unreadable as a picture; the per-class table says it better
     }
-    let conf = 0.25f32;
-    let m = confusion_matrix(&v.gts, &v.dets, nc, conf, 0.45);
+    let m = confusion_matrix(&v.gts, &v.dets, nc, CONF_PLOT, 0.45);
+    confusion_png(&m, names, false, &dir.join("confusion_matrix.png"))?;
+    confusion_png(
+        &m,
+        names,
+        true,
+        &dir.join("confusion_matrix_normalized.png"),
+    )
+}
+
+/// The confidence the confusion matrix counts detections from (Ultralytics' 0.25).
+const CONF_PLOT: f32 = 0.25;
+
+fn confusion_png(
+    m: &[Vec<usize>],
+    names: &[String],
+    normalized: bool,
+    path: &Path,
+) -> Result<(), DetectError> {
+    fonts();
+    let nc = names.len();
     let k = nc + 1;
-    let label = |i: usize| {
-        if i == nc {
-            "background".to_string()
+    let label = |i: usize| names.get(i).cloned().unwrap_or_else(|| "background".into());
+    let col_sum: Vec<usize> = (0..k).map(|c| (0..k).map(|r| m[r][c]).sum()).collect();
+    let value = |r: usize, c: usize| {
+        if normalized {
+            m[r][c] as f64 / col_sum[c].max(1) as f64
         } else {
-            names[i].clone()
+            m[r][c] as f64
         }
     };
-    let col_sum: Vec<usize> = (0..k).map(|c| (0..k).map(|r| m[r][c]).sum()).collect();
-    let cell = 90i32;
-    let (left, top) = (130i32, 70i32);
+    let top_value = (0..k)
+        .flat_map(|r| (0..k).map(move |c| (r, c)))
+        .map(|(r, c)| value(r, c))
+        .fold(1.0, f64::max);
+    let cell = (480 / k as i32).clamp(40, 160);
+    let (left, top, bar) = (150i32, 80i32, 90i32);
     let size = (
-        left as u32 + cell as u32 * k as u32 + 30,
-        top as u32 + cell as u32 * k as u32 + 70,
+        (left + cell * k as i32 + 40 + bar) as u32,
+        (top + cell * k as i32 + 80) as u32,
     );
     let root = BitMapBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(path, x))?;
     let style = |px: f64| ("sans-serif", px).into_font().color(&BLACK);
     let d =
         |r: Result<(), _>| r.map_err(|x: plotters::drawing::DrawingAreaErrorKind<_>| e(path, x));
-    d(root.draw(&Text::new(
-        format!("Confusion matrix (IoU 0.45, conf {conf})"),
-        (10, 10),
-        style(20.0),
-    )))?;
+    let shade = |f: f64| {
+        let s = (255.0 * (1.0 - 0.85 * f.clamp(0.0, 1.0))) as u8;
+        RGBColor(s, s, 255)
+    };
+    let title = if normalized {
+        format!("Confusion matrix, normalised per true class (IoU 0.45, conf {CONF_PLOT})")
+    } else {
+        format!("Confusion matrix, counts (IoU 0.45, conf {CONF_PLOT})")
+    };
+    d(root.draw(&Text::new(title, (10, 12), style(20.0))))?;
+    let font = (cell as f64 / 5.0).clamp(11.0, 20.0);
     for (r, row) in m.iter().enumerate() {
-        for (c, &count) in row.iter().enumerate() {
-            let frac = count as f64 / col_sum[c].max(1) as f64;
-            let shade = (255.0 * (1.0 - 0.8 * frac)) as u8;
+        for (c, count) in row.iter().enumerate() {
             let (x, y) = (left + c as i32 * cell, top + r as i32 * cell);
+            let f = value(r, c) / top_value;
             d(root.draw(&Rectangle::new(
                 [(x, y), (x + cell, y + cell)],
-                RGBColor(shade, shade, 255).filled(),
+                shade(f).filled(),
             )))?;
             d(root.draw(&Rectangle::new(
                 [(x, y), (x + cell, y + cell)],
                 BLACK.stroke_width(1),
             )))?;
-            d(root.draw(&Text::new(
-                count.to_string(),
-                (x + 8, y + cell / 2 - 8),
-                style(16.0),
-            )))?;
+            let text = if normalized {
+                format!("{:.2}", value(r, c))
+            } else {
+                count.to_string()
+            };
+            d(root.draw(&Text::new(text, (x + 6, y + cell / 2 - 8), style(font))))?;
         }
-    }
-    for i in 0..k {
+        // row labels (predicted) on the left, column labels (true) below
         d(root.draw(&Text::new(
-            label(i),
-            (8, top + i as i32 * cell + cell / 2 - 8),
+            label(r),
+            (34, top + r as i32 * cell + cell / 2 - 8),
             style(14.0),
         )))?;
         d(root.draw(&Text::new(
-            label(i),
-            (left + i as i32 * cell + 4, top + k as i32 * cell + 8),
+            label(r),
+            (left + r as i32 * cell + 4, top + k as i32 * cell + 8),
             style(14.0),
         )))?;
     }
     d(root.draw(&Text::new(
-        "predicted ↓   true →",
-        (left, top - 24),
-        style(14.0),
+        "True",
+        (left + cell * k as i32 / 2 - 16, top + k as i32 * cell + 36),
+        style(16.0),
     )))?;
+    d(root.draw(&Text::new(
+        "Predicted",
+        (8, top + cell * k as i32 / 2 + 36),
+        style(16.0).transform(FontTransform::Rotate270),
+    )))?;
+    // colour bar: 0 at the bottom, the largest value at the top
+    let (bx, h) = (left + cell * k as i32 + 30, cell * k as i32);
+    for i in 0..h {
+        let f = 1.0 - i as f64 / h as f64;
+        d(root.draw(&Rectangle::new(
+            [(bx, top + i), (bx + 20, top + i + 1)],
+            shade(f).filled(),
+        )))?;
+    }
+    d(root.draw(&Rectangle::new(
+        [(bx, top), (bx + 20, top + h)],
+        BLACK.stroke_width(1),
+    )))?;
+    let top_label = if normalized {
+        "1.0".to_string()
+    } else {
+        format!("{top_value:.0}")
+    };
+    d(root.draw(&Text::new(top_label, (bx + 24, top - 6), style(13.0))))?;
+    d(root.draw(&Text::new("0", (bx + 24, top + h - 8), style(13.0))))?;
     root.present().map_err(|x| e(path, x))
 }
 
@@ -482,7 +560,7 @@ pub fn epoch_report(
     results_png(&csv.rows, &dir.join("results.png"))?;
     val_batch(val, v, names, args.imgsz, &dir.join("val_batch0_pred.jpg"))?;
     pr_curve(v, &dir.join("PR_curve.png"))?;
-    confusion(v, names, &dir.join("confusion_matrix.png"))?;
+    confusion(v, names, dir)?;
     gradient_report(dir, args, hist, records, diagnosis)?;
     Ok(())
 }
