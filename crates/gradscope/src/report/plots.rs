@@ -146,7 +146,8 @@ pub fn layer_bars(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
     let ends: Vec<[Vec<f64>; 2]> = runs.iter().map(first_and_last).collect();
     let (lo, hi) = finite_range(ends.iter().flat_map(|e| e.iter().flatten()));
     let floor = lo - 0.5;
-    let cols = 2usize;
+    // one run (YOLO) takes the whole width
+    let cols = runs.len().clamp(1, 2);
     let rows = runs.len().div_ceil(cols);
     let (root, body) = titled_canvas(
         path,
@@ -163,8 +164,8 @@ pub fn layer_bars(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
         let mut chart = chart(&area, run.name, Size::Panel, 0.0..n as f64, floor..hi + 0.5)
             .map_err(|e| err(path, e))?;
         mesh(&mut chart, "layer", "")
-            .x_label_formatter(&|x| format!("{}", *x as usize))
-            .y_label_formatter(&|y| format!("{y:.0}"))
+            .x_label_formatter(&|x| whole(*x))
+            .y_label_formatter(&|y| whole(*y))
             .draw()
             .map_err(|e| err(path, e))?;
         let c = run_color(i);
@@ -183,6 +184,18 @@ pub fn layer_bars(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
         }
     }
     root.present().map_err(|e| err(path, e))
+}
+
+/// A tick label for whole numbers only ("-0" as "0"), empty between them: no repeated labels
+/// where the axis puts ticks at fractions.
+fn whole(v: f64) -> String {
+    if (v - v.round()).abs() > 1e-6 {
+        String::new()
+    } else if v.round() == 0.0 {
+        "0".into()
+    } else {
+        format!("{v:.0}")
+    }
 }
 
 /// A chart over optimizer steps, `step + 1` on a log axis (runs that blow up in a few steps stay
