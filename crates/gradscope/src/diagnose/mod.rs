@@ -174,11 +174,7 @@ impl Diagnosis {
     /// The head inputs of a graph-shaped network (layers whose block is `output:*`, in layer
     /// order) with the RMS gradient each receives ÷ the one that receives most; empty for a chain.
     pub fn head_inputs(&self) -> Vec<(&str, f64)> {
-        self.layers
-            .iter()
-            .filter(|l| l.block.starts_with("output:"))
-            .map(|l| (l.name.as_str(), l.grad_h_rel))
-            .collect()
+        head_inputs(&self.layers)
     }
 
     /// The gradient flow in one line: for a chain (or time), first ÷ last layer and the factor
@@ -202,6 +198,16 @@ impl Diagnosis {
             each.join(", ")
         )
     }
+}
+
+/// The head inputs among `layers` (blocks `output:*`, in layer order) with the RMS gradient each
+/// receives ÷ the one that receives most.
+pub(crate) fn head_inputs(layers: &[LayerDiagnosis]) -> Vec<(&str, f64)> {
+    layers
+        .iter()
+        .filter(|l| l.block.starts_with("output:"))
+        .map(|l| (l.name.as_str(), l.grad_h_rel))
+        .collect()
 }
 
 /// A ratio in 3 significant digits, exponent form below 0.01.

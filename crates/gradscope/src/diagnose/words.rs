@@ -22,10 +22,9 @@ fn unit(shape: Shape) -> (&'static str, &'static str, &'static str) {
 pub fn evidence(e: &Evidence, verdicts: &[Verdict], layers: &[LayerDiagnosis]) -> Vec<String> {
     let (unit, units, per) = unit(e.shape);
     let mut out = vec![if e.shape == Shape::Graph {
-        let heads: Vec<String> = layers
+        let heads: Vec<String> = super::head_inputs(layers)
             .iter()
-            .filter(|l| l.block.starts_with("output:"))
-            .map(|l| format!("{} {:.2e}", l.name, l.grad_h_rel))
+            .map(|(name, rel)| format!("{name} {rel:.2e}"))
             .collect();
         format!(
             "‖∂L/∂h‖ (RMS) of the stem ÷ the head input that receives most: {:.2e} at init, {:.2e} at the end ({} {units}); each head input ÷ the strongest: {}",

@@ -112,3 +112,15 @@ where
         .draw()
         .map_err(|e| e.to_string())
 }
+
+/// A tick label for whole numbers only ("-0" as "0"), empty between them: no repeated labels
+/// where the axis puts ticks at fractions.
+pub fn whole(v: f64) -> String {
+    if (v - v.round()).abs() > 1e-6 {
+        String::new()
+    } else if v.round() == 0.0 {
+        "0".into()
+    } else {
+        format!("{v:.0}")
+    }
+}

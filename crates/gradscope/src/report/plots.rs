@@ -7,7 +7,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
 
-use super::chart::{chart, fonts, legend, mesh, run_color, Area, Size};
+use super::chart::{chart, fonts, legend, mesh, run_color, whole, Area, Size};
 use super::{ReportError, RunView};
 
 pub(crate) fn err(path: &Path, e: impl std::fmt::Display) -> ReportError {
@@ -184,18 +184,6 @@ pub fn layer_bars(runs: &[RunView], path: &Path) -> Result<(), ReportError> {
         }
     }
     root.present().map_err(|e| err(path, e))
-}
-
-/// A tick label for whole numbers only ("-0" as "0"), empty between them: no repeated labels
-/// where the axis puts ticks at fractions.
-fn whole(v: f64) -> String {
-    if (v - v.round()).abs() > 1e-6 {
-        String::new()
-    } else if v.round() == 0.0 {
-        "0".into()
-    } else {
-        format!("{v:.0}")
-    }
 }
 
 /// A chart over optimizer steps, `step + 1` on a log axis (runs that blow up in a few steps stay

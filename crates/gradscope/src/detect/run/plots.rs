@@ -17,7 +17,7 @@ use crate::detect::eval::validate::ValResult;
 use crate::detect::input::dataset::DetData;
 use crate::diagnose::Diagnosis;
 use crate::probe::StepRecord;
-use crate::report::chart::{chart, fonts, mesh, run_color, Size};
+use crate::report::chart::{chart, fonts, mesh, run_color, whole, Size};
 use crate::report::html::Table;
 use crate::report::{html, plots, RunView};
 use crate::train::History;
@@ -203,13 +203,7 @@ pub fn labels(train: &DetData, names: &[String], path: &Path) -> Result<(), Dete
         mesh(&mut ch, "", "instances")
             .disable_x_mesh()
             // counts are whole numbers: no "700.0"
-            .y_label_formatter(&|y| {
-                if (y - y.round()).abs() < 1e-6 {
-                    format!("{y:.0}")
-                } else {
-                    String::new()
-                }
-            })
+            .y_label_formatter(&|y| whole(*y))
             .x_labels(nc.min(20))
             .x_label_formatter(&|x| {
                 let i = x.floor() as usize;
@@ -280,13 +274,7 @@ pub fn results_png(rows: &[Vec<f64>], path: &Path) -> Result<(), DetectError> {
         let decimals = (-((hi - lo) / 8.0).log10()).ceil().clamp(0.0, 8.0) as usize;
         mesh(&mut ch, "epoch", "")
             .x_labels((xmax as usize).min(10))
-            .x_label_formatter(&|x| {
-                if (x - x.round()).abs() < 1e-6 {
-                    format!("{x:.0}")
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&|x| whole(*x))
             .y_label_formatter(&|y| format!("{y:.decimals$}"))
             .draw()
             .map_err(|m| e(path, m))?;
