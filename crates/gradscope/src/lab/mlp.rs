@@ -437,6 +437,18 @@ pub struct LabOutcome {
     pub variants: Vec<VariantOutcome>,
 }
 
+/// The accuracy of always predicting the most common class of `labels`: what a net that learnt
+/// nothing scores.
+fn majority_share(labels: &[usize], classes: usize) -> f64 {
+    let mut counts = vec![0usize; classes.max(1)];
+    for &y in labels {
+        if let Some(c) = counts.get_mut(y) {
+            *c += 1;
+        }
+    }
+    *counts.iter().max().unwrap_or(&0) as f64 / labels.len().max(1) as f64
+}
+
 impl MlpLab {
     pub fn run(&self, on: &mut dyn FnMut(LabEvent)) -> Result<LabOutcome, LabError> {
         let all = self.load_data()?;
@@ -524,7 +536,18 @@ impl MlpLab {
             images.push(("heatmap.png", "Gradient reaching each layer over training"));
             images.push(("layers.png", "Gradient per layer at init and at the end"));
         }
-        plots::curves(&views, &dir.join("curves.png"), "validation accuracy")?;
+        let majority = majority_share(&val.y, all.classes);
+        let chance = format!("always the most common class ({majority:.3})");
+        let reference = plots::Reference {
+            value: majority,
+            name: &chance,
+        };
+        plots::curves(
+            &views,
+            &dir.join("curves.png"),
+            "validation accuracy",
+            Some(reference),
+        )?;
         plots::grad_norm(&views, &dir.join("grad_norm.png"))?;
         images.insert(0, ("curves.png", "Loss and validation accuracy"));
         images.insert(1, ("grad_norm.png", "Global gradient norm per step"));

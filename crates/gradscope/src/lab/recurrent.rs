@@ -32,6 +32,17 @@ choice! {
     }
 }
 
+impl SeqTaskKind {
+    /// The trivial predictor whose score is the task's baseline, in words.
+    pub fn trivial(self) -> &'static str {
+        match self {
+            SeqTaskKind::Adding => "always 1",
+            SeqTaskKind::Sunspots => "repeat the last value",
+            SeqTaskKind::Text => "character frequencies",
+        }
+    }
+}
+
 pub const LAB_KEYS: &[(&str, &str)] = &[
     ("task", "adding | sunspots | text"),
     (
@@ -564,7 +575,12 @@ impl RecurrentLab {
             ("curves.png", "Training loss and validation metric"),
             ("grad_norm.png", "Global gradient norm per step"),
         ];
-        plots::curves(&views, &dir.join("curves.png"), out.metric)?;
+        let baseline = format!("baseline: {} ({})", self.task.trivial(), html::num(out.baseline));
+        let reference = plots::Reference {
+            value: out.baseline,
+            name: &baseline,
+        };
+        plots::curves(&views, &dir.join("curves.png"), out.metric, Some(reference))?;
         plots::grad_norm(&views, &dir.join("grad_norm.png"))?;
         if self.probe.enabled {
             plots::profile(
@@ -585,7 +601,7 @@ impl RecurrentLab {
             "A vanilla tanh RNN, an LSTM (forget-gate bias {}) and a GRU with {} hidden units trained on the {} task with sequences of {} steps; \
              the baseline is a trivial predictor ({}). first/last is ‖∂L/∂h‖ at the first time step ÷ at the last, at the end of training.",
             self.forget_bias, self.hidden, self.task, steps,
-            match self.task { SeqTaskKind::Adding => "always 1", SeqTaskKind::Sunspots => "repeat the last value", SeqTaskKind::Text => "character frequencies" }
+            self.task.trivial()
         );
         html::write(
             &out.report,

@@ -7,7 +7,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
 
-use super::chart::{chart, fonts, legend, mesh, run_color, whole, Area, Size};
+use super::chart::{chart, fonts, legend, legend_row, mesh, run_color, whole, Area, Key, Size};
 use super::{ReportError, RunView};
 
 pub(crate) fn err(path: &Path, e: impl std::fmt::Display) -> ReportError {
@@ -247,24 +247,57 @@ fn loss_panel(area: &Area, runs: &[RunView], path: &Path) -> Result<(), ReportEr
     let caption = "log10 training loss (running mean of 10 steps)";
     let y = (lo - 0.1)..(hi + 0.1);
     let mut chart = over_steps(area, caption, max_step, y).map_err(|e| err(path, e))?;
-    for (i, (r, pts)) in runs.iter().zip(smooth).enumerate() {
+    for (i, pts) in smooth.into_iter().enumerate() {
         let c = run_color(i);
         chart
             .draw_series(LineSeries::new(pts, c.stroke_width(2)))
-            .map_err(|e| err(path, e))?
-            .label(r.name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
+            .map_err(|e| err(path, e))?;
     }
-    legend(&mut chart).map_err(|e| err(path, e))
+    Ok(())
 }
 
-/// Training loss (left) and the validation metric per epoch (right), one line per run.
-/// `metric` names the metric; accuracies are drawn on [0, 1].
-pub fn curves(runs: &[RunView], path: &Path, metric: &str) -> Result<(), ReportError> {
+/// A level drawn dashed across the metric panel of [`curves`]: a trivial predictor's score, say.
+pub struct Reference<'a> {
+    /// The metric's value at that level.
+    pub value: f64,
+    /// Its name in the legend.
+    pub name: &'a str,
+}
+
+/// Grey of a reference line.
+const REFERENCE: RGBColor = RGBColor(90, 90, 90);
+
+/// Training loss (left) and the validation metric per epoch (right), one line per run, the
+/// legend in a row of its own above both. `metric` names the metric; accuracies are drawn on
+/// [0, 1]; a `reference` level is drawn dashed across the metric panel.
+pub fn curves(
+    runs: &[RunView],
+    path: &Path,
+    metric: &str,
+    reference: Option<Reference>,
+) -> Result<(), ReportError> {
     fonts();
-    let root = BitMapBackend::new(path, (1200, 460)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1200, 490)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(path, e))?;
-    let (left, right) = root.split_horizontally(600);
+    let (top, body) = root.split_vertically(30);
+    let mut keys: Vec<Key> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Key {
+            name: r.name,
+            color: run_color(i),
+            dashed: false,
+        })
+        .collect();
+    if let Some(r) = &reference {
+        keys.push(Key {
+            name: r.name,
+            color: REFERENCE,
+            dashed: true,
+        });
+    }
+    legend_row(&top, &keys).map_err(|e| err(path, e))?;
+    let (left, right) = body.split_horizontally(600);
     loss_panel(&left, runs, path)?;
     let max_epoch = runs
         .iter()
@@ -275,15 +308,16 @@ pub fn curves(runs: &[RunView], path: &Path, metric: &str) -> Result<(), ReportE
     let (lo, hi) = if metric.contains("acc") {
         (0.0, 1.0)
     } else {
-        let (lo, hi) = finite_range(
-            runs.iter()
-                .flat_map(|r| r.history.epochs.iter().map(|e| &e.val_metric)),
-        );
+        let values = runs
+            .iter()
+            .flat_map(|r| r.history.epochs.iter().map(|e| &e.val_metric));
+        let (lo, hi) = finite_range(values.chain(reference.as_ref().map(|r| &r.value)));
         (lo.min(0.0), hi * 1.05)
     };
     // the axis ends at the last epoch (one epoch: 1 … 2, so the range is not empty)
     let epochs = 1..max_epoch.max(2);
-    let mut acc = chart(&right, metric, Size::Figure, epochs, lo..hi).map_err(|e| err(path, e))?;
+    let mut acc = chart(&right, metric, Size::Figure, epochs.clone(), lo..hi)
+        .map_err(|e| err(path, e))?;
     mesh(&mut acc, "epoch", "")
         .draw()
         .map_err(|e| err(path, e))?;
@@ -296,6 +330,11 @@ pub fn curves(runs: &[RunView], path: &Path, metric: &str) -> Result<(), ReportE
             .filter(|e| e.val_metric.is_finite())
             .map(|e| (e.epoch + 1, e.val_metric));
         acc.draw_series(LineSeries::new(pts, c.stroke_width(2)))
+            .map_err(|e| err(path, e))?;
+    }
+    if let Some(r) = reference.filter(|r| r.value.is_finite()) {
+        let line = [(epochs.start, r.value), (epochs.end, r.value)];
+        acc.draw_series(DashedLineSeries::new(line, 8, 5, REFERENCE.stroke_width(2)))
             .map_err(|e| err(path, e))?;
     }
     root.present().map_err(|e| err(path, e))
