@@ -12,7 +12,9 @@ rest, as `DetMetrics.process` does.
 
 writes crates/gradscope/tests/fixtures/ultralytics_metrics.json:
     p, r, map50, map50_95 (means over classes with labels), per class with labels
-    [class, p, r, ap50, ap50_95], and the detections' scores as used (made distinct, see below).
+    [class, p, r, ap50, ap50_95], and the detections' scores as used (made distinct, see below);
+    per class, the curves its plots draw (precision, recall and F1 against the confidence
+    threshold, precision against recall at IoU 0.5) at every 50th of their 1000 points.
 """
 import json
 import os
@@ -53,13 +55,23 @@ for image in sorted(set(gts[:, 0]) | set(dets[:, 0])):
     iou = box_iou(torch.tensor(g[:, 2:6], dtype=torch.float32), torch.tensor(d[:, 2:6], dtype=torch.float32))
     tp.append(v.match_predictions(torch.tensor(d[:, 1]), torch.tensor(g[:, 1]), iou).numpy())
 tp, conf, pred_cls, target_cls = (np.concatenate(x) for x in (tp, conf, pred_cls, target_cls))
-_, _, p, r, _, ap, classes, *_ = ap_per_class(tp, conf.astype(np.float32), pred_cls, target_cls)
+_, _, p, r, _, ap, classes, p_curve, r_curve, f1_curve, _, prec_values = ap_per_class(
+    tp, conf.astype(np.float32), pred_cls, target_cls
+)
+# the curves its plots draw, read at every 50th of their 1000 points and the last
+at = list(range(0, 1000, 50)) + [999]
 out = {
     "source": "Ultralytics 8.4.190 match_predictions + ap_per_class on coco_map.json's boxes",
     "p": float(p.mean()), "r": float(r.mean()),
     "map50": float(ap[:, 0].mean()), "map50_95": float(ap.mean()),
     "classes": [[int(c), float(p[i]), float(r[i]), float(ap[i, 0]), float(ap[i].mean())] for i, c in enumerate(classes)],
     "scores": [float(x) for x in dets[:, 6]],
+    "curve_points": at,
+    "curves": [
+        {"class": int(c), "p": p_curve[i, at].tolist(), "r": r_curve[i, at].tolist(),
+         "f1": f1_curve[i, at].tolist(), "pr": prec_values[i, at].tolist()}
+        for i, c in enumerate(classes)
+    ],
 }
 json.dump(out, open(os.path.join(fixtures, "ultralytics_metrics.json"), "w"), indent=1)
 print(json.dumps(out, indent=1))

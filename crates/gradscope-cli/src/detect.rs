@@ -9,8 +9,9 @@ use gradscope::detect::eval::validate::{validate, DetectSettings};
 use gradscope::detect::input::sources::{load_val, resolve_data};
 use gradscope::detect::model::Weights;
 use gradscope::detect::predict::{load, predict, Checkpoint, Outputs};
+use gradscope::detect::run::boxes::BoxStyle;
 use gradscope::detect::run::new_run_dir;
-use gradscope::detect::run::plots::BoxStyle;
+use gradscope::detect::run::plots::validation_plots;
 use gradscope::detect::train::{TrainEvent, Trainer};
 use gradscope::settings::Command;
 use gradscope::Device;
@@ -244,6 +245,20 @@ fn checkpoint_and_args(
     Ok((ck, a, device))
 }
 
+/// The settings `val` and `predict` start from: the training run's (data, imgsz, batch …), but
+/// not where it wrote nor what it drew — as in Ultralytics, their folders go under the default
+/// project (runs/detect/val, runs/detect/predict) and they draw plots unless told plots=false.
+fn evaluation_args(run: DetectArgs) -> DetectArgs {
+    let d = DetectArgs::default();
+    DetectArgs {
+        project: d.project,
+        plots: d.plots,
+        source: d.source,
+        save_json: d.save_json,
+        ..run
+    }
+}
+
 pub fn export_cmd(args: &[&str]) -> Result<()> {
     let words = normalised(&owned(args));
     // every word checked before the checkpoint is read
@@ -260,7 +275,7 @@ pub fn export_cmd(args: &[&str]) -> Result<()> {
 }
 
 pub fn val_cmd(args: &[&str]) -> Result<()> {
-    let (ck, a, device) = checkpoint_and_args(args, Command::Val, |a| a)?;
+    let (ck, a, device) = checkpoint_and_args(args, Command::Val, evaluation_args)?;
     let data = resolve_data(&a.data, &mut |m| println!("{m}"))?;
     if data.names.len() != ck.names.len() {
         bail!(
@@ -290,8 +305,14 @@ pub fn val_cmd(args: &[&str]) -> Result<()> {
     );
     print!("{}", v.table(&ck.names, ck.names.len() > 1));
     println!("{}", v.coco_line());
+    if !(a.plots || a.save_json) {
+        return Ok(());
+    }
+    let dir = new_run_dir(&a.project, "val", false)?;
+    if a.plots {
+        validation_plots(&dir, &val, &v, &ck.names, a.imgsz)?;
+    }
     if a.save_json {
-        let dir = new_run_dir(&a.project, "val", false)?;
         let path = dir.join("predictions.json");
         let rows: Vec<serde_json::Value> = v
             .dets
@@ -313,15 +334,12 @@ pub fn val_cmd(args: &[&str]) -> Result<()> {
         std::fs::write(&path, serde_json::to_string(&rows)?)?;
         println!("COCO-format predictions: {}", path.display());
     }
+    println!("Results saved to {}", dir.display());
     Ok(())
 }
 
 pub fn predict_cmd(args: &[&str]) -> Result<()> {
-    let (ck, a, device) = checkpoint_and_args(args, Command::Predict, |a| DetectArgs {
-        source: None,
-        save_json: false,
-        ..a
-    })?;
+    let (ck, a, device) = checkpoint_and_args(args, Command::Predict, evaluation_args)?;
     let Some(source) = a.source.clone() else {
         bail!("source= is required: an image or a folder of images");
     };

@@ -393,6 +393,7 @@ fn a_killed_run_resumes_exactly() {
     let table = |model: &std::path::Path| {
         let out = Command::new(env!("CARGO_BIN_EXE_gradscope"))
             .args(["val", &format!("model={}", model.display()), "data=trees"])
+            .current_dir(&dir)
             .env("GRADSCOPE_DATASETS", &data)
             .output()
             .unwrap();
@@ -404,6 +405,19 @@ fn a_killed_run_resumes_exactly() {
             .unwrap_or_else(|| panic!("no table: {text}"))
     };
     assert_eq!(table(&pt), table(&best));
+    // each val wrote its plots, as Ultralytics' val does, in a folder of its own
+    for run in ["val", "val2"] {
+        for f in [
+            "val_batch0_labels.jpg",
+            "val_batch0_pred.jpg",
+            "PR_curve.png",
+            "F1_curve.png",
+            "confusion_matrix.png",
+        ] {
+            let p = dir.join("runs/detect").join(run).join(f);
+            assert!(p.is_file(), "{} missing", p.display());
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -155,6 +155,18 @@ fn broken_data_gives_warnings_not_panics_and_trains() {
         "report.html",
         "weights/last.safetensors",
         "weights/best.safetensors",
+        // the pictures an Ultralytics user looks for
+        "results.png",
+        "labels.jpg",
+        "train_batch0.jpg",
+        "val_batch0_labels.jpg",
+        "val_batch0_pred.jpg",
+        "PR_curve.png",
+        "F1_curve.png",
+        "P_curve.png",
+        "R_curve.png",
+        "confusion_matrix.png",
+        "confusion_matrix_normalized.png",
     ] {
         assert!(out.dir.join(f).is_file(), "{f} missing");
     }

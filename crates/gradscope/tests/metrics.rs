@@ -124,6 +124,31 @@ fn ultralytics_metrics_equal_ultralytics() {
         close(got.ap50, num(&row[3]), &format!("class {c} AP50"));
         close(got.ap50_95, num(&row[4]), &format!("class {c} AP50-95"));
     }
+    // the curves the PR and F1/P/R-confidence plots draw, at the reference's sample points
+    let at: Vec<usize> = want["curve_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(index)
+        .collect();
+    let curves = want["curves"].as_array().unwrap();
+    assert_eq!(curves.len(), m.curves.len());
+    for (theirs, ours) in curves.iter().zip(&m.curves) {
+        let c = index(&theirs["class"]);
+        assert_eq!(ours.class, c);
+        let f1 = ours.f1();
+        for (name, mine) in [
+            ("p", &ours.p),
+            ("r", &ours.r),
+            ("f1", &f1),
+            ("pr", &ours.pr),
+        ] {
+            for (k, &i) in at.iter().enumerate() {
+                let want = num(&theirs[name][k]);
+                close(mine[i], want, &format!("class {c} {name} at point {i}"));
+            }
+        }
+    }
 }
 
 /// A real run's predictions (the default `gradscope train` run's best weights on the tree tiles'

@@ -223,8 +223,8 @@ crate::settings! {
         iou: f64 = 0.7, |x| fraction(*x), ALL;
         /// write COCO-format predictions (val) or a predictions.json (predict)
         save_json: bool = false, any, VAL_PREDICT;
-        /// write plots
-        plots: bool = true, any, TRAIN;
+        /// write plots (train: every epoch; val: the validation's curves, confusion matrices and images in runs/detect/val)
+        plots: bool = true, any, TRAIN_VAL;
         /// an image or a folder of images
         source: Option<String> = None, any, PREDICT;
         /// also write labels/IMAGE.txt: one line per box, class x_center y_center width height (normalised to the image)

@@ -17,7 +17,7 @@ use crate::detect::eval::validate::{detections, DetectSettings};
 use crate::detect::input::augment::val_image;
 use crate::detect::model::{build_model, Weights};
 use crate::detect::objective::assign::Anchors;
-use crate::detect::run::plots::{draw_boxes_with, BoxStyle, Drawn};
+use crate::detect::run::boxes::{draw_boxes_with, BoxStyle, Drawn};
 use crate::probe::Tap;
 use crate::yolo::model::Yolo;
 

@@ -284,6 +284,9 @@ impl<'o> Trainer<'o> {
                     Ok(Err(e)) => return Err(e.into()),
                     Err(_) => break,
                 };
+                if epoch == 0 && i < 3 && self.args.plots {
+                    runs::batches::train_batch(&b, i, &self.train, &self.names, &self.dir)?;
+                }
                 if let Flow::Stop = self.step(&mut st, i, b)? {
                     break 'epochs;
                 }

@@ -575,7 +575,11 @@ impl RecurrentLab {
             ("curves.png", "Training loss and validation metric"),
             ("grad_norm.png", "Global gradient norm per step"),
         ];
-        let baseline = format!("baseline: {} ({})", self.task.trivial(), html::num(out.baseline));
+        let baseline = format!(
+            "baseline: {} ({})",
+            self.task.trivial(),
+            html::num(out.baseline)
+        );
         let reference = plots::Reference {
             value: out.baseline,
             name: &baseline,

@@ -132,40 +132,59 @@ pub struct Key<'a> {
     pub dashed: bool,
 }
 
-/// A legend as one row of swatches and names across the top of `area` (a strip of its own):
-/// unlike a legend box inside a chart it never covers a curve.
-pub fn legend_row(area: &Area, keys: &[Key]) -> Result<(), String> {
-    let text = ("sans-serif", LABEL_FONT + 1)
+/// The legend's text style: left-aligned, centred on the swatch.
+fn key_text() -> TextStyle<'static> {
+    ("sans-serif", LABEL_FONT + 1)
         .into_font()
         .color(&BLACK)
         .pos(plotters::style::text_anchor::Pos::new(
             plotters::style::text_anchor::HPos::Left,
             plotters::style::text_anchor::VPos::Center,
-        ));
+        ))
+}
+
+/// Draws one key with its swatch starting at (x, y): 20 pixels of line, then the name.
+fn draw_key(area: &Area, k: &Key, (x, y): (i32, i32)) -> Result<(), String> {
+    let style = k.color.stroke_width(3);
+    if k.dashed {
+        for s in [0, 8, 16] {
+            area.draw(&PathElement::new(vec![(x + s, y), (x + s + 5, y)], style))
+                .map_err(|e| e.to_string())?;
+        }
+    } else {
+        area.draw(&PathElement::new(vec![(x, y), (x + 20, y)], style))
+            .map_err(|e| e.to_string())?;
+    }
+    area.draw(&Text::new(k.name, (x + 26, y), key_text()))
+        .map_err(|e| e.to_string())
+}
+
+/// A legend as one row of swatches and names across the top of `area` (a strip of its own):
+/// unlike a legend box inside a chart it never covers a curve.
+pub fn legend_row(area: &Area, keys: &[Key]) -> Result<(), String> {
     let (w, h) = area.dim_in_pixel();
-    let y = h as i32 / 2;
     let widths: Vec<i32> = keys
         .iter()
         .map(|k| {
-            let (tw, _) = area.estimate_text_size(k.name, &text).unwrap_or((60, 0));
+            let (tw, _) = area
+                .estimate_text_size(k.name, &key_text())
+                .unwrap_or((60, 0));
             26 + tw as i32 + 18
         })
         .collect();
     let mut x = ((w as i32 - widths.iter().sum::<i32>()) / 2).max(4);
     for (k, kw) in keys.iter().zip(widths) {
-        let style = k.color.stroke_width(3);
-        if k.dashed {
-            for s in [0, 8, 16] {
-                area.draw(&PathElement::new(vec![(x + s, y), (x + s + 5, y)], style))
-                    .map_err(|e| e.to_string())?;
-            }
-        } else {
-            area.draw(&PathElement::new(vec![(x, y), (x + 20, y)], style))
-                .map_err(|e| e.to_string())?;
-        }
-        area.draw(&Text::new(k.name, (x + 26, y), text.clone()))
-            .map_err(|e| e.to_string())?;
+        draw_key(area, k, (x, h as i32 / 2))?;
         x += kw;
+    }
+    Ok(())
+}
+
+/// A legend as a column of keys down the left of `area` (a strip of its own beside a chart),
+/// from `top` pixels down, 20 pixels apart.
+pub fn legend_column(area: &Area, keys: &[Key], top: i32) -> Result<(), String> {
+    for (i, k) in keys.iter().enumerate() {
+        draw_key(area, k, (6, top + 20 * i as i32))?;
     }
     Ok(())
 }

@@ -316,8 +316,8 @@ pub fn curves(
     };
     // the axis ends at the last epoch (one epoch: 1 … 2, so the range is not empty)
     let epochs = 1..max_epoch.max(2);
-    let mut acc = chart(&right, metric, Size::Figure, epochs.clone(), lo..hi)
-        .map_err(|e| err(path, e))?;
+    let mut acc =
+        chart(&right, metric, Size::Figure, epochs.clone(), lo..hi).map_err(|e| err(path, e))?;
     mesh(&mut acc, "epoch", "")
         .draw()
         .map_err(|e| err(path, e))?;

@@ -47,6 +47,31 @@ pub struct DetMetrics {
     pub classes: Vec<Option<ClassMetrics>>,
     /// The confidence threshold P and R were read at.
     pub conf: f64,
+    /// Per class with labels, its curves (the F1/P/R-confidence and precision-recall plots).
+    pub curves: Vec<ClassCurve>,
+}
+
+impl DetMetrics {
+    /// The 1000 points of [0, 1] the curves are read at: confidence thresholds for
+    /// [`ClassCurve::p`], [`ClassCurve::r`] and F1, recalls for [`ClassCurve::pr`].
+    pub fn grid() -> [f64; 1000] {
+        linspace::<1000>(0.0, 1.0)
+    }
+
+    /// The mean over classes of one curve, smoothed as Ultralytics smooths F1 before it picks
+    /// the confidence threshold (a box filter over a tenth of the grid) when `smoothed`.
+    pub fn mean_curve(&self, curve: impl Fn(&ClassCurve) -> Vec<f64>, smoothed: bool) -> Vec<f64> {
+        let k = self.curves.len().max(1) as f64;
+        let mut mean = vec![0.0; 1000];
+        for c in &self.curves {
+            mean.iter_mut().zip(curve(c)).for_each(|(m, v)| *m += v / k);
+        }
+        if smoothed {
+            smooth(&mean, 0.1)
+        } else {
+            mean
+        }
+    }
 }
 
 /// The IoU thresholds as `torch.linspace(0.5, 0.95, 10)` gives them in `float32`.
@@ -128,8 +153,9 @@ fn interp(x: f64, xp: &[f64], fp: &[f64], left: f64, right: f64) -> f64 {
     slope * (x - xp[j]) + fp[j]
 }
 
-/// Step 2: AP of one precision-recall curve.
-fn average_precision(recall: &[f64], precision: &[f64]) -> f64 {
+/// Step 2: the precision envelope of one precision-recall curve, with its sentinels:
+/// (recall, precision non-increasing from the right).
+fn envelope(recall: &[f64], precision: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let last = recall.last().copied().unwrap_or(1.0);
     let mrec: Vec<f64> = [0.0]
         .into_iter()
@@ -144,11 +170,21 @@ fn average_precision(recall: &[f64], precision: &[f64]) -> f64 {
     for i in (0..mpre.len() - 1).rev() {
         mpre[i] = mpre[i].max(mpre[i + 1]);
     }
+    (mrec, mpre)
+}
+
+/// The envelope read at each recall in `x`.
+fn envelope_at(mrec: &[f64], mpre: &[f64], x: &[f64]) -> Vec<f64> {
+    x.iter()
+        .map(|&v| interp(v, mrec, mpre, mpre[0], mpre[mpre.len() - 1]))
+        .collect()
+}
+
+/// Step 2: AP of one precision-recall curve.
+fn average_precision(recall: &[f64], precision: &[f64]) -> f64 {
+    let (mrec, mpre) = envelope(recall, precision);
     let x = linspace::<101>(0.0, 1.0);
-    let y: Vec<f64> = x
-        .iter()
-        .map(|&v| interp(v, &mrec, &mpre, mpre[0], mpre[mpre.len() - 1]))
-        .collect();
+    let y = envelope_at(&mrec, &mpre, &x);
     x.windows(2)
         .zip(y.windows(2))
         .map(|(xs, ys)| (xs[1] - xs[0]) * (ys[0] + ys[1]) / 2.0)
@@ -169,12 +205,40 @@ fn smooth(y: &[f64], f: f64) -> Vec<f64> {
         .collect()
 }
 
-/// One class with labels: precision and recall on the confidence grid, AP per IoU threshold.
-struct ClassCurve {
-    class: usize,
-    p: Vec<f64>,
-    r: Vec<f64>,
+/// One class with labels: the curves Ultralytics plots, each on 1000 points of [0, 1] (the
+/// grid of [`DetMetrics::grid`]), and AP per IoU threshold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassCurve {
+    pub class: usize,
+    /// Precision against the confidence threshold (IoU 0.5).
+    pub p: Vec<f64>,
+    /// Recall against the confidence threshold (IoU 0.5).
+    pub r: Vec<f64>,
+    /// The precision envelope against recall (IoU 0.5): the curve AP50 integrates.
+    pub pr: Vec<f64>,
     ap: [f64; N_IOU],
+}
+
+impl ClassCurve {
+    /// F1 against the confidence threshold.
+    pub fn f1(&self) -> Vec<f64> {
+        self.p
+            .iter()
+            .zip(&self.r)
+            .map(|(&p, &r)| f1(p, r))
+            .collect()
+    }
+
+    /// AP at IoU 0.5.
+    pub fn ap50(&self) -> f64 {
+        self.ap[0]
+    }
+}
+
+/// The harmonic mean of precision and recall, as Ultralytics computes it (`1e-16` in the
+/// denominator).
+fn f1(p: f64, r: f64) -> f64 {
+    2.0 * p * r / (p + r + 1e-16)
 }
 
 /// Step 2 and the curves of step 3 for class `c` with `n` labels; `all` holds every detection
@@ -185,6 +249,7 @@ fn class_curve(c: usize, n: usize, all: &[(f32, usize, [bool; N_IOU])], x: &[f64
         class: c,
         p: vec![0.0; x.len()],
         r: vec![0.0; x.len()],
+        pr: vec![0.0; x.len()],
         ap: [0.0; N_IOU],
     };
     if mine.is_empty() {
@@ -206,6 +271,8 @@ fn class_curve(c: usize, n: usize, all: &[(f32, usize, [bool; N_IOU])], x: &[f64
                 |v: f64, curve: &[f64], left: f64| interp(-v, &neg_conf, curve, left, last(curve));
             out.r = x.iter().map(|&v| at(v, &recall, 0.0)).collect();
             out.p = x.iter().map(|&v| at(v, &precision, 1.0)).collect();
+            let (mrec, mpre) = envelope(&recall, &precision);
+            out.pr = envelope_at(&mrec, &mpre, x);
         }
     }
     out
@@ -243,7 +310,7 @@ pub fn det_metrics(gts: &[GtBox], dets: &[DetBox], nc: usize) -> DetMetrics {
         .filter(|g| g.class < nc)
         .for_each(|g| labels[g.class] += 1);
 
-    let x = linspace::<1000>(0.0, 1.0);
+    let x = DetMetrics::grid();
     let curves: Vec<ClassCurve> = labels
         .iter()
         .enumerate()
@@ -257,21 +324,18 @@ pub fn det_metrics(gts: &[GtBox], dets: &[DetBox], nc: usize) -> DetMetrics {
         map50_95: 0.0,
         classes: vec![None; nc],
         conf: 0.0,
+        curves,
     };
-    if curves.is_empty() {
+    if out.curves.is_empty() {
         return out;
     }
-    let k = curves.len() as f64;
-    let f1 = |p: f64, r: f64| 2.0 * p * r / (p + r + 1e-16);
-    let mean_f1: Vec<f64> = (0..x.len())
-        .map(|i| curves.iter().map(|c| f1(c.p[i], c.r[i])).sum::<f64>() / k)
-        .collect();
-    let smoothed = smooth(&mean_f1, 0.1);
+    let k = out.curves.len() as f64;
+    let smoothed = out.mean_curve(ClassCurve::f1, true);
     let best = smoothed
         .iter()
         .enumerate()
         .fold(0, |b, (i, &v)| if v > smoothed[b] { i } else { b });
-    for cc in &curves {
+    for cc in &out.curves {
         let m = ClassMetrics {
             p: cc.p[best],
             r: cc.r[best],

@@ -190,6 +190,7 @@ impl ValResult {
                 map50_95: nan,
                 classes: vec![None; nc],
                 conf: nan,
+                curves: Vec::new(),
             },
             coco,
             canvases: Vec::new(),

@@ -1,6 +1,10 @@
 //! The run folder `runs/detect/train{,2,3,…}`: creating it, args.yaml (written and read back),
-//! the checkpoints and results.csv. Plots in [`plots`], the resume state in [`resume`].
+//! the checkpoints and results.csv. Plots in [`plots`], [`curves`] and [`batches`] (boxes
+//! drawn by [`boxes`]), the resume state in [`resume`].
 
+pub mod batches;
+pub mod boxes;
+pub mod curves;
 pub mod plots;
 pub mod resume;
 

@@ -1,6 +1,6 @@
 //! A detection run's pictures: results.png (losses and metrics per epoch), validation images
-//! with labels and predictions, the precision-recall curve, the confusion matrix, and the
-//! gradient-health report. Boxes and labels are drawn with plotters in the embedded DejaVu font.
+//! with labels and predictions, the confusion matrix, and the gradient-health report (the
+//! validation curves are in [`super::curves`]). Boxes and labels are drawn with plotters in the embedded DejaVu font.
 
 use std::path::Path;
 
@@ -8,11 +8,9 @@ use image::RgbImage;
 use plotters::prelude::*;
 
 use super::RESULTS_COLUMNS;
-use crate::data::image::from_chw;
-use crate::data::letterbox::{geometry, square};
 use crate::detect::args::DetectArgs;
 use crate::detect::error::DetectError;
-use crate::detect::eval::metrics::{box_iou, confusion_matrix, DetBox};
+use crate::detect::eval::metrics::confusion_matrix;
 use crate::detect::eval::validate::ValResult;
 use crate::detect::input::dataset::DetData;
 use crate::diagnose::Diagnosis;
@@ -24,149 +22,6 @@ use crate::train::History;
 
 fn e(path: &Path, m: impl std::fmt::Display) -> DetectError {
     DetectError::plot(path, m)
-}
-
-/// One box to draw: class, xyxy pixels, score (None for a label).
-pub type Drawn = (usize, [f32; 4], Option<f32>);
-
-/// How boxes are drawn: line width, and what the tag shows.
-#[derive(Clone, Copy, Debug)]
-pub struct BoxStyle {
-    /// Pixels; `None`: from the image size as Ultralytics does, max(round((w + h) / 2 · 0.003), 2).
-    pub line_width: Option<u32>,
-    /// The class name on the tag.
-    pub labels: bool,
-    /// The score on the tag.
-    pub conf: bool,
-}
-
-impl Default for BoxStyle {
-    fn default() -> Self {
-        BoxStyle {
-            line_width: Some(2),
-            labels: true,
-            conf: true,
-        }
-    }
-}
-
-/// Draws boxes with "name score" tags onto `img`.
-pub fn draw_boxes(img: &mut RgbImage, boxes: &[Drawn], names: &[String]) -> Result<(), String> {
-    draw_boxes_with(img, boxes, names, &BoxStyle::default())
-}
-
-/// Draws boxes onto `img` as `style` says (no tag when it shows neither name nor score).
-pub fn draw_boxes_with(
-    img: &mut RgbImage,
-    boxes: &[Drawn],
-    names: &[String],
-    style: &BoxStyle,
-) -> Result<(), String> {
-    fonts();
-    let (w, h) = img.dimensions();
-    let lw = style
-        .line_width
-        .unwrap_or_else(|| ((w + h) as f64 / 2.0 * 0.003).round().max(2.0) as u32);
-    let buf: &mut [u8] = img;
-    let root = BitMapBackend::with_buffer(buf, (w, h)).into_drawing_area();
-    let font = (w.min(h) as f64 / 40.0).clamp(9.0, 22.0);
-    for (c, b, s) in boxes {
-        let col = run_color(*c);
-        let (x1, y1, x2, y2) = (b[0] as i32, b[1] as i32, b[2] as i32, b[3] as i32);
-        root.draw(&Rectangle::new([(x1, y1), (x2, y2)], col.stroke_width(lw)))
-            .map_err(|e| e.to_string())?;
-        let name = style
-            .labels
-            .then(|| names.get(*c).cloned().unwrap_or_else(|| c.to_string()));
-        let score = match s {
-            Some(s) if style.conf && *s >= 0.01 => Some(format!("{s:.2}")),
-            Some(s) if style.conf => Some(format!("{s:.0e}")),
-            _ => None,
-        };
-        let tag = match (name, score) {
-            (Some(n), Some(s)) => format!("{n} {s}"),
-            (Some(t), None) | (None, Some(t)) => t,
-            (None, None) => continue,
-        };
-        let th = font as i32 + 4;
-        let tw = (tag.chars().count() as f64 * font * 0.6) as i32 + 4;
-        let ty = if y1 - th >= 0 { y1 - th } else { y1 };
-        root.draw(&Rectangle::new(
-            [(x1, ty), (x1 + tw, ty + th)],
-            col.filled(),
-        ))
-        .map_err(|e| e.to_string())?;
-        root.draw(&Text::new(
-            tag,
-            (x1 + 2, ty + 2),
-            ("sans-serif", font).into_font().color(&WHITE),
-        ))
-        .map_err(|e| e.to_string())?;
-    }
-    root.present().map_err(|e| e.to_string())
-}
-
-/// Up to 4 validation images side by side: labels on top, predictions below (score ≥ 0.25; when
-/// none reaches it, the best-scoring ones, as many as the image has labels, with their scores).
-pub fn val_batch(
-    val: &DetData,
-    v: &ValResult,
-    names: &[String],
-    imgsz: usize,
-    path: &Path,
-) -> Result<(), DetectError> {
-    let k = val.len().min(4);
-    if k == 0 {
-        return Ok(());
-    }
-    let s = imgsz as u32;
-    let mut canvas = RgbImage::from_pixel(s * k as u32, s * 2, image::Rgb([255, 255, 255]));
-    let idx: Vec<usize> = (0..k).collect();
-    // drawn on imgsz squares: a box found on a rectangular canvas moves by the difference in
-    // padding (the scale is the same)
-    let b = val.val_batch(&idx, s, square(s));
-    let n = (3 * s * s) as usize;
-    for (j, &i) in idx.iter().enumerate() {
-        let chw = &b.x[j * n..(j + 1) * n];
-        let mut top = from_chw(chw, s, s);
-        let labels: Vec<Drawn> = b.targets[j].iter().map(|(c, bx)| (*c, *bx, None)).collect();
-        draw_boxes(&mut top, &labels, names).map_err(|m| e(path, m))?;
-        let mut bottom = from_chw(chw, s, s);
-        let (w0, h0) = val.images[i].dimensions();
-        let (_, _, to) = geometry(w0, h0, s, square(s));
-        let from = v.canvases.get(i).map_or(to, |c| geometry(w0, h0, s, *c).2);
-        let shift = |b: [f32; 4]| {
-            let (dx, dy) = (to.0 as f32 - from.0 as f32, to.1 as f32 - from.1 as f32);
-            [b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy]
-        };
-        let moved: Vec<DetBox> = v
-            .dets
-            .iter()
-            .filter(|d| d.image == i)
-            .map(|d| DetBox {
-                bbox: shift(d.bbox),
-                ..*d
-            })
-            .collect();
-        let mut mine: Vec<&DetBox> = moved.iter().collect();
-        mine.sort_by(|a, b| b.score.total_cmp(&a.score));
-        let confident = mine.iter().filter(|d| d.score >= 0.25).count();
-        // a young model scores below 0.25 everywhere: then its best guesses, as many as labels
-        let keep = if confident > 0 {
-            confident
-        } else {
-            b.targets[j].len()
-        };
-        let preds: Vec<Drawn> = mine
-            .iter()
-            .take(keep)
-            .map(|d| (d.class, d.bbox, Some(d.score)))
-            .collect();
-        draw_boxes(&mut bottom, &preds, names).map_err(|m| e(path, m))?;
-        image::imageops::replace(&mut canvas, &top, (j as u32 * s) as i64, 0);
-        image::imageops::replace(&mut canvas, &bottom, (j as u32 * s) as i64, s as i64);
-    }
-    canvas.save(path).map_err(|m| e(path, m))
 }
 
 /// labels.jpg: what the training labels look like — instances per class, box centres (x, y) and
@@ -286,61 +141,6 @@ pub fn results_png(rows: &[Vec<f64>], path: &Path) -> Result<(), DetectError> {
         )
         .map_err(|m| e(path, m))?;
     }
-    root.present().map_err(|m| e(path, m))
-}
-
-/// Precision against recall at IoU 0.5 for all classes together (detections by score,
-/// greedy matching per image), with the mAP50 in the title.
-pub fn pr_curve(v: &ValResult, path: &Path) -> Result<(), DetectError> {
-    fonts();
-    let mut dets: Vec<&DetBox> = v.dets.iter().collect();
-    dets.sort_by(|a, b| b.score.total_cmp(&a.score));
-    let mut used = vec![false; v.gts.len()];
-    let (mut tp, mut fp) = (0usize, 0usize);
-    let n_gt = v.gts.len().max(1) as f64;
-    let mut pts = vec![(0.0, 1.0)];
-    for d in dets {
-        let best = v
-            .gts
-            .iter()
-            .enumerate()
-            .filter(|(j, g)| !used[*j] && g.image == d.image && g.class == d.class)
-            .map(|(j, g)| (j, box_iou(&d.bbox, &g.bbox)))
-            .filter(|(_, iou)| *iou >= 0.5)
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        match best {
-            Some((j, _)) => {
-                used[j] = true;
-                tp += 1
-            }
-            None => fp += 1,
-        }
-        pts.push((tp as f64 / n_gt, tp as f64 / (tp + fp) as f64));
-    }
-    let root = BitMapBackend::new(path, (700, 600)).into_drawing_area();
-    root.fill(&WHITE).map_err(|m| e(path, m))?;
-    let title = format!("Precision-recall (IoU 0.5), mAP50 {:.3}", v.metrics.map50);
-    let mut ch = chart(&root, &title, Size::Figure, 0.0..1.0, 0.0..1.02).map_err(|m| e(path, m))?;
-    mesh(&mut ch, "recall", "precision")
-        .draw()
-        .map_err(|m| e(path, m))?;
-    let note = if v.dets.is_empty() {
-        Some("nothing was predicted: no curve")
-    } else if tp == 0 {
-        Some("no prediction matches a true box at IoU 0.5: precision 0")
-    } else {
-        None
-    };
-    if let Some(note) = note {
-        ch.draw_series(std::iter::once(Text::new(
-            note,
-            (0.05, 0.5),
-            ("sans-serif", 20),
-        )))
-        .map_err(|m| e(path, m))?;
-    }
-    ch.draw_series(LineSeries::new(pts, run_color(2).stroke_width(2)))
-        .map_err(|m| e(path, m))?;
     root.present().map_err(|m| e(path, m))
 }
 
@@ -546,9 +346,22 @@ pub fn epoch_report(
     names: &[String],
 ) -> Result<(), DetectError> {
     results_png(&csv.rows, &dir.join("results.png"))?;
-    val_batch(val, v, names, args.imgsz, &dir.join("val_batch0_pred.jpg"))?;
-    pr_curve(v, &dir.join("PR_curve.png"))?;
-    confusion(v, names, dir)?;
+    validation_plots(dir, val, v, names, args.imgsz)?;
     gradient_report(dir, args, hist, records, diagnosis)?;
     Ok(())
+}
+
+/// What a validation draws, in training and in `gradscope val`: the first validation images
+/// with their labels and with the predictions, the precision-recall and F1/P/R-confidence
+/// curves, and the confusion matrices.
+pub fn validation_plots(
+    dir: &Path,
+    val: &DetData,
+    v: &ValResult,
+    names: &[String],
+    imgsz: usize,
+) -> Result<(), DetectError> {
+    super::batches::val_batch(val, v, names, imgsz, dir)?;
+    super::curves::write_all(v, names, dir)?;
+    confusion(v, names, dir)
 }
