@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
+use gradscope::detect::remedies::LrForm;
 use gradscope::diagnose::{diagnose, Diagnosis};
 use gradscope::lab::mlp::{table, LabEvent, MlpLab, LAB_KEYS};
 use gradscope::lab::recurrent::{
@@ -408,7 +409,8 @@ fn diagnose_cmd(path: &Path) -> Result<()> {
                     if let Ok((args, _)) = gradscope::detect::run::run_args(run) {
                         // the learning rate the run reached (lr0 × schedule, after warmup)
                         let lr0 = records.iter().map(|r| r.lr).fold(0.0, f64::max);
-                        gradscope::detect::remedies::for_run(&mut d, &args, lr0);
+                        let lr = LrForm::inferred(&args, lr0);
+                        gradscope::detect::remedies::for_run(&mut d, &args, lr);
                     }
                 } else if let Some(remedies) = lab_remedies(run) {
                     // a lab run: the remedies in the lab's own keys, as it wrote them

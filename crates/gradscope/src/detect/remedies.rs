@@ -2,15 +2,55 @@
 
 use crate::activation::Activation;
 use crate::detect::args::DetectArgs;
+use crate::detect::optimize::optimizer::DetOptimizer;
 use crate::diagnose::{Change, Diagnosis, Remedy, Verdict};
 use crate::settings::round_sig;
+
+/// How a remedy sets a run's learning rate so that the run changes in that alone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LrForm {
+    /// The learning rate the run used (lr0 after `optimizer=auto` chose it).
+    pub lr0: f64,
+    /// With `optimizer=auto`, the optimizer it chose: auto ignores `lr0=` (as Ultralytics' does),
+    /// so a remedy names the optimizer with the momentum and bias warmup auto gave it.
+    pub auto: Option<DetOptimizer>,
+}
+
+impl LrForm {
+    /// Momentum (AdamW's β₁) that `optimizer=auto` gives either choice.
+    const AUTO_MOMENTUM: f64 = 0.9;
+
+    /// The form of a run whose settings are `args` and whose probe saw learning rates up to
+    /// `max_lr`, where the run's plan is not at hand (`gradscope diagnose`): auto's AdamW rate is
+    /// 0.002·5/(4 + nc) ≤ 0.002, its MuSGD rate 0.01, so a rate above 0.002 was MuSGD's.
+    pub fn inferred(args: &DetectArgs, max_lr: f64) -> Self {
+        let auto = (args.optimizer == DetOptimizer::Auto).then_some(if max_lr > 0.002 {
+            DetOptimizer::Musgd
+        } else {
+            DetOptimizer::Adamw
+        });
+        LrForm { lr0: max_lr, auto }
+    }
+
+    /// The `gradscope train` words that train at `lr` and otherwise as the run did.
+    pub fn words(&self, lr: f64) -> String {
+        let lr0 = format!("lr0={}", round_sig(lr));
+        match self.auto {
+            Some(o) => format!(
+                "optimizer={o} {lr0} momentum={} warmup_bias_lr=0",
+                Self::AUTO_MOMENTUM
+            ),
+            None => lr0,
+        }
+    }
+}
 
 /// The diagnosis' remedies in `gradscope train`'s own keys, each a `key=value` that works when
 /// pasted: the building blocks YOLO26 is made of (SiLU, BatchNorm, residual bottlenecks) when an
 /// ablation removed them, then the generic ones that apply (learning rate, warmup, clipping) with
-/// values computed from this run's (`lr0`: the learning rate it used); remedies without a
+/// values computed from this run's (`lr`: the learning rate it used, and how to set one); remedies without a
 /// detection key (init schemes, cells) are dropped.
-pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs, lr0: f64) {
+pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs, lr: LrForm) {
     let mut out: Vec<Remedy> = Vec::new();
     let mut push = |changes: Vec<Change>, switch: String, why: &str| {
         if !out.iter().any(|r| r.switch == switch) {
@@ -43,7 +83,7 @@ pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs, lr0: f64) {
         }
     }
     if d.verdicts.contains(&Verdict::Diverged) {
-        let lower_lr = format!("lr0={}", round_sig(lr0 / 10.0));
+        let lower_lr = lr.words(lr.lr0 / 10.0);
         push(vec![Change::ScaleLr(0.1)], lower_lr, "a learning rate 10× smaller keeps each update inside the region where the loss is smooth");
         if args.warmup_epochs < 3.0 {
             push(vec![Change::WarmupEpochs(3.0)], "warmup_epochs=3".into(), "a longer warmup ramps the learning rate up while BatchNorm statistics and the optimizer's moments settle");
@@ -56,7 +96,7 @@ pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs, lr0: f64) {
         let words: Vec<String> = r
             .changes
             .iter()
-            .filter_map(|c| detection_word(c, args, lr0))
+            .filter_map(|c| detection_word(c, args, lr))
             .fold(Vec::new(), |mut w, x| {
                 if !w.contains(&x) {
                     w.push(x);
@@ -72,9 +112,9 @@ pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs, lr0: f64) {
 
 /// The diagnosis in a detection run's terms: why frozen layers do not move, then the remedies
 /// in `gradscope train`'s keys ([`yolo_remedies`]).
-pub fn for_run(d: &mut Diagnosis, args: &DetectArgs, lr0: f64) {
+pub fn for_run(d: &mut Diagnosis, args: &DetectArgs, lr: LrForm) {
     frozen_evidence(d, args);
-    yolo_remedies(d, args, lr0);
+    yolo_remedies(d, args, lr);
 }
 
 /// With `freeze=`, says that the frozen layers' update ratio of 0 is by design.
@@ -90,15 +130,15 @@ fn frozen_evidence(d: &mut Diagnosis, args: &DetectArgs) {
 
 /// `gradscope train`'s word for a generic change, where detection has one and the run does not
 /// already follow it: the activation is SiLU (what YOLO26 is built with), normalisation is
-/// `bn=true`, identity paths are `shortcut=true`, the learning rate is `lr0` scaled from the one
-/// the run used, a fixed clip threshold carries over. Init schemes, cells, the optimizer and the
+/// `bn=true`, identity paths are `shortcut=true`, the learning rate is scaled from the one the
+/// run used (in [`LrForm::words`]), a fixed clip threshold carries over. Init schemes, cells, the optimizer and the
 /// labs' `clip_norm=auto` have no detection form.
-fn detection_word(c: &Change, args: &DetectArgs, lr0: f64) -> Option<String> {
+fn detection_word(c: &Change, args: &DetectArgs, lr: LrForm) -> Option<String> {
     match c {
         Change::Act(_) if args.act != Activation::Silu => Some("act=silu".into()),
         Change::BatchNorm if !args.bn => Some("bn=true".into()),
         Change::Residual | Change::ZeroInit if !args.shortcut => Some("shortcut=true".into()),
-        Change::ScaleLr(k) => Some(format!("lr0={}", round_sig(lr0 * k))),
+        Change::ScaleLr(k) => Some(lr.words(lr.lr0 * k)),
         Change::ClipNorm(t) if args.clip_norm != Some(*t) => Some(format!("clip_norm={t}")),
         _ => None,
     }
@@ -114,48 +154,94 @@ mod tests {
         assert_eq!(format!("lr0={}", round_sig(0.002 / 10.0)), "lr0=0.0002");
     }
 
-    /// Every remedy the detection front end prints is a `key=value` that `gradscope train`
-    /// accepts, and applying it changes the setting it names.
+    /// Every remedy the detection front end prints is `key=value` words that `gradscope train`
+    /// accepts, and applying them changes what they name: a setting, or — for the learning
+    /// rate — the rate the run's plan trains at, and nothing else of the plan. With
+    /// `optimizer=auto`, which ignores `lr0=`, and with an explicit optimizer.
     #[test]
     fn every_printed_remedy_pastes_back() {
+        use crate::detect::schedule::Plan;
         use crate::settings::Command;
-        let ablated = DetectArgs::parse(
-            DetectArgs::default(),
-            &[
-                "act=sigmoid".into(),
-                "bn=false".into(),
-                "shortcut=false".into(),
-                "warmup_epochs=0".into(),
-                "clip_norm=none".into(),
-            ],
-            Command::Train,
-        )
-        .unwrap();
-        let verdicts = [
-            Verdict::Diverged,
-            Verdict::Vanishing,
-            Verdict::NonFinite,
-            Verdict::Saturation,
-        ];
-        let mut d = Diagnosis::with_remedies(&verdicts, crate::diagnose::remedy::catalogue());
-        yolo_remedies(&mut d, &ablated, 0.00133);
-        let switches: Vec<&str> = d.remedies.iter().map(|r| r.switch.as_str()).collect();
-        assert!(switches.contains(&"lr0=0.000133"), "{switches:?}");
-        assert!(switches.len() >= 6, "{switches:?}");
-        for r in &d.remedies {
-            let (k, _) = r.switch.split_once('=').expect("key=value");
-            let after = DetectArgs::parse(
-                ablated.clone(),
-                std::slice::from_ref(&r.switch),
+        for optimizer in ["auto", "SGD"] {
+            let ablated = DetectArgs::parse(
+                DetectArgs::default(),
+                &[
+                    "act=sigmoid".into(),
+                    "bn=false".into(),
+                    "shortcut=false".into(),
+                    "warmup_epochs=0".into(),
+                    "clip_norm=none".into(),
+                    format!("optimizer={optimizer}"),
+                ],
                 Command::Train,
             )
-            .unwrap_or_else(|e| panic!("remedy '{}' does not parse: {e}", r.switch));
-            assert_ne!(
-                after.get(k),
-                ablated.get(k),
-                "remedy '{}' changes nothing",
-                r.switch
-            );
+            .unwrap();
+            let (images, nc) = (128, 80);
+            let plan = Plan::new(&ablated, images, nc);
+            let verdicts = [
+                Verdict::Diverged,
+                Verdict::Vanishing,
+                Verdict::NonFinite,
+                Verdict::Saturation,
+            ];
+            let mut d = Diagnosis::with_remedies(&verdicts, crate::diagnose::remedy::catalogue());
+            yolo_remedies(&mut d, &ablated, plan.lr_form(&ablated));
+            let switches: Vec<&str> = d.remedies.iter().map(|r| r.switch.as_str()).collect();
+            assert!(switches.len() >= 6, "{switches:?}");
+            let mut lr_remedies = 0;
+            for r in &d.remedies {
+                let words: Vec<String> = r.switch.split_whitespace().map(String::from).collect();
+                let after = DetectArgs::parse(ablated.clone(), &words, Command::Train)
+                    .unwrap_or_else(|e| panic!("remedy '{}' does not parse: {e}", r.switch));
+                if r.switch.contains("lr0=") {
+                    lr_remedies += 1;
+                    let (was, now) = (plan.clone(), Plan::new(&after, images, nc));
+                    let wanted: f64 = words
+                        .iter()
+                        .find_map(|w| w.strip_prefix("lr0="))
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    assert_eq!(now.lr0, wanted, "'{}' trains at {}", r.switch, now.lr0);
+                    assert_ne!(now.lr0, was.lr0, "'{}' changes nothing", r.switch);
+                    assert_eq!(
+                        (now.adamw, now.muon, now.momentum, now.warmup_bias_lr),
+                        (was.adamw, was.muon, was.momentum, was.warmup_bias_lr),
+                        "'{}' changes more than the learning rate",
+                        r.switch
+                    );
+                } else {
+                    let (k, _) = words[0].split_once('=').expect("key=value");
+                    assert_ne!(
+                        after.get(k),
+                        ablated.get(k),
+                        "remedy '{}' changes nothing",
+                        r.switch
+                    );
+                }
+            }
+            assert!(lr_remedies >= 2, "{switches:?}");
         }
+    }
+
+    /// `gradscope diagnose` reads auto's choice from the rates the probe saw.
+    #[test]
+    fn the_optimizer_auto_chose_is_read_from_its_rate() {
+        let args = DetectArgs::default();
+        assert_eq!(args.optimizer, DetOptimizer::Auto);
+        let adamw = LrForm::inferred(&args, 0.000119);
+        assert_eq!(
+            adamw.words(0.000357),
+            "optimizer=AdamW lr0=0.000357 momentum=0.9 warmup_bias_lr=0"
+        );
+        assert_eq!(
+            LrForm::inferred(&args, 0.01).auto,
+            Some(DetOptimizer::Musgd)
+        );
+        let sgd = DetectArgs {
+            optimizer: DetOptimizer::Sgd,
+            ..args
+        };
+        assert_eq!(LrForm::inferred(&sgd, 0.01).words(0.001), "lr0=0.001");
     }
 }

@@ -45,6 +45,19 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// How a remedy sets this run's learning rate: `optimizer=auto` named as what it chose.
+    pub(crate) fn lr_form(&self, args: &DetectArgs) -> crate::detect::remedies::LrForm {
+        let auto = (args.optimizer == DetOptimizer::Auto).then_some(if self.muon {
+            DetOptimizer::Musgd
+        } else {
+            DetOptimizer::Adamw
+        });
+        crate::detect::remedies::LrForm {
+            lr0: self.lr0,
+            auto,
+        }
+    }
+
     pub(crate) fn new(args: &DetectArgs, images: usize, nc: usize) -> Self {
         // the nominal batch size counts for accumulation and decay even when the set is smaller
         let batch = args.batch.max(1);
@@ -97,6 +110,29 @@ impl Plan {
         }
     }
 
+    /// With `optimizer=auto`, the settings the user gave that auto ignores (`lr0`, `momentum`),
+    /// as the warning Ultralytics gives, with the words that would apply them.
+    pub(crate) fn auto_ignored(&self, args: &DetectArgs) -> Option<String> {
+        let mut ignored = Vec::new();
+        if let Some(l) = args.lr0 {
+            ignored.push(format!("lr0={l}"));
+        }
+        if args.momentum != DetectArgs::default().momentum {
+            ignored.push(format!("momentum={}", args.momentum));
+        }
+        if args.optimizer != DetOptimizer::Auto || ignored.is_empty() {
+            return None;
+        }
+        let chose = if self.muon { "MuSGD" } else { "AdamW" };
+        Some(format!(
+            "optimizer=auto ignores {} (as Ultralytics does): it chose {chose} with lr0 {} and momentum {}; to train with your values name the optimizer, e.g. optimizer={chose} {}",
+            ignored.join(" and "),
+            self.lr0,
+            self.momentum,
+            ignored.join(" ")
+        ))
+    }
+
     pub(crate) fn describe(&self) -> String {
         let name = if self.adamw {
             "AdamW"
@@ -134,6 +170,28 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `lr0=` with `optimizer=auto` warns, and the words the warning gives train at that rate.
+    #[test]
+    fn auto_says_what_it_ignores_and_how_to_apply_it() {
+        use crate::settings::Command;
+        let parse = |w: &[&str]| {
+            let words: Vec<String> = w.iter().map(|s| s.to_string()).collect();
+            DetectArgs::parse(DetectArgs::default(), &words, Command::Train).unwrap()
+        };
+        let auto = parse(&["lr0=0.01"]);
+        let plan = Plan::new(&auto, 100, 1);
+        assert_eq!(plan.lr0, 0.002, "auto's own rate for one class");
+        let warning = plan.auto_ignored(&auto).expect("a warning");
+        let (_, fix) = warning.split_once("e.g. ").unwrap();
+        let applied = parse(&fix.split_whitespace().collect::<Vec<_>>());
+        assert_eq!(Plan::new(&applied, 100, 1).lr0, 0.01, "{fix}");
+        assert!(Plan::new(&parse(&[]), 100, 1)
+            .auto_ignored(&parse(&[]))
+            .is_none());
+        let sgd = parse(&["optimizer=SGD", "lr0=0.01"]);
+        assert!(Plan::new(&sgd, 100, 1).auto_ignored(&sgd).is_none());
+    }
 
     #[test]
     fn lr_schedules() {

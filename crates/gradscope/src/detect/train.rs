@@ -183,6 +183,9 @@ impl<'o> Trainer<'o> {
         let dir = setup::run_folder(&args, resume.as_ref().map(|(run, _)| run), &train, &names)?;
         let plan = Plan::new(&args, train.len(), names.len());
         setup::announce(&args, &model, &plan, &mut |m| on(TrainEvent::Info(m)));
+        if let Some(m) = plan.auto_ignored(&args) {
+            on(TrainEvent::Warning(m));
+        }
         let state = resume.as_ref().map(|(_, state)| state.as_path());
         let resume::Resumed {
             model,
@@ -489,7 +492,7 @@ impl<'o> Trainer<'o> {
                 self.diverged.clear();
             }
         }
-        let (args, lr0, diverged) = (&self.args, self.plan.lr0, &self.diverged);
+        let (args, lr, diverged) = (&self.args, self.plan.lr_form(&self.args), &self.diverged);
         let assigned = &self.assigned;
         self.diagnosis = diagnose(self.probe.records()).map(|mut d| {
             if !diverged.is_empty() {
@@ -497,7 +500,7 @@ impl<'o> Trainer<'o> {
                 d.verdict = Verdict::Diverged;
                 d.evidence.splice(0..0, diverged.iter().cloned());
             }
-            remedies::for_run(&mut d, args, lr0);
+            remedies::for_run(&mut d, args, lr);
             crate::detect::branches::judge(&mut d, assigned);
             d
         });

@@ -26,7 +26,8 @@ use crate::choice::choice;
 choice! {
     /// The detection optimizer.
     pub enum DetOptimizer ("optimizer") {
-        /// AdamW when the run has at most 10 000 iterations (lr 0.002·5/(4+nc)), else SGD.
+        /// AdamW when the run has at most 10 000 iterations (lr 0.002·5/(4+nc)), else MuSGD
+        /// (lr 0.01); momentum 0.9 either way; `lr0` and `momentum` are ignored.
         Auto = "auto",
         /// SGD with Nesterov momentum.
         Sgd = "SGD",
