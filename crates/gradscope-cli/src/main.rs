@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use gradscope::detect::remedies::LrForm;
 use gradscope::diagnose::{diagnose, Diagnosis};
 use gradscope::lab::mlp::{table, LabEvent, MlpLab, LAB_KEYS};
 use gradscope::lab::recurrent::{
@@ -392,6 +391,33 @@ fn lab_remedies(run: &Path) -> Option<Vec<gradscope::diagnose::Remedy>> {
     serde_json::from_value(json.get("diagnosis")?.get("remedies")?.clone()).ok()
 }
 
+/// A detection run diagnosed as its trainer diagnosed it, from its probe records and its state
+/// file (the divergence evidence, the head levels' assignment, the optimizer `auto` chose). A
+/// run without a state file (stopped in its first epoch) gets what the records say; its
+/// learning-rate remedies assume auto's choice for a short run.
+fn detection_diagnosis(
+    run: &Path,
+    records: &[gradscope::probe::StepRecord],
+    args: &gradscope::detect::args::DetectArgs,
+    classes: usize,
+) -> Option<Diagnosis> {
+    use gradscope::detect::remedies::{diagnose_run, RunFacts};
+    use gradscope::detect::run::resume::{summary, STATE_FILE};
+    use gradscope::detect::schedule::Choice;
+    let state = summary(&run.join("weights").join(STATE_FILE)).ok();
+    let long = state.as_ref().is_some_and(|(c, _)| c.muon);
+    let (diverged, assigned) = state
+        .map(|(_, ledger)| (ledger.diverged, ledger.assigned))
+        .unwrap_or_default();
+    let facts = RunFacts {
+        args,
+        lr: Choice::of(args, classes, long).lr_form(args),
+        diverged: &diverged,
+        assigned,
+    };
+    diagnose_run(records, &facts)
+}
+
 fn diagnose_cmd(path: &Path) -> Result<()> {
     for file in probe_files(path)? {
         let records = read_jsonl(&file)?;
@@ -402,22 +428,24 @@ fn diagnose_cmd(path: &Path) -> Result<()> {
             .to_string();
         println!("== {name} ({} probed steps)", records.len());
         let run = file.parent().unwrap_or(Path::new("."));
-        match diagnose(&records) {
-            Some(mut d) => {
-                // a detection run: remedies in `gradscope train`'s keys
-                if run.join("args.yaml").is_file() {
-                    if let Ok((args, _)) = gradscope::detect::run::run_args(run) {
-                        // the learning rate the run reached (lr0 × schedule, after warmup)
-                        let lr0 = records.iter().map(|r| r.lr).fold(0.0, f64::max);
-                        let lr = LrForm::inferred(&args, lr0);
-                        gradscope::detect::remedies::for_run(&mut d, &args, lr);
-                    }
-                } else if let Some(remedies) = lab_remedies(run) {
-                    // a lab run: the remedies in the lab's own keys, as it wrote them
+        let detection = run
+            .join("args.yaml")
+            .is_file()
+            .then(|| gradscope::detect::run::run_args(run).ok())
+            .flatten();
+        let diagnosis = match detection {
+            // a detection run: what its state knows, remedies in `gradscope train`'s keys
+            Some((args, names)) => detection_diagnosis(run, &records, &args, names.len()),
+            None => diagnose(&records).map(|mut d| {
+                // a lab run: the remedies in the lab's own keys, as it wrote them
+                if let Some(remedies) = lab_remedies(run) {
                     d.remedies = remedies;
                 }
-                println!("{d}")
-            }
+                d
+            }),
+        };
+        match diagnosis {
+            Some(d) => println!("{d}"),
             None => println!("no records: nothing to diagnose\n"),
         }
     }

@@ -319,8 +319,21 @@ fn a_killed_run_resumes_exactly() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    run(&common("whole"));
+    let trained = run(&common("whole"));
+    // its records re-diagnosed as the trainer diagnosed them, with what its state file knows
+    // (the head levels' assignment, the optimizer auto chose)
+    let diagnosed = succeeds(&["diagnose", &dir.join("runs/whole").display().to_string()]);
+    let from = |text: &str, key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no '{key}' in {text}"))
+    };
+    assert_eq!(from(&diagnosed, "verdict:"), from(&trained, "verdict:"));
+    let levels = "  - head levels (";
+    assert_eq!(from(&diagnosed, levels), from(&trained, levels));
     // the same run, killed as soon as its first epoch is validated
     let mut child = Command::new(env!("CARGO_BIN_EXE_gradscope"))
         .arg("train")

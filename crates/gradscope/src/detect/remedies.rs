@@ -1,10 +1,42 @@
-//! The diagnosis' remedies for detection: each a `gradscope train` setting that works when pasted.
+//! A detection run's diagnosis in its own terms: the gradient rules on its probe records, then
+//! what only the trainer knows (divergence, the head levels' assignment), and remedies as
+//! `gradscope train` settings that work when pasted. The trainer and `gradscope diagnose` both
+//! diagnose through [`diagnose_run`].
 
 use crate::activation::Activation;
 use crate::detect::args::DetectArgs;
+use crate::detect::branches::{judge, Assigned};
 use crate::detect::optimize::optimizer::DetOptimizer;
-use crate::diagnose::{Change, Diagnosis, Remedy, Verdict};
+use crate::diagnose::{diagnose, Change, Diagnosis, Remedy, Verdict};
+use crate::probe::StepRecord;
 use crate::settings::round_sig;
+
+/// What a detection run knows beside its probe records.
+pub struct RunFacts<'a> {
+    pub args: &'a DetectArgs,
+    /// The learning rate it trained at, and how a remedy sets another.
+    pub lr: LrForm,
+    /// The divergence evidence in force (empty: none).
+    pub diverged: &'a [String],
+    /// Targets assigned per head level in the last epoch (zero image size: not known).
+    pub assigned: Assigned,
+}
+
+/// The run's diagnosis: the gradient rules on `records`, a divergence put first, the remedies
+/// in `gradscope train`'s keys, and the head levels judged (the starved-branch finding).
+pub fn diagnose_run(records: &[StepRecord], run: &RunFacts) -> Option<Diagnosis> {
+    let mut d = diagnose(records)?;
+    if !run.diverged.is_empty() {
+        d.verdicts.insert(0, Verdict::Diverged);
+        d.verdict = Verdict::Diverged;
+        d.evidence.splice(0..0, run.diverged.iter().cloned());
+    }
+    for_run(&mut d, run.args, run.lr);
+    if run.assigned.imgsz > 0 {
+        judge(&mut d, &run.assigned);
+    }
+    Some(d)
+}
 
 /// How a remedy sets a run's learning rate so that the run changes in that alone.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -19,18 +51,6 @@ pub struct LrForm {
 impl LrForm {
     /// Momentum (AdamW's β₁) that `optimizer=auto` gives either choice.
     const AUTO_MOMENTUM: f64 = 0.9;
-
-    /// The form of a run whose settings are `args` and whose probe saw learning rates up to
-    /// `max_lr`, where the run's plan is not at hand (`gradscope diagnose`): auto's AdamW rate is
-    /// 0.002·5/(4 + nc) ≤ 0.002, its MuSGD rate 0.01, so a rate above 0.002 was MuSGD's.
-    pub fn inferred(args: &DetectArgs, max_lr: f64) -> Self {
-        let auto = (args.optimizer == DetOptimizer::Auto).then_some(if max_lr > 0.002 {
-            DetOptimizer::Musgd
-        } else {
-            DetOptimizer::Adamw
-        });
-        LrForm { lr0: max_lr, auto }
-    }
 
     /// The `gradscope train` words that train at `lr` and otherwise as the run did.
     pub fn words(&self, lr: f64) -> String {

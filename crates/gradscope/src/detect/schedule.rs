@@ -23,6 +23,53 @@ fn interp(x: f64, x1: f64, y0: f64, y1: f64) -> f64 {
     y0 + (y1 - y0) * t
 }
 
+/// The optimizer a run trains with, its initial learning rate and momentum.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Choice {
+    pub adamw: bool,
+    pub muon: bool,
+    pub lr0: f64,
+    pub momentum: f64,
+}
+
+impl Choice {
+    /// The optimizer of `args` for a run with `nc` classes: a named one with the run's `lr0`
+    /// (its default when unset) and momentum; `auto`, as Ultralytics' does, MuSGD at 0.01 for a
+    /// `long` run (more than 10 000 iterations), else AdamW at 0.002·5/(4 + nc) (6 decimals),
+    /// momentum 0.9 either way.
+    pub fn of(args: &DetectArgs, nc: usize, long: bool) -> Self {
+        let (adamw, muon, lr0, momentum) = match args.optimizer {
+            DetOptimizer::Auto if long => (false, true, 0.01, 0.9),
+            DetOptimizer::Auto => {
+                let lr = (0.002 * 5.0 / (4.0 + nc as f64) * 1e6).round() / 1e6;
+                (true, false, lr, 0.9)
+            }
+            DetOptimizer::Sgd => (false, false, args.lr0.unwrap_or(0.01), args.momentum),
+            DetOptimizer::Musgd => (false, true, args.lr0.unwrap_or(0.01), args.momentum),
+            DetOptimizer::Adamw => (true, false, args.lr0.unwrap_or(0.001), args.momentum),
+        };
+        Choice {
+            adamw,
+            muon,
+            lr0,
+            momentum,
+        }
+    }
+
+    /// How a remedy sets this choice's learning rate: `optimizer=auto` named as what it chose.
+    pub fn lr_form(&self, args: &DetectArgs) -> crate::detect::remedies::LrForm {
+        let auto = (args.optimizer == DetOptimizer::Auto).then_some(if self.muon {
+            DetOptimizer::Musgd
+        } else {
+            DetOptimizer::Adamw
+        });
+        crate::detect::remedies::LrForm {
+            lr0: self.lr0,
+            auto,
+        }
+    }
+}
+
 /// The optimizer, learning rates and step counts of a run, fixed at set-up.
 #[derive(Clone, Debug)]
 pub(crate) struct Plan {
@@ -47,15 +94,13 @@ pub(crate) struct Plan {
 impl Plan {
     /// How a remedy sets this run's learning rate: `optimizer=auto` named as what it chose.
     pub(crate) fn lr_form(&self, args: &DetectArgs) -> crate::detect::remedies::LrForm {
-        let auto = (args.optimizer == DetOptimizer::Auto).then_some(if self.muon {
-            DetOptimizer::Musgd
-        } else {
-            DetOptimizer::Adamw
-        });
-        crate::detect::remedies::LrForm {
+        let choice = Choice {
+            adamw: self.adamw,
+            muon: self.muon,
             lr0: self.lr0,
-            auto,
-        }
+            momentum: self.momentum,
+        };
+        choice.lr_form(args)
     }
 
     pub(crate) fn new(args: &DetectArgs, images: usize, nc: usize) -> Self {
@@ -68,19 +113,12 @@ impl Plan {
         // never more iterations per step than the run has: a short run still steps
         let accumulate = nominal.min(nb * args.epochs).max(1);
         let iterations = (images as f64 / batch.max(nbs) as f64).ceil() as usize * args.epochs;
-        let (adamw, muon, lr0, momentum) = match args.optimizer {
-            DetOptimizer::Auto => {
-                if iterations > 10_000 {
-                    (false, true, 0.01, 0.9)
-                } else {
-                    let lr = (0.002 * 5.0 / (4.0 + nc as f64) * 1e6).round() / 1e6;
-                    (true, false, lr, 0.9)
-                }
-            }
-            DetOptimizer::Sgd => (false, false, args.lr0.unwrap_or(0.01), args.momentum),
-            DetOptimizer::Musgd => (false, true, args.lr0.unwrap_or(0.01), args.momentum),
-            DetOptimizer::Adamw => (true, false, args.lr0.unwrap_or(0.001), args.momentum),
-        };
+        let Choice {
+            adamw,
+            muon,
+            lr0,
+            momentum,
+        } = Choice::of(args, nc, iterations > 10_000);
         // warmup leaves at least the last epoch for regular training
         let warmup_epochs = args.warmup_epochs.min(args.epochs.saturating_sub(1) as f64);
         let nw = if warmup_epochs > 0.0 {

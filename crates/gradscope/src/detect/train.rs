@@ -36,7 +36,7 @@ use crate::detect::run::resume;
 use crate::detect::schedule::{lr_factor, Plan};
 use crate::detect::setup;
 use crate::diagnose::divergence::{divergence, RunTrace};
-use crate::diagnose::{diagnose, Diagnosis, Verdict};
+use crate::diagnose::Diagnosis;
 use crate::probe::{Probe, Tap};
 use crate::train::clip;
 use crate::train::recovery::{localise, Decision, GoodState, Recovery};
@@ -240,7 +240,7 @@ impl<'o> Trainer<'o> {
             diverged: ledger.diverged,
             diverged_at: ledger.diverged_at,
             assigned: crate::detect::branches::Assigned {
-                per_level: [0.0; 3],
+                per_level: ledger.assigned.per_level,
                 median_box,
                 imgsz: plan.imgsz,
             },
@@ -492,18 +492,13 @@ impl<'o> Trainer<'o> {
                 self.diverged.clear();
             }
         }
-        let (args, lr, diverged) = (&self.args, self.plan.lr_form(&self.args), &self.diverged);
-        let assigned = &self.assigned;
-        self.diagnosis = diagnose(self.probe.records()).map(|mut d| {
-            if !diverged.is_empty() {
-                d.verdicts.insert(0, Verdict::Diverged);
-                d.verdict = Verdict::Diverged;
-                d.evidence.splice(0..0, diverged.iter().cloned());
-            }
-            remedies::for_run(&mut d, args, lr);
-            crate::detect::branches::judge(&mut d, assigned);
-            d
-        });
+        let run = remedies::RunFacts {
+            args: &self.args,
+            lr: self.plan.lr_form(&self.args),
+            diverged: &self.diverged,
+            assigned: self.assigned,
+        };
+        self.diagnosis = remedies::diagnose_run(self.probe.records(), &run);
     }
 
     /// last.safetensors, best.safetensors when `fitness` is the best so far, and every
@@ -569,6 +564,7 @@ impl<'o> Trainer<'o> {
             diverged_at: self.diverged_at,
             nan_in_a_row: self.recovery.in_a_row(),
             dead_windows: self.probe.dead_windows(),
+            assigned: self.assigned,
         };
         let saved = resume::save(
             weights,

@@ -13,6 +13,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::detect::branches::Assigned;
 use crate::detect::error::DetectError;
 use crate::detect::optimize::ema::Ema;
 use crate::detect::optimize::optimizer::{param_names, GroupOptimizer};
@@ -56,6 +57,8 @@ pub struct Ledger {
     pub nan_in_a_row: usize,
     /// The probe's per-layer windows of active units (see [`crate::probe::Probe::dead_windows`]).
     pub dead_windows: BTreeMap<String, Vec<String>>,
+    /// Targets assigned per head level in the last epoch, and the boxes' size.
+    pub assigned: Assigned,
 }
 
 /// The ledger's metadata part (its f64 series are tensors); f64 values as Rust prints them
@@ -68,6 +71,10 @@ struct LedgerMeta {
     diverged_at: Option<(usize, String)>,
     nan_in_a_row: usize,
     dead_windows: BTreeMap<String, Vec<String>>,
+    /// [`Assigned`] as `[P3, P4, P5, median box]` written as Rust prints f64, and imgsz;
+    /// absent in state files written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    assigned: Option<([String; 4], usize)>,
 }
 
 /// Everything [`save`] writes.
@@ -131,6 +138,16 @@ pub fn save(weights: &Path, st: &State) -> Result<(), DetectError> {
         diverged_at: l.diverged_at.map(|(e, b)| (e, format!("{b:e}"))),
         nan_in_a_row: l.nan_in_a_row,
         dead_windows: l.dead_windows.clone(),
+        assigned: Some((
+            [
+                l.assigned.per_level[0],
+                l.assigned.per_level[1],
+                l.assigned.per_level[2],
+                l.assigned.median_box,
+            ]
+            .map(|v| format!("{v:e}")),
+            l.assigned.imgsz,
+        )),
     };
     meta.insert("ledger".to_string(), json(&ledger));
     let one = HashMap::from([(STATE_KEY.to_string(), json(&meta))]);
@@ -268,6 +285,41 @@ fn parts_of(path: &Path) -> Result<Parts, DetectError> {
     Ok((m, exact))
 }
 
+/// The counters of a state file's metadata.
+fn counters_of(state: &Path, meta: &HashMap<String, String>) -> Result<Counters, DetectError> {
+    let get = |k: &str| -> Result<&String, DetectError> {
+        meta.get(k)
+            .ok_or_else(|| DetectError::invalid(state, format!("metadata field '{k}' is missing")))
+    };
+    let num = |k: &str| -> Result<f64, DetectError> {
+        get(k)?
+            .parse::<f64>()
+            .map_err(|e| DetectError::invalid(state, format!("metadata field '{k}': {e}")))
+    };
+    Ok(Counters {
+        epoch: num("epoch")? as usize,
+        ema_updates: num("ema_updates")? as usize,
+        last_opt: num("last_opt")? as i64,
+        opt_steps: num("opt_steps")? as usize,
+        lr_scale: num("lr_scale")?,
+        best: num("best")?,
+        // state files from before early stopping: counted from the resumed epoch
+        best_epoch: meta
+            .get("best_epoch")
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(num("epoch")? as usize),
+        adamw: get("adamw")? == "true",
+        muon: meta.get("muon").is_some_and(|m| m == "true"),
+    })
+}
+
+/// A state file's counters and ledger, without its models: what `gradscope diagnose` reads of
+/// a run beyond its probe records (the optimizer `auto` chose, the head levels' assignment).
+pub fn summary(state: &Path) -> Result<(Counters, Ledger), DetectError> {
+    let (meta, exact) = parts_of(state)?;
+    Ok((counters_of(state, &meta)?, ledger_of(state, &meta, &exact)?))
+}
+
 /// The ledger of a state file; empty for state files written before it.
 fn ledger_of(
     path: &Path,
@@ -298,6 +350,20 @@ fn ledger_of(
         Some((e, b)) => Some((e, b.parse::<f64>().map_err(|e| bad(e.to_string()))?)),
         None => None,
     };
+    let assigned = match l.assigned {
+        Some((v, imgsz)) => {
+            let mut x = [0.0; 4];
+            for (x, v) in x.iter_mut().zip(&v) {
+                *x = v.parse::<f64>().map_err(|e| bad(e.to_string()))?;
+            }
+            Assigned {
+                per_level: [x[0], x[1], x[2]],
+                median_box: x[3],
+                imgsz,
+            }
+        }
+        None => Assigned::default(),
+    };
     Ok(Ledger {
         history: History {
             epochs,
@@ -311,6 +377,7 @@ fn ledger_of(
         diverged_at,
         nan_in_a_row: l.nan_in_a_row,
         dead_windows: l.dead_windows,
+        assigned,
     })
 }
 
@@ -328,29 +395,10 @@ pub struct Resumed {
 /// Restores a run from `state` into freshly built models.
 pub fn load(state: &Path, fresh: Yolo, device: &Device) -> Result<Resumed, DetectError> {
     let (meta, exact) = parts_of(state)?;
+    let c = counters_of(state, &meta)?;
     let get = |k: &str| -> Result<&String, DetectError> {
         meta.get(k)
             .ok_or_else(|| DetectError::invalid(state, format!("metadata field '{k}' is missing")))
-    };
-    let num = |k: &str| -> Result<f64, DetectError> {
-        get(k)?
-            .parse::<f64>()
-            .map_err(|e| DetectError::invalid(state, format!("metadata field '{k}': {e}")))
-    };
-    let c = Counters {
-        epoch: num("epoch")? as usize,
-        ema_updates: num("ema_updates")? as usize,
-        last_opt: num("last_opt")? as i64,
-        opt_steps: num("opt_steps")? as usize,
-        lr_scale: num("lr_scale")?,
-        best: num("best")?,
-        // state files from before early stopping: counted from the resumed epoch
-        best_epoch: meta
-            .get("best_epoch")
-            .and_then(|b| b.parse().ok())
-            .unwrap_or(num("epoch")? as usize),
-        adamw: get("adamw")? == "true",
-        muon: meta.get("muon").is_some_and(|m| m == "true"),
     };
     let steps: HashMap<String, i32> = serde_json::from_str(get("param_steps")?)
         .map_err(|e| DetectError::invalid(state, format!("metadata field 'param_steps': {e}")))?;
