@@ -244,24 +244,27 @@ mod tests {
         }
     }
 
-    /// `gradscope diagnose` reads auto's choice from the rates the probe saw.
+    /// The words name auto's choice; a named optimizer needs `lr0=` alone.
     #[test]
-    fn the_optimizer_auto_chose_is_read_from_its_rate() {
+    fn learning_rate_words() {
+        use crate::detect::schedule::Choice;
         let args = DetectArgs::default();
         assert_eq!(args.optimizer, DetOptimizer::Auto);
-        let adamw = LrForm::inferred(&args, 0.000119);
+        let adamw = Choice::of(&args, 80, false).lr_form(&args);
+        assert_eq!(adamw.lr0, 0.000119);
         assert_eq!(
             adamw.words(0.000357),
             "optimizer=AdamW lr0=0.000357 momentum=0.9 warmup_bias_lr=0"
         );
-        assert_eq!(
-            LrForm::inferred(&args, 0.01).auto,
-            Some(DetOptimizer::Musgd)
-        );
+        let long = Choice::of(&args, 80, true).lr_form(&args);
+        assert_eq!((long.lr0, long.auto), (0.01, Some(DetOptimizer::Musgd)));
         let sgd = DetectArgs {
             optimizer: DetOptimizer::Sgd,
             ..args
         };
-        assert_eq!(LrForm::inferred(&sgd, 0.01).words(0.001), "lr0=0.001");
+        assert_eq!(
+            Choice::of(&sgd, 80, true).lr_form(&sgd).words(0.001),
+            "lr0=0.001"
+        );
     }
 }
