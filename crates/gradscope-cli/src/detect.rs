@@ -285,7 +285,7 @@ pub fn val_cmd(args: &[&str]) -> Result<()> {
             ck.names.len()
         );
     }
-    let val = load_val(&data, &mut |warn, m| {
+    let val = load_val(&data, a.cache, &mut |warn, m| {
         if warn {
             eprintln!("warning: {m}")
         } else {
@@ -302,7 +302,7 @@ pub fn val_cmd(args: &[&str]) -> Result<()> {
         &s,
         0.1,
         &device,
-    );
+    )?;
     print!("{}", v.table(&ck.names, ck.names.len() > 1));
     println!("{}", v.coco_line());
     if !(a.plots || a.save_json) {

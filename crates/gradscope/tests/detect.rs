@@ -5,7 +5,7 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use gradscope::detect::args::DetectArgs;
+use gradscope::detect::args::{Cache, DetectArgs};
 use gradscope::detect::eval::validate::DetectSettings;
 use gradscope::detect::input::download::{fetch_archive, unzip};
 use gradscope::detect::input::sources::{load_sets, resolve_data, unpack_trees};
@@ -91,7 +91,7 @@ fn broken_data_gives_warnings_not_panics_and_trains() {
     let yaml = broken_set(&dir);
     let data = resolve_data(yaml.to_str().unwrap(), &mut |_| {}).unwrap();
     let mut warnings = Vec::new();
-    let (tr, _) = load_sets(&data, &mut |w, m| {
+    let (tr, _) = load_sets(&data, Cache::Ram, &mut |w, m| {
         if w {
             warnings.push(m)
         }
@@ -471,4 +471,79 @@ fn a_few_tree_tiles_are_learnt() {
         map50[1]
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `cache=ram`, `false` and `disk` keep the same pixels, so a run's bytes do not depend on the
+/// mode; `disk` writes one `.gradscope.npy` beside each image and a second run reuses them; an
+/// unreadable `.npy` is written again rather than trusted.
+#[test]
+fn every_cache_mode_trains_the_same_bytes() {
+    let _turn = training_turn();
+    let dir = scratch("cache");
+    let t = trees(&dir);
+    let yaml = t.join("data.yaml");
+    let run = |cache: &str, name: &str| {
+        let args = DetectArgs::parse(
+            DetectArgs::default(),
+            &[
+                format!("data={}", yaml.display()),
+                "epochs=1".into(),
+                "imgsz=64".into(),
+                "batch=4".into(),
+                "plots=false".into(),
+                format!("cache={cache}"),
+                format!("project={}", dir.join("runs").display()),
+                format!("name={name}"),
+            ],
+            Command::Train,
+        )
+        .unwrap();
+        let mut notes = Vec::new();
+        let out = gradscope::on_workers(|| {
+            train(&args, &mut |e| {
+                if let gradscope::detect::train::TrainEvent::Info(m)
+                | gradscope::detect::train::TrainEvent::Warning(m) = e
+                {
+                    notes.push(m)
+                }
+            })
+        })
+        .unwrap();
+        let bytes = std::fs::read(out.dir.join("weights/last.safetensors")).unwrap();
+        (bytes, notes.join("\n"))
+    };
+    let (ram, _) = run("ram", "ram");
+    let (off, _) = run("false", "off");
+    assert!(ram == off, "cache=false trained other bytes than cache=ram");
+    let (disk, notes) = run("disk", "disk");
+    assert!(ram == disk, "cache=disk trained other bytes than cache=ram");
+    let npys: Vec<PathBuf> = walk(&t)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".gradscope.npy"))
+        .collect();
+    let images = walk(&t)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
+        .count();
+    assert_eq!(npys.len(), images, "one .npy per image");
+    assert!(notes.contains("0 reused"), "{notes}");
+    // a damaged cache file is not trusted: it is written again
+    std::fs::write(&npys[0], b"damaged").unwrap();
+    let (again, notes) = run("disk", "again");
+    assert!(ram == again);
+    assert!(notes.contains("(1 written,"), "{notes}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -2,6 +2,7 @@
 //! measured: one probed step of YOLO26n on two tree tiles, as built and with all three removed.
 
 use burn::tensor::{Tensor, TensorData};
+use gradscope::detect::args::Cache;
 use gradscope::detect::args::DetectArgs;
 use gradscope::detect::input::dataset::DetData;
 use gradscope::detect::input::sources::{load_sets, resolve_data, unpack_trees};
@@ -17,7 +18,7 @@ fn tiles() -> DetData {
     let _ = std::fs::remove_dir_all(&dir);
     unpack_trees(&dir.join("trees")).unwrap();
     let data = resolve_data(dir.join("trees/data.yaml").to_str().unwrap(), &mut |_| {}).unwrap();
-    let (train, _) = load_sets(&data, &mut |_, _| {}).unwrap();
+    let (train, _) = load_sets(&data, Cache::Ram, &mut |_, _| {}).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     train
 }
@@ -29,7 +30,9 @@ fn first_step(data: &DetData, switches: &[&str]) -> gradscope::diagnose::Diagnos
     let args = DetectArgs::parse(DetectArgs::default(), &words, Command::Train).unwrap();
     let (_, model) = build_model(&args, 1, &device).unwrap();
     let s = 128;
-    let b = data.val_batch(&[0, 1], s as u32, (s as u32, s as u32));
+    let b = data
+        .val_batch(&[0, 1], s as u32, (s as u32, s as u32))
+        .unwrap();
     let x = Tensor::<4>::from_data(TensorData::new(b.x, [2, 3, s, s]), &device);
     let mut probe = Probe::new(ProbeConfig::default());
     let mut tap = probe.tap(0);

@@ -45,16 +45,7 @@ fn export_format(f: &str) -> Result<(), String> {
     }
 }
 
-/// `cache=`: where decoded images are kept between epochs (Ultralytics' values).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Cache {
-    /// `false`: read from disk every epoch (Ultralytics' default).
-    Off,
-    /// `ram` / `true`: decoded once, kept in memory.
-    Ram,
-    /// `disk`: decoded once into `.npy` files beside the images.
-    Disk,
-}
+pub use crate::detect::input::pixels::Cache;
 
 impl crate::settings::Value for Cache {
     fn parse(v: &str) -> Result<Self, String> {
@@ -72,21 +63,6 @@ impl crate::settings::Value for Cache {
             Cache::Disk => "disk",
         }
         .into()
-    }
-}
-
-impl Cache {
-    /// What gradscope does for this value, when it is not what the key asks (gradscope always
-    /// keeps decoded images in memory).
-    pub fn note(&self, bytes: u64) -> Option<String> {
-        let mb = bytes as f64 / 1e6;
-        match self {
-            Cache::Ram => None,
-            other => Some(format!(
-                "cache={}: gradscope keeps every decoded image in memory ({mb:.0} MB for this data), as cache=ram does; reading images from disk each epoch (false) and .npy caches (disk) are not built yet",
-                crate::settings::Value::show(other)
-            )),
-        }
     }
 }
 
@@ -147,7 +123,7 @@ crate::settings! {
         imgsz: usize = 640, image_size, ALL;
         /// images per iteration ≥ 1
         batch: usize = 16, |x| at_least(*x, 1), TRAIN_VAL;
-        /// ram | disk | false: where decoded images are kept between epochs; gradscope keeps them in memory (ram) whatever the value: disk and false are not built and warn
+        /// ram | disk | false: where decoded images are kept between epochs: in memory (ram), decoded from the image file at every use (false: least memory), or in <image>.gradscope.npy files beside the images (disk); the run's bytes are the same
         cache: Cache = Cache::Ram, any, TRAIN_VAL;
         /// threads that augment training images, at most one per core (0 = one per core; results do not depend on it)
         workers: usize = 8, any, TRAIN;

@@ -106,6 +106,20 @@ pub enum AugmentError {
     Index { index: usize, len: usize },
     #[error("{}: the image is empty", path.display())]
     Empty { path: PathBuf },
+    /// An image file that decoded when the run started no longer does (`cache=false`).
+    #[error("{}: cannot decode the image (it decoded when the run started)", path.display())]
+    Decode {
+        path: PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
+    /// A `cache=disk` file cannot be read back.
+    #[error("{}: cannot read the cached image (delete it to have it written again)", path.display())]
+    Npy {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Why a download did not give a dataset.

@@ -42,15 +42,7 @@ pub(crate) fn load_data(
     say: &mut dyn FnMut(bool, String),
 ) -> Result<(Vec<String>, DetData, DetData), DetectError> {
     let data = sources::resolve_data(&args.data, &mut |m| say(false, m))?;
-    let (train, val) = sources::load_sets(&data, say)?;
-    let bytes: usize = [&train, &val]
-        .iter()
-        .flat_map(|d| d.images.iter())
-        .map(|i| i.as_raw().len())
-        .sum();
-    if let Some(note) = args.cache.note(bytes as u64) {
-        say(true, note);
-    }
+    let (train, val) = sources::load_sets(&data, args.cache, say)?;
     if train.is_empty() {
         return Err(DetectError::Data(format!(
             "{}: no usable training images",

@@ -453,11 +453,20 @@ impl<'o> Trainer<'o> {
 
     /// The EMA model on the validation set (eval mode, BatchNorm on its running statistics);
     /// `w`: the ProgLoss weight of the reported losses.
-    fn validate(&self, w: f64) -> ValResult {
+    fn validate(&self, w: f64) -> Result<ValResult, DetectError> {
         let plain = self.device.clone().inner();
         let (imgsz, batch, nc) = (self.plan.imgsz, self.plan.batch, self.names.len());
         let (model, settings) = (&self.ema.model, &self.settings);
-        validate(model, &self.val, imgsz, batch * 2, nc, settings, w, &plain)
+        Ok(validate(
+            model,
+            &self.val,
+            imgsz,
+            batch * 2,
+            nc,
+            settings,
+            w,
+            &plain,
+        )?)
     }
 
     /// The run's evidence so far: the divergence rules on its losses and BatchNorm statistics,
@@ -592,7 +601,7 @@ impl<'o> Trainer<'o> {
         let validated = args.val || epoch + 1 == args.epochs;
         self.assigned.per_level = train_items.assigned;
         let v = if validated {
-            self.validate(st.w)
+            self.validate(st.w)?
         } else {
             ValResult::skipped(self.val.len(), self.names.len())
         };

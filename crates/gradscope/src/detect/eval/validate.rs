@@ -4,6 +4,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::data::letterbox::{clip_to_image, rect_batches, square, Canvas};
+use crate::detect::error::AugmentError;
 use crate::detect::eval::det_metrics::{det_metrics, DetMetrics};
 use crate::detect::eval::metrics::{coco_map, CocoResult, DetBox, GtBox};
 use crate::detect::input::dataset::DetData;
@@ -80,7 +81,7 @@ fn host(t: Tensor<3>) -> Vec<f32> {
 /// squares in dataset order.
 fn plan(data: &DetData, imgsz: u32, batch: usize, rect: bool) -> Vec<(Vec<usize>, Canvas)> {
     if rect {
-        let sizes: Vec<(u32, u32)> = data.images.iter().map(|i| i.dimensions()).collect();
+        let sizes: Vec<(u32, u32)> = (0..data.len()).map(|i| data.dimensions(i)).collect();
         return rect_batches(&sizes, batch, imgsz, 32);
     }
     let idx: Vec<usize> = (0..data.len()).collect();
@@ -101,7 +102,7 @@ pub fn validate(
     settings: &DetectSettings,
     w: f64,
     device: &Device,
-) -> ValResult {
+) -> Result<ValResult, AugmentError> {
     let mut dets = Vec::new();
     let mut clipped = Vec::new();
     let mut gts = Vec::new();
@@ -111,7 +112,7 @@ pub fn validate(
     for (chunk, canvas) in &batches {
         let (cw, ch) = (canvas.0 as usize, canvas.1 as usize);
         let anchors = Anchors::new(ch, cw, &[8, 16, 32]);
-        let b = data.val_batch(chunk, imgsz as u32, *canvas);
+        let b = data.val_batch(chunk, imgsz as u32, *canvas)?;
         let n = b.len();
         let x = Tensor::<4>::from_data(TensorData::new(b.x, [n, 3, ch, cw]), device);
         let out = model.forward(x, &mut Tap::off());
@@ -160,7 +161,7 @@ pub fn validate(
         }
     }
     let losses = losses.scaled(1.0 / batches.len().max(1) as f64);
-    ValResult {
+    Ok(ValResult {
         images: data.len(),
         instances: gts.len(),
         metrics: det_metrics(&gts, &dets, nc),
@@ -169,7 +170,7 @@ pub fn validate(
         losses,
         dets,
         gts,
-    }
+    })
 }
 
 impl ValResult {

@@ -1,7 +1,9 @@
-//! Detection data in memory and the batch loader.
+//! Detection data and the batch loader.
 //!
-//! Images are decoded once, in parallel (rayon), and kept decoded: the sets this tool trains on
-//! from a laptop fit easily, and a step then never waits for JPEG decoding. Each training batch
+//! Every image is decoded once when the run starts, in parallel (rayon): one that does not
+//! decode is dropped with the reason before any work. Then `cache=` ([`Pixels`]) says where the
+//! decoded images stay: in memory (`ram`, the default here: a step never waits for JPEG
+//! decoding), decoded again at every use (`false`), or in `.npy` files (`disk`). Each training batch
 //! is augmented in parallel, one image per task, every image with its own generator seeded from
 //! (seed, epoch, position), so a run is reproducible whatever the thread count. The next batch
 //! is prepared on a background thread while the model trains on the current one.
@@ -21,12 +23,14 @@ use crate::data::letterbox::Canvas;
 use crate::detect::input::augment::{
     train_image, val_image, AugmentConfig, AugmentError, Augmented,
 };
+use crate::detect::input::pixels::{decode, npy_path, read_npy, write_npy, Cache, Images, Pixels};
 use crate::detect::objective::assign::Xyxy;
 
-/// Decoded images with their labels.
+/// Images with their labels.
 pub struct DetData {
     pub samples: Vec<Sample>,
-    pub images: Vec<RgbImage>,
+    /// `samples[i]`'s image at `i`, kept as `cache=` says.
+    pub pixels: Pixels,
 }
 
 /// One batch: `[B, 3, imgsz, imgsz]` values in [0, 1], boxes per image (class, xyxy pixels of the
@@ -49,32 +53,119 @@ impl Batch {
 }
 
 impl DetData {
-    /// Decodes every sample's image in parallel. Images that fail to decode are dropped and
-    /// returned with the reason.
-    pub fn decode(samples: Vec<Sample>) -> (Self, Vec<(PathBuf, image::ImageError)>) {
-        let decoded: Vec<Result<RgbImage, image::ImageError>> = samples
+    /// Images already decoded (`cache=ram`).
+    pub fn in_memory(samples: Vec<Sample>, images: Vec<RgbImage>) -> Self {
+        DetData {
+            samples,
+            pixels: Pixels::Ram(images),
+        }
+    }
+
+    /// Decodes every sample's image in parallel and keeps them as `cache` says. Images that
+    /// fail to decode are dropped and returned with the reason; the notes say what the cache
+    /// did (`cache=disk`: files written and reused, or why it fell back to `cache=false`).
+    pub fn decode(samples: Vec<Sample>, cache: Cache) -> Decoded {
+        // cache=disk: an .npy that reads back at the image's size is used as it is
+        let reused: Vec<bool> = samples
             .par_iter()
-            .map(|s| image::open(&s.image).map(|i| i.to_rgb8()))
+            .map(|s| {
+                cache == Cache::Disk
+                    && read_npy(&npy_path(&s.image))
+                        .is_ok_and(|i| i.dimensions() == (s.width, s.height))
+            })
             .collect();
-        let mut kept = Vec::new();
-        let mut images = Vec::new();
-        let mut failed = Vec::new();
+        let decoded: Vec<Kept> = samples
+            .par_iter()
+            .zip(&reused)
+            .map(|(s, &reused)| {
+                if reused {
+                    return Kept::Elsewhere;
+                }
+                let img = match decode(&s.image) {
+                    Ok(img) => img,
+                    Err(e) => return Kept::Failed(e.to_string()),
+                };
+                match cache {
+                    Cache::Ram => Kept::Decoded(img),
+                    Cache::Off => Kept::Elsewhere,
+                    Cache::Disk => match write_npy(&img, &npy_path(&s.image)) {
+                        Ok(()) => Kept::Elsewhere,
+                        Err(e) => {
+                            Kept::Unwritable(format!("{}: {e}", npy_path(&s.image).display()))
+                        }
+                    },
+                }
+            })
+            .collect();
+        let (mut kept, mut images, mut failed, mut unwritable) =
+            (Vec::new(), Vec::new(), Vec::new(), None);
         for (s, d) in samples.into_iter().zip(decoded) {
             match d {
-                Ok(img) => {
-                    kept.push(s);
-                    images.push(img);
+                Kept::Decoded(img) => images.push(img),
+                Kept::Elsewhere => {}
+                // the image is fine; its .npy is not
+                Kept::Unwritable(why) => {
+                    unwritable.get_or_insert(why);
                 }
-                Err(e) => failed.push((s.image.clone(), e)),
+                Kept::Failed(why) => {
+                    failed.push((s.image.clone(), why));
+                    continue;
+                }
             }
+            kept.push(s);
         }
-        (
-            DetData {
+        let files = |kept: &[Sample]| kept.iter().map(|s| s.image.clone()).collect();
+        let mut notes = Vec::new();
+        let pixels = match (cache, unwritable) {
+            (Cache::Ram, _) => Pixels::Ram(images),
+            (Cache::Off, _) => Pixels::Files(files(&kept)),
+            (Cache::Disk, Some(why)) => {
+                notes.push(format!(
+                    "cache=disk: cannot write {why}; the images are decoded from their files at every use instead, as cache=false does"
+                ));
+                Pixels::Files(files(&kept))
+            }
+            (Cache::Disk, None) => {
+                let n = reused.iter().filter(|r| **r).count();
+                notes.push(format!(
+                    "cache=disk: {} images kept as .gradscope.npy beside them ({} written, {n} reused)",
+                    kept.len(),
+                    kept.len().saturating_sub(n)
+                ));
+                Pixels::Npy(kept.iter().map(|s| npy_path(&s.image)).collect())
+            }
+        };
+        Decoded {
+            data: DetData {
                 samples: kept,
-                images,
+                pixels,
             },
             failed,
-        )
+            notes,
+        }
+    }
+
+    /// Image `i`, decoded.
+    pub fn image(&self, i: usize) -> Result<std::borrow::Cow<'_, RgbImage>, AugmentError> {
+        self.pixels.image(i)
+    }
+
+    /// Width and height of image `i` (as its file's header gives them, which decoding keeps).
+    pub fn dimensions(&self, i: usize) -> (u32, u32) {
+        match &self.pixels {
+            Pixels::Ram(v) => v.get(i).map_or((0, 0), |img| img.dimensions()),
+            _ => self.samples.get(i).map_or((0, 0), |s| (s.width, s.height)),
+        }
+    }
+
+    /// Bytes the decoded images take in memory, or would take with `cache=ram`.
+    pub fn decoded_bytes(&self) -> u64 {
+        (0..self.len())
+            .map(|i| {
+                let (w, h) = self.dimensions(i);
+                3 * w as u64 * h as u64
+            })
+            .sum()
     }
 
     pub fn len(&self) -> usize {
@@ -116,20 +207,47 @@ impl DetData {
             .map(|(k, &i)| {
                 let mut rng =
                     StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(k as u64));
-                train_image(&self.samples, &self.images, i, imgsz, cfg, mosaic, &mut rng)
+                train_image(&self.samples, &self.pixels, i, imgsz, cfg, mosaic, &mut rng)
             })
             .collect::<Result<_, _>>()?;
         Ok(Self::assemble(parts, indices.to_vec(), imgsz))
     }
 
     /// A letterboxed validation batch.
-    pub fn val_batch(&self, indices: &[usize], imgsz: u32, canvas: Canvas) -> Batch {
+    pub fn val_batch(
+        &self,
+        indices: &[usize],
+        imgsz: u32,
+        canvas: Canvas,
+    ) -> Result<Batch, AugmentError> {
         let parts: Vec<Augmented> = indices
             .par_iter()
-            .map(|&i| val_image(&self.images[i], &self.samples[i].labels, imgsz, canvas))
-            .collect();
-        Self::assemble(parts, indices.to_vec(), imgsz)
+            .map(|&i| {
+                let img = self.image(i)?;
+                Ok(val_image(&img, &self.samples[i].labels, imgsz, canvas))
+            })
+            .collect::<Result<_, AugmentError>>()?;
+        Ok(Self::assemble(parts, indices.to_vec(), imgsz))
     }
+}
+
+/// Where one image went in [`DetData::decode`].
+enum Kept {
+    Decoded(RgbImage),
+    /// Not held: reused or written as .npy, or decoded at each use.
+    Elsewhere,
+    /// Decodes, but its .npy cannot be written (why).
+    Unwritable(String),
+    /// Does not decode (why).
+    Failed(String),
+}
+
+/// What [`DetData::decode`] gives: the data, the images that did not decode (path, why), and
+/// what the cache did.
+pub struct Decoded {
+    pub data: DetData,
+    pub failed: Vec<(PathBuf, String)>,
+    pub notes: Vec<String>,
 }
 
 /// The shuffled batches of one epoch (the last one may be smaller).

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::data::detect::{image_files, load_split, DataYaml};
 use crate::detect::error::DetectError;
 use crate::detect::input::dataset::DetData;
+use crate::detect::input::pixels::Cache;
 
 /// The embedded tree-crown tiles (NEON imagery CC0, DeepForest annotations MIT): 42 training and
 /// 12 validation tiles of 400×400 px, 1216 boxes, one class.
@@ -260,15 +261,17 @@ pub fn resolve_data(name: &str, info: &mut dyn FnMut(String)) -> Result<DataYaml
 /// The validation split only (`gradscope val`), as [`load_sets`] loads it.
 pub fn load_val(
     data: &DataYaml,
+    cache: Cache,
     say: &mut dyn FnMut(bool, String),
 ) -> Result<DetData, DetectError> {
-    load_one(&data.val, data.names.len(), "val", say)
+    load_one(&data.val, data.names.len(), "val", cache, say)
 }
 
 fn load_one(
     entries: &[PathBuf],
     nc: usize,
     split: &str,
+    cache: Cache,
     say: &mut dyn FnMut(bool, String),
 ) -> Result<DetData, DetectError> {
     let mut files = Vec::new();
@@ -286,8 +289,8 @@ fn load_one(
         .iter()
         .map(|s| (s.image.clone(), s.labels.len()))
         .collect();
-    let (data, failed) = DetData::decode(samples);
-    for (p, why) in failed {
+    let decoded = DetData::decode(samples, cache);
+    for (p, why) in decoded.failed {
         say(
             true,
             format!("{}: skipped: cannot decode: {why}", p.display()),
@@ -299,17 +302,21 @@ fn load_one(
         report.skipped.push((p, format!("cannot decode: {why}")));
     }
     say(false, report.summary(split));
-    Ok(data)
+    for note in decoded.notes {
+        say(note.contains("cannot"), format!("{split}: {note}"));
+    }
+    Ok(decoded.data)
 }
 
 /// The training and validation sets of `data`, checked and decoded. `say(warning, line)`.
 pub fn load_sets(
     data: &DataYaml,
+    cache: Cache,
     say: &mut dyn FnMut(bool, String),
 ) -> Result<(DetData, DetData), DetectError> {
     let nc = data.names.len();
-    let train = load_one(&data.train, nc, "train", say)?;
-    let val = load_one(&data.val, nc, "val", say)?;
+    let train = load_one(&data.train, nc, "train", cache, say)?;
+    let val = load_one(&data.val, nc, "val", cache, say)?;
     Ok((train, val))
 }
 

@@ -114,7 +114,9 @@ pub fn val_batch(
     let idx: Vec<usize> = (0..k).collect();
     // drawn on imgsz squares: a box found on a rectangular canvas moves by the difference in
     // padding (the scale is the same)
-    let b = val.val_batch(&idx, s, square(s));
+    let b = val
+        .val_batch(&idx, s, square(s))
+        .map_err(|m| e(&labels_path, m))?;
     let n = (3 * s * s) as usize;
     let (mut with_labels, mut with_preds) = (Vec::new(), Vec::new());
     for (j, &i) in idx.iter().enumerate() {
@@ -160,7 +162,7 @@ fn predictions(
     s: u32,
     labels: usize,
 ) -> (Vec<Drawn>, bool) {
-    let (w0, h0) = val.images[i].dimensions();
+    let (w0, h0) = val.dimensions(i);
     let (_, _, to) = geometry(w0, h0, s, square(s));
     let from = v.canvases.get(i).map_or(to, |c| geometry(w0, h0, s, *c).2);
     let (dx, dy) = (to.0 as f32 - from.0 as f32, to.1 as f32 - from.1 as f32);

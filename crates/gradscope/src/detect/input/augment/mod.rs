@@ -22,6 +22,7 @@ mod hsv;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use image::{Rgb, RgbImage};
@@ -34,6 +35,7 @@ use crate::data::letterbox::{letterbox, square, Canvas, PAD_VALUE};
 use crate::data::resize::resize;
 use crate::data::resize::Interp;
 pub use crate::detect::error::AugmentError;
+use crate::detect::input::pixels::Images;
 
 use affine::{flip_lr, random_affine, transform_boxes, warp};
 use hsv::{apply_hsv, hsv_gains};
@@ -133,10 +135,10 @@ pub fn val_image(img: &RgbImage, labels: &[Label], imgsz: u32, canvas: Canvas) -
 
 /// One augmented training image for `samples[index]`: mosaic (if `use_mosaic`, with probability
 /// `cfg.mosaic`), random affine, HSV jitter, horizontal flip, all drawn from `rng`.
-/// `images[i]` is the decoded image of `samples[i]`.
-pub fn train_image(
+/// `images` holds the decoded image of `samples[i]` at `i`.
+pub fn train_image<I: Images + ?Sized>(
     samples: &[Sample],
-    images: &[RgbImage],
+    images: &I,
     index: usize,
     imgsz: u32,
     cfg: &AugmentConfig,
@@ -157,7 +159,7 @@ pub fn train_image(
         mosaic(samples, images, index, imgsz, rng)?
     } else {
         let lb = letterbox(
-            load(samples, images, index)?,
+            &*load(samples, images, index)?,
             &sample.labels,
             imgsz,
             square(imgsz),
@@ -207,15 +209,12 @@ fn other_index(n: usize, index: usize, rng: &mut StdRng) -> usize {
 // ----- image plumbing -----
 
 /// `samples[i]`'s image, refusing a missing or empty one.
-fn load<'a>(
+fn load<'a, I: Images + ?Sized>(
     samples: &[Sample],
-    images: &'a [RgbImage],
+    images: &'a I,
     i: usize,
-) -> Result<&'a RgbImage, AugmentError> {
-    let img = images.get(i).ok_or(AugmentError::Index {
-        index: i,
-        len: images.len(),
-    })?;
+) -> Result<Cow<'a, RgbImage>, AugmentError> {
+    let img = images.image(i)?;
     if img.width() == 0 || img.height() == 0 {
         let path = samples
             .get(i)
@@ -323,9 +322,9 @@ fn place_box((class, b): PixelBox, p: &Placement) -> Option<PixelBox> {
 
 /// A 4-image mosaic on a `2·size` square canvas: `samples[index]` top-left and three random
 /// others, around a centre uniform in `[size/2, 3·size/2]` on both axes.
-fn mosaic(
+fn mosaic<I: Images + ?Sized>(
     samples: &[Sample],
-    images: &[RgbImage],
+    images: &I,
     index: usize,
     size: u32,
     rng: &mut StdRng,
@@ -342,7 +341,7 @@ fn mosaic(
     let mut boxes = Vec::new();
     for (quadrant, &j) in picks.iter().enumerate() {
         let labels = samples.get(j).map_or(&[][..], |s| &s.labels[..]);
-        let (tile, tile_boxes) = fit_long_side(load(samples, images, j)?, labels, size);
+        let (tile, tile_boxes) = fit_long_side(&*load(samples, images, j)?, labels, size);
         let (w, h) = (tile.width() as i64, tile.height() as i64);
         let p = placement(quadrant, xc, yc, w, h, total as i64);
         paste(&mut canvas, &tile, &p);

@@ -297,7 +297,7 @@ fn grey_stays_grey_under_value_gain_and_under_any_hue_gain() {
     for cfg in &configs {
         for seed in 0..4 {
             let mut rng = StdRng::seed_from_u64(seed);
-            let a = train_image(&samples, &images, 0, 64, cfg, false, &mut rng).unwrap();
+            let a = train_image(&samples, &images[..], 0, 64, cfg, false, &mut rng).unwrap();
             for y in 0..64 {
                 for x in 0..64 {
                     let p = pixel_at(&a, 64, x, y);
