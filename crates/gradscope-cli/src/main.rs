@@ -401,7 +401,7 @@ fn detection_diagnosis(
     args: &gradscope::detect::args::DetectArgs,
     classes: usize,
 ) -> Option<Diagnosis> {
-    use gradscope::detect::remedies::{diagnose_run, RunFacts};
+    use gradscope::detect::remedies::{diagnose_run, LrForm, RunFacts};
     use gradscope::detect::run::resume::{summary, STATE_FILE};
     use gradscope::detect::schedule::Choice;
     let state = summary(&run.join("weights").join(STATE_FILE)).ok();
@@ -411,7 +411,7 @@ fn detection_diagnosis(
         .unwrap_or_default();
     let facts = RunFacts {
         args,
-        lr: Choice::of(args, classes, long).lr_form(args),
+        lr: LrForm::of(&Choice::of(args, classes, long), args),
         diverged: &diverged,
         assigned,
     };

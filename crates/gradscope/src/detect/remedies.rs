@@ -7,6 +7,7 @@ use crate::activation::Activation;
 use crate::detect::args::DetectArgs;
 use crate::detect::branches::{judge, Assigned};
 use crate::detect::optimize::optimizer::DetOptimizer;
+use crate::detect::schedule::Choice;
 use crate::diagnose::{diagnose, Change, Diagnosis, Remedy, Verdict};
 use crate::probe::StepRecord;
 use crate::settings::round_sig;
@@ -49,6 +50,20 @@ pub struct LrForm {
 }
 
 impl LrForm {
+    /// How a remedy sets the learning rate of a run that trains with `choice`: `optimizer=auto`
+    /// named as what it chose.
+    pub fn of(choice: &Choice, args: &DetectArgs) -> Self {
+        let auto = (args.optimizer == DetOptimizer::Auto).then_some(if choice.muon {
+            DetOptimizer::Musgd
+        } else {
+            DetOptimizer::Adamw
+        });
+        LrForm {
+            lr0: choice.lr0,
+            auto,
+        }
+    }
+
     /// Momentum (AdamW's β₁) that `optimizer=auto` gives either choice.
     const AUTO_MOMENTUM: f64 = 0.9;
 
@@ -205,7 +220,7 @@ mod tests {
                 Verdict::Saturation,
             ];
             let mut d = Diagnosis::with_remedies(&verdicts, crate::diagnose::remedy::catalogue());
-            yolo_remedies(&mut d, &ablated, plan.lr_form(&ablated));
+            yolo_remedies(&mut d, &ablated, LrForm::of(&plan.choice(), &ablated));
             let switches: Vec<&str> = d.remedies.iter().map(|r| r.switch.as_str()).collect();
             assert!(switches.len() >= 6, "{switches:?}");
             let mut lr_remedies = 0;
@@ -247,23 +262,22 @@ mod tests {
     /// The words name auto's choice; a named optimizer needs `lr0=` alone.
     #[test]
     fn learning_rate_words() {
-        use crate::detect::schedule::Choice;
         let args = DetectArgs::default();
         assert_eq!(args.optimizer, DetOptimizer::Auto);
-        let adamw = Choice::of(&args, 80, false).lr_form(&args);
+        let adamw = LrForm::of(&Choice::of(&args, 80, false), &args);
         assert_eq!(adamw.lr0, 0.000119);
         assert_eq!(
             adamw.words(0.000357),
             "optimizer=AdamW lr0=0.000357 momentum=0.9 warmup_bias_lr=0"
         );
-        let long = Choice::of(&args, 80, true).lr_form(&args);
+        let long = LrForm::of(&Choice::of(&args, 80, true), &args);
         assert_eq!((long.lr0, long.auto), (0.01, Some(DetOptimizer::Musgd)));
         let sgd = DetectArgs {
             optimizer: DetOptimizer::Sgd,
             ..args
         };
         assert_eq!(
-            Choice::of(&sgd, 80, true).lr_form(&sgd).words(0.001),
+            LrForm::of(&Choice::of(&sgd, 80, true), &sgd).words(0.001),
             "lr0=0.001"
         );
     }

@@ -55,19 +55,6 @@ impl Choice {
             momentum,
         }
     }
-
-    /// How a remedy sets this choice's learning rate: `optimizer=auto` named as what it chose.
-    pub fn lr_form(&self, args: &DetectArgs) -> crate::detect::remedies::LrForm {
-        let auto = (args.optimizer == DetOptimizer::Auto).then_some(if self.muon {
-            DetOptimizer::Musgd
-        } else {
-            DetOptimizer::Adamw
-        });
-        crate::detect::remedies::LrForm {
-            lr0: self.lr0,
-            auto,
-        }
-    }
 }
 
 /// The optimizer, learning rates and step counts of a run, fixed at set-up.
@@ -92,15 +79,14 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// How a remedy sets this run's learning rate: `optimizer=auto` named as what it chose.
-    pub(crate) fn lr_form(&self, args: &DetectArgs) -> crate::detect::remedies::LrForm {
-        let choice = Choice {
+    /// The optimizer this run trains with.
+    pub(crate) fn choice(&self) -> Choice {
+        Choice {
             adamw: self.adamw,
             muon: self.muon,
             lr0: self.lr0,
             momentum: self.momentum,
-        };
-        choice.lr_form(args)
+        }
     }
 
     pub(crate) fn new(args: &DetectArgs, images: usize, nc: usize) -> Self {

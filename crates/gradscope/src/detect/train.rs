@@ -503,7 +503,7 @@ impl<'o> Trainer<'o> {
         }
         let run = remedies::RunFacts {
             args: &self.args,
-            lr: self.plan.lr_form(&self.args),
+            lr: remedies::LrForm::of(&self.plan.choice(), &self.args),
             diverged: &self.diverged,
             assigned: self.assigned,
         };
