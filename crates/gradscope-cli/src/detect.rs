@@ -232,7 +232,8 @@ fn checkpoint_and_args(
 ) -> Result<(Checkpoint, DetectArgs, Device)> {
     let words = normalised(&owned(args));
     // every word checked before the checkpoint is read
-    DetectArgs::parse(DetectArgs::default(), &words, command)?;
+    let given = DetectArgs::parse(DetectArgs::default(), &words, command)?;
+    select_device(&given.device)?;
     let ckpt = checkpoint_path(&words)?;
     let device = gradscope::device().inner();
     let ck = load(&ckpt, &device)?;
@@ -246,17 +247,25 @@ fn checkpoint_and_args(
 }
 
 /// The settings `val` and `predict` start from: the training run's (data, imgsz, batch …), but
-/// not where it wrote nor what it drew — as in Ultralytics, their folders go under the default
-/// project (runs/detect/val, runs/detect/predict) and they draw plots unless told plots=false.
+/// not where it wrote nor what it drew nor where it ran — as in Ultralytics, their folders go
+/// under the default project (runs/detect/val, runs/detect/predict), they draw plots unless told
+/// plots=false, and they run on the command line's device=.
 fn evaluation_args(run: DetectArgs) -> DetectArgs {
     let d = DetectArgs::default();
     DetectArgs {
         project: d.project,
         plots: d.plots,
+        device: d.device,
         source: d.source,
         save_json: d.save_json,
         ..run
     }
+}
+
+/// Puts the process on `device=` (the command line's: a checkpoint's run may have trained
+/// elsewhere) before any tensor exists.
+fn select_device(spec: &gradscope::devices::DeviceSpec) -> Result<()> {
+    gradscope::devices::select(spec).map_err(|e| anyhow::anyhow!("device={}: {e}", spec.show()))
 }
 
 pub fn export_cmd(args: &[&str]) -> Result<()> {

@@ -460,7 +460,26 @@ fn exit_codes_say_what_happened() {
     let data = dir.join("datasets");
     let env = [("GRADSCOPE_DATASETS", data.as_path())];
     let project = format!("project={}", dir.join("runs").display());
-    exits_with(2, &["train", "device=0"], &env, &["CPU only"]);
+    // a GPU in a CPU-only binary: the build command that adds it; a list: not built
+    exits_with(
+        2,
+        &["train", "device=0"],
+        &env,
+        &["device=0", "--features gpu", "device=cpu"],
+    );
+    exits_with(
+        2,
+        &["val", "model=x.safetensors", "device=cuda:0"],
+        &env,
+        &["device=cuda:0", "--features cuda", "network"],
+    );
+    exits_with(2, &["train", "device=0,1"], &env, &["device=0,1"]);
+    exits_with(
+        2,
+        &["train", "device=gpu"],
+        &env,
+        &["device=gpu", "vulkan:N"],
+    );
     exits_with(
         2,
         &["train", "lr0=1000"],

@@ -9,6 +9,7 @@ mod choice;
 pub mod crash;
 pub mod data;
 pub mod detect;
+pub mod devices;
 pub mod diagnose;
 pub mod kernels;
 pub mod lab;
@@ -158,9 +159,10 @@ fn stay_warm(stop: &std::sync::atomic::AtomicBool) {
     }
 }
 
-/// The training device: burn's pure-Rust `flex` CPU backend with autodiff.
+/// The training device, with autodiff: burn's pure-Rust `flex` CPU backend unless `device=`
+/// selected another ([`devices::select`]).
 pub fn device() -> Device {
-    Device::flex().autodiff()
+    devices::selected().autodiff()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use crate::activation::Activation;
 use crate::detect::input::augment::AugmentConfig;
 use crate::detect::optimize::freeze::Freeze;
 use crate::detect::optimize::optimizer::DetOptimizer;
+use crate::devices::DeviceSpec;
 use crate::settings::{
     any, at_least, fraction, positive, split_words, Command, SettingError, ALL, EVERY, EXPORT,
     PREDICT, TRAIN, TRAIN_VAL, VAL_PREDICT,
@@ -26,15 +27,6 @@ fn image_size(n: &usize) -> Result<(), String> {
 
 /// The largest accepted `imgsz` (a 4096² image is 200 MB per image in f32 before the network).
 pub const MAX_IMGSZ: usize = 4096;
-
-/// `device=`: the CPU; a GPU index or name is refused until a GPU backend exists.
-fn cpu_only(d: &str) -> Result<(), String> {
-    if d.eq_ignore_ascii_case("cpu") {
-        Ok(())
-    } else {
-        Err("this build trains on the CPU only: GPU devices (cuda, vulkan) are not built yet; use device=cpu".into())
-    }
-}
 
 /// `format=`: what `gradscope export` writes.
 fn export_format(f: &str) -> Result<(), String> {
@@ -117,13 +109,13 @@ crate::settings! {
         save_period: i64 = -1, |x| if *x == 0 || *x < -1 { Err("expected a number ≥ 1, or -1 (off)".into()) } else { Ok(()) }, TRAIN;
         /// freeze the first N layers (model.0 … model.N-1), or those listed (`freeze=[0,1,2]`): their weights are not trained (0 = none)
         freeze: Freeze = Freeze::First(0), |f| if f.last().is_some_and(|l| l > 23) { Err("expected layers 0 … 23 (YOLO26 has 24 layers; 23 is the head)".into()) } else { Ok(()) }, TRAIN;
-        /// cpu (GPU devices are not built yet)
-        device: String = "cpu".into(), |d| cpu_only(d), ALL;
+        /// cpu, a GPU (0, vulkan:0; cuda:0) in a binary built with --features gpu (or cuda), or a list such as 0,1 (data-parallel: not built yet)
+        device: DeviceSpec = DeviceSpec::Cpu, |d| d.check().map_err(|e| e.to_string()), ALL;
         /// input size in pixels, a multiple of 32
         imgsz: usize = 640, image_size, ALL;
         /// images per iteration ≥ 1
         batch: usize = 16, |x| at_least(*x, 1), TRAIN_VAL;
-        /// ram | disk | false: where decoded images are kept between epochs: in memory (ram), decoded from the image file at every use (false: least memory), or in <image>.gradscope.npy files beside the images (disk); the run's bytes are the same
+        /// ram | disk | false: where decoded images are kept between epochs: in memory (ram), decoded from the image file at every use (false: least memory), or in IMAGE.gradscope.npy files beside the images (disk); the run's bytes are the same
         cache: Cache = Cache::Ram, any, TRAIN_VAL;
         /// threads that augment training images, at most one per core (0 = one per core; results do not depend on it)
         workers: usize = 8, any, TRAIN;
