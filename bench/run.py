@@ -23,9 +23,72 @@ ROUNDS = int(next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--round
 COCO8 = os.environ.get("COCO8_YAML", os.path.join(ROOT, "../shared/data/coco8.yaml"))
 
 
-def run_json(cmd):
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+LABEL = {
+    "mlp": "MLP 784→256×18→10 sigmoid, batch 128, training step",
+    "conv": "Conv+BN+SiLU+residual 8×3×160², training step",
+    "lstm": "LSTM hidden 128, 32×100×8, training step",
+    "yolo_step": "YOLO26n training step, batch 4 at 640 (loss, clip, AdamW, EMA)",
+    "yolo_infer": "YOLO26n inference, batch 1 at 640 (end-to-end top-k)",
+}
+
+
+def run_json(cmd, threads=None):
+    """One benchmark process; `threads`: its thread count (rayon's and PyTorch's), else their defaults."""
+    env = dict(os.environ)
+    if threads is not None:
+        env["RAYON_NUM_THREADS"] = str(threads)
+        env["BENCH_THREADS"] = str(threads)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def karp_flatt(t1, tp, p):
+    """The serial fraction a speed-up S = t1 / tp on p threads implies: (1/S - 1/p) / (1 - 1/p)."""
+    s = t1 / tp
+    return (1 / s - 1 / p) / (1 - 1 / p)
+
+
+def scaling(steps):
+    """--scaling: each step benchmark on 1 and 2 threads, gradscope and PyTorch, alternating for
+    ROUNDS rounds; writes bench/SCALING.md with the speed-ups and the serial fractions."""
+    import torch
+
+    md = [
+        f"# Scaling from 1 to 2 threads — {datetime.date.today().isoformat()}",
+        "",
+        f"CPU: {cpu_name()}, {os.cpu_count()} cores; PyTorch {torch.__version__}; gradscope (burn 0.22.1, "
+        f"flex backend). Each benchmark in its own process at 1 and at 2 threads (RAYON_NUM_THREADS, "
+        f"torch.set_num_threads), the four runs alternating for {ROUNDS} rounds; ms = median over the "
+        "rounds. Speed-up S = t1 / t2; serial fraction e = (1/S - 1/2) / (1 - 1/2) (Karp–Flatt): the "
+        "share of a step that did not run in parallel, which caps the speed-up on p threads at "
+        "1 / (e + (1 - e) / p). `bench/run.sh --scaling` wrote this.",
+        "",
+        "| benchmark | gradscope 1T ms | 2T ms | S | serial e | PyTorch 1T ms | 2T ms | S | serial e | 16-thread cap, gradscope |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, n in steps.items():
+        runs = {k: [] for k in ("g1", "g2", "t1", "t2")}
+        for r in range(ROUNDS):
+            for key, cmd, t in (
+                ("g1", [BENCH, name, str(n)], 1),
+                ("t1", [PY, os.path.join(ROOT, "bench/torch_bench.py"), name, str(n)], 1),
+                ("g2", [BENCH, name, str(n)], 2),
+                ("t2", [PY, os.path.join(ROOT, "bench/torch_bench.py"), name, str(n)], 2),
+            ):
+                runs[key].append(run_json(cmd, threads=t)["ms"])
+            print(f"{name} round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items()), flush=True)
+        ms = {k: sorted(v)[len(v) // 2] for k, v in runs.items()}
+        eg, et = karp_flatt(ms["g1"], ms["g2"], 2), karp_flatt(ms["t1"], ms["t2"], 2)
+        cap = 1 / (max(eg, 0.0) + (1 - max(eg, 0.0)) / 16)
+        md.append(
+            f"| {LABEL[name]} | {ms['g1']:.1f} | {ms['g2']:.1f} | {ms['g1'] / ms['g2']:.2f}× | {100 * eg:.0f}% | "
+            f"{ms['t1']:.1f} | {ms['t2']:.1f} | {ms['t1'] / ms['t2']:.2f}× | {100 * et:.0f}% | {cap:.1f}× |"
+        )
+    md.append("")
+    text = "\n".join(md)
+    with open(os.path.join(ROOT, "bench/SCALING.md"), "w") as f:
+        f.write(text)
+    print(text)
 
 
 def timed_child(cmd, cwd):
@@ -59,6 +122,9 @@ def main():
     steps = {"mlp": 20, "conv": 20, "lstm": 20, "yolo_step": 5, "yolo_infer": 10}
     if QUICK:
         steps = {k: max(2, v // 4) for k, v in steps.items()}
+    if "--scaling" in sys.argv:
+        scaling(steps)
+        return
     rows = []
     def median(v):
         v = sorted(v)
@@ -113,13 +179,6 @@ def main():
         u_s, u_rss = timed_child([PY, "-c", u_code, abs_yaml], work)
         train = (g_s, g_rss, u_s, u_rss)
 
-    label = {
-        "mlp": "MLP 784→256×18→10 sigmoid, batch 128, training step",
-        "conv": "Conv+BN+SiLU+residual 8×3×160², training step",
-        "lstm": "LSTM hidden 128, 32×100×8, training step",
-        "yolo_step": "YOLO26n training step, batch 4 at 640 (loss, clip, AdamW, EMA)",
-        "yolo_infer": "YOLO26n inference, batch 1 at 640 (end-to-end top-k)",
-    }
     today = datetime.date.today().isoformat()
     md = [
         f"# gradscope vs PyTorch / Ultralytics — {today}",
@@ -139,7 +198,7 @@ def main():
 
     for name, r in rows:
         md.append(
-            f"| {label[name]} | {r['a_ms']:.1f} | {r['b_ms']:.1f} | **{r['a_ms'] / r['b_ms']:.2f}×** | "
+            f"| {LABEL[name]} | {r['a_ms']:.1f} | {r['b_ms']:.1f} | **{r['a_ms'] / r['b_ms']:.2f}×** | "
             f"{spread(r)} | {r['a_rss']:.0f} | {r['b_rss']:.0f} |"
         )
     md.append(

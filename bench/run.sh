@@ -4,7 +4,10 @@
 # peak memory. Makes its own venv (bench/.venv: torch + ultralytics from pip) on the first run.
 # Writes bench/RESULTS.md and prints it. BENCH_VENV=path uses an existing venv instead.
 #
-#   bench/run.sh [--quick] [--rounds=N]   (--quick: fewer timed steps, no coco8 runs;
+#   bench/run.sh [--quick] [--rounds=N] [--scaling]
+#                                         (--scaling: each step bench on 1 and 2 threads, the
+#                                         serial fraction it implies; writes bench/SCALING.md;
+#                                         --quick: fewer timed steps, no coco8 runs;
 #                                         --rounds: alternating rounds per benchmark, default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."

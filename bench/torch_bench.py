@@ -1,5 +1,5 @@
 """PyTorch / Ultralytics side of gradscope's benchmarks: the same shapes and maths as
-crates/gradscope/examples/bench.rs, one benchmark per process, 2 threads.
+crates/gradscope/examples/bench.rs, one benchmark per process, 2 threads (BENCH_THREADS=n: n).
 
     python bench/torch_bench.py <mlp|conv|lstm|yolo_step|yolo_infer> [timed steps]
 
@@ -7,6 +7,7 @@ Prints one JSON line: engine, bench, median and minimum ms per step, peak RSS, f
 """
 
 import json
+import os
 import resource
 import sys
 import time
@@ -15,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
 
 
 def det(n, lo, hi, salt):

@@ -145,27 +145,31 @@ pub fn select(spec: &DeviceSpec) -> Result<(), DeviceError> {
     Ok(())
 }
 
-/// One small tensor there and back; a backend that cannot start panics inside burn, which is
-/// caught and turned into its message.
+/// One small tensor there and back. A backend that cannot start panics inside burn, often on
+/// one of its own threads: the panics are caught (the first one's message is the reason) and
+/// not printed, the previous panic hook is put back after.
 fn probe(device: &Device) -> Result<(), String> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let previous = std::panic::take_hook();
+    let record = seen.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info.payload_as_str().unwrap_or("the backend did not start");
+        if let Ok(mut s) = record.lock() {
+            s.push(text.to_string());
+        }
+    }));
     let d = device.clone();
-    std::panic::catch_unwind(move || {
+    let sum = std::panic::catch_unwind(move || {
         let t = burn::tensor::Tensor::<1>::from_floats([1.0, 2.0], &d);
         t.sum().into_scalar::<f32>()
-    })
-    .map_err(|p| {
-        p.downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "the backend did not start".into())
-    })
-    .and_then(|sum| {
-        if sum == 3.0 {
-            Ok(())
-        } else {
-            Err(format!("1 + 2 gave {sum}"))
-        }
-    })
+    });
+    std::panic::set_hook(previous);
+    let first = seen.lock().ok().and_then(|s| s.first().cloned());
+    match sum {
+        Ok(3.0) => Ok(()),
+        Ok(other) => Err(format!("1 + 2 gave {other}")),
+        Err(_) => Err(first.unwrap_or_else(|| "the backend did not start".into())),
+    }
 }
 
 /// The selected device, or the CPU when none was selected.

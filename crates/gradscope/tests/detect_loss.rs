@@ -8,6 +8,8 @@
 //! l1 1.5) like our `LossItems`, and `v8DetectionLoss.loss` multiplies it by the batch size, which
 //! `branch_loss` leaves to `yolo_loss`; E2ELoss' total is o2m·L_o2m + o2o·L_o2o.
 
+mod common;
+
 use burn::tensor::{Tensor, TensorData};
 use gradscope::detect::objective::assign::{Anchors, AssignConfig, Assignment, Xyxy};
 use gradscope::detect::objective::loss::{
@@ -78,7 +80,7 @@ impl Case {
             .collect();
         let shape = [self.batch, self.channels, self.anchors.len()];
         assert_eq!(v.len(), shape.iter().product::<usize>());
-        Tensor::<3>::from_data(TensorData::new(v, shape), &gradscope::device())
+        Tensor::<3>::from_data(TensorData::new(v, shape), &common::test_device())
     }
 
     fn cfg(branch: &str) -> AssignConfig {

@@ -3,6 +3,8 @@
 //! (fixture by `tools/reference/yolo_train_grads.py`). This is what guards the fused kernels
 //! (BatchNorm + SiLU, convolution gradients) against PyTorch. (Release mode.)
 
+mod common;
+
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Gradients, Tensor, TensorData};
 use gradscope::probe::Tap;
@@ -58,7 +60,7 @@ fn training_step_gradients_and_running_statistics_equal_ultralytics() {
     let f: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/yolo_train_grads.json")).unwrap();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let dev = gradscope::device();
+    let dev = common::test_device();
     let model = YoloConfig::from_name("yolo26n.yaml", 80)
         .unwrap()
         .init(&dev);

@@ -129,3 +129,15 @@ pub fn serve_once(body: Vec<u8>) -> String {
     });
     format!("http://127.0.0.1:{port}")
 }
+
+/// The device the reference checks run on: the CPU, or the one `GRADSCOPE_TEST_DEVICE` names
+/// (`0`: a GPU, in a test binary built with `--features gpu`; `tools/gpu_check.sh`).
+pub fn test_device() -> burn::tensor::Device {
+    if let Ok(spec) = std::env::var("GRADSCOPE_TEST_DEVICE") {
+        let spec = gradscope::devices::DeviceSpec::parse(&spec)
+            .unwrap_or_else(|e| panic!("GRADSCOPE_TEST_DEVICE={spec}: {e}"));
+        gradscope::devices::select(&spec)
+            .unwrap_or_else(|e| panic!("GRADSCOPE_TEST_DEVICE={}: {e}", spec.show()));
+    }
+    gradscope::device()
+}
