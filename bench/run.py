@@ -61,7 +61,10 @@ def scaling(steps):
         f"torch.set_num_threads), the four runs alternating for {ROUNDS} rounds; ms = median over the "
         "rounds. Speed-up S = t1 / t2; serial fraction e = (1/S - 1/2) / (1 - 1/2) (Karp–Flatt): the "
         "share of a step that did not run in parallel, which caps the speed-up on p threads at "
-        "1 / (e + (1 - e) / p). `bench/run.sh --scaling` wrote this.",
+        "1 / (e + (1 - e) / p). Timed steps per process: "
+        + ", ".join(f"{k} {v}" for k, v in steps.items())
+        + (" (--quick: few steps, so single runs are noisy)" if QUICK else "")
+        + f". `bench/run.sh --scaling{' --quick' if QUICK else ''}` wrote this.",
         "",
         "| benchmark | gradscope 1T ms | 2T ms | S | serial e | PyTorch 1T ms | 2T ms | S | serial e | 16-thread cap, gradscope |",
         "|---|---|---|---|---|---|---|---|---|---|",
