@@ -42,6 +42,14 @@ def run_json(cmd, threads=None):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def write_table(md, path):
+    """Writes the markdown lines `md` to `path` (relative to the repository) and prints them."""
+    text = "\n".join(md + [""])
+    with open(os.path.join(ROOT, path), "w") as f:
+        f.write(text)
+    print(text)
+
+
 def karp_flatt(t1, tp, p):
     """The serial fraction a speed-up S = t1 / tp on p threads implies: (1/S - 1/p) / (1 - 1/p)."""
     s = t1 / tp
@@ -87,11 +95,7 @@ def scaling(steps):
             f"| {LABEL[name]} | {ms['g1']:.1f} | {ms['g2']:.1f} | {ms['g1'] / ms['g2']:.2f}× | {100 * eg:.0f}% | "
             f"{ms['t1']:.1f} | {ms['t2']:.1f} | {ms['t1'] / ms['t2']:.2f}× | {100 * et:.0f}% | {cap:.1f}× |"
         )
-    md.append("")
-    text = "\n".join(md)
-    with open(os.path.join(ROOT, "bench/SCALING.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_table(md, "bench/SCALING.md")
 
 
 def timed_child(cmd, cwd):
@@ -214,11 +218,7 @@ def main():
             f"| `train data=coco8.yaml epochs=10` (640, wall time s) | {g_s:.1f} s | {u_s:.1f} s | "
             f"**{g_s / u_s:.2f}×** | one round | {g_rss:.0f} | {u_rss:.0f} |"
         )
-    md.append("")
-    text = "\n".join(md)
-    with open(os.path.join(ROOT, "bench/RESULTS.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_table(md, "bench/RESULTS.md")
 
 
 if __name__ == "__main__":
