@@ -233,7 +233,8 @@ fn checkpoint_and_args(
     let words = normalised(&owned(args));
     // every word checked before the checkpoint is read
     let given = DetectArgs::parse(DetectArgs::default(), &words, command)?;
-    select_device(&given.device)?;
+    // the command line's device: a checkpoint's run may have trained elsewhere
+    gradscope::devices::select(&given.device)?;
     let ckpt = checkpoint_path(&words)?;
     let device = gradscope::device().inner();
     let ck = load(&ckpt, &device)?;
@@ -260,12 +261,6 @@ fn evaluation_args(run: DetectArgs) -> DetectArgs {
         save_json: d.save_json,
         ..run
     }
-}
-
-/// Puts the process on `device=` (the command line's: a checkpoint's run may have trained
-/// elsewhere) before any tensor exists.
-fn select_device(spec: &gradscope::devices::DeviceSpec) -> Result<()> {
-    gradscope::devices::select(spec).map_err(|e| anyhow::anyhow!("device={}: {e}", spec.show()))
 }
 
 pub fn export_cmd(args: &[&str]) -> Result<()> {

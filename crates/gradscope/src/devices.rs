@@ -40,6 +40,15 @@ pub enum DeviceError {
     Missing { why: String },
 }
 
+/// A `device=` that cannot be used, named, with why.
+#[derive(Debug, thiserror::Error)]
+#[error("device={spec}")]
+pub struct Unusable {
+    pub spec: String,
+    #[source]
+    pub source: DeviceError,
+}
+
 impl DeviceSpec {
     /// Parses Ultralytics' forms: `cpu`, `0`, `vulkan:0`, `cuda:0`, `0,1` (also `[0,1]`).
     pub fn parse(v: &str) -> Result<Self, DeviceError> {
@@ -131,7 +140,14 @@ static SELECTED: OnceLock<Device> = OnceLock::new();
 /// Makes `spec` the process's device, after checking that a tensor can be created and read back
 /// there (a GPU that is not present fails here, with the reason, not at the first step). Once
 /// per process: a second call with another device is refused.
-pub fn select(spec: &DeviceSpec) -> Result<(), DeviceError> {
+pub fn select(spec: &DeviceSpec) -> Result<(), Unusable> {
+    choose(spec).map_err(|source| Unusable {
+        spec: spec.show(),
+        source,
+    })
+}
+
+fn choose(spec: &DeviceSpec) -> Result<(), DeviceError> {
     let device = spec.device()?;
     if *spec != DeviceSpec::Cpu {
         probe(&device).map_err(|why| DeviceError::Missing { why })?;

@@ -16,6 +16,9 @@ pub enum DetectError {
     /// One setting that cannot be used.
     #[error(transparent)]
     Setting(#[from] SettingError),
+    /// A `device=` this binary or this machine cannot use.
+    #[error(transparent)]
+    Device(#[from] crate::devices::Unusable),
     /// Data that cannot be used: what and where.
     #[error("{0}")]
     Data(String),

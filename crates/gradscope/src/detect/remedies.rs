@@ -47,25 +47,20 @@ pub struct LrForm {
     /// With `optimizer=auto`, the optimizer it chose: auto ignores `lr0=` (as Ultralytics' does),
     /// so a remedy names the optimizer with the momentum and bias warmup auto gave it.
     pub auto: Option<DetOptimizer>,
+    /// The momentum the run trained with.
+    pub momentum: f64,
 }
 
 impl LrForm {
     /// How a remedy sets the learning rate of a run that trains with `choice`: `optimizer=auto`
     /// named as what it chose.
     pub fn of(choice: &Choice, args: &DetectArgs) -> Self {
-        let auto = (args.optimizer == DetOptimizer::Auto).then_some(if choice.muon {
-            DetOptimizer::Musgd
-        } else {
-            DetOptimizer::Adamw
-        });
         LrForm {
             lr0: choice.lr0,
-            auto,
+            auto: (args.optimizer == DetOptimizer::Auto).then(|| choice.optimizer()),
+            momentum: choice.momentum,
         }
     }
-
-    /// Momentum (AdamW's β₁) that `optimizer=auto` gives either choice.
-    const AUTO_MOMENTUM: f64 = 0.9;
 
     /// The `gradscope train` words that train at `lr` and otherwise as the run did.
     pub fn words(&self, lr: f64) -> String {
@@ -73,7 +68,7 @@ impl LrForm {
         match self.auto {
             Some(o) => format!(
                 "optimizer={o} {lr0} momentum={} warmup_bias_lr=0",
-                Self::AUTO_MOMENTUM
+                self.momentum
             ),
             None => lr0,
         }

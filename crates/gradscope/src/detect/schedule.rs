@@ -55,6 +55,15 @@ impl Choice {
             momentum,
         }
     }
+
+    /// The optimizer by name: what `optimizer=auto` resolved to, in the key's own values.
+    pub fn optimizer(&self) -> DetOptimizer {
+        match (self.adamw, self.muon) {
+            (true, _) => DetOptimizer::Adamw,
+            (false, true) => DetOptimizer::Musgd,
+            (false, false) => DetOptimizer::Sgd,
+        }
+    }
 }
 
 /// The optimizer, learning rates and step counts of a run, fixed at set-up.
@@ -147,7 +156,7 @@ impl Plan {
         if args.optimizer != DetOptimizer::Auto || ignored.is_empty() {
             return None;
         }
-        let chose = if self.muon { "MuSGD" } else { "AdamW" };
+        let chose = self.choice().optimizer();
         Some(format!(
             "optimizer=auto ignores {} (as Ultralytics does): it chose {chose} with lr0 {} and momentum {}; to train with your values name the optimizer, e.g. optimizer={chose} {}",
             ignored.join(" and "),

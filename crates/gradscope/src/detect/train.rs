@@ -164,12 +164,7 @@ impl<'o> Trainer<'o> {
         on: &'o mut dyn FnMut(TrainEvent),
     ) -> Result<Self, DetectError> {
         let t0 = Instant::now();
-        crate::devices::select(&args_in.device).map_err(|e| {
-            DetectError::Args(format!(
-                "device={}: {e}",
-                crate::settings::Value::show(&args_in.device)
-            ))
-        })?;
+        crate::devices::select(&args_in.device)?;
         let device = crate::device();
         let mut say = |warn: bool, m: String| {
             on(if warn {

@@ -23,7 +23,7 @@ use crate::data::letterbox::Canvas;
 use crate::detect::input::augment::{
     train_image, val_image, AugmentConfig, AugmentError, Augmented,
 };
-use crate::detect::input::pixels::{decode, npy_path, read_npy, write_npy, Cache, Images, Pixels};
+use crate::detect::input::pixels::{decode, npy_holds, npy_path, write_npy, Cache, Images, Pixels};
 use crate::detect::objective::assign::Xyxy;
 
 /// Images with their labels.
@@ -53,26 +53,15 @@ impl Batch {
 }
 
 impl DetData {
-    /// Images already decoded (`cache=ram`).
-    pub fn in_memory(samples: Vec<Sample>, images: Vec<RgbImage>) -> Self {
-        DetData {
-            samples,
-            pixels: Pixels::Ram(images),
-        }
-    }
-
     /// Decodes every sample's image in parallel and keeps them as `cache` says. Images that
     /// fail to decode are dropped and returned with the reason; the notes say what the cache
     /// did (`cache=disk`: files written and reused, or why it fell back to `cache=false`).
     pub fn decode(samples: Vec<Sample>, cache: Cache) -> Decoded {
-        // cache=disk: an .npy that reads back at the image's size is used as it is
+        // cache=disk: a whole .npy at the image's size is used as it is (its header and length
+        // are checked, its pixels not read)
         let reused: Vec<bool> = samples
             .par_iter()
-            .map(|s| {
-                cache == Cache::Disk
-                    && read_npy(&npy_path(&s.image))
-                        .is_ok_and(|i| i.dimensions() == (s.width, s.height))
-            })
+            .map(|s| cache == Cache::Disk && npy_holds(&npy_path(&s.image), (s.width, s.height)))
             .collect();
         let decoded: Vec<Kept> = samples
             .par_iter()
@@ -88,12 +77,13 @@ impl DetData {
                 match cache {
                     Cache::Ram => Kept::Decoded(img),
                     Cache::Off => Kept::Elsewhere,
-                    Cache::Disk => match write_npy(&img, &npy_path(&s.image)) {
-                        Ok(()) => Kept::Elsewhere,
-                        Err(e) => {
-                            Kept::Unwritable(format!("{}: {e}", npy_path(&s.image).display()))
+                    Cache::Disk => {
+                        let npy = npy_path(&s.image);
+                        match write_npy(&img, &npy) {
+                            Ok(()) => Kept::Elsewhere,
+                            Err(e) => Kept::Unwritable(format!("{}: {e}", npy.display())),
                         }
-                    },
+                    }
                 }
             })
             .collect();
@@ -156,16 +146,6 @@ impl DetData {
             Pixels::Ram(v) => v.get(i).map_or((0, 0), |img| img.dimensions()),
             _ => self.samples.get(i).map_or((0, 0), |s| (s.width, s.height)),
         }
-    }
-
-    /// Bytes the decoded images take in memory, or would take with `cache=ram`.
-    pub fn decoded_bytes(&self) -> u64 {
-        (0..self.len())
-            .map(|i| {
-                let (w, h) = self.dimensions(i);
-                3 * w as u64 * h as u64
-            })
-            .sum()
     }
 
     pub fn len(&self) -> usize {

@@ -30,16 +30,11 @@ pub enum Cache {
 
 /// Decoded images by index, however they are kept.
 pub trait Images: Sync {
-    /// How many images there are.
-    fn count(&self) -> usize;
     /// Image `i`, decoded.
     fn image(&self, i: usize) -> Result<Cow<'_, RgbImage>, AugmentError>;
 }
 
 impl Images for [RgbImage] {
-    fn count(&self) -> usize {
-        self.len()
-    }
     fn image(&self, i: usize) -> Result<Cow<'_, RgbImage>, AugmentError> {
         self.get(i).map(Cow::Borrowed).ok_or(AugmentError::Index {
             index: i,
@@ -49,9 +44,6 @@ impl Images for [RgbImage] {
 }
 
 impl Images for Vec<RgbImage> {
-    fn count(&self) -> usize {
-        self.len()
-    }
     fn image(&self, i: usize) -> Result<Cow<'_, RgbImage>, AugmentError> {
         self.as_slice().image(i)
     }
@@ -69,13 +61,6 @@ pub enum Pixels {
 }
 
 impl Images for Pixels {
-    fn count(&self) -> usize {
-        match self {
-            Pixels::Ram(v) => v.len(),
-            Pixels::Files(v) | Pixels::Npy(v) => v.len(),
-        }
-    }
-
     fn image(&self, i: usize) -> Result<Cow<'_, RgbImage>, AugmentError> {
         let path = |v: &[PathBuf]| {
             v.get(i).cloned().ok_or(AugmentError::Index {
@@ -135,10 +120,10 @@ pub fn write_npy(img: &RgbImage, path: &Path) -> std::io::Result<()> {
     crate::atomic::write(path, &bytes)
 }
 
-/// Reads an `.npy` written by [`write_npy`]; any other header or a short file is an error.
-pub fn read_npy(path: &Path) -> std::io::Result<RgbImage> {
+/// The `(h, w)` of an `.npy` written by [`write_npy`] and where its pixels start, from its
+/// header; any other header is an error. Leaves `f` at the pixels.
+fn npy_shape(f: &mut std::fs::File) -> std::io::Result<(u32, u32, u64)> {
     let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
-    let mut f = std::fs::File::open(path)?;
     let mut head = [0u8; 10];
     f.read_exact(&mut head)?;
     if &head[..8] != b"\x93NUMPY\x01\x00" {
@@ -166,10 +151,31 @@ pub fn read_npy(path: &Path) -> std::io::Result<RgbImage> {
             "expected an (h, w, 3) uint8 array, found {dict}"
         )));
     }
-    let (h, w) = (dims[0], dims[1]);
+    Ok((dims[0], dims[1], (head.len() + len) as u64))
+}
+
+/// Whether `path` holds a whole `.npy` of a `w × h` image, from its header and its length alone:
+/// the check `cache=disk` makes before it reuses a file, without reading the pixels.
+pub fn npy_holds(path: &Path, (w, h): (u32, u32)) -> bool {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok((fh, fw, start)) = npy_shape(&mut f) else {
+        return false;
+    };
+    let pixels = 3 * w as u64 * h as u64;
+    (fh, fw) == (h, w) && f.metadata().is_ok_and(|m| m.len() == start + pixels)
+}
+
+/// Reads an `.npy` written by [`write_npy`]; any other header or a short file is an error.
+pub fn read_npy(path: &Path) -> std::io::Result<RgbImage> {
+    let mut f = std::fs::File::open(path)?;
+    let (h, w, _) = npy_shape(&mut f)?;
     let mut raw = vec![0u8; h as usize * w as usize * 3];
     f.read_exact(&mut raw)?;
-    RgbImage::from_raw(w, h, raw).ok_or_else(|| bad("short data".into()))
+    RgbImage::from_raw(w, h, raw).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "short data".to_string())
+    })
 }
 
 #[cfg(test)]
@@ -195,11 +201,15 @@ mod tests {
         assert_eq!(p.file_name().unwrap(), "a.jpg.gradscope.npy");
         write_npy(&img, &p).unwrap();
         assert_eq!(read_npy(&p).unwrap(), img);
+        assert!(npy_holds(&p, (7, 4)));
+        assert!(!npy_holds(&p, (4, 7)), "another size");
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
         assert!(read_npy(&p).is_err(), "a short file");
+        assert!(!npy_holds(&p, (7, 4)), "a short file");
         std::fs::write(&p, b"not numpy at all").unwrap();
         assert!(read_npy(&p).is_err());
+        assert!(!npy_holds(&p, (7, 4)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,6 +1,7 @@
-//! A detection run's pictures: results.png (losses and metrics per epoch), validation images
-//! with labels and predictions, the confusion matrix, and the gradient-health report (the
-//! validation curves are in [`super::curves`]). Boxes and labels are drawn with plotters in the embedded DejaVu font.
+//! A detection run's pictures: results.png (losses and metrics per epoch), labels.jpg, the
+//! confusion matrix and the gradient-health report, and the epoch's report that also draws the
+//! validation images ([`super::batches`]) and curves ([`super::curves`]). Drawn with plotters in
+//! the embedded DejaVu font.
 
 use std::path::Path;
 
