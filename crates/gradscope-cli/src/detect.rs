@@ -65,6 +65,9 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
         }
     };
     let a = DetectArgs::parse(base, &normalised(&owned(args)), Command::Train)?;
+    if let Some(group) = gradscope::train::replicas::Group::from_env() {
+        return crate::replicas::run_replica(&a, group?);
+    }
     if args.is_empty() {
         println!(
             "gradscope train: YOLO26n from scratch on the embedded NEON tree-crown tiles, {} epochs at {} px, batch {} (defaults for a quick run on a laptop CPU; `gradscope help train` lists every key)",
@@ -128,9 +131,20 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
             }
         }
     };
-    let trainer = Trainer::new(&a, &mut on)?;
+    let (trainer, mut replicas) = if a.device.count() > 1 {
+        let (t, r) = crate::replicas::start(&a, args, &mut on)?;
+        (t, Some(r))
+    } else {
+        (Trainer::new(&a, &mut on)?, None)
+    };
     let dir = trainer.dir().to_path_buf();
-    let outcome = trainer.run().map_err(|e| interrupted(&dir, e))?;
+    let outcome = trainer.run().map_err(|e| {
+        let why = replicas.as_mut().map(|r| r.failures()).unwrap_or_default();
+        interrupted(&dir, e, &why)
+    })?;
+    if let Some(r) = replicas {
+        r.finish()?;
+    }
     println!(
         "\n{} epochs completed in {:.1} min. Results in {}",
         outcome.history.epochs.len(),
@@ -148,10 +162,18 @@ pub fn train_cmd(args: &[&str]) -> Result<()> {
     run_verdict(&outcome)
 }
 
-/// A run that failed after it started (a full disk, a file that could not be written): exit code
-/// 1, the cause, and how to go on — from its last complete epoch when it has one.
-fn interrupted(dir: &Path, e: gradscope::detect::error::DetectError) -> anyhow::Error {
-    let cause = crate::chain_text(&anyhow::Error::new(e));
+/// A run that failed after it started (a full disk, a file that could not be written, a replica
+/// that died): exit code 1, the cause, and how to go on — from its last complete epoch when it
+/// has one.
+fn interrupted(
+    dir: &Path,
+    e: gradscope::detect::error::DetectError,
+    replicas_failed: &[String],
+) -> anyhow::Error {
+    let mut cause = crate::chain_text(&anyhow::Error::new(e));
+    for f in replicas_failed {
+        cause = format!("{cause} ({f})");
+    }
     let next = if dir.join("weights/last.state.safetensors").is_file() {
         format!(
             "once that is fixed, go on from its last complete epoch: gradscope train resume={}",

@@ -17,6 +17,7 @@ use gradscope::yolo::model::YoloConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 
 mod detect;
+mod replicas;
 
 const USAGE: &str = "\
 gradscope — train deep networks with gradient flow as a first-class signal

@@ -565,3 +565,160 @@ fn exit_codes_say_what_happened() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `device=cpu,cpu`: two processes, each on half of every batch, their gradients summed over
+/// loopback. With the warmup off and 42 images in 7 batches of 6, that is the one-device run at
+/// batch 3 accumulating two batches per step (same `nbs`): every parameter, optimizer moment and
+/// EMA weight is bit for bit the same, and so are the logged training losses. BatchNorm's running
+/// statistics are rank 0's alone (each replica normalises its own share), so they and what
+/// validation reads from them differ. A batch that does not split is refused before any work.
+#[test]
+fn two_cpu_replicas_train_what_one_process_accumulates() {
+    let dir = tmp("replicas");
+    let data = dir.join("datasets");
+    let run = |name: &str, extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "train",
+            "data=trees",
+            "epochs=2",
+            "imgsz=64",
+            "nbs=6",
+            "warmup_epochs=0",
+            "plots=false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(format!("project={}", dir.join("runs").display()));
+        args.push(format!("name={name}"));
+        let out = Command::new(env!("CARGO_BIN_EXE_gradscope"))
+            .args(&args)
+            .env("GRADSCOPE_DATASETS", &data)
+            .env("TMPDIR", &dir)
+            .output()
+            .unwrap();
+        (out, dir.join("runs").join(name))
+    };
+    let (out, two) = run("two", &["device=cpu,cpu", "batch=6"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("data-parallel: 2 replicas (device=cpu,cpu), 3 images each"),
+        "{text}"
+    );
+    let (out, one) = run("one", &["batch=3"]);
+    assert!(out.status.success());
+    let csv = |d: &Path| {
+        std::fs::read_to_string(d.join("results.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| l.split(',').skip(2).take(3).collect::<Vec<_>>().join(","))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(csv(&two), csv(&one), "training losses per epoch");
+    let state = |d: &Path| std::fs::read(d.join("weights/last.state.safetensors")).unwrap();
+    let (a, b) = (state(&two), state(&one));
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&a).unwrap(),
+        safetensors::SafeTensors::deserialize(&b).unwrap(),
+    );
+    let (mut same, mut running) = (0, 0);
+    for (name, t) in a.tensors() {
+        if name.starts_with("hist.") {
+            continue; // the step losses: a mean over replicas, and one process's last batch
+        }
+        let u = b.tensor(&name).unwrap();
+        if name.contains("running_") {
+            running += 1;
+        } else {
+            assert!(t.data() == u.data(), "{name} differs");
+            same += 1;
+        }
+    }
+    assert!(
+        same > 1000 && running > 100,
+        "{same} compared, {running} running statistics"
+    );
+    assert!(
+        !dir.read_dir().unwrap().flatten().any(|e| e
+            .file_name()
+            .to_string_lossy()
+            .starts_with("gradscope-replica-")),
+        "a replica left its scratch folder"
+    );
+    let (out, _) = run("odd", &["device=cpu,cpu", "batch=5"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("batch=5 does not split over 2 devices") && err.contains("batch=6"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A replica that dies mid-run stops rank 0 with exit code 1, saying which replica and what it
+/// said; the run then goes on from its last epoch in one process.
+#[test]
+fn a_replica_that_dies_stops_the_run_with_its_reason() {
+    let dir = tmp("replica-dies");
+    let run = dir.join("runs/dies");
+    let out = Command::new(env!("CARGO_BIN_EXE_gradscope"))
+        .args([
+            "train",
+            "data=trees",
+            "epochs=2",
+            "imgsz=64",
+            "batch=4",
+            "nbs=4",
+            "plots=false",
+            "device=cpu,cpu",
+            &format!("project={}", dir.join("runs").display()),
+            "name=dies",
+        ])
+        .env("GRADSCOPE_DATASETS", dir.join("datasets"))
+        .env("GRADSCOPE_CRASH_AT", "step@rank1#13")
+        .env("TMPDIR", &dir)
+        .output()
+        .unwrap();
+    let left: Vec<_> = dir
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("gradscope-replica-")
+        })
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the dead replica's scratch folder is left: {left:?}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("rank 1 left")
+            && last.contains("replica 1 failed")
+            && last.contains("GRADSCOPE_CRASH_AT=step@rank1#13: aborting here")
+            && last.contains(&format!("gradscope train resume={}", run.display())),
+        "{last}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_gradscope"))
+        .args(["train", &format!("resume={}", run.display())])
+        .env("GRADSCOPE_DATASETS", dir.join("datasets"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("it goes on in this one process on device=cpu"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,6 +7,7 @@
 //!
 //! The points a training run passes:
 //! - `step`: after an optimizer step (parameters, optimizer and EMA updated in memory);
+//! - `step@rank<r>`: the same in replica `r` of data-parallel training (`device=cpu,cpu`);
 //! - `write-half:<file>`: inside an atomic write of `<file>` (e.g. `last.state.safetensors`),
 //!   with half of its temporary file written;
 //! - `write:<file>`: the temporary file complete and synced, before the rename;

@@ -2,8 +2,8 @@
 //! `flex` backend; a GPU (`0`, `vulkan:0`, `cuda:0`) goes through burn's dispatch device and
 //! needs a binary built with the matching cargo feature: `--features gpu` (Vulkan, builds
 //! offline) or `--features cuda` (its build script downloads an LLVM bundle, so it needs the
-//! network at build time). A list (`0,1`) asks for data-parallel training, which is not built
-//! yet. The choice is made once per process ([`select`]) before any tensor is created;
+//! network at build time). A list (`0,1`, or `cpu,cpu`) asks for data-parallel training: one
+//! process per device ([`crate::train::replicas`]), each selecting its own part. The choice is made once per process ([`select`]) before any tensor is created;
 //! [`crate::device`] then hands it out.
 
 use std::sync::OnceLock;
@@ -19,7 +19,7 @@ pub enum DeviceSpec {
     Vulkan(usize),
     /// A CUDA GPU by index (`cuda:0`).
     Cuda(usize),
-    /// Several GPUs for data-parallel training (`0,1`).
+    /// Several devices for data-parallel training (`0,1`; `cpu,cpu` for CPU processes).
     Several(Vec<DeviceSpec>),
 }
 
@@ -34,8 +34,6 @@ pub enum DeviceError {
         feature: &'static str,
         note: &'static str,
     },
-    #[error("data-parallel training on several devices is not built yet: use one device (device=0) or device=cpu")]
-    Several,
     #[error("cannot use it here ({why}); use device=cpu")]
     Missing { why: String },
 }
@@ -96,10 +94,23 @@ impl DeviceSpec {
                 feature: "cuda",
                 note: " (needs the network at build time)",
             }),
-            DeviceSpec::Several(parts) => {
-                parts.iter().try_for_each(DeviceSpec::check)?;
-                Err(DeviceError::Several)
-            }
+            DeviceSpec::Several(parts) => parts.iter().try_for_each(DeviceSpec::check),
+        }
+    }
+
+    /// How many devices (replicas in data-parallel training).
+    pub fn count(&self) -> usize {
+        match self {
+            DeviceSpec::Several(parts) => parts.len(),
+            _ => 1,
+        }
+    }
+
+    /// The device of replica `rank` (for one device: itself).
+    pub fn part(&self, rank: usize) -> &DeviceSpec {
+        match self {
+            DeviceSpec::Several(parts) => &parts[rank.min(parts.len() - 1)],
+            one => one,
         }
     }
 
@@ -139,9 +150,10 @@ static SELECTED: OnceLock<Device> = OnceLock::new();
 
 /// Makes `spec` the process's device, after checking that a tensor can be created and read back
 /// there (a GPU that is not present fails here, with the reason, not at the first step). Once
-/// per process: a second call with another device is refused.
+/// per process: a second call with another device is refused. Of a list, the first (a
+/// replica of data-parallel training selects its own part).
 pub fn select(spec: &DeviceSpec) -> Result<(), Unusable> {
-    choose(spec).map_err(|source| Unusable {
+    choose(spec.part(0)).map_err(|source| Unusable {
         spec: spec.show(),
         source,
     })
@@ -219,8 +231,8 @@ mod tests {
         assert_eq!(DeviceSpec::parse("cuda:3").unwrap().show(), "cuda:3");
     }
 
-    /// Without the feature a GPU is refused with the build command; a list is refused as not
-    /// built either way.
+    /// Without the feature a GPU is refused with the build command; a list is checked part by
+    /// part.
     #[test]
     fn what_the_binary_lacks_is_named() {
         assert_eq!(DeviceSpec::Cpu.check(), Ok(()));
@@ -241,10 +253,10 @@ mod tests {
                 "{e}"
             );
         }
-        let several = DeviceSpec::parse("0,1").unwrap().check().unwrap_err();
-        assert!(matches!(
-            several,
-            DeviceError::Several | DeviceError::NotBuilt { .. }
-        ));
+        let several = DeviceSpec::parse("0,1").unwrap();
+        assert_eq!(several.check(), DeviceSpec::Vulkan(0).check());
+        assert_eq!(several.count(), 2);
+        assert_eq!(several.part(1), &DeviceSpec::Vulkan(1));
+        assert_eq!(DeviceSpec::parse("cpu,cpu").unwrap().check(), Ok(()));
     }
 }

@@ -109,7 +109,7 @@ crate::settings! {
         save_period: i64 = -1, |x| if *x == 0 || *x < -1 { Err("expected a number ≥ 1, or -1 (off)".into()) } else { Ok(()) }, TRAIN;
         /// freeze the first N layers (model.0 … model.N-1), or those listed (`freeze=[0,1,2]`): their weights are not trained (0 = none)
         freeze: Freeze = Freeze::First(0), |f| if f.last().is_some_and(|l| l > 23) { Err("expected layers 0 … 23 (YOLO26 has 24 layers; 23 is the head)".into()) } else { Ok(()) }, TRAIN;
-        /// cpu, a GPU (0, vulkan:0; cuda:0) in a binary built with --features gpu (or cuda), or a list such as 0,1 (data-parallel: not built yet)
+        /// cpu, a GPU (0, vulkan:0; cuda:0) in a binary built with --features gpu (or cuda), or a list such as 0,1 (data-parallel training, one process per device; cpu,cpu on the CPU)
         device: DeviceSpec = DeviceSpec::Cpu, |d| d.check().map_err(|e| e.to_string()), ALL;
         /// input size in pixels, a multiple of 32
         imgsz: usize = 640, image_size, ALL;

@@ -19,6 +19,8 @@ pub enum DetectError {
     /// A `device=` this binary or this machine cannot use.
     #[error(transparent)]
     Device(#[from] crate::devices::Unusable),
+    #[error("data-parallel training")]
+    Replica(#[from] crate::train::replicas::ReplicaError),
     /// Data that cannot be used: what and where.
     #[error("{0}")]
     Data(String),

@@ -14,6 +14,7 @@ pub mod input;
 pub mod model;
 pub mod objective;
 pub mod optimize;
+pub mod parallel;
 pub mod predict;
 pub mod remedies;
 pub mod run;

@@ -32,6 +32,18 @@ pub(crate) fn resumed_args(
     let (mut a, _) = runs::run_args(&run)?;
     a.resume = None;
     say(false, format!("resuming {}", run.display()));
+    if a.device.count() > 1 {
+        say(
+            true,
+            format!(
+                "the run trained on device={} (data-parallel); it goes on in this one process on device={}, with the same batch of {} (BatchNorm now normalises over the whole batch, not over each replica's share)",
+                a.device.show(),
+                args.device.part(0).show(),
+                a.batch
+            ),
+        );
+        a.device = args.device.part(0).clone();
+    }
     Ok((a, Some((run, state))))
 }
 

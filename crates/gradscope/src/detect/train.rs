@@ -11,7 +11,8 @@
 //! written, `last` and `best` (by mAP50-95) are saved atomically, and the gradient diagnosis runs
 //! on the probe records so far. A non-finite loss or gradient is undone (parameters, optimizer
 //! and accumulated gradients), the learning rate halved, the batch skipped; `nan_recovery` in a
-//! row stop the run with the producing layer named.
+//! row stop the run with the producing layer named. On several devices each replica takes its
+//! share of every batch and their gradients are summed before clipping ([`crate::detect::parallel`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,13 +24,14 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::detect::args::DetectArgs;
 use crate::detect::eval::validate::{validate, DetectSettings, ValResult};
-use crate::detect::input::dataset::{epoch_order, prefetch, Batch, DetData};
+use crate::detect::input::dataset::{prefetch, Batch, DetData};
 use crate::detect::model::initial_model;
 use crate::detect::objective::assign::{Anchors, Xyxy};
 use crate::detect::objective::loss::{one2many_weight, yolo_loss, LossGains, LossItems};
 use crate::detect::optimize::ema::Ema;
 use crate::detect::optimize::freeze::freeze;
 use crate::detect::optimize::optimizer::{GroupLr, GroupOptimizer};
+use crate::detect::parallel;
 use crate::detect::remedies;
 use crate::detect::run as runs;
 use crate::detect::run::resume;
@@ -40,6 +42,7 @@ use crate::diagnose::Diagnosis;
 use crate::probe::{Probe, Tap};
 use crate::train::clip;
 use crate::train::recovery::{localise, Decision, GoodState, Recovery};
+use crate::train::replicas::Group;
 use crate::train::{EpochStats, History};
 use crate::yolo::model::Yolo;
 
@@ -147,6 +150,8 @@ pub struct Trainer<'o> {
     diverged_at: Option<(usize, f64)>,
     /// Targets assigned per head level and the boxes' size, for the head-level findings.
     assigned: crate::detect::branches::Assigned,
+    /// The other replicas in data-parallel training.
+    replicas: Option<Group>,
 }
 
 /// Trains as `args` says, reporting to `on`.
@@ -163,8 +168,47 @@ impl<'o> Trainer<'o> {
         args_in: &DetectArgs,
         on: &'o mut dyn FnMut(TrainEvent),
     ) -> Result<Self, DetectError> {
+        if args_in.device.count() > 1 {
+            return Err(DetectError::Args(format!(
+                "device={}: several devices train as one process per device; `gradscope train` starts them",
+                args_in.device.show()
+            )));
+        }
+        Self::start(args_in, None, on)
+    }
+
+    /// One replica of data-parallel training, its place and links in `group`: rank 0 writes the
+    /// run, the others train beside it and write nothing a user reads.
+    pub fn replica(
+        args: &DetectArgs,
+        group: Group,
+        on: &'o mut dyn FnMut(TrainEvent),
+    ) -> Result<Self, DetectError> {
+        Self::start(args, Some(group), on)
+    }
+
+    fn start(
+        args_in: &DetectArgs,
+        mut group: Option<Group>,
+        on: &'o mut dyn FnMut(TrainEvent),
+    ) -> Result<Self, DetectError> {
         let t0 = Instant::now();
-        crate::devices::select(&args_in.device)?;
+        let replica_args;
+        let args_in = match &group {
+            Some(g) => {
+                replica_args = parallel::replica_args(args_in, g)?;
+                crate::devices::select(args_in.device.part(g.rank()))?;
+                // rank 0 fetches the data first: the others wait, then find it there
+                if g.rank() > 0 {
+                    group.as_mut().map(|g| g.broadcast(&mut [0])).transpose()?;
+                }
+                &replica_args
+            }
+            None => {
+                crate::devices::select(&args_in.device)?;
+                args_in
+            }
+        };
         let device = crate::device();
         let mut say = |warn: bool, m: String| {
             on(if warn {
@@ -177,7 +221,13 @@ impl<'o> Trainer<'o> {
         // weights files named by model=/pretrained= exist, before any data is read
         let start = crate::detect::model::start(&args, &mut |m| say(false, m))?;
         let (names, train, val) = setup::load_data(&args, &mut say)?;
-        let (model, transferred) = initial_model(&args, &start, names.len(), &device)?;
+        if let Some(g) = group.as_mut().filter(|g| g.rank() == 0) {
+            g.broadcast(&mut [0])?;
+        }
+        let (mut model, transferred) = initial_model(&args, &start, names.len(), &device)?;
+        if let Some(g) = &mut group {
+            model = g.broadcast_params(model)?;
+        }
         if let Some(line) = transferred {
             on(TrainEvent::Info(line));
         }
@@ -245,6 +295,7 @@ impl<'o> Trainer<'o> {
                 median_box,
                 imgsz: plan.imgsz,
             },
+            replicas: group,
             args,
             on,
             t0,
@@ -270,7 +321,13 @@ impl<'o> Trainer<'o> {
     pub fn run(mut self) -> Result<TrainOutcome, DetectError> {
         'epochs: for epoch in self.counters.epoch..self.args.epochs {
             let mut st = self.start_epoch(epoch);
-            let order = epoch_order(self.train.len(), self.plan.batch, self.args.seed, epoch);
+            let order = parallel::shares(
+                self.train.len(),
+                self.plan.batch,
+                self.replicas.as_ref(),
+                self.args.seed,
+                epoch,
+            );
             let mosaic = epoch + self.args.close_mosaic < self.args.epochs;
             let rx = prefetch(
                 self.loader.clone(),
@@ -295,7 +352,7 @@ impl<'o> Trainer<'o> {
                     break 'epochs;
                 }
             }
-            if let Flow::Stop = self.end_epoch(st)? {
+            if let Flow::Stop = self.epoch_end(st)? {
                 break;
             }
         }
@@ -338,23 +395,43 @@ impl<'o> Trainer<'o> {
         let lrs = lrs.map(|l| l * self.counters.lr_scale);
         let will_step = ni as i64 - self.counters.last_opt >= accumulate as i64;
         let (n, imgsz) = (b.len(), self.plan.imgsz);
-        let instances: usize = b.targets.iter().map(Vec::len).sum();
+        let mut instances: usize = b.targets.iter().map(Vec::len).sum();
         let x = Tensor::<4>::from_data(TensorData::new(b.x, [n, 3, imgsz, imgsz]), &self.device);
-        let objective = Objective::new(&self.anchors, &self.gains, &b.targets, imgsz, st.w);
         let step = self.counters.opt_steps;
-        let mut tap = if will_step {
-            self.probe.tap(step)
+        let (mut loss_v, mut items, mut gp, mut pending) = if n > 0 {
+            let objective = Objective::new(&self.anchors, &self.gains, &b.targets, imgsz, st.w);
+            let mut tap = if will_step {
+                self.probe.tap(step)
+            } else {
+                Tap::off()
+            };
+            let (loss, items) = objective.loss(&self.model, x.clone(), &mut tap);
+            let loss_v = loss.clone().into_scalar::<f64>();
+            let grads = loss.backward();
+            let pending =
+                self.probe
+                    .after_backward(step, st.epoch, loss_v, tap, &self.model, &grads);
+            let mut gp = GradientsParams::from_grads(grads, &self.model);
+            freeze(&self.model, &self.args.freeze, &mut gp);
+            (loss_v, items, gp, pending)
         } else {
-            Tap::off()
+            // a replica the data ran out for this iteration
+            (0.0, LossItems::default(), GradientsParams::new(), None)
         };
-        let (loss, items) = objective.loss(&self.model, x.clone(), &mut tap);
-        let loss_v = loss.clone().into_scalar::<f64>();
-        let grads = loss.backward();
-        let mut pending =
-            self.probe
-                .after_backward(step, st.epoch, loss_v, tap, &self.model, &grads);
-        let mut gp = GradientsParams::from_grads(grads, &self.model);
-        freeze(&self.model, &self.args.freeze, &mut gp);
+        let mut shares = 1;
+        if let Some(g) = &mut self.replicas {
+            let own = (n > 0).then_some((loss_v, items));
+            let sum = parallel::sum(
+                g,
+                &self.model,
+                gp,
+                own,
+                instances,
+                &self.device.clone().inner(),
+            )?;
+            (loss_v, items, gp, shares, instances) =
+                (sum.loss, sum.items, sum.grads, sum.shares, sum.instances);
+        }
         let mut finite = loss_v.is_finite();
         if finite {
             self.acc.accumulate(&self.model, gp);
@@ -370,6 +447,9 @@ impl<'o> Trainer<'o> {
             if finite {
                 self.optimizer_step(g, lrs, mom, ni, pending.take())?;
                 crate::crash::point("step");
+                if let Some(g) = &self.replicas {
+                    crate::crash::point(&format!("step@rank{}", g.rank()));
+                }
                 self.hist.step_loss.push(loss_v);
                 self.hist.step_grad_norm.push(gnorm);
                 self.hist
@@ -394,7 +474,7 @@ impl<'o> Trainer<'o> {
             return self.recover(st, failed, x, &b.targets);
         }
         self.recovery.finite();
-        st.seen += 1;
+        st.seen += shares;
         st.mean.add(&items, 1.0);
         let m = st.mean.scaled(1.0 / st.seen as f64);
         (self.on)(TrainEvent::Iter {
@@ -428,7 +508,10 @@ impl<'o> Trainer<'o> {
             let g = l.backward();
             probe.after_backward(step, st.epoch, lv, tap, &self.model, &g)
         };
-        let producer = localise(&mut self.probe, f.pending, replay, &self.model, f.lr)?;
+        let producer = match &self.replicas {
+            Some(g) if g.rank() > 0 => None,
+            _ => localise(&mut self.probe, f.pending, replay, &self.model, f.lr)?,
+        };
         // undo: last good parameters and optimizer state, no accumulated gradients
         (self.model, self.optim) = self.good.restore();
         self.acc = GradientsAccumulator::new();
@@ -592,6 +675,28 @@ impl<'o> Trainer<'o> {
         saved?;
         crate::crash::point("epoch");
         Ok(())
+    }
+
+    /// The epoch's end on rank 0 (or the only process); every replica then goes on or stops as
+    /// rank 0 decided.
+    fn epoch_end(&mut self, st: EpochState) -> Result<Flow, DetectError> {
+        let Some(rank) = self.replicas.as_ref().map(Group::rank) else {
+            return self.end_epoch(st);
+        };
+        let flow = if rank == 0 {
+            self.end_epoch(st)?
+        } else {
+            Flow::Continue
+        };
+        let mut stop = [matches!(flow, Flow::Stop) as u8];
+        if let Some(g) = &mut self.replicas {
+            g.broadcast(&mut stop)?;
+        }
+        Ok(if stop[0] == 1 {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
     }
 
     /// Validation (every epoch, or the last with `val=false`), the diagnosis so far, `last` and

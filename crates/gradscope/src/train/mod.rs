@@ -7,6 +7,7 @@ pub mod clip;
 pub mod loss;
 pub mod optim;
 pub mod recovery;
+pub mod replicas;
 
 use std::path::PathBuf;
 

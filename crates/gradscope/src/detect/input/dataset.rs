@@ -256,12 +256,13 @@ pub fn loader_pool(workers: usize) -> Result<Arc<rayon::ThreadPool>, rayon::Thre
 }
 
 /// Prepares one epoch's training batches on a background thread, at most two ahead, augmenting
-/// on `pool`.
+/// on `pool`. Each batch of `order` comes with its place among the epoch's batches, which seeds
+/// its augmentation (a replica's share of a batch is augmented as it would be on one device).
 #[allow(clippy::too_many_arguments)]
 pub fn prefetch(
     pool: Arc<rayon::ThreadPool>,
     data: Arc<DetData>,
-    order: Vec<Vec<usize>>,
+    order: Vec<(usize, Vec<usize>)>,
     imgsz: u32,
     cfg: AugmentConfig,
     mosaic: bool,
@@ -270,7 +271,7 @@ pub fn prefetch(
 ) -> Receiver<Result<Batch, AugmentError>> {
     let (tx, rx) = sync_channel(2);
     std::thread::spawn(move || {
-        for (i, idx) in order.iter().enumerate() {
+        for (i, idx) in &order {
             let s = seed
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add((epoch * 100_003 + i) as u64);
