@@ -12,8 +12,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(ROOT, "target/release/examples/bench")
-GRADSCOPE = os.path.join(ROOT, "target/release/gradscope")
+# BENCH_BIN / GRADSCOPE_BIN: binaries built elsewhere (tools/gpu_check.sh carries them)
+BENCH = os.environ.get("BENCH_BIN", os.path.join(ROOT, "target/release/examples/bench"))
+GRADSCOPE = os.environ.get("GRADSCOPE_BIN", os.path.join(ROOT, "target/release/gradscope"))
 PY = sys.executable
 QUICK = "--quick" in sys.argv
 # Rounds per benchmark: gradscope and the peer alternate, each round in fresh processes, so a
@@ -98,6 +99,78 @@ def scaling(steps):
     write_table(md, "bench/SCALING.md")
 
 
+def gpu(steps):
+    """--gpu: YOLO26n on BENCH_DEVICE (default 0: gradscope's device=0, PyTorch's cuda:0) — the
+    training step at batch 4 and 16, inference, where gradscope's step goes (its phases), and
+    coco8 for 10 epochs — beside PyTorch/Ultralytics on the same card; writes bench/GPU.md. The
+    gradscope binaries must be built with --features gpu."""
+    import torch
+
+    dev = os.environ.setdefault("BENCH_DEVICE", "0")
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"no CUDA device ({dev})"
+    md = [
+        f"# gradscope vs PyTorch on a GPU — {datetime.date.today().isoformat()}",
+        "",
+        f"GPU: {name}; device={dev}; PyTorch {torch.__version__}; gradscope (burn 0.22.1, built with "
+        f"--features gpu: Vulkan). Each benchmark in its own process, the two alternating for {ROUNDS} "
+        "rounds; ms = median over the rounds; ratio = gradscope ÷ PyTorch. "
+        f"`bench/run.sh --gpu{' --quick' if QUICK else ''}` wrote this.",
+        "",
+        "| benchmark | gradscope ms | PyTorch ms | ratio | per-round ratios |",
+        "|---|---|---|---|---|",
+    ]
+    for bench, batch in (("yolo_step", 4), ("yolo_step", 16), ("yolo_infer", 1)):
+        os.environ["BENCH_BATCH"] = str(batch)
+        n = str(steps[bench])
+        g, t = [], []
+        for r in range(ROUNDS):
+            g.append(run_json([BENCH, bench, n])["ms"])
+            t.append(run_json([PY, os.path.join(ROOT, "bench/torch_bench.py"), bench, n])["ms"])
+            print(f"{bench} batch {batch} round {r + 1}: {g[-1]:.1f} vs {t[-1]:.1f} ms", flush=True)
+        gm, tm = sorted(g)[len(g) // 2], sorted(t)[len(t) // 2]
+        ratios = [a / b for a, b in zip(g, t)]
+        label = LABEL[bench].replace("batch 4", f"batch {batch}")
+        md.append(f"| {label} | {gm:.1f} | {tm:.1f} | **{gm / tm:.2f}×** | {min(ratios):.2f}–{max(ratios):.2f}× |")
+    os.environ["BENCH_BATCH"] = "4"
+    ph = run_json([BENCH, "yolo_phases", str(steps["yolo_step"])])
+    md += [
+        "",
+        "gradscope's step at batch 4, by phase (ms; forward and loss end with a read of their "
+        "result, so the device has finished them; what backward queues finishes in the last phase, "
+        f"whose first read is clipping's norm): forward {ph['forward_ms']}, loss (with the "
+        f"assigners on the host) {ph['loss_ms']}, backward {ph['backward_ms']}, clip + optimizer + "
+        f"EMA {ph['clip_optimizer_ema_ms']}.",
+    ]
+    if not QUICK and os.path.isfile(COCO8):
+        work = os.path.join(ROOT, "bench/runs")
+        abs_yaml = absolute_coco8(work)
+        g_s, _ = timed_child([GRADSCOPE, "train", f"data={abs_yaml}", "epochs=10", f"device={dev}",
+                              "exist_ok=true", "plots=false", "name=gpu"], work)
+        u_code = (
+            "import sys\n"
+            "from ultralytics import YOLO\n"
+            "YOLO('yolo26n.yaml').train(data=sys.argv[1], epochs=10, imgsz=640, device=0, "
+            "plots=False, exist_ok=True, project='ultra', name='gpu', verbose=False)\n"
+        )
+        u_s, _ = timed_child([PY, "-c", u_code, abs_yaml], work)
+        md.append("")
+        md.append(f"`train data=coco8.yaml epochs=10` on the GPU, wall time: gradscope {g_s:.1f} s, "
+                  f"Ultralytics {u_s:.1f} s ({g_s / u_s:.2f}×, one round).")
+    write_table(md, "bench/GPU.md")
+
+
+def absolute_coco8(work):
+    """coco8.yaml with an absolute `path:` (Ultralytics reads a relative one against its own
+    datasets dir), written into `work`."""
+    os.makedirs(work, exist_ok=True)
+    root = os.path.join(os.path.dirname(os.path.abspath(COCO8)), "coco8")
+    text = open(COCO8).read().replace("path: coco8", f"path: {root}")
+    abs_yaml = os.path.join(work, "coco8.yaml")
+    with open(abs_yaml, "w") as f:
+        f.write(text)
+    return abs_yaml
+
+
 def timed_child(cmd, cwd):
     """Wall time and peak RSS (MB) of one command, run in a fresh wrapper process."""
     code = (
@@ -131,6 +204,9 @@ def main():
         steps = {k: max(2, v // 4) for k, v in steps.items()}
     if "--scaling" in sys.argv:
         scaling(steps)
+        return
+    if "--gpu" in sys.argv:
+        gpu(steps)
         return
     rows = []
     def median(v):
@@ -169,13 +245,7 @@ def main():
     train = None
     if not QUICK and os.path.isfile(COCO8):
         work = os.path.join(ROOT, "bench/runs")
-        os.makedirs(work, exist_ok=True)
-        # Ultralytics reads a relative `path:` against its own datasets dir: give it an absolute one
-        root = os.path.join(os.path.dirname(os.path.abspath(COCO8)), "coco8")
-        text = open(COCO8).read().replace("path: coco8", f"path: {root}")
-        abs_yaml = os.path.join(work, "coco8.yaml")
-        with open(abs_yaml, "w") as f:
-            f.write(text)
+        abs_yaml = absolute_coco8(work)
         g_s, g_rss = timed_child([GRADSCOPE, "train", f"data={abs_yaml}", "epochs=10", "exist_ok=true", "plots=false"], work)
         u_code = (
             "import sys, ultralytics.utils.torch_utils as tu; tu.NUM_THREADS = 2\n"

@@ -4,9 +4,13 @@
 # peak memory. Makes its own venv (bench/.venv: torch + ultralytics from pip) on the first run.
 # Writes bench/RESULTS.md and prints it. BENCH_VENV=path uses an existing venv instead.
 #
-#   bench/run.sh [--quick] [--rounds=N] [--scaling]
+#   bench/run.sh [--quick] [--rounds=N] [--scaling | --gpu]
 #                                         (--scaling: each step bench on 1 and 2 threads, the
 #                                         serial fraction it implies; writes bench/SCALING.md;
+#                                         --gpu: YOLO26n step at batch 4 and 16, inference, the
+#                                         step's phases and coco8 on BENCH_DEVICE (default 0) beside
+#                                         PyTorch on CUDA; builds with --features gpu; writes
+#                                         bench/GPU.md;
 #                                         --quick: fewer timed steps, no coco8 runs;
 #                                         --rounds: alternating rounds per benchmark, default 3)
 set -euo pipefail
@@ -16,6 +20,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q torch ultralytics
 fi
-cargo build --release -p gradscope --example bench
-cargo build --release -p gradscope-cli
+FEATURES=()
+case " $* " in *" --gpu "*) FEATURES=(--features gpu) ;; esac
+cargo build --release -p gradscope --example bench "${FEATURES[@]}"
+cargo build --release -p gradscope-cli "${FEATURES[@]}"
 "$VENV/bin/python" bench/run.py "$@"

@@ -17,6 +17,25 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+# BENCH_DEVICE=cuda (or cuda:0): the YOLO benchmarks on that GPU; BENCH_BATCH: the training
+# step's batch (default 4)
+def bench_device():
+    """gradscope's device= forms in PyTorch's: 0 and vulkan:0 are cuda:0."""
+    v = os.environ.get("BENCH_DEVICE", "cpu")
+    if v.isdigit():
+        return torch.device(f"cuda:{v}")
+    if v.startswith("vulkan"):
+        return torch.device("cuda:" + (v.split(":")[1] if ":" in v else "0"))
+    return torch.device(v)
+
+
+DEVICE = bench_device()
+BATCH = int(os.environ.get("BENCH_BATCH", "4"))
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def det(n, lo, hi, salt):
@@ -128,33 +147,34 @@ def main():
         from ultralytics.utils.torch_utils import ModelEMA
 
         torch.manual_seed(0)
-        model = DetectionModel("yolo26n.yaml", nc=80, verbose=False)
+        model = DetectionModel("yolo26n.yaml", nc=80, verbose=False).to(DEVICE)
         model.args = get_cfg()
         s = 640
         if name == "yolo_infer":
             model.eval()
-            x = det(3 * s * s, 0.0, 1.0, 6).reshape(1, 3, s, s)
+            x = det(3 * s * s, 0.0, 1.0, 6).reshape(1, 3, s, s).to(DEVICE)
 
             def infer():
                 with torch.no_grad():
                     out = model(x)
+                sync()
                 return float(out[0].shape[1] if isinstance(out, (tuple, list)) else out.shape[1])
 
             r = timed_run(3, timed, infer)
         else:
             model.train()
-            x = det(4 * 3 * s * s, 0.0, 1.0, 5).reshape(4, 3, s, s)
+            x = det(BATCH * 3 * s * s, 0.0, 1.0, 5).reshape(BATCH, 3, s, s).to(DEVICE)
             rows = []
-            for i in range(4):
+            for i in range(BATCH):
                 for k in range(3):
-                    o = 60 * k + 40 * i
+                    o = 60 * k + 40 * (i % 4)
                     x1, y1, x2, y2 = o + 20, o + 30, o + 140, o + 200
                     rows.append((i, (i * 3 + k) % 80, (x1 + x2) / 2 / s, (y1 + y2) / 2 / s, (x2 - x1) / s, (y2 - y1) / s))
             batch = {
                 "img": x,
-                "batch_idx": torch.tensor([r[0] for r in rows], dtype=torch.float32),
-                "cls": torch.tensor([[r[1]] for r in rows], dtype=torch.float32),
-                "bboxes": torch.tensor([r[2:] for r in rows], dtype=torch.float32),
+                "batch_idx": torch.tensor([r[0] for r in rows], dtype=torch.float32).to(DEVICE),
+                "cls": torch.tensor([[r[1]] for r in rows], dtype=torch.float32).to(DEVICE),
+                "bboxes": torch.tensor([r[2:] for r in rows], dtype=torch.float32).to(DEVICE),
             }
             opt = torch.optim.AdamW(model.parameters(), lr=0.001, betas=(0.9, 0.999), weight_decay=5e-4)
             ema = ModelEMA(model)

@@ -4,7 +4,8 @@
 //! `cargo run --release -p gradscope --example bench -- <name> [timed steps]`; prints one JSON
 //! line: engine, bench, median and minimum ms per step, peak RSS (VmHWM), first loss.
 //!
-//! - `mlp`: 784→256, 18×256→256, 256→10, sigmoid, batch 128, cross-entropy, SGD lr 0.01;
+//! - `mlp` / `mlp_probe`: 784→256, 18×256→256, 256→10, sigmoid, batch 128, cross-entropy, SGD
+//!   lr 0.01 — without / with the gradient probe on every step;
 //! - `conv`: 8×3×160×160; Conv s2 3→16, Conv s2 16→32, Bottleneck 32, Conv s2 32→64,
 //!   Bottleneck 64 (every conv bias-free + BatchNorm + SiLU), global average pool, Linear 64→10,
 //!   cross-entropy, SGD lr 0.01;
@@ -103,17 +104,17 @@ impl YoloBench {
         let cfg = YoloConfig::from_name("yolo26n.yaml", 80).expect("built in");
         device.seed(0);
         let model = cfg.init(&device);
-        let s = YOLO_SIZE;
+        let (s, b) = (YOLO_SIZE, yolo_batch());
         let x = Tensor::<4>::from_data(
-            TensorData::new(det(4 * 3 * s * s, 0.0, 1.0, 5), [4, 3, s, s]),
+            TensorData::new(det(b * 3 * s * s, 0.0, 1.0, 5), [b, 3, s, s]),
             &device,
         );
         // three boxes per image, the same in bench/torch_bench.py
-        let targets = (0..4)
+        let targets = (0..b)
             .map(|i| {
                 (0..3)
                     .map(|k| {
-                        let o = (60 * k + 40 * i) as f32;
+                        let o = (60 * k + 40 * (i % 4)) as f32;
                         ((i * 3 + k) % 80, [o + 20.0, o + 30.0, o + 140.0, o + 200.0])
                     })
                     .collect()
@@ -162,8 +163,28 @@ fn labels(n: usize, classes: i64) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(y, [n]), &gradscope::device())
 }
 
+/// `BENCH_BATCH`: the YOLO training benchmarks' batch (default 4).
+fn yolo_batch() -> usize {
+    std::env::var("BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+}
+
 fn main() {
     gradscope::tune_allocator();
+    // BENCH_DEVICE=0 (a binary built with --features gpu): the benchmarks on that device
+    if let Ok(v) = std::env::var("BENCH_DEVICE") {
+        let chosen = gradscope::devices::DeviceSpec::parse(&v)
+            .map_err(|e| e.to_string())
+            .and_then(|spec| {
+                gradscope::devices::select(&spec).map_err(|e| format!("{e}: {}", e.source))
+            });
+        if let Err(e) = chosen {
+            eprintln!("BENCH_DEVICE={v}: {e}");
+            std::process::exit(2);
+        }
+    }
     // BENCH_OUTSIDE_POOL=1: issue the work from the main thread, as before `on_workers`
     if std::env::var_os("BENCH_OUTSIDE_POOL").is_some() {
         run()
@@ -194,14 +215,24 @@ fn run() {
     let device = gradscope::device();
     let sgd = || SgdConfig::new().init();
     let (median, min, loss0) = match name {
-        "mlp" => {
+        "mlp" | "mlp_probe" => {
             let (mut m, x, y) = mlp_bench(&device);
             let mut opt = sgd();
+            let mut probe = Probe::new(ProbeConfig {
+                enabled: name == "mlp_probe",
+                ..ProbeConfig::default()
+            });
+            let mut step = 0;
             time(3, timed, || {
-                let loss = cross_entropy(m.forward(x.clone(), &mut Tap::off()), y.clone()).mean();
+                let mut tap = probe.tap(step);
+                let loss = cross_entropy(m.forward(x.clone(), &mut tap), y.clone()).mean();
                 let v = loss.clone().into_scalar::<f64>();
-                let g = GradientsParams::from_grads(loss.backward(), &m);
+                let grads = loss.backward();
+                let pending = probe.after_backward(step, 0, v, tap, &m, &grads);
+                let g = GradientsParams::from_grads(grads, &m);
                 m = opt.step(0.01, m.clone(), g);
+                let _ = probe.after_step(pending, &m, 0.01);
+                step += 1;
                 v
             })
         }

@@ -8,15 +8,27 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
+/// Σ‖g‖² over the parameters: on the CPU each gradient read in place; on a device the squares
+/// summed there and read back once (one round trip per step instead of one per parameter).
 struct SumSq<'a> {
     grads: &'a GradientsParams,
+    /// Read host gradients in place (false: treat every gradient as on a device).
+    in_place: bool,
     sq: f64,
+    /// Σg² of each gradient that is not on the host, still on its device.
+    on_device: Vec<Tensor<1>>,
 }
 
 impl ModuleVisitor for SumSq<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(g) = self.grads.get::<D>(param.id) {
+        let Some(g) = self.grads.get::<D>(param.id) else {
+            return;
+        };
+        let on_host = self.in_place && crate::kernels::tap::with_values(&g, |_| ()).is_some();
+        if on_host {
             self.sq += crate::probe::params::norm_sq(g);
+        } else {
+            self.on_device.push(g.powf_scalar(2.0).sum());
         }
     }
 }
@@ -39,9 +51,52 @@ impl<F: Fn(Tensor<1>) -> Tensor<1>> ModuleVisitor for Map<'_, F> {
 
 /// ‖g‖ over all parameters of `model` (NaN/∞ when a gradient is).
 pub fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> f64 {
-    let mut v = SumSq { grads, sq: 0.0 };
+    sum_sq(model, grads, true).sqrt()
+}
+
+fn sum_sq<M: Module>(model: &M, grads: &GradientsParams, in_place: bool) -> f64 {
+    let mut v = SumSq {
+        grads,
+        in_place,
+        sq: 0.0,
+        on_device: Vec::new(),
+    };
     model.visit(&mut v);
-    v.sq.sqrt()
+    if !v.on_device.is_empty() {
+        let sq = Tensor::cat(std::mem::take(&mut v.on_device), 0)
+            .sum()
+            .into_scalar::<f64>();
+        v.sq += if sq.is_finite() {
+            sq
+        } else {
+            // f32 squares overflowed (or a gradient is not finite): parameter by parameter,
+            // rescaled where needed
+            let mut exact = 0.0;
+            model.visit(&mut Exact {
+                grads,
+                in_place,
+                sq: &mut exact,
+            });
+            exact
+        };
+    }
+    v.sq
+}
+
+struct Exact<'a> {
+    grads: &'a GradientsParams,
+    in_place: bool,
+    sq: &'a mut f64,
+}
+
+impl ModuleVisitor for Exact<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            if !self.in_place || crate::kernels::tap::with_values(&g, |_| ()).is_none() {
+                *self.sq += crate::probe::params::norm_sq(g);
+            }
+        }
+    }
 }
 
 /// Scales every gradient by min(1, c/‖g‖). Returns ‖g‖ before clipping.
@@ -63,4 +118,45 @@ pub fn clip_value<M: Module>(model: &M, grads: &mut GradientsParams, v: f64) {
         grads,
         f: |g: Tensor<1>| g.clamp(-v, v),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::{Linear, LinearConfig};
+    use burn::tensor::Distribution;
+
+    #[derive(Module, Debug)]
+    struct Net {
+        a: Linear,
+        b: Linear,
+    }
+
+    fn grads(scale: f32) -> (Net, GradientsParams) {
+        let device = crate::device();
+        let net = Net {
+            a: LinearConfig::new(8, 16).init(&device),
+            b: LinearConfig::new(16, 3).init(&device),
+        };
+        let x = Tensor::<2>::random([5, 8], Distribution::Normal(0.0, 1.0), &device);
+        let y = net.b.forward(net.a.forward(x));
+        let loss = y.sum().mul_scalar(scale);
+        let g = GradientsParams::from_grads(loss.backward(), &net);
+        (net, g)
+    }
+
+    /// The norm a GPU run computes (squares summed on the device, read once) is the norm read
+    /// in place, also where f32 squares overflow (|g| ~ 1e20, an exploding step).
+    #[test]
+    fn the_device_sum_is_the_in_place_sum() {
+        for scale in [1.0f32, 1e20] {
+            let (net, g) = grads(scale);
+            let (here, there) = (sum_sq(&net, &g, true), sum_sq(&net, &g, false));
+            assert!(here.is_finite() && here > 0.0, "{here}");
+            assert!(
+                (here - there).abs() <= 1e-5 * here,
+                "{here} vs {there} at {scale}"
+            );
+        }
+    }
 }
