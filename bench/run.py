@@ -241,6 +241,11 @@ def main():
         [BENCH, "yolo_step", str(steps["yolo_step"])],
         "probe on/off",
     )
+    probe_mlp = rounds(
+        [BENCH, "mlp_probe", str(steps["mlp"])],
+        [BENCH, "mlp", str(steps["mlp"])],
+        "MLP probe on/off",
+    )
 
     train = None
     if not QUICK and os.path.isfile(COCO8):
@@ -281,6 +286,10 @@ def main():
     md.append(
         f"| probe overhead: YOLO26n step with the probe on ÷ off | {probe['a_ms']:.1f} | {probe['b_ms']:.1f} (off) | "
         f"**{probe['a_ms'] / probe['b_ms']:.2f}×** | {spread(probe)} | {probe['a_rss']:.0f} | {probe['b_rss']:.0f} |"
+    )
+    md.append(
+        f"| probe overhead: MLP step with the probe on ÷ off | {probe_mlp['a_ms']:.1f} | {probe_mlp['b_ms']:.1f} (off) | "
+        f"**{probe_mlp['a_ms'] / probe_mlp['b_ms']:.2f}×** | {spread(probe_mlp)} | {probe_mlp['a_rss']:.0f} | {probe_mlp['b_rss']:.0f} |"
     )
     if train:
         g_s, g_rss, u_s, u_rss = train
