@@ -147,25 +147,36 @@ pub fn branch_loss(
     let mut fg_target: Vec<f32> = Vec::new(); // xyxy stride units
     let mut fg_weight: Vec<f32> = Vec::new();
     let mut assignments = Vec::with_capacity(b);
-    for (i, gts) in targets.iter().enumerate().take(b) {
-        let img = &host[i * c * a_n..(i + 1) * c * a_n];
-        let at = |ch: usize, a: usize| img[ch * a_n + a];
-        let mut scores = vec![0f32; a_n * nc];
-        let mut boxes = Vec::with_capacity(a_n);
-        for a in 0..a_n {
-            let [px, py] = anchors.points[a];
-            let s = anchors.strides[a];
-            boxes.push([
-                px - at(0, a) * s,
-                py - at(1, a) * s,
-                px + at(2, a) * s,
-                py + at(3, a) * s,
-            ]);
-            for k in 0..nc {
-                scores[a * nc + k] = 1.0 / (1.0 + (-at(4 + k, a)).exp());
-            }
-        }
-        let asg = assign(&scores, &boxes, anchors, gts, nc, cfg);
+    // the images' assignments in parallel (each its own), gathered in image order
+    let assigned: Vec<Assignment> = {
+        use rayon::prelude::*;
+        let host = &host;
+        (0..b.min(targets.len()))
+            .into_par_iter()
+            .map(|i| {
+                let img = &host[i * c * a_n..(i + 1) * c * a_n];
+                let at = |ch: usize, a: usize| img[ch * a_n + a];
+                let mut scores = vec![0f32; a_n * nc];
+                let mut boxes = Vec::with_capacity(a_n);
+                for a in 0..a_n {
+                    let [px, py] = anchors.points[a];
+                    let s = anchors.strides[a];
+                    boxes.push([
+                        px - at(0, a) * s,
+                        py - at(1, a) * s,
+                        px + at(2, a) * s,
+                        py + at(3, a) * s,
+                    ]);
+                    for k in 0..nc {
+                        scores[a * nc + k] = 1.0 / (1.0 + (-at(4 + k, a)).exp());
+                    }
+                }
+                assign(&scores, &boxes, anchors, &targets[i], nc, cfg)
+            })
+            .collect()
+    };
+    for (i, asg) in assigned.into_iter().enumerate() {
+        let gts = &targets[i];
         for a in 0..a_n {
             if let Some(g) = asg.gt[a] {
                 let (cls, bx) = gts[g];
