@@ -51,6 +51,17 @@ fn bad_arguments_name_the_argument_and_what_is_accepted() {
         &["format=pt only", "yolo export model=best.pt format=onnx"],
     );
     fails_with(&["lab", "vanishing", "depth=-3"], &["depth=-3", "≥ 2"]);
+    // a lab runs on one device; a GPU needs the gpu build (or, in it, a GPU)
+    fails_with(
+        &["lab", "recurrent", "device=0,1"],
+        &["device=0,1", "one device", "gradscope train device=0,1"],
+    );
+    if !cfg!(feature = "gpu") {
+        fails_with(
+            &["lab", "vanishing", "device=0"],
+            &["--features gpu", "device=cpu"],
+        );
+    }
     fails_with(
         &["lab", "vanishing", "act=foo"],
         &["act=foo", "sigmoid", "leaky_relu"],

@@ -56,6 +56,7 @@ pub const LAB_KEYS: &[(&str, &str)] = &[
         "run only these default variants, comma-separated names",
     ),
     ("project", "folder for run outputs (default runs)"),
+    super::DEVICE_KEY,
 ];
 
 #[derive(Clone, Debug)]
@@ -78,6 +79,8 @@ pub struct MlpLab {
     pub only: Option<Vec<String>>,
     pub val_frac: f64,
     pub probe: ProbeConfig,
+    /// `device=`: where the variants train.
+    pub device: crate::devices::DeviceSpec,
     pub project: PathBuf,
 }
 
@@ -138,6 +141,7 @@ impl MlpLab {
                 every: 5,
                 dead_window: 8,
             },
+            device: crate::devices::DeviceSpec::Cpu,
             project: PathBuf::from("runs"),
         }
     }
@@ -185,6 +189,8 @@ pub enum LabError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Device(#[from] crate::devices::Unusable),
 }
 
 /// Name for an `add=` variant from its settings: `act=gelu,init=he,norm=layer` → `gelu+he+layernorm`.
@@ -213,6 +219,7 @@ impl MlpLab {
     /// Applies a `key=value` argument. `Ok(false)`: unknown key.
     pub fn set(&mut self, key: &str, v: &str) -> Result<bool, String> {
         match key {
+            "device" => self.device = super::lab_device(v)?,
             "data" => {
                 self.data = match v {
                     "digits" => DataSource::Digits,
@@ -451,6 +458,7 @@ fn majority_share(labels: &[usize], classes: usize) -> f64 {
 
 impl MlpLab {
     pub fn run(&self, on: &mut dyn FnMut(LabEvent)) -> Result<LabOutcome, LabError> {
+        crate::devices::select(&self.device)?;
         let all = self.load_data()?;
         let (train, val) = data::prepare(&all, self.val_frac, 0);
         let dir = super::next_run_dir(&self.project.join(self.kind), "lab");

@@ -9,6 +9,24 @@ pub mod mlp;
 
 use std::path::{Path, PathBuf};
 
+/// The labs' `device=` key (declared once for every lab).
+pub const DEVICE_KEY: (&str, &str) = (
+    "device",
+    "cpu (default), or a GPU: 0, vulkan:0 (a binary built with --features gpu); one device",
+);
+
+/// A lab's `device=`: one device (data-parallel training is `gradscope train`'s).
+pub(crate) fn lab_device(v: &str) -> Result<crate::devices::DeviceSpec, String> {
+    let spec = crate::devices::DeviceSpec::parse(v).map_err(|e| format!("device={v}: {e}"))?;
+    if spec.count() > 1 {
+        return Err(format!(
+            "device={v}: a lab runs on one device (data-parallel training is `gradscope train device=0,1`)"
+        ));
+    }
+    spec.check().map_err(|e| format!("device={v}: {e}"))?;
+    Ok(spec)
+}
+
 /// `root/name`, or `root/name2`, `root/name3`, … — the first that does not exist yet.
 pub fn next_run_dir(root: &Path, name: &str) -> PathBuf {
     let first = root.join(name);

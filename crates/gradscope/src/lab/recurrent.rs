@@ -77,6 +77,7 @@ pub const LAB_KEYS: &[(&str, &str)] = &[
     ("probe", "true | false (default true)"),
     ("probe_every", "probe every k-th step (default 10)"),
     ("project", "folder for run outputs (default runs)"),
+    super::DEVICE_KEY,
 ];
 
 #[derive(Clone, Debug, PartialEq)]
@@ -91,6 +92,8 @@ pub struct RecurrentLab {
     pub per_epoch: usize,
     pub probe: ProbeConfig,
     pub project: PathBuf,
+    /// `device=`: where the cells train.
+    pub device: crate::devices::DeviceSpec,
 }
 
 impl Default for RecurrentLab {
@@ -116,6 +119,7 @@ impl Default for RecurrentLab {
                 every: 10,
                 dead_window: 8,
             },
+            device: crate::devices::DeviceSpec::Cpu,
             project: PathBuf::from("runs"),
         }
     }
@@ -139,6 +143,7 @@ impl RecurrentLab {
     /// Applies a `key=value` argument. `Ok(false)`: unknown key.
     pub fn set(&mut self, key: &str, v: &str) -> Result<bool, String> {
         match key {
+            "device" => self.device = super::lab_device(v)?,
             "task" => self.task = v.parse().map_err(|e: String| format!("task={v}: {e}"))?,
             "T" | "steps" => self.steps = Some(whole(key, v, 2)?),
             "hidden" => self.hidden = whole(key, v, 1)?,
@@ -461,6 +466,7 @@ fn pascanu(cell: CellKind, norm: f64) -> Option<String> {
 
 impl RecurrentLab {
     pub fn run(&self, on: &mut dyn FnMut(LabEvent)) -> Result<RecurrentOutcome, LabError> {
+        crate::devices::select(&self.device)?;
         let device = crate::device();
         let steps = self.steps();
         let dir = super::next_run_dir(
