@@ -142,21 +142,28 @@ def gpu(steps):
         f"EMA {ph['clip_optimizer_ema_ms']}.",
     ]
     if not QUICK and os.path.isfile(COCO8):
-        work = os.path.join(ROOT, "bench/runs")
-        abs_yaml = absolute_coco8(work)
-        g_s, _ = timed_child([GRADSCOPE, "train", f"data={abs_yaml}", "epochs=10", f"device={dev}",
-                              "exist_ok=true", "plots=false", "name=gpu"], work)
-        u_code = (
-            "import sys\n"
-            "from ultralytics import YOLO\n"
-            "YOLO('yolo26n.yaml').train(data=sys.argv[1], epochs=10, imgsz=640, device=0, "
-            "plots=False, exist_ok=True, project='ultra', name='gpu', verbose=False)\n"
-        )
-        u_s, _ = timed_child([PY, "-c", u_code, abs_yaml], work)
+        g_s, _, u_s, _ = coco8_runs(dev, "0", "gpu")
         md.append("")
         md.append(f"`train data=coco8.yaml epochs=10` on the GPU, wall time: gradscope {g_s:.1f} s, "
                   f"Ultralytics {u_s:.1f} s ({g_s / u_s:.2f}×, one round).")
     write_table(md, "bench/GPU.md")
+
+
+def coco8_runs(device, ultra_device, name, ultra_prelude=""):
+    """`train data=coco8.yaml epochs=10` by gradscope on `device` and by Ultralytics on
+    `ultra_device` (a Python expression, with further arguments if need be): (gradscope s, its peak
+    RSS MB, Ultralytics s, its peak RSS MB)."""
+    work = os.path.join(ROOT, "bench/runs")
+    abs_yaml = absolute_coco8(work)
+    g_s, g_rss = timed_child([GRADSCOPE, "train", f"data={abs_yaml}", "epochs=10", f"device={device}",
+                              "exist_ok=true", "plots=false", f"name={name}"], work)
+    u_code = (
+        "import sys\n" + ultra_prelude + "from ultralytics import YOLO\n"
+        f"YOLO('yolo26n.yaml').train(data=sys.argv[1], epochs=10, imgsz=640, device={ultra_device}, "
+        f"plots=False, exist_ok=True, project='ultra', name='{name}', verbose=False)\n"
+    )
+    u_s, u_rss = timed_child([PY, "-c", u_code, abs_yaml], work)
+    return g_s, g_rss, u_s, u_rss
 
 
 def absolute_coco8(work):
@@ -249,17 +256,7 @@ def main():
 
     train = None
     if not QUICK and os.path.isfile(COCO8):
-        work = os.path.join(ROOT, "bench/runs")
-        abs_yaml = absolute_coco8(work)
-        g_s, g_rss = timed_child([GRADSCOPE, "train", f"data={abs_yaml}", "epochs=10", "exist_ok=true", "plots=false"], work)
-        u_code = (
-            "import sys, ultralytics.utils.torch_utils as tu; tu.NUM_THREADS = 2\n"
-            "from ultralytics import YOLO\n"
-            "YOLO('yolo26n.yaml').train(data=sys.argv[1], epochs=10, imgsz=640, device='cpu', workers=0, "
-            "plots=False, exist_ok=True, project='ultra', name='coco8', verbose=False)\n"
-        )
-        u_s, u_rss = timed_child([PY, "-c", u_code, abs_yaml], work)
-        train = (g_s, g_rss, u_s, u_rss)
+        train = coco8_runs("cpu", "'cpu', workers=0", "coco8", "import ultralytics.utils.torch_utils as tu; tu.NUM_THREADS = 2\n")
 
     today = datetime.date.today().isoformat()
     md = [
