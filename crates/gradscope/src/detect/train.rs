@@ -104,6 +104,17 @@ struct EpochState {
     seen: usize,
 }
 
+/// One iteration's loss and gradients, over every replica.
+struct Iteration {
+    loss: f64,
+    items: LossItems,
+    grads: GradientsParams,
+    pending: Option<crate::probe::Pending>,
+    /// The batches they come from (1, or the replicas that had images).
+    shares: usize,
+    instances: usize,
+}
+
 /// An iteration whose loss or gradient was not finite.
 struct Failed {
     what: &'static str,
@@ -395,43 +406,15 @@ impl<'o> Trainer<'o> {
         let lrs = lrs.map(|l| l * self.counters.lr_scale);
         let will_step = ni as i64 - self.counters.last_opt >= accumulate as i64;
         let (n, imgsz) = (b.len(), self.plan.imgsz);
-        let mut instances: usize = b.targets.iter().map(Vec::len).sum();
         let x = Tensor::<4>::from_data(TensorData::new(b.x, [n, 3, imgsz, imgsz]), &self.device);
-        let step = self.counters.opt_steps;
-        let (mut loss_v, mut items, mut gp, mut pending) = if n > 0 {
-            let objective = Objective::new(&self.anchors, &self.gains, &b.targets, imgsz, st.w);
-            let mut tap = if will_step {
-                self.probe.tap(step)
-            } else {
-                Tap::off()
-            };
-            let (loss, items) = objective.loss(&self.model, x.clone(), &mut tap);
-            let loss_v = loss.clone().into_scalar::<f64>();
-            let grads = loss.backward();
-            let pending =
-                self.probe
-                    .after_backward(step, st.epoch, loss_v, tap, &self.model, &grads);
-            let mut gp = GradientsParams::from_grads(grads, &self.model);
-            freeze(&self.model, &self.args.freeze, &mut gp);
-            (loss_v, items, gp, pending)
-        } else {
-            // a replica the data ran out for this iteration
-            (0.0, LossItems::default(), GradientsParams::new(), None)
-        };
-        let mut shares = 1;
-        if let Some(g) = &mut self.replicas {
-            let own = (n > 0).then_some((loss_v, items));
-            let sum = parallel::sum(
-                g,
-                &self.model,
-                gp,
-                own,
-                instances,
-                &self.device.clone().inner(),
-            )?;
-            (loss_v, items, gp, shares, instances) =
-                (sum.loss, sum.items, sum.grads, sum.shares, sum.instances);
-        }
+        let Iteration {
+            loss: loss_v,
+            items,
+            grads: gp,
+            mut pending,
+            shares,
+            instances,
+        } = self.iteration(st, &x, &b.targets, will_step)?;
         let mut finite = loss_v.is_finite();
         if finite {
             self.acc.accumulate(&self.model, gp);
@@ -487,6 +470,61 @@ impl<'o> Trainer<'o> {
             imgsz,
         });
         Ok(Flow::Continue)
+    }
+
+    /// The iteration's loss and gradients (probed when `probed`): of this process's batch, summed
+    /// over the replicas in data-parallel training.
+    fn iteration(
+        &mut self,
+        st: &EpochState,
+        x: &Tensor<4>,
+        targets: &[Vec<(usize, Xyxy)>],
+        probed: bool,
+    ) -> Result<Iteration, DetectError> {
+        let instances = targets.iter().map(Vec::len).sum();
+        let step = self.counters.opt_steps;
+        let (loss, items, grads, pending) = if !targets.is_empty() {
+            let imgsz = self.plan.imgsz;
+            let objective = Objective::new(&self.anchors, &self.gains, targets, imgsz, st.w);
+            let mut tap = if probed {
+                self.probe.tap(step)
+            } else {
+                Tap::off()
+            };
+            let (loss, items) = objective.loss(&self.model, x.clone(), &mut tap);
+            let loss_v = loss.clone().into_scalar::<f64>();
+            let grads = loss.backward();
+            let pending =
+                self.probe
+                    .after_backward(step, st.epoch, loss_v, tap, &self.model, &grads);
+            let mut gp = GradientsParams::from_grads(grads, &self.model);
+            freeze(&self.model, &self.args.freeze, &mut gp);
+            (loss_v, items, gp, pending)
+        } else {
+            // a replica the data ran out for this iteration
+            (0.0, LossItems::default(), GradientsParams::new(), None)
+        };
+        let Some(g) = &mut self.replicas else {
+            return Ok(Iteration {
+                loss,
+                items,
+                grads,
+                pending,
+                shares: 1,
+                instances,
+            });
+        };
+        let own = (!targets.is_empty()).then_some((loss, items));
+        let device = self.device.clone().inner();
+        let sum = parallel::sum(g, &self.model, grads, own, instances, &device)?;
+        Ok(Iteration {
+            loss: sum.loss,
+            items: sum.items,
+            grads: sum.grads,
+            pending,
+            shares: sum.shares,
+            instances: sum.instances,
+        })
     }
 
     /// A non-finite loss or gradient: the producer localised (the step replayed with the probe

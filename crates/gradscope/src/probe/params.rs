@@ -18,12 +18,11 @@ pub struct ParamSnapshot {
     pub grad: Option<(f64, usize, usize)>,
 }
 
-/// ‖t‖² in f64. The f32 sum of squares overflows for elements above ~1e19 although each is
-/// finite; then the tensor is rescaled by its largest magnitude first.
-pub fn norm_sq<const D: usize>(t: Tensor<D>) -> f64 {
-    // On flex: one pass over the buffer in f64 (no overflow to worry about, no temporaries).
-    // Squares are summed in f32 lanes (twice the f64 throughput, on every thread); a square
-    // beyond f32's range (|x| > 1.8e19, exploding gradients) is summed again in f64.
+/// ‖t‖² read in place from a flex buffer; `None` for a tensor elsewhere (a GPU's).
+pub fn norm_sq_in_place<const D: usize>(t: &Tensor<D>) -> Option<f64> {
+    // One pass over the buffer (no temporaries). Squares are summed in f32 lanes (twice the
+    // f64 throughput, on every thread); a square beyond f32's range (|x| > 1.8e19, exploding
+    // gradients) is summed again in f64.
     let fast = |v: &[f32]| {
         let sq = super::stats::sum_and_sq(v).1;
         if sq.is_finite() {
@@ -32,7 +31,13 @@ pub fn norm_sq<const D: usize>(t: Tensor<D>) -> f64 {
             sum_sq_f64(v)
         }
     };
-    if let Some(sq) = crate::kernels::tap::with_values(&t, fast) {
+    crate::kernels::tap::with_values(t, fast)
+}
+
+/// ‖t‖² in f64. The f32 sum of squares overflows for elements above ~1e19 although each is
+/// finite; then the tensor is rescaled by its largest magnitude first.
+pub fn norm_sq<const D: usize>(t: Tensor<D>) -> f64 {
+    if let Some(sq) = norm_sq_in_place(&t) {
         return sq;
     }
     let sq = t.clone().powf_scalar(2.0).sum().into_scalar::<f64>();

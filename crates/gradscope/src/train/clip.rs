@@ -8,6 +8,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
+use crate::probe::params::{norm_sq, norm_sq_in_place};
+
 /// Σ‖g‖² over the parameters: on the CPU each gradient read in place; on a device the squares
 /// summed there and read back once (one round trip per step instead of one per parameter).
 struct SumSq<'a> {
@@ -15,7 +17,7 @@ struct SumSq<'a> {
     /// Read host gradients in place (false: treat every gradient as on a device).
     in_place: bool,
     sq: f64,
-    /// Σg² of each gradient that is not on the host, still on its device.
+    /// The gradients that are not on the host, flattened, still on their device.
     on_device: Vec<Tensor<1>>,
 }
 
@@ -24,11 +26,12 @@ impl ModuleVisitor for SumSq<'_> {
         let Some(g) = self.grads.get::<D>(param.id) else {
             return;
         };
-        let on_host = self.in_place && crate::kernels::tap::with_values(&g, |_| ()).is_some();
-        if on_host {
-            self.sq += crate::probe::params::norm_sq(g);
-        } else {
-            self.on_device.push(g.powf_scalar(2.0).sum());
+        match self.in_place.then(|| norm_sq_in_place(&g)).flatten() {
+            Some(sq) => self.sq += sq,
+            None => {
+                let n = g.dims().iter().product::<usize>();
+                self.on_device.push(g.reshape([n]));
+            }
         }
     }
 }
@@ -62,40 +65,17 @@ fn sum_sq<M: Module>(model: &M, grads: &GradientsParams, in_place: bool) -> f64 
         on_device: Vec::new(),
     };
     model.visit(&mut v);
-    if !v.on_device.is_empty() {
-        let sq = Tensor::cat(std::mem::take(&mut v.on_device), 0)
-            .sum()
-            .into_scalar::<f64>();
-        v.sq += if sq.is_finite() {
-            sq
-        } else {
-            // f32 squares overflowed (or a gradient is not finite): parameter by parameter,
-            // rescaled where needed
-            let mut exact = 0.0;
-            model.visit(&mut Exact {
-                grads,
-                in_place,
-                sq: &mut exact,
-            });
-            exact
-        };
+    if v.on_device.is_empty() {
+        return v.sq;
     }
-    v.sq
-}
-
-struct Exact<'a> {
-    grads: &'a GradientsParams,
-    in_place: bool,
-    sq: &'a mut f64,
-}
-
-impl ModuleVisitor for Exact<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(g) = self.grads.get::<D>(param.id) {
-            if !self.in_place || crate::kernels::tap::with_values(&g, |_| ()).is_none() {
-                *self.sq += crate::probe::params::norm_sq(g);
-            }
-        }
+    let squares = v.on_device.iter().map(|g| g.clone().powf_scalar(2.0).sum());
+    let sq = Tensor::cat(squares.collect(), 0).sum().into_scalar::<f64>();
+    v.sq + if sq.is_finite() {
+        sq
+    } else {
+        // f32 squares overflowed (or a gradient is not finite): gradient by gradient, rescaled
+        // where needed
+        v.on_device.into_iter().map(norm_sq).sum()
     }
 }
 

@@ -82,6 +82,18 @@ impl Wire for f64 {
     }
 }
 
+/// `v` as bytes on the wire.
+fn encode<T: Wire>(v: &[T]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() * T::SIZE);
+    v.iter().for_each(|x| x.put(&mut out));
+    out
+}
+
+/// The numbers in `bytes`.
+fn decode<'a, T: Wire + 'a>(bytes: &'a [u8]) -> impl Iterator<Item = T> + 'a {
+    bytes.chunks_exact(T::SIZE).map(T::get)
+}
+
 impl Group {
     /// Rank 0: waits on `listener` until the other `world − 1` ranks have joined. `alive` is
     /// asked every 50 ms whether they can still come (a replica that failed to start makes it
@@ -279,17 +291,12 @@ impl Group {
     }
 
     fn sum<T: Wire>(&mut self, v: &mut [T]) -> Result<(), ReplicaError> {
-        let encode = |v: &[T]| {
-            let mut out = Vec::with_capacity(v.len() * T::SIZE);
-            v.iter().for_each(|x| x.put(&mut out));
-            out
-        };
         let len = v.len() * T::SIZE;
         if self.rank == 0 {
             for link in 0..self.links.len() {
                 let theirs = self.receive(link, len)?;
-                for (x, b) in v.iter_mut().zip(theirs.chunks_exact(T::SIZE)) {
-                    *x += T::get(b);
+                for (x, t) in v.iter_mut().zip(decode::<T>(&theirs)) {
+                    *x += t;
                 }
             }
             let out = encode(v);
@@ -299,8 +306,8 @@ impl Group {
         } else {
             self.send(0, &encode(v))?;
             let total = self.receive(0, len)?;
-            for (x, b) in v.iter_mut().zip(total.chunks_exact(T::SIZE)) {
-                *x = T::get(b);
+            for (x, t) in v.iter_mut().zip(decode::<T>(&total)) {
+                *x = t;
             }
         }
         Ok(())
@@ -336,10 +343,9 @@ impl Group {
     pub fn broadcast_params<M: Module>(&mut self, model: M) -> Result<M, ReplicaError> {
         let mut flat = Flatten::default();
         model.visit(&mut flat);
-        let mut bytes = Vec::with_capacity(flat.values.len() * 4);
-        flat.values.iter().for_each(|x| x.put(&mut bytes));
+        let mut bytes = encode(&flat.values);
         self.broadcast(&mut bytes)?;
-        let values: Vec<f32> = bytes.chunks_exact(4).map(f32::get).collect();
+        let values: Vec<f32> = decode(&bytes).collect();
         Ok(model.map(&mut Overwrite { values, at: 0 }))
     }
 

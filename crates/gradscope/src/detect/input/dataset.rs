@@ -110,18 +110,18 @@ impl DetData {
             (Cache::Ram, _) => Pixels::Ram(images),
             (Cache::Off, _) => Pixels::Files(files(&kept)),
             (Cache::Disk, Some(why)) => {
-                notes.push(format!(
+                notes.push(Note::Warning(format!(
                     "cache=disk: cannot write {why}; the images are decoded from their files at every use instead, as cache=false does"
-                ));
+                )));
                 Pixels::Files(files(&kept))
             }
             (Cache::Disk, None) => {
                 let n = reused.iter().filter(|r| **r).count();
-                notes.push(format!(
+                notes.push(Note::Info(format!(
                     "cache=disk: {} images kept as .gradscope.npy beside them ({} written, {n} reused)",
                     kept.len(),
                     kept.len().saturating_sub(n)
-                ));
+                )));
                 Pixels::Npy(kept.iter().map(|s| npy_path(&s.image)).collect())
             }
         };
@@ -227,7 +227,13 @@ enum Kept {
 pub struct Decoded {
     pub data: DetData,
     pub failed: Vec<(PathBuf, String)>,
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
+}
+
+/// A line about the cache: what it did, or a warning that it could not do what was asked.
+pub enum Note {
+    Info(String),
+    Warning(String),
 }
 
 /// The shuffled batches of one epoch (the last one may be smaller).

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::data::detect::{image_files, load_split, DataYaml};
 use crate::detect::error::DetectError;
-use crate::detect::input::dataset::DetData;
+use crate::detect::input::dataset::{DetData, Note};
 use crate::detect::input::pixels::Cache;
 
 /// The embedded tree-crown tiles (NEON imagery CC0, DeepForest annotations MIT): 42 training and
@@ -303,7 +303,11 @@ fn load_one(
     }
     say(false, report.summary(split));
     for note in decoded.notes {
-        say(note.contains("cannot"), format!("{split}: {note}"));
+        let (warning, line) = match note {
+            Note::Info(m) => (false, m),
+            Note::Warning(m) => (true, m),
+        };
+        say(warning, format!("{split}: {line}"));
     }
     Ok(decoded.data)
 }
