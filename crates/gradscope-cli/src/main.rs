@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use gradscope::diagnose::{diagnose, Diagnosis};
 use gradscope::lab::mlp::{table, LabEvent, MlpLab, LAB_KEYS};
+use gradscope::lab::papers::{self, PAPERS};
 use gradscope::lab::recurrent::{
     table as recurrent_table, RecurrentLab, LAB_KEYS as RECURRENT_KEYS,
 };
@@ -17,6 +18,7 @@ use gradscope::yolo::model::YoloConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 
 mod detect;
+mod paper;
 mod replicas;
 
 const USAGE: &str = "\
@@ -32,6 +34,8 @@ usage:
   gradscope lab vanishing [key=value …]   a deep net trained plain and with each remedy, side by side
   gradscope lab exploding [key=value …]   exploding gradients: no clipping, clip by norm, clip by value
   gradscope lab recurrent [key=value …]   vanilla RNN vs LSTM vs GRU through time (task=adding T=100)
+  gradscope lab <paper> [quick=true]      a classic paper reproduced, its claims beside ours
+  gradscope lab list                      every lab and paper
   gradscope diagnose <run folder | probe.jsonl>
                                           re-read a run's probe records and print the diagnosis
   gradscope info model=yolo26n.yaml [imgsz=640] [nc=80] [act=silu] [bn=true] [shortcut=true]
@@ -94,7 +98,7 @@ pub(crate) fn chain_text(e: &anyhow::Error) -> String {
     out
 }
 
-/// `gradscope help lab`: the labs and what each shows.
+/// The labs of `gradscope help lab` that are not papers.
 const LABS: &str = "\
 gradscope lab <name> [key=value …]
 
@@ -104,9 +108,34 @@ labs:
   exploding   a deep ReLU net whose gradients blow up: no clipping (the NaN's producer named,
               NaN recovery), clipping by norm (fixed, automatic) and by value
   recurrent   a vanilla RNN, an LSTM and a GRU through time (task=adding T=100 by default)
-
-`gradscope help lab <name>` lists the keys a lab accepts.
 ";
+
+/// `gradscope help lab` and `gradscope lab list`: every lab and what it shows, the papers
+/// reproduced with the paper's claims beside ours.
+fn labs_text() -> String {
+    let mut s = LABS.to_string();
+    s.push_str(
+        "\npapers reproduced (their claims beside our measurements; quick=true: ≤ 2 minutes):\n",
+    );
+    for p in PAPERS {
+        s.push_str(&format!(
+            "  {:<11} {}\n              {}\n",
+            p.name, p.cite, p.claim
+        ));
+    }
+    s.push_str("\n`gradscope help lab <name>` lists the keys a lab accepts.\n");
+    s
+}
+
+/// The lab names, for "unknown lab" errors.
+fn lab_names() -> String {
+    let papers = PAPERS.iter().map(|p| p.name);
+    ["vanishing", "exploding", "recurrent"]
+        .into_iter()
+        .chain(papers)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 fn run(args: &[String]) -> Result<()> {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -119,8 +148,8 @@ fn run(args: &[String]) -> Result<()> {
             println!("gradscope {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        ["help", "lab"] | ["lab", "help" | "--help" | "-h"] => {
-            print!("{LABS}");
+        ["help", "lab"] | ["lab", "help" | "--help" | "-h" | "list"] => {
+            print!("{}", labs_text());
             Ok(())
         }
         ["help", "lab", name] | ["lab", name, "help" | "--help" | "-h"] => {
@@ -130,10 +159,14 @@ fn run(args: &[String]) -> Result<()> {
         ["lab", "vanishing", rest @ ..] => lab_mlp(MlpLab::vanishing(), rest),
         ["lab", "exploding", rest @ ..] => lab_mlp(MlpLab::exploding(), rest),
         ["lab", "recurrent", rest @ ..] => lab_recurrent(rest),
-        ["lab", other, ..] => {
-            bail!("unknown lab '{other}'; available: vanishing, exploding, recurrent")
-        }
-        ["lab"] => bail!("which lab? available: vanishing, exploding, recurrent (`gradscope help lab` says what each shows)"),
+        ["lab", name, rest @ ..] => match papers::find(name) {
+            Some(paper) => paper::lab_paper(paper, rest),
+            None => bail!("unknown lab '{name}'; available: {}", lab_names()),
+        },
+        ["lab"] => bail!(
+            "which lab? available: {} (`gradscope lab list` says what each shows)",
+            lab_names()
+        ),
         ["diagnose", path] => diagnose_cmd(Path::new(path)),
         ["diagnose", ..] => bail!("usage: gradscope diagnose <run folder | probe.jsonl>"),
         ["info", rest @ ..] => info_cmd(rest),
@@ -166,7 +199,8 @@ fn lab_keys_help(name: &str) -> Result<String> {
     let keys: Vec<(&str, &str)> = match name {
         "vanishing" | "exploding" => LAB_KEYS.iter().chain(KEYS).copied().collect(),
         "recurrent" => RECURRENT_KEYS.to_vec(),
-        _ => bail!("unknown lab '{name}'; available: vanishing, exploding, recurrent"),
+        _ if papers::find(name).is_some() => papers::KEYS.to_vec(),
+        _ => bail!("unknown lab '{name}'; available: {}", lab_names()),
     };
     for (k, d) in keys {
         s.push_str(&format!("  {k:<14} {d}\n"));
@@ -175,7 +209,7 @@ fn lab_keys_help(name: &str) -> Result<String> {
 }
 
 /// A progress bar per run of a lab.
-fn progress_bars() -> impl FnMut(LabEvent) {
+pub(crate) fn progress_bars() -> impl FnMut(LabEvent) {
     let style =
         ProgressStyle::with_template("{prefix:>20} [{bar:32}] {pos:>5}/{len} {msg} {elapsed}")
             .expect("valid template")
@@ -209,7 +243,7 @@ fn progress_bars() -> impl FnMut(LabEvent) {
 }
 
 /// Splits `key=value`, naming the argument when it is not one.
-fn split_kv(arg: &str) -> Result<(&str, &str)> {
+pub(crate) fn split_kv(arg: &str) -> Result<(&str, &str)> {
     match arg.split_once('=') {
         Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k, v)),
         _ => bail!("argument '{arg}' is not key=value (example: depth=20); see `gradscope help lab vanishing`"),

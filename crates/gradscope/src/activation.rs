@@ -25,6 +25,9 @@ choice! {
         LeakyRelu = "leaky_relu",
         Silu = "silu",
         Gelu = "gelu",
+        /// z / (1 + |z|) (Bergstra et al. 2009; Glorot & Bengio 2010): tanh's shape with
+        /// polynomial rather than exponential tails, so it saturates more gently.
+        Softsign = "softsign",
     }
 }
 
@@ -47,6 +50,7 @@ impl Activation {
             Activation::LeakyRelu => activation::leaky_relu(z, LEAKY_SLOPE),
             Activation::Silu => activation::silu(z),
             Activation::Gelu => activation::gelu(z),
+            Activation::Softsign => z.clone() / (z.abs() + 1.0),
         }
     }
 
@@ -65,6 +69,7 @@ impl Activation {
             }
             Activation::Silu => z * sigmoid(z),
             Activation::Gelu => z * normal_cdf(z),
+            Activation::Softsign => z / (1.0 + z.abs()),
         }
     }
 
@@ -95,6 +100,7 @@ impl Activation {
                 s * (1.0 + z * (1.0 - s))
             }
             Activation::Gelu => normal_cdf(z) + z * normal_pdf(z),
+            Activation::Softsign => (1.0 + z.abs()).powi(-2),
         }
     }
 
@@ -105,7 +111,10 @@ impl Activation {
 
     /// Whether φ saturates (φ' → 0 for large |z|) so that a saturated fraction is meaningful.
     pub fn saturates(self) -> bool {
-        matches!(self, Activation::Sigmoid | Activation::Tanh)
+        matches!(
+            self,
+            Activation::Sigmoid | Activation::Tanh | Activation::Softsign
+        )
     }
 
     /// Is this *output* value h = φ(z) in the saturated region (φ'(z) < 0.01)?
@@ -116,16 +125,19 @@ impl Activation {
             Activation::Sigmoid => (h as f64) * (1.0 - h as f64) < 0.01,
             // tanh' = 1 − h² < 0.01
             Activation::Tanh => 1.0 - (h as f64) * (h as f64) < 0.01,
+            // softsign' = (1 − |h|)² < 0.01
+            Activation::Softsign => 1.0 - (h as f64).abs() < 0.1,
             _ => false,
         }
     }
 
     /// Gain for He-style and orthogonal initialisation: Var(W)·fan_in = gain² keeps the forward
     /// signal's scale. √2 for the ReLU family (half the units are off); SiLU and GELU, which
-    /// behave like ReLU for large |z|, take the same gain; 5/3 for tanh; 1 for sigmoid.
+    /// behave like ReLU for large |z|, take the same gain; 5/3 for tanh; 1 for sigmoid and
+    /// softsign.
     pub fn gain(self) -> f64 {
         match self {
-            Activation::Sigmoid => 1.0,
+            Activation::Sigmoid | Activation::Softsign => 1.0,
             Activation::Tanh => 5.0 / 3.0,
             Activation::Relu | Activation::Silu | Activation::Gelu => std::f64::consts::SQRT_2,
             Activation::LeakyRelu => (2.0 / (1.0 + LEAKY_SLOPE * LEAKY_SLOPE)).sqrt(),

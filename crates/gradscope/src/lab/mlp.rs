@@ -16,7 +16,7 @@ use crate::nn::mlp::MlpConfig;
 use crate::probe::{Probe, ProbeConfig, ProbeError, StepRecord};
 use crate::report::html::{self, Table};
 use crate::report::{plots, ReportError, RunView};
-use crate::train::{train_classifier, History, Progress, TrainConfig, TrainError};
+use crate::train::{train_classifier_watched, History, Progress, TrainConfig, TrainError};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum DataSource {
@@ -26,17 +26,69 @@ pub enum DataSource {
     Fashion { dir: PathBuf, limit: usize },
 }
 
+impl DataSource {
+    /// The data keys every MLP lab takes (`data`, `data_dir`, `limit`).
+    pub const KEYS: [(&'static str, &'static str); 3] = [
+        ("data", "digits | fashion"),
+        (
+            "data_dir",
+            "folder with Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)",
+        ),
+        (
+            "limit",
+            "fashion: number of training images to use, 0 = all 60000 (default 10000)",
+        ),
+    ];
+
+    /// Applies `data=`, `data_dir=` or `limit=`. `Ok(false)`: another key.
+    pub fn set(&mut self, key: &str, v: &str) -> Result<bool, String> {
+        match key {
+            "data" => {
+                *self = match v {
+                    "digits" => DataSource::Digits,
+                    "fashion" => DataSource::Fashion {
+                        dir: data::idx::FASHION_DIR.into(),
+                        limit: 10_000,
+                    },
+                    _ => return Err(format!("data={v}: expected digits or fashion")),
+                }
+            }
+            "data_dir" | "limit" => {
+                let DataSource::Fashion { dir, limit } = self else {
+                    return Err(format!(
+                        "{key}= applies to data=fashion; put data=fashion before it"
+                    ));
+                };
+                if key == "data_dir" {
+                    *dir = PathBuf::from(v);
+                } else {
+                    *limit = v
+                        .parse()
+                        .map_err(|_| format!("limit={v}: expected a whole number ≥ 0"))?;
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The samples.
+    pub fn load(&self) -> Result<Dataset, DataError> {
+        match self {
+            DataSource::Digits => data::digits::load(),
+            DataSource::Fashion { dir, limit } => {
+                let d = data::idx::load_dir(dir, "fashion-mnist")?;
+                Ok(if *limit > 0 { d.take(*limit) } else { d })
+            }
+        }
+    }
+}
+
 /// Lab-level keys (besides the model/training keys of [`KEYS`]).
 pub const LAB_KEYS: &[(&str, &str)] = &[
-    ("data", "digits | fashion"),
-    (
-        "data_dir",
-        "folder with Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)",
-    ),
-    (
-        "limit",
-        "fashion: number of training images to use, 0 = all 60000 (default 10000)",
-    ),
+    DataSource::KEYS[0],
+    DataSource::KEYS[1],
+    DataSource::KEYS[2],
     (
         "val",
         "fraction held out for validation, in (0, 1) (default 0.2)",
@@ -220,29 +272,8 @@ impl MlpLab {
     pub fn set(&mut self, key: &str, v: &str) -> Result<bool, String> {
         match key {
             "device" => self.device = super::lab_device(v)?,
-            "data" => {
-                self.data = match v {
-                    "digits" => DataSource::Digits,
-                    "fashion" => DataSource::Fashion {
-                        dir: data::idx::FASHION_DIR.into(),
-                        limit: 10_000,
-                    },
-                    _ => return Err(format!("data={v}: expected digits or fashion")),
-                }
-            }
-            "data_dir" | "limit" => {
-                let DataSource::Fashion { dir, limit } = &mut self.data else {
-                    return Err(format!(
-                        "{key}= applies to data=fashion; put data=fashion before it"
-                    ));
-                };
-                if key == "data_dir" {
-                    *dir = PathBuf::from(v);
-                } else {
-                    *limit = v
-                        .parse()
-                        .map_err(|_| format!("limit={v}: expected a whole number ≥ 0"))?;
-                }
+            "data" | "data_dir" | "limit" => {
+                self.data.set(key, v)?;
             }
             "val" => match v.parse::<f64>() {
                 Ok(f) if f > 0.0 && f < 1.0 => self.val_frac = f,
@@ -354,16 +385,6 @@ impl MlpLab {
             })
             .collect()
     }
-
-    pub fn load_data(&self) -> Result<Dataset, DataError> {
-        match &self.data {
-            DataSource::Digits => data::digits::load(),
-            DataSource::Fashion { dir, limit } => {
-                let d = data::idx::load_dir(dir, "fashion-mnist")?;
-                Ok(if *limit > 0 { d.take(*limit) } else { d })
-            }
-        }
-    }
 }
 
 /// What the lab reports while it runs.
@@ -456,87 +477,132 @@ fn majority_share(labels: &[usize], classes: usize) -> f64 {
     *counts.iter().max().unwrap_or(&0) as f64 / labels.len().max(1) as f64
 }
 
+/// Where a lab's variants train: the data, the probe, the lab's folder.
+pub struct Bench<'a> {
+    /// The whole set (its name, features and classes size the model).
+    pub all: &'a Dataset,
+    pub train: &'a Dataset,
+    pub val: &'a Dataset,
+    pub probe: &'a ProbeConfig,
+    /// The lab's folder; each variant writes into `<dir>/<variant name>`.
+    pub dir: &'a std::path::Path,
+}
+
+impl Bench<'_> {
+    /// Trains variant `index` of `total` with the probe on, shows `watch` the model with the
+    /// number of epochs done (0: at init, then after every epoch), diagnoses it (remedies as `add=` variants) and writes its `run.json` and `probe.jsonl`.
+    pub fn train(
+        &self,
+        v: &Variant,
+        (index, total): (usize, usize),
+        on: &mut dyn FnMut(LabEvent),
+        watch: &mut dyn FnMut(usize, &crate::nn::mlp::Mlp),
+    ) -> Result<VariantOutcome, LabError> {
+        let device = crate::device();
+        let mut model_cfg = v.settings.model.clone();
+        model_cfg.input = self.all.features;
+        model_cfg.classes = self.all.classes;
+        let vdir = self.dir.join(&v.name);
+        let mut probe = Probe::new(self.probe.clone()).with_jsonl(&vdir.join("probe.jsonl"))?;
+        let steps = self.train.len().div_ceil(v.settings.train.batch) * v.settings.train.epochs;
+        on(LabEvent::Start {
+            name: &v.name,
+            index,
+            total,
+            steps,
+        });
+        let t0 = Instant::now();
+        let model = model_cfg.init(&device);
+        watch(0, &model);
+        let (_, history) = train_classifier_watched(
+            model,
+            self.train,
+            self.val,
+            &v.settings.train,
+            &mut probe,
+            &device,
+            &mut |p| on(LabEvent::Step(p)),
+            &mut |epoch, m| watch(epoch + 1, m),
+        )?;
+        let seconds = t0.elapsed().as_secs_f64();
+        on(LabEvent::Done {
+            name: &v.name,
+            seconds,
+        });
+        let records = probe.into_records();
+        // remedies as variants this lab runs when pasted (`add=act=relu,init=he`)
+        let diagnosis = diagnose(&records).map(|mut d| {
+            let changes = |p: &[(String, String)]| v.settings.changed_by(p);
+            let lr = v.settings.train.lr;
+            super::remedies::for_lab(&mut d, lr, None, changes, super::remedies::as_variant);
+            d
+        });
+        std::fs::create_dir_all(&vdir).map_err(|source| LabError::Io {
+            path: vdir.clone(),
+            source,
+        })?;
+        write_json(
+            &vdir.join("run.json"),
+            &serde_json::json!({
+                "name": v.name, "settings": v.settings.describe(), "data": self.all.name,
+                "history": history, "diagnosis": diagnosis, "seconds": seconds,
+            }),
+        )?;
+        Ok(VariantOutcome {
+            name: v.name.clone(),
+            settings: v.settings.clone(),
+            history,
+            records,
+            diagnosis,
+            seconds,
+            dir: vdir,
+        })
+    }
+}
+
+/// Creates `dir` (and its parents).
+pub(crate) fn create_dir(dir: &std::path::Path) -> Result<(), LabError> {
+    std::fs::create_dir_all(dir).map_err(|source| LabError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Each outcome as the report sees it.
+pub fn views(outcomes: &[VariantOutcome]) -> Vec<RunView<'_>> {
+    outcomes
+        .iter()
+        .map(|o| RunView {
+            name: &o.name,
+            settings: o.settings.describe(),
+            records: &o.records,
+            history: &o.history,
+            diagnosis: o.diagnosis.as_ref(),
+        })
+        .collect()
+}
+
 impl MlpLab {
     pub fn run(&self, on: &mut dyn FnMut(LabEvent)) -> Result<LabOutcome, LabError> {
         crate::devices::select(&self.device)?;
-        let all = self.load_data()?;
+        let all = self.data.load()?;
         let (train, val) = data::prepare(&all, self.val_frac, 0);
         let dir = super::next_run_dir(&self.project.join(self.kind), "lab");
-        std::fs::create_dir_all(&dir).map_err(|source| LabError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        let device = crate::device();
+        create_dir(&dir)?;
+        let bench = Bench {
+            all: &all,
+            train: &train,
+            val: &val,
+            probe: &self.probe,
+            dir: &dir,
+        };
         let variants = self.variants();
         let mut outcomes = Vec::new();
         for (index, v) in variants.iter().enumerate() {
-            let mut model_cfg = v.settings.model.clone();
-            model_cfg.input = all.features;
-            model_cfg.classes = all.classes;
-            let vdir = dir.join(&v.name);
-            let mut probe = Probe::new(self.probe.clone()).with_jsonl(&vdir.join("probe.jsonl"))?;
-            let steps = train.len().div_ceil(v.settings.train.batch) * v.settings.train.epochs;
-            on(LabEvent::Start {
-                name: &v.name,
-                index,
-                total: variants.len(),
-                steps,
-            });
-            let t0 = Instant::now();
-            let model = model_cfg.init(&device);
-            let (_, history) = train_classifier(
-                model,
-                &train,
-                &val,
-                &v.settings.train,
-                &mut probe,
-                &device,
-                &mut |p| on(LabEvent::Step(p)),
-            )?;
-            let seconds = t0.elapsed().as_secs_f64();
-            on(LabEvent::Done {
-                name: &v.name,
-                seconds,
-            });
-            let records = probe.into_records();
-            // remedies as variants this lab runs when pasted (`add=act=relu,init=he`)
-            let diagnosis = diagnose(&records).map(|mut d| {
-                let changes = |p: &[(String, String)]| v.settings.changed_by(p);
-                let lr = v.settings.train.lr;
-                super::remedies::for_lab(&mut d, lr, None, changes, super::remedies::as_variant);
-                d
-            });
-            std::fs::create_dir_all(&vdir).map_err(|source| LabError::Io {
-                path: vdir.clone(),
-                source,
-            })?;
-            write_json(
-                &vdir.join("run.json"),
-                &serde_json::json!({
-                    "name": v.name, "settings": v.settings.describe(), "data": all.name,
-                    "history": history, "diagnosis": diagnosis, "seconds": seconds,
-                }),
-            )?;
-            outcomes.push(VariantOutcome {
-                name: v.name.clone(),
-                settings: v.settings.clone(),
-                history,
-                records,
-                diagnosis,
-                seconds,
-                dir: vdir,
-            });
+            let mut nothing = |_: usize, _: &crate::nn::mlp::Mlp| {};
+            outcomes.push(bench.train(v, (index, variants.len()), on, &mut nothing)?);
         }
-        let views: Vec<RunView> = outcomes
-            .iter()
-            .map(|o| RunView {
-                name: &o.name,
-                settings: o.settings.describe(),
-                records: &o.records,
-                history: &o.history,
-                diagnosis: o.diagnosis.as_ref(),
-            })
-            .collect();
+        let views = views(&outcomes);
         let mut images = Vec::new();
         if self.probe.enabled {
             plots::heatmap(&views, &dir.join("heatmap.png"))?;

@@ -1,5 +1,6 @@
 //! Experiments that show a claim side by side and check it.
 
+pub mod papers;
 pub mod recurrent;
 pub mod remedies;
 pub mod settings;

@@ -8,7 +8,10 @@ use crate::train::{ClipNorm, TrainConfig};
 pub const KEYS: &[(&str, &str)] = &[
     ("depth", "number of linear layers including the head, ≥ 2"),
     ("width", "units per hidden layer, ≥ 1"),
-    ("act", "sigmoid | tanh | relu | leaky_relu | silu | gelu"),
+    (
+        "act",
+        "sigmoid | tanh | relu | leaky_relu | silu | gelu | softsign",
+    ),
     ("init", "default | xavier | he | lecun | orthogonal"),
     ("norm", "none | batch | layer"),
     (

@@ -26,7 +26,7 @@ use burn::module::Module;
 use burn::tensor::{Gradients, Tensor};
 
 pub use record::{LayerRecord, NonFinite, ParamRecord, Phase, StepRecord};
-pub use tap::{Fault, Tap, Tapped};
+pub use tap::{Fault, Kept, Tap, Tapped};
 
 use params::{diff_norm, snapshot, ParamSnapshot};
 

@@ -34,8 +34,23 @@ pub enum Fault {
     },
 }
 
-/// Reads ∂L/∂h's statistics after `backward` (`None`: the output did not reach the loss).
-type LeafGrad = Box<dyn Fn(&Gradients) -> Option<GradStats>>;
+/// Reads ∂L/∂h's statistics after `backward` (`None`: the output did not reach the loss), and
+/// a copy of ∂L/∂h itself when the tap keeps values.
+type LeafGrad = Box<dyn Fn(&Gradients) -> Option<(GradStats, Option<Vec<f32>>)>>;
+
+/// A probe point's values, whole: what a [`Tap::keeping`] tap keeps for distributions and
+/// percentiles (the statistics of a [`Tapped`] summarise them).
+#[derive(Clone, Debug, Default)]
+pub struct Kept {
+    /// The layer's output h, row-major.
+    pub act: Vec<f32>,
+    /// Its pre-activation (the input of the activation function), where it has one.
+    pub pre: Option<Vec<f32>>,
+    /// ∂L/∂h after `backward` (empty when the output did not reach the loss, or before backward).
+    pub grad: Vec<f32>,
+    /// The output's shape.
+    pub shape: Vec<usize>,
+}
 
 struct Point {
     name: String,
@@ -44,6 +59,7 @@ struct Point {
     act: ActStats,
     active: Option<Vec<bool>>,
     leaf: LeafGrad,
+    kept: Option<Kept>,
 }
 
 /// What one probe point measured in one step.
@@ -55,11 +71,16 @@ pub struct Tapped {
     /// Units active in this batch (ReLU family), for the dead-unit window.
     pub active: Option<Vec<bool>>,
     pub grad_h: GradStats,
+    /// The values themselves, from a [`Tap::keeping`] tap.
+    pub kept: Option<Kept>,
 }
 
 /// Per-forward-pass recorder handed to a model.
 pub struct Tap {
     record: bool,
+    keep: bool,
+    /// Attach a gradient leaf at every point (not in an evaluation-mode forward).
+    leaves: bool,
     fault: Option<Fault>,
     input_nonfinite: bool,
     points: Vec<Point>,
@@ -70,6 +91,8 @@ impl Tap {
     pub fn on() -> Self {
         Tap {
             record: true,
+            keep: false,
+            leaves: true,
             fault: None,
             input_nonfinite: false,
             points: Vec::new(),
@@ -80,9 +103,30 @@ impl Tap {
     pub fn off() -> Self {
         Tap {
             record: false,
+            keep: false,
+            leaves: false,
             fault: None,
             input_nonfinite: false,
             points: Vec::new(),
+        }
+    }
+
+    /// A tap that measures every point and also keeps its values whole (activation,
+    /// pre-activation, and ∂L/∂h after backward): for the distributions a lab draws, not for
+    /// training steps (it copies every activation).
+    pub fn keeping() -> Self {
+        Tap {
+            keep: true,
+            ..Tap::on()
+        }
+    }
+
+    /// A tap for a forward pass without backward (a model in evaluation mode): keeps every
+    /// point's values whole, attaches no gradient leaf. Read them with [`Tap::kept`].
+    pub fn values() -> Self {
+        Tap {
+            leaves: false,
+            ..Tap::keeping()
         }
     }
 
@@ -165,22 +209,34 @@ impl Tap {
                 pre_stats(d.as_slice::<f32>().unwrap_or(&[]))
             }
         };
+        let kept = self.keep.then(|| Kept {
+            act: h.to_data().try_to_vec::<f32>().unwrap_or_default(),
+            pre: pre.and_then(|z| z.to_data().try_to_vec::<f32>().ok()),
+            grad: Vec::new(),
+            shape: shape.clone(),
+        });
+        let keep = self.keep;
+        let read = move |g: &[f32]| (grad_stats(g), keep.then(|| g.to_vec()));
         // ∂L/∂h: an identity op that keeps its gradient on flex; elsewhere a zero-valued leaf
         // added to h, whose gradient is ∂L/∂h.
-        let (out, leaf): (Tensor<D>, LeafGrad) = match tap(&h) {
-            Some((out, slot)) => (out, Box::new(move |_: &Gradients| slot.with(grad_stats))),
-            None => {
-                let leaf: Tensor<D> = Tensor::zeros(h.dims(), &h.device()).require_grad();
-                let probe = leaf.clone();
-                (
-                    h + leaf,
-                    Box::new(move |grads: &Gradients| {
-                        probe
-                            .grad(grads)
-                            .and_then(|g| g.into_data().try_into_vec::<f32>().ok())
-                            .map(|g| grad_stats(&g))
-                    }),
-                )
+        let (out, leaf): (Tensor<D>, LeafGrad) = if !self.leaves {
+            (h, Box::new(|_: &Gradients| None))
+        } else {
+            match tap(&h) {
+                Some((out, slot)) => (out, Box::new(move |_: &Gradients| slot.with(read))),
+                None => {
+                    let leaf: Tensor<D> = Tensor::zeros(h.dims(), &h.device()).require_grad();
+                    let probe = leaf.clone();
+                    (
+                        h + leaf,
+                        Box::new(move |grads: &Gradients| {
+                            probe
+                                .grad(grads)
+                                .and_then(|g| g.into_data().try_into_vec::<f32>().ok())
+                                .map(|g| read(&g))
+                        }),
+                    )
+                }
             }
         };
         self.points.push(Point {
@@ -190,6 +246,7 @@ impl Tap {
             act,
             active,
             leaf,
+            kept,
         });
         out
     }
@@ -220,8 +277,18 @@ impl Tap {
             act_fn: None,
             act,
             active,
-            leaf: Box::new(move |_: &Gradients| grad.with(grad_stats)),
+            leaf: Box::new(move |_: &Gradients| grad.with(|g| (grad_stats(g), None))),
+            kept: None,
         });
+    }
+
+    /// Without a backward pass (an evaluation-mode forward): what a [`Tap::keeping`] tap kept at
+    /// every probe point, in forward order, with no gradients.
+    pub fn kept(self) -> Vec<(String, Kept)> {
+        self.points
+            .into_iter()
+            .filter_map(|p| Some((p.name, p.kept?)))
+            .collect()
     }
 
     /// After `backward`: the gradient at every probe point, in forward order.
@@ -230,7 +297,11 @@ impl Tap {
             .into_iter()
             .map(|p| {
                 // `None`: the output did not reach the loss, its gradient is exactly zero.
-                let grad_h = (p.leaf)(grads).unwrap_or_default();
+                let (grad_h, grad) = (p.leaf)(grads).unwrap_or_default();
+                let kept = p.kept.map(|k| Kept {
+                    grad: grad.unwrap_or_default(),
+                    ..k
+                });
                 Tapped {
                     name: p.name,
                     block: p.block,
@@ -238,6 +309,7 @@ impl Tap {
                     act: p.act,
                     active: p.active,
                     grad_h,
+                    kept,
                 }
             })
             .collect()

@@ -2,6 +2,7 @@
 
 pub mod chart;
 pub mod html;
+pub mod panels;
 pub mod plots;
 
 use std::path::PathBuf;

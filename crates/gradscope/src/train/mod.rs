@@ -258,15 +258,18 @@ pub fn fit<M: Module + Clone, T: Task<M>>(
 }
 
 /// Classification on an in-memory dataset: cross-entropy, accuracy.
-struct Classification<'a> {
+struct Classification<'a, M> {
     train: &'a Dataset,
     val: &'a Dataset,
     batch: usize,
     rng: StdRng,
     device: &'a Device,
+    /// Shown the model after each epoch's evaluation, with the epoch.
+    watch: &'a mut dyn FnMut(usize, &M),
+    epoch: usize,
 }
 
-impl<M: Classifier> Task<M> for Classification<'_> {
+impl<M: Classifier> Task<M> for Classification<'_, M> {
     type Batch = (Tensor<2>, Tensor<1, Int>);
 
     fn batches(&mut self, _epoch: usize) -> Vec<Self::Batch> {
@@ -282,7 +285,10 @@ impl<M: Classifier> Task<M> for Classification<'_> {
     }
 
     fn evaluate(&mut self, model: &M) -> (f64, f64) {
-        evaluate(model, self.val, self.device)
+        let out = evaluate(model, self.val, self.device);
+        (self.watch)(self.epoch, model);
+        self.epoch += 1;
+        out
     }
 }
 
@@ -296,6 +302,32 @@ pub fn train_classifier<M: Classifier>(
     device: &Device,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<(M, History), TrainError> {
+    let mut nothing = |_: usize, _: &M| {};
+    train_classifier_watched(
+        model,
+        train,
+        val,
+        cfg,
+        probe,
+        device,
+        progress,
+        &mut nothing,
+    )
+}
+
+/// [`train_classifier`], showing `watch` the model after every epoch's evaluation (with the
+/// epoch, from 0): for measurements a lab takes over training.
+#[allow(clippy::too_many_arguments)]
+pub fn train_classifier_watched<M: Classifier>(
+    model: M,
+    train: &Dataset,
+    val: &Dataset,
+    cfg: &TrainConfig,
+    probe: &mut Probe,
+    device: &Device,
+    progress: &mut dyn FnMut(&Progress),
+    watch: &mut dyn FnMut(usize, &M),
+) -> Result<(M, History), TrainError> {
     if train.is_empty() {
         return Err(TrainError::Empty);
     }
@@ -305,6 +337,8 @@ pub fn train_classifier<M: Classifier>(
         batch: cfg.batch,
         rng: StdRng::seed_from_u64(cfg.seed ^ 0x5eed),
         device,
+        watch,
+        epoch: 0,
     };
     fit(model, &mut task, cfg, probe, progress)
 }
