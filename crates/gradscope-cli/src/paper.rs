@@ -21,7 +21,7 @@ pub(crate) fn lab_paper(paper: &Paper, args: &[&str]) -> Result<()> {
     println!("{} — {}", paper.name, paper.cite);
     let out = (paper.run)(&lab, &mut progress_bars())?;
     println!("\n{}", claims_text(&out.claims));
-    for v in &out.variants {
+    for v in &out.runs {
         if let Some(reason) = &v.history.stopped {
             println!("{}: stopped: {reason}", v.name);
         }

@@ -32,6 +32,8 @@ pub struct Panel {
     pub series: Vec<Series>,
     /// y drawn as log10 (values ≤ 0 left out).
     pub log_y: bool,
+    /// x drawn as log10 (values ≤ 0 left out).
+    pub log_x: bool,
 }
 
 /// The legend's names in first-seen order: one colour per name in every panel.
@@ -109,22 +111,18 @@ pub fn grid(
     legend_row(&keys_area, &keys).map_err(|e| err(path, e))?;
     let areas = body.split_evenly((rows, columns));
     for (area, panel) in areas.iter().zip(panels) {
-        let y = |v: f64| {
-            if panel.log_y {
-                if v > 0.0 {
-                    v.log10()
-                } else {
-                    f64::NAN
-                }
-            } else {
-                v
-            }
+        let log = |on: bool, v: f64| match (on, v > 0.0) {
+            (false, _) => v,
+            (true, true) => v.log10(),
+            (true, false) => f64::NAN,
         };
+        let y = |v: f64| log(panel.log_y, v);
+        let x = |v: f64| log(panel.log_x, v);
         let xs = panel.series.iter().flat_map(|s| {
             s.points
                 .iter()
-                .map(|p| p.0)
-                .chain(s.band.iter().map(|b| b.0))
+                .map(|p| x(p.0))
+                .chain(s.band.iter().map(|b| x(b.0)))
         });
         let ys = panel.series.iter().flat_map(|s| {
             s.points
@@ -136,12 +134,18 @@ pub fn grid(
         let (y0, y1) = range(ys);
         let mut c =
             chart(area, &panel.caption, Size::Panel, x0..x1, y0..y1).map_err(|e| err(path, e))?;
-        let y_desc = if panel.log_y {
-            format!("log10 {}", panel.y_desc)
-        } else {
-            panel.y_desc.clone()
+        let desc = |on: bool, d: &str| {
+            if on {
+                format!("log10 {d}")
+            } else {
+                d.to_string()
+            }
         };
-        mesh(&mut c, &panel.x_desc, &y_desc)
+        let (x_desc, y_desc) = (
+            desc(panel.log_x, &panel.x_desc),
+            desc(panel.log_y, &panel.y_desc),
+        );
+        mesh(&mut c, &x_desc, &y_desc)
             .x_label_formatter(&|v| tick(*v))
             .y_label_formatter(&|v| tick(*v))
             .draw()
@@ -151,8 +155,8 @@ pub fn grid(
             let band: Vec<(f64, f64, f64)> = s
                 .band
                 .iter()
-                .map(|&(x, lo, hi)| (x, y(lo), y(hi)))
-                .filter(|(x, lo, hi)| x.is_finite() && lo.is_finite() && hi.is_finite())
+                .map(|&(u, lo, hi)| (x(u), y(lo), y(hi)))
+                .filter(|(u, lo, hi)| u.is_finite() && lo.is_finite() && hi.is_finite())
                 .collect();
             if band.len() >= 2 {
                 let outline: Vec<(f64, f64)> = band
@@ -169,8 +173,8 @@ pub fn grid(
             let pts: Vec<(f64, f64)> = s
                 .points
                 .iter()
-                .map(|&(x, v)| (x, y(v)))
-                .filter(|(x, v)| x.is_finite() && v.is_finite())
+                .map(|&(u, v)| (x(u), y(v)))
+                .filter(|(u, v)| u.is_finite() && v.is_finite())
                 .collect();
             if s.dashed {
                 c.draw_series(DashedLineSeries::new(pts, 8, 5, col.stroke_width(2)))

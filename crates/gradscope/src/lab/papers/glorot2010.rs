@@ -185,7 +185,7 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
         setup.train.len(),
         setup.val.len()
     );
-    let runs = out.into_iter().map(|t| t.run).collect();
+    let runs = out.into_iter().map(|t| t.run.into()).collect();
     setup.finish(
         &PAPER,
         &intro,
@@ -357,6 +357,7 @@ fn fig_6_7(out: &[Traced], path: &std::path::Path) -> Result<(), LabError> {
             y_desc: "activation".into(),
             series: acts,
             log_y: false,
+            log_x: false,
         },
         Panel {
             caption: "(b) at init: back-propagated gradients".into(),
@@ -364,6 +365,7 @@ fn fig_6_7(out: &[Traced], path: &std::path::Path) -> Result<(), LabError> {
             y_desc: "Var(∂L/∂h)".into(),
             series: grads(false),
             log_y: true,
+            log_x: false,
         },
         Panel {
             caption: "(c) after training".into(),
@@ -371,6 +373,7 @@ fn fig_6_7(out: &[Traced], path: &std::path::Path) -> Result<(), LabError> {
             y_desc: "Var(∂L/∂h)".into(),
             series: grads(true),
             log_y: true,
+            log_x: false,
         },
     ];
     panels::grid(
@@ -398,6 +401,7 @@ fn fig_2(sig: &Traced, path: &std::path::Path) -> Result<(), LabError> {
         y_desc: "mean activation".into(),
         series,
         log_y: false,
+        log_x: false,
     };
     panels::grid(
         path,

@@ -74,7 +74,7 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
         &PAPER,
         &intro,
         claims,
-        out,
+        out.into_iter().map(Into::into).collect(),
         &[(
             "fig3.png",
             "Their Fig. 3 from our runs: training loss per epoch, and the gradient reaching each layer at init against theory",
@@ -220,6 +220,7 @@ fn figure(out: &[VariantOutcome], chance: f64, path: &std::path::Path) -> Result
             y_desc: "training loss".into(),
             series,
             log_y: false,
+            log_x: false,
         });
     }
     let mut grads = Vec::new();
@@ -249,6 +250,7 @@ fn figure(out: &[VariantOutcome], chance: f64, path: &std::path::Path) -> Result
         y_desc: "‖∂L/∂h‖".into(),
         series: grads,
         log_y: true,
+        log_x: false,
     });
     panels::grid(
         path,

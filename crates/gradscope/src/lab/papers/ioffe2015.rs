@@ -107,7 +107,7 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
         setup.val.len(),
         per_epoch * all[0].settings.train.epochs
     );
-    let runs = out.into_iter().map(|w| w.run).collect();
+    let runs = out.into_iter().map(|w| w.run.into()).collect();
     setup.finish(
         &PAPER,
         &intro,
@@ -214,6 +214,7 @@ fn figure(out: &[Watched], per_epoch: usize, path: &std::path::Path) -> Result<(
             })
             .collect(),
         log_y: false,
+        log_x: false,
     };
     let mut panels_v = vec![accuracy];
     for (w, letter) in out.iter().zip(["b", "c"]) {
@@ -236,6 +237,7 @@ fn figure(out: &[Watched], per_epoch: usize, path: &std::path::Path) -> Result<(
                 dashed: false,
             }],
             log_y: false,
+            log_x: false,
         });
     }
     panels::grid(

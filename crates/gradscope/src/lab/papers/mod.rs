@@ -6,16 +6,21 @@
 
 pub mod glorot2010;
 pub mod he2015;
+pub mod he2016;
 pub mod ioffe2015;
+pub mod pascanu2013;
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::mlp::{create_dir, views, Bench, DataSource, LabError, LabEvent, VariantOutcome};
+use super::mlp::{create_dir, Bench, DataSource, LabError, LabEvent, VariantOutcome};
 use crate::data::{self, Dataset};
-use crate::probe::ProbeConfig;
+use crate::diagnose::Diagnosis;
+use crate::probe::{ProbeConfig, StepRecord};
 use crate::report::html::{self, Table};
+use crate::report::RunView;
+use crate::train::History;
 
 /// One reproducible paper.
 pub struct Paper {
@@ -33,7 +38,13 @@ pub struct Paper {
 pub type RunPaper = fn(&PaperLab, &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, LabError>;
 
 /// Every paper lab, in `gradscope lab list` order.
-pub const PAPERS: &[Paper] = &[glorot2010::PAPER, he2015::PAPER, ioffe2015::PAPER];
+pub const PAPERS: &[Paper] = &[
+    glorot2010::PAPER,
+    he2015::PAPER,
+    he2016::PAPER,
+    ioffe2015::PAPER,
+    pascanu2013::PAPER,
+];
 
 /// The paper lab called `name`.
 pub fn find(name: &str) -> Option<&'static Paper> {
@@ -104,13 +115,36 @@ pub struct Claim {
     pub agree: bool,
 }
 
+/// One run of a paper lab, as its report shows it.
+pub struct PaperRun {
+    pub name: String,
+    /// `key=value` settings that define the run.
+    pub settings: String,
+    pub history: History,
+    pub records: Vec<StepRecord>,
+    pub diagnosis: Option<Diagnosis>,
+}
+
+impl From<VariantOutcome> for PaperRun {
+    fn from(v: VariantOutcome) -> Self {
+        PaperRun {
+            settings: v.settings.describe(),
+            name: v.name,
+            history: v.history,
+            records: v.records,
+            diagnosis: v.diagnosis,
+        }
+    }
+}
+
 /// What a paper lab produced.
 pub struct PaperOutcome {
     pub dir: PathBuf,
     pub report: PathBuf,
     pub data: String,
     pub claims: Vec<Claim>,
-    pub variants: Vec<VariantOutcome>,
+    /// The runs its report shows.
+    pub runs: Vec<PaperRun>,
 }
 
 impl PaperOutcome {
@@ -216,6 +250,27 @@ impl Setup {
         })
     }
 
+    /// For a lab that makes its own data (`name` says what): selects the device and makes the
+    /// run folder; no data set is loaded.
+    pub fn own_data(lab: &PaperLab, paper: &str, name: &str) -> Result<Setup, LabError> {
+        crate::devices::select(&lab.device)?;
+        let dir = super::next_run_dir(&lab.project.join(paper), "lab");
+        create_dir(&dir)?;
+        let empty = Dataset {
+            name: name.to_string(),
+            x: Vec::new(),
+            y: Vec::new(),
+            features: 0,
+            classes: 0,
+        };
+        Ok(Setup {
+            train: empty.clone(),
+            val: empty.clone(),
+            all: empty,
+            dir,
+        })
+    }
+
     /// Where the variants train, with the probe every `every` steps.
     pub fn bench<'a>(&'a self, probe: &'a ProbeConfig) -> Bench<'a> {
         Bench {
@@ -227,24 +282,34 @@ impl Setup {
         }
     }
 
-    /// Writes the report (the claims, the figures, each variant's diagnosis) and
+    /// Writes the report (the claims, the figures, each run's diagnosis) and
     /// `claims.json`.
     pub fn finish(
         self,
         paper: &Paper,
         intro: &str,
         claims: Vec<Claim>,
-        variants: Vec<VariantOutcome>,
+        runs: Vec<PaperRun>,
         images: &[(&str, &str)],
     ) -> Result<PaperOutcome, LabError> {
         let report = self.dir.join("report.html");
         let title = format!("gradscope lab {} — {}", paper.name, paper.cite);
+        let views: Vec<RunView> = runs
+            .iter()
+            .map(|r| RunView {
+                name: &r.name,
+                settings: r.settings.clone(),
+                records: &r.records,
+                history: &r.history,
+                diagnosis: r.diagnosis.as_ref(),
+            })
+            .collect();
         html::write(
             &report,
             &title,
             intro,
             &claims_table(&claims),
-            &views(&variants),
+            &views,
             images,
         )?;
         super::write_json(
@@ -259,7 +324,7 @@ impl Setup {
             report,
             data: self.all.name,
             claims,
-            variants,
+            runs,
         })
     }
 }
