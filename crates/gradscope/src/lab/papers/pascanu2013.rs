@@ -109,7 +109,7 @@ fn diverged(h: &History) -> bool {
         || h.step_loss.iter().any(|l| !l.is_finite())
         || h.epochs
             .last()
-            .is_none_or(|e| !(e.val_loss <= 10.0 * ADDING_BASELINE_MSE))
+            .is_none_or(|e| !e.val_loss.is_finite() || e.val_loss > 10.0 * ADDING_BASELINE_MSE)
 }
 
 fn per_epoch(lab: &PaperLab) -> usize {
