@@ -157,9 +157,14 @@ fn lab_list_names_every_paper_and_its_keys() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in ["vanishing", "glorot2010", "he2015", "ioffe2015"] {
+    let papers = gradscope::lab::papers::PAPERS.iter().map(|p| p.name);
+    for name in ["vanishing", "exploding", "recurrent"]
+        .into_iter()
+        .chain(papers)
+    {
         assert!(text.contains(name), "{name} missing: {text}");
     }
+    assert!(text.contains("glorot2010") && text.contains("schoenholz2017"));
     let out = Command::new(env!("CARGO_BIN_EXE_gradscope"))
         .args(["lab", "he2015", "depth=3"])
         .output()
@@ -213,4 +218,58 @@ fn pascanu2013_norm_clipping_stops_the_divergence() {
     }
     let (ours, agree) = claim(&dir, "where the gradient explodes");
     assert!(agree, "{ours}");
+}
+
+/// Saxe et al. 2014 / Pennington et al. 2017: orthogonal weights give a deep linear net a
+/// Jacobian whose singular values are all 1; Gaussian ones spread them wider with depth; the
+/// orthogonal net's learning time does not grow with depth.
+#[test]
+fn saxe2014_orthogonal_init_is_an_isometry_at_any_depth() {
+    let (dir, _) = quick("saxe2014");
+    let (ours, agree) = claim(&dir, "deep linear, orthogonal: every Jacobian");
+    let n = numbers(&ours);
+    assert!(
+        agree && (n[0] - 1.0).abs() < 1e-3 && (n[1] - 1.0).abs() < 1e-3,
+        "{ours}"
+    );
+    let (ours, agree) = claim(&dir, "deep linear, Gaussian: the spectrum");
+    assert!(agree, "{ours}");
+    let (ours, agree) = claim(&dir, "deep linear, orthogonal: learning time");
+    assert!(agree, "{ours}");
+    // the deepest orthogonal linear net learns no slower than the shallowest
+    let time = |v: &str| {
+        let run = json(&dir.join(v).join("run.json"));
+        let l: Vec<f64> = run["history"]["step_loss"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap_or(f64::NAN))
+            .collect();
+        (10..=l.len()).find(|&i| l[i - 10..i].iter().sum::<f64>() / 10.0 < 0.5 * 10f64.ln())
+    };
+    let (shallow, deep) = (time("linear 4 orthogonal"), time("linear 32 orthogonal"));
+    assert!(
+        matches!((shallow, deep), (Some(s), Some(d)) if d <= s),
+        "{shallow:?} {deep:?}"
+    );
+}
+
+/// Schoenholz et al. 2017: the library's mean-field recursions put tanh's transition where the
+/// paper does, and 6ξ_c separates the tanh nets that train from those that do not in at least
+/// 80% of the grid; the measured per-layer gradient factor is √χ₁.
+#[test]
+fn schoenholz2017_six_xi_separates_trainable_from_untrainable() {
+    let (dir, _) = quick("schoenholz2017");
+    let (ours, agree) = claim(&dir, "the order-to-chaos transition");
+    let crit = numbers(&ours)[1];
+    assert!(agree && (crit - 1.76).abs() < 0.05, "{ours}");
+    let (ours, agree) = claim(&dir, "a network trains when");
+    let n = numbers(&ours);
+    let (right, cells) = (n[1], n[2]);
+    assert!(agree && right >= 0.8 * cells, "{ours}");
+    let (ours, agree) = claim(&dir, "at init the gradient's norm");
+    assert!(agree, "{ours}");
+    // the deepest cell far into the chaotic phase does not train; the shallowest does
+    let acc = |v: &str| epochs(&dir, v).last().unwrap().1;
+    assert!(acc("σw²=4 L=64") < 0.3 && acc("σw²=4 L=4") > 0.6);
 }

@@ -28,6 +28,9 @@ choice! {
         /// z / (1 + |z|) (Bergstra et al. 2009; Glorot & Bengio 2010): tanh's shape with
         /// polynomial rather than exponential tails, so it saturates more gently.
         Softsign = "softsign",
+        /// The identity: a deep *linear* network (Saxe et al. 2014), nonlinear only in its
+        /// learning dynamics.
+        Linear = "linear",
     }
 }
 
@@ -51,6 +54,7 @@ impl Activation {
             Activation::Silu => activation::silu(z),
             Activation::Gelu => activation::gelu(z),
             Activation::Softsign => z.clone() / (z.abs() + 1.0),
+            Activation::Linear => z,
         }
     }
 
@@ -70,6 +74,7 @@ impl Activation {
             Activation::Silu => z * sigmoid(z),
             Activation::Gelu => z * normal_cdf(z),
             Activation::Softsign => z / (1.0 + z.abs()),
+            Activation::Linear => z,
         }
     }
 
@@ -101,6 +106,7 @@ impl Activation {
             }
             Activation::Gelu => normal_cdf(z) + z * normal_pdf(z),
             Activation::Softsign => (1.0 + z.abs()).powi(-2),
+            Activation::Linear => 1.0,
         }
     }
 
@@ -133,11 +139,11 @@ impl Activation {
 
     /// Gain for He-style and orthogonal initialisation: Var(W)·fan_in = gain² keeps the forward
     /// signal's scale. √2 for the ReLU family (half the units are off); SiLU and GELU, which
-    /// behave like ReLU for large |z|, take the same gain; 5/3 for tanh; 1 for sigmoid and
-    /// softsign.
+    /// behave like ReLU for large |z|, take the same gain; 5/3 for tanh; 1 for sigmoid,
+    /// softsign and the identity.
     pub fn gain(self) -> f64 {
         match self {
-            Activation::Sigmoid | Activation::Softsign => 1.0,
+            Activation::Sigmoid | Activation::Softsign | Activation::Linear => 1.0,
             Activation::Tanh => 5.0 / 3.0,
             Activation::Relu | Activation::Silu | Activation::Gelu => std::f64::consts::SQRT_2,
             Activation::LeakyRelu => (2.0 / (1.0 + LEAKY_SLOPE * LEAKY_SLOPE)).sqrt(),

@@ -467,7 +467,7 @@ pub struct LabOutcome {
 
 /// The accuracy of always predicting the most common class of `labels`: what a net that learnt
 /// nothing scores.
-fn majority_share(labels: &[usize], classes: usize) -> f64 {
+pub(crate) fn majority_share(labels: &[usize], classes: usize) -> f64 {
     let mut counts = vec![0usize; classes.max(1)];
     for &y in labels {
         if let Some(c) = counts.get_mut(y) {

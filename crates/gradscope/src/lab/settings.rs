@@ -10,7 +10,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("width", "units per hidden layer, ≥ 1"),
     (
         "act",
-        "sigmoid | tanh | relu | leaky_relu | silu | gelu | softsign",
+        "sigmoid | tanh | relu | leaky_relu | silu | gelu | softsign | linear",
     ),
     ("init", "default | xavier | he | lecun | orthogonal"),
     ("norm", "none | batch | layer"),
@@ -124,8 +124,11 @@ impl Settings {
             Some(ClipNorm::Auto) => "auto".to_string(),
             Some(ClipNorm::Fixed(c)) => c.to_string(),
         };
+        let bias = m
+            .bias_std
+            .map_or(String::new(), |s| format!(" (biases N(0, {s}²))"));
         format!(
-            "depth={} width={} act={} init={} gain={} norm={} residual={} zero_init={} optimizer={} lr={} batch={} epochs={} seed={} clip_norm={} clip_value={} nan_recovery={}",
+            "depth={} width={} act={} init={} gain={} norm={} residual={} zero_init={} optimizer={} lr={} batch={} epochs={} seed={} clip_norm={} clip_value={} nan_recovery={}{bias}",
             m.depth, m.width, m.act, m.init, m.gain, m.norm, m.residual, m.zero_init, t.optimizer, t.lr, t.batch, t.epochs, m.seed,
             clip, opt(t.clip_value), t.nan_recovery
         )

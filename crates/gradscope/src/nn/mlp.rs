@@ -48,6 +48,10 @@ pub struct MlpConfig {
     /// Multiplies every hidden weight matrix at init (1 = the scheme as published); > 1 makes
     /// each layer amplify the signal and its gradient — a way to *make* gradients explode.
     pub gain: f64,
+    /// `Some(σ_b)`: every hidden bias starts N(0, σ_b²) (the mean-field setting of Poole et al.
+    /// 2016 and Schoenholz et al. 2017); `None`: the init scheme's own biases.
+    #[serde(default)]
+    pub bias_std: Option<f64>,
     pub seed: u64,
 }
 
@@ -64,6 +68,7 @@ impl MlpConfig {
             residual: false,
             zero_init: false,
             gain: 1.0,
+            bias_std: None,
             seed: 0,
         }
     }
@@ -82,6 +87,13 @@ impl MlpConfig {
                 let mut linear = dense(
                     fan_in, self.width, self.init, self.act, self.gain, &mut rng, device,
                 );
+                if let Some(std) = self.bias_std {
+                    let b = super::init::normal(self.width, std, &mut rng);
+                    linear.bias = Some(Param::from_tensor(Tensor::from_data(
+                        TensorData::new(b, [self.width]),
+                        device,
+                    )));
+                }
                 if residual && self.zero_init {
                     linear = zeroed(linear, device);
                 }

@@ -190,3 +190,93 @@ pub fn grid(
     }
     root.present().map_err(|e| err(path, e))
 }
+
+/// One cell of a [`heat`] map: its extent, its value (coloured on [0, 1]) and its label.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    pub x: (f64, f64),
+    pub y: (f64, f64),
+    pub value: f64,
+    pub label: String,
+}
+
+/// A heat map of `cells` (colour: value on [0, 1], viridis) with `lines` drawn over it, the
+/// cells' labels written in them, and a legend row for the lines.
+pub fn heat(
+    path: &Path,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    cells: &[Cell],
+    lines: &[Series],
+    size: (u32, u32),
+) -> Result<(), ReportError> {
+    use plotters::style::colors::colormaps::ViridisRGB;
+    fonts();
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let (head, body) = root.split_vertically(70);
+    let (top, keys_area) = head.split_vertically(38);
+    top.titled(title, ("sans-serif", 22))
+        .map_err(|e| err(path, e))?;
+    let keys: Vec<Key> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Key {
+            name: &s.name,
+            color: if i == 0 { RED } else { run_color(i + 1) },
+            dashed: s.dashed,
+        })
+        .collect();
+    legend_row(&keys_area, &keys).map_err(|e| err(path, e))?;
+    let (x0, x1) = range(cells.iter().flat_map(|c| [c.x.0, c.x.1]));
+    let (y0, y1) = range(cells.iter().flat_map(|c| [c.y.0, c.y.1]));
+    let mut c = chart(&body, "", Size::Figure, x0..x1, y0..y1).map_err(|e| err(path, e))?;
+    mesh(&mut c, x_desc, y_desc)
+        .disable_mesh()
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .draw()
+        .map_err(|e| err(path, e))?;
+    c.draw_series(cells.iter().map(|cell| {
+        let color = if cell.value.is_finite() {
+            ViridisRGB::get_color_normalized(cell.value.clamp(0.0, 1.0), 0.0, 1.0)
+        } else {
+            RGBColor(255, 0, 255)
+        };
+        Rectangle::new([(cell.x.0, cell.y.0), (cell.x.1, cell.y.1)], color.filled())
+    }))
+    .map_err(|e| err(path, e))?;
+    c.draw_series(cells.iter().map(|cell| {
+        let text = if cell.value > 0.6 { BLACK } else { WHITE };
+        let at = ((cell.x.0 + cell.x.1) / 2.0, (cell.y.0 + cell.y.1) / 2.0);
+        Text::new(
+            cell.label.clone(),
+            at,
+            ("sans-serif", 13).into_font().color(&text).pos(
+                plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Center,
+                ),
+            ),
+        )
+    }))
+    .map_err(|e| err(path, e))?;
+    for (i, s) in lines.iter().enumerate() {
+        let col = if i == 0 { RED } else { run_color(i + 1) };
+        let pts: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .copied()
+            .filter(|(u, v)| u.is_finite() && v.is_finite())
+            .map(|(u, v)| (u, v.clamp(y0, y1)))
+            .collect();
+        if s.dashed {
+            c.draw_series(DashedLineSeries::new(pts, 10, 6, col.stroke_width(3)))
+                .map_err(|e| err(path, e))?;
+        } else {
+            c.draw_series(LineSeries::new(pts, col.stroke_width(3)))
+                .map_err(|e| err(path, e))?;
+        }
+    }
+    root.present().map_err(|e| err(path, e))
+}

@@ -9,6 +9,8 @@ pub mod he2015;
 pub mod he2016;
 pub mod ioffe2015;
 pub mod pascanu2013;
+pub mod saxe2014;
+pub mod schoenholz2017;
 
 use std::path::PathBuf;
 
@@ -44,6 +46,8 @@ pub const PAPERS: &[Paper] = &[
     he2016::PAPER,
     ioffe2015::PAPER,
     pascanu2013::PAPER,
+    saxe2014::PAPER,
+    schoenholz2017::PAPER,
 ];
 
 /// The paper lab called `name`.
@@ -340,11 +344,11 @@ pub(crate) fn probe_every(every: usize) -> ProbeConfig {
 
 /// p-th percentile (0–100) of `v` by linear interpolation between order statistics; NaN when
 /// `v` has no finite value.
-pub fn percentile(v: &[f32], p: f64) -> f64 {
+pub fn percentile<T: Copy + Into<f64>>(v: &[T], p: f64) -> f64 {
     let mut s: Vec<f64> = v
         .iter()
-        .map(|&x| x as f64)
-        .filter(|x| x.is_finite())
+        .map(|&x| x.into())
+        .filter(|x: &f64| x.is_finite())
         .collect();
     if s.is_empty() {
         return f64::NAN;
@@ -379,7 +383,7 @@ mod tests {
         ] {
             assert!((percentile(&v, p) - want).abs() < 1e-12, "p{p}");
         }
-        assert!(percentile(&[], 50.0).is_nan());
+        assert!(percentile::<f32>(&[], 50.0).is_nan());
         assert!((variance(&[1.0, 3.0]) - 1.0).abs() < 1e-12);
     }
 
