@@ -210,7 +210,7 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
     )
 }
 
-fn of<'a>(out: &'a [Measured], act: Activation, orthogonal: bool) -> Vec<&'a Measured> {
+fn of(out: &[Measured], act: Activation, orthogonal: bool) -> Vec<&Measured> {
     out.iter()
         .filter(|m| m.act() == act && m.orthogonal() == orthogonal)
         .collect()
