@@ -1,9 +1,9 @@
 //! Glorot & Bengio 2010, "Understanding the difficulty of training deep feedforward neural
 //! networks" (AISTATS): five hidden layers of sigmoid, tanh or softsign units with the standard
 //! init U(±1/√n) or their normalised init U(±√6/√(n_in+n_out)) ("N"). With the standard init
-//! n·Var[W] = 1/3, so the variance of the activations (going up) and of the back-propagated
+//! n·Var(W) = 1/3, so the variance of the activations (going up) and of the back-propagated
 //! gradients (going down) shrinks layer by layer (their Figs. 6–7, §4.2); normalised init keeps
-//! n·Var[W] = 1. Sigmoid's top hidden layer saturates early (Fig. 2), and sigmoid nets end with
+//! n·Var(W) = 1. Sigmoid's top hidden layer saturates early (Fig. 2), and sigmoid nets end with
 //! the worst test error (Table 1).
 
 use super::{percentile, probe_every, variance, Claim, Paper, PaperLab, PaperOutcome, Setup};
@@ -99,7 +99,7 @@ fn trace(model: &Mlp, setup: &Setup) -> Vec<LayerTrace> {
 struct Traced {
     run: VariantOutcome,
     act: Activation,
-    /// n·Var[W] of the hidden-to-hidden weights at init: 1/3 standard, 1 normalised (square).
+    /// n·Var(W) of the hidden-to-hidden weights at init: 1/3 standard, 1 normalised (square).
     sigma_w2: f64,
     init: Vec<LayerTrace>,
     end: Vec<LayerTrace>,
@@ -115,7 +115,7 @@ impl Traced {
     }
 
     /// What mean-field theory predicts for [`Traced::grad_ratio`]: the product over the layers
-    /// above the first of σ_w²·E[φ'(s)²] at each layer's measured pre-activation distribution.
+    /// above the first of σ_w²·E(φ'(s)²) at each layer's measured pre-activation distribution.
     fn grad_ratio_theory(&self) -> f64 {
         self.init
             .iter()
@@ -226,7 +226,7 @@ fn claims(out: &[Traced]) -> Vec<Claim> {
     let (gn, gnt) = (tanh_n.grad_ratio(), tanh_n.grad_ratio_theory());
     c.push(Claim {
         claim: "tanh at init: back-propagated gradients shrink toward the input with standard init, not with normalised".into(),
-        paper: "Var[∂C/∂s] × n·Var[W] per layer: × 1/3 standard, × 1 normalised (§4.2.2, Fig. 7)".into(),
+        paper: "Var[∂C/∂s] × n·Var[W] per layer: × 1/3 standard, × 1 normalised (§4.2, Fig. 7)".into(),
         ours: format!(
             "Var(∂L/∂h) layer 1 ÷ layer 5: {g:.3} standard (mean field: {gt:.3}), {gn:.3} normalised ({gnt:.3})"
         ),

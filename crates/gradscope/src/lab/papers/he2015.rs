@@ -1,6 +1,6 @@
 //! He, Zhang, Ren & Sun 2015, "Delving deep into rectifiers" (ICCV), §2.2 and Fig. 3: with
-//! ReLU, Xavier init (Var[w] = 1/n) halves the variance of the backward signal at every layer,
-//! so a 30-layer net stalls; He init (Var[w] = 2/n) keeps it, and the same net converges. At 22
+//! ReLU, Xavier init (Var(w) = 1/n) halves the variance of the backward signal at every layer,
+//! so a 30-layer net stalls; He init (Var(w) = 2/n) keeps it, and the same net converges. At 22
 //! layers both converge, He earlier.
 
 use super::{probe_every, Claim, Paper, PaperLab, PaperOutcome, Setup};
@@ -105,7 +105,7 @@ fn init_profile(o: &VariantOutcome) -> Vec<f64> {
 }
 
 /// First hidden layer's ‖∂L/∂h‖ over the last's at init, and what theory says: ReLU halves
-/// E[φ'²], so each layer multiplies the squared norm by χ₁ = ½·n·Var[w] (Xavier 1/n: ½; He 2/n:
+/// E(φ'²), so each layer multiplies the squared norm by χ₁ = ½·n·Var(w) (Xavier 1/n: ½; He 2/n:
 /// 1) over the `hidden − 1` layers between them.
 fn ratio_and_theory(o: &VariantOutcome) -> (f64, f64) {
     let p = init_profile(o);

@@ -1,7 +1,7 @@
 //! Pascanu, Mikolov & Bengio 2013, "On the difficulty of training recurrent neural networks"
 //! (ICML): when a recurrent matrix's largest singular value is above 1 (tanh), the gradient
 //! through time can explode; the loss surface has steep "cliffs" along which a plain SGD step of
-//! size lr·‖g‖ flies off (their Fig. 6). Rescaling the gradient when its norm exceeds a
+//! size lr·‖g‖ flies off. Rescaling the gradient when its norm exceeds a
 //! threshold (§3.2) keeps training finite; clipping each element (Mikolov 2012) also bounds the
 //! step.
 
@@ -204,7 +204,7 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
     }
     let slice = cliff(lab)?;
     let claims = claims(&results, &slice);
-    figure(&results, &slice, &setup.dir.join("fig6.png"))?;
+    figure(&results, &slice, &setup.dir.join("cliff.png"))?;
     super::super::write_json(
         &setup.dir.join("runs.json"),
         &serde_json::json!(results
@@ -229,7 +229,7 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
         claims,
         runs,
         &[(
-            "fig6.png",
+            "cliff.png",
             "Training loss by clipping, and the loss along the gradient where the unclipped run's gradient spikes: the cliff an unclipped step jumps off",
         )],
     )
@@ -391,13 +391,13 @@ fn claims(results: &[(Clipping, Vec<SeedRun>)], slice: &Slice) -> Vec<Claim> {
     vec![
         Claim {
             claim: "without clipping, SGD on an RNN with exploding gradients diverges".into(),
-            paper: "gradients explode when the recurrent matrix's largest singular value exceeds 1 (tanh); SGD steps then jump far off (§2–3)".into(),
+            paper: "gradients can explode only when the recurrent matrix's largest singular value exceeds 1 (tanh); SGD steps then jump far off (§2)".into(),
             ours: format!("{dn}/{n} unclipped runs diverged (non-finite, or final MSE > 10 × 0.167)"),
             agree: 2 * dn >= n,
         },
         Claim {
             claim: "rescaling the gradient's norm to a fixed threshold prevents it".into(),
-            paper: "norm clipping (their Algorithm 1) keeps training stable; the method is not very sensitive to the threshold (§3.2)".into(),
+            paper: "norm clipping (their Algorithm 1) keeps training stable, and is not very sensitive to the threshold (§3.2)".into(),
             ours: format!("diverged: {}", fixed.join(", ")),
             agree: fixed_none,
         },
@@ -409,7 +409,7 @@ fn claims(results: &[(Clipping, Vec<SeedRun>)], slice: &Slice) -> Vec<Claim> {
         },
         Claim {
             claim: "where the gradient explodes, the loss has a cliff: the unclipped step goes far past where the gradient is any guide".into(),
-            paper: "steep walls in the error surface; the gradient there is huge and a step along it moves far (Fig. 6)".into(),
+            paper: "the error surface has steep walls; the gradient there is huge and a step along it moves far (their error-surface figure, §3)".into(),
             ours: format!(
                 "{where_}: the loss falls along −g only for a distance of {useful:.2e}; the unclipped SGD step moves {unclipped:.3} ({:.0}× that), one clipped to norm 1 moves {LR}",
                 unclipped / useful

@@ -258,19 +258,19 @@ fn claims(out: &[Measured], lvl: f64) -> Vec<Claim> {
     vec![
         Claim {
             claim: format!("deep linear, orthogonal: every Jacobian singular value is 1, at {deepest} layers too"),
-            paper: "orthogonal weights make the input–output map an isometry at any depth (Saxe §5; Pennington Fig. 1)".into(),
+            paper: "orthogonal weights make a deep linear map an isometry at any depth (Saxe et al.; Pennington et al.)".into(),
             ours: format!("singular values from {s_lo:.4} to {s_hi:.4}"),
             agree: (s_lo - 1.0).abs() < 1e-3 && (s_hi - 1.0).abs() < 1e-3,
         },
         Claim {
             claim: "deep linear, Gaussian: the spectrum spreads wider with depth".into(),
-            paper: "scaled Gaussian weights keep the mean squared singular value at 1 but spread it with depth (Saxe §5)".into(),
+            paper: "scaled Gaussian weights keep the mean squared singular value at 1 but spread the spectrum with depth (Saxe et al.)".into(),
             ours: format!("decades spanned by the middle 90% of singular values, by depth: {}", spreads(&lin_g)),
             agree: gauss_rising && lin_g.len() >= 2,
         },
         Claim {
             claim: format!("tanh at σ_w = 1: orthogonal stays near isometry, Gaussian does not ({deepest} layers)"),
-            paper: "dynamical isometry is reachable with tanh and orthogonal weights, not with Gaussian ones (Pennington Figs. 1–3)".into(),
+            paper: "dynamical isometry is reachable with tanh and orthogonal weights, not with Gaussian ones (Pennington et al.)".into(),
             ours: format!(
                 "decades spanned by the middle 90%: orthogonal {}, Gaussian {}",
                 show_decades(to.decades()),
@@ -281,13 +281,13 @@ fn claims(out: &[Measured], lvl: f64) -> Vec<Claim> {
         },
         Claim {
             claim: "deep linear, orthogonal: learning time does not grow with depth".into(),
-            paper: "with orthogonal (decoupled) initial conditions learning time is depth-independent (Saxe §3–5)".into(),
+            paper: "with orthogonal initial conditions a deep linear net's learning time is independent of depth (Saxe et al.)".into(),
             ours: format!("steps to loss < ½·ln C by depth: {}", times(&lin_o)),
             agree: orth_flat,
         },
         Claim {
             claim: "deep linear, Gaussian: learning time grows with depth".into(),
-            paper: "with scaled random Gaussian initial conditions learning slows as depth grows (Saxe §5, Fig. 6)".into(),
+            paper: "with scaled random Gaussian initial conditions learning slows as depth grows (Saxe et al.)".into(),
             ours: format!("steps to loss < ½·ln C by depth: {} (orthogonal at {deepest}: {})", times(&lin_g), lo.learning_time(lvl).map_or("never".into(), |t| t.to_string())),
             // the deepest more than twice the shallowest
             agree: gauss_grows,

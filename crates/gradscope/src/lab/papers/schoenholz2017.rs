@@ -198,7 +198,7 @@ fn claims(out: &[Trained], threshold: f64, crit: f64) -> Vec<Claim> {
     vec![
         Claim {
             claim: "the order-to-chaos transition for tanh at σ_b² = 0.05".into(),
-            paper: format!("χ₁ = 1 at σ_w² ≈ {PAPER_CRITICAL} (Fig. 1)"),
+            paper: format!("χ₁ = 1 at σ_w² ≈ {PAPER_CRITICAL} (their phase diagram)"),
             ours: format!("χ₁ = 1 at σ_w² = {crit:.3} (the library's mean-field recursions)"),
             agree: (crit - PAPER_CRITICAL).abs() <= 0.05,
         },
@@ -214,7 +214,7 @@ fn claims(out: &[Trained], threshold: f64, crit: f64) -> Vec<Claim> {
         },
         Claim {
             claim: "at init the gradient's norm changes by √χ₁ per layer".into(),
-            paper: "‖∂L/∂h‖² changes by χ₁ per layer: vanishing in the ordered phase, exploding in the chaotic (§4)".into(),
+            paper: "‖∂L/∂h‖² changes by χ₁ per layer: vanishing in the ordered phase, exploding in the chaotic".into(),
             ours: format!(
                 "measured per-layer factor within 15% of √χ₁ in {close} of {} cells of ≥ 8 layers (largest difference {:.0}%)",
                 factors.len(),
