@@ -119,10 +119,11 @@ fn labs_text() -> String {
     );
     for p in PAPERS {
         s.push_str(&format!(
-            "  {:<11} {}\n              {}\n",
+            "  {:<15} {}\n                  {}\n",
             p.name, p.cite, p.claim
         ));
     }
+    s.push_str("  (pennington2017 runs saxe2014, which reproduces both)\n");
     s.push_str("\n`gradscope help lab <name>` lists the keys a lab accepts.\n");
     s
 }

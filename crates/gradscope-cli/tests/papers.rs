@@ -190,6 +190,12 @@ fn he2016_plain_nets_degrade_with_healthy_gradients_residual_nets_do_not() {
     let run = json(&dir.join("plain 32").join("run.json"));
     let verdict = run["diagnosis"]["verdict"].as_str().unwrap_or("");
     assert_eq!(verdict, "healthy", "plain 32's verdict");
+    // the diagnosis itself names the degradation
+    let evidence = run["diagnosis"]["evidence"].to_string();
+    assert!(
+        evidence.contains("optimisation problem, not vanishing gradients"),
+        "{evidence}"
+    );
     let (ours, agree) = claim(&dir, "the 32-layer plain net's gradients are healthy");
     assert!(agree && ours.contains("an optimisation problem"), "{ours}");
 }

@@ -537,18 +537,7 @@ impl Bench<'_> {
             super::remedies::for_lab(&mut d, lr, None, changes, super::remedies::as_variant);
             d
         });
-        std::fs::create_dir_all(&vdir).map_err(|source| LabError::Io {
-            path: vdir.clone(),
-            source,
-        })?;
-        write_json(
-            &vdir.join("run.json"),
-            &serde_json::json!({
-                "name": v.name, "settings": v.settings.describe(), "data": self.all.name,
-                "history": history, "diagnosis": diagnosis, "seconds": seconds,
-            }),
-        )?;
-        Ok(VariantOutcome {
+        let out = VariantOutcome {
             name: v.name.clone(),
             settings: v.settings.clone(),
             history,
@@ -556,7 +545,39 @@ impl Bench<'_> {
             diagnosis,
             seconds,
             dir: vdir,
-        })
+        };
+        out.write_run_json(&self.all.name)?;
+        Ok(out)
+    }
+}
+
+impl VariantOutcome {
+    /// Writes `<dir>/run.json`: name, settings, data, history, diagnosis, seconds (again after a
+    /// lab adds to the diagnosis).
+    pub fn write_run_json(&self, data: &str) -> Result<(), LabError> {
+        write_json(
+            &self.dir.join("run.json"),
+            &serde_json::json!({
+                "name": self.name, "settings": self.settings.describe(), "data": data,
+                "history": self.history, "diagnosis": self.diagnosis, "seconds": self.seconds,
+            }),
+        )
+    }
+}
+
+impl Bench<'_> {
+    /// Trains every variant in turn (nothing watched).
+    pub fn train_all(
+        &self,
+        variants: &[Variant],
+        on: &mut dyn FnMut(LabEvent),
+    ) -> Result<Vec<VariantOutcome>, LabError> {
+        let total = variants.len();
+        let mut out = Vec::with_capacity(total);
+        for (index, v) in variants.iter().enumerate() {
+            out.push(self.train(v, (index, total), on, &mut |_, _| {})?);
+        }
+        Ok(out)
     }
 }
 
@@ -596,12 +617,7 @@ impl MlpLab {
             probe: &self.probe,
             dir: &dir,
         };
-        let variants = self.variants();
-        let mut outcomes = Vec::new();
-        for (index, v) in variants.iter().enumerate() {
-            let mut nothing = |_: usize, _: &crate::nn::mlp::Mlp| {};
-            outcomes.push(bench.train(v, (index, variants.len()), on, &mut nothing)?);
-        }
+        let outcomes = bench.train_all(&self.variants(), on)?;
         let views = views(&outcomes);
         let mut images = Vec::new();
         if self.probe.enabled {

@@ -6,16 +6,19 @@
 //! n·Var(W) = 1. Sigmoid's top hidden layer saturates early (Fig. 2), and sigmoid nets end with
 //! the worst test error (Table 1).
 
-use super::{percentile, probe_every, variance, Claim, Paper, PaperLab, PaperOutcome, Setup};
+use super::{
+    final_metric, net, percentile, probe_every, training, variance, Claim, Paper, PaperLab,
+    PaperOutcome, Setup,
+};
 use crate::activation::Activation;
 use crate::diagnose::meanfield::chi1;
 use crate::lab::mlp::{LabError, LabEvent, Variant, VariantOutcome};
 use crate::lab::settings::Settings;
 use crate::nn::init::Init;
-use crate::nn::mlp::{Mlp, MlpConfig};
+use crate::nn::mlp::Mlp;
 use crate::probe::Tap;
 use crate::report::panels::{self, Panel, Series};
-use crate::train::{loss::cross_entropy, OptimizerKind, TrainConfig};
+use crate::train::{loss::cross_entropy, OptimizerKind};
 
 pub const PAPER: Paper = Paper {
     name: "glorot2010",
@@ -35,20 +38,8 @@ const ROWS: [(Activation, Init); 5] = [
 
 fn variant(lab: &PaperLab, (act, init): (Activation, Init)) -> Variant {
     let (width, epochs) = if lab.quick { (256, 10) } else { (1000, 30) };
-    let mut model = MlpConfig::new(0, 0);
-    model.depth = 6;
-    model.width = width;
-    model.act = act;
-    model.init = init;
-    model.seed = lab.seed;
-    let train = TrainConfig {
-        optimizer: OptimizerKind::Sgd,
-        lr: 0.05,
-        batch: 10,
-        epochs,
-        seed: lab.seed,
-        ..TrainConfig::default()
-    };
+    let model = net(6, width, act, init, lab.seed);
+    let train = training(OptimizerKind::Sgd, 0.05, 10, epochs, lab.seed);
     let n = if init == Init::Xavier { " N" } else { "" };
     Variant {
         name: format!("{act}{n}"),
@@ -133,12 +124,7 @@ impl Traced {
     }
 
     fn val_error(&self) -> f64 {
-        1.0 - self
-            .run
-            .history
-            .epochs
-            .last()
-            .map_or(f64::NAN, |e| e.val_metric)
+        1.0 - final_metric(&self.run.history)
     }
 }
 
@@ -176,14 +162,12 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
     fig_2(&out[0], &setup.dir.join("fig2.png"))?;
     let m = &all[0].settings;
     let intro = format!(
-        "Five hidden layers of {} units (the paper: 1000) with sigmoid, tanh or softsign, standard init U(±1/√fan_in) or normalised init U(±√(6/(fan_in+fan_out))) (\"N\"), plain SGD at lr {} with batches of {} as in the paper, {} epochs on {} ({} train / {} val). The paper used Shapeset-3×2, MNIST, CIFAR-10 and ImageNet and tuned the learning rate per model; we use one rate for all. Activations and ∂L/∂h are measured on the whole validation set at init and after training.",
+        "Five hidden layers of {} units (the paper: 1000) with sigmoid, tanh or softsign, standard init U(±1/√fan_in) or normalised init U(±√(6/(fan_in+fan_out))) (\"N\"), plain SGD at lr {} with batches of {} as in the paper, {} epochs on {}. The paper used Shapeset-3×2, MNIST, CIFAR-10 and ImageNet and tuned the learning rate per model; we use one rate for all. Activations and ∂L/∂h are measured on the whole validation set at init and after training.",
         m.model.width,
         m.train.lr,
         m.train.batch,
         m.train.epochs,
-        setup.all.name,
-        setup.train.len(),
-        setup.val.len()
+        setup.data_text()
     );
     let runs = out.into_iter().map(|t| t.run.into()).collect();
     setup.finish(

@@ -3,14 +3,15 @@
 //! so a 30-layer net stalls; He init (Var(w) = 2/n) keeps it, and the same net converges. At 22
 //! layers both converge, He earlier.
 
-use super::{probe_every, Claim, Paper, PaperLab, PaperOutcome, Setup};
+use super::{
+    final_metric, net, probe_every, steps_to, training, Claim, Paper, PaperLab, PaperOutcome, Setup,
+};
 use crate::activation::Activation;
 use crate::lab::mlp::{LabError, LabEvent, Variant, VariantOutcome};
 use crate::lab::settings::Settings;
 use crate::nn::init::Init;
-use crate::nn::mlp::MlpConfig;
 use crate::report::panels::{self, Panel, Series};
-use crate::train::{OptimizerKind, TrainConfig};
+use crate::train::OptimizerKind;
 
 pub const PAPER: Paper = Paper {
     name: "he2015",
@@ -24,20 +25,8 @@ const DEPTHS: [usize; 2] = [22, 30];
 
 fn variant(lab: &PaperLab, depth: usize, init: Init) -> Variant {
     let (width, epochs) = if lab.quick { (128, 20) } else { (256, 40) };
-    let mut model = MlpConfig::new(0, 0);
-    model.depth = depth;
-    model.width = width;
-    model.act = Activation::Relu;
-    model.init = init;
-    model.seed = lab.seed;
-    let train = TrainConfig {
-        optimizer: OptimizerKind::Momentum,
-        lr: 0.01,
-        batch: 32,
-        epochs,
-        seed: lab.seed,
-        ..TrainConfig::default()
-    };
+    let model = net(depth, width, Activation::Relu, init, lab.seed);
+    let train = training(OptimizerKind::Momentum, 0.01, 32, epochs, lab.seed);
     let name = match init {
         Init::He => "He",
         _ => "Xavier",
@@ -56,19 +45,17 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
         .iter()
         .flat_map(|&d| [variant(lab, d, Init::Xavier), variant(lab, d, Init::He)])
         .collect();
-    let mut out = Vec::new();
-    for (i, v) in all.iter().enumerate() {
-        out.push(bench.train(v, (i, all.len()), on, &mut |_, _| {})?);
-    }
+    let out = bench.train_all(&all, on)?;
     let chance = (setup.all.classes as f64).ln();
     let claims = claims(&out, chance);
     figure(&out, chance, &setup.dir.join("fig3.png"))?;
     let intro = format!(
-        "ReLU networks of 22 and 30 linear layers (width {}), Xavier init (uniform, Var = 2/(fan_in+fan_out), i.e. 1/n for the square hidden layers) against He init (normal, Var = 2/fan_in), SGD with momentum 0.9 at lr 0.01, batch 32, on {} ({} train / {} val). The paper trained 22- and 30-layer conv nets on ImageNet; the mechanism it explains — the variance of the backward signal multiplied by ½·n·Var[w] at every layer — is the same in a dense ReLU net.",
+        "ReLU networks of 22 and 30 linear layers (width {}), Xavier init (uniform, Var = 2/(fan_in+fan_out), i.e. 1/n for the square hidden layers) against He init (normal, Var = 2/fan_in), SGD with momentum 0.9 at lr {}, batch {}, {} epochs on {}. The paper trained 22- and 30-layer conv nets on ImageNet; the mechanism it explains — the variance of the backward signal multiplied by ½·n·Var[w] at every layer — is the same in a dense ReLU net.",
         all[0].settings.model.width,
-        setup.all.name,
-        setup.train.len(),
-        setup.val.len()
+        all[0].settings.train.lr,
+        all[0].settings.train.batch,
+        all[0].settings.train.epochs,
+        setup.data_text()
     );
     setup.finish(
         &PAPER,
@@ -84,13 +71,7 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
 
 /// The last epoch's training loss.
 fn final_loss(o: &VariantOutcome) -> f64 {
-    o.history.epochs.last().map_or(f64::NAN, |e| e.train_loss)
-}
-
-/// The first step at which the mean loss of the last 10 steps is below `level`.
-fn steps_to(o: &VariantOutcome, level: f64) -> Option<usize> {
-    let l = &o.history.step_loss;
-    (10..=l.len()).find(|&i| l[i - 10..i].iter().sum::<f64>() / 10.0 < level)
+    super::final_loss(&o.history)
 }
 
 /// ‖∂L/∂h‖ at every hidden layer at the first probed step (init), first layer first.
@@ -145,13 +126,16 @@ fn claims(out: &[VariantOutcome], chance: f64) -> Vec<Claim> {
             ours: format!(
                 "training loss {:.3} after {epochs} epochs, val accuracy {:.3}",
                 final_loss(h30),
-                h30.history.epochs.last().map_or(f64::NAN, |e| e.val_metric)
+                final_metric(&h30.history)
             ),
             // below half of chance
             agree: final_loss(h30) <= 0.5 * chance,
         },
     ];
-    let (sx, sh) = (steps_to(x22, 0.5 * chance), steps_to(h22, 0.5 * chance));
+    let (sx, sh) = (
+        steps_to(&x22.history, 0.5 * chance),
+        steps_to(&h22.history, 0.5 * chance),
+    );
     let show = |s: Option<usize>| s.map_or("never".to_string(), |s| format!("step {s}"));
     c.push(Claim {
         claim: "22 layers: both converge, He init earlier".into(),

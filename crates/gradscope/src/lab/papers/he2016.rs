@@ -4,15 +4,15 @@
 //! scale; §4.1 "we argue that this optimization difficulty is unlikely to be caused by vanishing
 //! gradients"); the same depths with residual connections do not degrade.
 
-use super::{probe_every, Claim, Paper, PaperLab, PaperOutcome, Setup};
+use super::{net, probe_every, training, Claim, Paper, PaperLab, PaperOutcome, Setup};
 use crate::activation::Activation;
 use crate::diagnose::Verdict;
 use crate::lab::mlp::{LabError, LabEvent, Variant, VariantOutcome};
 use crate::lab::settings::Settings;
 use crate::nn::init::Init;
-use crate::nn::mlp::{MlpConfig, NormKind};
+use crate::nn::mlp::NormKind;
 use crate::report::panels::{self, Panel, Series};
-use crate::train::{OptimizerKind, TrainConfig};
+use crate::train::OptimizerKind;
 
 pub const PAPER: Paper = Paper {
     name: "he2016",
@@ -31,22 +31,10 @@ fn depths(lab: &PaperLab) -> Vec<usize> {
 
 fn variant(lab: &PaperLab, depth: usize, residual: bool) -> Variant {
     let (width, epochs) = if lab.quick { (64, 15) } else { (128, 40) };
-    let mut model = MlpConfig::new(0, 0);
-    model.depth = depth;
-    model.width = width;
-    model.act = Activation::Relu;
-    model.init = Init::He;
+    let mut model = net(depth, width, Activation::Relu, Init::He, lab.seed);
     model.norm = NormKind::Batch;
     model.residual = residual;
-    model.seed = lab.seed;
-    let train = TrainConfig {
-        optimizer: OptimizerKind::Momentum,
-        lr: 0.02,
-        batch: 64,
-        epochs,
-        seed: lab.seed,
-        ..TrainConfig::default()
-    };
+    let train = training(OptimizerKind::Momentum, 0.02, 64, epochs, lab.seed);
     let kind = if residual { "residual" } else { "plain" };
     Variant {
         name: format!("{kind} {depth}"),
@@ -63,23 +51,21 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
         .flat_map(|r| depths(lab).into_iter().map(move |d| (d, r)))
         .map(|(d, r)| variant(lab, d, r))
         .collect();
-    let mut out = Vec::new();
-    for (i, v) in all.iter().enumerate() {
-        out.push(bench.train(v, (i, all.len()), on, &mut |_, _| {})?);
+    let mut out = bench.train_all(&all, on)?;
+    for i in name_the_degradation(&mut out) {
+        out[i].write_run_json(&setup.all.name)?;
     }
     let claims = claims(&out);
     figure(&out, &setup.dir.join("fig4.png"))?;
     let m = &all[0].settings;
     let intro = format!(
-        "Dense ReLU networks of {:?} linear layers (width {}), He init, BatchNorm before every ReLU; plain, or with a residual connection around every hidden layer after the first (pre-activation form: h + W·ReLU(BN(h))); SGD with momentum 0.9 at lr {}, batch {}, {} epochs on {} ({} train / {} val). The paper: conv nets of 18/34 layers on ImageNet and 20–110 on CIFAR-10. The training loss is the mean over the last epoch's batches.",
+        "Dense ReLU networks of {:?} linear layers (width {}), He init, BatchNorm before every ReLU; plain, or with a residual connection around every hidden layer after the first (pre-activation form: h + W·ReLU(BN(h))); SGD with momentum 0.9 at lr {}, batch {}, {} epochs on {}. The paper: conv nets of 18/34 layers on ImageNet and 20–110 on CIFAR-10. The training loss is the mean over the last epoch's batches.",
         depths(lab),
         m.model.width,
         m.train.lr,
         m.train.batch,
         m.train.epochs,
-        setup.all.name,
-        setup.train.len(),
-        setup.val.len()
+        setup.data_text()
     );
     setup.finish(
         &PAPER,
@@ -94,7 +80,33 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
 }
 
 fn final_loss(o: &VariantOutcome) -> f64 {
-    o.history.epochs.last().map_or(f64::NAN, |e| e.train_loss)
+    super::final_loss(&o.history)
+}
+
+/// Adds to each plain net's diagnosis, where its gradients are healthy but it trains worse than
+/// the shallowest plain net, that this is the degradation problem: an optimisation problem.
+/// The indices of the runs it added to.
+fn name_the_degradation(out: &mut [VariantOutcome]) -> Vec<usize> {
+    let Some(shallow) = out.iter().find(|o| !o.settings.model.residual) else {
+        return Vec::new();
+    };
+    let (depth0, loss0) = (shallow.settings.model.depth, final_loss(shallow));
+    let mut named = Vec::new();
+    for (i, o) in out.iter_mut().enumerate() {
+        let (loss, depth) = (final_loss(o), o.settings.model.depth);
+        let degraded = !o.settings.model.residual && depth > depth0 && loss > 2.0 * loss0;
+        if let Some(d) = o
+            .diagnosis
+            .as_mut()
+            .filter(|d| degraded && d.verdict == Verdict::Healthy)
+        {
+            d.evidence.push(format!(
+                "optimisation problem, not vanishing gradients: training loss {loss:.3} against {loss0:.3} for the {depth0}-layer plain net, with gradients that reach every layer (the degradation problem of He et al. 2016; residual connections are the remedy)"
+            ));
+            named.push(i);
+        }
+    }
+    named
 }
 
 fn claims(out: &[VariantOutcome]) -> Vec<Claim> {

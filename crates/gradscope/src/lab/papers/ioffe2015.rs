@@ -4,15 +4,15 @@
 //! hidden layer (its 15th, 50th and 85th percentiles over training) drifts without BatchNorm
 //! and stays put with it.
 
-use super::{percentile, probe_every, Claim, Paper, PaperLab, PaperOutcome, Setup};
+use super::{net, percentile, probe_every, training, Claim, Paper, PaperLab, PaperOutcome, Setup};
 use crate::activation::Activation;
 use crate::lab::mlp::{LabError, LabEvent, Variant, VariantOutcome};
 use crate::lab::settings::Settings;
 use crate::nn::init::Init;
-use crate::nn::mlp::{Mlp, MlpConfig, NormKind};
+use crate::nn::mlp::{Mlp, NormKind};
 use crate::probe::Tap;
 use crate::report::panels::{self, Panel, Series};
-use crate::train::{OptimizerKind, TrainConfig};
+use crate::train::OptimizerKind;
 use burn::module::Module;
 
 pub const PAPER: Paper = Paper {
@@ -29,22 +29,10 @@ const PERCENTILES: [f64; 3] = [15.0, 50.0, 85.0];
 
 fn variant(lab: &PaperLab, norm: NormKind) -> Variant {
     let epochs = if lab.quick { 30 } else { 150 };
-    let mut model = MlpConfig::new(0, 0);
-    model.depth = 4;
-    model.width = 100;
-    model.act = Activation::Sigmoid;
     // "initialized to small random Gaussian values"
-    model.init = Init::Lecun;
+    let mut model = net(4, 100, Activation::Sigmoid, Init::Lecun, lab.seed);
     model.norm = norm;
-    model.seed = lab.seed;
-    let train = TrainConfig {
-        optimizer: OptimizerKind::Sgd,
-        lr: 0.5,
-        batch: 60,
-        epochs,
-        seed: lab.seed,
-        ..TrainConfig::default()
-    };
+    let train = training(OptimizerKind::Sgd, 0.5, 60, epochs, lab.seed);
     let name = match norm {
         NormKind::Batch => "with BatchNorm",
         _ => "without BatchNorm",
@@ -101,10 +89,10 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
     let claims = claims(&out, per_epoch, setup.val.len());
     figure(&out, per_epoch, &setup.dir.join("fig1.png"))?;
     let intro = format!(
-        "Three fully connected sigmoid layers of 100 units (Gaussian init, Var = 1/fan_in) and a softmax head, without and with BatchNorm before each sigmoid; plain SGD at lr 0.5, batches of 60 as in the paper, on {} ({} train / {} val) for {} steps (the paper: MNIST, 50 000 steps). Test accuracy is measured after every epoch ({per_epoch} steps), and so are the 15th, 50th and 85th percentiles of every last-hidden-layer unit's input (its sigmoid's argument) over the validation set, in evaluation mode.",
-        setup.all.name,
-        setup.train.len(),
-        setup.val.len(),
+        "Three fully connected sigmoid layers of 100 units (Gaussian init, Var = 1/fan_in) and a softmax head, without and with BatchNorm before each sigmoid; plain SGD at lr {}, batches of {} as in the paper, on {} for {} steps (the paper: MNIST, 50 000 steps). Test accuracy is measured after every epoch ({per_epoch} steps), and so are the 15th, 50th and 85th percentiles of every last-hidden-layer unit's input (its sigmoid's argument) over the validation set, in evaluation mode.",
+        all[0].settings.train.lr,
+        all[0].settings.train.batch,
+        setup.data_text(),
         per_epoch * all[0].settings.train.epochs
     );
     let runs = out.into_iter().map(|w| w.run.into()).collect();

@@ -17,12 +17,15 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::mlp::{create_dir, Bench, DataSource, LabError, LabEvent, VariantOutcome};
+use crate::activation::Activation;
 use crate::data::{self, Dataset};
 use crate::diagnose::Diagnosis;
+use crate::nn::init::Init;
+use crate::nn::mlp::MlpConfig;
 use crate::probe::{ProbeConfig, StepRecord};
 use crate::report::html::{self, Table};
 use crate::report::RunView;
-use crate::train::History;
+use crate::train::{History, OptimizerKind, TrainConfig};
 
 /// One reproducible paper.
 pub struct Paper {
@@ -50,8 +53,15 @@ pub const PAPERS: &[Paper] = &[
     schoenholz2017::PAPER,
 ];
 
-/// The paper lab called `name`.
+/// Other names a paper lab answers to: the second paper a lab reproduces.
+const ALIASES: &[(&str, &str)] = &[("pennington2017", "saxe2014")];
+
+/// The paper lab called `name` (or by an alias: `pennington2017` is `saxe2014`).
 pub fn find(name: &str) -> Option<&'static Paper> {
+    let name = ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == name)
+        .map_or(name, |(_, lab)| lab);
     PAPERS.iter().find(|p| p.name == name)
 }
 
@@ -275,6 +285,16 @@ impl Setup {
         })
     }
 
+    /// The data in words: "digits (1437 train / 360 val)".
+    pub fn data_text(&self) -> String {
+        format!(
+            "{} ({} train / {} val)",
+            self.all.name,
+            self.train.len(),
+            self.val.len()
+        )
+    }
+
     /// Where the variants train, with the probe every `every` steps.
     pub fn bench<'a>(&'a self, probe: &'a ProbeConfig) -> Bench<'a> {
         Bench {
@@ -331,6 +351,53 @@ impl Setup {
             runs,
         })
     }
+}
+
+/// A plain MLP of `depth` linear layers × `width` with `act` and `init`, weights seeded by
+/// `seed`; the other switches off.
+pub(crate) fn net(depth: usize, width: usize, act: Activation, init: Init, seed: u64) -> MlpConfig {
+    let mut model = MlpConfig::new(0, 0);
+    model.depth = depth;
+    model.width = width;
+    model.act = act;
+    model.init = init;
+    model.seed = seed;
+    model
+}
+
+/// Training by `optimizer` at `lr` with batches of `batch` for `epochs`, batch order seeded by
+/// `seed`; no clipping, the default NaN recovery.
+pub(crate) fn training(
+    optimizer: OptimizerKind,
+    lr: f64,
+    batch: usize,
+    epochs: usize,
+    seed: u64,
+) -> TrainConfig {
+    TrainConfig {
+        optimizer,
+        lr,
+        batch,
+        epochs,
+        seed,
+        ..TrainConfig::default()
+    }
+}
+
+/// The last epoch's mean training loss.
+pub(crate) fn final_loss(h: &History) -> f64 {
+    h.epochs.last().map_or(f64::NAN, |e| e.train_loss)
+}
+
+/// The last epoch's validation metric.
+pub(crate) fn final_metric(h: &History) -> f64 {
+    h.epochs.last().map_or(f64::NAN, |e| e.val_metric)
+}
+
+/// The first step at which the mean loss of the 10 steps before it is below `level`.
+pub(crate) fn steps_to(h: &History, level: f64) -> Option<usize> {
+    let l = &h.step_loss;
+    (10..=l.len()).find(|&i| l[i - 10..i].iter().sum::<f64>() / 10.0 < level)
 }
 
 /// A probe on every `every`-th step.
@@ -412,6 +479,8 @@ mod tests {
         for p in PAPERS {
             assert_eq!(find(p.name).map(|f| f.name), Some(p.name));
         }
+        assert_eq!(find("pennington2017").map(|f| f.name), Some("saxe2014"));
+        assert!(find("lecun1998").is_none());
         let mut lab = PaperLab::default();
         assert_eq!(lab.set("quick", "true"), Ok(true));
         assert!(lab.quick);

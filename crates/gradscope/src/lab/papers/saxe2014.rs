@@ -9,14 +9,16 @@
 
 use nalgebra::DMatrix;
 
-use super::{percentile, probe_every, Claim, Paper, PaperLab, PaperOutcome, Setup};
+use super::{
+    net, percentile, probe_every, steps_to, training, Claim, Paper, PaperLab, PaperOutcome, Setup,
+};
 use crate::activation::Activation;
 use crate::lab::mlp::{LabError, LabEvent, Variant, VariantOutcome};
 use crate::lab::settings::Settings;
 use crate::nn::init::Init;
-use crate::nn::mlp::{Mlp, MlpConfig};
+use crate::nn::mlp::Mlp;
 use crate::report::panels::{self, Panel, Series};
-use crate::train::{OptimizerKind, TrainConfig};
+use crate::train::OptimizerKind;
 
 pub const PAPER: Paper = Paper {
     name: "saxe2014",
@@ -36,26 +38,15 @@ fn depths(lab: &PaperLab) -> Vec<usize> {
 }
 
 fn variant(lab: &PaperLab, depth: usize, act: Activation, init: Init) -> Variant {
-    let mut model = MlpConfig::new(0, 0);
-    model.depth = depth;
-    model.width = WIDTH;
-    model.act = act;
-    model.init = init;
+    let mut model = net(depth, WIDTH, act, init, lab.seed);
     // σ_w = 1: the critical point of tanh with σ_b = 0 (orthogonal's own gain for tanh is 5/3)
     model.gain = if init == Init::Orthogonal {
         1.0 / act.gain()
     } else {
         1.0
     };
-    model.seed = lab.seed;
-    let train = TrainConfig {
-        optimizer: OptimizerKind::Sgd,
-        lr: 0.01,
-        batch: 32,
-        epochs: if lab.quick { 10 } else { 30 },
-        seed: lab.seed,
-        ..TrainConfig::default()
-    };
+    let epochs = if lab.quick { 10 } else { 30 };
+    let train = training(OptimizerKind::Sgd, 0.01, 32, epochs, lab.seed);
     let init_name = if init == Init::Orthogonal {
         "orthogonal"
     } else {
@@ -137,8 +128,7 @@ impl Measured {
     }
     /// Steps until the mean loss of 10 steps falls below `level` (None: never).
     fn learning_time(&self, level: f64) -> Option<usize> {
-        let l = &self.run.history.step_loss;
-        (10..=l.len()).find(|&i| l[i - 10..i].iter().sum::<f64>() / 10.0 < level)
+        steps_to(&self.run.history, level)
     }
 }
 
@@ -190,12 +180,12 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
     let claims = claims(&out, lvl);
     figure(&out, lvl, &setup.dir.join("isometry.png"))?;
     let intro = format!(
-        "Deep linear and tanh networks of {:?} linear layers, {WIDTH} units wide, weights Gaussian N(0, 1/fan_in) or orthogonal, both at σ_w = 1 (tanh's critical point with σ_b = 0) and zero biases; plain SGD at lr 0.01, batch 32, {} epochs on {} ({} train / {} val). The Jacobian is ∂h_L/∂h_1 across the square hidden layers at init, at 8 validation inputs (singular values pooled). Learning time: steps until the training loss (mean of 10 steps) falls below ½·ln C = {lvl:.3}. Saxe et al. trained deep linear nets on MNIST and synthetic data; Pennington et al. tanh nets of depth 200 on CIFAR-10.",
+        "Deep linear and tanh networks of {:?} linear layers, {WIDTH} units wide, weights Gaussian N(0, 1/fan_in) or orthogonal, both at σ_w = 1 (tanh's critical point with σ_b = 0) and zero biases; plain SGD at lr {}, batch {}, {} epochs on {}. The Jacobian is ∂h_L/∂h_1 across the square hidden layers at init, at 8 validation inputs (singular values pooled). Learning time: steps until the training loss (mean of 10 steps) falls below ½·ln C = {lvl:.3}. Saxe et al. trained deep linear nets on MNIST and synthetic data; Pennington et al. tanh nets of depth 200 on CIFAR-10.",
         depths(lab),
+        all[0].settings.train.lr,
+        all[0].settings.train.batch,
         all[0].settings.train.epochs,
-        setup.all.name,
-        setup.train.len(),
-        setup.val.len()
+        setup.data_text()
     );
     let runs = out.into_iter().map(|m| m.run.into()).collect();
     setup.finish(

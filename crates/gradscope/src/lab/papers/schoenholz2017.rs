@@ -4,15 +4,16 @@
 //! for σ_b² = 0.05); networks train when their depth is below about 6ξ_c (their Figs. 5–6), and
 //! the gradient's norm changes by √χ₁ per layer.
 
-use super::{probe_every, Claim, Paper, PaperLab, PaperOutcome, Setup};
+use super::{
+    final_metric, net, probe_every, training, Claim, Paper, PaperLab, PaperOutcome, Setup,
+};
 use crate::activation::Activation;
 use crate::diagnose::meanfield::{depth_scale, DepthScale};
 use crate::lab::mlp::{LabError, LabEvent, Variant, VariantOutcome};
 use crate::lab::settings::Settings;
 use crate::nn::init::Init;
-use crate::nn::mlp::MlpConfig;
 use crate::report::panels::{self, Cell, Series};
-use crate::train::{OptimizerKind, TrainConfig};
+use crate::train::OptimizerKind;
 
 pub const PAPER: Paper = Paper {
     name: "schoenholz2017",
@@ -41,22 +42,11 @@ fn grid(lab: &PaperLab) -> (Vec<f64>, Vec<usize>) {
 }
 
 fn variant(lab: &PaperLab, sigma_w2: f64, depth: usize) -> Variant {
-    let mut model = MlpConfig::new(0, 0);
-    model.depth = depth;
-    model.width = if lab.quick { 64 } else { 128 };
-    model.act = Activation::Tanh;
-    model.init = Init::Lecun;
+    let (width, epochs) = if lab.quick { (64, 4) } else { (128, 10) };
+    let mut model = net(depth, width, Activation::Tanh, Init::Lecun, lab.seed);
     model.gain = sigma_w2.sqrt();
     model.bias_std = Some(SIGMA_B2.sqrt());
-    model.seed = lab.seed;
-    let train = TrainConfig {
-        optimizer: OptimizerKind::Sgd,
-        lr: 0.01,
-        batch: 32,
-        epochs: if lab.quick { 4 } else { 10 },
-        seed: lab.seed,
-        ..TrainConfig::default()
-    };
+    let train = training(OptimizerKind::Sgd, 0.01, 32, epochs, lab.seed);
     Variant {
         name: format!("σw²={sigma_w2} L={depth}"),
         settings: Settings { model, train },
@@ -73,11 +63,7 @@ struct Trained {
 
 impl Trained {
     fn accuracy(&self) -> f64 {
-        self.run
-            .history
-            .epochs
-            .last()
-            .map_or(f64::NAN, |e| e.val_metric)
+        final_metric(&self.run.history)
     }
 
     /// The geometric mean of ‖∂L/∂h_l‖ ÷ ‖∂L/∂h_{l+1}‖ at init over the hidden layers, leaving
@@ -127,17 +113,19 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
         .flat_map(|&s| depths.iter().map(move |&d| (s, d)))
         .map(|(s, d)| variant(lab, s, d))
         .collect();
-    let mut out = Vec::new();
-    for (i, v) in all.iter().enumerate() {
-        let run = bench.train(v, (i, all.len()), on, &mut |_, _| {})?;
-        let sigma_w2 = v.settings.model.gain.powi(2);
-        out.push(Trained {
-            sigma_w2,
-            depth: v.settings.model.depth,
-            theory: depth_scale(Activation::Tanh, sigma_w2, SIGMA_B2),
-            run,
-        });
-    }
+    let out: Vec<Trained> = bench
+        .train_all(&all, on)?
+        .into_iter()
+        .map(|run| {
+            let sigma_w2 = run.settings.model.gain.powi(2);
+            Trained {
+                sigma_w2,
+                depth: run.settings.model.depth,
+                theory: depth_scale(Activation::Tanh, sigma_w2, SIGMA_B2),
+                run,
+            }
+        })
+        .collect();
     let chance = super::super::mlp::majority_share(&setup.val.y, setup.all.classes);
     let threshold = trainable_threshold(&out, chance);
     let crit = critical();
@@ -145,14 +133,12 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
     figure(&out, &sigmas, threshold, &setup.dir.join("fig5.png"))?;
     let m = &all[0].settings;
     let intro = format!(
-        "tanh networks of depth {depths:?} ({} units wide) on a grid of σ_w² = {sigmas:?} with σ_b² = {SIGMA_B2} (weights N(0, σ_w²/fan_in), biases N(0, σ_b²)), plain SGD at lr {}, batch {}, {} epochs on {} ({} train / {} val). A cell counts as trained when its validation accuracy reaches {threshold:.3}: halfway from chance ({chance:.3}) to the best cell's. ξ_c is computed by the library from the mean-field recursions (the length map's fixed point q*, the correlation map's c*). The paper: width 300, depths to 300, MNIST and CIFAR-10, SGD and RMSProp for many more steps.",
+        "tanh networks of depth {depths:?} ({} units wide) on a grid of σ_w² = {sigmas:?} with σ_b² = {SIGMA_B2} (weights N(0, σ_w²/fan_in), biases N(0, σ_b²)), plain SGD at lr {}, batch {}, {} epochs on {}. A cell counts as trained when its validation accuracy reaches {threshold:.3}: halfway from chance ({chance:.3}) to the best cell's. ξ_c is computed by the library from the mean-field recursions (the length map's fixed point q*, the correlation map's c*). The paper: width 300, depths to 300, MNIST and CIFAR-10, SGD and RMSProp for many more steps.",
         m.model.width,
         m.train.lr,
         m.train.batch,
         m.train.epochs,
-        setup.all.name,
-        setup.train.len(),
-        setup.val.len()
+        setup.data_text()
     );
     let runs = out.into_iter().map(|t| t.run.into()).collect();
     setup.finish(
