@@ -132,10 +132,15 @@ impl Measured {
     }
 }
 
+/// Whether a spread of `d` decades is past what double precision resolves (or not finite).
+fn beyond_precision(d: f64) -> bool {
+    !d.is_finite() || d > 15.0
+}
+
 /// Decades as text: beyond 15 the smallest singular values are below double precision's
 /// resolution of the largest, and the count is a lower bound.
 fn show_decades(d: f64) -> String {
-    if d.is_finite() && d <= 15.0 {
+    if !beyond_precision(d) {
         format!("{d:.2}")
     } else {
         "> 15 (below double precision)".into()
@@ -240,7 +245,11 @@ fn claims(out: &[Measured], lvl: f64) -> Vec<Claim> {
         percentile(&lo.spectrum, 0.0),
         percentile(&lo.spectrum, 100.0),
     );
-    let gauss_rising = lin_g.windows(2).all(|w| w[1].decades() > w[0].decades());
+    // wider at every step in depth; once the spread is beyond double precision it can only be
+    // bounded, not compared
+    let gauss_rising = lin_g
+        .windows(2)
+        .all(|w| w[1].decades() > w[0].decades() || beyond_precision(w[0].decades()));
     let t = |m: &Measured| m.learning_time(lvl).map_or(f64::INFINITY, |t| t as f64);
     // not growing: the deepest within 2× of the shallowest
     let orth_flat = lin_o.first().is_some_and(|f| t(lo) <= 2.0 * t(f)) && t(lo).is_finite();
