@@ -200,8 +200,14 @@ fn lab_keys_help(name: &str) -> Result<String> {
     let keys: Vec<(&str, &str)> = match name {
         "vanishing" | "exploding" => LAB_KEYS.iter().chain(KEYS).copied().collect(),
         "recurrent" => RECURRENT_KEYS.to_vec(),
-        _ if papers::find(name).is_some() => papers::KEYS.to_vec(),
-        _ => bail!("unknown lab '{name}'; available: {}", lab_names()),
+        _ => match papers::find(name) {
+            Some(p) => papers::KEYS
+                .iter()
+                .filter(|(k, _)| p.own_data.is_none() || !papers::is_data_key(k))
+                .copied()
+                .collect(),
+            None => bail!("unknown lab '{name}'; available: {}", lab_names()),
+        },
     };
     for (k, d) in keys {
         s.push_str(&format!("  {k:<14} {d}\n"));

@@ -1,7 +1,7 @@
 //! `gradscope lab <paper>`: runs a paper lab and prints its claims beside our measurements.
 
 use anyhow::{anyhow, bail, Result};
-use gradscope::lab::papers::{claims_text, Paper, PaperLab, KEYS};
+use gradscope::lab::papers::{self, claims_text, Paper, PaperLab, KEYS};
 
 use crate::{progress_bars, split_kv, RunFailed};
 
@@ -9,6 +9,12 @@ pub(crate) fn lab_paper(paper: &Paper, args: &[&str]) -> Result<()> {
     let mut lab = PaperLab::default();
     for arg in args {
         let (k, v) = split_kv(arg)?;
+        if let (Some(own), true) = (paper.own_data, papers::is_data_key(k)) {
+            bail!(
+                "'{arg}': `gradscope lab {}` trains on {own}; {k}= does not apply",
+                paper.name
+            );
+        }
         if !lab.set(k, v).map_err(|e| anyhow!(e))? {
             let keys: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
             bail!(

@@ -24,6 +24,7 @@ pub const PAPER: Paper = Paper {
     name: "glorot2010",
     cite: "Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward neural networks",
     claim: "standard init shrinks activations and gradients layer by layer, normalised (Xavier) init keeps them",
+    own_data: None,
     run,
 };
 

@@ -17,6 +17,7 @@ pub const PAPER: Paper = Paper {
     name: "he2015",
     cite: "He et al. 2015, Delving deep into rectifiers",
     claim: "a 30-layer ReLU net converges from He init and stalls from Xavier init",
+    own_data: None,
     run,
 };
 

@@ -18,6 +18,7 @@ pub const PAPER: Paper = Paper {
     name: "he2016",
     cite: "He et al. 2016, Deep residual learning for image recognition",
     claim: "plain nets train worse as they deepen, with healthy gradients; residual nets do not",
+    own_data: None,
     run,
 };
 

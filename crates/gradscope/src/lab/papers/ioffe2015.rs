@@ -19,6 +19,7 @@ pub const PAPER: Paper = Paper {
     name: "ioffe2015",
     cite: "Ioffe & Szegedy 2015, Batch normalization",
     claim: "BatchNorm trains a sigmoid net faster and keeps each unit's input distribution stable",
+    own_data: None,
     run,
 };
 

@@ -35,6 +35,8 @@ pub struct Paper {
     pub cite: &'static str,
     /// What it shows, in a line.
     pub claim: &'static str,
+    /// `Some(what)`: the lab makes its own data (`what`), and the data keys do not apply.
+    pub own_data: Option<&'static str>,
     /// Runs it.
     pub run: RunPaper,
 }
@@ -63,6 +65,11 @@ pub fn find(name: &str) -> Option<&'static Paper> {
         .find(|(alias, _)| *alias == name)
         .map_or(name, |(_, lab)| lab);
     PAPERS.iter().find(|p| p.name == name)
+}
+
+/// Whether `key` chooses the data set (`data`, `data_dir`, `limit`).
+pub fn is_data_key(key: &str) -> bool {
+    DataSource::KEYS.iter().any(|(k, _)| *k == key)
 }
 
 /// The keys every paper lab takes.

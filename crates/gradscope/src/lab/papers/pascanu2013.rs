@@ -24,6 +24,7 @@ pub const PAPER: Paper = Paper {
     cite: "Pascanu, Mikolov & Bengio 2013, On the difficulty of training recurrent neural networks",
     claim:
         "an RNN's exploding gradients make SGD diverge; clipping the gradient's norm prevents it",
+    own_data: Some("the adding problem it generates"),
     run,
 };
 

@@ -24,6 +24,7 @@ pub const PAPER: Paper = Paper {
     name: "saxe2014",
     cite: "Saxe et al. 2014, Exact solutions to the nonlinear dynamics of learning in deep linear networks (with Pennington et al. 2017)",
     claim: "orthogonal init gives deep nets a Jacobian with singular values 1 and a learning time that does not grow with depth",
+    own_data: None,
     run,
 };
 

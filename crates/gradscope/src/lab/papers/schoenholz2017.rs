@@ -19,6 +19,7 @@ pub const PAPER: Paper = Paper {
     name: "schoenholz2017",
     cite: "Schoenholz et al. 2017, Deep information propagation",
     claim: "a tanh net trains when its depth is below about 6ξ_c, the mean-field depth scale",
+    own_data: None,
     run,
 };
 
