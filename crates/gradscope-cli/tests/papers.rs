@@ -175,6 +175,17 @@ fn lab_list_names_every_paper_and_its_keys() {
         err.contains("unknown key 'depth'") && err.contains("quick"),
         "{err}"
     );
+    // a lab that makes its own data refuses the data keys instead of ignoring them
+    let out = Command::new(env!("CARGO_BIN_EXE_gradscope"))
+        .args(["lab", "pascanu2013", "data=fashion"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("adding problem") && err.contains("data= does not apply"),
+        "{err}"
+    );
 }
 
 /// He et al. 2016: plain nets with BatchNorm train worse as they deepen, with gradients the
