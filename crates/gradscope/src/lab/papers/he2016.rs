@@ -39,7 +39,7 @@ fn variant(lab: &PaperLab, depth: usize, residual: bool) -> Variant {
     // BatchNorm at their output, unlike the paper's blocks, and without it the 56-layer net
     // diverges at this learning rate
     model.zero_init = residual;
-    let train = training(OptimizerKind::Momentum, 0.02, 64, epochs, lab.seed);
+    let train = training(OptimizerKind::Momentum, 0.01, 64, epochs, lab.seed);
     let kind = if residual { "residual" } else { "plain" };
     Variant {
         name: format!("{kind} {depth}"),
