@@ -490,7 +490,8 @@ pub struct Bench<'a> {
 
 impl Bench<'_> {
     /// Trains variant `index` of `total` with the probe on, shows `watch` the model with the
-    /// number of epochs done (0: at init, then after every epoch), diagnoses it (remedies as `add=` variants) and writes its `run.json` and `probe.jsonl`.
+    /// number of epochs done (0: at init, then after every epoch), diagnoses it (remedies as
+    /// `add=` variants) and writes its `run.json` and `probe.jsonl`.
     pub fn train(
         &self,
         v: &Variant,
@@ -549,23 +550,7 @@ impl Bench<'_> {
         out.write_run_json(&self.all.name)?;
         Ok(out)
     }
-}
 
-impl VariantOutcome {
-    /// Writes `<dir>/run.json`: name, settings, data, history, diagnosis, seconds (again after a
-    /// lab adds to the diagnosis).
-    pub fn write_run_json(&self, data: &str) -> Result<(), LabError> {
-        write_json(
-            &self.dir.join("run.json"),
-            &serde_json::json!({
-                "name": self.name, "settings": self.settings.describe(), "data": data,
-                "history": self.history, "diagnosis": self.diagnosis, "seconds": self.seconds,
-            }),
-        )
-    }
-}
-
-impl Bench<'_> {
     /// Trains every variant in turn (nothing watched).
     pub fn train_all(
         &self,
@@ -581,12 +566,18 @@ impl Bench<'_> {
     }
 }
 
-/// Creates `dir` (and its parents).
-pub(crate) fn create_dir(dir: &std::path::Path) -> Result<(), LabError> {
-    std::fs::create_dir_all(dir).map_err(|source| LabError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })
+impl VariantOutcome {
+    /// Writes `<dir>/run.json`: name, settings, data, history, diagnosis, seconds (again after a
+    /// lab adds to the diagnosis).
+    pub fn write_run_json(&self, data: &str) -> Result<(), LabError> {
+        write_json(
+            &self.dir.join("run.json"),
+            &serde_json::json!({
+                "name": self.name, "settings": self.settings.describe(), "data": data,
+                "history": self.history, "diagnosis": self.diagnosis, "seconds": self.seconds,
+            }),
+        )
+    }
 }
 
 /// Each outcome as the report sees it.
@@ -609,7 +600,7 @@ impl MlpLab {
         let all = self.data.load()?;
         let (train, val) = data::prepare(&all, self.val_frac, 0);
         let dir = super::next_run_dir(&self.project.join(self.kind), "lab");
-        create_dir(&dir)?;
+        super::create_dir(&dir)?;
         let bench = Bench {
             all: &all,
             train: &train,

@@ -40,13 +40,18 @@ pub fn next_run_dir(root: &Path, name: &str) -> PathBuf {
         .expect("an unused folder name exists")
 }
 
+/// Creates `dir` (and its parents).
+pub(crate) fn create_dir(dir: &Path) -> Result<(), LabError> {
+    std::fs::create_dir_all(dir).map_err(|source| LabError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
 /// Writes `value` as pretty JSON, creating the folder.
 pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), LabError> {
     if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|source| LabError::Io {
-            path: d.to_path_buf(),
-            source,
-        })?;
+        create_dir(d)?;
     }
     let text = serde_json::to_string_pretty(value).expect("JSON values serialise");
     std::fs::write(path, text).map_err(|source| LabError::Io {

@@ -473,10 +473,7 @@ impl RecurrentLab {
             &self.project.join("recurrent"),
             &format!("{}{}", self.task, steps),
         );
-        std::fs::create_dir_all(&dir).map_err(|source| LabError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        super::create_dir(&dir)?;
         let mut cells = Vec::new();
         let mut baseline = f64::NAN;
         let mut metric = "val";

@@ -4,7 +4,8 @@
 //! layers both converge, He earlier.
 
 use super::{
-    final_metric, net, probe_every, steps_to, training, Claim, Paper, PaperLab, PaperOutcome, Setup,
+    final_loss, final_metric, net, probe_every, steps_to, training, Claim, Paper, PaperLab,
+    PaperOutcome, Setup,
 };
 use crate::activation::Activation;
 use crate::lab::mlp::{LabError, LabEvent, Variant, VariantOutcome};
@@ -68,11 +69,6 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
             "Their Fig. 3 from our runs: training loss per epoch, and the gradient reaching each layer at init against theory",
         )],
     )
-}
-
-/// The last epoch's training loss.
-fn final_loss(o: &VariantOutcome) -> f64 {
-    super::final_loss(&o.history)
 }
 
 /// ‖∂L/∂h‖ at every hidden layer at the first probed step (init), first layer first.

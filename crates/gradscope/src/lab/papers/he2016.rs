@@ -4,7 +4,7 @@
 //! scale; §4.1 "we argue that this optimization difficulty is unlikely to be caused by vanishing
 //! gradients"); the same depths with residual connections do not degrade.
 
-use super::{net, probe_every, training, Claim, Paper, PaperLab, PaperOutcome, Setup};
+use super::{final_loss, net, probe_every, training, Claim, Paper, PaperLab, PaperOutcome, Setup};
 use crate::activation::Activation;
 use crate::diagnose::Verdict;
 use crate::lab::mlp::{LabError, LabEvent, Variant, VariantOutcome};
@@ -82,10 +82,6 @@ fn run(lab: &PaperLab, on: &mut dyn FnMut(LabEvent)) -> Result<PaperOutcome, Lab
             "Their Figs. 1 and 4 from our runs: training loss of plain and residual nets by depth, and the plain nets' gradient per layer",
         )],
     )
-}
-
-fn final_loss(o: &VariantOutcome) -> f64 {
-    super::final_loss(&o.history)
 }
 
 /// Adds to each plain net's diagnosis, where its gradients are healthy but it trains worse than

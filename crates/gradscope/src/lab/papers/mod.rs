@@ -16,7 +16,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::mlp::{create_dir, Bench, DataSource, LabError, LabEvent, VariantOutcome};
+use super::create_dir;
+use super::mlp::{Bench, DataSource, LabError, LabEvent, VariantOutcome};
 use crate::activation::Activation;
 use crate::data::{self, Dataset};
 use crate::diagnose::Diagnosis;
@@ -258,11 +259,9 @@ impl Setup {
     /// Selects the device, loads and standardises the data (a fifth held out), and makes the
     /// run folder `<project>/<paper>/lab…`.
     pub fn new(lab: &PaperLab, paper: &str) -> Result<Setup, LabError> {
-        crate::devices::select(&lab.device)?;
+        let dir = Setup::start(lab, paper)?;
         let all = lab.data.load()?;
         let (train, val) = data::prepare(&all, 0.2, 0);
-        let dir = super::next_run_dir(&lab.project.join(paper), "lab");
-        create_dir(&dir)?;
         Ok(Setup {
             all,
             train,
@@ -274,9 +273,7 @@ impl Setup {
     /// For a lab that makes its own data (`name` says what): selects the device and makes the
     /// run folder; no data set is loaded.
     pub fn own_data(lab: &PaperLab, paper: &str, name: &str) -> Result<Setup, LabError> {
-        crate::devices::select(&lab.device)?;
-        let dir = super::next_run_dir(&lab.project.join(paper), "lab");
-        create_dir(&dir)?;
+        let dir = Setup::start(lab, paper)?;
         let empty = Dataset {
             name: name.to_string(),
             x: Vec::new(),
@@ -300,6 +297,14 @@ impl Setup {
             self.train.len(),
             self.val.len()
         )
+    }
+
+    /// Selects the lab's device and makes its run folder `<project>/<paper>/lab…`.
+    fn start(lab: &PaperLab, paper: &str) -> Result<PathBuf, LabError> {
+        crate::devices::select(&lab.device)?;
+        let dir = super::next_run_dir(&lab.project.join(paper), "lab");
+        create_dir(&dir)?;
+        Ok(dir)
     }
 
     /// Where the variants train, with the probe every `every` steps.
@@ -391,9 +396,9 @@ pub(crate) fn training(
     }
 }
 
-/// The last epoch's mean training loss.
-pub(crate) fn final_loss(h: &History) -> f64 {
-    h.epochs.last().map_or(f64::NAN, |e| e.train_loss)
+/// The last epoch's mean training loss of a run.
+pub(crate) fn final_loss(o: &VariantOutcome) -> f64 {
+    o.history.epochs.last().map_or(f64::NAN, |e| e.train_loss)
 }
 
 /// The last epoch's validation metric.
