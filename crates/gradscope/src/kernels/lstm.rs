@@ -96,7 +96,8 @@ multiversion! {
 /// products of one time step (m = a worker's batch rows). A general GEMM packs b (the 128×512
 /// recurrent weights) on every call, which took as long as the product itself, 100 times per
 /// sequence; here b is read in place. With AVX-512: tiles of 8 rows × 32 columns held in 16
-/// registers over the whole reduction, one FMA per row and vector; otherwise plain loops.
+/// registers over the whole reduction, one FMA per row and vector; with AVX2 + FMA: tiles of 6
+/// rows × 16 columns in 12 of its 16 registers; otherwise plain loops.
 /// Rows of `a` are `lda` floats apart (≥ k).
 #[allow(clippy::too_many_arguments)]
 fn small_gemm(
@@ -109,25 +110,75 @@ fn small_gemm(
     c: &mut [f32],
     accumulate: bool,
 ) {
+    small_gemm_with(GemmKernel::best(), m, n, k, a, lda, b, c, accumulate);
+}
+
+/// Which of the three builds of [`small_gemm`] runs: the best the CPU has by default, any it
+/// supports in the tests (so each is checked on a CPU that has it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum GemmKernel {
+    Avx512,
+    Avx2,
+    Plain,
+}
+
+impl GemmKernel {
+    /// The fastest build this CPU runs.
+    fn best() -> Self {
+        if super::simd::has_avx512() {
+            GemmKernel::Avx512
+        } else if super::simd::has_avx2() {
+            GemmKernel::Avx2
+        } else {
+            GemmKernel::Plain
+        }
+    }
+
+    /// Every build this CPU runs, fastest first.
+    #[cfg(test)]
+    fn available() -> Vec<Self> {
+        let all = [GemmKernel::Avx512, GemmKernel::Avx2, GemmKernel::Plain];
+        let best = all.iter().position(|&g| g == Self::best()).unwrap_or(2);
+        all[best..].to_vec()
+    }
+}
+
+/// [`small_gemm`] with the build chosen by the caller; `kernel` must be one the CPU supports
+/// ([`GemmKernel::best`] or slower).
+#[allow(clippy::too_many_arguments)]
+fn small_gemm_with(
+    kernel: GemmKernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+) {
     assert!(lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k));
     assert!(b.len() >= k * n && c.len() >= m * n);
     #[cfg(target_arch = "x86_64")]
-    if super::simd::has_avx512() {
-        // SAFETY: the CPU has AVX-512F (checked), and the asserts above bound every access.
-        unsafe {
-            avx512::small_gemm(
-                m,
-                n,
-                k,
-                a.as_ptr(),
-                lda,
-                b.as_ptr(),
-                c.as_mut_ptr(),
-                accumulate,
-            )
-        };
-        return;
+    {
+        let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        match kernel {
+            GemmKernel::Avx512 if super::simd::has_avx512() => {
+                // SAFETY: the CPU has AVX-512F (checked), and the asserts above bound every
+                // access.
+                unsafe { avx512::small_gemm(m, n, k, ap, lda, bp, cp, accumulate) };
+                return;
+            }
+            GemmKernel::Avx2 | GemmKernel::Avx512 if super::simd::has_avx2() => {
+                // SAFETY: the CPU has AVX2 and FMA (checked), and the asserts above bound every
+                // access.
+                unsafe { avx2::small_gemm(m, n, k, ap, lda, bp, cp, accumulate) };
+                return;
+            }
+            _ => {}
+        }
     }
+    let _ = kernel;
     small_gemm_plain(m, n, k, a, lda, b, c, accumulate);
 }
 
@@ -143,6 +194,102 @@ multiversion! {
                 for (cv, &bv) in cr.iter_mut().zip(br) {
                     *cv += av * bv;
                 }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// See [`super::small_gemm`]: tiles of up to 6 rows × 16 columns (12 accumulators, two
+    /// vectors of b and a broadcast: 15 of AVX2's 16 registers).
+    ///
+    /// # Safety
+    /// AVX2 and FMA are available; a holds m rows of k floats `lda` apart, b and c k·n and m·n
+    /// floats.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn small_gemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        acc: bool,
+    ) {
+        let tiled = n - n % 16;
+        let mut r0 = 0;
+        while r0 < m {
+            let rows = (m - r0).min(6);
+            for j0 in (0..tiled).step_by(16) {
+                // SAFETY: rows r0 .. r0 + rows ≤ m and columns j0 .. j0 + 16 ≤ n.
+                unsafe {
+                    let (ap, bp, cp) = (a.add(r0 * lda), b.add(j0), c.add(r0 * n + j0));
+                    match rows {
+                        6 => tile::<6>(ap, lda, bp, n, k, cp, n, acc),
+                        5 => tile::<5>(ap, lda, bp, n, k, cp, n, acc),
+                        4 => tile::<4>(ap, lda, bp, n, k, cp, n, acc),
+                        3 => tile::<3>(ap, lda, bp, n, k, cp, n, acc),
+                        2 => tile::<2>(ap, lda, bp, n, k, cp, n, acc),
+                        _ => tile::<1>(ap, lda, bp, n, k, cp, n, acc),
+                    }
+                }
+            }
+            for r in r0..r0 + rows {
+                for j in tiled..n {
+                    // SAFETY: r < m, j < n, kk < k.
+                    unsafe {
+                        let mut v = if acc { *c.add(r * n + j) } else { 0.0 };
+                        for kk in 0..k {
+                            v += *a.add(r * lda + kk) * *b.add(kk * n + j);
+                        }
+                        *c.add(r * n + j) = v;
+                    }
+                }
+            }
+            r0 += rows;
+        }
+    }
+
+    /// R rows × 16 columns: c[r][0..16] (+)= Σ_kk a[r][kk] · b[kk][0..16].
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize>(
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        k: usize,
+        c: *mut f32,
+        ldc: usize,
+        acc_in: bool,
+    ) {
+        // SAFETY (whole body): the caller keeps R rows of a (k each), k rows of b and R rows of
+        // c (16 columns each) in bounds.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            if acc_in {
+                for (r, v) in acc.iter_mut().enumerate() {
+                    v[0] = _mm256_loadu_ps(c.add(r * ldc));
+                    v[1] = _mm256_loadu_ps(c.add(r * ldc + 8));
+                }
+            }
+            for kk in 0..k {
+                let b0 = _mm256_loadu_ps(b.add(kk * ldb));
+                let b1 = _mm256_loadu_ps(b.add(kk * ldb + 8));
+                for (r, v) in acc.iter_mut().enumerate() {
+                    let av = _mm256_set1_ps(*a.add(r * lda + kk));
+                    v[0] = _mm256_fmadd_ps(av, b0, v[0]);
+                    v[1] = _mm256_fmadd_ps(av, b1, v[1]);
+                }
+            }
+            for (r, v) in acc.iter().enumerate() {
+                _mm256_storeu_ps(c.add(r * ldc), v[0]);
+                _mm256_storeu_ps(c.add(r * ldc + 8), v[1]);
             }
         }
     }
@@ -600,41 +747,47 @@ mod tests {
 
     #[test]
     fn small_gemm_matches_a_plain_product() {
-        // row counts around the 8-row tiles, column counts around the 32-wide ones
-        for (m, n, k) in [
-            (1, 5, 3),
-            (8, 32, 37),
-            (9, 40, 3),
-            (17, 144, 37),
-            (16, 512, 128),
-        ] {
-            // rows of `a` packed, and spaced apart as the rows of x_t are
-            for lda in [k, k + 3] {
-                let a: Vec<f32> = (0..m * lda)
-                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-                    .collect();
-                let b: Vec<f32> = (0..k * n)
-                    .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
-                    .collect();
-                let c0: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
-                for accumulate in [false, true] {
-                    let mut c = c0.clone();
-                    small_gemm(m, n, k, &a, lda, &b, &mut c, accumulate);
-                    for r in 0..m {
-                        for j in 0..n {
-                            let mut want = if accumulate {
-                                c0[r * n + j] as f64
-                            } else {
-                                0.0
-                            };
-                            for kk in 0..k {
-                                want += a[r * lda + kk] as f64 * b[kk * n + j] as f64;
+        // row counts around the 8- and 6-row tiles, column counts around the 32- and 16-wide
+        // ones; every build this CPU runs
+        for kernel in GemmKernel::available() {
+            for (m, n, k) in [
+                (1, 5, 3),
+                (6, 16, 5),
+                (7, 17, 9),
+                (8, 32, 37),
+                (9, 40, 3),
+                (13, 48, 11),
+                (17, 144, 37),
+                (16, 512, 128),
+            ] {
+                // rows of `a` packed, and spaced apart as the rows of x_t are
+                for lda in [k, k + 3] {
+                    let a: Vec<f32> = (0..m * lda)
+                        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                        .collect();
+                    let b: Vec<f32> = (0..k * n)
+                        .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+                        .collect();
+                    let c0: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
+                    for accumulate in [false, true] {
+                        let mut c = c0.clone();
+                        small_gemm_with(kernel, m, n, k, &a, lda, &b, &mut c, accumulate);
+                        for r in 0..m {
+                            for j in 0..n {
+                                let mut want = if accumulate {
+                                    c0[r * n + j] as f64
+                                } else {
+                                    0.0
+                                };
+                                for kk in 0..k {
+                                    want += a[r * lda + kk] as f64 * b[kk * n + j] as f64;
+                                }
+                                let got = c[r * n + j] as f64;
+                                assert!(
+                                    (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                                    "{kernel:?} {m}×{n}×{k} lda {lda} [{r},{j}]: {got} vs {want}"
+                                );
                             }
-                            let got = c[r * n + j] as f64;
-                            assert!(
-                                (got - want).abs() < 1e-4 * (1.0 + want.abs()),
-                                "{m}×{n}×{k} lda {lda} [{r},{j}]: {got} vs {want}"
-                            );
                         }
                     }
                 }
