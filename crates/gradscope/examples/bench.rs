@@ -331,29 +331,47 @@ fn run() {
         "yolo_phases" => {
             // where a YOLO26n training step spends its time (batch 4 at 640, probe off)
             let mut y = YoloBench::new();
+            // and, from the other workers' idle time, the serial fraction of each phase
             let mut acc = [0f64; 4];
+            let mut idle = [0f64; 4];
             let n = timed.max(1);
+            let mark = || (Instant::now(), gradscope::idle_seconds());
             for k in 0..n + 1 {
-                let t0 = Instant::now();
+                let m0 = mark();
                 let out = y.model.forward(y.x.clone(), &mut Tap::off());
                 drop(out.heads.one2many.clone().detach().into_data()); // sync: forward done
-                let t1 = Instant::now();
+                let m1 = mark();
                 let loss = y.loss(out.heads);
                 let _ = loss.clone().into_scalar::<f64>();
-                let t2 = Instant::now();
+                let m2 = mark();
                 let grads = loss.backward();
-                let t3 = Instant::now();
+                let m3 = mark();
                 y.update(grads);
-                let t4 = Instant::now();
+                let m4 = mark();
                 if k > 0 {
-                    for (a, d) in acc.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
-                        *a += d.as_secs_f64() * 1e3 / n as f64;
+                    for (i, (a, b)) in [(m0, m1), (m1, m2), (m2, m3), (m3, m4)]
+                        .into_iter()
+                        .enumerate()
+                    {
+                        acc[i] += (b.0 - a.0).as_secs_f64() * 1e3 / n as f64;
+                        idle[i] += (b.1 - a.1) * 1e3 / n as f64;
                     }
                 }
             }
+            let p = rayon::current_num_threads();
+            let e = |wall: f64, idle: f64| gradscope::serial_fraction(wall, idle, p);
+            let (wall, idle_all) = (acc.iter().sum::<f64>(), idle.iter().sum::<f64>());
             println!(
-                "{{\"engine\": \"gradscope\", \"bench\": \"yolo_phases\", \"forward_ms\": {:.1}, \"loss_ms\": {:.1}, \"backward_ms\": {:.1}, \"clip_optimizer_ema_ms\": {:.1}}}",
-                acc[0], acc[1], acc[2], acc[3]
+                "{{\"engine\": \"gradscope\", \"bench\": \"yolo_phases\", \"threads\": {p}, \"forward_ms\": {:.1}, \"loss_ms\": {:.1}, \"backward_ms\": {:.1}, \"clip_optimizer_ema_ms\": {:.1}, \"serial\": {{\"forward\": {:.3}, \"loss\": {:.3}, \"backward\": {:.3}, \"clip_optimizer_ema\": {:.3}, \"step\": {:.3}}}}}",
+                acc[0],
+                acc[1],
+                acc[2],
+                acc[3],
+                e(acc[0], idle[0]),
+                e(acc[1], idle[1]),
+                e(acc[2], idle[2]),
+                e(acc[3], idle[3]),
+                e(wall, idle_all)
             );
             return;
         }

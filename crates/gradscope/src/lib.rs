@@ -115,6 +115,12 @@ pub fn on_workers<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     let _ = rayon::ThreadPoolBuilder::new()
         .stack_size(64 << 20)
         .build_global();
+    warm(work)
+}
+
+/// Runs `work` in the current pool (entered from outside it) with the pool's other threads in
+/// [`stay_warm`] until it returns.
+fn warm<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     /// Tells the warm workers to stop when dropped, also when `work` panics: otherwise they would
     /// spin on and the scope (which waits for them) would never end.
     struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
@@ -146,17 +152,59 @@ fn stay_warm(stop: &std::sync::atomic::AtomicBool) {
     use std::time::{Duration, Instant};
     const SPIN: Duration = Duration::from_millis(5);
     let mut last = Instant::now();
+    // the time without work since this worker last added to IDLE_NS, counted from `mark` (the
+    // end of the previous look for work) to the end of a look that found none
+    let mut idle = Duration::ZERO;
+    let mut mark = last;
     while !stop.load(std::sync::atomic::Ordering::Acquire) {
-        match rayon::yield_now() {
-            Some(rayon::Yield::Executed) => last = Instant::now(),
-            _ if last.elapsed() < SPIN => {
+        let executed = matches!(rayon::yield_now(), Some(rayon::Yield::Executed));
+        let now = Instant::now();
+        if executed {
+            last = now;
+            if !idle.is_zero() {
+                IDLE_NS.fetch_add(idle.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+                idle = Duration::ZERO;
+            }
+        } else {
+            idle += now - mark;
+            if now - last < SPIN {
                 for _ in 0..16 {
                     std::hint::spin_loop();
                 }
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
             }
-            _ => std::thread::sleep(Duration::from_micros(200)),
         }
+        mark = now;
     }
+    idle += mark.elapsed();
+    IDLE_NS.fetch_add(idle.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Nanoseconds the pool's other workers spent without work inside [`on_workers`], summed over
+/// them (added when a worker next finds work, and when `on_workers` ends).
+static IDLE_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Seconds the pool's other workers have spent without work inside [`on_workers`] so far,
+/// summed over them: while the thread that runs the job works alone they wait, so over an
+/// interval of wall time W on p threads, this counter's growth divided by p − 1 is the time the
+/// job ran serially (or unbalanced), and the serial fraction of the one-thread time is about
+/// s / (s + p·(W − s)). The benchmarks report it per phase of a training step.
+pub fn idle_seconds() -> f64 {
+    IDLE_NS.load(std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9
+}
+
+/// The serial fraction of an interval of `wall` seconds on `threads` threads during which the
+/// other workers were idle for `idle` seconds in all (see [`idle_seconds`]): e = s / (s + p·(W −
+/// s)) with s = idle / (p − 1), the share of the one-thread time that cannot be split. 0 on one
+/// thread (nothing to measure).
+pub fn serial_fraction(wall: f64, idle: f64, threads: usize) -> f64 {
+    if threads < 2 || wall <= 0.0 {
+        return 0.0;
+    }
+    let p = threads as f64;
+    let s = (idle / (p - 1.0)).clamp(0.0, wall);
+    s / (s + p * (wall - s))
 }
 
 /// The training device, with autodiff: burn's pure-Rust `flex` CPU backend unless `device=`
@@ -167,6 +215,35 @@ pub fn device() -> Device {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn serial_fraction_from_idle_time() {
+        // all serial: the other worker idle the whole time
+        assert!((super::serial_fraction(1.0, 1.0, 2) - 1.0).abs() < 1e-12);
+        // all parallel
+        assert_eq!(super::serial_fraction(1.0, 0.0, 2), 0.0);
+        // 2 threads, 0.2 s serial + 0.8 s parallel: one thread would take 0.2 + 1.6
+        assert!((super::serial_fraction(1.0, 0.2, 2) - 0.2 / 1.8).abs() < 1e-12);
+        // 4 threads: 3 workers idle 0.1 s each
+        assert!((super::serial_fraction(1.0, 0.3, 4) - 0.1 / (0.1 + 3.6)).abs() < 1e-12);
+        assert_eq!(super::serial_fraction(1.0, 0.5, 1), 0.0);
+    }
+
+    #[test]
+    fn idle_time_grows_while_the_job_runs_alone() {
+        // a pool of its own, so that no other test's job keeps its second thread busy
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let before = super::idle_seconds();
+        pool.install(|| {
+            super::warm(|| std::thread::sleep(std::time::Duration::from_millis(30)));
+        });
+        let idle = super::idle_seconds() - before;
+        // the other worker(s) waited while this one slept (other tests may add to the counter)
+        assert!(idle >= 0.02, "idle {idle} s");
+    }
+
     #[test]
     fn on_workers_returns_and_a_panic_inside_it_ends_it() {
         assert_eq!(super::on_workers(|| 6 * 7), 42);

@@ -157,7 +157,7 @@ impl C3k {
             y = b.forward(y);
         }
         self.cv3
-            .forward(Tensor::cat(vec![y, self.cv2.forward(x)], 1))
+            .forward(crate::kernels::cat::cat(vec![y, self.cv2.forward(x)], 1))
     }
 }
 
@@ -324,7 +324,7 @@ impl C3k2 {
             let next = m.forward(ys.last().expect("two halves").clone());
             ys.push(next);
         }
-        self.cv2.forward(Tensor::cat(ys, 1))
+        self.cv2.forward(crate::kernels::cat::cat(ys, 1))
     }
 }
 
@@ -370,7 +370,7 @@ impl Sppf {
             let next = max_pool2d(ys.last().expect("cv1 output").clone(), opts.clone());
             ys.push(next);
         }
-        let y = self.cv2.forward(Tensor::cat(ys, 1));
+        let y = self.cv2.forward(crate::kernels::cat::cat(ys, 1));
         if self.add {
             y + x
         } else {
@@ -409,6 +409,6 @@ impl C2psa {
         for m in &self.m {
             t = m.forward(t);
         }
-        self.cv2.forward(Tensor::cat(vec![a, t], 1))
+        self.cv2.forward(crate::kernels::cat::cat(vec![a, t], 1))
     }
 }

@@ -121,7 +121,7 @@ impl Detect {
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                let y = Tensor::cat(
+                let y = crate::kernels::cat::cat(
                     vec![boxes[i].forward(f.clone()), cls[i].forward(f.clone())],
                     1,
                 );
@@ -129,7 +129,7 @@ impl Detect {
                 y.reshape([b, c, h * w])
             })
             .collect();
-        Tensor::cat(per_level, 2)
+        crate::kernels::cat::cat(per_level, 2)
     }
 
     /// Both branches; the one-to-one branch reads the features detached, so its loss trains only

@@ -270,7 +270,7 @@ impl Yolo {
                             .with_output_size([2 * h, 2 * w]),
                     )
                 }
-                (None, _) => Tensor::cat((0..from.len()).map(input).collect(), 1),
+                (None, _) => crate::kernels::cat::cat((0..from.len()).map(input).collect(), 1),
             };
             let name = format!("model.{i}");
             // layers whose output the head reads are marked for the diagnosis

@@ -1,0 +1,394 @@
+//! Concatenation as one parallel copy, for flex.
+//!
+//! burn's `cat` copies its inputs one after the other on one thread, and a channel slice fed to
+//! it (a C3k2 block's two halves) is first made contiguous by another single-threaded copy; in a
+//! YOLO26n training step those copies were the largest part of the time the other threads wait
+//! (≈4% of a step). Here the output is cut into pieces that every thread fills from the inputs,
+//! read in place where they are row-strided views (a channel slice of an NCHW tensor is one), and
+//! the backward hands each input its part of the gradient the same way.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{DType, Tensor};
+use rayon::prelude::*;
+
+use std::mem::MaybeUninit;
+
+use super::host::{contiguous, filled, record, tensor};
+
+type Ad = Autodiff<Flex>;
+
+/// Below this many elements one thread copies everything (rayon's hand-off costs more).
+const PARALLEL_MIN: usize = 1 << 15;
+/// Elements per task.
+const PIECE: usize = 1 << 14;
+
+/// `Tensor::cat(xs, dim)`, as one parallel pass when every input is an f32 flex tensor (with or
+/// without autodiff) and there are 2 to 6 of them; burn's `cat` otherwise.
+pub fn cat<const D: usize>(xs: Vec<Tensor<D>>, dim: usize) -> Tensor<D> {
+    match fused(&xs, dim) {
+        Some(y) => y,
+        None => Tensor::cat(xs, dim),
+    }
+}
+
+fn fused<const D: usize>(xs: &[Tensor<D>], dim: usize) -> Option<Tensor<D>> {
+    match xs.len() {
+        2 => fused_n::<D, 2>(xs, dim),
+        3 => fused_n::<D, 3>(xs, dim),
+        4 => fused_n::<D, 4>(xs, dim),
+        5 => fused_n::<D, 5>(xs, dim),
+        6 => fused_n::<D, 6>(xs, dim),
+        _ => None,
+    }
+}
+
+/// The sizes of a concatenation: `outer` rows (the product of the dimensions before `dim`), each
+/// the inputs' blocks (their size along `dim` times the inner dimensions) one after the other.
+#[derive(Clone, Debug)]
+struct Plan {
+    outer: usize,
+    /// Each input's block per row.
+    blocks: Vec<usize>,
+    /// Each input's shape.
+    shapes: Vec<Vec<usize>>,
+    /// The output's shape.
+    shape: Vec<usize>,
+}
+
+impl Plan {
+    /// `None` when the shapes do not concatenate (burn's `cat` then reports it).
+    fn new(shapes: Vec<Vec<usize>>, dim: usize) -> Option<Self> {
+        let first = shapes.first()?;
+        if dim >= first.len() {
+            return None;
+        }
+        let same_elsewhere = shapes.iter().all(|s| {
+            s.len() == first.len()
+                && s.iter()
+                    .zip(first)
+                    .enumerate()
+                    .all(|(j, (a, b))| j == dim || a == b)
+        });
+        if !same_elsewhere {
+            return None;
+        }
+        let outer = first[..dim].iter().product();
+        let inner: usize = first[dim + 1..].iter().product();
+        let blocks = shapes.iter().map(|s| s[dim] * inner).collect();
+        let mut shape = first.clone();
+        shape[dim] = shapes.iter().map(|s| s[dim]).sum();
+        Some(Plan {
+            outer,
+            blocks,
+            shapes,
+            shape,
+        })
+    }
+
+    fn row(&self) -> usize {
+        self.blocks.iter().sum()
+    }
+}
+
+/// Where a tensor's rows lie in its storage: row r is `data[first + r·stride ..][..block]`.
+struct Rows<'a> {
+    data: &'a [f32],
+    first: usize,
+    stride: usize,
+}
+
+impl Rows<'_> {
+    fn row(&self, r: usize, block: usize) -> &[f32] {
+        &self.data[self.first + r * self.stride..][..block]
+    }
+}
+
+/// `t` as rows of `block` elements split at `dim`, read in place when the dimensions from `dim`
+/// on are contiguous and the ones before it collapse to one stride; `None` otherwise (the caller
+/// then makes `t` contiguous first).
+fn rows(t: &FlexTensor, dim: usize, block: usize) -> Option<Rows<'_>> {
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    let layout = t.layout();
+    let shape = layout.shape().to_vec();
+    let strides = layout.strides();
+    // contiguous from `dim` on (dimensions of size 1 may have any stride)
+    let mut want = 1isize;
+    for j in (dim..shape.len()).rev() {
+        if shape[j] > 1 && strides[j] != want {
+            return None;
+        }
+        want *= shape[j] as isize;
+    }
+    // the dimensions before `dim` as one stride
+    let mut stride: Option<isize> = None;
+    let mut expect: Option<isize> = None;
+    for j in (0..dim).rev() {
+        if shape[j] == 1 {
+            continue;
+        }
+        match expect {
+            None => {
+                stride = Some(strides[j]);
+                expect = Some(strides[j] * shape[j] as isize);
+            }
+            Some(e) if strides[j] == e => expect = Some(e * shape[j] as isize),
+            Some(_) => return None,
+        }
+    }
+    let stride = stride.unwrap_or(block as isize);
+    if stride < 0 {
+        return None;
+    }
+    let data: &[f32] = t.storage::<f32>();
+    let outer: usize = shape[..dim].iter().product();
+    let first = layout.start_offset();
+    let end = first + outer.saturating_sub(1) * stride as usize + block;
+    (outer == 0 || end <= data.len()).then_some(Rows {
+        data,
+        first,
+        stride: stride as usize,
+    })
+}
+
+/// Fills `out` (the concatenation's `outer` rows, contiguous) from the inputs' rows: each piece of
+/// `out` copies the parts of the rows it covers, the pieces in parallel for big outputs.
+fn gather(plan: &Plan, inputs: &[Rows], out: &mut [MaybeUninit<f32>]) {
+    let row = plan.row();
+    let fill = |start: usize, piece: &mut [MaybeUninit<f32>]| {
+        let mut done = 0;
+        while done < piece.len() {
+            let at = start + done;
+            let (r, mut within) = (at / row, at % row);
+            let mut i = 0;
+            while within >= plan.blocks[i] {
+                within -= plan.blocks[i];
+                i += 1;
+            }
+            let src = &inputs[i].row(r, plan.blocks[i])[within..];
+            let n = src.len().min(piece.len() - done);
+            for (o, &v) in piece[done..done + n].iter_mut().zip(&src[..n]) {
+                o.write(v);
+            }
+            done += n;
+        }
+    };
+    if out.len() < PARALLEL_MIN {
+        fill(0, out);
+    } else {
+        out.par_chunks_mut(PIECE)
+            .enumerate()
+            .for_each(|(k, piece)| fill(k * PIECE, piece));
+    }
+}
+
+/// Input `i`'s part of the concatenation's gradient `g` (rows of `plan.row()`), contiguous.
+fn scatter(plan: &Plan, g: &Rows, i: usize) -> Vec<f32> {
+    let block = plan.blocks[i];
+    let offset: usize = plan.blocks[..i].iter().sum();
+    let part = Rows {
+        data: g.data,
+        first: g.first + offset,
+        stride: g.stride,
+    };
+    let single = Plan {
+        outer: plan.outer,
+        blocks: vec![block],
+        shapes: vec![],
+        shape: vec![],
+    };
+    // SAFETY: gather writes every element of the outer·block it is given.
+    unsafe { filled(plan.outer * block, |out| gather(&single, &[part], out)) }
+}
+
+#[derive(Debug)]
+struct CatBackward;
+
+#[derive(Clone, Debug)]
+struct CatState {
+    plan: Plan,
+    dim: usize,
+}
+
+impl<const N: usize> Backward<Flex, N> for CatBackward {
+    type State = CatState;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<Flex>(&ops.node);
+        let CatState { plan, dim } = ops.state;
+        let row = plan.row();
+        let g = match rows(&g, dim, row) {
+            Some(_) => g,
+            None => contiguous(&g).expect("f32 gradient"),
+        };
+        let gr = rows(&g, dim, row).expect("a contiguous f32 gradient has rows");
+        let wanted: Vec<usize> = (0..N).filter(|&i| ops.parents[i].is_some()).collect();
+        let parts: Vec<Vec<f32>> = wanted.par_iter().map(|&i| scatter(&plan, &gr, i)).collect();
+        for (i, part) in wanted.into_iter().zip(parts) {
+            if let Some(node) = &ops.parents[i] {
+                grads.register::<Flex>(node.id, tensor(part, plan.shapes[i].clone()));
+            }
+        }
+    }
+}
+
+fn fused_n<const D: usize, const N: usize>(xs: &[Tensor<D>], dim: usize) -> Option<Tensor<D>> {
+    let tracked: Option<Vec<_>> = xs
+        .iter()
+        .map(|x| x.clone().try_into_primitive::<Ad>().ok())
+        .collect();
+    let (prims, nodes) = match tracked {
+        Some(ts) => {
+            let prims: Vec<FlexTensor> = ts.iter().map(|t| t.primitive().clone()).collect();
+            let nodes: [_; N] = ts
+                .iter()
+                .map(|t| t.node())
+                .collect::<Vec<_>>()
+                .try_into()
+                .ok()?;
+            (prims, Some(nodes))
+        }
+        None => {
+            let plain: Option<Vec<FlexTensor>> = xs
+                .iter()
+                .map(|x| x.clone().try_into_primitive::<Flex>().ok())
+                .collect();
+            (plain?, None)
+        }
+    };
+    let shapes = prims.iter().map(|p| p.layout().shape().to_vec()).collect();
+    let plan = Plan::new(shapes, dim)?;
+    // inputs that are not row-strided views are made contiguous first
+    let owned: Vec<FlexTensor> = prims
+        .iter()
+        .zip(&plan.blocks)
+        .map(|(p, &b)| match rows(p, dim, b) {
+            Some(_) => Some(p.clone()),
+            None => contiguous(p),
+        })
+        .collect::<Option<_>>()?;
+    let inputs: Vec<Rows> = owned
+        .iter()
+        .zip(&plan.blocks)
+        .map(|(p, &b)| rows(p, dim, b))
+        .collect::<Option<_>>()?;
+    // SAFETY: gather writes every element of the outer·row elements.
+    let out = unsafe { filled(plan.outer * plan.row(), |o| gather(&plan, &inputs, o)) };
+    let out = tensor(out, plan.shape.clone());
+    Some(match nodes {
+        Some(nodes) => {
+            let y = record(CatBackward, nodes, || CatState { plan, dim }, out);
+            Tensor::from_primitive::<Ad>(y)
+        }
+        None => Tensor::from_primitive::<Flex>(out),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::values;
+    use super::*;
+    use burn::tensor::{Distribution, TensorData};
+
+    fn random<const D: usize>(shape: [usize; D], grad: bool) -> Tensor<D> {
+        let t = Tensor::<D>::random(shape, Distribution::Normal(0.0, 1.0), &crate::device());
+        if grad {
+            t.require_grad()
+        } else {
+            t
+        }
+    }
+
+    /// The fused concatenation equals burn's, values and every input's gradient (weighted by a
+    /// fixed tensor so that each position's gradient differs).
+    /// `inputs` builds the inputs from the leaves (twice: one graph per backward).
+    fn check<const D: usize>(
+        inputs: impl Fn() -> Vec<Tensor<D>>,
+        leaves: &[Tensor<D>],
+        dim: usize,
+    ) {
+        let want = Tensor::cat(inputs(), dim);
+        let got = cat(inputs(), dim);
+        assert_eq!(got.dims(), want.dims());
+        assert_eq!(values(got.clone()), values(want.clone()));
+        let n = want.shape().num_elements();
+        let w = Tensor::<1>::from_data(
+            TensorData::new((0..n).map(|i| (i % 13) as f32 - 6.0).collect(), [n]),
+            &crate::device(),
+        )
+        .reshape(want.dims());
+        let gw = (want * w.clone()).sum().backward();
+        let gg = (got * w).sum().backward();
+        for (k, leaf) in leaves.iter().enumerate() {
+            let a = values(leaf.grad(&gw).expect("burn's gradient"));
+            let b = values(leaf.grad(&gg).expect("the fused gradient"));
+            assert_eq!(a, b, "input {k}'s gradient, dim {dim}");
+        }
+    }
+
+    #[test]
+    fn matches_burns_cat_on_every_dimension() {
+        for dim in 0..4 {
+            let mut shapes = [[2, 3, 5, 7]; 3];
+            shapes[1][dim] = 4;
+            shapes[2][dim] = 1;
+            let leaves: Vec<Tensor<4>> = shapes.iter().map(|&s| random(s, true)).collect();
+            check(
+                || leaves.iter().map(|l| l.clone() * 2.0).collect(),
+                &leaves,
+                dim,
+            );
+        }
+    }
+
+    #[test]
+    fn reads_channel_slices_in_place_and_handles_big_tensors() {
+        // a C3k2 block: both halves of one tensor (strided views) and a third tensor, big
+        // enough to be split among threads
+        let y = random([3, 16, 40, 40], true);
+        let z = random([3, 8, 40, 40], true);
+        let halves = || {
+            let y2 = y.clone() * 1.0;
+            vec![
+                y2.clone().slice([0..3, 0..8, 0..40, 0..40]),
+                y2.slice([0..3, 8..16, 0..40, 0..40]),
+                z.clone() * 1.0,
+            ]
+        };
+        check(halves, &[y.clone(), z.clone()], 1);
+        // the detection head: levels of [B, C, HW] side by side
+        let ls: Vec<Tensor<3>> = [6400, 1600, 400]
+            .iter()
+            .map(|&n| random([2, 12, n], true))
+            .collect();
+        check(|| ls.iter().map(|l| l.clone() + 0.0).collect(), &ls, 2);
+    }
+
+    #[test]
+    fn a_channel_slice_is_read_in_place() {
+        let flex = burn::tensor::Device::flex();
+        let y = Tensor::<4>::random([3, 16, 4, 4], Distribution::Normal(0.0, 1.0), &flex);
+        let half = y.clone().slice([0..3, 8..16, 0..4, 0..4]);
+        let p = half.try_into_primitive::<Flex>().unwrap();
+        let r = rows(&p, 1, 8 * 16).expect("a row-strided view");
+        assert_eq!((r.first, r.stride), (8 * 16, 16 * 16));
+        // a transposed view is not: it is made contiguous first
+        let t = y.swap_dims(2, 3).try_into_primitive::<Flex>().unwrap();
+        assert!(rows(&t, 1, 16 * 16).is_none());
+    }
+
+    #[test]
+    fn plain_tensors_and_many_inputs() {
+        let xs: Vec<Tensor<2>> = (0..3).map(|_| random([4, 5], false)).collect();
+        let want = values(Tensor::cat(xs.clone(), 1));
+        assert_eq!(values(cat(xs, 1)), want);
+        // seven inputs: burn's cat
+        let xs: Vec<Tensor<2>> = (0..7).map(|_| random([2, 3], false)).collect();
+        assert_eq!(values(cat(xs.clone(), 0)), values(Tensor::cat(xs, 0)));
+    }
+}
