@@ -5,7 +5,10 @@
 //! YOLO26n training step those copies were the largest part of the time the other threads wait
 //! (≈4% of a step). Here the output is cut into pieces that every thread fills from the inputs,
 //! read in place where they are row-strided views (a channel slice of an NCHW tensor is one), and
-//! the backward hands each input its part of the gradient the same way.
+//! the backward hands each input its part of the gradient the same way. [`narrow`], the
+//! inverse (a channel slice), is a view forward; its backward writes the slice's gradient and the
+//! zeros around it in the same parallel pass, where burn zero-filled the whole tensor and copied
+//! the slice in on one thread.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
@@ -289,6 +292,89 @@ fn fused_n<const D: usize, const N: usize>(xs: &[Tensor<D>], dim: usize) -> Opti
     })
 }
 
+#[derive(Debug)]
+struct NarrowBackward;
+
+#[derive(Clone, Debug)]
+struct NarrowState {
+    /// The input's shape, and the slice's `dim`, `start` and `len`.
+    shape: Vec<usize>,
+    dim: usize,
+    start: usize,
+    len: usize,
+}
+
+impl Backward<Flex, 1> for NarrowBackward {
+    type State = NarrowState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<Flex>(&ops.node);
+        let [parent] = ops.parents;
+        let Some(node) = parent else {
+            return;
+        };
+        let NarrowState {
+            shape,
+            dim,
+            start,
+            len,
+        } = ops.state;
+        let inner: usize = shape[dim + 1..].iter().product();
+        let parts = [start, len, shape[dim] - start - len].map(|n| n * inner);
+        let g = contiguous(&g).expect("f32 gradient");
+        let zeros = vec![0.0f32; parts[0].max(parts[2])];
+        let zero = || Rows {
+            data: &zeros,
+            first: 0,
+            stride: 0,
+        };
+        let slice = rows(&g, dim, parts[1]).expect("a contiguous f32 gradient has rows");
+        let (mut blocks, mut inputs) = (Vec::new(), Vec::new());
+        for (n, r) in parts.into_iter().zip([zero(), slice, zero()]) {
+            if n > 0 {
+                blocks.push(n);
+                inputs.push(r);
+            }
+        }
+        let plan = Plan {
+            outer: shape[..dim].iter().product(),
+            blocks,
+            shapes: vec![],
+            shape: vec![],
+        };
+        // SAFETY: gather writes every element of the outer·row elements.
+        let dx = unsafe { filled(plan.outer * plan.row(), |o| gather(&plan, &inputs, o)) };
+        grads.register::<Flex>(node.id, tensor(dx, shape));
+    }
+}
+
+/// `x` sliced to `start .. start + len` along `dim` (the other dimensions whole): a view, as
+/// burn's `slice`, with a parallel backward on flex (see the module's notes).
+pub fn narrow<const D: usize>(x: &Tensor<D>, dim: usize, start: usize, len: usize) -> Tensor<D> {
+    let dims = x.dims();
+    let ranges: [std::ops::Range<usize>; D] = std::array::from_fn(|j| {
+        if j == dim {
+            start..start + len
+        } else {
+            0..dims[j]
+        }
+    });
+    let Ok(xp) = x.clone().try_into_primitive::<Ad>() else {
+        return x.clone().slice(ranges);
+    };
+    let view = Tensor::<D>::from_primitive::<Flex>(xp.primitive().clone()).slice(ranges.clone());
+    let Ok(view) = view.try_into_primitive::<Flex>() else {
+        return x.clone().slice(ranges);
+    };
+    let state = || NarrowState {
+        shape: dims.to_vec(),
+        dim,
+        start,
+        len,
+    };
+    Tensor::from_primitive::<Ad>(record(NarrowBackward, [xp.node()], state, view))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::values;
@@ -367,6 +453,51 @@ mod tests {
             .map(|&n| random([2, 12, n], true))
             .collect();
         check(|| ls.iter().map(|l| l.clone() + 0.0).collect(), &ls, 2);
+    }
+
+    #[test]
+    fn narrow_matches_burns_slice_values_and_gradients() {
+        let x = random([2, 6, 3, 5], true);
+        for (dim, start, len) in [(1, 0, 3), (1, 3, 3), (1, 2, 2), (0, 1, 1), (3, 1, 4)] {
+            let dims = x.dims();
+            let ranges: [std::ops::Range<usize>; 4] = std::array::from_fn(|j| {
+                if j == dim {
+                    start..start + len
+                } else {
+                    0..dims[j]
+                }
+            });
+            let want = (x.clone() * 2.0).slice(ranges);
+            let got = narrow(&(x.clone() * 2.0), dim, start, len);
+            assert_eq!(got.dims(), want.dims());
+            assert_eq!(values(got.clone()), values(want.clone()));
+            let w = want.clone().detach() + 0.5;
+            let gw = (want * w.clone()).sum().backward();
+            let gg = (got * w).sum().backward();
+            assert_eq!(
+                values(x.grad(&gw).unwrap()),
+                values(x.grad(&gg).unwrap()),
+                "dim {dim} {start}+{len}"
+            );
+        }
+        // both halves of one tensor (a C3k2 block's split): the gradients add up
+        let y = random([2, 8, 40, 40], true);
+        let halves = |f: &dyn Fn(&Tensor<4>, usize) -> Tensor<4>| {
+            let y2 = y.clone() * 1.0;
+            (f(&y2, 0) * 3.0 + f(&y2, 4)).sum().backward()
+        };
+        let gw = halves(&|t, s| t.clone().slice([0..2, s..s + 4, 0..40, 0..40]));
+        let gg = halves(&|t, s| narrow(t, 1, s, 4));
+        assert_eq!(values(y.grad(&gw).unwrap()), values(y.grad(&gg).unwrap()));
+        // a view: it shares the buffer of the tensor it slices
+        let y2 = y.clone() * 1.0;
+        let n = narrow(&y2, 1, 4, 4).try_into_primitive::<Ad>().unwrap();
+        let base = y2.try_into_primitive::<Ad>().unwrap();
+        assert_eq!(n.primitive().layout().start_offset(), 4 * 40 * 40);
+        assert!(std::ptr::eq(
+            n.primitive().storage::<f32>().as_ptr(),
+            base.primitive().storage::<f32>().as_ptr()
+        ));
     }
 
     #[test]

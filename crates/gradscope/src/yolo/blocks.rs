@@ -11,6 +11,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::activation::Activation;
 use crate::kernels::bn_act::{self, Act};
+use crate::kernels::cat::{cat, narrow};
 use crate::kernels::conv;
 
 /// The network-wide switches an ablation can flip.
@@ -157,7 +158,7 @@ impl C3k {
             y = b.forward(y);
         }
         self.cv3
-            .forward(crate::kernels::cat::cat(vec![y, self.cv2.forward(x)], 1))
+            .forward(cat(vec![y, self.cv2.forward(x)], 1))
     }
 }
 
@@ -194,9 +195,9 @@ impl Attention {
         let n = h * w;
         let (kd, hd) = (self.key_dim, self.head_dim);
         let qkv = self.qkv.forward(x).reshape([b, self.heads, 2 * kd + hd, n]);
-        let q = qkv.clone().slice([0..b, 0..self.heads, 0..kd, 0..n]);
-        let k = qkv.clone().slice([0..b, 0..self.heads, kd..2 * kd, 0..n]);
-        let v = qkv.slice([0..b, 0..self.heads, 2 * kd..2 * kd + hd, 0..n]);
+        let q = narrow(&qkv, 2, 0, kd);
+        let k = narrow(&qkv, 2, kd, kd);
+        let v = narrow(&qkv, 2, 2 * kd, hd);
         let scale = (kd as f64).powf(-0.5);
         // [b, heads, n, n]: softmax over the keys
         let attn = softmax(q.mul_scalar(scale).swap_dims(2, 3).matmul(k), 3);
@@ -314,17 +315,13 @@ impl C3k2 {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = self.cv1.forward(x);
-        let [b, _, h, w] = y.dims();
         let c = self.c;
-        let mut ys = vec![
-            y.clone().slice([0..b, 0..c, 0..h, 0..w]),
-            y.slice([0..b, c..2 * c, 0..h, 0..w]),
-        ];
+        let mut ys = vec![narrow(&y, 1, 0, c), narrow(&y, 1, c, c)];
         for m in &self.m {
             let next = m.forward(ys.last().expect("two halves").clone());
             ys.push(next);
         }
-        self.cv2.forward(crate::kernels::cat::cat(ys, 1))
+        self.cv2.forward(cat(ys, 1))
     }
 }
 
@@ -370,7 +367,7 @@ impl Sppf {
             let next = max_pool2d(ys.last().expect("cv1 output").clone(), opts.clone());
             ys.push(next);
         }
-        let y = self.cv2.forward(crate::kernels::cat::cat(ys, 1));
+        let y = self.cv2.forward(cat(ys, 1));
         if self.add {
             y + x
         } else {
@@ -402,13 +399,12 @@ impl C2psa {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = self.cv1.forward(x);
-        let [b, _, h, w] = y.dims();
         let c = self.c;
-        let a = y.clone().slice([0..b, 0..c, 0..h, 0..w]);
-        let mut t = y.slice([0..b, c..2 * c, 0..h, 0..w]);
+        let a = narrow(&y, 1, 0, c);
+        let mut t = narrow(&y, 1, c, c);
         for m in &self.m {
             t = m.forward(t);
         }
-        self.cv2.forward(crate::kernels::cat::cat(vec![a, t], 1))
+        self.cv2.forward(cat(vec![a, t], 1))
     }
 }
