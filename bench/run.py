@@ -96,7 +96,35 @@ def scaling(steps):
             f"| {LABEL[name]} | {ms['g1']:.1f} | {ms['g2']:.1f} | {ms['g1'] / ms['g2']:.2f}× | {100 * eg:.0f}% | "
             f"{ms['t1']:.1f} | {ms['t2']:.1f} | {ms['t1'] / ms['t2']:.2f}× | {100 * et:.0f}% | {cap:.1f}× |"
         )
+    md += phase_serial(steps["yolo_step"])
     write_table(md, "bench/SCALING.md")
+
+
+def phase_serial(n):
+    """The YOLO26n step's phases on 2 threads with the serial fraction of each, measured inside
+    one run from the time the second thread waited for work (`gradscope::idle_seconds`): less
+    exposed to a drifting machine than two separate runs, and it says where the serial part is."""
+    phases = ("forward", "loss", "backward", "clip_optimizer_ema")
+    rows = []
+    for r in range(ROUNDS):
+        d = run_json([BENCH, "yolo_phases", str(n)], threads=2)
+        rows.append(d)
+        print(f"yolo_phases round {r + 1}: serial " + ", ".join(f"{k} {v:.3f}" for k, v in d["serial"].items()), flush=True)
+    med = lambda xs: sorted(xs)[len(xs) // 2]
+    md = [
+        "",
+        "Where the serial part of a YOLO26n training step is (batch 4 at 640, 2 threads, "
+        f"`bench yolo_phases {n}`, median of {ROUNDS} runs): each phase's serial fraction e from the "
+        "time the second thread waited for work inside the run, e = s / (s + 2·(W − s)) with s that "
+        "waiting time and W the phase's wall time.",
+        "",
+        "| phase | ms (2 threads) | serial e |",
+        "|---|---|---|",
+    ]
+    for k in phases:
+        md.append(f"| {k.replace('_', ' + ')} | {med([d[k + '_ms'] for d in rows]):.1f} | {100 * med([d['serial'][k] for d in rows]):.0f}% |")
+    md.append(f"| whole step | {med([sum(d[k + '_ms'] for k in phases) for d in rows]):.1f} | **{100 * med([d['serial']['step'] for d in rows]):.0f}%** |")
+    return md
 
 
 def gpu(steps):
