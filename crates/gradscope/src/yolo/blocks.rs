@@ -157,8 +157,7 @@ impl C3k {
         for b in &self.m {
             y = b.forward(y);
         }
-        self.cv3
-            .forward(cat(vec![y, self.cv2.forward(x)], 1))
+        self.cv3.forward(cat(vec![y, self.cv2.forward(x)], 1))
     }
 }
 
