@@ -199,6 +199,51 @@ multiversion! {
     }
 }
 
+/// The loops around a register tile, shared by the SIMD builds of [`small_gemm`]: row blocks of
+/// `rows(rows left)` rows, each as tiles of `width` columns (`tile(rows, r0, j0)`), and the columns
+/// past the last whole tile by plain loops.
+///
+/// # Safety
+/// a holds m rows of k floats `lda` apart, b and c k·n and m·n floats; `tile` must be sound for
+/// every block of rows ≤ m and columns ≤ n it is given.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tiled(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+    acc: bool,
+    width: usize,
+    rows: impl Fn(usize) -> usize,
+    tile: impl Fn(usize, usize, usize),
+) {
+    let whole = n - n % width;
+    let mut r0 = 0;
+    while r0 < m {
+        let block = rows(m - r0);
+        for j0 in (0..whole).step_by(width) {
+            tile(block, r0, j0);
+        }
+        for r in r0..r0 + block {
+            for j in whole..n {
+                // SAFETY: r < m, j < n, kk < k (the caller's bounds).
+                unsafe {
+                    let mut v = if acc { *c.add(r * n + j) } else { 0.0 };
+                    for kk in 0..k {
+                        v += *a.add(r * lda + kk) * *b.add(kk * n + j);
+                    }
+                    *c.add(r * n + j) = v;
+                }
+            }
+        }
+        r0 += block;
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -221,38 +266,23 @@ mod avx2 {
         c: *mut f32,
         acc: bool,
     ) {
-        let tiled = n - n % 16;
-        let mut r0 = 0;
-        while r0 < m {
-            let rows = (m - r0).min(6);
-            for j0 in (0..tiled).step_by(16) {
-                // SAFETY: rows r0 .. r0 + rows ≤ m and columns j0 .. j0 + 16 ≤ n.
-                unsafe {
-                    let (ap, bp, cp) = (a.add(r0 * lda), b.add(j0), c.add(r0 * n + j0));
-                    match rows {
-                        6 => tile::<6>(ap, lda, bp, n, k, cp, n, acc),
-                        5 => tile::<5>(ap, lda, bp, n, k, cp, n, acc),
-                        4 => tile::<4>(ap, lda, bp, n, k, cp, n, acc),
-                        3 => tile::<3>(ap, lda, bp, n, k, cp, n, acc),
-                        2 => tile::<2>(ap, lda, bp, n, k, cp, n, acc),
-                        _ => tile::<1>(ap, lda, bp, n, k, cp, n, acc),
-                    }
+        let tile_at = |rows: usize, r0: usize, j0: usize| {
+            // SAFETY: the driver keeps rows r0 .. r0 + rows ≤ m and columns j0 .. j0 + 16 ≤ n;
+            // the CPU has AVX2 and FMA (this build is only called then).
+            unsafe {
+                let (ap, bp, cp) = (a.add(r0 * lda), b.add(j0), c.add(r0 * n + j0));
+                match rows {
+                    6 => tile::<6>(ap, lda, bp, n, k, cp, n, acc),
+                    5 => tile::<5>(ap, lda, bp, n, k, cp, n, acc),
+                    4 => tile::<4>(ap, lda, bp, n, k, cp, n, acc),
+                    3 => tile::<3>(ap, lda, bp, n, k, cp, n, acc),
+                    2 => tile::<2>(ap, lda, bp, n, k, cp, n, acc),
+                    _ => tile::<1>(ap, lda, bp, n, k, cp, n, acc),
                 }
             }
-            for r in r0..r0 + rows {
-                for j in tiled..n {
-                    // SAFETY: r < m, j < n, kk < k.
-                    unsafe {
-                        let mut v = if acc { *c.add(r * n + j) } else { 0.0 };
-                        for kk in 0..k {
-                            v += *a.add(r * lda + kk) * *b.add(kk * n + j);
-                        }
-                        *c.add(r * n + j) = v;
-                    }
-                }
-            }
-            r0 += rows;
-        }
+        };
+        // SAFETY: the caller's bounds are the driver's.
+        unsafe { super::tiled(m, n, k, a, lda, b, c, acc, 16, |left| left.min(6), tile_at) }
     }
 
     /// R rows × 16 columns: c[r][0..16] (+)= Σ_kk a[r][kk] · b[kk][0..16].
@@ -315,35 +345,21 @@ mod avx512 {
         c: *mut f32,
         acc: bool,
     ) {
-        let tiled = n - n % 32;
-        let mut r0 = 0;
-        while r0 < m {
-            let rows = if m - r0 >= 8 { 8 } else { 1 };
-            for j0 in (0..tiled).step_by(32) {
-                // SAFETY: rows r0 .. r0 + rows < m and columns j0 .. j0 + 32 ≤ n.
-                unsafe {
-                    let (ap, bp, cp) = (a.add(r0 * lda), b.add(j0), c.add(r0 * n + j0));
-                    if rows == 8 {
-                        tile::<8>(ap, lda, bp, n, k, cp, n, acc);
-                    } else {
-                        tile::<1>(ap, lda, bp, n, k, cp, n, acc);
-                    }
+        let tile_at = |rows: usize, r0: usize, j0: usize| {
+            // SAFETY: the driver keeps rows r0 .. r0 + rows ≤ m and columns j0 .. j0 + 32 ≤ n;
+            // the CPU has AVX-512F (this build is only called then).
+            unsafe {
+                let (ap, bp, cp) = (a.add(r0 * lda), b.add(j0), c.add(r0 * n + j0));
+                if rows == 8 {
+                    tile::<8>(ap, lda, bp, n, k, cp, n, acc);
+                } else {
+                    tile::<1>(ap, lda, bp, n, k, cp, n, acc);
                 }
             }
-            for r in r0..r0 + rows {
-                for j in tiled..n {
-                    // SAFETY: r < m, j < n, kk < k.
-                    unsafe {
-                        let mut v = if acc { *c.add(r * n + j) } else { 0.0 };
-                        for kk in 0..k {
-                            v += *a.add(r * lda + kk) * *b.add(kk * n + j);
-                        }
-                        *c.add(r * n + j) = v;
-                    }
-                }
-            }
-            r0 += rows;
-        }
+        };
+        let rows = |left: usize| if left >= 8 { 8 } else { 1 };
+        // SAFETY: the caller's bounds are the driver's.
+        unsafe { super::tiled(m, n, k, a, lda, b, c, acc, 32, rows, tile_at) }
     }
 
     /// R rows × 32 columns: c[r][0..32] (+)= Σ_kk a[r][kk] · b[kk][0..32].
