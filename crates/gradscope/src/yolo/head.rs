@@ -7,6 +7,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::blocks::{dwconv, Conv, Switches};
+use crate::kernels::conv;
 
 /// `[Conv 3×3, Conv 3×3, Conv2d 1×1 → 4]` (fields `s<i>` = sequence element i).
 #[derive(Module, Debug)]
@@ -32,7 +33,7 @@ pub struct DwPair {
 
 impl BoxBranch {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.s2.forward(self.s1.forward(self.s0.forward(x)))
+        conv::conv2d(&self.s2, self.s1.forward(self.s0.forward(x)))
     }
 }
 
@@ -40,7 +41,7 @@ impl ClsBranch {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.s0.s1.forward(self.s0.s0.forward(x));
         let x = self.s1.s1.forward(self.s1.s0.forward(x));
-        self.s2.forward(x)
+        conv::conv2d(&self.s2, x)
     }
 }
 
