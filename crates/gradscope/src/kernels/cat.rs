@@ -56,15 +56,11 @@ struct Plan {
     outer: usize,
     /// Each input's block per row.
     blocks: Vec<usize>,
-    /// Each input's shape.
-    shapes: Vec<Vec<usize>>,
-    /// The output's shape.
-    shape: Vec<usize>,
 }
 
 impl Plan {
     /// `None` when the shapes do not concatenate (burn's `cat` then reports it).
-    fn new(shapes: Vec<Vec<usize>>, dim: usize) -> Option<Self> {
+    fn new(shapes: &[Vec<usize>], dim: usize) -> Option<Self> {
         let first = shapes.first()?;
         if dim >= first.len() {
             return None;
@@ -82,14 +78,7 @@ impl Plan {
         let outer = first[..dim].iter().product();
         let inner: usize = first[dim + 1..].iter().product();
         let blocks = shapes.iter().map(|s| s[dim] * inner).collect();
-        let mut shape = first.clone();
-        shape[dim] = shapes.iter().map(|s| s[dim]).sum();
-        Some(Plan {
-            outer,
-            blocks,
-            shapes,
-            shape,
-        })
+        Some(Plan { outer, blocks })
     }
 
     fn row(&self) -> usize {
@@ -159,6 +148,14 @@ fn rows(t: &FlexTensor, dim: usize, block: usize) -> Option<Rows<'_>> {
     })
 }
 
+/// `t` itself when [`rows`] reads it in place, else a contiguous copy (`None` for other dtypes).
+fn readable(t: &FlexTensor, dim: usize, block: usize) -> Option<FlexTensor> {
+    match rows(t, dim, block) {
+        Some(_) => Some(t.clone()),
+        None => contiguous(t),
+    }
+}
+
 /// Fills `out` (the concatenation's `outer` rows, contiguous) from the inputs' rows: each piece of
 /// `out` copies the parts of the rows it covers, the pieces in parallel for big outputs.
 fn gather(plan: &Plan, inputs: &[Rows], out: &mut [MaybeUninit<f32>]) {
@@ -202,8 +199,6 @@ fn scatter(plan: &Plan, g: &Rows, i: usize) -> Vec<f32> {
     let single = Plan {
         outer: plan.outer,
         blocks: vec![block],
-        shapes: vec![],
-        shape: vec![],
     };
     // SAFETY: gather writes every element of the outer·block it is given.
     unsafe { filled(plan.outer * block, |out| gather(&single, &[part], out)) }
@@ -216,6 +211,8 @@ struct CatBackward;
 struct CatState {
     plan: Plan,
     dim: usize,
+    /// Each input's shape.
+    shapes: Vec<Vec<usize>>,
 }
 
 impl<const N: usize> Backward<Flex, N> for CatBackward {
@@ -223,18 +220,15 @@ impl<const N: usize> Backward<Flex, N> for CatBackward {
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let g = grads.consume::<Flex>(&ops.node);
-        let CatState { plan, dim } = ops.state;
+        let CatState { plan, dim, shapes } = ops.state;
         let row = plan.row();
-        let g = match rows(&g, dim, row) {
-            Some(_) => g,
-            None => contiguous(&g).expect("f32 gradient"),
-        };
-        let gr = rows(&g, dim, row).expect("a contiguous f32 gradient has rows");
+        let g = readable(&g, dim, row).expect("f32 gradient");
+        let gr = rows(&g, dim, row).expect("a readable gradient has rows");
         let wanted: Vec<usize> = (0..N).filter(|&i| ops.parents[i].is_some()).collect();
         let parts: Vec<Vec<f32>> = wanted.par_iter().map(|&i| scatter(&plan, &gr, i)).collect();
         for (i, part) in wanted.into_iter().zip(parts) {
             if let Some(node) = &ops.parents[i] {
-                grads.register::<Flex>(node.id, tensor(part, plan.shapes[i].clone()));
+                grads.register::<Flex>(node.id, tensor(part, shapes[i].clone()));
             }
         }
     }
@@ -264,16 +258,13 @@ fn fused_n<const D: usize, const N: usize>(xs: &[Tensor<D>], dim: usize) -> Opti
             (plain?, None)
         }
     };
-    let shapes = prims.iter().map(|p| p.layout().shape().to_vec()).collect();
-    let plan = Plan::new(shapes, dim)?;
+    let shapes: Vec<Vec<usize>> = prims.iter().map(|p| p.layout().shape().to_vec()).collect();
+    let plan = Plan::new(&shapes, dim)?;
     // inputs that are not row-strided views are made contiguous first
     let owned: Vec<FlexTensor> = prims
         .iter()
         .zip(&plan.blocks)
-        .map(|(p, &b)| match rows(p, dim, b) {
-            Some(_) => Some(p.clone()),
-            None => contiguous(p),
-        })
+        .map(|(p, &b)| readable(p, dim, b))
         .collect::<Option<_>>()?;
     let inputs: Vec<Rows> = owned
         .iter()
@@ -282,10 +273,12 @@ fn fused_n<const D: usize, const N: usize>(xs: &[Tensor<D>], dim: usize) -> Opti
         .collect::<Option<_>>()?;
     // SAFETY: gather writes every element of the outer·row elements.
     let out = unsafe { filled(plan.outer * plan.row(), |o| gather(&plan, &inputs, o)) };
-    let out = tensor(out, plan.shape.clone());
+    let mut shape = shapes[0].clone();
+    shape[dim] = shapes.iter().map(|s| s[dim]).sum();
+    let out = tensor(out, shape);
     Some(match nodes {
         Some(nodes) => {
-            let y = record(CatBackward, nodes, || CatState { plan, dim }, out);
+            let y = record(CatBackward, nodes, || CatState { plan, dim, shapes }, out);
             Tensor::from_primitive::<Ad>(y)
         }
         None => Tensor::from_primitive::<Flex>(out),
@@ -321,14 +314,14 @@ impl Backward<Flex, 1> for NarrowBackward {
         } = ops.state;
         let inner: usize = shape[dim + 1..].iter().product();
         let parts = [start, len, shape[dim] - start - len].map(|n| n * inner);
-        let g = contiguous(&g).expect("f32 gradient");
+        let g = readable(&g, dim, parts[1]).expect("f32 gradient");
         let zeros = vec![0.0f32; parts[0].max(parts[2])];
         let zero = || Rows {
             data: &zeros,
             first: 0,
             stride: 0,
         };
-        let slice = rows(&g, dim, parts[1]).expect("a contiguous f32 gradient has rows");
+        let slice = rows(&g, dim, parts[1]).expect("a readable gradient has rows");
         let (mut blocks, mut inputs) = (Vec::new(), Vec::new());
         for (n, r) in parts.into_iter().zip([zero(), slice, zero()]) {
             if n > 0 {
@@ -339,8 +332,6 @@ impl Backward<Flex, 1> for NarrowBackward {
         let plan = Plan {
             outer: shape[..dim].iter().product(),
             blocks,
-            shapes: vec![],
-            shape: vec![],
         };
         // SAFETY: gather writes every element of the outer·row elements.
         let dx = unsafe { filled(plan.outer * plan.row(), |o| gather(&plan, &inputs, o)) };
