@@ -125,6 +125,7 @@ impl Activation {
 
     /// Is this *output* value h = φ(z) in the saturated region (φ'(z) < 0.01)?
     /// Decided from the output so the probe needs only the activation itself.
+    #[inline]
     pub fn is_saturated_output(self, h: f32) -> bool {
         match self {
             // σ' = h(1−h) < 0.01

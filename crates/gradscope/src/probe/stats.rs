@@ -23,13 +23,9 @@ pub fn activation_stats(
 ) -> (ActStats, Option<Vec<bool>>) {
     let (sum, sq, n_fin, nan, inf) = finite_moments(h);
     let (mean, var) = moments(sum, sq, n_fin);
-    let sat_frac = act_fn.filter(|a| a.saturates()).map(|a| {
-        let sat = h
-            .iter()
-            .filter(|&&v| v.is_finite() && a.is_saturated_output(v))
-            .count();
-        sat as f64 / h.len().max(1) as f64
-    });
+    let sat_frac = act_fn
+        .filter(|a| a.saturates())
+        .map(|a| saturated(h, a) as f64 / h.len().max(1) as f64);
     let active = match act_fn {
         Some(a) if a.can_die() && !shape.is_empty() => {
             let axis = unit_axis(shape);
@@ -230,6 +226,41 @@ fn finite_moments(v: &[f32]) -> (f64, f64, usize, usize, usize) {
     (sum, sq, n, nan, inf)
 }
 
+/// How many values are finite and in `a`'s saturated region
+/// ([`Activation::is_saturated_output`]), counted branch-free in vector lanes and on every thread
+/// for big tensors: the element-by-element count was three quarters of what the probe added to
+/// a 20-layer sigmoid MLP's step.
+fn saturated(h: &[f32], a: Activation) -> usize {
+    use rayon::prelude::*;
+    if h.len() > PAR_BLOCK {
+        h.par_chunks(PAR_BLOCK).map(|c| saturated_block(c, a)).sum()
+    } else {
+        saturated_block(h, a)
+    }
+}
+
+crate::kernels::simd::multiversion! {
+    fn saturated_block(h: &[f32], a: Activation) -> usize {
+        /// The count with `is` inlined for one activation (the match stays out of the loop).
+        #[inline(always)]
+        fn count(h: &[f32], is: impl Fn(f32) -> bool) -> usize {
+            h.chunks(1 << 20)
+                .map(|c| {
+                    c.iter()
+                        .map(|&v| (is(v) & v.is_finite()) as u32)
+                        .sum::<u32>() as usize
+                })
+                .sum()
+        }
+        match a {
+            Activation::Sigmoid => count(h, |v| Activation::Sigmoid.is_saturated_output(v)),
+            Activation::Tanh => count(h, |v| Activation::Tanh.is_saturated_output(v)),
+            Activation::Softsign => count(h, |v| Activation::Softsign.is_saturated_output(v)),
+            other => count(h, |v| other.is_saturated_output(v)),
+        }
+    }
+}
+
 fn moments(sum: f64, sq: f64, n: usize) -> (f64, f64) {
     if n == 0 {
         return (f64::NAN, f64::NAN);
@@ -307,6 +338,38 @@ mod tests {
         let h = [-1.0, -2.0, 0.0, 3.0];
         let (_, active) = activation_stats(&h, &[1, 2, 1, 2], Some(Activation::LeakyRelu), None);
         assert_eq!(active.unwrap(), vec![false, true]);
+    }
+
+    /// The vectorised count is the element-by-element predicate, for every saturating
+    /// activation, on values around each boundary, non-finite ones, and past a parallel block.
+    #[test]
+    fn the_saturated_count_is_the_predicate_counted() {
+        let mut h: Vec<f32> = (0..70_001)
+            .map(|i| ((i * 7919 % 20_001) as f32 - 10_000.0) / 5_000.0)
+            .collect();
+        // the sigmoid's boundaries h(1 − h) = 0.01 and their neighbours
+        for b in [0.010_102_051_f32, 0.989_897_95] {
+            h.extend([
+                b,
+                f32::from_bits(b.to_bits() - 1),
+                f32::from_bits(b.to_bits() + 1),
+            ]);
+        }
+        h.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1.0, -1.0, 0.0]);
+        for a in [Activation::Sigmoid, Activation::Tanh, Activation::Softsign] {
+            let want = h
+                .iter()
+                .filter(|&&v| v.is_finite() && a.is_saturated_output(v))
+                .count();
+            assert!(want > 0 && want < h.len(), "{a:?}: {want}");
+            assert_eq!(saturated(&h, a), want, "{a:?}");
+            assert_eq!(saturated_block(&h[..1000], a), {
+                h[..1000]
+                    .iter()
+                    .filter(|&&v| v.is_finite() && a.is_saturated_output(v))
+                    .count()
+            });
+        }
     }
 
     #[test]
