@@ -28,6 +28,7 @@ pub mod linear;
 pub mod lstm;
 pub mod simd;
 pub mod tap;
+pub mod update;
 
 /// What the kernels' tests share: a tensor's values, and the largest difference between two
 /// results (absolute, or relative to the reference's largest magnitude).

@@ -28,7 +28,7 @@ use burn::tensor::{Gradients, Tensor};
 pub use record::{LayerRecord, NonFinite, ParamRecord, Phase, StepRecord};
 pub use tap::{Fault, Kept, Tap, Tapped};
 
-use params::{diff_norm, snapshot, ParamSnapshot};
+use params::{diff_norm, norm_sq, snapshot_with, Measured, ParamSnapshot};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProbeConfig {
@@ -71,6 +71,94 @@ pub struct Pending {
     before: Vec<ParamSnapshot>,
     /// index in `record.layers` for each entry of `before` (None: not under any probe point)
     owner: Vec<Option<usize>>,
+    /// The weights' norms are still to come (from the update pass, or read in `after_step`).
+    weights_pending: bool,
+    /// The parameters' gradient norms are still to come (from the update pass).
+    grads_pending: bool,
+    /// The layers whose dead-unit window this step added to (undone by [`Probe::discard`]).
+    windowed: Vec<String>,
+}
+
+impl Pending {
+    /// The parameters' and layers' gradient norms, and the step's, from ‖g‖² of each entry of
+    /// `before` (`None`: the parameter got no gradient).
+    fn set_grads(&mut self, sq: &[Option<f64>]) {
+        let record = &mut self.record;
+        let mut layer_sq = vec![0f64; record.layers.len()];
+        let mut total = 0f64;
+        for ((p, o), sq) in self.before.iter().zip(&self.owner).zip(sq) {
+            let sq = sq.unwrap_or(0.0);
+            total += sq;
+            if let Some(li) = o {
+                layer_sq[*li] += sq;
+            }
+            if let Some(pr) = param_record(record, p, *o) {
+                pr.grad_norm = sq.sqrt();
+            }
+        }
+        for (l, sq) in record.layers.iter_mut().zip(layer_sq) {
+            l.grad_w_norm = sq.sqrt();
+        }
+        record.grad_norm = total.sqrt();
+        self.grads_pending = false;
+    }
+
+    /// The parameters' and layers' weight norms from ‖W‖² of each entry of `before`.
+    fn set_weights(&mut self, sq: &[f64]) {
+        let record = &mut self.record;
+        let mut layer_sq = vec![0f64; record.layers.len()];
+        for ((p, o), &sq) in self.before.iter().zip(&self.owner).zip(sq) {
+            if let Some(li) = o {
+                layer_sq[*li] += sq;
+            }
+            if let Some(pr) = param_record(record, p, *o) {
+                pr.norm = sq.sqrt();
+            }
+        }
+        for (l, sq) in record.layers.iter_mut().zip(layer_sq) {
+            l.w_norm = sq.sqrt();
+        }
+        self.weights_pending = false;
+    }
+
+    /// Update ratios ‖ΔW‖/‖W‖ per parameter and per layer from ‖ΔW‖ of each entry of `before`
+    /// (`None`: the parameter was not updated).
+    fn set_updates(&mut self, delta: &[Option<f64>]) {
+        let record = &mut self.record;
+        let mut layer_delta = vec![0f64; record.layers.len()];
+        for ((p, o), d) in self.before.iter().zip(&self.owner).zip(delta) {
+            let Some(d) = *d else {
+                continue;
+            };
+            if let Some(li) = o {
+                layer_delta[*li] += d * d;
+            }
+            if let Some(pr) = param_record(record, p, *o) {
+                pr.update_ratio = d / pr.norm.max(f64::MIN_POSITIVE);
+            }
+        }
+        for (l, d2) in record.layers.iter_mut().zip(layer_delta) {
+            if !l.params.is_empty() {
+                l.update_ratio = d2.sqrt() / l.w_norm.max(f64::MIN_POSITIVE);
+            }
+        }
+    }
+}
+
+/// The record of parameter `p` (in its layer `owner`, or among the other parameters).
+fn param_record<'a>(
+    record: &'a mut StepRecord,
+    p: &ParamSnapshot,
+    owner: Option<usize>,
+) -> Option<&'a mut ParamRecord> {
+    match owner {
+        Some(li) => {
+            let l = &mut record.layers[li];
+            let name = &p.path[l.name.len() + 1..];
+            l.params.iter_mut().find(|r| r.name == name)
+        }
+        None => record.other_params.iter_mut().find(|r| r.name == p.path),
+    }
 }
 
 pub struct Probe {
@@ -152,8 +240,9 @@ impl Probe {
     }
 
     /// The per-layer windows of which units were active on the last `dead_window` probed steps
-    /// (each step a string of `0`/`1`), the state behind `dead_frac`: a resumed run restores them
-    /// with [`restore_dead_windows`](Self::restore_dead_windows) to measure exactly as before.
+    /// and the one before (each step a string of `0`/`1`), the state behind `dead_frac`: a
+    /// resumed run restores them with [`restore_dead_windows`](Self::restore_dead_windows) to
+    /// measure exactly as before.
     pub fn dead_windows(&self) -> BTreeMap<String, Vec<String>> {
         self.windows
             .iter()
@@ -223,7 +312,8 @@ impl Probe {
         self.records
     }
 
-    /// Reads the taps and the parameter gradients. Returns `None` when the tap did not record.
+    /// Reads the taps and the parameter gradients and weights. Returns `None` when the tap did
+    /// not record.
     pub fn after_backward<M: Module>(
         &mut self,
         step: usize,
@@ -233,16 +323,52 @@ impl Probe {
         model: &M,
         grads: &Gradients,
     ) -> Option<Pending> {
+        self.read_backward(step, epoch, loss, tap, model, grads, true)
+    }
+
+    /// [`after_backward`](Self::after_backward) for an optimizer that measures the parameters
+    /// in its own update pass ([`crate::train::Optimizer::step_measured`]): reads the taps only;
+    /// [`after_update`](Self::after_update) completes the record with the gradient and weight
+    /// norms the update measured. (Until then they are NaN: not measured. A step whose gradient
+    /// is not finite is replayed with [`after_backward`](Self::after_backward) to localise it.)
+    pub fn after_backward_for_update<M: Module>(
+        &mut self,
+        step: usize,
+        epoch: usize,
+        loss: f64,
+        tap: Tap,
+        model: &M,
+        grads: &Gradients,
+    ) -> Option<Pending> {
+        self.read_backward(step, epoch, loss, tap, model, grads, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read_backward<M: Module>(
+        &mut self,
+        step: usize,
+        epoch: usize,
+        loss: f64,
+        tap: Tap,
+        model: &M,
+        grads: &Gradients,
+        weights: bool,
+    ) -> Option<Pending> {
         if !tap.is_recording() {
             return None;
         }
         let input_nonfinite = tap.input_nonfinite();
         let tapped = tap.finish(grads);
-        let before = snapshot(model, Some(grads));
+        let before = snapshot_with(model, weights.then_some(grads), weights);
         let names: Vec<&str> = tapped.iter().map(|t| t.name.as_str()).collect();
         let owner: Vec<Option<usize>> = before.iter().map(|p| owner_of(&p.path, &names)).collect();
 
         let mut layers: Vec<LayerRecord> = Vec::with_capacity(tapped.len());
+        let windowed = tapped
+            .iter()
+            .filter(|t| t.active.is_some())
+            .map(|t| t.name.clone())
+            .collect();
         for t in tapped {
             let dead_frac = t.active.map(|a| self.dead_fraction(&t.name, a));
             let mut act = t.act;
@@ -270,7 +396,6 @@ impl Probe {
                 Some(li) => {
                     let l = &mut layers[*li];
                     l.grad_w_norm += gsq;
-                    l.w_norm += p.sq;
                     (p.path[l.name.len() + 1..].to_string(), &mut l.params)
                 }
                 None => (p.path.clone(), &mut other_params),
@@ -279,7 +404,7 @@ impl Probe {
                 name,
                 shape: p.shape.clone(),
                 grad_norm: nonfinite_norm(gsq, gnan, ginf),
-                norm: p.sq.sqrt(),
+                norm: f64::NAN,
                 update_ratio: f64::NAN,
                 grad_nan: gnan,
                 grad_inf: ginf,
@@ -291,7 +416,6 @@ impl Probe {
                 .iter()
                 .fold((0, 0), |a, p| (a.0 + p.grad_nan, a.1 + p.grad_inf));
             l.grad_w_norm = nonfinite_norm(l.grad_w_norm, nan, inf);
-            l.w_norm = l.w_norm.sqrt();
         }
         let nonfinite = producer::find(step, input_nonfinite, loss, &layers);
         let record = StepRecord {
@@ -304,57 +428,109 @@ impl Probe {
             other_params,
             nonfinite,
         };
-        Some(Pending {
+        let mut pending = Pending {
             record,
             before,
             owner,
-        })
+            weights_pending: !weights,
+            grads_pending: !weights,
+            windowed,
+        };
+        if !weights {
+            pending.set_grads(&vec![Some(f64::NAN); pending.before.len()]);
+            pending.grads_pending = true;
+        }
+        if weights {
+            let sq: Vec<f64> = pending.before.iter().map(|p| p.sq).collect();
+            pending.set_weights(&sq);
+        }
+        Some(pending)
     }
 
-    /// After the optimizer step: update ratios, then the record is kept and written.
-    /// `lr` is the learning rate used for the step.
+    /// After the optimizer step: update ratios (from the weights before and after), then the
+    /// record is kept and written. `lr` is the learning rate used for the step.
     pub fn after_step<M: Module>(
         &mut self,
         pending: Option<Pending>,
         model: &M,
         lr: f64,
     ) -> Result<Option<&StepRecord>, ProbeError> {
-        let Some(Pending {
-            mut record,
-            before,
-            owner,
-        }) = pending
-        else {
+        let Some(mut pending) = pending else {
             return Ok(None);
         };
-        record.lr = lr;
+        if pending.weights_pending {
+            let sq: Vec<f64> = pending
+                .before
+                .iter()
+                .map(|p| norm_sq(p.values.clone()))
+                .collect();
+            pending.set_weights(&sq);
+        }
         let after = params::values(model);
         let by_path: HashMap<&str, &Tensor<1>> =
             after.iter().map(|(p, t)| (p.as_str(), t)).collect();
-        let mut layer_delta = vec![0f64; record.layers.len()];
-        for (p, o) in before.iter().zip(&owner) {
-            let Some(new) = by_path.get(p.path.as_str()) else {
-                continue;
-            };
-            let d = diff_norm(&p.values, new);
-            let pr = match o {
-                Some(li) => {
-                    layer_delta[*li] += d * d;
-                    let l = &mut record.layers[*li];
-                    let name = &p.path[l.name.len() + 1..];
-                    l.params.iter_mut().find(|r| r.name == name)
-                }
-                None => record.other_params.iter_mut().find(|r| r.name == p.path),
-            };
-            if let Some(pr) = pr {
-                pr.update_ratio = d / pr.norm.max(f64::MIN_POSITIVE);
+        let delta: Vec<Option<f64>> = pending
+            .before
+            .iter()
+            .map(|p| {
+                by_path
+                    .get(p.path.as_str())
+                    .map(|new| diff_norm(&p.values, new))
+            })
+            .collect();
+        pending.set_updates(&delta);
+        self.keep(pending.record, lr)
+    }
+
+    /// After an update that measured the weights itself
+    /// ([`crate::train::Optimizer::step_measured`], for a `pending` from
+    /// [`after_backward_for_update`](Self::after_backward_for_update)): the norms and update
+    /// ratios from `measured`, then the record is kept and written.
+    pub fn after_update(
+        &mut self,
+        pending: Option<Pending>,
+        measured: &[Measured],
+        lr: f64,
+    ) -> Result<Option<&StepRecord>, ProbeError> {
+        let Some(mut pending) = pending else {
+            return Ok(None);
+        };
+        let by_path: HashMap<&str, &Measured> =
+            measured.iter().map(|m| (m.path.as_str(), m)).collect();
+        let found: Vec<Option<&&Measured>> = pending
+            .before
+            .iter()
+            .map(|p| by_path.get(p.path.as_str()))
+            .collect();
+        if pending.grads_pending {
+            let sq: Vec<Option<f64>> = found.iter().map(|m| m.map(|m| m.g_sq)).collect();
+            pending.set_grads(&sq);
+        }
+        if pending.weights_pending {
+            let sq: Vec<f64> = found
+                .iter()
+                .map(|m| m.map_or(f64::NAN, |m| m.w_sq))
+                .collect();
+            pending.set_weights(&sq);
+        }
+        let delta: Vec<Option<f64>> = found.iter().map(|m| m.map(|m| m.delta_sq.sqrt())).collect();
+        pending.set_updates(&delta);
+        self.keep(pending.record, lr)
+    }
+
+    /// Drops a step's measurements without keeping a record (a step that is then replayed in
+    /// full), undoing what it added to the dead-unit windows so that the replay counts once.
+    pub fn discard(&mut self, pending: Option<Pending>) {
+        for layer in pending.map(|p| p.windowed).unwrap_or_default() {
+            if let Some(q) = self.windows.get_mut(&layer) {
+                q.pop_back();
             }
         }
-        for (l, d2) in record.layers.iter_mut().zip(layer_delta) {
-            if !l.params.is_empty() {
-                l.update_ratio = d2.sqrt() / l.w_norm.max(f64::MIN_POSITIVE);
-            }
-        }
+    }
+
+    /// Keeps a finished record and writes it to the JSONL file.
+    fn keep(&mut self, mut record: StepRecord, lr: f64) -> Result<Option<&StepRecord>, ProbeError> {
+        record.lr = lr;
         if let Some((path, w)) = self.writer.as_mut() {
             let line = serde_json::to_string(&record).expect("records serialise");
             writeln!(w, "{line}")
@@ -372,12 +548,18 @@ impl Probe {
         let window = self.config.dead_window.max(1);
         let q = self.windows.entry(layer.to_string()).or_default();
         q.push_back(active);
-        while q.len() > window {
+        // one batch more than the window is kept, so that `discard` can take the last one back
+        while q.len() > window + 1 {
             q.pop_front();
         }
         let units = q.back().map_or(0, |a| a.len());
         let dead = (0..units)
-            .filter(|&u| q.iter().all(|a| !a.get(u).copied().unwrap_or(false)))
+            .filter(|&u| {
+                q.iter()
+                    .rev()
+                    .take(window)
+                    .all(|a| !a.get(u).copied().unwrap_or(false))
+            })
             .count();
         dead as f64 / units.max(1) as f64
     }

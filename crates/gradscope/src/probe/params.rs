@@ -18,6 +18,21 @@ pub struct ParamSnapshot {
     pub grad: Option<(f64, usize, usize)>,
 }
 
+/// What an optimizer's update pass measured of one parameter (`train::Optimizer::step_measured`):
+/// its gradient's norm (the step's gradient norm and NaN check), and on a probed step the
+/// probe's weight statistics.
+#[derive(Clone, Debug)]
+pub struct Measured {
+    /// Full path, as the probe names parameters (`layers.3.linear.weight`).
+    pub path: String,
+    /// ‖g‖² of the gradient as it came (before clipping); non-finite when an element is.
+    pub g_sq: f64,
+    /// ‖W‖² before the step (NaN when the weights were not measured).
+    pub w_sq: f64,
+    /// ‖W_new − W‖² (NaN when the weights were not measured).
+    pub delta_sq: f64,
+}
+
 /// ‖t‖² read in place from a flex buffer; `None` for a tensor elsewhere (a GPU's).
 pub fn norm_sq_in_place<const D: usize>(t: &Tensor<D>) -> Option<f64> {
     // One pass over the buffer (no temporaries). Squares are summed in f32 lanes (twice the
@@ -120,8 +135,17 @@ impl ModuleVisitor for Collector<'_> {
 /// Every trainable parameter of `model`, in visiting order, with its gradient from `grads`.
 /// Buffers that take no gradient (BatchNorm's running mean/var) are left out.
 pub fn snapshot<M: Module>(model: &M, grads: Option<&Gradients>) -> Vec<ParamSnapshot> {
+    snapshot_with(model, grads, true)
+}
+
+/// [`snapshot`], with ‖W‖² read only when `weights` (else NaN: an update pass measures it).
+pub fn snapshot_with<M: Module>(
+    model: &M,
+    grads: Option<&Gradients>,
+    weights: bool,
+) -> Vec<ParamSnapshot> {
     let mut c = Collector {
-        measure: true,
+        measure: weights,
         grads,
         path: Vec::new(),
         out: Vec::new(),

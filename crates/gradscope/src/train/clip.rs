@@ -8,6 +8,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
+use super::optim::Clip;
 use crate::probe::params::{norm_sq, norm_sq_in_place};
 
 /// Σ‖g‖² over the parameters: on the CPU each gradient read in place; on a device the squares
@@ -82,6 +83,13 @@ fn sum_sq<M: Module>(model: &M, grads: &GradientsParams, in_place: bool) -> f64 
 /// Scales every gradient by min(1, c/‖g‖). Returns ‖g‖ before clipping.
 pub fn clip_norm<M: Module>(model: &M, grads: &mut GradientsParams, c: f64) -> f64 {
     let norm = global_norm(model, grads);
+    scale_to(model, grads, norm, c);
+    norm
+}
+
+/// [`clip_norm`] with ‖g‖ already known (`norm`, from [`global_norm`] or a probe's reading of
+/// the same gradients).
+pub fn scale_to<M: Module>(model: &M, grads: &mut GradientsParams, norm: f64, c: f64) {
     if norm.is_finite() && norm > c {
         let s = c / norm;
         model.visit(&mut Map {
@@ -89,7 +97,20 @@ pub fn clip_norm<M: Module>(model: &M, grads: &mut GradientsParams, c: f64) -> f
             f: |g: Tensor<1>| g.mul_scalar(s),
         });
     }
-    norm
+}
+
+/// The clipping an optimizer applies inside its update pass ([`Clip`]): the gradient scaled by
+/// c/‖g‖ when its norm `norm` (read before the update) exceeds `c` (NaN: no clipping by norm),
+/// then clamped to [−v, v] with `value` — what [`clip_norm`] and [`clip_value`] write as passes
+/// of their own.
+pub fn on_update(norm: Option<f64>, c: f64, value: Option<f64>) -> Clip {
+    Clip {
+        scale: match norm {
+            Some(n) if n.is_finite() && n > c => (c / n) as f32,
+            _ => 1.0,
+        },
+        limit: value.map_or(f32::INFINITY, |v| v as f32),
+    }
 }
 
 /// Clamps every gradient element to [−v, v].

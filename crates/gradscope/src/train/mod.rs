@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::probe::{Probe, ProbeError, Tap};
-pub use optim::OptimizerKind;
+pub use optim::{Optimizer, OptimizerKind};
 use recovery::{localise, Decision, GoodState, Recovery, RecoveryEvent};
 
 /// A model that maps `[batch, features]` to logits `[batch, classes]` with probe points.
@@ -143,6 +143,23 @@ fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
+/// This step's clipping threshold for ‖g‖ (NaN: no clipping by norm), from the norms of the
+/// steps so far (`auto`: a multiple of their recent median).
+fn clip_threshold(cfg: &TrainConfig, norms: &[f64]) -> f64 {
+    match cfg.clip_norm {
+        Some(ClipNorm::Fixed(c)) => c,
+        Some(ClipNorm::Auto) => {
+            let m = median(&norms[norms.len().saturating_sub(AUTO_CLIP_WINDOW)..]);
+            if m.is_finite() {
+                AUTO_CLIP_FACTOR * m
+            } else {
+                f64::INFINITY
+            }
+        }
+        None => f64::NAN,
+    }
+}
+
 /// Trains `model` on `task`. A non-finite loss or gradient is localised (the step is replayed
 /// with the probe on when it was not probed), then undone: the last good parameters, optimizer
 /// state and buffers come back, the learning rate halves and the batch is skipped. After
@@ -174,29 +191,17 @@ pub fn fit<M: Module + Clone, T: Task<M>>(
             let loss = task.loss(&model, batch, &mut tap);
             let loss_v = loss.clone().into_scalar::<f64>();
             let grads = loss.backward();
-            let pending = probe.after_backward(step, epoch, loss_v, tap, &model, &grads);
-            let mut gp = GradientsParams::from_grads(grads, &model);
-            let threshold = match cfg.clip_norm {
-                Some(ClipNorm::Fixed(c)) => c,
-                Some(ClipNorm::Auto) => {
-                    let from = hist.step_grad_norm.len().saturating_sub(AUTO_CLIP_WINDOW);
-                    let m = median(&hist.step_grad_norm[from..]);
-                    if m.is_finite() {
-                        AUTO_CLIP_FACTOR * m
-                    } else {
-                        f64::INFINITY
-                    }
-                }
-                None => f64::NAN,
-            };
-            let gnorm = if threshold.is_nan() {
-                clip::global_norm(&model, &gp)
-            } else {
-                clip::clip_norm(&model, &mut gp, threshold)
-            };
-            if let Some(v) = cfg.clip_value {
-                clip::clip_value(&model, &mut gp, v);
-            }
+            let pending = probe.after_backward_for_update(step, epoch, loss_v, tap, &model, &grads);
+            let gp = GradientsParams::from_grads(grads, &model);
+            let threshold = clip_threshold(cfg, &hist.step_grad_norm);
+            // clipping by norm needs the norm before the update (one reading pass); otherwise the
+            // update pass measures it, and a non-finite step is undone below
+            let known = (!threshold.is_nan()).then(|| clip::global_norm(&model, &gp));
+            let clip = clip::on_update(known, threshold, cfg.clip_value);
+            let (updated, measured) =
+                optim.step_measured(lr, model.clone(), gp, clip, pending.is_some());
+            let gnorm =
+                known.unwrap_or_else(|| measured.iter().map(|m| m.g_sq).sum::<f64>().sqrt());
             hist.step_loss.push(loss_v);
             hist.step_grad_norm.push(gnorm);
             hist.step_clip.push(threshold);
@@ -209,7 +214,9 @@ pub fn fit<M: Module + Clone, T: Task<M>>(
                     let g = l.backward();
                     probe.after_backward(step, epoch, lv, tap, &model, &g)
                 };
-                let producer = localise(probe, pending, replay, &model, lr)?;
+                // the record of a probed step lacks the gradients' norms: replayed in full
+                probe.discard(pending);
+                let producer = localise(probe, None, replay, &model, lr)?;
                 let what = if loss_v.is_finite() {
                     "gradient"
                 } else {
@@ -230,8 +237,8 @@ pub fn fit<M: Module + Clone, T: Task<M>>(
                 }
             } else {
                 recovery.finite();
-                model = optim.step(lr, model, gp);
-                probe.after_step(pending, &model, lr)?;
+                model = updated;
+                probe.after_update(pending, &measured, lr)?;
                 sum += loss_v;
                 n += 1;
             }

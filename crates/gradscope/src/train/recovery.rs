@@ -8,7 +8,6 @@
 //! and copies them into new state; `train()` brings the snapshot back for training.
 
 use burn::module::Module;
-use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 
 use crate::probe::NonFinite;
@@ -25,9 +24,9 @@ pub struct RecoveryEvent {
     pub lr_after: f64,
 }
 
-/// The saved model and optimizer state (burn's `ModuleOptimizer` for the labs, the detection
-/// trainer's own grouped optimizer for YOLO).
-pub struct GoodState<M, O = ModuleOptimizer> {
+/// The saved model and optimizer state (the labs' [`Optimizer`](super::optim::Optimizer), the
+/// detection trainer's grouped optimizer for YOLO).
+pub struct GoodState<M, O = super::optim::Optimizer> {
     model: M,
     optim: O,
 }

@@ -1,0 +1,400 @@
+//! The labs' optimizer update ([`crate::train::optim`]) as one pass over each parameter: the
+//! weight, its gradient and the optimizer's moments are read once and the new ones written; the
+//! gradient is clipped on the way (a scale and a bound, not a pass of their own), its ‖g‖² summed
+//! (the step's gradient norm, no pass of its own either), and on a probed step ‖W‖² and ‖ΔW‖² —
+//! what the probe otherwise read in three more passes (a snapshot's norm, then the difference of
+//! the old and new weights).
+//!
+//! Each rule is burn 0.22.1's optimizer of the same name operation by operation in f32 (the same
+//! products, quotients and roundings in the same order), so the new weights are the bits burn's
+//! `Sgd`, `Adam` and `AdamW` give; `train::optim`'s tests hold them equal, and to PyTorch's
+//! optimizers within rounding.
+
+use std::mem::MaybeUninit;
+
+use burn::backend::Flex;
+use burn::tensor::Tensor;
+
+use super::host::{contiguous, filled, tensor, values};
+
+/// One element's update, every coefficient already in f32 as burn rounds it.
+#[derive(Clone, Copy, Debug)]
+pub enum Rule {
+    /// w − g·lr.
+    Sgd { lr: f32 },
+    /// v = g + v·μ (v = g at the first step: v starts at zero); w − v·lr.
+    Momentum { lr: f32, mu: f32 },
+    /// m = m·β₁ + g·(1−β₁), v = v·β₂ + g²·(1−β₂) (from zero); w − (m·cf)/(√v + eps)·lr with
+    /// cf = √(1−β₂ᵗ)/(1−β₁ᵗ) and eps = ε·√(1−β₂ᵗ) (burn's `Adam`).
+    Adam {
+        lr: f32,
+        b1: f32,
+        f1: f32,
+        b2: f32,
+        f2: f32,
+        cf: f32,
+        eps: f32,
+    },
+    /// m, v as Adam; w·keep − ((m/c1)/(√(v/c2) + ε))·lr with c1 = 1−β₁ᵗ, c2 = 1−β₂ᵗ and
+    /// keep = 1 − lr·λ (burn's `AdamW`: decoupled weight decay).
+    AdamW {
+        lr: f32,
+        b1: f32,
+        f1: f32,
+        b2: f32,
+        f2: f32,
+        c1: f32,
+        c2: f32,
+        eps: f32,
+        keep: f32,
+    },
+}
+
+impl Rule {
+    /// How many moment tensors the rule keeps per parameter (0, 1 or 2).
+    pub fn moments(self) -> usize {
+        match self {
+            Rule::Sgd { .. } => 0,
+            Rule::Momentum { .. } => 1,
+            Rule::Adam { .. } | Rule::AdamW { .. } => 2,
+        }
+    }
+}
+
+/// What is done to the gradient before the update: g ← clamp(g·scale, −limit, limit), burn's
+/// `mul_scalar` then `clamp` (clipping by norm, then by value).
+#[derive(Clone, Copy, Debug)]
+pub struct Clip {
+    pub scale: f32,
+    pub limit: f32,
+}
+
+impl Clip {
+    /// Leaves the gradient as it is (×1 and ±∞ change no finite value).
+    pub const NONE: Clip = Clip {
+        scale: 1.0,
+        limit: f32::INFINITY,
+    };
+}
+
+/// A parameter after one update.
+pub struct Updated {
+    pub w: Tensor<1>,
+    /// The new moments (as many as [`Rule::moments`]).
+    pub moments: Vec<Tensor<1>>,
+    /// ‖g‖² of the gradient as it came, before clipping (non-finite when an element is).
+    pub g_sq: f64,
+    /// ‖W‖² before the step and ‖ΔW‖² = ‖W_new − W‖² (in f32 differences, as a probe reading
+    /// both tensors computes it); NaN when not measured.
+    pub w_sq: f64,
+    pub delta_sq: f64,
+}
+
+/// Elements per task: big parameters are updated on every thread in blocks of this size, small
+/// ones on the calling thread (a fork for a 256-element bias costs more than its update).
+const BLOCK: usize = 1 << 15;
+
+/// The update of `w` (flattened) with gradient `g` and the moments of the previous step (`None`
+/// before the first: zeros), measuring ‖W‖² and ‖ΔW‖² when `measure`. `None` when a tensor is
+/// not an f32 flex tensor (the caller then composes the update from burn's operations).
+pub fn update(
+    rule: Rule,
+    clip: Clip,
+    w: &Tensor<1>,
+    g: &Tensor<1>,
+    moments: Option<&[Tensor<1>]>,
+    measure: bool,
+) -> Option<Updated> {
+    let flex = |t: &Tensor<1>| contiguous(&t.clone().try_into_primitive::<Flex>().ok()?);
+    let (wf, gf) = (flex(w)?, flex(g)?);
+    let k = rule.moments();
+    let mf = match moments {
+        Some(ms) if ms.len() == k => ms.iter().map(flex).collect::<Option<Vec<_>>>()?,
+        _ => Vec::new(),
+    };
+    let (wv, gv) = (values(&wf), values(&gf));
+    let n = wv.len();
+    let ms: Vec<&[f32]> = mf.iter().map(values).collect();
+    if gv.len() != n || ms.iter().any(|m| m.len() != n) {
+        return None;
+    }
+    let m = ms.first().copied().unwrap_or(&[]);
+    let v = ms.get(1).copied().unwrap_or(&[]);
+    let outs = 1 + k;
+    let mut out: Vec<Vec<f32>> = Vec::with_capacity(outs);
+    let mut sums = [f64::NAN; 3];
+    // SAFETY: `write_all` writes every element of each of the `outs` vectors (all blocks, all
+    // outputs the rule has).
+    let first = unsafe {
+        filled(n, |w_out| {
+            let mut rest: Vec<Vec<f32>> = (1..outs).map(|_| Vec::with_capacity(n)).collect();
+            {
+                let mut slots: Vec<&mut [MaybeUninit<f32>]> = rest
+                    .iter_mut()
+                    .map(|r| &mut r.spare_capacity_mut()[..n])
+                    .collect();
+                slots.insert(0, w_out);
+                sums = write_all(rule, clip, wv, gv, m, v, &mut slots, measure);
+                if !measure {
+                    (sums[1], sums[2]) = (f64::NAN, f64::NAN);
+                }
+            }
+            for r in rest.iter_mut() {
+                // SAFETY: write_all initialised all n elements of every output.
+                r.set_len(n);
+            }
+            out = rest;
+        })
+    };
+    out.insert(0, first);
+    let to_tensor = |v: Vec<f32>| Tensor::from_primitive::<Flex>(tensor(v, [n]));
+    let mut it = out.into_iter().map(to_tensor);
+    let w = it.next()?;
+    Some(Updated {
+        w,
+        moments: it.collect(),
+        g_sq: sums[0],
+        w_sq: sums[1],
+        delta_sq: sums[2],
+    })
+}
+
+/// A raw output pointer handed to the tasks; each task writes its own block only.
+#[derive(Clone, Copy)]
+struct Out(*mut MaybeUninit<f32>);
+// SAFETY: the tasks that receive an `Out` write disjoint index ranges of a buffer that outlives
+// them (the parallel iterator joins before `write_all` returns).
+unsafe impl Send for Out {}
+// SAFETY: as for Send: shared between tasks that write disjoint ranges.
+unsafe impl Sync for Out {}
+
+/// Runs the update over all of `w`, in parallel blocks for big parameters, writing every element
+/// of every slice in `outs` (the weight, then the moments). Returns [‖g‖², ‖W‖², ‖ΔW‖²], summed
+/// block by block in order (the same bits whatever the number of threads).
+#[allow(clippy::too_many_arguments)]
+fn write_all(
+    rule: Rule,
+    clip: Clip,
+    w: &[f32],
+    g: &[f32],
+    m: &[f32],
+    v: &[f32],
+    outs: &mut [&mut [MaybeUninit<f32>]],
+    measure: bool,
+) -> [f64; 3] {
+    use rayon::prelude::*;
+    let n = w.len();
+    if n <= BLOCK {
+        let (w_out, m_out, v_out) = split3(outs);
+        return block(rule, clip, w, g, m, v, w_out, m_out, v_out, measure);
+    }
+    let ptrs: Vec<Out> = outs.iter_mut().map(|o| Out(o.as_mut_ptr())).collect();
+    fn part(s: &[f32], r: std::ops::Range<usize>) -> &[f32] {
+        if s.is_empty() {
+            s
+        } else {
+            &s[r]
+        }
+    }
+    let sums: Vec<[f64; 3]> = (0..n.div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let r = b * BLOCK..((b + 1) * BLOCK).min(n);
+            let mut mine: Vec<&mut [MaybeUninit<f32>]> = ptrs
+                .iter()
+                // SAFETY: every output holds n elements; the blocks' ranges are disjoint, so no
+                // two tasks make a slice over the same elements.
+                .map(|p| unsafe { std::slice::from_raw_parts_mut(p.0.add(r.start), r.len()) })
+                .collect();
+            let (w_out, m_out, v_out) = split3(&mut mine);
+            let (m, v) = (part(m, r.clone()), part(v, r.clone()));
+            block(
+                rule,
+                clip,
+                &w[r.clone()],
+                &g[r],
+                m,
+                v,
+                w_out,
+                m_out,
+                v_out,
+                measure,
+            )
+        })
+        .collect();
+    sums.iter()
+        .fold([0.0; 3], |a, s| [a[0] + s[0], a[1] + s[1], a[2] + s[2]])
+}
+
+/// The weight's output and the moments' (empty where the rule has none).
+fn split3<'a>(
+    outs: &'a mut [&mut [MaybeUninit<f32>]],
+) -> (
+    &'a mut [MaybeUninit<f32>],
+    &'a mut [MaybeUninit<f32>],
+    &'a mut [MaybeUninit<f32>],
+) {
+    match outs {
+        [w] => (&mut **w, &mut [], &mut []),
+        [w, m] => (&mut **w, &mut **m, &mut []),
+        [w, m, v, ..] => (&mut **w, &mut **m, &mut **v),
+        [] => unreachable!("the weight's output is always there"),
+    }
+}
+
+crate::kernels::simd::multiversion! {
+    /// One block: the rule's loop, with or without the sums.
+    fn block(
+        rule: Rule,
+        clip: Clip,
+        w: &[f32],
+        g: &[f32],
+        m: &[f32],
+        v: &[f32],
+        w_out: &mut [MaybeUninit<f32>],
+        m_out: &mut [MaybeUninit<f32>],
+        v_out: &mut [MaybeUninit<f32>],
+        measure: bool,
+    ) -> [f64; 3] {
+        let io = Io { clip, w, g, m, v, w_out, m_out, v_out };
+        match (rule, measure) {
+            (Rule::Sgd { lr }, false) => io.sweep::<false>(|w, g, _, _| (w - g * lr, 0.0, 0.0)),
+            (Rule::Sgd { lr }, true) => io.sweep::<true>(|w, g, _, _| (w - g * lr, 0.0, 0.0)),
+            (Rule::Momentum { lr, mu }, false) => io.sweep::<false>(|w, g, m, _| momentum(w, g, m, lr, mu)),
+            (Rule::Momentum { lr, mu }, true) => io.sweep::<true>(|w, g, m, _| momentum(w, g, m, lr, mu)),
+            (Rule::Adam { lr, b1, f1, b2, f2, cf, eps }, false) => {
+                io.sweep::<false>(|w, g, m, v| adam(w, g, m, v, [lr, b1, f1, b2, f2, cf, eps]))
+            }
+            (Rule::Adam { lr, b1, f1, b2, f2, cf, eps }, true) => {
+                io.sweep::<true>(|w, g, m, v| adam(w, g, m, v, [lr, b1, f1, b2, f2, cf, eps]))
+            }
+            (Rule::AdamW { lr, b1, f1, b2, f2, c1, c2, eps, keep }, false) => io.sweep::<false>(
+                |w, g, m, v| adamw(w, g, m, v, [lr, b1, f1, b2, f2, c1, c2, eps, keep]),
+            ),
+            (Rule::AdamW { lr, b1, f1, b2, f2, c1, c2, eps, keep }, true) => io.sweep::<true>(
+                |w, g, m, v| adamw(w, g, m, v, [lr, b1, f1, b2, f2, c1, c2, eps, keep]),
+            ),
+        }
+    }
+}
+
+#[inline(always)]
+fn momentum(w: f32, g: f32, m: f32, lr: f32, mu: f32) -> (f32, f32, f32) {
+    let m = g + m * mu;
+    (w - m * lr, m, 0.0)
+}
+
+/// burn's `Adam`: the coefficients are [lr, β₁, 1−β₁, β₂, 1−β₂, cf, eps] of [`Rule::Adam`].
+#[inline(always)]
+fn adam(w: f32, g: f32, m: f32, v: f32, c: [f32; 7]) -> (f32, f32, f32) {
+    let [lr, b1, f1, b2, f2, cf, eps] = c;
+    let (m, v) = (m * b1 + g * f1, v * b2 + (g * g) * f2);
+    (w - (m * cf) / (v.sqrt() + eps) * lr, m, v)
+}
+
+/// burn's `AdamW`: the coefficients are [lr, β₁, 1−β₁, β₂, 1−β₂, c1, c2, ε, keep] of
+/// [`Rule::AdamW`].
+#[inline(always)]
+fn adamw(w: f32, g: f32, m: f32, v: f32, c: [f32; 9]) -> (f32, f32, f32) {
+    let [lr, b1, f1, b2, f2, c1, c2, eps, keep] = c;
+    let (m, v) = (m * b1 + g * f1, v * b2 + (g * g) * f2);
+    (w * keep - (m / c1) / ((v / c2).sqrt() + eps) * lr, m, v)
+}
+
+/// One block's inputs (a moment slice is empty before the first step: zeros) and outputs (empty
+/// where the rule keeps no such moment).
+struct Io<'a> {
+    clip: Clip,
+    w: &'a [f32],
+    g: &'a [f32],
+    m: &'a [f32],
+    v: &'a [f32],
+    w_out: &'a mut [MaybeUninit<f32>],
+    m_out: &'a mut [MaybeUninit<f32>],
+    v_out: &'a mut [MaybeUninit<f32>],
+}
+
+/// Lanes of the inner loop: 16 elements at a time, updated lane by lane in fixed-length loops
+/// that the compiler vectorises; the squares are summed in f32 lanes over runs of 1024 elements
+/// and those runs in f64.
+const LANES: usize = 16;
+
+/// Zeros for a moment that has no value yet (the first step).
+const ZEROS: [f32; LANES] = [0.0; LANES];
+
+impl Io<'_> {
+    #[inline(always)]
+    fn sweep<const MEASURE: bool>(
+        self,
+        f: impl Fn(f32, f32, f32, f32) -> (f32, f32, f32),
+    ) -> [f64; 3] {
+        let n = self.w.len();
+        let (has_m, has_v) = (!self.m.is_empty(), !self.v.is_empty());
+        let (out_m, out_v) = (!self.m_out.is_empty(), !self.v_out.is_empty());
+        let Clip { scale, limit } = self.clip;
+        let clip = |g: f32| (g * scale).max(-limit).min(limit);
+        let mut sums = [0f64; 3];
+        let (mut gl, mut wl, mut dl) = (ZEROS, ZEROS, ZEROS);
+        let full = n / LANES * LANES;
+        let mut i = 0;
+        while i < full {
+            let lanes = |s: &[f32]| -> [f32; LANES] { s[i..i + LANES].try_into().unwrap() };
+            let (w, g) = (lanes(self.w), lanes(self.g));
+            let m = if has_m { lanes(self.m) } else { ZEROS };
+            let v = if has_v { lanes(self.v) } else { ZEROS };
+            let (mut wo, mut mo, mut vo) = (ZEROS, ZEROS, ZEROS);
+            for j in 0..LANES {
+                (wo[j], mo[j], vo[j]) = f(w[j], clip(g[j]), m[j], v[j]);
+                gl[j] += g[j] * g[j];
+                if MEASURE {
+                    let d = wo[j] - w[j];
+                    wl[j] += w[j] * w[j];
+                    dl[j] += d * d;
+                }
+            }
+            store(&mut self.w_out[i..i + LANES], &wo);
+            if out_m {
+                store(&mut self.m_out[i..i + LANES], &mo);
+            }
+            if out_v {
+                store(&mut self.v_out[i..i + LANES], &vo);
+            }
+            i += LANES;
+            if i % 1024 == 0 || i == full {
+                for (sum, lanes) in sums.iter_mut().zip([&mut gl, &mut wl, &mut dl]) {
+                    *sum += lanes.iter().sum::<f32>() as f64;
+                    *lanes = ZEROS;
+                }
+            }
+        }
+        // the last n % 16 elements, one by one
+        for i in full..n {
+            let m = if has_m { self.m[i] } else { 0.0 };
+            let v = if has_v { self.v[i] } else { 0.0 };
+            let (w, g) = (self.w[i], self.g[i]);
+            let (a, b, c) = f(w, clip(g), m, v);
+            self.w_out[i].write(a);
+            if out_m {
+                self.m_out[i].write(b);
+            }
+            if out_v {
+                self.v_out[i].write(c);
+            }
+            sums[0] += (g as f64) * (g as f64);
+            if MEASURE {
+                sums[1] += (w as f64) * (w as f64);
+                sums[2] += ((a - w) as f64) * ((a - w) as f64);
+            }
+        }
+        sums
+    }
+}
+
+/// Writes 16 values into a slice of 16 slots.
+#[inline(always)]
+fn store(out: &mut [MaybeUninit<f32>], x: &[f32; LANES]) {
+    let out: &mut [MaybeUninit<f32>; LANES] = out.try_into().unwrap();
+    for j in 0..LANES {
+        out[j].write(x[j]);
+    }
+}
