@@ -28,7 +28,7 @@ const DEPTHS: [usize; 2] = [22, 30];
 fn variant(lab: &PaperLab, depth: usize, init: Init) -> Variant {
     let (width, epochs) = if lab.quick { (128, 20) } else { (256, 40) };
     let model = net(depth, width, Activation::Relu, init, lab.seed);
-    let train = training(OptimizerKind::Momentum, 0.01, 32, epochs, lab.seed);
+    let train = training(OptimizerKind::Momentum, 0.005, 32, epochs, lab.seed);
     let name = match init {
         Init::He => "He",
         _ => "Xavier",
