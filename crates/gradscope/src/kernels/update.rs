@@ -134,7 +134,8 @@ pub fn update(
                     .map(|r| &mut r.spare_capacity_mut()[..n])
                     .collect();
                 slots.insert(0, w_out);
-                sums = write_all(rule, clip, wv, gv, m, v, &mut slots, measure);
+                let input = Inputs { w: wv, g: gv, m, v };
+                sums = write_all(rule, clip, input, &mut slots, measure);
                 if !measure {
                     (sums[1], sums[2]) = (f64::NAN, f64::NAN);
                 }
@@ -168,95 +169,91 @@ unsafe impl Send for Out {}
 // SAFETY: as for Send: shared between tasks that write disjoint ranges.
 unsafe impl Sync for Out {}
 
+/// An output buffer, or one block of it.
+type Slot<'a> = &'a mut [MaybeUninit<f32>];
+
+/// The inputs of an update: weight, gradient and the two moments (empty when absent).
+#[derive(Clone, Copy)]
+struct Inputs<'a> {
+    w: &'a [f32],
+    g: &'a [f32],
+    m: &'a [f32],
+    v: &'a [f32],
+}
+
+impl<'a> Inputs<'a> {
+    /// Elements `r` of each input (an empty one stays empty).
+    fn part(self, r: std::ops::Range<usize>) -> Self {
+        let cut = |s: &'a [f32]| if s.is_empty() { s } else { &s[r.clone()] };
+        Inputs {
+            w: cut(self.w),
+            g: cut(self.g),
+            m: cut(self.m),
+            v: cut(self.v),
+        }
+    }
+
+    /// The inputs with their outputs (the weight's, then the moments'; empty where the rule
+    /// has none).
+    fn with<'o>(self, clip: Clip, outs: &'o mut [Slot<'_>]) -> Io<'o>
+    where
+        'a: 'o,
+    {
+        let (w_out, m_out, v_out): (Slot, Slot, Slot) = match outs {
+            [w] => (w, &mut [], &mut []),
+            [w, m] => (w, m, &mut []),
+            [w, m, v, ..] => (w, m, v),
+            [] => unreachable!("the weight's output is always there"),
+        };
+        Io {
+            clip,
+            w: self.w,
+            g: self.g,
+            m: self.m,
+            v: self.v,
+            w_out,
+            m_out,
+            v_out,
+        }
+    }
+}
+
 /// Runs the update over all of `w`, in parallel blocks for big parameters, writing every element
 /// of every slice in `outs` (the weight, then the moments). Returns [‖g‖², ‖W‖², ‖ΔW‖²], summed
 /// block by block in order (the same bits whatever the number of threads).
-#[allow(clippy::too_many_arguments)]
 fn write_all(
     rule: Rule,
     clip: Clip,
-    w: &[f32],
-    g: &[f32],
-    m: &[f32],
-    v: &[f32],
-    outs: &mut [&mut [MaybeUninit<f32>]],
+    input: Inputs,
+    outs: &mut [Slot<'_>],
     measure: bool,
 ) -> [f64; 3] {
     use rayon::prelude::*;
-    let n = w.len();
+    let n = input.w.len();
     if n <= BLOCK {
-        let (w_out, m_out, v_out) = split3(outs);
-        return block(rule, clip, w, g, m, v, w_out, m_out, v_out, measure);
+        return block(rule, input.with(clip, outs), measure);
     }
     let ptrs: Vec<Out> = outs.iter_mut().map(|o| Out(o.as_mut_ptr())).collect();
-    fn part(s: &[f32], r: std::ops::Range<usize>) -> &[f32] {
-        if s.is_empty() {
-            s
-        } else {
-            &s[r]
-        }
-    }
     let sums: Vec<[f64; 3]> = (0..n.div_ceil(BLOCK))
         .into_par_iter()
         .map(|b| {
             let r = b * BLOCK..((b + 1) * BLOCK).min(n);
-            let mut mine: Vec<&mut [MaybeUninit<f32>]> = ptrs
+            let mut mine: Vec<Slot> = ptrs
                 .iter()
                 // SAFETY: every output holds n elements; the blocks' ranges are disjoint, so no
                 // two tasks make a slice over the same elements.
                 .map(|p| unsafe { std::slice::from_raw_parts_mut(p.0.add(r.start), r.len()) })
                 .collect();
-            let (w_out, m_out, v_out) = split3(&mut mine);
-            let (m, v) = (part(m, r.clone()), part(v, r.clone()));
-            block(
-                rule,
-                clip,
-                &w[r.clone()],
-                &g[r],
-                m,
-                v,
-                w_out,
-                m_out,
-                v_out,
-                measure,
-            )
+            block(rule, input.part(r).with(clip, &mut mine), measure)
         })
         .collect();
     sums.iter()
         .fold([0.0; 3], |a, s| [a[0] + s[0], a[1] + s[1], a[2] + s[2]])
 }
 
-/// The weight's output and the moments' (empty where the rule has none).
-fn split3<'a>(
-    outs: &'a mut [&mut [MaybeUninit<f32>]],
-) -> (
-    &'a mut [MaybeUninit<f32>],
-    &'a mut [MaybeUninit<f32>],
-    &'a mut [MaybeUninit<f32>],
-) {
-    match outs {
-        [w] => (&mut **w, &mut [], &mut []),
-        [w, m] => (&mut **w, &mut **m, &mut []),
-        [w, m, v, ..] => (&mut **w, &mut **m, &mut **v),
-        [] => unreachable!("the weight's output is always there"),
-    }
-}
-
 crate::kernels::simd::multiversion! {
     /// One block: the rule's loop, with or without the sums.
-    fn block(
-        rule: Rule,
-        clip: Clip,
-        w: &[f32],
-        g: &[f32],
-        m: &[f32],
-        v: &[f32],
-        w_out: &mut [MaybeUninit<f32>],
-        m_out: &mut [MaybeUninit<f32>],
-        v_out: &mut [MaybeUninit<f32>],
-        measure: bool,
-    ) -> [f64; 3] {
-        let io = Io { clip, w, g, m, v, w_out, m_out, v_out };
+    fn block(rule: Rule, io: Io<'_>, measure: bool) -> [f64; 3] {
         match (rule, measure) {
             (Rule::Sgd { lr }, false) => io.sweep::<false>(|w, g, _, _| (w - g * lr, 0.0, 0.0)),
             (Rule::Sgd { lr }, true) => io.sweep::<true>(|w, g, _, _| (w - g * lr, 0.0, 0.0)),

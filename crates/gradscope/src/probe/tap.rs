@@ -13,7 +13,7 @@
 use burn::tensor::{Gradients, Tensor};
 
 use super::record::{ActStats, GradStats};
-use super::stats::{activation_stats, grad_stats};
+use super::stats::{activation_stats, grad_stats, sum_and_sq};
 use crate::activation::Activation;
 use crate::kernels::tap::{tap, with_values, GradSlot};
 
@@ -142,10 +142,19 @@ impl Tap {
     /// Notes whether the model's input is finite (so a non-finite input is not blamed on layer 0).
     pub fn input<const D: usize>(&mut self, x: &Tensor<D>) {
         if self.record {
-            let d = x.to_data();
-            if let Ok(v) = d.as_slice::<f32>() {
-                self.input_nonfinite = v.iter().any(|x| !x.is_finite());
-            }
+            // read in place where possible; Σx and Σx² finite means every value is (else look
+            // value by value: a square beyond f32's range is not a non-finite input)
+            let nonfinite = |v: &[f32]| {
+                let (s, q) = sum_and_sq(v);
+                !(s.is_finite() && q.is_finite()) && v.iter().any(|x| !x.is_finite())
+            };
+            self.input_nonfinite = match with_values(x, nonfinite) {
+                Some(bad) => bad,
+                None => {
+                    let d = x.to_data();
+                    d.as_slice::<f32>().is_ok_and(nonfinite)
+                }
+            };
         }
     }
 
