@@ -15,7 +15,7 @@ use std::mem::MaybeUninit;
 use burn::backend::Flex;
 use burn::tensor::Tensor;
 
-use super::host::{contiguous, filled, tensor, values};
+use super::host::{contiguous, tensor, values};
 
 /// One element's update, every coefficient already in f32 as burn rounds it.
 #[derive(Clone, Copy, Debug)]
@@ -82,7 +82,8 @@ pub struct Updated {
     pub w: Tensor<1>,
     /// The new moments (as many as [`Rule::moments`]).
     pub moments: Vec<Tensor<1>>,
-    /// ‖g‖² of the gradient as it came, before clipping (non-finite when an element is).
+    /// ‖g‖² of the gradient as it came, before clipping (summed in f64: non-finite exactly when
+    /// an element is).
     pub g_sq: f64,
     /// ‖W‖² before the step and ‖ΔW‖² = ‖W_new − W‖² (in f32 differences, as a probe reading
     /// both tensors computes it); NaN when not measured.
@@ -95,88 +96,120 @@ pub struct Updated {
 const BLOCK: usize = 1 << 15;
 
 /// The update of `w` (flattened) with gradient `g` and the moments of the previous step (`None`
-/// before the first: zeros), measuring ‖W‖² and ‖ΔW‖² when `measure`. `None` when a tensor is
-/// not an f32 flex tensor (the caller then composes the update from burn's operations).
+/// before the first: zeros), measuring ‖W‖² and ‖ΔW‖² when `measure`. The new weights go into
+/// the gradient's own buffer when nothing else holds it (it is read once, just before; a fresh
+/// buffer otherwise), the moments into new buffers (a copy of the optimizer kept for NaN
+/// recovery still holds the old ones). `Err(g)` when a tensor is not an f32 flex tensor (the
+/// caller then composes the update from burn's operations; boxed: a tensor is a large value).
 pub fn update(
     rule: Rule,
     clip: Clip,
     w: &Tensor<1>,
-    g: &Tensor<1>,
+    g: Tensor<1>,
     moments: Option<&[Tensor<1>]>,
     measure: bool,
-) -> Option<Updated> {
+) -> Result<Updated, Box<Tensor<1>>> {
     let flex = |t: &Tensor<1>| contiguous(&t.clone().try_into_primitive::<Flex>().ok()?);
-    let (wf, gf) = (flex(w)?, flex(g)?);
     let k = rule.moments();
-    let mf = match moments {
-        Some(ms) if ms.len() == k => ms.iter().map(flex).collect::<Option<Vec<_>>>()?,
-        _ => Vec::new(),
+    let (Some(wf), Some(gcheck)) = (flex(w), flex(&g)) else {
+        return Err(Box::new(g));
     };
-    let (wv, gv) = (values(&wf), values(&gf));
+    let Some(mf) = (match moments {
+        Some(ms) if ms.len() == k => ms.iter().map(flex).collect::<Option<Vec<_>>>(),
+        _ => Some(Vec::new()),
+    }) else {
+        return Err(Box::new(g));
+    };
+    let wv = values(&wf);
     let n = wv.len();
     let ms: Vec<&[f32]> = mf.iter().map(values).collect();
-    if gv.len() != n || ms.iter().any(|m| m.len() != n) {
-        return None;
+    if gcheck.layout().num_elements() != n || ms.iter().any(|m| m.len() != n) {
+        return Err(Box::new(g));
     }
+    // the gradient's own primitive: unique once `g` and the check's handle are dropped, unless
+    // something else still holds it
+    let gp = gcheck;
+    drop(g);
+    let mut gp = gp;
+    let in_place = gp.is_unique() && gp.layout().contiguous_offsets() == Some((0, n));
+    let mut fresh: Vec<f32> = Vec::new();
+    let (g_ptr, w_out): (*const f32, *mut f32) = if in_place {
+        let buf = gp.storage_mut::<f32>().as_mut_ptr();
+        (buf, buf)
+    } else {
+        fresh.reserve_exact(n);
+        (values(&gp).as_ptr(), fresh.as_mut_ptr())
+    };
     let m = ms.first().copied().unwrap_or(&[]);
     let v = ms.get(1).copied().unwrap_or(&[]);
-    let outs = 1 + k;
-    let mut out: Vec<Vec<f32>> = Vec::with_capacity(outs);
-    let mut sums = [f64::NAN; 3];
-    // SAFETY: `write_all` writes every element of each of the `outs` vectors (all blocks, all
-    // outputs the rule has).
-    let first = unsafe {
-        filled(n, |w_out| {
-            let mut rest: Vec<Vec<f32>> = (1..outs).map(|_| Vec::with_capacity(n)).collect();
-            {
-                let mut slots: Vec<&mut [MaybeUninit<f32>]> = rest
-                    .iter_mut()
-                    .map(|r| &mut r.spare_capacity_mut()[..n])
-                    .collect();
-                slots.insert(0, w_out);
-                let input = Inputs { w: wv, g: gv, m, v };
-                sums = write_all(rule, clip, input, &mut slots, measure);
-                if !measure {
-                    (sums[1], sums[2]) = (f64::NAN, f64::NAN);
-                }
-            }
-            for r in rest.iter_mut() {
-                // SAFETY: write_all initialised all n elements of every output.
-                r.set_len(n);
-            }
-            out = rest;
-        })
+    let mut moments_out: Vec<Vec<f32>> = (0..k).map(|_| Vec::with_capacity(n)).collect();
+    let mut sums = {
+        let mut slots: Vec<Slot> = moments_out
+            .iter_mut()
+            .map(|r| &mut r.spare_capacity_mut()[..n])
+            .collect();
+        let input = Inputs {
+            w: wv,
+            g: Out(g_ptr as *mut f32),
+            m,
+            v,
+        };
+        write_all(rule, clip, input, Out(w_out), &mut slots, measure)
     };
-    out.insert(0, first);
+    for r in moments_out.iter_mut() {
+        // SAFETY: write_all initialised all n elements of every moment's output.
+        unsafe { r.set_len(n) };
+    }
+    let w_new = if in_place {
+        gp
+    } else {
+        // SAFETY: write_all wrote all n new weights through `w_out`, into `fresh`'s capacity.
+        unsafe { fresh.set_len(n) };
+        tensor(fresh, [n])
+    };
+    if !measure {
+        (sums[1], sums[2]) = (f64::NAN, f64::NAN);
+    }
     let to_tensor = |v: Vec<f32>| Tensor::from_primitive::<Flex>(tensor(v, [n]));
-    let mut it = out.into_iter().map(to_tensor);
-    let w = it.next()?;
-    Some(Updated {
-        w,
-        moments: it.collect(),
+    Ok(Updated {
+        w: Tensor::from_primitive::<Flex>(w_new),
+        moments: moments_out.into_iter().map(to_tensor).collect(),
         g_sq: sums[0],
         w_sq: sums[1],
         delta_sq: sums[2],
     })
 }
 
-/// A raw output pointer handed to the tasks; each task writes its own block only.
+/// A raw pointer into a buffer handed to the tasks; each task reads or writes its own block only.
 #[derive(Clone, Copy)]
-struct Out(*mut MaybeUninit<f32>);
-// SAFETY: the tasks that receive an `Out` write disjoint index ranges of a buffer that outlives
+struct Out(*mut f32);
+// SAFETY: the tasks that receive an `Out` use disjoint index ranges of a buffer that outlives
 // them (the parallel iterator joins before `write_all` returns).
 unsafe impl Send for Out {}
 // SAFETY: as for Send: shared between tasks that write disjoint ranges.
 unsafe impl Sync for Out {}
 
+impl Out {
+    /// The pointer `i` elements on (a method, so that closures capture the `Out`, not the raw
+    /// pointer inside it).
+    ///
+    /// # Safety
+    /// `i` must lie within the buffer.
+    unsafe fn at(self, i: usize) -> Out {
+        // SAFETY: the caller keeps i within the buffer.
+        Out(unsafe { self.0.add(i) })
+    }
+}
+
 /// An output buffer, or one block of it.
 type Slot<'a> = &'a mut [MaybeUninit<f32>];
 
-/// The inputs of an update: weight, gradient and the two moments (empty when absent).
+/// The inputs of an update: weight, gradient (a pointer: the new weights may be written over
+/// it) and the two moments (empty when absent).
 #[derive(Clone, Copy)]
 struct Inputs<'a> {
     w: &'a [f32],
-    g: &'a [f32],
+    g: Out,
     m: &'a [f32],
     v: &'a [f32],
 }
@@ -187,53 +220,58 @@ impl<'a> Inputs<'a> {
         let cut = |s: &'a [f32]| if s.is_empty() { s } else { &s[r.clone()] };
         Inputs {
             w: cut(self.w),
-            g: cut(self.g),
+            // SAFETY: r lies within the n elements the pointer addresses.
+            g: unsafe { self.g.at(r.start) },
             m: cut(self.m),
             v: cut(self.v),
         }
     }
 
-    /// The inputs with their outputs (the weight's, then the moments'; empty where the rule
-    /// has none).
-    fn with<'o>(self, clip: Clip, outs: &'o mut [Slot<'_>]) -> Io<'o>
+    /// The inputs with their outputs: the new weights through `w_out`, the moments into `outs`
+    /// (empty where the rule has none).
+    fn with<'o>(self, clip: Clip, w_out: Out, outs: &'o mut [Slot<'_>]) -> Io<'o>
     where
         'a: 'o,
     {
-        let (w_out, m_out, v_out): (Slot, Slot, Slot) = match outs {
-            [w] => (w, &mut [], &mut []),
-            [w, m] => (w, m, &mut []),
-            [w, m, v, ..] => (w, m, v),
-            [] => unreachable!("the weight's output is always there"),
+        let (m_out, v_out): (Slot, Slot) = match outs {
+            [] => (&mut [], &mut []),
+            [m] => (m, &mut []),
+            [m, v, ..] => (m, v),
         };
         Io {
             clip,
             w: self.w,
-            g: self.g,
+            g: self.g.0,
             m: self.m,
             v: self.v,
-            w_out,
+            w_out: w_out.0,
             m_out,
             v_out,
         }
     }
 }
 
-/// Runs the update over all of `w`, in parallel blocks for big parameters, writing every element
-/// of every slice in `outs` (the weight, then the moments). Returns [‖g‖², ‖W‖², ‖ΔW‖²], summed
-/// block by block in order (the same bits whatever the number of threads).
+/// Runs the update over all of `w`, in parallel blocks for big parameters, writing every new
+/// weight through `w_out` and every element of every slice in `outs` (the moments). Returns
+/// [‖g‖², ‖W‖², ‖ΔW‖²], summed block by block in order (the same bits whatever the number of
+/// threads).
 fn write_all(
     rule: Rule,
     clip: Clip,
     input: Inputs,
+    w_out: Out,
     outs: &mut [Slot<'_>],
     measure: bool,
 ) -> [f64; 3] {
     use rayon::prelude::*;
     let n = input.w.len();
     if n <= BLOCK {
-        return block(rule, input.with(clip, outs), measure);
+        return block(rule, input.with(clip, w_out, outs), measure);
     }
-    let ptrs: Vec<Out> = outs.iter_mut().map(|o| Out(o.as_mut_ptr())).collect();
+    let ptrs: Vec<Out> = outs
+        .iter_mut()
+        .map(|o| Out(o.as_mut_ptr().cast()))
+        .collect();
     let sums: Vec<[f64; 3]> = (0..n.div_ceil(BLOCK))
         .into_par_iter()
         .map(|b| {
@@ -242,9 +280,13 @@ fn write_all(
                 .iter()
                 // SAFETY: every output holds n elements; the blocks' ranges are disjoint, so no
                 // two tasks make a slice over the same elements.
-                .map(|p| unsafe { std::slice::from_raw_parts_mut(p.0.add(r.start), r.len()) })
+                .map(|p| unsafe {
+                    std::slice::from_raw_parts_mut(p.0.add(r.start).cast(), r.len())
+                })
                 .collect();
-            block(rule, input.part(r).with(clip, &mut mine), measure)
+            // SAFETY: as above, for the new weights.
+            let w_out = unsafe { w_out.at(r.start) };
+            block(rule, input.part(r).with(clip, w_out, &mut mine), measure)
         })
         .collect();
     sums.iter()
@@ -299,21 +341,23 @@ fn adamw(w: f32, g: f32, m: f32, v: f32, c: [f32; 9]) -> (f32, f32, f32) {
 }
 
 /// One block's inputs (a moment slice is empty before the first step: zeros) and outputs (empty
-/// where the rule keeps no such moment).
+/// where the rule keeps no such moment). `g` and `w_out` address `w.len()` elements each and may
+/// be the same buffer (the new weights written over the gradient): each element of `g` is read
+/// before the same element of `w_out` is written, and no reference is made to either.
 struct Io<'a> {
     clip: Clip,
     w: &'a [f32],
-    g: &'a [f32],
+    g: *const f32,
     m: &'a [f32],
     v: &'a [f32],
-    w_out: &'a mut [MaybeUninit<f32>],
+    w_out: *mut f32,
     m_out: &'a mut [MaybeUninit<f32>],
     v_out: &'a mut [MaybeUninit<f32>],
 }
 
 /// Lanes of the inner loop: 16 elements at a time, updated lane by lane in fixed-length loops
-/// that the compiler vectorises; the squares are summed in f32 lanes over runs of 1024 elements
-/// and those runs in f64.
+/// that the compiler vectorises; the squares of the weights and steps are summed in f32 lanes
+/// over runs of 1024 elements and those runs in f64, the gradient's in f64 lanes.
 const LANES: usize = 16;
 
 /// Zeros for a moment that has no value yet (the first step).
@@ -331,25 +375,31 @@ impl Io<'_> {
         let Clip { scale, limit } = self.clip;
         let clip = |g: f32| (g * scale).max(-limit).min(limit);
         let mut sums = [0f64; 3];
-        let (mut gl, mut wl, mut dl) = (ZEROS, ZEROS, ZEROS);
+        // ‖g‖² in f64 lanes: a finite gradient's squares never overflow there, so the step's
+        // norm is non-finite exactly when an element is
+        let mut gl = [0f64; LANES];
+        let (mut wl, mut dl) = (ZEROS, ZEROS);
         let full = n / LANES * LANES;
         let mut i = 0;
         while i < full {
             let lanes = |s: &[f32]| -> [f32; LANES] { s[i..i + LANES].try_into().unwrap() };
-            let (w, g) = (lanes(self.w), lanes(self.g));
+            let w = lanes(self.w);
+            // SAFETY: i + 16 ≤ n elements of the gradient (see `Io`).
+            let g: [f32; LANES] = unsafe { self.g.add(i).cast::<[f32; LANES]>().read_unaligned() };
             let m = if has_m { lanes(self.m) } else { ZEROS };
             let v = if has_v { lanes(self.v) } else { ZEROS };
             let (mut wo, mut mo, mut vo) = (ZEROS, ZEROS, ZEROS);
             for j in 0..LANES {
                 (wo[j], mo[j], vo[j]) = f(w[j], clip(g[j]), m[j], v[j]);
-                gl[j] += g[j] * g[j];
+                gl[j] += (g[j] as f64) * (g[j] as f64);
                 if MEASURE {
                     let d = wo[j] - w[j];
                     wl[j] += w[j] * w[j];
                     dl[j] += d * d;
                 }
             }
-            store(&mut self.w_out[i..i + LANES], &wo);
+            // SAFETY: i + 16 ≤ n elements; this chunk of the gradient was read above.
+            unsafe { self.w_out.add(i).cast::<[f32; LANES]>().write_unaligned(wo) };
             if out_m {
                 store(&mut self.m_out[i..i + LANES], &mo);
             }
@@ -358,9 +408,9 @@ impl Io<'_> {
             }
             i += LANES;
             if i % 1024 == 0 || i == full {
-                for (sum, lanes) in sums.iter_mut().zip([&mut gl, &mut wl, &mut dl]) {
-                    *sum += lanes.iter().sum::<f32>() as f64;
-                    *lanes = ZEROS;
+                sums[0] += std::mem::take(&mut gl).iter().sum::<f64>();
+                for (sum, lanes) in sums[1..].iter_mut().zip([&mut wl, &mut dl]) {
+                    *sum += std::mem::take(lanes).iter().sum::<f32>() as f64;
                 }
             }
         }
@@ -368,9 +418,13 @@ impl Io<'_> {
         for i in full..n {
             let m = if has_m { self.m[i] } else { 0.0 };
             let v = if has_v { self.v[i] } else { 0.0 };
-            let (w, g) = (self.w[i], self.g[i]);
+            // SAFETY: i < n (see `Io`); the gradient's element is read before the weight's is
+            // written over it.
+            let g = unsafe { self.g.add(i).read() };
+            let w = self.w[i];
             let (a, b, c) = f(w, clip(g), m, v);
-            self.w_out[i].write(a);
+            // SAFETY: as above.
+            unsafe { self.w_out.add(i).write(a) };
             if out_m {
                 self.m_out[i].write(b);
             }

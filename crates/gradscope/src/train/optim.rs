@@ -175,17 +175,13 @@ impl ModuleMapper for Stepper<'_> {
         let rule = self.opt.kind.rule(self.lr, t);
         let moments = prev.as_ref().map(|p| p.tensors.as_slice());
         let (clip, weights) = (self.clip, self.weights);
-        let up = update(rule, clip, &w, &g, moments, weights)
-            .unwrap_or_else(|| composed(rule, clip, w, g.clone(), moments, weights));
-        // f32 squares overflow for |g| > 1.8e19 although g is finite: then in f64
-        let g_sq = if up.g_sq.is_finite() {
-            up.g_sq
-        } else {
-            norm_sq(g)
+        let up = match update(rule, clip, &w, g, moments, weights) {
+            Ok(up) => up,
+            Err(g) => composed(rule, clip, w, *g, moments, weights),
         };
         self.measured.push(Measured {
             path: self.path.join("."),
-            g_sq,
+            g_sq: up.g_sq,
             w_sq: up.w_sq,
             delta_sq: up.delta_sq,
         });
@@ -405,7 +401,18 @@ mod tests {
                 scale: 0.5,
                 limit: 0.12,
             };
-            let pass = update(rule, clip, &w, &g, prev, true).unwrap();
+            // a handle of its own: the pass writes the new weights over the gradient it is
+            // given when nothing else holds it; a shared one (`g` stays here) is left as it was
+            let g_own = Tensor::<1>::from_data(g.to_data(), &g.device());
+            let pass = update(rule, clip, &w, g_own, prev, true).ok().unwrap();
+            let before = bits(g.clone());
+            let shared = update(rule, clip, &w, g.clone(), prev, true).ok().unwrap();
+            assert_eq!(
+                bits(g.clone()),
+                before,
+                "{kind:?}: a shared gradient was written"
+            );
+            assert_eq!(bits(shared.w), bits(pass.w.clone()), "{kind:?}");
             let comp = composed(rule, clip, w.clone(), g.clone(), prev, true);
             assert!((pass.g_sq - comp.g_sq).abs() <= 1e-6 * comp.g_sq);
             assert_eq!(bits(pass.w), bits(comp.w), "{kind:?}");
