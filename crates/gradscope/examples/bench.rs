@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::{GradientsParams, SgdConfig};
+use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor, TensorData};
 use gradscope::activation::Activation;
 use gradscope::detect::objective::assign::Anchors;
@@ -31,6 +31,8 @@ use gradscope::nn::recurrent::{CellKind, RecurrentConfig};
 use gradscope::probe::{Probe, ProbeConfig, Tap};
 use gradscope::train::clip::clip_norm;
 use gradscope::train::loss::cross_entropy;
+use gradscope::train::optim::Clip;
+use gradscope::train::OptimizerKind;
 use gradscope::yolo::blocks::{Bottleneck, Conv, Switches};
 use gradscope::yolo::model::YoloConfig;
 use gradscope::yolo::postprocess::end2end;
@@ -213,7 +215,8 @@ fn run() {
     let name = args.first().map(String::as_str).unwrap_or("mlp");
     let timed: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
     let device = gradscope::device();
-    let sgd = || SgdConfig::new().init();
+    // the labs' SGD: one pass per parameter (with the gradient norm a training loop needs)
+    let sgd = || OptimizerKind::Sgd.build();
     let (median, min, loss0) = match name {
         "mlp" | "mlp_probe" => {
             let (mut m, x, y) = mlp_bench(&device);
@@ -228,10 +231,13 @@ fn run() {
                 let loss = cross_entropy(m.forward(x.clone(), &mut tap), y.clone()).mean();
                 let v = loss.clone().into_scalar::<f64>();
                 let grads = loss.backward();
-                let pending = probe.after_backward(step, 0, v, tap, &m, &grads);
+                // as the labs' loop: the update pass measures what the probe reads of the weights
+                let pending = probe.after_backward_for_update(step, 0, v, tap, &m, &grads);
                 let g = GradientsParams::from_grads(grads, &m);
-                m = opt.step(0.01, m.clone(), g);
-                let _ = probe.after_step(pending, &m, 0.01);
+                let measured;
+                (m, measured) =
+                    opt.step_measured(0.01, m.clone(), g, Clip::NONE, pending.is_some());
+                let _ = probe.after_update(pending, &measured, 0.01);
                 step += 1;
                 v
             })
