@@ -83,42 +83,42 @@ impl Pending {
     /// The parameters' and layers' gradient norms, and the step's, from ‖g‖² of each entry of
     /// `before` (`None`: the parameter got no gradient).
     fn set_grads(&mut self, sq: &[Option<f64>]) {
-        let record = &mut self.record;
-        let mut layer_sq = vec![0f64; record.layers.len()];
-        let mut total = 0f64;
-        for ((p, o), sq) in self.before.iter().zip(&self.owner).zip(sq) {
-            let sq = sq.unwrap_or(0.0);
-            total += sq;
-            if let Some(li) = o {
-                layer_sq[*li] += sq;
-            }
-            if let Some(pr) = param_record(record, p, *o) {
-                pr.grad_norm = sq.sqrt();
-            }
-        }
-        for (l, sq) in record.layers.iter_mut().zip(layer_sq) {
-            l.grad_w_norm = sq.sqrt();
-        }
-        record.grad_norm = total.sqrt();
+        let sq: Vec<f64> = sq.iter().map(|s| s.unwrap_or(0.0)).collect();
+        let total = self.spread(&sq, |p, n| p.grad_norm = n, |l, n| l.grad_w_norm = n);
+        self.record.grad_norm = total.sqrt();
         self.grads_pending = false;
     }
 
     /// The parameters' and layers' weight norms from ‖W‖² of each entry of `before`.
     fn set_weights(&mut self, sq: &[f64]) {
+        self.spread(sq, |p, n| p.norm = n, |l, n| l.w_norm = n);
+        self.weights_pending = false;
+    }
+
+    /// Hands each parameter the norm of its square `sq` (`param`) and each layer the norm of
+    /// the sum over its parameters (`layer`); returns the sum over all.
+    fn spread(
+        &mut self,
+        sq: &[f64],
+        param: fn(&mut ParamRecord, f64),
+        layer: fn(&mut LayerRecord, f64),
+    ) -> f64 {
         let record = &mut self.record;
         let mut layer_sq = vec![0f64; record.layers.len()];
+        let mut total = 0f64;
         for ((p, o), &sq) in self.before.iter().zip(&self.owner).zip(sq) {
+            total += sq;
             if let Some(li) = o {
                 layer_sq[*li] += sq;
             }
             if let Some(pr) = param_record(record, p, *o) {
-                pr.norm = sq.sqrt();
+                param(pr, sq.sqrt());
             }
         }
         for (l, sq) in record.layers.iter_mut().zip(layer_sq) {
-            l.w_norm = sq.sqrt();
+            layer(l, sq.sqrt());
         }
-        self.weights_pending = false;
+        total
     }
 
     /// Update ratios ‖ΔW‖/‖W‖ per parameter and per layer from ‖ΔW‖ of each entry of `before`
