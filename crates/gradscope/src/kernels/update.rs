@@ -63,7 +63,7 @@ impl Rule {
 
 /// What is done to the gradient before the update: g ← clamp(g·scale, −limit, limit), burn's
 /// `mul_scalar` then `clamp` (clipping by norm, then by value).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Clip {
     pub scale: f32,
     pub limit: f32,
@@ -128,9 +128,8 @@ pub fn update(
     }
     // the gradient's own primitive: unique once `g` and the check's handle are dropped, unless
     // something else still holds it
-    let gp = gcheck;
     drop(g);
-    let mut gp = gp;
+    let mut gp = gcheck;
     let in_place = gp.is_unique() && gp.layout().contiguous_offsets() == Some((0, n));
     let mut fresh: Vec<f32> = Vec::new();
     let (g_ptr, w_out): (*const f32, *mut f32) = if in_place {

@@ -71,10 +71,9 @@ pub struct Pending {
     before: Vec<ParamSnapshot>,
     /// index in `record.layers` for each entry of `before` (None: not under any probe point)
     owner: Vec<Option<usize>>,
-    /// The weights' norms are still to come (from the update pass, or read in `after_step`).
-    weights_pending: bool,
-    /// The parameters' gradient norms are still to come (from the update pass).
-    grads_pending: bool,
+    /// The parameters' gradient and weight norms are still to come: from the update pass
+    /// (`after_update`), or, for the weights, read in `after_step`.
+    deferred: bool,
     /// The layers whose dead-unit window this step added to (undone by [`Probe::discard`]).
     windowed: Vec<String>,
 }
@@ -86,13 +85,11 @@ impl Pending {
         let sq: Vec<f64> = sq.iter().map(|s| s.unwrap_or(0.0)).collect();
         let total = self.spread(&sq, |p, n| p.grad_norm = n, |l, n| l.grad_w_norm = n);
         self.record.grad_norm = total.sqrt();
-        self.grads_pending = false;
     }
 
     /// The parameters' and layers' weight norms from ‖W‖² of each entry of `before`.
     fn set_weights(&mut self, sq: &[f64]) {
         self.spread(sq, |p, n| p.norm = n, |l, n| l.w_norm = n);
-        self.weights_pending = false;
     }
 
     /// Hands each parameter the norm of its square `sq` (`param`) and each layer the norm of
@@ -432,17 +429,15 @@ impl Probe {
             record,
             before,
             owner,
-            weights_pending: !weights,
-            grads_pending: !weights,
+            deferred: !weights,
             windowed,
         };
-        if !weights {
-            pending.set_grads(&vec![Some(f64::NAN); pending.before.len()]);
-            pending.grads_pending = true;
-        }
         if weights {
             let sq: Vec<f64> = pending.before.iter().map(|p| p.sq).collect();
             pending.set_weights(&sq);
+        } else {
+            // not measured until the update pass says
+            pending.set_grads(&vec![Some(f64::NAN); pending.before.len()]);
         }
         Some(pending)
     }
@@ -458,7 +453,7 @@ impl Probe {
         let Some(mut pending) = pending else {
             return Ok(None);
         };
-        if pending.weights_pending {
+        if pending.deferred {
             let sq: Vec<f64> = pending
                 .before
                 .iter()
@@ -502,11 +497,9 @@ impl Probe {
             .iter()
             .map(|p| by_path.get(p.path.as_str()))
             .collect();
-        if pending.grads_pending {
+        if pending.deferred {
             let sq: Vec<Option<f64>> = found.iter().map(|m| m.map(|m| m.g_sq)).collect();
             pending.set_grads(&sq);
-        }
-        if pending.weights_pending {
             let sq: Vec<f64> = found
                 .iter()
                 .map(|m| m.map_or(f64::NAN, |m| m.w_sq))

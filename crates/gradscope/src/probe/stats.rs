@@ -254,39 +254,32 @@ fn saturated_bounds(a: Activation) -> Option<(f32, f32)> {
         return None;
     }
     let is = |x: f32| a.is_saturated_output(x);
-    // the first saturated value above `from` (non-negative floats order as their bits)
-    let first_above = |from: f32| {
-        let (mut no, mut yes) = (from.to_bits(), f32::MAX.to_bits());
-        while yes - no > 1 {
-            let mid = no + (yes - no) / 2;
-            if is(f32::from_bits(mid)) {
-                yes = mid;
-            } else {
-                no = mid;
-            }
-        }
-        f32::from_bits(yes)
-    };
     Some(match a {
         // σ: saturated below ≈ 0.0101 (and for every negative value) and above ≈ 0.9899
-        Activation::Sigmoid => {
-            let (mut yes, mut no) = (0f32.to_bits(), 0.5f32.to_bits());
-            while no - yes > 1 {
-                let mid = yes + (no - yes) / 2;
-                if is(f32::from_bits(mid)) {
-                    yes = mid;
-                } else {
-                    no = mid;
-                }
-            }
-            (f32::from_bits(yes), first_above(0.5))
-        }
+        Activation::Sigmoid => (edge(is, 0.0, 0.5).0, edge(is, 0.5, f32::MAX).1),
         // symmetric in h
         _ => {
-            let hi = first_above(0.0);
+            let hi = edge(is, 0.0, f32::MAX).1;
             (-hi, hi)
         }
     })
+}
+
+/// The two neighbouring floats (a, b) between `from` and `to` (0 ≤ from < to) where `is` changes
+/// from its value at `from` to its value at `to`, by bisection (non-negative floats order as
+/// their bits).
+fn edge(is: impl Fn(f32) -> bool, from: f32, to: f32) -> (f32, f32) {
+    let start = is(from);
+    let (mut a, mut b) = (from.to_bits(), to.to_bits());
+    while b - a > 1 {
+        let mid = a + (b - a) / 2;
+        if is(f32::from_bits(mid)) == start {
+            a = mid;
+        } else {
+            b = mid;
+        }
+    }
+    (f32::from_bits(a), f32::from_bits(b))
 }
 
 crate::kernels::simd::multiversion! {

@@ -83,20 +83,14 @@ fn sum_sq<M: Module>(model: &M, grads: &GradientsParams, in_place: bool) -> f64 
 /// Scales every gradient by min(1, c/‖g‖). Returns ‖g‖ before clipping.
 pub fn clip_norm<M: Module>(model: &M, grads: &mut GradientsParams, c: f64) -> f64 {
     let norm = global_norm(model, grads);
-    scale_to(model, grads, norm, c);
-    norm
-}
-
-/// [`clip_norm`] with ‖g‖ already known (`norm`, from [`global_norm`] or a probe's reading of
-/// the same gradients).
-pub fn scale_to<M: Module>(model: &M, grads: &mut GradientsParams, norm: f64, c: f64) {
-    if norm.is_finite() && norm > c {
-        let s = c / norm;
+    let s = on_update(Some(norm), c, None).scale;
+    if s != 1.0 {
         model.visit(&mut Map {
             grads,
             f: |g: Tensor<1>| g.mul_scalar(s),
         });
     }
+    norm
 }
 
 /// The clipping an optimizer applies inside its update pass ([`Clip`]): the gradient scaled by

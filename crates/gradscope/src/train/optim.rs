@@ -106,11 +106,6 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    /// Which optimizer this is.
-    pub fn kind(&self) -> OptimizerKind {
-        self.kind
-    }
-
     /// One update of every parameter that has a gradient in `grads`.
     pub fn step<M: Module>(&mut self, lr: f64, model: M, grads: GradientsParams) -> M {
         self.step_measured(lr, model, grads, Clip::NONE, false).0
@@ -208,19 +203,20 @@ fn composed(
     measure: bool,
 ) -> Updated {
     let g_sq = norm_sq(g.clone());
-    let g = if clip.scale == 1.0 && clip.limit == f32::INFINITY {
+    let g = if clip == Clip::NONE {
         g
     } else {
         g.mul_scalar(clip.scale).clamp(-clip.limit, clip.limit)
     };
-    let mut prev: Vec<Tensor<1>> = (0..rule.moments())
+    // the moments of the previous step (zeros before the first)
+    let before: Vec<Tensor<1>> = (0..rule.moments())
         .map(|i| {
             moments
                 .and_then(|m| m.get(i).cloned())
                 .unwrap_or_else(|| g.zeros_like())
         })
         .collect();
-    let mut prev = |_: usize| prev.remove(0);
+    let prev = |i: usize| before[i].clone();
     let (new, moments) = match rule {
         Rule::Sgd { lr } => (w.clone() - g.mul_scalar(lr), vec![]),
         Rule::Momentum { lr, mu } => {
