@@ -21,6 +21,7 @@
 pub mod act;
 pub mod bce;
 pub mod bn_act;
+pub mod branch;
 pub mod cat;
 pub mod conv;
 pub mod host;

@@ -134,85 +134,22 @@ pub fn branch_loss(
     let [b, c, a_n] = raw.dims();
     let nc = c - 4;
     let device: Device = raw.device();
-    let host: Vec<f32> = raw
-        .clone()
-        .detach()
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 head output");
-    let mut target_scores = vec![0f32; b * nc * a_n];
-    let mut fg_index: Vec<i64> = Vec::new();
-    let mut fg_anchor: Vec<f32> = Vec::new(); // ax, ay (stride units), stride
-    let mut fg_target: Vec<f32> = Vec::new(); // xyxy stride units
-    let mut fg_weight: Vec<f32> = Vec::new();
-    let mut assignments = Vec::with_capacity(b);
-    // the images' assignments in parallel (each its own), gathered in image order
-    let assigned: Vec<Assignment> = {
-        use rayon::prelude::*;
-        let host = &host;
-        (0..b.min(targets.len()))
-            .into_par_iter()
-            .map(|i| {
-                let img = &host[i * c * a_n..(i + 1) * c * a_n];
-                let at = |ch: usize, a: usize| img[ch * a_n + a];
-                let mut scores = vec![0f32; a_n * nc];
-                let mut boxes = Vec::with_capacity(a_n);
-                for a in 0..a_n {
-                    let [px, py] = anchors.points[a];
-                    let s = anchors.strides[a];
-                    boxes.push([
-                        px - at(0, a) * s,
-                        py - at(1, a) * s,
-                        px + at(2, a) * s,
-                        py + at(3, a) * s,
-                    ]);
-                    for k in 0..nc {
-                        scores[a * nc + k] = 1.0 / (1.0 + (-at(4 + k, a)).exp());
-                    }
-                }
-                assign(&scores, &boxes, anchors, &targets[i], nc, cfg)
-            })
-            .collect()
-    };
-    for (i, asg) in assigned.into_iter().enumerate() {
-        let gts = &targets[i];
-        for a in 0..a_n {
-            if let Some(g) = asg.gt[a] {
-                let (cls, bx) = gts[g];
-                target_scores[(i * nc + cls) * a_n + a] = asg.score[a];
-                let s = anchors.strides[a];
-                let [px, py] = anchors.points[a];
-                fg_index.push((i * a_n + a) as i64);
-                fg_anchor.extend([px / s, py / s, s]);
-                fg_target.extend(bx.iter().map(|v| v / s));
-                fg_weight.push(asg.score[a]);
-            }
-        }
-        assignments.push(asg);
-    }
-    let norm = target_scores
-        .iter()
-        .map(|&v| v as f64)
-        .sum::<f64>()
-        .max(1.0);
-    let tscores = Tensor::<3>::from_data(TensorData::new(target_scores, [b, nc, a_n]), &device);
-    let logits = raw.clone().slice([0..b, 4..c, 0..a_n]);
-    let cls = match crate::kernels::bce::bce_with_logits_sum(&logits, &tscores) {
-        Some(sum) => sum,
-        None => bce_with_logits(logits, tscores).sum(),
-    } / norm;
+    let assigned = assign_batch(&raw, targets, anchors, cfg);
+    let Foreground {
+        scores: target_scores,
+        index: fg_index,
+        anchor: fg_anchor,
+        target: fg_target,
+        weight: fg_weight,
+        norm,
+    } = Foreground::of(&assigned, targets, anchors, [b, nc, a_n]);
+    let (cls, dist) = read_branch(&raw, target_scores, &fg_index, [b, nc, a_n]);
+    let cls = cls / norm;
     let f = fg_weight.len();
     let (box_, l1) = if f == 0 {
-        let zero = raw.clone().sum() * 0.0;
+        let zero = cls.clone() * 0.0;
         (zero.clone(), zero)
     } else {
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(fg_index, [f]), &device);
-        let dist: Tensor<2> = raw
-            .slice([0..b, 0..4, 0..a_n])
-            .swap_dims(1, 2)
-            .reshape([b * a_n, 4])
-            .select(0, idx);
         let anc = Tensor::<2>::from_data(TensorData::new(fg_anchor, [f, 3]), &device);
         let target = Tensor::<2>::from_data(TensorData::new(fg_target, [f, 4]), &device);
         let w = Tensor::<1>::from_data(TensorData::new(fg_weight, [f]), &device);
@@ -275,7 +212,140 @@ pub fn branch_loss(
         assigned: [0.0; 3],
     };
     let total = box_ * gains.box_ + cls * gains.cls + l1 * gains.l1;
-    (total, items, assignments)
+    (total, items, assigned)
+}
+
+/// Each image's assignment from the branch's own predictions (sigmoid scores, decoded boxes),
+/// the images in parallel, read from the raw output in place where it lives on the CPU.
+fn assign_batch(
+    raw: &Tensor<3>,
+    targets: &[Vec<(usize, Xyxy)>],
+    anchors: &Anchors,
+    cfg: &AssignConfig,
+) -> Vec<Assignment> {
+    let [b, c, a_n] = raw.dims();
+    let nc = c - 4;
+    let images = |host: &[f32]| -> Vec<Assignment> {
+        use rayon::prelude::*;
+        (0..b.min(targets.len()))
+            .into_par_iter()
+            .map(|i| {
+                let img = &host[i * c * a_n..(i + 1) * c * a_n];
+                let at = |ch: usize, a: usize| img[ch * a_n + a];
+                let mut scores = vec![0f32; a_n * nc];
+                let mut boxes = Vec::with_capacity(a_n);
+                for a in 0..a_n {
+                    let [px, py] = anchors.points[a];
+                    let s = anchors.strides[a];
+                    boxes.push([
+                        px - at(0, a) * s,
+                        py - at(1, a) * s,
+                        px + at(2, a) * s,
+                        py + at(3, a) * s,
+                    ]);
+                    for k in 0..nc {
+                        scores[a * nc + k] = 1.0 / (1.0 + (-at(4 + k, a)).exp());
+                    }
+                }
+                assign(&scores, &boxes, anchors, &targets[i], nc, cfg)
+            })
+            .collect()
+    };
+    let detached = raw.clone().detach();
+    crate::kernels::tap::with_values(&detached, images).unwrap_or_else(|| {
+        let host: Vec<f32> = detached
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 head output");
+        images(&host)
+    })
+}
+
+/// What the loss needs of the assigned anchors, image by image in anchor order.
+struct Foreground {
+    /// The class targets `[B, nc, A]`: the soft score at each assigned anchor's class, else 0.
+    scores: Vec<f32>,
+    /// `image · A + anchor` of each assigned anchor (ascending).
+    index: Vec<usize>,
+    /// Its anchor point in stride units and its stride: `[F, 3]`.
+    anchor: Vec<f32>,
+    /// Its box, xyxy in stride units: `[F, 4]`.
+    target: Vec<f32>,
+    /// Its target score.
+    weight: Vec<f32>,
+    /// S = Σ target scores, at least 1.
+    norm: f64,
+}
+
+impl Foreground {
+    fn of(
+        assigned: &[Assignment],
+        targets: &[Vec<(usize, Xyxy)>],
+        anchors: &Anchors,
+        [b, nc, a_n]: [usize; 3],
+    ) -> Foreground {
+        let mut fg = Foreground {
+            scores: vec![0f32; b * nc * a_n],
+            index: Vec::new(),
+            anchor: Vec::new(),
+            target: Vec::new(),
+            weight: Vec::new(),
+            norm: 0.0,
+        };
+        // the score entries set, to sum S in the order of the full tensor without reading it
+        let mut set: Vec<usize> = Vec::new();
+        for (i, asg) in assigned.iter().enumerate() {
+            for (a, g) in asg.gt.iter().enumerate() {
+                let Some(g) = *g else { continue };
+                let (cls, bx) = targets[i][g];
+                let at = (i * nc + cls) * a_n + a;
+                fg.scores[at] = asg.score[a];
+                set.push(at);
+                let s = anchors.strides[a];
+                let [px, py] = anchors.points[a];
+                fg.index.push(i * a_n + a);
+                fg.anchor.extend([px / s, py / s, s]);
+                fg.target.extend(bx.iter().map(|v| v / s));
+                fg.weight.push(asg.score[a]);
+            }
+        }
+        // the zeros add nothing, so this is the sum over the whole tensor in its order
+        set.sort_unstable();
+        fg.norm = set
+            .iter()
+            .map(|&k| fg.scores[k] as f64)
+            .sum::<f64>()
+            .max(1.0);
+        fg
+    }
+}
+
+/// Σ BCE of the class logits against `scores`, and the box distances of the anchors `fg`
+/// (`[F, 4]`): one fused read of `raw` on flex, burn's slices and selection elsewhere.
+fn read_branch(
+    raw: &Tensor<3>,
+    scores: Vec<f32>,
+    fg: &[usize],
+    [b, nc, a_n]: [usize; 3],
+) -> (Tensor<1>, Tensor<2>) {
+    let device = raw.device();
+    let tscores = |s: Vec<f32>| Tensor::<3>::from_data(TensorData::new(s, [b, nc, a_n]), &device);
+    let scores = match crate::kernels::branch::read_branch(raw, scores, fg.to_vec()) {
+        Ok(r) => return (r.cls, r.dist),
+        Err(scores) => scores,
+    };
+    let logits = raw.clone().slice([0..b, 4..4 + nc, 0..a_n]);
+    let cls = bce_with_logits(logits, tscores(scores)).sum();
+    let idx: Vec<i64> = fg.iter().map(|&k| k as i64).collect();
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [fg.len()]), &device);
+    let dist = raw
+        .clone()
+        .slice([0..b, 0..4, 0..a_n])
+        .swap_dims(1, 2)
+        .reshape([b * a_n, 4])
+        .select(0, idx);
+    (cls, dist)
 }
 
 /// Both branches, ProgLoss-weighted, times the batch size. Returns the loss and the displayed
