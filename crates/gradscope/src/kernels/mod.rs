@@ -19,6 +19,7 @@
 //!   BatchNorm does that.
 
 pub mod act;
+pub mod attention;
 pub mod bce;
 pub mod bn_act;
 pub mod branch;

@@ -194,13 +194,17 @@ impl Attention {
         let n = h * w;
         let (kd, hd) = (self.key_dim, self.head_dim);
         let qkv = self.qkv.forward(x).reshape([b, self.heads, 2 * kd + hd, n]);
-        let q = narrow(&qkv, 2, 0, kd);
-        let k = narrow(&qkv, 2, kd, kd);
         let v = narrow(&qkv, 2, 2 * kd, hd);
         let scale = (kd as f64).powf(-0.5);
-        // [b, heads, n, n]: softmax over the keys
-        let attn = softmax(q.mul_scalar(scale).swap_dims(2, 3).matmul(k), 3);
-        let out = v.clone().matmul(attn.swap_dims(2, 3)).reshape([b, c, h, w]);
+        let out = crate::kernels::attention::attention(&qkv, kd, hd, scale as f32)
+            .unwrap_or_else(|| {
+                let q = narrow(&qkv, 2, 0, kd);
+                let k = narrow(&qkv, 2, kd, kd);
+                // [b, heads, n, n]: softmax over the keys
+                let attn = softmax(q.mul_scalar(scale).swap_dims(2, 3).matmul(k), 3);
+                v.clone().matmul(attn.swap_dims(2, 3))
+            })
+            .reshape([b, c, h, w]);
         let pos = self.pe.forward(v.reshape([b, c, h, w]));
         self.proj.forward(out + pos)
     }

@@ -1,0 +1,278 @@
+//! The attention of YOLO's PSA blocks as one operation with its own backward, for flex.
+//!
+//! Per image and head, from the `qkv` projection `[B, heads, 2·kd + hd, N]` (q in rows 0..kd, k
+//! in kd..2kd, v after them, N = h·w positions):
+//!   A = softmax_rows(s · QᵀK)  (N × N),   O = V·Aᵀ  (hd × N),
+//! and backward, with dO:
+//!   dV = dO·A,  dA = dOᵀ·V,  dS = A ⊙ (dA − rowsum(A ⊙ dA)),  dQ = s·K·dSᵀ,  dK = s·Q·dS.
+//! Composed from burn's operations this is a scale, two transposes, two batched matmuls and a
+//! softmax of exp, sum and division, each its own pass (the element-wise ones on one thread)
+//! and each with its own backward. Here the forward is one task per image, head and block of
+//! query rows (scores, softmax and output while the block is in cache) and the backward two
+//! passes of such tasks: query-row blocks (dA, dS, dQ), then key-column blocks (dV, dK). Each
+//! task writes its own columns of the result, so nothing is summed across tasks.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{DType, Tensor};
+use rayon::prelude::*;
+
+use super::host::{contiguous, gemm, gemm_raw, record, tensor, values};
+use super::simd::multiversion;
+
+type Ad = Autodiff<Flex>;
+
+/// Query rows (or key columns) per task.
+const BLOCK: usize = 64;
+
+/// softmax(s · QᵀK) applied to V for every image and head of `qkv` (`[B, heads, 2·kd + hd, N]`):
+/// `[B, heads, hd, N]`. `None` when `qkv` is not an f32 flex tensor or its rows are not
+/// 2·kd + hd; the caller then composes it from burn's operations.
+pub fn attention(qkv: &Tensor<4>, kd: usize, hd: usize, scale: f32) -> Option<Tensor<4>> {
+    let [b, heads, rows, n] = qkv.dims();
+    if rows != 2 * kd + hd || kd == 0 || hd == 0 || n == 0 || qkv.dtype() != DType::F32 {
+        return None;
+    }
+    let dims = Dims {
+        pairs: b * heads,
+        kd,
+        hd,
+        n,
+    };
+    let tracked = qkv.clone().try_into_primitive::<Ad>().ok();
+    let x = match &tracked {
+        Some(p) => contiguous(p.primitive())?,
+        None => contiguous(&qkv.clone().try_into_primitive::<Flex>().ok()?)?,
+    };
+    let (out, a) = dims.forward(values(&x), scale);
+    let out = tensor(out, [b, heads, hd, n]);
+    Some(match tracked {
+        Some(p) => {
+            let state = || Saved {
+                x,
+                a: tensor(a, [dims.pairs * n * n]),
+                dims,
+                scale,
+            };
+            Tensor::from_primitive::<Ad>(record(AttentionBackward, [p.node()], state, out))
+        }
+        None => Tensor::from_primitive::<Flex>(out),
+    })
+}
+
+/// The sizes: (image, head) pairs, key and value rows per head, positions.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    pairs: usize,
+    kd: usize,
+    hd: usize,
+    n: usize,
+}
+
+/// A pointer into a result that tasks write disjoint columns of.
+#[derive(Clone, Copy)]
+struct Cols(*mut f32);
+// SAFETY: every task holding a Cols writes only its own columns (its rows or column block), so
+// no element is written by two tasks and none is read while they run.
+unsafe impl Send for Cols {}
+unsafe impl Sync for Cols {}
+
+impl Cols {
+    /// The element `i` places further (a method, so that closures capture the whole `Cols`).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+multiversion! {
+    /// Each row of `s` (length `n`) becomes softmax(scale · row), in place.
+    fn softmax_rows(s: &mut [f32], n: usize, scale: f32) {
+        for row in s.chunks_exact_mut(n) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
+            let mut sum = 0.0f32;
+            for v in row.iter_mut() {
+                *v = exp(*v * scale - max);
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// dS = scale · A ⊙ (dA − Σ_j A ⊙ dA), row by row, over dA in place.
+    fn softmax_back_rows(a: &[f32], da: &mut [f32], n: usize, scale: f32) {
+        for (ar, dr) in a.chunks_exact(n).zip(da.chunks_exact_mut(n)) {
+            let dot: f32 = ar.iter().zip(dr.iter()).map(|(&p, &g)| p * g).sum();
+            for (g, &p) in dr.iter_mut().zip(ar) {
+                *g = scale * p * (*g - dot);
+            }
+        }
+    }
+}
+
+impl Dims {
+    /// Rows of one pair's slab of `qkv`.
+    fn rows(&self) -> usize {
+        2 * self.kd + self.hd
+    }
+
+    /// (O `[pairs, hd, N]`, A `[pairs, N, N]`).
+    fn forward(&self, x: &[f32], scale: f32) -> (Vec<f32>, Vec<f32>) {
+        let Dims { pairs, kd, hd, n } = *self;
+        let slab = self.rows() * n;
+        let mut a = vec![0f32; pairs * n * n];
+        let mut out = vec![0f32; pairs * hd * n];
+        let o = Cols(out.as_mut_ptr());
+        a.par_chunks_mut(n * n).enumerate().for_each(|(p, ap)| {
+            let (q, k, v) = (
+                &x[p * slab..],
+                &x[p * slab + kd * n..],
+                &x[p * slab + 2 * kd * n..],
+            );
+            ap.par_chunks_mut(BLOCK * n)
+                .enumerate()
+                .for_each(|(blk, s)| {
+                    let (i0, r) = (blk * BLOCK, s.len() / n);
+                    // S[i, j] = Σ_d Q[d, i0 + i] K[d, j]
+                    gemm(r, n, kd, s, false, &q[i0..], 1, n, k, n, 1, false);
+                    softmax_rows(s, n, scale);
+                    // O[c, i0 + i] = Σ_j V[c, j] A[i, j]
+                    // SAFETY: this task alone writes columns i0..i0 + r of pair p's O rows.
+                    unsafe { gemm_raw(hd, r, n, o.at(p * hd * n + i0), n, v, n, 1, s, 1, n) };
+                });
+        });
+        (out, a)
+    }
+
+    /// ∂L/∂qkv `[pairs, 2·kd + hd, N]` from ∂L/∂O, the input `x` and A.
+    fn backward(&self, x: &[f32], a: &[f32], dout: &[f32], scale: f32) -> Vec<f32> {
+        let Dims { pairs, kd, hd, n } = *self;
+        let slab = self.rows() * n;
+        let mut dx = vec![0f32; pairs * slab];
+        let d = Cols(dx.as_mut_ptr());
+        // query-row blocks: dS (kept for dK), then dQ's columns
+        let mut ds = vec![0f32; pairs * n * n];
+        ds.par_chunks_mut(n * n).enumerate().for_each(|(p, dsp)| {
+            let (k, v) = (&x[p * slab + kd * n..], &x[p * slab + 2 * kd * n..]);
+            let (dop, ap) = (&dout[p * hd * n..], &a[p * n * n..]);
+            dsp.par_chunks_mut(BLOCK * n)
+                .enumerate()
+                .for_each(|(blk, s)| {
+                    let (i0, r) = (blk * BLOCK, s.len() / n);
+                    // dA[i, j] = Σ_c dO[c, i0 + i] V[c, j]
+                    gemm(r, n, hd, s, false, &dop[i0..], 1, n, v, n, 1, false);
+                    softmax_back_rows(&ap[i0 * n..(i0 + r) * n], s, n, scale);
+                    // dQ[d, i0 + i] = Σ_j K[d, j] dS[i, j]
+                    // SAFETY: this task alone writes columns i0..i0 + r of pair p's q rows.
+                    unsafe { gemm_raw(kd, r, n, d.at(p * slab + i0), n, k, n, 1, s, 1, n) };
+                });
+        });
+        // key-column blocks: dV and dK
+        let blocks = n.div_ceil(BLOCK);
+        (0..pairs * blocks).into_par_iter().for_each(|t| {
+            let (p, j0) = (t / blocks, (t % blocks) * BLOCK);
+            let rj = BLOCK.min(n - j0);
+            let q = &x[p * slab..];
+            let (dop, ap, dsp) = (&dout[p * hd * n..], &a[p * n * n..], &ds[p * n * n..]);
+            // SAFETY: this task alone writes columns j0..j0 + rj of pair p's k and v rows.
+            unsafe {
+                // dV[c, j] = Σ_i dO[c, i] A[i, j]
+                let dv = d.at(p * slab + 2 * kd * n + j0);
+                gemm_raw(hd, rj, n, dv, n, dop, n, 1, &ap[j0..], n, 1);
+                // dK[d, j] = Σ_i Q[d, i] dS[i, j]
+                let dk = d.at(p * slab + kd * n + j0);
+                gemm_raw(kd, rj, n, dk, n, q, n, 1, &dsp[j0..], n, 1);
+            }
+        });
+        dx
+    }
+}
+
+/// What the backward keeps: the input, the attention weights, the sizes and the scale.
+#[derive(Clone, Debug)]
+struct Saved {
+    x: FlexTensor,
+    a: FlexTensor,
+    dims: Dims,
+    scale: f32,
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<Flex, 1> for AttentionBackward {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node {
+            let s = &ops.state;
+            let g = contiguous(&g).expect("f32 gradient");
+            let dx = s
+                .dims
+                .backward(values(&s.x), values(&s.a), values(&g), s.scale);
+            let shape = s.x.layout().shape().to_vec();
+            grads.register::<Flex>(node.id, tensor(dx, shape));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{max_rel, values};
+    use super::*;
+    use burn::tensor::activation::softmax;
+    use burn::tensor::Distribution;
+
+    /// The same from burn's operations, scaled after the product as the reference model does.
+    fn composed(qkv: Tensor<4>, kd: usize, hd: usize, scale: f32) -> Tensor<4> {
+        let q = qkv.clone().narrow(2, 0, kd);
+        let k = qkv.clone().narrow(2, kd, kd);
+        let v = qkv.narrow(2, 2 * kd, hd);
+        let attn = softmax(q.swap_dims(2, 3).matmul(k) * scale, 3);
+        v.matmul(attn.swap_dims(2, 3))
+    }
+
+    #[test]
+    fn matches_burn_composed_value_and_gradient() {
+        let dev = crate::device();
+        // N = 70: one full block of query rows and a partial one
+        for (b, heads, kd, hd, n) in [(2, 2, 4, 8, 70), (1, 1, 2, 3, 5)] {
+            let shape = [b, heads, 2 * kd + hd, n];
+            let x0 = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.5), &dev);
+            let w = Tensor::<4>::random([b, heads, hd, n], Distribution::Normal(0.0, 1.0), &dev);
+            let scale = (kd as f32).powf(-0.5);
+            let run = |ours: bool| {
+                let x = x0.clone().detach().require_grad();
+                let o = if ours {
+                    attention(&x, kd, hd, scale).expect("flex f32")
+                } else {
+                    composed(x.clone(), kd, hd, scale)
+                };
+                let g = x.grad(&(o.clone() * w.clone()).sum().backward()).unwrap();
+                (values(o), values(g))
+            };
+            let (o1, g1) = run(true);
+            let (o0, g0) = run(false);
+            assert!(max_rel(&o1, &o0) < 1e-5, "output, n {n}");
+            assert!(max_rel(&g1, &g0) < 1e-5, "∂L/∂qkv, n {n}");
+        }
+    }
+
+    #[test]
+    fn untracked_input_and_refusals() {
+        let dev = crate::device();
+        let x = Tensor::<4>::random([1, 2, 7, 9], Distribution::Normal(0.0, 1.0), &dev);
+        assert!(attention(&x, 2, 4, 0.5).is_none(), "rows are not 2·kd + hd");
+        let got = values(attention(&x, 2, 3, 0.5).expect("untracked flex"));
+        assert!(max_rel(&got, &values(composed(x, 2, 3, 0.5))) < 1e-5);
+    }
+}
