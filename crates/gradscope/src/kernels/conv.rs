@@ -11,6 +11,7 @@
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ModuleOps;
 use burn::backend::{Autodiff, Flex};
@@ -392,25 +393,18 @@ pub fn weight_grad(x: Images, dy: &[f32], g: &Geom) -> Vec<f32> {
             dwt
         })
         .collect();
-    let mut it = partials.into_iter();
-    let mut dwt = it.next().unwrap_or_else(|| vec![0.0f32; g.cout * k]);
-    for p in it {
-        for (a, b) in dwt.iter_mut().zip(p) {
-            *a += b;
+    // the partials summed in run order (as a running sum would), and back to
+    // [cout, cin_g, kh, kw]: group by group, (k × cout_g) → (cout_g × k); one task per output row
+    zeroed_par(g.cout * k, k, |r, row| {
+        let Some((first, rest)) = partials.split_first() else {
+            return;
+        };
+        let (grp, co) = (r / cout_g, r % cout_g);
+        for (kk, d) in row.iter_mut().enumerate() {
+            let at = (grp * k + kk) * cout_g + co;
+            *d = rest.iter().fold(first[at], |v, p| v + p[at]);
         }
-    }
-    // back to [cout, cin_g, kh, kw]: group by group, (k × cout_g) → (cout_g × k)
-    let mut dw = vec![0.0f32; g.cout * k];
-    for grp in 0..g.groups {
-        let src = &dwt[grp * k * cout_g..][..k * cout_g];
-        let dst = &mut dw[grp * cout_g * k..][..cout_g * k];
-        for (kk, row) in src.chunks(cout_g).enumerate() {
-            for (co, &v) in row.iter().enumerate() {
-                dst[co * k + kk] = v;
-            }
-        }
-    }
-    dw
+    })
 }
 
 /// Depthwise (one input and one output channel per group): a direct dot product per channel and
@@ -636,40 +630,35 @@ fn transposed(w: &[f32], g: &Geom) -> Option<(Geom, Vec<f32>)> {
 fn depthwise_input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     let (oh, ow) = (g.oh(), g.ow());
     let kk = g.kh * g.kw;
-    let mut dx = vec![0.0f32; g.n * g.cin * g.h * g.w];
-    dx.par_chunks_mut(g.h * g.w)
-        .enumerate()
-        .for_each(|(i, dxc)| {
-            let c = i % g.cin;
-            let dys = &dy[i * oh * ow..][..oh * ow];
-            let wc = &w[c * kk..][..kk];
-            for ki in 0..g.kh {
-                let off_y = (ki * g.dilation[0]) as isize - g.pad[0] as isize;
-                for kj in 0..g.kw {
-                    let wv = wc[ki * g.kw + kj];
-                    let off_x = (kj * g.dilation[1]) as isize - g.pad[1] as isize;
-                    let (first, last) = valid_range(g.w, off_x, g.stride[1], ow);
-                    for oy in 0..oh {
-                        let iy = (oy * g.stride[0]) as isize + off_y;
-                        if iy < 0 || iy >= g.h as isize {
-                            continue;
-                        }
-                        let drow = &mut dxc[iy as usize * g.w..][..g.w];
-                        let srow = &dys[oy * ow..][..ow];
-                        if g.stride[1] == 1 {
-                            let d0 = (first as isize + off_x) as usize;
-                            axpy(&mut drow[d0..d0 + (last - first)], wv, &srow[first..last]);
-                        } else {
-                            for (ox, &v) in srow.iter().enumerate().take(last).skip(first) {
-                                drow[(ox as isize * g.stride[1] as isize + off_x) as usize] +=
-                                    wv * v;
-                            }
+    zeroed_par(g.n * g.cin * g.h * g.w, g.h * g.w, |i, dxc| {
+        let c = i % g.cin;
+        let dys = &dy[i * oh * ow..][..oh * ow];
+        let wc = &w[c * kk..][..kk];
+        for ki in 0..g.kh {
+            let off_y = (ki * g.dilation[0]) as isize - g.pad[0] as isize;
+            for kj in 0..g.kw {
+                let wv = wc[ki * g.kw + kj];
+                let off_x = (kj * g.dilation[1]) as isize - g.pad[1] as isize;
+                let (first, last) = valid_range(g.w, off_x, g.stride[1], ow);
+                for oy in 0..oh {
+                    let iy = (oy * g.stride[0]) as isize + off_y;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let drow = &mut dxc[iy as usize * g.w..][..g.w];
+                    let srow = &dys[oy * ow..][..ow];
+                    if g.stride[1] == 1 {
+                        let d0 = (first as isize + off_x) as usize;
+                        axpy(&mut drow[d0..d0 + (last - first)], wv, &srow[first..last]);
+                    } else {
+                        for (ox, &v) in srow.iter().enumerate().take(last).skip(first) {
+                            drow[(ox as isize * g.stride[1] as isize + off_x) as usize] += wv * v;
                         }
                     }
                 }
             }
-        });
-    dx
+        }
+    })
 }
 
 /// The output pointer shared by the forward's tasks, each of which writes its own disjoint
@@ -740,11 +729,48 @@ pub fn forward_gemm(x: Images, w: &[f32], g: &Geom) -> Vec<f32> {
     y
 }
 
+/// Depthwise forward: each output plane is the sum over the kernel taps of its input plane
+/// shifted and weighted, one task per image and channel.
+fn depthwise_forward(x: Images, w: &[f32], g: &Geom) -> Vec<f32> {
+    let (oh, ow) = (g.oh(), g.ow());
+    let kk = g.kh * g.kw;
+    zeroed_par(g.n * g.cout * oh * ow, oh * ow, |i, yc| {
+        let (img, c) = (i / g.cout, i % g.cout);
+        let xs = &x.image(img)[c * g.h * g.w..][..g.h * g.w];
+        let wc = &w[c * kk..][..kk];
+        for ki in 0..g.kh {
+            let off_y = (ki * g.dilation[0]) as isize - g.pad[0] as isize;
+            for kj in 0..g.kw {
+                let wv = wc[ki * g.kw + kj];
+                let off_x = (kj * g.dilation[1]) as isize - g.pad[1] as isize;
+                let (first, last) = valid_range(g.w, off_x, g.stride[1], ow);
+                for oy in 0..oh {
+                    let iy = (oy * g.stride[0]) as isize + off_y;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let srow = &xs[iy as usize * g.w..][..g.w];
+                    let drow = &mut yc[oy * ow..][..ow];
+                    if g.stride[1] == 1 {
+                        let s0 = (first as isize + off_x) as usize;
+                        axpy(&mut drow[first..last], wv, &srow[s0..s0 + (last - first)]);
+                    } else {
+                        for (ox, d) in drow.iter_mut().enumerate().take(last).skip(first) {
+                            *d += wv * srow[(ox as isize * g.stride[1] as isize + off_x) as usize];
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
 /// Whether our (im2col +) GEMM forward is used: measured by `examples/convparts.rs` on YOLO's
 /// shapes, 1.2–5× flex's for k×k convolutions and about equal for 1×1 ones (which then read a
-/// channel slice in place instead of copying it); flex's own kernel is faster for depthwise.
+/// channel slice in place instead of copying it). Depthwise convolutions take the direct loop:
+/// flex's kernel was as fast per value but zero-filled its output on one thread first.
 fn own_forward(g: &Geom) -> bool {
-    g.groups == 1
+    g.groups == 1 || g.is_depthwise()
 }
 
 /// The input as the kernels read it: in place when each image is dense, else a dense copy.
@@ -759,7 +785,11 @@ fn kept_input(x: &FlexTensor) -> Option<FlexTensor> {
 /// The forward; `x` from [`kept_input`], `w` contiguous.
 fn forward_flex(x: &FlexTensor, w: &FlexTensor, g: &Geom) -> Option<FlexTensor> {
     Some(if own_forward(g) {
-        let y = forward_gemm(Images::of(x)?, values(w), g);
+        let y = if g.is_depthwise() {
+            depthwise_forward(Images::of(x)?, values(w), g)
+        } else {
+            forward_gemm(Images::of(x)?, values(w), g)
+        };
         tensor(y, vec![g.n, g.cout, g.oh(), g.ow()])
     } else {
         <Flex as ModuleOps<Flex>>::conv2d(contiguous(x)?, w.clone(), None, g.options())
@@ -776,25 +806,81 @@ struct ConvState {
     geom: Geom,
 }
 
+impl ConvState {
+    /// Hands the input and the weights their gradients from ∂L/∂Y.
+    fn register(&self, dy: &FlexTensor, nodes: [Option<NodeId>; 2], grads: &mut Gradients) {
+        let [node_x, node_w] = nodes;
+        let d = contiguous(dy).expect("f32 gradient");
+        if let Some(node) = node_x {
+            let dx = input_grad(values(&self.w), values(&d), &self.geom);
+            grads.register::<Flex>(node, tensor(dx, self.x.layout().shape().to_vec()));
+        }
+        if let Some(node) = node_w {
+            let x = Images::of(&self.x).expect("the convolution keeps a readable input");
+            let dw = weight_grad(x, values(&d), &self.geom);
+            grads.register::<Flex>(node, tensor(dw, self.w.layout().shape().to_vec()));
+        }
+    }
+}
+
 impl Backward<Flex, 2> for ConvBackward {
     type State = ConvState;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let st = ops.state;
-        if let Some(node) = node_x {
+        let [x, w] = ops.parents.map(|n| n.map(|n| n.id));
+        ops.state.register(&dy, [x, w], grads);
+    }
+}
+
+/// The convolution with a bias added to each output channel.
+#[derive(Debug)]
+struct ConvBiasBackward;
+
+impl Backward<Flex, 3> for ConvBiasBackward {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let ids = [node_x, node_w].map(|n| n.map(|n| n.id));
+        ops.state.register(&dy, ids, grads);
+        if let Some(node) = node_b {
             let d = contiguous(&dy).expect("f32 gradient");
-            let dx = input_grad(values(&st.w), values(&d), &st.geom);
-            grads.register::<Flex>(node.id, tensor(dx, st.x.layout().shape().to_vec()));
-        }
-        if let Some(node) = node_w {
-            let d = contiguous(&dy).expect("f32 gradient");
-            let x = Images::of(&st.x).expect("the convolution keeps a readable input");
-            let dw = weight_grad(x, values(&d), &st.geom);
-            grads.register::<Flex>(node.id, tensor(dw, st.w.layout().shape().to_vec()));
+            let db = bias_grad(values(&d), &ops.state.geom);
+            grads.register::<Flex>(node.id, tensor(db, [ops.state.geom.cout]));
         }
     }
+}
+
+/// ∂L/∂b: each channel's output gradient summed over images and positions (in f64), one task
+/// per channel.
+fn bias_grad(dy: &[f32], g: &Geom) -> Vec<f32> {
+    let plane = g.oh() * g.ow();
+    (0..g.cout)
+        .into_par_iter()
+        .map(|c| {
+            (0..g.n)
+                .map(|img| {
+                    let p = &dy[(img * g.cout + c) * plane..][..plane];
+                    p.iter().map(|&v| v as f64).sum::<f64>()
+                })
+                .sum::<f64>() as f32
+        })
+        .collect()
+}
+
+/// Adds `b[c]` to every value of output channel c, one task per output plane.
+fn add_bias(y: &mut FlexTensor, b: &[f32], g: &Geom) -> Option<()> {
+    let plane = g.oh() * g.ow();
+    let ys = y.try_storage_mut::<f32>()?;
+    ys.par_chunks_mut(plane.max(1))
+        .enumerate()
+        .for_each(|(i, p)| {
+            let v = b[i % g.cout];
+            p.iter_mut().for_each(|x| *x += v);
+        });
+    Some(())
 }
 
 /// Geometry of `conv` applied to `x`, when its padding is symmetric (else `None`).
@@ -823,37 +909,48 @@ fn geom_of(conv: &Conv2d, x: &Tensor<4>) -> Option<Geom> {
 }
 
 /// `conv.forward(x)` with the fused kernels when `x` lives on flex (autodiff or not), burn's
-/// convolution otherwise. The bias, when there is one, is added by burn's operations.
+/// convolution otherwise. The bias, when there is one, is added to the fresh output in place and
+/// its gradient summed per channel, one task each.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    match geom_of(conv, &x).and_then(|g| conv_no_bias(&x, &conv.weight.val(), &g)) {
-        Some(y) => match &conv.bias {
-            Some(b) => y + b.val().reshape([1, -1, 1, 1]),
-            None => y,
-        },
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    match geom_of(conv, &x).and_then(|g| conv_flex(&x, &conv.weight.val(), bias.as_ref(), &g)) {
+        Some(y) => y,
         None => conv.forward(x),
     }
 }
 
-fn conv_no_bias(x: &Tensor<4>, w: &Tensor<4>, g: &Geom) -> Option<Tensor<4>> {
+/// The forward on flex, recorded with its backward when `x` is an autodiff tensor.
+fn conv_flex(x: &Tensor<4>, w: &Tensor<4>, b: Option<&Tensor<1>>, g: &Geom) -> Option<Tensor<4>> {
     if let Ok(xp) = x.clone().try_into_primitive::<Ad>() {
         let wp = w.clone().try_into_primitive::<Ad>().ok()?;
+        let bp = match b {
+            Some(b) => Some(b.clone().try_into_primitive::<Ad>().ok()?),
+            None => None,
+        };
         let (xc, wc) = (kept_input(xp.primitive())?, contiguous(wp.primitive())?);
-        let y = forward_flex(&xc, &wc, g)?;
-        let out = record(
-            ConvBackward,
-            [xp.node(), wp.node()],
-            || ConvState {
-                x: xc,
-                w: wc,
-                geom: *g,
-            },
-            y,
-        );
+        let mut y = forward_flex(&xc, &wc, g)?;
+        let state = || ConvState {
+            x: xc,
+            w: wc,
+            geom: *g,
+        };
+        let out = match bp {
+            Some(bp) => {
+                add_bias(&mut y, values(&contiguous(bp.primitive())?), g)?;
+                let nodes = [xp.node(), wp.node(), bp.node()];
+                record(ConvBiasBackward, nodes, state, y)
+            }
+            None => record(ConvBackward, [xp.node(), wp.node()], state, y),
+        };
         return Some(Tensor::from_primitive::<Ad>(out));
     }
     let xp = x.clone().try_into_primitive::<Flex>().ok()?;
     let wp = w.clone().try_into_primitive::<Flex>().ok()?;
-    let y = forward_flex(&kept_input(&xp)?, &contiguous(&wp)?, g)?;
+    let mut y = forward_flex(&kept_input(&xp)?, &contiguous(&wp)?, g)?;
+    if let Some(b) = b {
+        let bp = b.clone().try_into_primitive::<Flex>().ok()?;
+        add_bias(&mut y, values(&contiguous(&bp)?), g)?;
+    }
     Some(Tensor::from_primitive::<Flex>(y))
 }
 
@@ -882,7 +979,7 @@ mod tests {
             let x = x0.clone().detach().require_grad();
             let w = w0.clone().detach().require_grad();
             let y = if ours {
-                conv_no_bias(&x, &w, &g).expect("flex autodiff")
+                conv_flex(&x, &w, None, &g).expect("flex autodiff")
             } else {
                 burn::tensor::module::conv2d(x.clone(), w.clone(), None, g.options())
             };
@@ -974,7 +1071,7 @@ mod tests {
         let g = geom(2, 3, [15, 15], 4, 3, 2, 1, 1);
         let x = Tensor::<4>::random([2, 3, 15, 15], Distribution::Normal(0.0, 1.0), &dev);
         let w = Tensor::<4>::random([4, 3, 3, 3], Distribution::Normal(0.0, 1.0), &dev);
-        let ours = values(conv_no_bias(&x, &w, &g).unwrap());
+        let ours = values(conv_flex(&x, &w, None, &g).unwrap());
         let want = values(burn::tensor::module::conv2d(x, w, None, g.options()));
         assert!(max_rel(&ours, &want) < 1e-5);
     }
@@ -998,12 +1095,15 @@ mod tests {
             };
             let grads = (y.clone() * y.clone()).sum().backward();
             let db = conv.bias.as_ref().unwrap().val().grad(&grads).unwrap();
-            (values(y), values(x.grad(&grads).unwrap()), values(db))
+            let dw = conv.weight.val().grad(&grads).unwrap();
+            let dx = x.grad(&grads).unwrap();
+            (values(y), values(dx), values(db), values(dw))
         };
         let (a, r) = (run(true), run(false));
-        assert!(max_rel(&a.0, &r.0) < 1e-5);
-        assert!(max_rel(&a.1, &r.1) < 1e-5);
-        assert!(max_rel(&a.2, &r.2) < 1e-5);
+        assert!(max_rel(&a.0, &r.0) < 1e-5, "output");
+        assert!(max_rel(&a.1, &r.1) < 1e-5, "∂L/∂x");
+        assert!(max_rel(&a.2, &r.2) < 1e-5, "∂L/∂b");
+        assert!(max_rel(&a.3, &r.3) < 1e-5, "∂L/∂W");
     }
 
     #[test]
@@ -1029,7 +1129,7 @@ mod tests {
                     );
                 }
                 let y = if ours {
-                    conv_no_bias(&x, &w, &g).unwrap()
+                    conv_flex(&x, &w, None, &g).unwrap()
                 } else {
                     burn::tensor::module::conv2d(x, w.clone(), None, g.options())
                 };
