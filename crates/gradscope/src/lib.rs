@@ -151,6 +151,7 @@ fn warm<R: Send>(work: impl FnOnce() -> R + Send) -> R {
 fn stay_warm(stop: &std::sync::atomic::AtomicBool) {
     use std::time::{Duration, Instant};
     const SPIN: Duration = Duration::from_millis(5);
+    const FLUSH: Duration = Duration::from_micros(50);
     let mut last = Instant::now();
     // the time without work since this worker last added to IDLE_NS, counted from `mark` (the
     // end of the previous look for work) to the end of a look that found none
@@ -159,21 +160,23 @@ fn stay_warm(stop: &std::sync::atomic::AtomicBool) {
     while !stop.load(std::sync::atomic::Ordering::Acquire) {
         let executed = matches!(rayon::yield_now(), Some(rayon::Yield::Executed));
         let now = Instant::now();
+        if !executed {
+            idle += now - mark;
+        }
+        // published when work comes, and every FLUSH while there is none: a reader of
+        // `idle_seconds` at a phase boundary then sees the phase's waiting, not the next one's
+        if !idle.is_zero() && (executed || idle >= FLUSH) {
+            IDLE_NS.fetch_add(idle.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+            idle = Duration::ZERO;
+        }
         if executed {
             last = now;
-            if !idle.is_zero() {
-                IDLE_NS.fetch_add(idle.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
-                idle = Duration::ZERO;
+        } else if now - last < SPIN {
+            for _ in 0..16 {
+                std::hint::spin_loop();
             }
         } else {
-            idle += now - mark;
-            if now - last < SPIN {
-                for _ in 0..16 {
-                    std::hint::spin_loop();
-                }
-            } else {
-                std::thread::sleep(Duration::from_micros(200));
-            }
+            std::thread::sleep(Duration::from_micros(200));
         }
         mark = now;
     }
@@ -182,7 +185,8 @@ fn stay_warm(stop: &std::sync::atomic::AtomicBool) {
 }
 
 /// Nanoseconds the pool's other workers spent without work inside [`on_workers`], summed over
-/// them (added when a worker next finds work, and when `on_workers` ends).
+/// them (added when a worker next finds work, every 50 µs while it finds none, and when
+/// `on_workers` ends).
 static IDLE_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Seconds the pool's other workers have spent without work inside [`on_workers`] so far,

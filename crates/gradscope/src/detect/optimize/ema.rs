@@ -16,21 +16,15 @@ impl ModuleVisitor for Collect {
     }
 }
 
-struct Blend {
-    src: std::vec::IntoIter<Tensor<1>>,
-    d: f64,
-}
+/// Puts the blended tensors into the averaged model, in visiting order.
+struct Blend(std::vec::IntoIter<Tensor<1>>);
 
 impl ModuleMapper for Blend {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(m) = self.src.next() else {
+        let Some(b) = self.0.next() else {
             return param;
         };
-        let d = self.d;
-        param.map(|e| {
-            let dims: [usize; D] = e.dims();
-            e * d + m.reshape(dims) * (1.0 - d)
-        })
+        param.map(|e| b.reshape(e.dims()))
     }
 }
 
@@ -58,14 +52,20 @@ impl<M: Module> Ema<M> {
     pub fn update(&mut self, model: &M) {
         self.updates += 1;
         let d = Self::decay(self.updates);
-        let mut c = Collect(Vec::new());
+        let (mut now, mut avg) = (Collect(Vec::new()), Collect(Vec::new()));
         // valid(): BatchNorm running statistics synchronised into plain tensors
-        model.valid().visit(&mut c);
-        let mut b = Blend {
-            src: c.0.into_iter(),
-            d,
+        model.valid().visit(&mut now);
+        self.model.visit(&mut avg);
+        // d·ema + (1 − d)·w, one task per tensor
+        let blended: Vec<Tensor<1>> = {
+            use rayon::prelude::*;
+            avg.0
+                .into_par_iter()
+                .zip(now.0.into_par_iter())
+                .map(|(e, m)| e * d + m * (1.0 - d))
+                .collect()
         };
-        self.model = self.model.clone().map(&mut b);
+        self.model = self.model.clone().map(&mut Blend(blended.into_iter()));
     }
 }
 

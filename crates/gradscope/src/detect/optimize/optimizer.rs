@@ -97,38 +97,90 @@ pub fn group_of(path: &[String], rank: usize) -> usize {
     }
 }
 
-struct Stepper<'a> {
-    opt: &'a mut GroupOptimizer,
-    grads: &'a mut GradientsParams,
-    g: GroupLr,
-    path: Vec<String>,
+/// One parameter to update: its group, whether it is in a class head, its shape's first
+/// dimension and rank (Muon's matrix), the flattened weight and gradient, and its state.
+struct Job {
+    id: ParamId,
+    group: usize,
+    head: bool,
+    rank: usize,
+    rows: usize,
+    w: Tensor<1>,
+    g: Tensor<1>,
+    state: Option<State>,
 }
 
-impl ModuleMapper for Stepper<'_> {
+/// Gathers the parameters that have a gradient, with their state, in the model's order.
+struct Gather<'a> {
+    grads: &'a mut GradientsParams,
+    states: &'a mut HashMap<ParamId, State>,
+    path: Vec<String>,
+    jobs: Vec<Job>,
+}
+
+impl ModuleVisitor for Gather<'_> {
     fn enter_module(&mut self, name: &str, _ty: &str) {
         self.path.push(name.to_string());
     }
     fn exit_module(&mut self, _name: &str, _ty: &str) {
         self.path.pop();
     }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (id, tensor, mapper) = param.consume();
-        let Some(grad) = self.grads.remove::<D>(id) else {
-            return Param::from_mapped_value(id, tensor, mapper);
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let Some(grad) = self.grads.remove::<D>(param.id) else {
+            return;
         };
-        let group = group_of(&self.path, D);
-        let head = self.path.iter().any(|p| p == "cv3" || p == "one2one_cv3");
-        let musgd = self.opt.muon && !self.opt.adamw;
-        let lr = self.g.lr[group] * if musgd && head { 3.0 } else { 1.0 };
-        let wd = if group == 0 { self.g.weight_decay } else { 0.0 };
-        let mu = self.g.momentum;
-        let require = tensor.is_require_grad();
+        let tensor = param.val();
         let dims: [usize; D] = tensor.dims();
         let n: usize = dims.iter().product();
-        let w: Tensor<1> = tensor.inner().reshape([n]);
-        let g: Tensor<1> = grad.reshape([n]);
-        let w = if self.opt.adamw {
-            let st = self.opt.states.remove(&id);
+        self.jobs.push(Job {
+            id: param.id,
+            group: group_of(&self.path, D),
+            head: self.path.iter().any(|p| p == "cv3" || p == "one2one_cv3"),
+            rank: D,
+            rows: dims.first().copied().unwrap_or(1),
+            w: tensor.inner().reshape([n]),
+            g: grad.reshape([n]),
+            state: self.states.remove(&param.id),
+        });
+    }
+}
+
+/// Puts the new weights back, by parameter id, with the gradient requirement they had.
+struct Put(HashMap<ParamId, Tensor<1>>);
+
+impl ModuleMapper for Put {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(w) = self.0.remove(&id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let mut out = Tensor::from_inner(w.reshape(tensor.dims()));
+        if tensor.is_require_grad() {
+            out = out.require_grad();
+        }
+        Param::from_mapped_value(id, out, mapper)
+    }
+}
+
+impl GroupOptimizer {
+    /// The new weight and state of one parameter.
+    fn update(&self, job: Job, lrs: &GroupLr) -> (Tensor<1>, State) {
+        let Job {
+            group,
+            head,
+            rank,
+            rows,
+            w,
+            g,
+            state: st,
+            ..
+        } = job;
+        let n = w.dims()[0];
+        let musgd = self.muon && !self.adamw;
+        let lr = lrs.lr[group] * if musgd && head { 3.0 } else { 1.0 };
+        let wd = if group == 0 { lrs.weight_decay } else { 0.0 };
+        let mu = lrs.momentum;
+        if self.adamw {
             let (m, v, t) = match st {
                 Some(State { m, v: Some(v), t }) => (m, v, t),
                 _ => (g.zeros_like(), g.zeros_like(), 0),
@@ -140,48 +192,36 @@ impl ModuleMapper for Stepper<'_> {
             let bc2 = 1.0 - 0.999f64.powi(t);
             let denom = (v.clone() / bc2).sqrt() + 1e-8;
             let w = w.clone() * (1.0 - lr * wd) - m.clone() / denom * (lr / bc1);
-            self.opt.states.insert(id, State { m, v: Some(v), t });
-            w
-        } else {
-            let st = self.opt.states.remove(&id);
-            let muon_param = musgd && (D == 2 || D == 4);
-            // Muon first (its momentum in `v`), then SGD on the moved weights
-            let (w, muon_m) = if muon_param {
-                let prev = st
-                    .as_ref()
-                    .and_then(|s| s.v.clone())
-                    .unwrap_or_else(|| g.zeros_like());
-                let m = prev * mu + g.clone() * (1.0 - mu);
-                let u = m.clone() * mu + g.clone() * (1.0 - mu);
-                let rows = dims[0];
-                let cols = n / rows.max(1);
-                let o = newton_schulz(u.reshape([rows, cols])).reshape([n]);
-                let scale = (rows as f64 / cols as f64).max(1.0).sqrt();
-                (w - o * (0.2 * lr * scale), Some(m))
-            } else {
-                (w, None)
-            };
-            let d = if wd > 0.0 { g + w.clone() * wd } else { g };
-            let b = match st {
-                Some(State { m, .. }) => m * mu + d.clone(),
-                None => d.clone(),
-            };
-            let w = w - (d + b.clone() * mu) * lr;
-            self.opt.states.insert(
-                id,
-                State {
-                    m: b,
-                    v: muon_m,
-                    t: 0,
-                },
-            );
-            w
-        };
-        let mut out = Tensor::from_inner(w.reshape(dims));
-        if require {
-            out = out.require_grad();
+            return (w, State { m, v: Some(v), t });
         }
-        Param::from_mapped_value(id, out, mapper)
+        let muon_param = musgd && (rank == 2 || rank == 4);
+        // Muon first (its momentum in `v`), then SGD on the moved weights
+        let (w, muon_m) = if muon_param {
+            let prev = st
+                .as_ref()
+                .and_then(|s| s.v.clone())
+                .unwrap_or_else(|| g.zeros_like());
+            let m = prev * mu + g.clone() * (1.0 - mu);
+            let u = m.clone() * mu + g.clone() * (1.0 - mu);
+            let cols = n / rows.max(1);
+            let o = newton_schulz(u.reshape([rows, cols])).reshape([n]);
+            let scale = (rows as f64 / cols as f64).max(1.0).sqrt();
+            (w - o * (0.2 * lr * scale), Some(m))
+        } else {
+            (w, None)
+        };
+        let d = if wd > 0.0 { g + w.clone() * wd } else { g };
+        let b = match st {
+            Some(State { m, .. }) => m * mu + d.clone(),
+            None => d.clone(),
+        };
+        let w = w - (d + b.clone() * mu) * lr;
+        let state = State {
+            m: b,
+            v: muon_m,
+            t: 0,
+        };
+        (w, state)
     }
 }
 
@@ -202,15 +242,34 @@ impl GroupOptimizer {
         }
     }
 
-    /// One update of every parameter that has a gradient in `grads`.
+    /// One update of every parameter that has a gradient in `grads`: the parameters in parallel,
+    /// one task each (each parameter's update is independent, so the result does not depend on
+    /// the number of threads).
     pub fn step<M: Module>(&mut self, model: M, mut grads: GradientsParams, g: GroupLr) -> M {
-        let mut s = Stepper {
-            opt: self,
+        use rayon::prelude::*;
+        let mut gather = Gather {
             grads: &mut grads,
-            g,
+            states: &mut self.states,
             path: Vec::new(),
+            jobs: Vec::new(),
         };
-        model.map(&mut s)
+        model.visit(&mut gather);
+        let jobs = gather.jobs;
+        let this = &*self;
+        let done: Vec<(ParamId, Tensor<1>, State)> = jobs
+            .into_par_iter()
+            .map(|job| {
+                let id = job.id;
+                let (w, st) = this.update(job, &g);
+                (id, w, st)
+            })
+            .collect();
+        let mut put = Put(HashMap::with_capacity(done.len()));
+        for (id, w, st) in done {
+            put.0.insert(id, w);
+            self.states.insert(id, st);
+        }
+        model.map(&mut put)
     }
 }
 
