@@ -20,7 +20,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::host::{contiguous, gemm, gemm_raw, record, tensor, values};
+use super::host::{contiguous, gemm_raw, record, tensor, values};
 use super::simd::multiversion;
 
 type Ad = Autodiff<Flex>;
@@ -72,7 +72,7 @@ struct Dims {
     n: usize,
 }
 
-/// A pointer into a result that tasks write disjoint columns of.
+/// A pointer into a result that tasks write disjoint rows or columns of.
 #[derive(Clone, Copy)]
 struct Cols(*mut f32);
 // SAFETY: every task holding a Cols writes only its own columns (its rows or column block), so
@@ -123,31 +123,46 @@ impl Dims {
         2 * self.kd + self.hd
     }
 
+    /// The (pair, first row) of every block of `BLOCK` query rows or key columns.
+    fn blocks(&self) -> impl ParallelIterator<Item = (usize, usize)> {
+        let per = self.n.div_ceil(BLOCK);
+        (0..self.pairs * per)
+            .into_par_iter()
+            .map(move |t| (t / per, (t % per) * BLOCK))
+    }
+
     /// (O `[pairs, hd, N]`, A `[pairs, N, N]`).
     fn forward(&self, x: &[f32], scale: f32) -> (Vec<f32>, Vec<f32>) {
         let Dims { pairs, kd, hd, n } = *self;
         let slab = self.rows() * n;
-        let mut a = vec![0f32; pairs * n * n];
-        let mut out = vec![0f32; pairs * hd * n];
-        let o = Cols(out.as_mut_ptr());
-        a.par_chunks_mut(n * n).enumerate().for_each(|(p, ap)| {
+        // written whole by the tasks below, so not zero-filled first
+        let mut a: Vec<f32> = Vec::with_capacity(pairs * n * n);
+        let mut out: Vec<f32> = Vec::with_capacity(pairs * hd * n);
+        let (ap, o) = (Cols(a.as_mut_ptr()), Cols(out.as_mut_ptr()));
+        self.blocks().for_each(|(p, i0)| {
+            let r = BLOCK.min(n - i0);
             let (q, k, v) = (
                 &x[p * slab..],
                 &x[p * slab + kd * n..],
                 &x[p * slab + 2 * kd * n..],
             );
-            ap.par_chunks_mut(BLOCK * n)
-                .enumerate()
-                .for_each(|(blk, s)| {
-                    let (i0, r) = (blk * BLOCK, s.len() / n);
-                    // S[i, j] = Σ_d Q[d, i0 + i] K[d, j]
-                    gemm(r, n, kd, s, false, &q[i0..], 1, n, k, n, 1, false);
-                    softmax_rows(s, n, scale);
-                    // O[c, i0 + i] = Σ_j V[c, j] A[i, j]
-                    // SAFETY: this task alone writes columns i0..i0 + r of pair p's O rows.
-                    unsafe { gemm_raw(hd, r, n, o.at(p * hd * n + i0), n, v, n, 1, s, 1, n) };
-                });
+            let s = ap.at(p * n * n + i0 * n);
+            // SAFETY: this task alone writes rows i0..i0 + r of pair p's A (r·n values, all
+            // written by the product before the slice is made) and columns i0..i0 + r of its O.
+            unsafe {
+                // S[i, j] = Σ_d Q[d, i0 + i] K[d, j]
+                gemm_raw(r, n, kd, s, n, &q[i0..], 1, n, k, n, 1);
+                let s = std::slice::from_raw_parts_mut(s, r * n);
+                softmax_rows(s, n, scale);
+                // O[c, i0 + i] = Σ_j V[c, j] A[i, j]
+                gemm_raw(hd, r, n, o.at(p * hd * n + i0), n, v, n, 1, s, 1, n);
+            }
         });
+        // SAFETY: the blocks cover every row of A and every column of O of every pair.
+        unsafe {
+            a.set_len(pairs * n * n);
+            out.set_len(pairs * hd * n);
+        }
         (out, a)
     }
 
@@ -155,29 +170,31 @@ impl Dims {
     fn backward(&self, x: &[f32], a: &[f32], dout: &[f32], scale: f32) -> Vec<f32> {
         let Dims { pairs, kd, hd, n } = *self;
         let slab = self.rows() * n;
-        let mut dx = vec![0f32; pairs * slab];
-        let d = Cols(dx.as_mut_ptr());
+        // written whole by the two passes below, so not zero-filled first
+        let mut dx: Vec<f32> = Vec::with_capacity(pairs * slab);
+        let mut ds: Vec<f32> = Vec::with_capacity(pairs * n * n);
+        let (d, dsp) = (Cols(dx.as_mut_ptr()), Cols(ds.as_mut_ptr()));
         // query-row blocks: dS (kept for dK), then dQ's columns
-        let mut ds = vec![0f32; pairs * n * n];
-        ds.par_chunks_mut(n * n).enumerate().for_each(|(p, dsp)| {
+        self.blocks().for_each(|(p, i0)| {
+            let r = BLOCK.min(n - i0);
             let (k, v) = (&x[p * slab + kd * n..], &x[p * slab + 2 * kd * n..]);
             let (dop, ap) = (&dout[p * hd * n..], &a[p * n * n..]);
-            dsp.par_chunks_mut(BLOCK * n)
-                .enumerate()
-                .for_each(|(blk, s)| {
-                    let (i0, r) = (blk * BLOCK, s.len() / n);
-                    // dA[i, j] = Σ_c dO[c, i0 + i] V[c, j]
-                    gemm(r, n, hd, s, false, &dop[i0..], 1, n, v, n, 1, false);
-                    softmax_back_rows(&ap[i0 * n..(i0 + r) * n], s, n, scale);
-                    // dQ[d, i0 + i] = Σ_j K[d, j] dS[i, j]
-                    // SAFETY: this task alone writes columns i0..i0 + r of pair p's q rows.
-                    unsafe { gemm_raw(kd, r, n, d.at(p * slab + i0), n, k, n, 1, s, 1, n) };
-                });
+            let s = dsp.at(p * n * n + i0 * n);
+            // SAFETY: this task alone writes rows i0..i0 + r of pair p's dS (all r·n values,
+            // by the product, before the slice is made) and columns i0..i0 + r of its q rows.
+            unsafe {
+                // dA[i, j] = Σ_c dO[c, i0 + i] V[c, j]
+                gemm_raw(r, n, hd, s, n, &dop[i0..], 1, n, v, n, 1);
+                let s = std::slice::from_raw_parts_mut(s, r * n);
+                softmax_back_rows(&ap[i0 * n..(i0 + r) * n], s, n, scale);
+                // dQ[d, i0 + i] = Σ_j K[d, j] dS[i, j]
+                gemm_raw(kd, r, n, d.at(p * slab + i0), n, k, n, 1, s, 1, n);
+            }
         });
+        // SAFETY: the blocks above covered every row of dS.
+        unsafe { ds.set_len(pairs * n * n) };
         // key-column blocks: dV and dK
-        let blocks = n.div_ceil(BLOCK);
-        (0..pairs * blocks).into_par_iter().for_each(|t| {
-            let (p, j0) = (t / blocks, (t % blocks) * BLOCK);
+        self.blocks().for_each(|(p, j0)| {
             let rj = BLOCK.min(n - j0);
             let q = &x[p * slab..];
             let (dop, ap, dsp) = (&dout[p * hd * n..], &a[p * n * n..], &ds[p * n * n..]);
@@ -191,6 +208,8 @@ impl Dims {
                 gemm_raw(kd, rj, n, dk, n, q, n, 1, &dsp[j0..], n, 1);
             }
         });
+        // SAFETY: the two passes wrote every column of every q, k and v row of every pair.
+        unsafe { dx.set_len(pairs * slab) };
         dx
     }
 }

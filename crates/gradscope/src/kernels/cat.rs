@@ -87,6 +87,8 @@ impl Plan {
 }
 
 /// Where a tensor's rows lie in its storage: row r is `data[first + r·stride ..][..block]`.
+/// Empty `data` stands for rows of zeros (a narrowed gradient's outside), written without a
+/// source.
 struct Rows<'a> {
     data: &'a [f32],
     first: usize,
@@ -170,10 +172,15 @@ fn gather(plan: &Plan, inputs: &[Rows], out: &mut [MaybeUninit<f32>]) {
                 within -= plan.blocks[i];
                 i += 1;
             }
-            let src = &inputs[i].row(r, plan.blocks[i])[within..];
-            let n = src.len().min(piece.len() - done);
-            for (o, &v) in piece[done..done + n].iter_mut().zip(&src[..n]) {
-                o.write(v);
+            let n = (plan.blocks[i] - within).min(piece.len() - done);
+            let out = &mut piece[done..done + n];
+            if inputs[i].data.is_empty() {
+                out.fill(MaybeUninit::new(0.0));
+            } else {
+                let src = &inputs[i].row(r, plan.blocks[i])[within..];
+                for (o, &v) in out.iter_mut().zip(&src[..n]) {
+                    o.write(v);
+                }
             }
             done += n;
         }
@@ -315,9 +322,8 @@ impl Backward<Flex, 1> for NarrowBackward {
         let inner: usize = shape[dim + 1..].iter().product();
         let parts = [start, len, shape[dim] - start - len].map(|n| n * inner);
         let g = readable(&g, dim, parts[1]).expect("f32 gradient");
-        let zeros = vec![0.0f32; parts[0].max(parts[2])];
         let zero = || Rows {
-            data: &zeros,
+            data: &[],
             first: 0,
             stride: 0,
         };
