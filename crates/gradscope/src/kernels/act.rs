@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use std::mem::MaybeUninit;
 
+use super::grads::hand_to;
 use super::host::{contiguous, filled, record, tensor, values};
 use super::simd::multiversion;
 
@@ -108,7 +109,7 @@ impl Backward<Flex, 1> for ActBackward {
             let st = ops.state;
             let g = contiguous(&g).expect("f32 gradient");
             let dx = backward_host(values(&st.kept), values(&g), st.kind);
-            grads.register::<Flex>(node.id, tensor(dx, st.kept.layout().shape().to_vec()));
+            hand_to!(grads, node, tensor(dx, st.kept.layout().shape().to_vec()));
         }
     }
 }

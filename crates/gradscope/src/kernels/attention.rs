@@ -20,6 +20,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
+use super::grads::hand_to;
 use super::host::{contiguous, gemm_raw, record, tensor, values};
 use super::simd::multiversion;
 
@@ -239,7 +240,7 @@ impl Backward<Flex, 1> for AttentionBackward {
                 .dims
                 .backward(values(&s.x), values(&s.a), values(&g), s.scale);
             let shape = s.x.layout().shape().to_vec();
-            grads.register::<Flex>(node.id, tensor(dx, shape));
+            hand_to!(grads, node, tensor(dx, shape));
         }
     }
 }

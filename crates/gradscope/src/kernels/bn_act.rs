@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use std::mem::MaybeUninit;
 
+use super::grads::hand_to;
 use super::host::{contiguous, filled, record, tensor, values};
 use super::simd::{multiversion, sigmoid};
 
@@ -345,7 +346,7 @@ impl Backward<Flex, 3> for BnActBackward {
             st.act,
         );
         if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, tensor(dx, shape));
+            hand_to!(grads, node, tensor(dx, shape));
         }
         if let Some(node) = node_gamma {
             grads.register::<Flex>(node.id, tensor(dgamma, vec![c]));

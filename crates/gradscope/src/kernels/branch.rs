@@ -19,6 +19,7 @@ use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 use super::bce::{grad_chunk, loss_chunk, CHUNK};
+use super::grads::hand_to;
 use super::host::{contiguous, filled, record, tensor, values};
 
 type Ad = Autodiff<Flex>;
@@ -156,7 +157,7 @@ impl Backward<Flex, 1> for BranchBackward {
         if let Some(node) = node {
             let g = contiguous(&g).expect("f32 gradient");
             let dx = ops.state.backward(values(&g));
-            grads.register::<Flex>(node.id, tensor(dx, ops.state.dims.to_vec()));
+            hand_to!(grads, node, tensor(dx, ops.state.dims.to_vec()));
         }
     }
 }

@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use std::mem::MaybeUninit;
 
+use super::grads::hand_to;
 use super::host::{contiguous, filled, record, tensor};
 
 type Ad = Autodiff<Flex>;
@@ -89,14 +90,14 @@ impl Plan {
 /// Where a tensor's rows lie in its storage: row r is `data[first + r·stride ..][..block]`.
 /// Empty `data` stands for rows of zeros (a narrowed gradient's outside), written without a
 /// source.
-struct Rows<'a> {
+pub(super) struct Rows<'a> {
     data: &'a [f32],
     first: usize,
     stride: usize,
 }
 
 impl Rows<'_> {
-    fn row(&self, r: usize, block: usize) -> &[f32] {
+    pub(super) fn row(&self, r: usize, block: usize) -> &[f32] {
         &self.data[self.first + r * self.stride..][..block]
     }
 }
@@ -104,7 +105,7 @@ impl Rows<'_> {
 /// `t` as rows of `block` elements split at `dim`, read in place when the dimensions from `dim`
 /// on are contiguous and the ones before it collapse to one stride; `None` otherwise (the caller
 /// then makes `t` contiguous first).
-fn rows(t: &FlexTensor, dim: usize, block: usize) -> Option<Rows<'_>> {
+pub(super) fn rows(t: &FlexTensor, dim: usize, block: usize) -> Option<Rows<'_>> {
     if t.dtype() != DType::F32 {
         return None;
     }
@@ -235,7 +236,7 @@ impl<const N: usize> Backward<Flex, N> for CatBackward {
         let parts: Vec<Vec<f32>> = wanted.par_iter().map(|&i| scatter(&plan, &gr, i)).collect();
         for (i, part) in wanted.into_iter().zip(parts) {
             if let Some(node) = &ops.parents[i] {
-                grads.register::<Flex>(node.id, tensor(part, shapes[i].clone()));
+                hand_to!(grads, node, tensor(part, shapes[i].clone()));
             }
         }
     }
@@ -341,7 +342,7 @@ impl Backward<Flex, 1> for NarrowBackward {
         };
         // SAFETY: gather writes every element of the outer·row elements.
         let dx = unsafe { filled(plan.outer * plan.row(), |o| gather(&plan, &inputs, o)) };
-        grads.register::<Flex>(node.id, tensor(dx, shape));
+        hand_to!(grads, node, tensor(dx, shape));
     }
 }
 

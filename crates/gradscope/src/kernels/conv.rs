@@ -11,7 +11,6 @@
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
-use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ModuleOps;
 use burn::backend::{Autodiff, Flex};
@@ -21,6 +20,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
+use super::grads::hand_to;
 use super::host::{contiguous, gemm, record, tensor, values, zeroed_par};
 
 type Ad = Autodiff<Flex>;
@@ -807,19 +807,19 @@ struct ConvState {
 }
 
 impl ConvState {
-    /// Hands the input and the weights their gradients from ∂L/∂Y.
-    fn register(&self, dy: &FlexTensor, nodes: [Option<NodeId>; 2], grads: &mut Gradients) {
-        let [node_x, node_w] = nodes;
+    /// ∂L/∂X and ∂L/∂W from ∂L/∂Y, each when `want` asks for it.
+    fn grads(&self, dy: &FlexTensor, want: [bool; 2]) -> [Option<FlexTensor>; 2] {
         let d = contiguous(dy).expect("f32 gradient");
-        if let Some(node) = node_x {
+        let dx = want[0].then(|| {
             let dx = input_grad(values(&self.w), values(&d), &self.geom);
-            grads.register::<Flex>(node, tensor(dx, self.x.layout().shape().to_vec()));
-        }
-        if let Some(node) = node_w {
+            tensor(dx, self.x.layout().shape().to_vec())
+        });
+        let dw = want[1].then(|| {
             let x = Images::of(&self.x).expect("the convolution keeps a readable input");
             let dw = weight_grad(x, values(&d), &self.geom);
-            grads.register::<Flex>(node, tensor(dw, self.w.layout().shape().to_vec()));
-        }
+            tensor(dw, self.w.layout().shape().to_vec())
+        });
+        [dx, dw]
     }
 }
 
@@ -827,9 +827,15 @@ impl Backward<Flex, 2> for ConvBackward {
     type State = ConvState;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let [x, w] = ops.parents.map(|n| n.map(|n| n.id));
-        ops.state.register(&dy, [x, w], grads);
+        let [dx, dw] = ops.state.grads(&dy, [node_x.is_some(), node_w.is_some()]);
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            hand_to!(grads, node, dx);
+        }
+        if let (Some(node), Some(dw)) = (node_w, dw) {
+            hand_to!(grads, node, dw);
+        }
     }
 }
 
@@ -843,12 +849,17 @@ impl Backward<Flex, 3> for ConvBiasBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w, node_b] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let ids = [node_x, node_w].map(|n| n.map(|n| n.id));
-        ops.state.register(&dy, ids, grads);
+        let [dx, dw] = ops.state.grads(&dy, [node_x.is_some(), node_w.is_some()]);
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            hand_to!(grads, node, dx);
+        }
+        if let (Some(node), Some(dw)) = (node_w, dw) {
+            hand_to!(grads, node, dw);
+        }
         if let Some(node) = node_b {
             let d = contiguous(&dy).expect("f32 gradient");
             let db = bias_grad(values(&d), &ops.state.geom);
-            grads.register::<Flex>(node.id, tensor(db, [ops.state.geom.cout]));
+            hand_to!(grads, node, tensor(db, [ops.state.geom.cout]));
         }
     }
 }

@@ -19,12 +19,14 @@
 //!   BatchNorm does that.
 
 pub mod act;
+pub mod add;
 pub mod attention;
 pub mod bce;
 pub mod bn_act;
 pub mod branch;
 pub mod cat;
 pub mod conv;
+pub mod grads;
 pub mod host;
 pub mod linear;
 pub mod lstm;

@@ -16,6 +16,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 
+use super::grads::hand_to;
 use super::host::{contiguous, values};
 
 type Ad = Autodiff<Flex>;
@@ -53,7 +54,7 @@ impl Backward<Flex, 1> for TapBackward {
             *slot = Some(g.clone());
         }
         if let Some(node) = parent {
-            grads.register::<Flex>(node.id, g);
+            hand_to!(grads, node, g);
         }
     }
 }

@@ -10,6 +10,7 @@ use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
 use crate::activation::Activation;
+use crate::kernels::add::add;
 use crate::kernels::bn_act::{self, Act};
 use crate::kernels::cat::{cat, narrow};
 use crate::kernels::conv;
@@ -123,7 +124,7 @@ impl Bottleneck {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = self.cv2.forward(self.cv1.forward(x.clone()));
         if self.add {
-            x + y
+            add(x, y)
         } else {
             y
         }
@@ -206,7 +207,7 @@ impl Attention {
             })
             .reshape([b, c, h, w]);
         let pos = self.pe.forward(v.reshape([b, c, h, w]));
-        self.proj.forward(out + pos)
+        self.proj.forward(add(out, pos))
     }
 }
 
@@ -233,10 +234,10 @@ impl PsaBlock {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let a = self.attn.forward(x.clone());
-        let x = if self.add { x + a } else { a };
+        let x = if self.add { add(x, a) } else { a };
         let f = self.ffn[1].forward(self.ffn[0].forward(x.clone()));
         if self.add {
-            x + f
+            add(x, f)
         } else {
             f
         }
@@ -372,7 +373,7 @@ impl Sppf {
         }
         let y = self.cv2.forward(cat(ys, 1));
         if self.add {
-            y + x
+            add(y, x)
         } else {
             y
         }
