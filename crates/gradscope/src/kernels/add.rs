@@ -71,7 +71,7 @@ fn sum(a: FlexTensor, mut b: FlexTensor) -> Option<FlexTensor> {
             .for_each(|(r, o)| {
                 o.par_chunks_mut(CHUNK)
                     .zip(ra.row(r, block).par_chunks(CHUNK))
-                    .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = x + *o));
+                    .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o += x));
             });
         return Some(b);
     }
