@@ -4,53 +4,57 @@
 //! ĝ = g · min(1, c/‖g‖) — one factor for all, so the step keeps its direction.
 //! By value: every element clamped to [−v, v].
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
 use super::optim::Clip;
 use crate::probe::params::{norm_sq, norm_sq_in_place};
 
-/// Σ‖g‖² over the parameters: on the CPU each gradient read in place; on a device the squares
-/// summed there and read back once (one round trip per step instead of one per parameter).
-struct SumSq<'a> {
+/// The parameters' gradients, flattened, in the model's order.
+struct Gather<'a> {
     grads: &'a GradientsParams,
-    /// Read host gradients in place (false: treat every gradient as on a device).
-    in_place: bool,
-    sq: f64,
-    /// The gradients that are not on the host, flattened, still on their device.
-    on_device: Vec<Tensor<1>>,
+    out: Vec<(ParamId, Tensor<1>)>,
 }
 
-impl ModuleVisitor for SumSq<'_> {
+impl ModuleVisitor for Gather<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let Some(g) = self.grads.get::<D>(param.id) else {
-            return;
-        };
-        match self.in_place.then(|| norm_sq_in_place(&g)).flatten() {
-            Some(sq) => self.sq += sq,
-            None => {
-                let n = g.dims().iter().product::<usize>();
-                self.on_device.push(g.reshape([n]));
-            }
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            let n = g.dims().iter().product::<usize>();
+            self.out.push((param.id, g.reshape([n])));
         }
     }
 }
 
-struct Map<'a, F: Fn(Tensor<1>) -> Tensor<1>> {
+/// Replaces each parameter's gradient by its entry in `new` (flattened), in its own shape.
+struct Put<'a> {
     grads: &'a mut GradientsParams,
-    f: F,
+    new: std::collections::HashMap<ParamId, Tensor<1>>,
 }
 
-impl<F: Fn(Tensor<1>) -> Tensor<1>> ModuleVisitor for Map<'_, F> {
+impl ModuleVisitor for Put<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(g) = self.grads.remove::<D>(param.id) {
-            let shape = g.dims();
-            let flat: Tensor<1> = g.reshape([shape.iter().product::<usize>()]);
-            self.grads
-                .register::<D>(param.id, (self.f)(flat).reshape(shape));
+        if let (Some(g), Some(new)) = (self.grads.remove::<D>(param.id), self.new.remove(&param.id))
+        {
+            self.grads.register::<D>(param.id, new.reshape(g.dims()));
         }
     }
+}
+
+/// Every gradient through `f`, the gradients side by side on the pool.
+fn map<M: Module>(
+    model: &M,
+    grads: &mut GradientsParams,
+    f: impl Fn(Tensor<1>) -> Tensor<1> + Sync,
+) {
+    use rayon::prelude::*;
+    let mut v = Gather {
+        grads,
+        out: Vec::new(),
+    };
+    model.visit(&mut v);
+    let new = v.out.into_par_iter().map(|(id, g)| (id, f(g))).collect();
+    model.visit(&mut Put { grads, new });
 }
 
 /// ‖g‖ over all parameters of `model` (NaN/∞ when a gradient is).
@@ -58,25 +62,40 @@ pub fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> f64 {
     sum_sq(model, grads, true).sqrt()
 }
 
+/// Σ‖g‖² over the parameters: on the CPU each gradient read in place, the gradients side by side
+/// on the pool and their sums added in the model's order; on a device the squares summed there
+/// and read back once (one round trip per step instead of one per parameter).
 fn sum_sq<M: Module>(model: &M, grads: &GradientsParams, in_place: bool) -> f64 {
-    let mut v = SumSq {
+    use rayon::prelude::*;
+    let mut v = Gather {
         grads,
-        in_place,
-        sq: 0.0,
-        on_device: Vec::new(),
+        out: Vec::new(),
     };
     model.visit(&mut v);
-    if v.on_device.is_empty() {
-        return v.sq;
+    let read: Vec<Option<f64>> = if in_place {
+        v.out.par_iter().map(|(_, g)| norm_sq_in_place(g)).collect()
+    } else {
+        vec![None; v.out.len()]
+    };
+    let mut host = 0.0;
+    let mut on_device = Vec::new();
+    for ((_, g), sq) in v.out.into_iter().zip(read) {
+        match sq {
+            Some(sq) => host += sq,
+            None => on_device.push(g),
+        }
     }
-    let squares = v.on_device.iter().map(|g| g.clone().powf_scalar(2.0).sum());
+    if on_device.is_empty() {
+        return host;
+    }
+    let squares = on_device.iter().map(|g| g.clone().powf_scalar(2.0).sum());
     let sq = Tensor::cat(squares.collect(), 0).sum().into_scalar::<f64>();
-    v.sq + if sq.is_finite() {
+    host + if sq.is_finite() {
         sq
     } else {
         // f32 squares overflowed (or a gradient is not finite): gradient by gradient, rescaled
         // where needed
-        v.on_device.into_iter().map(norm_sq).sum()
+        on_device.into_iter().map(norm_sq).sum()
     }
 }
 
@@ -85,10 +104,7 @@ pub fn clip_norm<M: Module>(model: &M, grads: &mut GradientsParams, c: f64) -> f
     let norm = global_norm(model, grads);
     let s = on_update(Some(norm), c, None).scale;
     if s != 1.0 {
-        model.visit(&mut Map {
-            grads,
-            f: |g: Tensor<1>| g.mul_scalar(s),
-        });
+        map(model, grads, |g| g.mul_scalar(s));
     }
     norm
 }
@@ -109,10 +125,7 @@ pub fn on_update(norm: Option<f64>, c: f64, value: Option<f64>) -> Clip {
 
 /// Clamps every gradient element to [−v, v].
 pub fn clip_value<M: Module>(model: &M, grads: &mut GradientsParams, v: f64) {
-    model.visit(&mut Map {
-        grads,
-        f: |g: Tensor<1>| g.clamp(-v, v),
-    });
+    map(model, grads, |g| g.clamp(-v, v));
 }
 
 #[cfg(test)]
