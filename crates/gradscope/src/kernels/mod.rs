@@ -30,6 +30,7 @@ pub mod grads;
 pub mod host;
 pub mod linear;
 pub mod lstm;
+pub mod pool;
 pub mod simd;
 pub mod tap;
 pub mod update;

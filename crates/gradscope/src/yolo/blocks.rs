@@ -5,8 +5,6 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::softmax;
-use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
 use crate::activation::Activation;
@@ -14,6 +12,7 @@ use crate::kernels::add::add;
 use crate::kernels::bn_act::{self, Act};
 use crate::kernels::cat::{cat, narrow};
 use crate::kernels::conv;
+use crate::kernels::pool::max_pool_same;
 
 /// The network-wide switches an ablation can flip.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -364,11 +363,8 @@ impl Sppf {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut ys = vec![self.cv1.forward(x.clone())];
-        let opts = MaxPoolOptions::new([self.k, self.k])
-            .with_stride([1, 1])
-            .with_padding([self.k / 2, self.k / 2]);
         for _ in 0..self.n {
-            let next = max_pool2d(ys.last().expect("cv1 output").clone(), opts.clone());
+            let next = max_pool_same(ys.last().expect("cv1 output").clone(), self.k);
             ys.push(next);
         }
         let y = self.cv2.forward(cat(ys, 1));

@@ -2,8 +2,6 @@
 //! by n/s/m/l/x. See `docs/yolo26-architecture.md`.
 
 use burn::module::Module;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
 
 use super::blocks::{C2psa, C3k2, Conv, Sppf, Switches};
@@ -262,14 +260,7 @@ impl Yolo {
                 (Some(Block::C3k2(m)), _) => m.forward(x),
                 (Some(Block::Sppf(m)), _) => m.forward(x),
                 (Some(Block::C2psa(m)), _) => m.forward(x),
-                (None, "Upsample") => {
-                    let [_, _, h, w] = x.dims();
-                    interpolate(
-                        x,
-                        InterpolateOptions::new(InterpolateMode::Nearest)
-                            .with_output_size([2 * h, 2 * w]),
-                    )
-                }
+                (None, "Upsample") => crate::kernels::pool::upsample2(x),
                 (None, _) => crate::kernels::cat::cat((0..from.len()).map(input).collect(), 1),
             };
             let name = format!("model.{i}");
