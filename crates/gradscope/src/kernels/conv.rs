@@ -633,32 +633,58 @@ fn depthwise_input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     zeroed_par(g.n * g.cin * g.h * g.w, g.h * g.w, |i, dxc| {
         let c = i % g.cin;
         let dys = &dy[i * oh * ow..][..oh * ow];
-        let wc = &w[c * kk..][..kk];
-        for ki in 0..g.kh {
-            let off_y = (ki * g.dilation[0]) as isize - g.pad[0] as isize;
-            for kj in 0..g.kw {
-                let wv = wc[ki * g.kw + kj];
-                let off_x = (kj * g.dilation[1]) as isize - g.pad[1] as isize;
-                let (first, last) = valid_range(g.w, off_x, g.stride[1], ow);
-                for oy in 0..oh {
-                    let iy = (oy * g.stride[0]) as isize + off_y;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let drow = &mut dxc[iy as usize * g.w..][..g.w];
-                    let srow = &dys[oy * ow..][..ow];
-                    if g.stride[1] == 1 {
-                        let d0 = (first as isize + off_x) as usize;
-                        axpy(&mut drow[d0..d0 + (last - first)], wv, &srow[first..last]);
-                    } else {
-                        for (ox, &v) in srow.iter().enumerate().take(last).skip(first) {
-                            drow[(ox as isize * g.stride[1] as isize + off_x) as usize] += wv * v;
-                        }
-                    }
+        tap_rows(g, &w[c * kk..][..kk], |t| {
+            let drow = &mut dxc[t.iy * g.w..][..g.w];
+            let srow = &dys[t.oy * ow..][..ow];
+            if g.stride[1] == 1 {
+                let d0 = (t.first as isize + t.off_x) as usize;
+                let n = t.last - t.first;
+                axpy(&mut drow[d0..d0 + n], t.w, &srow[t.first..t.last]);
+            } else {
+                for (ox, &v) in srow.iter().enumerate().take(t.last).skip(t.first) {
+                    drow[(ox as isize * g.stride[1] as isize + t.off_x) as usize] += t.w * v;
+                }
+            }
+        });
+    })
+}
+
+/// One kernel tap applied to one output row of a depthwise plane: the tap's weight, the output
+/// row and the input row it reads, the output columns whose input column is inside the image
+/// (`first..last`), and the column offset of the tap.
+struct TapRow {
+    w: f32,
+    oy: usize,
+    iy: usize,
+    first: usize,
+    last: usize,
+    off_x: isize,
+}
+
+/// Every tap × output row of a depthwise plane whose input row is inside the image, tap by tap:
+/// the loop the forward and the input gradient share.
+fn tap_rows(g: &Geom, wc: &[f32], mut f: impl FnMut(TapRow)) {
+    let (oh, ow) = (g.oh(), g.ow());
+    for ki in 0..g.kh {
+        let off_y = (ki * g.dilation[0]) as isize - g.pad[0] as isize;
+        for kj in 0..g.kw {
+            let off_x = (kj * g.dilation[1]) as isize - g.pad[1] as isize;
+            let (first, last) = valid_range(g.w, off_x, g.stride[1], ow);
+            for oy in 0..oh {
+                let iy = (oy * g.stride[0]) as isize + off_y;
+                if iy >= 0 && iy < g.h as isize {
+                    f(TapRow {
+                        w: wc[ki * g.kw + kj],
+                        oy,
+                        iy: iy as usize,
+                        first,
+                        last,
+                        off_x,
+                    });
                 }
             }
         }
-    })
+    }
 }
 
 /// The output pointer shared by the forward's tasks, each of which writes its own disjoint
@@ -737,31 +763,19 @@ fn depthwise_forward(x: Images, w: &[f32], g: &Geom) -> Vec<f32> {
     zeroed_par(g.n * g.cout * oh * ow, oh * ow, |i, yc| {
         let (img, c) = (i / g.cout, i % g.cout);
         let xs = &x.image(img)[c * g.h * g.w..][..g.h * g.w];
-        let wc = &w[c * kk..][..kk];
-        for ki in 0..g.kh {
-            let off_y = (ki * g.dilation[0]) as isize - g.pad[0] as isize;
-            for kj in 0..g.kw {
-                let wv = wc[ki * g.kw + kj];
-                let off_x = (kj * g.dilation[1]) as isize - g.pad[1] as isize;
-                let (first, last) = valid_range(g.w, off_x, g.stride[1], ow);
-                for oy in 0..oh {
-                    let iy = (oy * g.stride[0]) as isize + off_y;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let srow = &xs[iy as usize * g.w..][..g.w];
-                    let drow = &mut yc[oy * ow..][..ow];
-                    if g.stride[1] == 1 {
-                        let s0 = (first as isize + off_x) as usize;
-                        axpy(&mut drow[first..last], wv, &srow[s0..s0 + (last - first)]);
-                    } else {
-                        for (ox, d) in drow.iter_mut().enumerate().take(last).skip(first) {
-                            *d += wv * srow[(ox as isize * g.stride[1] as isize + off_x) as usize];
-                        }
-                    }
+        tap_rows(g, &w[c * kk..][..kk], |t| {
+            let srow = &xs[t.iy * g.w..][..g.w];
+            let drow = &mut yc[t.oy * ow..][..ow];
+            if g.stride[1] == 1 {
+                let s0 = (t.first as isize + t.off_x) as usize;
+                let n = t.last - t.first;
+                axpy(&mut drow[t.first..t.last], t.w, &srow[s0..s0 + n]);
+            } else {
+                for (ox, d) in drow.iter_mut().enumerate().take(t.last).skip(t.first) {
+                    *d += t.w * srow[(ox as isize * g.stride[1] as isize + t.off_x) as usize];
                 }
             }
-        }
+        });
     })
 }
 
@@ -823,19 +837,27 @@ impl ConvState {
     }
 }
 
+/// Hands ∂L/∂X and ∂L/∂W from ∂L/∂Y to the convolution's input and weights, those that want
+/// one (a macro: burn does not name the parents' type).
+macro_rules! hand_x_w {
+    ($state:expr, $dy:expr, $grads:expr, $node_x:expr, $node_w:expr) => {
+        let [dx, dw] = $state.grads(&$dy, [$node_x.is_some(), $node_w.is_some()]);
+        if let (Some(node), Some(dx)) = ($node_x, dx) {
+            hand_to!($grads, node, dx);
+        }
+        if let (Some(node), Some(dw)) = ($node_w, dw) {
+            hand_to!($grads, node, dw);
+        }
+    };
+}
+
 impl Backward<Flex, 2> for ConvBackward {
     type State = ConvState;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let [dx, dw] = ops.state.grads(&dy, [node_x.is_some(), node_w.is_some()]);
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            hand_to!(grads, node, dx);
-        }
-        if let (Some(node), Some(dw)) = (node_w, dw) {
-            hand_to!(grads, node, dw);
-        }
+        hand_x_w!(ops.state, dy, grads, node_x, node_w);
     }
 }
 
@@ -849,13 +871,7 @@ impl Backward<Flex, 3> for ConvBiasBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w, node_b] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let [dx, dw] = ops.state.grads(&dy, [node_x.is_some(), node_w.is_some()]);
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            hand_to!(grads, node, dx);
-        }
-        if let (Some(node), Some(dw)) = (node_w, dw) {
-            hand_to!(grads, node, dw);
-        }
+        hand_x_w!(ops.state, dy, grads, node_x, node_w);
         if let Some(node) = node_b {
             let d = contiguous(&dy).expect("f32 gradient");
             let db = bias_grad(values(&d), &ops.state.geom);
