@@ -520,4 +520,37 @@ mod tests {
         let xs: Vec<Tensor<2>> = (0..7).map(|_| random([2, 3], false)).collect();
         assert_eq!(values(cat(xs.clone(), 0)), values(Tensor::cat(xs, 0)));
     }
+
+    /// A tensor used by three fused operations and by one of burn's: its gradient is the sum
+    /// of all four, whichever registers first.
+    #[test]
+    fn a_tensor_used_several_times_gets_the_whole_sum() {
+        let dev = crate::device();
+        let x0 = Tensor::<3>::random([2, 6, 50_000], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |fused: bool| {
+            let x = x0.clone().detach().require_grad();
+            // an intermediate tensor (not a leaf), used four times
+            let h = x.clone() * 2.0;
+            let parts = if fused {
+                vec![
+                    narrow(&h, 1, 0, 2),
+                    narrow(&h, 1, 1, 4),
+                    narrow(&h, 1, 3, 3),
+                ]
+            } else {
+                vec![
+                    h.clone().narrow(1, 0, 2),
+                    h.clone().narrow(1, 1, 4),
+                    h.clone().narrow(1, 3, 3),
+                ]
+            };
+            let loss = parts
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| (p * (i as f64 + 1.0)).sum())
+                .fold(h.clone().powf_scalar(2.0).sum(), |a, b| a + b);
+            values(x.grad(&loss.backward()).unwrap())
+        };
+        assert_eq!(run(true), run(false));
+    }
 }
