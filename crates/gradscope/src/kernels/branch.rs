@@ -28,8 +28,9 @@ type Ad = Autodiff<Flex>;
 pub struct BranchRead {
     /// Σ BCE-with-logits(class logits, target scores) over every image, class and anchor, `[1]`.
     pub cls: Tensor<1>,
-    /// The box distances (channels 0..4) of the assigned anchors, `[F, 4]`, in `fg` order.
-    pub dist: Tensor<2>,
+    /// The box distances (channels 0..4) of the assigned anchors, `[F, 4]`, in `fg` order;
+    /// `None` when no anchor is assigned.
+    pub dist: Option<Tensor<2>>,
 }
 
 /// Reads `raw` (`[B, 4 + nc, A]`) for the loss: the class BCE sum against `scores` (`[B, nc, A]`,
@@ -76,7 +77,7 @@ pub fn read_branch(
     let f = (out.dims()[0] - 1) / 4;
     Ok(BranchRead {
         cls: out.clone().narrow(0, 0, 1),
-        dist: out.narrow(0, 1, 4 * f).reshape([f, 4]),
+        dist: (f > 0).then(|| out.narrow(0, 1, 4 * f).reshape([f, 4])),
     })
 }
 
@@ -197,7 +198,7 @@ mod tests {
             let raw = raw0.clone().detach().require_grad();
             let (cls, dist) = if ours {
                 let r = read_branch(&raw, values(y.clone()), fg.clone()).expect("flex f32");
-                (r.cls, r.dist)
+                (r.cls, r.dist.expect("anchors assigned"))
             } else {
                 composed(raw.clone(), y.clone(), &fg)
             };
@@ -231,7 +232,11 @@ mod tests {
         );
         let r = read_branch(&raw, vec![0.5; 20], vec![2, 9]).expect("untracked flex");
         let want = values(raw.clone().slice([0..1, 0..4, 9..10]).reshape([4]));
-        assert_eq!(values(r.dist).split_off(4), want);
+        assert_eq!(values(r.dist.expect("two anchors")).split_off(4), want);
+        assert_eq!(values(r.cls).len(), 1);
+        // no anchor assigned: the class sum alone
+        let r = read_branch(&raw, vec![0.5; 20], vec![]).expect("untracked flex");
+        assert!(r.dist.is_none());
         assert_eq!(values(r.cls).len(), 1);
     }
 }

@@ -146,10 +146,7 @@ pub fn branch_loss(
     let (cls, dist) = read_branch(&raw, target_scores, &fg_index, [b, nc, a_n]);
     let cls = cls / norm;
     let f = fg_weight.len();
-    let (box_, l1) = if f == 0 {
-        let zero = cls.clone() * 0.0;
-        (zero.clone(), zero)
-    } else {
+    let (box_, l1) = if let Some(dist) = dist {
         let anc = Tensor::<2>::from_data(TensorData::new(fg_anchor, [f, 3]), &device);
         let target = Tensor::<2>::from_data(TensorData::new(fg_target, [f, 4]), &device);
         let w = Tensor::<1>::from_data(TensorData::new(fg_weight, [f]), &device);
@@ -197,6 +194,9 @@ pub fn branch_loss(
             .reshape([f]);
         let l1 = (diff * w).sum() / norm;
         (box_, l1)
+    } else {
+        let zero = cls.clone() * 0.0;
+        (zero.clone(), zero)
     };
     // the three items in one read (one round trip on a GPU)
     let read: Vec<f64> = Tensor::cat(vec![box_.clone(), cls.clone(), l1.clone()], 0)
@@ -322,13 +322,14 @@ impl Foreground {
 }
 
 /// Σ BCE of the class logits against `scores`, and the box distances of the anchors `fg`
-/// (`[F, 4]`): one fused read of `raw` on flex, burn's slices and selection elsewhere.
+/// (`[F, 4]`, `None` when there are none): one fused read of `raw` on flex, burn's slices and
+/// selection elsewhere.
 fn read_branch(
     raw: &Tensor<3>,
     scores: Vec<f32>,
     fg: &[usize],
     [b, nc, a_n]: [usize; 3],
-) -> (Tensor<1>, Tensor<2>) {
+) -> (Tensor<1>, Option<Tensor<2>>) {
     let device = raw.device();
     let tscores = |s: Vec<f32>| Tensor::<3>::from_data(TensorData::new(s, [b, nc, a_n]), &device);
     let scores = match crate::kernels::branch::read_branch(raw, scores, fg.to_vec()) {
@@ -337,6 +338,9 @@ fn read_branch(
     };
     let logits = raw.clone().slice([0..b, 4..4 + nc, 0..a_n]);
     let cls = bce_with_logits(logits, tscores(scores)).sum();
+    if fg.is_empty() {
+        return (cls, None);
+    }
     let idx: Vec<i64> = fg.iter().map(|&k| k as i64).collect();
     let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [fg.len()]), &device);
     let dist = raw
@@ -345,7 +349,7 @@ fn read_branch(
         .swap_dims(1, 2)
         .reshape([b * a_n, 4])
         .select(0, idx);
-    (cls, dist)
+    (cls, Some(dist))
 }
 
 /// Both branches, ProgLoss-weighted, times the batch size. Returns the loss and the displayed
@@ -437,6 +441,35 @@ mod tests {
             let want = crate::detect::objective::assign::ciou(a, b);
             assert!((g - want).abs() < 1e-6, "{g} vs {want}");
         }
+    }
+
+    /// A batch without ground truth (background images, or a tiny box no anchor takes): the
+    /// class loss alone, box and l1 exactly zero, and a gradient that reaches the head output.
+    #[test]
+    fn a_batch_without_assigned_anchors_has_only_a_class_loss() {
+        let device = crate::device();
+        let anchors = Anchors::new(64, 64, &[8, 16, 32]);
+        let (nc, a_n) = (3, anchors.len());
+        let raw = Tensor::<3>::random(
+            [2, 4 + nc, a_n],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        )
+        .require_grad();
+        let targets = vec![Vec::new(), Vec::new()];
+        let (total, items, asg) = branch_loss(
+            raw.clone(),
+            &targets,
+            &anchors,
+            (64, 64),
+            &AssignConfig::one2many(),
+            &LossGains::default(),
+        );
+        assert!(asg.iter().all(|a| a.foreground() == 0));
+        assert_eq!((items.box_, items.l1), (0.0, 0.0));
+        assert!(items.cls > 0.0 && items.cls.is_finite());
+        let g = raw.grad(&total.backward()).expect("a gradient");
+        assert_eq!(g.dims(), [2, 4 + nc, a_n]);
     }
 
     #[test]
