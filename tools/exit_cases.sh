@@ -62,7 +62,7 @@ echo "|---|---|---|---|---|"
 row "lr0=1000 (SGD)" train data=trees epochs=2 imgsz=160 optimizer=SGD lr0=1000 project="$OUT/r"
 row "lr0=1e6 (SGD)" train data=trees epochs=2 imgsz=160 optimizer=SGD lr0=1e6 project="$OUT/r"
 row "lr0=1000, NaN recovery" train data=trees epochs=2 imgsz=160 optimizer=SGD lr0=1000 batch=2 nbs=2 project="$OUT/r"
-row "lr0=1 diverges (SGD)" train data=trees epochs=3 imgsz=160 optimizer=SGD lr0=1 batch=2 nbs=2 project="$OUT/r"
+row "lr0=1 diverges (SGD, no warmup)" train data=trees epochs=3 imgsz=160 optimizer=SGD lr0=1 warmup_epochs=0 batch=2 nbs=2 project="$OUT/r"
 row "accumulate > iterations" train data=trees epochs=1 imgsz=160 batch=16 nbs=64 project="$OUT/r"
 row "val: NaN checkpoint" val model="$OUT/nan_run/weights/nan.safetensors" data=trees
 row "predict: corrupt JPEG" predict model="$GOOD" source="$OUT/corrupt.jpg" project="$OUT/p"
