@@ -21,7 +21,7 @@ use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 use super::grads::hand_to;
-use super::host::{contiguous, gemm_raw, record, tensor, values};
+use super::host::{contiguous, gemm_raw, record, tensor, values, OutPtr};
 use super::simd::multiversion;
 
 type Ad = Autodiff<Flex>;
@@ -71,21 +71,6 @@ struct Dims {
     kd: usize,
     hd: usize,
     n: usize,
-}
-
-/// A pointer into a result that tasks write disjoint rows or columns of.
-#[derive(Clone, Copy)]
-struct Cols(*mut f32);
-// SAFETY: every task holding a Cols writes only its own columns (its rows or column block), so
-// no element is written by two tasks and none is read while they run.
-unsafe impl Send for Cols {}
-unsafe impl Sync for Cols {}
-
-impl Cols {
-    /// The element `i` places further (a method, so that closures capture the whole `Cols`).
-    fn at(self, i: usize) -> *mut f32 {
-        self.0.wrapping_add(i)
-    }
 }
 
 multiversion! {
@@ -139,7 +124,7 @@ impl Dims {
         // written whole by the tasks below, so not zero-filled first
         let mut a: Vec<f32> = Vec::with_capacity(pairs * n * n);
         let mut out: Vec<f32> = Vec::with_capacity(pairs * hd * n);
-        let (ap, o) = (Cols(a.as_mut_ptr()), Cols(out.as_mut_ptr()));
+        let (ap, o) = (OutPtr(a.as_mut_ptr()), OutPtr(out.as_mut_ptr()));
         self.blocks().for_each(|(p, i0)| {
             let r = BLOCK.min(n - i0);
             let (q, k, v) = (
@@ -174,7 +159,7 @@ impl Dims {
         // written whole by the two passes below, so not zero-filled first
         let mut dx: Vec<f32> = Vec::with_capacity(pairs * slab);
         let mut ds: Vec<f32> = Vec::with_capacity(pairs * n * n);
-        let (d, dsp) = (Cols(dx.as_mut_ptr()), Cols(ds.as_mut_ptr()));
+        let (d, dsp) = (OutPtr(dx.as_mut_ptr()), OutPtr(ds.as_mut_ptr()));
         // query-row blocks: dS (kept for dK), then dQ's columns
         self.blocks().for_each(|(p, i0)| {
             let r = BLOCK.min(n - i0);

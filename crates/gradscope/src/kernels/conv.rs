@@ -21,7 +21,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::grads::hand_to;
-use super::host::{contiguous, gemm, record, tensor, values, zeroed_par};
+use super::host::{contiguous, gemm, record, tensor, values, zeroed_par, OutPtr};
 
 type Ad = Autodiff<Flex>;
 
@@ -684,21 +684,6 @@ fn tap_rows(g: &Geom, wc: &[f32], mut f: impl FnMut(TapRow)) {
                 }
             }
         }
-    }
-}
-
-/// The output pointer shared by the forward's tasks, each of which writes its own disjoint
-/// block of rows × channels.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: the tasks holding an OutPtr write pairwise disjoint elements (see forward_gemm).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The element `i` places further (a method, so that closures capture the whole `OutPtr`).
-    fn at(self, i: usize) -> *mut f32 {
-        self.0.wrapping_add(i)
     }
 }
 

@@ -34,6 +34,22 @@ pub fn tensor(v: Vec<f32>, shape: impl Into<Vec<usize>>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, shape.into()))
 }
 
+/// A pointer into a result that parallel tasks fill, each writing its own disjoint elements
+/// (a block of rows × channels of a convolution's output, columns of an attention product).
+#[derive(Clone, Copy)]
+pub struct OutPtr(pub *mut f32);
+// SAFETY: every user hands an OutPtr only to tasks that write pairwise disjoint elements and
+// read none of the others' while they run (each call site's SAFETY note says which elements).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The element `i` places further (a method, so that closures capture the whole `OutPtr`).
+    pub fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
 /// A vector of `n` floats produced by `fill`, without zero-filling it first (a memset that showed
 /// as 5–9% of a training step in `perf`).
 ///
