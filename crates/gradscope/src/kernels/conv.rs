@@ -5,8 +5,14 @@
 //! 2–12 GFLOP/s on YOLO's shapes (measured: `cargo run --release --example convparts`). Here
 //! ∂L/∂W = Σₙ ∂L/∂Yₙ · im2col(Xₙ)ᵀ is one GEMM per image and group (no copy at all for 1×1
 //! stride-1 convolutions), and depthwise convolutions get a direct loop. The forward and the input
-//! gradient stay flex's, except the forward of convolutions with a tiny reduction (YOLO's stem:
-//! 3 channels × 3×3), which flex runs at 4 GFLOP/s and im2col + GEMM runs much faster.
+//! gradient are ours too (blocked im2col + GEMM, a transposed convolution for stride-1 input
+//! gradients, direct loops for depthwise ones); only grouped, non-depthwise convolutions keep
+//! flex's forward.
+//!
+//! Each kernel splits its work into tasks by image and block of output rows, and where that
+//! gives fewer than [`TASKS`] (the deep layers at a small batch) also along the GEMM's output
+//! rows: output channels (forward), rows of ∂L/∂Wᵀ (weight gradient), input channels (input
+//! gradient). The pieces follow from the shapes alone, so results do not depend on the pool.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
@@ -19,6 +25,7 @@ use burn::nn::PaddingConfig2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
+use std::ops::Range;
 
 use super::grads::hand_to;
 use super::host::{contiguous, gemm, record, tensor, values, zeroed_par, OutPtr};
@@ -183,16 +190,17 @@ fn row_blocks(g: &Geom) -> impl Iterator<Item = (usize, usize)> {
     (0..oh).step_by(rb).map(move |r0| (r0, (r0 + rb).min(oh)))
 }
 
-/// im2col of output rows `rows` of one image's group `x` (`[cin_g, h, w]`) into `col`
-/// (`[cin_g·kh·kw, rows·ow]`).
-fn im2col(x: &[f32], g: &Geom, col: &mut [f32], rows: (usize, usize)) {
+/// im2col of output rows `rows` of one image's group `x` (`[cin_g, h, w]`) into `col`: the
+/// matrix's rows from `k0` on (of `cin_g·kh·kw`), as many as `col` holds, each `rows·ow` long.
+fn im2col(x: &[f32], g: &Geom, col: &mut [f32], rows: (usize, usize), k0: usize) {
     let ow = g.ow();
     let (oy0, oy1) = rows;
     let width = (oy1 - oy0) * ow;
     // stride 1 with outputs as wide as the input: one tap's rows are a single shifted span of
     // the input plane (short rows copied one by one spent more on calls than on copying)
     let flat = g.stride == [1, 1] && g.dilation == [1, 1] && ow == g.w;
-    for (row, out) in col.chunks_mut(width).enumerate() {
+    for (i, out) in col.chunks_mut(width).enumerate() {
+        let row = k0 + i;
         let c = row / (g.kh * g.kw);
         let ki = row / g.kw % g.kh;
         let kj = row % g.kw;
@@ -315,7 +323,7 @@ super::simd::multiversion! {
     }
 }
 
-/// The columns of output rows `rows` of one image's group `xs`, as a GEMM operand
+/// Rows `ks` of the columns of output rows `rows` of one image's group `xs`, as a GEMM operand
 /// `(values, row stride)`: `xs` itself from the block's first pixel for 1×1 stride-1
 /// convolutions (no copy), else [`im2col`] into `col`.
 fn block_cols<'c>(
@@ -323,15 +331,40 @@ fn block_cols<'c>(
     g: &Geom,
     col: &'c mut [f32],
     rows: (usize, usize),
+    ks: Range<usize>,
 ) -> (&'c [f32], usize) {
     let ow = g.ow();
     if g.is_pointwise() {
-        (&xs[rows.0 * ow..], g.oh() * ow)
+        let plane = g.oh() * ow;
+        (&xs[ks.start * plane + rows.0 * ow..], plane)
     } else {
-        let width = (rows.1 - rows.0) * ow;
-        im2col(xs, g, &mut col[..g.k() * width], rows);
-        (&col[..g.k() * width], width)
+        let len = ks.len() * (rows.1 - rows.0) * ow;
+        im2col(xs, g, &mut col[..len], rows, ks.start);
+        (&col[..len], (rows.1 - rows.0) * ow)
     }
+}
+
+/// How many rows of a GEMM's output one task computes when a kernel splits that side because
+/// it has fewer than [`TASKS`] tasks otherwise (`tasks`): enough pieces to reach that many, each
+/// of at least `min_rows` rows (below that, packing the other operand again for every piece
+/// cost more than the balance gained), equal up to a multiple of 16 (the GEMM micro-kernel's
+/// height). It depends on the shapes only, not on the pool, so the sums (and so the results)
+/// are the same on any number of threads. Without it a layer at YOLO's batch 4 had one task per
+/// image on its 20² and 40² layers: four tasks, which capped a 16-thread pool at 4.
+fn rows_per_task(m: usize, tasks: usize, min_rows: usize) -> usize {
+    let want = TASKS.div_ceil(tasks.max(1));
+    let pieces = want.min(m / min_rows.max(1)).max(1);
+    m.div_ceil(pieces).next_multiple_of(16).min(m.max(1))
+}
+
+/// The number of tasks a convolution kernel aims for: the largest pool we measure (16 threads).
+const TASKS: usize = 16;
+
+/// `0..m` in pieces of `step` (the last may be shorter).
+fn pieces(m: usize, step: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..m)
+        .step_by(step.max(1))
+        .map(move |a| a..(a + step).min(m))
 }
 
 /// ∂L/∂W (`[cout, cin_g, kh, kw]`) from the input `x` and the output gradient `dy`.
@@ -346,20 +379,31 @@ pub fn weight_grad(x: Images, dy: &[f32], g: &Geom) -> Vec<f32> {
     // Each partial is kept transposed, ∂L/∂W_gᵀ (k × cout_g) = cols · dY_gᵀ: with the k rows
     // of cols as the GEMM's long side it ran 1.2–1.6× faster than cout_g × k on YOLO's layers of
     // 16–64 channels and about as fast on 128–256 (`examples/convparts.rs`).
-    let per_image = |dwt: &mut [f32], col: &mut [f32], img: usize, first: bool| {
+    // Rows `ks` of one image's contribution (dW_gᵀ rows ks += cols[ks] · dY_gᵀ), written to
+    // `dwt` (those rows of the run's partial, k × cout_g per group) or added to it.
+    let per_image = |dwt: OutPtr, col: &mut [f32], img: usize, first: bool, ks: &Range<usize>| {
         for grp in 0..g.groups {
             let xs = &x.image(img)[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
             let dys = &dy[(img * g.cout + grp * cout_g) * plane..][..cout_g * plane];
             for (b, rows) in row_blocks(g).enumerate() {
                 let p0 = rows.0 * g.ow();
                 let width = (rows.1 - rows.0) * g.ow();
-                let (cols, cols_rs) = block_cols(xs, g, col, rows);
-                // dW_gᵀ (k × cout_g) += cols (k × width) · dY_g[:, block]ᵀ (width × cout_g)
+                let (cols, cols_rs) = block_cols(xs, g, col, rows, ks.clone());
+                // SAFETY: rows ks of group grp's k × cout_g part of this run's partial are this
+                // task's alone (the tasks split the runs and the rows); `dwt` points at the
+                // partial, which holds groups · k · cout_g elements.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        dwt.at((grp * k + ks.start) * cout_g),
+                        ks.len() * cout_g,
+                    )
+                };
+                // dW_gᵀ[ks] (|ks| × cout_g) += cols[ks] (|ks| × width) · dY_g[:, block]ᵀ
                 gemm(
-                    k,
+                    ks.len(),
                     cout_g,
                     width,
-                    &mut dwt[grp * k * cout_g..(grp + 1) * k * cout_g],
+                    dst,
                     !(first && b == 0),
                     cols,
                     cols_rs,
@@ -372,27 +416,31 @@ pub fn weight_grad(x: Images, dy: &[f32], g: &Geom) -> Vec<f32> {
             }
         }
     };
+    // Images are split into at most 8 fixed runs, each summed in order into its own partial, and
+    // the partials are added in order: the result does not depend on rayon's scheduling, so
+    // training stays bit-for-bit reproducible. Each run's rows of dWᵀ are split among tasks too
+    // (each computes only its rows of the columns), in pieces set by the work alone.
+    let run = g.n.div_ceil(8).max(1);
+    let runs = g.n.div_ceil(run);
+    let ks: Vec<Range<usize>> = pieces(k, rows_per_task(k, runs, 128)).collect();
     let col_len = if g.is_pointwise() {
         0
     } else {
-        k * rows_per_block(g) * g.ow()
+        ks.first().map_or(0, |r| r.len()) * rows_per_block(g) * g.ow()
     };
-    // Images are split into at most 8 fixed runs, each summed in order into its own partial, and
-    // the partials are added in order: the result does not depend on rayon's scheduling, so
-    // training stays bit-for-bit reproducible.
-    let run = g.n.div_ceil(8).max(1);
-    let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(run))
-        .into_par_iter()
-        .map(|r| {
-            let mut dwt = vec![0.0f32; g.cout * k];
-            with_scratch(col_len, |col| {
-                for img in r * run..((r + 1) * run).min(g.n) {
-                    per_image(&mut dwt, col, img, img == r * run);
-                }
-            });
-            dwt
-        })
+    let mut partials: Vec<Vec<f32>> = (0..runs).map(|_| vec![0.0f32; g.cout * k]).collect();
+    let ptrs: Vec<OutPtr> = partials
+        .iter_mut()
+        .map(|p| OutPtr(p.as_mut_ptr()))
         .collect();
+    (0..runs * ks.len()).into_par_iter().for_each(|task| {
+        let (r, kr) = (task / ks.len(), &ks[task % ks.len()]);
+        with_scratch(col_len, |col| {
+            for img in r * run..((r + 1) * run).min(g.n) {
+                per_image(ptrs[r], col, img, img == r * run, kr);
+            }
+        });
+    });
     // the partials summed in run order (as a running sum would), and back to
     // [cout, cin_g, kh, kw]: group by group, (k × cout_g) → (cout_g × k); one task per output row
     zeroed_par(g.cout * k, k, |r, row| {
@@ -526,48 +574,65 @@ pub fn input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
         return forward_gemm(Images::dense(dy, &gt), &wt, &gt);
     }
     let (cin_g, cout_g, k) = (g.cin_g(), g.cout_g(), g.k());
-    let plane = g.oh() * g.ow();
+    let (plane, kk, hw) = (g.oh() * g.ow(), g.kh * g.kw, g.h * g.w);
+    // one task per image and piece of `cc` input channels (a divisor of cin, set by the work;
+    // grouped convolutions keep whole images)
+    let cc = if g.groups == 1 {
+        let want = rows_per_task(g.cin, g.n, 128usize.div_ceil(kk));
+        (1..=want.min(g.cin))
+            .rev()
+            .find(|d| g.cin % d == 0)
+            .unwrap_or(g.cin)
+    } else {
+        g.cin
+    };
+    let per_image = g.cin / cc;
     let col_len = if g.is_pointwise() {
         0
     } else {
-        k * rows_per_block(g) * g.ow()
+        cc.min(cin_g) * kk * rows_per_block(g) * g.ow()
     };
-    zeroed_par(g.n * g.cin * g.h * g.w, g.cin * g.h * g.w, |img, dximg| {
+    zeroed_par(g.n * g.cin * hw, cc * hw, |piece, dx| {
+        let (img, c0) = (piece / per_image, piece % per_image * cc);
         with_scratch(col_len, |col| {
             for grp in 0..g.groups {
                 let dys = &dy[(img * g.cout + grp * cout_g) * plane..][..cout_g * plane];
                 let wg = &w[grp * cout_g * k..][..cout_g * k];
-                let dxg = &mut dximg[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
+                // this piece's channels of the group: [gc0, gc0 + gcn), at dxg
+                let (gc0, gcn) = if g.groups == 1 { (c0, cc) } else { (0, cin_g) };
+                let dxg = &mut dx[grp * cin_g * hw..][..gcn * hw];
                 if g.is_pointwise() {
-                    // dX_g (k × plane) = W_gᵀ (k × cout_g) · dY_g (cout_g × plane)
+                    // dX_g[gc] (gcn × plane) = W_gᵀ[gc] (gcn × cout_g) · dY_g (cout_g × plane)
                     gemm(
-                        k,
+                        gcn,
                         plane,
                         cout_g,
                         dxg,
                         false,
-                        wg,
+                        &wg[gc0..],
                         1,
                         k,
                         dys,
                         plane,
                         1,
-                        g.n == 1,
+                        g.n == 1 && per_image == 1,
                     );
                     continue;
                 }
-                // per block of output rows: cols = W_gᵀ · dY_g[:, block], added back by col2im
+                // per block of output rows: the piece's rows of cols = W_gᵀ · dY_g[:, block],
+                // added back by col2im
+                let ks = gc0 * kk..(gc0 + gcn) * kk;
                 for rows in row_blocks(g) {
                     let width = (rows.1 - rows.0) * g.ow();
-                    let cols = &mut col[..k * width];
+                    let cols = &mut col[..ks.len() * width];
                     let p0 = rows.0 * g.ow();
                     gemm(
-                        k,
+                        ks.len(),
                         width,
                         cout_g,
                         cols,
                         false,
-                        wg,
+                        &wg[ks.start..],
                         1,
                         k,
                         &dys[p0..],
@@ -701,31 +766,36 @@ pub fn forward_gemm(x: Images, w: &[f32], g: &Geom) -> Vec<f32> {
     };
     let mut y: Vec<f32> = Vec::with_capacity(total);
     let out = OutPtr(y.as_mut_ptr());
-    (0..g.n * g.groups * blocks.len())
-        .into_par_iter()
-        .for_each(|task| {
-            let rows = blocks[task % blocks.len()];
-            let (img, grp) = (
-                task / blocks.len() / g.groups,
-                task / blocks.len() % g.groups,
-            );
-            let xs = &x.image(img)[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
-            let p0 = rows.0 * g.ow();
-            let width = (rows.1 - rows.0) * g.ow();
-            with_scratch(col_len, |col| {
-                let (cols, cols_rs) = block_cols(xs, g, col, rows);
-                // SAFETY: this task writes rows p0 .. p0 + width of the cout_g output channels of
-                // group grp of image img, inside the `total` elements reserved above; the tasks
-                // cover every (image, channel, position) exactly once, so the writes are disjoint
-                // and the whole buffer is initialised when the loop ends.
+    let tasks = g.n * g.groups * blocks.len();
+    (0..tasks).into_par_iter().for_each(|task| {
+        let rows = blocks[task % blocks.len()];
+        let (img, grp) = (
+            task / blocks.len() / g.groups,
+            task / blocks.len() % g.groups,
+        );
+        let xs = &x.image(img)[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
+        let p0 = rows.0 * g.ow();
+        let width = (rows.1 - rows.0) * g.ow();
+        with_scratch(col_len, |col| {
+            let (cols, cols_rs) = block_cols(xs, g, col, rows, 0..k);
+            let cols = &*cols;
+            // the block's output channels in tasks of their own (the columns shared)
+            let step = rows_per_task(cout_g, tasks, if g.is_pointwise() { 128 } else { 64 });
+            let chunks: Vec<Range<usize>> = pieces(cout_g, step).collect();
+            chunks.into_par_iter().for_each(|ch| {
+                let c0 = grp * cout_g + ch.start;
+                // SAFETY: this task writes rows p0 .. p0 + width of output channels `ch` of
+                // group grp of image img, inside the `total` elements reserved above; the
+                // tasks cover every (image, channel, position) exactly once, so the writes
+                // are disjoint and the whole buffer is initialised when the loop ends.
                 unsafe {
                     super::host::gemm_raw(
-                        cout_g,
+                        ch.len(),
                         width,
                         k,
-                        out.at((img * g.cout + grp * cout_g) * plane + p0),
+                        out.at((img * g.cout + c0) * plane + p0),
                         plane,
-                        &w[grp * cout_g * k..][..cout_g * k],
+                        &w[c0 * k..][..ch.len() * k],
                         k,
                         1,
                         cols,
@@ -734,7 +804,8 @@ pub fn forward_gemm(x: Images, w: &[f32], g: &Geom) -> Vec<f32> {
                     )
                 };
             })
-        });
+        })
+    });
     // SAFETY: every element was written by exactly one task above.
     unsafe { y.set_len(total) };
     y
@@ -1068,6 +1139,19 @@ mod tests {
         check(geom(1, 6, [66, 67], 5, 3, 2, 1, 1));
         // 5×5 "same": a tap's rows shifted by up to two columns and two rows
         check(geom(2, 3, [9, 7], 4, 5, 1, 2, 1));
+        // layers big enough that the work is split inside an image: the forward's output
+        // channels, the weight gradient's rows, the input gradient's channels (strided: its own
+        // kernel; pointwise: the GEMM alone)
+        let wide = geom(2, 80, [20, 20], 128, 3, 1, 1, 1);
+        assert!(rows_per_task(128, 2, 64) < 128);
+        assert!(rows_per_task(720, 2, 128) < 720);
+        check(wide);
+        let strided = geom(2, 80, [40, 40], 48, 3, 2, 1, 1);
+        assert!(rows_per_task(80, 2, 8) < 80);
+        check(strided);
+        let pointwise = geom(1, 128, [40, 40], 48, 1, 1, 0, 1);
+        assert!(rows_per_task(128, 1, 64) < 128);
+        check(pointwise);
         let mut dil = geom(1, 3, [12, 12], 4, 3, 1, 2, 1);
         dil.dilation = [2, 2];
         check(dil);
