@@ -48,6 +48,27 @@ pub enum Rule {
         eps: f32,
         keep: f32,
     },
+    /// The detection optimizer's SGD (PyTorch's `SGD(nesterov=True)` with weight decay):
+    /// d = g + w·λ (g when λ = 0), b = b·μ + d (d at the first step), w − (d + b·μ)·lr.
+    Nesterov {
+        lr: f32,
+        mu: f32,
+        decay: f32,
+        first: bool,
+    },
+    /// The detection optimizer's AdamW (PyTorch's): m = m·β₁ + g·(1−β₁), v = v·β₂ + g²·(1−β₂)
+    /// (from zero), w·keep − (m / (√(v/c2) + ε))·step with c2 = 1−β₂ᵗ, step = lr/(1−β₁ᵗ) and
+    /// keep = 1 − lr·λ.
+    TorchAdamW {
+        b1: f32,
+        f1: f32,
+        b2: f32,
+        f2: f32,
+        c2: f32,
+        eps: f32,
+        keep: f32,
+        step: f32,
+    },
 }
 
 impl Rule {
@@ -55,8 +76,8 @@ impl Rule {
     pub fn moments(self) -> usize {
         match self {
             Rule::Sgd { .. } => 0,
-            Rule::Momentum { .. } => 1,
-            Rule::Adam { .. } | Rule::AdamW { .. } => 2,
+            Rule::Momentum { .. } | Rule::Nesterov { .. } => 1,
+            Rule::Adam { .. } | Rule::AdamW { .. } | Rule::TorchAdamW { .. } => 2,
         }
     }
 }
@@ -312,6 +333,14 @@ crate::kernels::simd::multiversion! {
             (Rule::AdamW { lr, b1, f1, b2, f2, c1, c2, eps, keep }, true) => io.sweep::<true>(
                 |w, g, m, v| adamw(w, g, m, v, [lr, b1, f1, b2, f2, c1, c2, eps, keep]),
             ),
+            (Rule::Nesterov { lr, mu, decay, first }, measure) => {
+                let f = |w: f32, g: f32, b: f32, _| nesterov(w, g, b, [lr, mu, decay], first);
+                if measure { io.sweep::<true>(f) } else { io.sweep::<false>(f) }
+            }
+            (Rule::TorchAdamW { b1, f1, b2, f2, c2, eps, keep, step }, measure) => {
+                let f = |w, g, m, v| torch_adamw(w, g, m, v, [b1, f1, b2, f2, c2, eps, keep, step]);
+                if measure { io.sweep::<true>(f) } else { io.sweep::<false>(f) }
+            }
         }
     }
 }
@@ -337,6 +366,23 @@ fn adamw(w: f32, g: f32, m: f32, v: f32, c: [f32; 9]) -> (f32, f32, f32) {
     let [lr, b1, f1, b2, f2, c1, c2, eps, keep] = c;
     let (m, v) = (m * b1 + g * f1, v * b2 + (g * g) * f2);
     (w * keep - (m / c1) / ((v / c2).sqrt() + eps) * lr, m, v)
+}
+
+/// [`Rule::Nesterov`]: the coefficients are [lr, μ, λ]; the buffer is d itself at the first step.
+#[inline(always)]
+fn nesterov(w: f32, g: f32, b: f32, c: [f32; 3], first: bool) -> (f32, f32, f32) {
+    let [lr, mu, decay] = c;
+    let d = if decay > 0.0 { g + w * decay } else { g };
+    let b = if first { d } else { b * mu + d };
+    (w - (d + b * mu) * lr, b, 0.0)
+}
+
+/// [`Rule::TorchAdamW`]: the coefficients are [β₁, 1−β₁, β₂, 1−β₂, c2, ε, keep, step].
+#[inline(always)]
+fn torch_adamw(w: f32, g: f32, m: f32, v: f32, c: [f32; 8]) -> (f32, f32, f32) {
+    let [b1, f1, b2, f2, c2, eps, keep, step] = c;
+    let (m, v) = (m * b1 + g * f1, v * b2 + (g * g) * f2);
+    (w * keep - m / ((v / c2).sqrt() + eps) * step, m, v)
 }
 
 /// One block's inputs (a moment slice is empty before the first step: zeros) and outputs (empty

@@ -170,10 +170,7 @@ impl ModuleMapper for Stepper<'_> {
         let rule = self.opt.kind.rule(self.lr, t);
         let moments = prev.as_ref().map(|p| p.tensors.as_slice());
         let (clip, weights) = (self.clip, self.weights);
-        let up = match update(rule, clip, &w, g, moments, weights) {
-            Ok(up) => up,
-            Err(g) => composed(rule, clip, w, *g, moments, weights),
-        };
+        let up = apply(rule, clip, w, g, moments, weights);
         self.measured.push(Measured {
             path: self.path.join("."),
             g_sq: up.g_sq,
@@ -189,6 +186,22 @@ impl ModuleMapper for Stepper<'_> {
             out = out.require_grad();
         }
         Param::from_mapped_value(id, out, mapper)
+    }
+}
+
+/// One parameter's update by `rule`: the one-pass kernel ([`crate::kernels::update`]) on flex,
+/// burn's tensor operations elsewhere (the same operations, so the same bits).
+pub fn apply(
+    rule: Rule,
+    clip: Clip,
+    w: Tensor<1>,
+    g: Tensor<1>,
+    moments: Option<&[Tensor<1>]>,
+    measure: bool,
+) -> Updated {
+    match update(rule, clip, &w, g, moments, measure) {
+        Ok(up) => up,
+        Err(g) => composed(rule, clip, w, *g, moments, measure),
     }
 }
 
@@ -252,6 +265,41 @@ fn composed(
             let v = prev(1).mul_scalar(b2) + (g.clone() * g).mul_scalar(f2);
             let step = m.clone().div_scalar(c1) / v.clone().div_scalar(c2).sqrt().add_scalar(eps);
             (w.clone().mul_scalar(keep) - step.mul_scalar(lr), vec![m, v])
+        }
+        Rule::Nesterov {
+            lr,
+            mu,
+            decay,
+            first,
+        } => {
+            let d = if decay > 0.0 {
+                g + w.clone().mul_scalar(decay)
+            } else {
+                g
+            };
+            let b = if first {
+                d.clone()
+            } else {
+                prev(0).mul_scalar(mu) + d.clone()
+            };
+            let new = w.clone() - (d + b.clone().mul_scalar(mu)).mul_scalar(lr);
+            (new, vec![b])
+        }
+        Rule::TorchAdamW {
+            b1,
+            f1,
+            b2,
+            f2,
+            c2,
+            eps,
+            keep,
+            step,
+        } => {
+            let m = prev(0).mul_scalar(b1) + g.clone().mul_scalar(f1);
+            let v = prev(1).mul_scalar(b2) + (g.clone() * g).mul_scalar(f2);
+            let denom = v.clone().div_scalar(c2).sqrt().add_scalar(eps);
+            let new = w.clone().mul_scalar(keep) - (m.clone() / denom).mul_scalar(step);
+            (new, vec![m, v])
         }
     };
     let (w_sq, delta_sq) = if measure {
@@ -389,8 +437,35 @@ mod tests {
             |s: f32| Tensor::<1>::random([n], Distribution::Normal(0.0, s as f64), &device).inner();
         let (w, g) = (t(1.0), t(0.1));
         let moments = [t(0.01), t(0.001).abs()];
-        for kind in OptimizerKind::ALL {
-            let rule = kind.rule(0.05, 3);
+        let detection = [
+            Rule::Nesterov {
+                lr: 0.05,
+                mu: 0.9,
+                decay: 5e-4,
+                first: false,
+            },
+            Rule::Nesterov {
+                lr: 0.05,
+                mu: 0.9,
+                decay: 0.0,
+                first: true,
+            },
+            Rule::TorchAdamW {
+                b1: 0.9,
+                f1: (1.0 - 0.9f64) as f32,
+                b2: 0.999,
+                f2: (1.0 - 0.999f64) as f32,
+                c2: (1.0 - 0.999f64.powi(3)) as f32,
+                eps: 1e-8,
+                keep: (1.0 - 0.05 * 5e-4f64) as f32,
+                step: (0.05 / (1.0 - 0.9f64.powi(3))) as f32,
+            },
+        ];
+        let rules = OptimizerKind::ALL.map(|kind| (format!("{kind:?}"), kind.rule(0.05, 3)));
+        let rules = rules
+            .into_iter()
+            .chain(detection.map(|r| (format!("{r:?}"), r)));
+        for (kind, rule) in rules {
             let k = rule.moments();
             let prev = Some(&moments[..k]);
             let clip = Clip {

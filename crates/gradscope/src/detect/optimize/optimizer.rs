@@ -22,6 +22,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
 use crate::choice::choice;
+use crate::kernels::update::{Clip, Rule};
+use crate::train::optim::apply;
 
 choice! {
     /// The detection optimizer.
@@ -163,7 +165,10 @@ impl ModuleMapper for Put {
 }
 
 impl GroupOptimizer {
-    /// The new weight and state of one parameter.
+    /// The new weight and state of one parameter: AdamW or the SGD step in one pass over the
+    /// parameter ([`crate::train::optim::apply`]: weight, gradient and buffers read once, in
+    /// parallel blocks for big parameters; burn's operations off flex), Muon's orthogonalised
+    /// step from burn's operations before it.
     fn update(&self, job: Job, lrs: &GroupLr) -> (Tensor<1>, State) {
         let Job {
             group,
@@ -181,18 +186,34 @@ impl GroupOptimizer {
         let wd = if group == 0 { lrs.weight_decay } else { 0.0 };
         let mu = lrs.momentum;
         if self.adamw {
-            let (m, v, t) = match st {
-                Some(State { m, v: Some(v), t }) => (m, v, t),
-                _ => (g.zeros_like(), g.zeros_like(), 0),
+            let (moments, t) = match st {
+                Some(State { m, v: Some(v), t }) => (Some([m, v]), t + 1),
+                _ => (None, 1),
             };
-            let t = t + 1;
-            let m = m * mu + g.clone() * (1.0 - mu);
-            let v = v * 0.999 + g.clone() * g * (1.0 - 0.999);
-            let bc1 = 1.0 - mu.powi(t);
-            let bc2 = 1.0 - 0.999f64.powi(t);
-            let denom = (v.clone() / bc2).sqrt() + 1e-8;
-            let w = w.clone() * (1.0 - lr * wd) - m.clone() / denom * (lr / bc1);
-            return (w, State { m, v: Some(v), t });
+            // the coefficients in f64, rounded to f32 once (as burn's scalar operations do)
+            let rule = Rule::TorchAdamW {
+                b1: mu as f32,
+                f1: (1.0 - mu) as f32,
+                b2: 0.999,
+                f2: (1.0 - 0.999f64) as f32,
+                c2: (1.0 - 0.999f64.powi(t)) as f32,
+                eps: 1e-8,
+                keep: (1.0 - lr * wd) as f32,
+                step: (lr / (1.0 - mu.powi(t))) as f32,
+            };
+            let up = apply(
+                rule,
+                Clip::NONE,
+                w,
+                g,
+                moments.as_ref().map(|m| &m[..]),
+                false,
+            );
+            let mut ms = up.moments.into_iter();
+            let (Some(m), v) = (ms.next(), ms.next()) else {
+                unreachable!("AdamW keeps two moments")
+            };
+            return (up.w, State { m, v, t });
         }
         let muon_param = musgd && (rank == 2 || rank == 4);
         // Muon first (its momentum in `v`), then SGD on the moved weights
@@ -210,18 +231,23 @@ impl GroupOptimizer {
         } else {
             (w, None)
         };
-        let d = if wd > 0.0 { g + w.clone() * wd } else { g };
-        let b = match st {
-            Some(State { m, .. }) => m * mu + d.clone(),
-            None => d.clone(),
+        let rule = Rule::Nesterov {
+            lr: lr as f32,
+            mu: mu as f32,
+            decay: wd as f32,
+            first: st.is_none(),
         };
-        let w = w - (d + b.clone() * mu) * lr;
+        let prev = st.map(|s| [s.m]);
+        let up = apply(rule, Clip::NONE, w, g, prev.as_ref().map(|m| &m[..]), false);
+        let Some(b) = up.moments.into_iter().next() else {
+            unreachable!("SGD keeps one buffer")
+        };
         let state = State {
             m: b,
             v: muon_m,
             t: 0,
         };
-        (w, state)
+        (up.w, state)
     }
 }
 
