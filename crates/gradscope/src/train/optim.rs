@@ -461,9 +461,9 @@ mod tests {
                 step: (0.05 / (1.0 - 0.9f64.powi(3))) as f32,
             },
         ];
-        let rules = OptimizerKind::ALL.map(|kind| (format!("{kind:?}"), kind.rule(0.05, 3)));
-        let rules = rules
-            .into_iter()
+        let rules = OptimizerKind::ALL
+            .iter()
+            .map(|kind| (format!("{kind:?}"), kind.rule(0.05, 3)))
             .chain(detection.map(|r| (format!("{r:?}"), r)));
         for (kind, rule) in rules {
             let k = rule.moments();
