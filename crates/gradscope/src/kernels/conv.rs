@@ -581,7 +581,7 @@ pub fn input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
         let want = rows_per_task(g.cin, g.n, 128usize.div_ceil(kk));
         (1..=want.min(g.cin))
             .rev()
-            .find(|d| g.cin % d == 0)
+            .find(|d| g.cin.is_multiple_of(*d))
             .unwrap_or(g.cin)
     } else {
         g.cin
