@@ -778,7 +778,6 @@ pub fn forward_gemm(x: Images, w: &[f32], g: &Geom) -> Vec<f32> {
         let width = (rows.1 - rows.0) * g.ow();
         with_scratch(col_len, |col| {
             let (cols, cols_rs) = block_cols(xs, g, col, rows, 0..k);
-            let cols = &*cols;
             // the block's output channels in tasks of their own (the columns shared)
             let step = rows_per_task(cout_g, tasks, if g.is_pointwise() { 128 } else { 64 });
             let chunks: Vec<Range<usize>> = pieces(cout_g, step).collect();
