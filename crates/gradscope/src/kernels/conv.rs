@@ -575,17 +575,7 @@ pub fn input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     }
     let (cin_g, cout_g, k) = (g.cin_g(), g.cout_g(), g.k());
     let (plane, kk, hw) = (g.oh() * g.ow(), g.kh * g.kw, g.h * g.w);
-    // one task per image and piece of `cc` input channels (a divisor of cin, set by the work;
-    // grouped convolutions keep whole images)
-    let cc = if g.groups == 1 {
-        let want = rows_per_task(g.cin, g.n, 128usize.div_ceil(kk));
-        (1..=want.min(g.cin))
-            .rev()
-            .find(|d| g.cin.is_multiple_of(*d))
-            .unwrap_or(g.cin)
-    } else {
-        g.cin
-    };
+    let cc = input_channels_per_task(g);
     let per_image = g.cin / cc;
     let col_len = if g.is_pointwise() {
         0
@@ -645,6 +635,20 @@ pub fn input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
             }
         })
     })
+}
+
+/// The input gradient's tasks: one per image and piece of this many input channels (a divisor
+/// of cin, from [`rows_per_task`] with pieces of at least 128 rows of the columns); grouped
+/// convolutions keep whole images.
+fn input_channels_per_task(g: &Geom) -> usize {
+    if g.groups != 1 {
+        return g.cin;
+    }
+    let want = rows_per_task(g.cin, g.n, 128usize.div_ceil(g.kh * g.kw));
+    (1..=want.min(g.cin))
+        .rev()
+        .find(|d| g.cin.is_multiple_of(*d))
+        .unwrap_or(g.cin)
 }
 
 /// For a dense k×k stride-1 convolution, ∂L/∂X is itself one: ∂L/∂Y convolved with the kernel
@@ -753,7 +757,8 @@ fn tap_rows(g: &Geom, wc: &[f32], mut f: impl FnMut(TapRow)) {
 }
 
 /// The forward by blocked im2col + GEMM: Yₙ[g][:, block] = W_g · cols(Xₙ, g, block), one task
-/// per image, group and block of output rows (so a single image is split too).
+/// per image, group and block of output rows (so a single image is split too), and per piece of
+/// output channels where those are fewer than [`TASKS`].
 pub fn forward_gemm(x: Images, w: &[f32], g: &Geom) -> Vec<f32> {
     let (cin_g, cout_g, k) = (g.cin_g(), g.cout_g(), g.k());
     let plane = g.oh() * g.ow();
@@ -767,6 +772,10 @@ pub fn forward_gemm(x: Images, w: &[f32], g: &Geom) -> Vec<f32> {
     let mut y: Vec<f32> = Vec::with_capacity(total);
     let out = OutPtr(y.as_mut_ptr());
     let tasks = g.n * g.groups * blocks.len();
+    // each block's output channels in tasks of their own (the block's columns shared)
+    let min_rows = if g.is_pointwise() { 128 } else { 64 };
+    let chunks: Vec<Range<usize>> =
+        pieces(cout_g, rows_per_task(cout_g, tasks, min_rows)).collect();
     (0..tasks).into_par_iter().for_each(|task| {
         let rows = blocks[task % blocks.len()];
         let (img, grp) = (
@@ -778,10 +787,7 @@ pub fn forward_gemm(x: Images, w: &[f32], g: &Geom) -> Vec<f32> {
         let width = (rows.1 - rows.0) * g.ow();
         with_scratch(col_len, |col| {
             let (cols, cols_rs) = block_cols(xs, g, col, rows, 0..k);
-            // the block's output channels in tasks of their own (the columns shared)
-            let step = rows_per_task(cout_g, tasks, if g.is_pointwise() { 128 } else { 64 });
-            let chunks: Vec<Range<usize>> = pieces(cout_g, step).collect();
-            chunks.into_par_iter().for_each(|ch| {
+            chunks.par_iter().for_each(|ch| {
                 let c0 = grp * cout_g + ch.start;
                 // SAFETY: this task writes rows p0 .. p0 + width of output channels `ch` of
                 // group grp of image img, inside the `total` elements reserved above; the
@@ -1146,10 +1152,10 @@ mod tests {
         assert!(rows_per_task(720, 2, 128) < 720);
         check(wide);
         let strided = geom(2, 80, [40, 40], 48, 3, 2, 1, 1);
-        assert!(rows_per_task(80, 2, 8) < 80);
+        assert!(input_channels_per_task(&strided) < 80);
         check(strided);
-        let pointwise = geom(1, 128, [40, 40], 48, 1, 1, 0, 1);
-        assert!(rows_per_task(128, 1, 64) < 128);
+        let pointwise = geom(1, 256, [40, 40], 48, 1, 1, 0, 1);
+        assert!(input_channels_per_task(&pointwise) < 256);
         check(pointwise);
         let mut dil = geom(1, 3, [12, 12], 4, 3, 1, 2, 1);
         dil.dilation = [2, 2];
