@@ -10,7 +10,7 @@
 //! flex's forward.
 //!
 //! Each kernel splits its work into tasks by image and block of output rows, and where that
-//! gives fewer than [`TASKS`] (the deep layers at a small batch) also along the GEMM's output
+//! gives fewer than `TASKS` (the deep layers at a small batch) also along the GEMM's output
 //! rows: output channels (forward), rows of ∂L/∂Wᵀ (weight gradient), input channels (input
 //! gradient). The pieces follow from the shapes alone, so results do not depend on the pool.
 
@@ -758,7 +758,7 @@ fn tap_rows(g: &Geom, wc: &[f32], mut f: impl FnMut(TapRow)) {
 
 /// The forward by blocked im2col + GEMM: Yₙ[g][:, block] = W_g · cols(Xₙ, g, block), one task
 /// per image, group and block of output rows (so a single image is split too), and per piece of
-/// output channels where those are fewer than [`TASKS`].
+/// output channels where those are fewer than `TASKS`.
 pub fn forward_gemm(x: Images, w: &[f32], g: &Geom) -> Vec<f32> {
     let (cin_g, cout_g, k) = (g.cin_g(), g.cout_g(), g.k());
     let plane = g.oh() * g.ow();
