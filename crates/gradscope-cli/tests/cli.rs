@@ -533,8 +533,9 @@ fn exit_codes_say_what_happened() {
         !dir.join("runs").exists(),
         "no run folder for refused input"
     );
-    // a run that flies apart: SGD at lr0=1 from the first step (no warmup) with batches of 2
-    // (with the warmup, lr0=1 can stay finite for 3 epochs, depending on the last bits of sums)
+    // a run that flies apart: SGD at lr0=1 from the first step (no warmup) with batches of 2.
+    // Depending on the last bits of sums it either grows or collapses (every score driven to 0,
+    // the loss a millionfold down); both are divergence and both must exit 1 with the remedy
     exits_with(
         1,
         &[

@@ -1,7 +1,7 @@
 //! Divergence: a run can keep finite gradients (clipping bounds every step) and still fly apart.
 //! The evidence here is the run itself, not the gradients: the training loss growing, validation
-//! losses that are no longer finite, BatchNorm running statistics far out of range. Each rule is
-//! small and named; [`divergence`] collects what they find.
+//! losses that are no longer finite, BatchNorm running statistics far out of range, or a loss that
+//! collapsed to nothing. Each rule is small and named; [`divergence`] collects what they find.
 
 /// Training loss at the end ÷ at the start above this: the run diverged.
 pub const LOSS_GROWTH_ABOVE: f64 = 10.0;
@@ -43,9 +43,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// The training loss grew more than [`LOSS_GROWTH_ABOVE`]× from the first tenth of the steps to
-/// the last (medians over at least 3 steps each, so one noisy batch does not decide).
-pub fn loss_grew(step_loss: &[f64]) -> Option<String> {
+/// The median finite step loss of the first tenth of the steps and of the last (at least 3 steps
+/// each), and how many finite steps there were; `None` when there are too few to say.
+fn ends(step_loss: &[f64]) -> Option<(f64, f64, usize)> {
     let finite: Vec<f64> = step_loss
         .iter()
         .copied()
@@ -57,11 +57,36 @@ pub fn loss_grew(step_loss: &[f64]) -> Option<String> {
     }
     let first = median(finite[..k].to_vec());
     let last = median(finite[finite.len() - k..].to_vec());
+    Some((first, last, finite.len()))
+}
+
+/// The training loss grew more than [`LOSS_GROWTH_ABOVE`]× from the first tenth of the steps to
+/// the last (medians over at least 3 steps each, so one noisy batch does not decide).
+pub fn loss_grew(step_loss: &[f64]) -> Option<String> {
+    let (first, last, n) = ends(step_loss)?;
     (last > LOSS_GROWTH_ABOVE * first.max(f64::MIN_POSITIVE)).then(|| {
         format!(
             "training loss grew from {first:.3e} to {last:.3e} (×{:.3e}) over {} optimizer steps",
             last / first,
-            finite.len()
+            n
+        )
+    })
+}
+
+/// Training loss at the end ÷ at the start below this: the run collapsed.
+pub const LOSS_COLLAPSE_BELOW: f64 = 1e-6;
+
+/// The training loss fell below [`LOSS_COLLAPSE_BELOW`]× its start (medians of the first and
+/// last tenth, as [`loss_grew`]). A detector cannot learn its way there: its class loss is BCE
+/// against soft targets (the assigned anchors' alignment, between 0 and 1), which stays above
+/// their entropy while any anchor is assigned one. A loss a millionth of its start means every
+/// class score is near 0: the model predicts nothing, no anchor is assigned a target, and no
+/// gradient is left to learn from — the collapse too large steps leave when they do not reach NaN.
+pub fn loss_collapsed(step_loss: &[f64]) -> Option<String> {
+    let (first, last, n) = ends(step_loss)?;
+    (first > 0.0 && last < LOSS_COLLAPSE_BELOW * first).then(|| {
+        format!(
+            "training loss fell from {first:.3e} to {last:.3e} over {n} optimizer steps: every class score is near 0, so the model predicts nothing and no anchor is assigned a target (a collapse, not a fit)"
         )
     })
 }
@@ -85,6 +110,7 @@ pub fn bn_statistics_exploded(bn_var_max: Option<&(String, f64)>) -> Option<Stri
 pub fn divergence(trace: &RunTrace) -> Vec<String> {
     [
         loss_grew(trace.step_loss),
+        loss_collapsed(trace.step_loss),
         val_loss_not_finite(trace.last_val_loss),
         val_far_above_train(trace.last_val_loss, trace.last_train_loss),
         bn_statistics_exploded(trace.bn_var_max.as_ref()),
@@ -119,6 +145,23 @@ mod tests {
         let mut with_nan = climbing.clone();
         with_nan.push(f64::NAN);
         assert!(loss_grew(&with_nan).is_some());
+    }
+
+    #[test]
+    fn a_loss_that_falls_a_millionfold_has_collapsed() {
+        // the trees run at lr0=1: ≈3 at the start, ≈1e-8 over its last epoch
+        let mut collapsed: Vec<f64> = (0..42).map(|i| 3.0 / (1.0 + i as f64)).collect();
+        collapsed.extend((0..21).map(|i| 1e-8 * (1.0 + (i % 3) as f64)));
+        let e = loss_collapsed(&collapsed).expect("collapsed");
+        assert!(e.contains("to 2.000e-8 over 63 optimizer steps"), "{e}");
+        // a loss that falls a thousandfold is training; one tiny step among them decides nothing
+        let mut small: Vec<f64> = (0..60).map(|i| 3.0 * (-(i as f64) / 9.0).exp()).collect();
+        assert_eq!(loss_collapsed(&small), None);
+        small[58] = 0.0;
+        assert_eq!(loss_collapsed(&small), None);
+        // zero from the start (nothing to learn from) is not a collapse; too few steps to say
+        assert_eq!(loss_collapsed(&[0.0; 30]), None);
+        assert_eq!(loss_collapsed(&[3.0, 0.0, 0.0]), None);
     }
 
     #[test]
