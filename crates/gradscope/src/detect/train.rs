@@ -39,6 +39,7 @@ use crate::detect::schedule::{lr_factor, Plan};
 use crate::detect::setup;
 use crate::diagnose::divergence::{divergence, RunTrace};
 use crate::diagnose::Diagnosis;
+use crate::kernels::update::Clip;
 use crate::probe::{Probe, Tap};
 use crate::train::clip;
 use crate::train::recovery::{localise, Decision, GoodState, Recovery};
@@ -421,14 +422,14 @@ impl<'o> Trainer<'o> {
         }
         let mut gnorm = f64::NAN;
         if finite && will_step {
-            let mut g = self.acc.grads();
-            gnorm = match self.args.clip_norm {
-                Some(c) => clip::clip_norm(&self.model, &mut g, c),
-                None => clip::global_norm(&self.model, &g),
-            };
+            let g = self.acc.grads();
+            gnorm = clip::global_norm(&self.model, &g);
             finite = gnorm.is_finite();
             if finite {
-                self.optimizer_step(g, lrs, mom, ni, pending.take())?;
+                // clipping by norm happens inside the optimizer's pass
+                let c = self.args.clip_norm;
+                let scale = clip::on_update(c.map(|_| gnorm), c.unwrap_or(f64::INFINITY), None);
+                self.optimizer_step(g, scale, lrs, mom, ni, pending.take())?;
                 crate::crash::point("step");
                 if let Some(g) = &self.replicas {
                     crate::crash::point(&format!("step@rank{}", g.rank()));
@@ -654,18 +655,19 @@ impl<'o> Trainer<'o> {
         Ok(())
     }
 
-    /// The optimizer step on the accumulated (clipped) gradients, the EMA, the probe's update
-    /// ratios, and the new last good state.
+    /// The optimizer step on the accumulated gradients (clipped on the way in by `clip`), the
+    /// EMA, the probe's update ratios, and the new last good state.
     fn optimizer_step(
         &mut self,
         g: GradientsParams,
+        clip: Clip,
         lrs: [f64; 3],
         momentum: f64,
         ni: usize,
         pending: Option<crate::probe::Pending>,
     ) -> Result<(), DetectError> {
         // the clone shares the tensors; the old handles are dropped when the new model is in place
-        self.model = self.optim.step(
+        self.model = self.optim.step_clipped(
             self.model.clone(),
             g,
             GroupLr {
@@ -673,6 +675,7 @@ impl<'o> Trainer<'o> {
                 momentum,
                 weight_decay: self.plan.weight_decay,
             },
+            clip,
         );
         self.ema.update(&self.model);
         self.counters.last_opt = ni as i64;

@@ -26,6 +26,7 @@ pub mod bn_act;
 pub mod branch;
 pub mod cat;
 pub mod conv;
+pub mod ema;
 pub mod grads;
 pub mod host;
 pub mod linear;

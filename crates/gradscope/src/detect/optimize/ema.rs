@@ -16,15 +16,27 @@ impl ModuleVisitor for Collect {
     }
 }
 
-/// Puts the blended tensors into the averaged model, in visiting order.
-struct Blend(std::vec::IntoIter<Tensor<1>>);
+/// Blends each parameter of the averaged model, in visiting order, with the model's tensor:
+/// avg·d + now·f in one pass, in the average's own buffer ([`crate::kernels::ema::blend`]; burn's
+/// operations for tensors off flex).
+struct Blend {
+    now: std::vec::IntoIter<Tensor<1>>,
+    d: f64,
+}
 
 impl ModuleMapper for Blend {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(b) = self.0.next() else {
+        let Some(now) = self.now.next() else {
             return param;
         };
-        param.map(|e| b.reshape(e.dims()))
+        let (d, f) = (self.d, 1.0 - self.d);
+        param.map(|avg| {
+            let dims = avg.dims();
+            let n: usize = dims.iter().product();
+            let out = crate::kernels::ema::blend(avg.reshape([n]), &now, d as f32, f as f32)
+                .unwrap_or_else(|avg| *avg * d + now * f);
+            out.reshape(dims)
+        })
     }
 }
 
@@ -52,20 +64,17 @@ impl<M: Module> Ema<M> {
     pub fn update(&mut self, model: &M) {
         self.updates += 1;
         let d = Self::decay(self.updates);
-        let (mut now, mut avg) = (Collect(Vec::new()), Collect(Vec::new()));
         // valid(): BatchNorm running statistics synchronised into plain tensors
-        model.valid().visit(&mut now);
-        self.model.visit(&mut avg);
-        // d·ema + (1 − d)·w, one task per tensor
-        let blended: Vec<Tensor<1>> = {
-            use rayon::prelude::*;
-            avg.0
-                .into_par_iter()
-                .zip(now.0.into_par_iter())
-                .map(|(e, m)| e * d + m * (1.0 - d))
-                .collect()
-        };
-        self.model = self.model.clone().map(&mut Blend(blended.into_iter()));
+        let plain = model.valid();
+        let mut now = Collect(Vec::new());
+        plain.visit(&mut now);
+        // the average taken out (the model's plain copy in its place meanwhile), so that each of
+        // its tensors is held once and blended in its own buffer
+        let avg = std::mem::replace(&mut self.model, plain);
+        self.model = avg.map(&mut Blend {
+            now: now.0.into_iter(),
+            d,
+        });
     }
 }
 

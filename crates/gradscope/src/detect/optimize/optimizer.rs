@@ -169,7 +169,9 @@ impl GroupOptimizer {
     /// parameter ([`crate::train::optim::apply`]: weight, gradient and buffers read once, in
     /// parallel blocks for big parameters; burn's operations off flex), Muon's orthogonalised
     /// step from burn's operations before it.
-    fn update(&self, job: Job, lrs: &GroupLr) -> (Tensor<1>, State) {
+    /// `clip` scales the gradient on the way in (clipping by the global norm, folded into this
+    /// pass instead of a pass of its own).
+    fn update(&self, job: Job, lrs: &GroupLr, clip: Clip) -> (Tensor<1>, State) {
         let Job {
             group,
             head,
@@ -201,14 +203,7 @@ impl GroupOptimizer {
                 keep: (1.0 - lr * wd) as f32,
                 step: (lr / (1.0 - mu.powi(t))) as f32,
             };
-            let up = apply(
-                rule,
-                Clip::NONE,
-                w,
-                g,
-                moments.as_ref().map(|m| &m[..]),
-                false,
-            );
+            let up = apply(rule, clip, w, g, moments.as_ref().map(|m| &m[..]), false);
             let mut ms = up.moments.into_iter();
             let (Some(m), v) = (ms.next(), ms.next()) else {
                 unreachable!("AdamW keeps two moments")
@@ -216,6 +211,16 @@ impl GroupOptimizer {
             return (up.w, State { m, v, t });
         }
         let muon_param = musgd && (rank == 2 || rank == 4);
+        // Muon reads the clipped gradient too: scaled here (burn's `mul_scalar`, the bits the
+        // update pass's scaling gives), then the SGD step takes it as it is
+        let (g, clip) = if muon_param && clip != Clip::NONE {
+            (
+                g.mul_scalar(clip.scale).clamp(-clip.limit, clip.limit),
+                Clip::NONE,
+            )
+        } else {
+            (g, clip)
+        };
         // Muon first (its momentum in `v`), then SGD on the moved weights
         let (w, muon_m) = if muon_param {
             let prev = st
@@ -238,7 +243,7 @@ impl GroupOptimizer {
             first: st.is_none(),
         };
         let prev = st.map(|s| [s.m]);
-        let up = apply(rule, Clip::NONE, w, g, prev.as_ref().map(|m| &m[..]), false);
+        let up = apply(rule, clip, w, g, prev.as_ref().map(|m| &m[..]), false);
         let Some(b) = up.moments.into_iter().next() else {
             unreachable!("SGD keeps one buffer")
         };
@@ -271,7 +276,21 @@ impl GroupOptimizer {
     /// One update of every parameter that has a gradient in `grads`: the parameters in parallel,
     /// one task each (each parameter's update is independent, so the result does not depend on
     /// the number of threads).
-    pub fn step<M: Module>(&mut self, model: M, mut grads: GradientsParams, g: GroupLr) -> M {
+    pub fn step<M: Module>(&mut self, model: M, grads: GradientsParams, g: GroupLr) -> M {
+        self.step_clipped(model, grads, g, Clip::NONE)
+    }
+
+    /// [`GroupOptimizer::step`] on gradients clipped on the way in: each gradient element scaled
+    /// by `clip.scale` and bounded by `clip.limit` inside the update's pass
+    /// ([`crate::train::clip::on_update`] makes the clipping by global norm), the same bits as
+    /// clipping the gradients first in a pass of their own.
+    pub fn step_clipped<M: Module>(
+        &mut self,
+        model: M,
+        mut grads: GradientsParams,
+        g: GroupLr,
+        clip: Clip,
+    ) -> M {
         use rayon::prelude::*;
         let mut gather = Gather {
             grads: &mut grads,
@@ -286,7 +305,7 @@ impl GroupOptimizer {
             .into_par_iter()
             .map(|job| {
                 let id = job.id;
-                let (w, st) = this.update(job, &g);
+                let (w, st) = this.update(job, &g, clip);
                 (id, w, st)
             })
             .collect();
@@ -462,6 +481,56 @@ mod tests {
         let sign = [1.0f32, -1.0, 1.0];
         for i in 0..3 {
             assert!((before[i] - after[i] - 0.01 * sign[i]).abs() < 1e-6);
+        }
+    }
+
+    /// Clipping by norm inside the update's pass gives the bits of clipping the gradients first
+    /// (the trainer did that before), for every rule, Muon's matrices included, over two steps.
+    #[test]
+    fn clipping_inside_the_pass_is_clipping_first() {
+        use crate::train::clip::{clip_norm, global_norm, on_update};
+        use burn::tensor::Distribution;
+        let device = crate::device();
+        let x = Tensor::<2>::random([5, 16], Distribution::Normal(0.0, 1.0), &device);
+        let start = Net {
+            fc: LinearConfig::new(16, 8).init(&device),
+        };
+        let lrs = GroupLr {
+            lr: [0.01, 0.02, 0.03],
+            momentum: 0.9,
+            weight_decay: 5e-4,
+        };
+        let c = 0.05;
+        let grads = |net: &Net| {
+            let loss = net.fc.forward(x.clone()).powf_scalar(2.0).sum();
+            GradientsParams::from_grads(loss.backward(), net)
+        };
+        for make in [
+            || GroupOptimizer::new(false),
+            || GroupOptimizer::new(true),
+            GroupOptimizer::musgd,
+        ] {
+            let (mut first, mut inside) = (make(), make());
+            let (mut a, mut b) = (start.clone(), start.clone());
+            for _ in 0..2 {
+                let mut ga = grads(&a);
+                let norm = clip_norm(&a, &mut ga, c);
+                assert!(norm > 10.0 * c, "the clip must bite: ‖g‖ = {norm}");
+                a = first.step(a, ga, lrs);
+                let gb = grads(&b);
+                let clip = on_update(Some(global_norm(&b, &gb)), c, None);
+                b = inside.step_clipped(b, gb, lrs, clip);
+                for (wa, wb) in [
+                    (values(a.fc.weight.val()), values(b.fc.weight.val())),
+                    (
+                        values(a.fc.bias.as_ref().unwrap().val().unsqueeze()),
+                        values(b.fc.bias.as_ref().unwrap().val().unsqueeze()),
+                    ),
+                ] {
+                    let same = wa.iter().zip(&wb).all(|(p, q)| p.to_bits() == q.to_bits());
+                    assert!(same, "adamw {} muon {}", first.adamw, first.muon);
+                }
+            }
         }
     }
 
