@@ -439,14 +439,22 @@ pub fn batch_norm_act(bn: &BatchNorm, x: Tensor<4>, act: Act) -> Tensor<4> {
             let c = mean.len();
             let m = bn.momentum;
             let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Vec<f32>| {
-                let batch = Tensor::<1>::from_data(TensorData::new(batch, [c]), &device);
                 let running = state.value_sync().to_device(&device);
-                state.update(
-                    running
-                        .mul_scalar(1.0 - m)
-                        .add(batch.mul_scalar(m))
-                        .detach(),
-                );
+                let host = running.clone().try_into_primitive::<Flex>().ok();
+                let new = match host.as_ref().and_then(host_vec) {
+                    // burn's running·(1 − m) + batch·m, both products rounded to f32, in one
+                    // loop (four burn operations and their buffers on one thread before)
+                    Some(r) if r.len() == c => {
+                        let (keep, take) = ((1.0 - m) as f32, m as f32);
+                        let v = r.iter().zip(&batch).map(|(r, b)| r * keep + b * take);
+                        Tensor::<1>::from_data(TensorData::new(v.collect(), [c]), &device)
+                    }
+                    _ => {
+                        let batch = Tensor::<1>::from_data(TensorData::new(batch, [c]), &device);
+                        running.mul_scalar(1.0 - m).add(batch.mul_scalar(m))
+                    }
+                };
+                state.update(new.detach());
                 // burn keeps an update aside until the next one; settle it now so that
                 // visitors (checkpoints, EMA, `valid()`) see this step's statistics.
                 let _ = state.value_sync();

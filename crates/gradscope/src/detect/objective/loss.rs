@@ -286,7 +286,8 @@ impl Foreground {
         [b, nc, a_n]: [usize; 3],
     ) -> Foreground {
         let mut fg = Foreground {
-            scores: vec![0f32; b * nc * a_n],
+            // 2.7 M zeros at batch 4 (nc 80): filled on every thread, not in one memset
+            scores: crate::kernels::host::zeroed_par(b * nc * a_n, 1 << 16, |_, _| {}),
             index: Vec::new(),
             anchor: Vec::new(),
             target: Vec::new(),
