@@ -439,20 +439,28 @@ pub fn batch_norm_act(bn: &BatchNorm, x: Tensor<4>, act: Act) -> Tensor<4> {
             let c = mean.len();
             let m = bn.momentum;
             let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Vec<f32>| {
-                let running = state.value_sync().to_device(&device);
+                // off autodiff: the statistics are no part of the graph (on the autodiff device
+                // each of burn's operations below registered a node, on the one thread)
+                let running = state.value_sync().to_device(&device).inner();
+                let plain = running.device();
                 let host = running.clone().try_into_primitive::<Flex>().ok();
                 let new = match host.as_ref().and_then(host_vec) {
                     // burn's running·(1 − m) + batch·m, both products rounded to f32, in one
-                    // loop (four burn operations and their buffers on one thread before)
+                    // loop (four burn operations and their buffers before)
                     Some(r) if r.len() == c => {
                         let (keep, take) = ((1.0 - m) as f32, m as f32);
                         let v = r.iter().zip(&batch).map(|(r, b)| r * keep + b * take);
-                        Tensor::<1>::from_data(TensorData::new(v.collect(), [c]), &device)
+                        Tensor::<1>::from_data(TensorData::new(v.collect(), [c]), &plain)
                     }
                     _ => {
-                        let batch = Tensor::<1>::from_data(TensorData::new(batch, [c]), &device);
+                        let batch = Tensor::<1>::from_data(TensorData::new(batch, [c]), &plain);
                         running.mul_scalar(1.0 - m).add(batch.mul_scalar(m))
                     }
+                };
+                let new = if device.is_autodiff() {
+                    Tensor::from_inner(new)
+                } else {
+                    new
                 };
                 state.update(new.detach());
                 // burn keeps an update aside until the next one; settle it now so that
