@@ -16,27 +16,34 @@ impl ModuleVisitor for Collect {
     }
 }
 
-/// Blends each parameter of the averaged model, in visiting order, with the model's tensor:
-/// avg·d + now·f in one pass, in the average's own buffer ([`crate::kernels::ema::blend`]; burn's
-/// operations for tensors off flex).
-struct Blend {
+/// Takes each parameter's tensor out of the averaged model (flattened, so held once and blended
+/// in its own buffer), leaving the model's tensor of the same shape in its place meanwhile.
+struct Take {
     now: std::vec::IntoIter<Tensor<1>>,
-    d: f64,
+    avg: Vec<Tensor<1>>,
 }
 
-impl ModuleMapper for Blend {
+impl ModuleMapper for Take {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let Some(now) = self.now.next() else {
             return param;
         };
-        let (d, f) = (self.d, 1.0 - self.d);
-        param.map(|avg| {
-            let dims = avg.dims();
-            let n: usize = dims.iter().product();
-            let out = crate::kernels::ema::blend(avg.reshape([n]), &now, d as f32, f as f32)
-                .unwrap_or_else(|avg| *avg * d + now * f);
-            out.reshape(dims)
-        })
+        let (id, avg, mapper) = param.consume();
+        let dims = avg.dims();
+        self.avg.push(avg.reshape([dims.iter().product::<usize>()]));
+        Param::from_mapped_value(id, now.reshape(dims), mapper)
+    }
+}
+
+/// Puts the blended averages back, in visiting order.
+struct Put(std::vec::IntoIter<Tensor<1>>);
+
+impl ModuleMapper for Put {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(b) = self.0.next() else {
+            return param;
+        };
+        param.map(|e| b.reshape(e.dims()))
     }
 }
 
@@ -68,13 +75,26 @@ impl<M: Module> Ema<M> {
         let plain = model.valid();
         let mut now = Collect(Vec::new());
         plain.visit(&mut now);
-        // the average taken out (the model's plain copy in its place meanwhile), so that each of
-        // its tensors is held once and blended in its own buffer
-        let avg = std::mem::replace(&mut self.model, plain);
-        self.model = avg.map(&mut Blend {
-            now: now.0.into_iter(),
-            d,
-        });
+        let mut take = Take {
+            now: now.0.clone().into_iter(),
+            avg: Vec::with_capacity(now.0.len()),
+        };
+        let shell = std::mem::replace(&mut self.model, plain).map(&mut take);
+        // avg·d + now·(1 − d): the parameters side by side, each in one pass (kernels::ema; burn's
+        // operations for tensors off flex), big ones in blocks on every thread
+        let (df, ff) = (d as f32, (1.0 - d) as f32);
+        let blended: Vec<Tensor<1>> = {
+            use rayon::prelude::*;
+            take.avg
+                .into_par_iter()
+                .zip(now.0.into_par_iter())
+                .map(|(avg, now)| {
+                    crate::kernels::ema::blend(avg, &now, df, ff)
+                        .unwrap_or_else(|avg| *avg * d + now * (1.0 - d))
+                })
+                .collect()
+        };
+        self.model = shell.map(&mut Put(blended.into_iter()));
     }
 }
 
