@@ -464,15 +464,19 @@ impl Probe {
         let after = params::values(model);
         let by_path: HashMap<&str, &Tensor<1>> =
             after.iter().map(|(p, t)| (p.as_str(), t)).collect();
-        let delta: Vec<Option<f64>> = pending
-            .before
-            .iter()
-            .map(|p| {
-                by_path
-                    .get(p.path.as_str())
-                    .map(|new| diff_norm(&p.values, new))
-            })
-            .collect();
+        // the parameters side by side (results in order)
+        let delta: Vec<Option<f64>> = {
+            use rayon::prelude::*;
+            pending
+                .before
+                .par_iter()
+                .map(|p| {
+                    by_path
+                        .get(p.path.as_str())
+                        .map(|new| diff_norm(&p.values, new))
+                })
+                .collect()
+        };
         pending.set_updates(&delta);
         self.keep(pending.record, lr)
     }

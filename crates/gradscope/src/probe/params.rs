@@ -93,12 +93,14 @@ pub fn sum_sq_nonfinite<const D: usize>(t: Tensor<D>) -> (f64, usize, usize) {
     (sq, nan, inf)
 }
 
+/// Collects every trainable parameter's values and gradient (flattened); the norms are computed
+/// afterwards, the parameters side by side ([`snapshot_with`]).
 struct Collector<'a> {
-    /// Compute norms (false: only collect the values).
-    measure: bool,
     grads: Option<&'a Gradients>,
     path: Vec<String>,
     out: Vec<ParamSnapshot>,
+    /// Each entry's gradient, flattened (`None`: it got none).
+    found: Vec<Option<Tensor<1>>>,
 }
 
 impl ModuleVisitor for Collector<'_> {
@@ -113,21 +115,16 @@ impl ModuleVisitor for Collector<'_> {
         if !value.is_require_grad() {
             return; // buffers such as BatchNorm running statistics
         }
-        let grad = self.grads.and_then(|g| value.grad(g)).map(sum_sq_nonfinite);
         let shape = value.dims().to_vec();
-        let values = value.inner();
-        let sq = if self.measure {
-            norm_sq(values.clone())
-        } else {
-            f64::NAN
-        };
         let n: usize = shape.iter().product();
+        let grad = self.grads.and_then(|g| value.grad(g));
+        self.found.push(grad.map(|g| g.reshape([n])));
         self.out.push(ParamSnapshot {
             path: self.path.join("."),
             shape,
-            sq,
-            values: values.reshape([n]),
-            grad,
+            sq: f64::NAN,
+            values: value.inner().reshape([n]),
+            grad: None,
         });
     }
 }
@@ -144,23 +141,35 @@ pub fn snapshot_with<M: Module>(
     grads: Option<&Gradients>,
     weights: bool,
 ) -> Vec<ParamSnapshot> {
+    use rayon::prelude::*;
     let mut c = Collector {
-        measure: weights,
         grads,
         path: Vec::new(),
         out: Vec::new(),
+        found: Vec::new(),
     };
     model.visit(&mut c);
-    c.out
+    // each parameter's norms on its own task (one after another, small parameters left the
+    // other threads idle)
+    let mut out = c.out;
+    out.par_iter_mut()
+        .zip(c.found.into_par_iter())
+        .for_each(|(p, g)| {
+            p.grad = g.map(sum_sq_nonfinite);
+            if weights {
+                p.sq = norm_sq(p.values.clone());
+            }
+        });
+    out
 }
 
 /// (path, flattened values) of every trainable parameter, without computing anything.
 pub fn values<M: Module>(model: &M) -> Vec<(String, Tensor<1>)> {
     let mut c = Collector {
-        measure: false,
         grads: None,
         path: Vec::new(),
         out: Vec::new(),
+        found: Vec::new(),
     };
     model.visit(&mut c);
     c.out.into_iter().map(|p| (p.path, p.values)).collect()
