@@ -457,12 +457,9 @@ pub fn batch_norm_act(bn: &BatchNorm, x: Tensor<4>, act: Act) -> Tensor<4> {
                         running.mul_scalar(1.0 - m).add(batch.mul_scalar(m))
                     }
                 };
-                let new = if device.is_autodiff() {
-                    Tensor::from_inner(new)
-                } else {
-                    new
-                };
-                state.update(new.detach());
+                // kept off autodiff too: burn settles an update with a division by the number
+                // of threads that updated (1), which on an autodiff tensor registers a node
+                state.update(new);
                 // burn keeps an update aside until the next one; settle it now so that
                 // visitors (checkpoints, EMA, `valid()`) see this step's statistics.
                 let _ = state.value_sync();
