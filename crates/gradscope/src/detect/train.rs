@@ -427,8 +427,10 @@ impl<'o> Trainer<'o> {
             finite = gnorm.is_finite();
             if finite {
                 // clipping by norm happens inside the optimizer's pass
-                let c = self.args.clip_norm;
-                let scale = clip::on_update(c.map(|_| gnorm), c.unwrap_or(f64::INFINITY), None);
+                let scale = match self.args.clip_norm {
+                    Some(c) => clip::on_update(Some(gnorm), c, None),
+                    None => Clip::NONE,
+                };
                 self.optimizer_step(g, scale, lrs, mom, ni, pending.take())?;
                 crate::crash::point("step");
                 if let Some(g) = &self.replicas {

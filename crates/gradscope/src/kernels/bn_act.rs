@@ -26,6 +26,7 @@ use std::mem::MaybeUninit;
 use super::grads::hand_to;
 use super::host::{contiguous, filled, record, tensor, values};
 use super::simd::{multiversion, sigmoid};
+use super::tap::with_values;
 
 /// The activation fused after the normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -443,16 +444,16 @@ pub fn batch_norm_act(bn: &BatchNorm, x: Tensor<4>, act: Act) -> Tensor<4> {
                 // each of burn's operations below registered a node, on the one thread)
                 let running = state.value_sync().to_device(&device).inner();
                 let plain = running.device();
-                let host = running.clone().try_into_primitive::<Flex>().ok();
-                let new = match host.as_ref().and_then(host_vec) {
-                    // burn's running·(1 − m) + batch·m, both products rounded to f32, in one
-                    // loop (four burn operations and their buffers before)
-                    Some(r) if r.len() == c => {
-                        let (keep, take) = ((1.0 - m) as f32, m as f32);
-                        let v = r.iter().zip(&batch).map(|(r, b)| r * keep + b * take);
-                        Tensor::<1>::from_data(TensorData::new(v.collect(), [c]), &plain)
-                    }
-                    _ => {
+                // burn's running·(1 − m) + batch·m, both products rounded to f32, in one loop
+                // over the values read in place (four burn operations and their buffers before)
+                let (keep, take) = ((1.0 - m) as f32, m as f32);
+                let blended = with_values(&running, |r| {
+                    let v = r.iter().zip(&batch).map(|(r, b)| r * keep + b * take);
+                    (r.len() == c).then(|| v.collect::<Vec<f32>>())
+                });
+                let new = match blended.flatten() {
+                    Some(v) => Tensor::<1>::from_data(TensorData::new(v, [c]), &plain),
+                    None => {
                         let batch = Tensor::<1>::from_data(TensorData::new(batch, [c]), &plain);
                         running.mul_scalar(1.0 - m).add(batch.mul_scalar(m))
                     }

@@ -96,6 +96,17 @@ impl Clip {
         scale: 1.0,
         limit: f32::INFINITY,
     };
+
+    /// The clipped gradient from burn's operations (`mul_scalar` then `clamp`: the bits the
+    /// update pass gives), for the paths that do not go through it; `g` itself when nothing is
+    /// clipped.
+    pub fn composed(self, g: Tensor<1>) -> Tensor<1> {
+        if self == Clip::NONE {
+            g
+        } else {
+            g.mul_scalar(self.scale).clamp(-self.limit, self.limit)
+        }
+    }
 }
 
 /// A parameter after one update.

@@ -216,11 +216,7 @@ fn composed(
     measure: bool,
 ) -> Updated {
     let g_sq = norm_sq(g.clone());
-    let g = if clip == Clip::NONE {
-        g
-    } else {
-        g.mul_scalar(clip.scale).clamp(-clip.limit, clip.limit)
-    };
+    let g = clip.composed(g);
     // the moments of the previous step (zeros before the first)
     let before: Vec<Tensor<1>> = (0..rule.moments())
         .map(|i| {

@@ -213,11 +213,8 @@ impl GroupOptimizer {
         let muon_param = musgd && (rank == 2 || rank == 4);
         // Muon reads the clipped gradient too: scaled here (burn's `mul_scalar`, the bits the
         // update pass's scaling gives), then the SGD step takes it as it is
-        let (g, clip) = if muon_param && clip != Clip::NONE {
-            (
-                g.mul_scalar(clip.scale).clamp(-clip.limit, clip.limit),
-                Clip::NONE,
-            )
+        let (g, clip) = if muon_param {
+            (clip.composed(g), Clip::NONE)
         } else {
             (g, clip)
         };
