@@ -122,7 +122,22 @@ pub fn yolo_remedies(d: &mut Diagnosis, args: &DetectArgs, lr: LrForm) {
             push(vec![Change::ClipNorm(1.0)], "clip_norm=1".into(), "a tighter clip bounds every step; clipping alone cannot stop a learning rate that is too large");
         }
     }
+    // A run whose updates are already too large (diverged, exploding, non-finite) is never told
+    // to raise its learning rate, whatever a slow-loss reading of its records suggests.
+    let too_large = d.verdicts.iter().any(|v| {
+        matches!(
+            v,
+            Verdict::Diverged | Verdict::Exploding | Verdict::NonFinite
+        )
+    });
     for r in d.remedies.clone() {
+        if too_large
+            && r.changes
+                .iter()
+                .any(|c| matches!(c, Change::ScaleLr(k) if *k > 1.0))
+        {
+            continue;
+        }
         let words: Vec<String> = r
             .changes
             .iter()
@@ -192,7 +207,19 @@ mod tests {
     fn every_printed_remedy_pastes_back() {
         use crate::detect::schedule::Plan;
         use crate::settings::Command;
-        for optimizer in ["auto", "SGD"] {
+        let diverged = [
+            Verdict::Diverged,
+            Verdict::Vanishing,
+            Verdict::NonFinite,
+            Verdict::Saturation,
+        ];
+        let stalled = [Verdict::Vanishing, Verdict::Saturation];
+        for (optimizer, verdicts) in [
+            ("auto", &diverged[..]),
+            ("SGD", &diverged[..]),
+            ("auto", &stalled[..]),
+            ("SGD", &stalled[..]),
+        ] {
             let ablated = DetectArgs::parse(
                 DetectArgs::default(),
                 &[
@@ -208,13 +235,7 @@ mod tests {
             .unwrap();
             let (images, nc) = (128, 80);
             let plan = Plan::new(&ablated, images, nc);
-            let verdicts = [
-                Verdict::Diverged,
-                Verdict::Vanishing,
-                Verdict::NonFinite,
-                Verdict::Saturation,
-            ];
-            let mut d = Diagnosis::with_remedies(&verdicts, crate::diagnose::remedy::catalogue());
+            let mut d = Diagnosis::with_remedies(verdicts, crate::diagnose::remedy::catalogue());
             yolo_remedies(&mut d, &ablated, LrForm::of(&plan.choice(), &ablated));
             let switches: Vec<&str> = d.remedies.iter().map(|r| r.switch.as_str()).collect();
             assert!(switches.len() >= 6, "{switches:?}");
@@ -252,6 +273,34 @@ mod tests {
             }
             assert!(lr_remedies >= 2, "{switches:?}");
         }
+    }
+
+    /// A run that diverged is offered smaller learning rates only, even where its records also
+    /// read as a slowly falling loss (whose remedies include a 3× larger one); a run that only
+    /// stalls is offered both directions.
+    #[test]
+    fn a_diverged_run_is_never_told_to_raise_its_learning_rate() {
+        let args = DetectArgs {
+            optimizer: DetOptimizer::Sgd,
+            lr0: Some(0.1),
+            ..DetectArgs::default()
+        };
+        let lr = LrForm::of(&Choice::of(&args, 80, true), &args);
+        let rates = |verdicts: &[Verdict]| -> Vec<f64> {
+            let mut d = Diagnosis::with_remedies(verdicts, crate::diagnose::remedy::catalogue());
+            yolo_remedies(&mut d, &args, lr);
+            d.remedies
+                .iter()
+                .flat_map(|r| r.switch.split_whitespace())
+                .filter_map(|w| w.strip_prefix("lr0="))
+                .map(|v| v.parse().unwrap())
+                .collect()
+        };
+        let diverged = rates(&[Verdict::Diverged, Verdict::Healthy]);
+        assert!(diverged.contains(&0.01), "{diverged:?}");
+        assert!(diverged.iter().all(|&r| r < 0.1), "{diverged:?}");
+        let stalled = rates(&[Verdict::Healthy]);
+        assert!(stalled.iter().any(|&r| r > 0.1), "{stalled:?}");
     }
 
     /// The words name auto's choice; a named optimizer needs `lr0=` alone.
