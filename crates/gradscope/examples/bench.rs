@@ -12,7 +12,10 @@
 //! - `lstm`: 32×100×8, LSTM hidden 128, Linear 128→1 on the last h, MSE, SGD lr 0.01;
 //! - `yolo_step` / `yolo_step_probe`: YOLO26n (nc 80), batch 4 at 640, the two-branch loss,
 //!   backward, clip at norm 10, AdamW, EMA — without / with the gradient probe;
-//! - `yolo_infer`: YOLO26n at batch 1, 640, forward and end-to-end top-k.
+//! - `yolo_infer`: YOLO26n at batch 1, 640, forward and end-to-end top-k;
+//! - `mlp_probe_alt` / `yolo_probe_alt`: the probe's cost as a ratio that machine noise hardly
+//!   moves: the probe on every second step, each probed step timed against the unprobed step
+//!   right after it; prints the median and range of those ratios and each kind's median ms.
 
 use std::time::Instant;
 
@@ -76,6 +79,59 @@ fn time(warmup: usize, timed: usize, mut step: impl FnMut() -> f64) -> (f64, f64
         .collect();
     ms.sort_by(f64::total_cmp);
     (ms[ms.len() / 2], ms[0], loss0)
+}
+
+/// For the `_alt` benchmarks: steps alternate probed (even) and unprobed (odd); each pair's
+/// ratio probed ÷ unprobed. Returns the median ratio, its range, and the median ms of each.
+fn time_alternating(warmup: usize, pairs: usize, mut step: impl FnMut() -> f64) -> [f64; 5] {
+    for _ in 0..2 * warmup {
+        step();
+    }
+    let mut timed = || {
+        let t = Instant::now();
+        step();
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let (mut on, mut off): (Vec<f64>, Vec<f64>) = (0..pairs).map(|_| (timed(), timed())).unzip();
+    let mut ratios: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let r = median(&mut ratios);
+    [
+        r,
+        ratios[0],
+        ratios[ratios.len() - 1],
+        median(&mut on),
+        median(&mut off),
+    ]
+}
+
+/// Times `step` as `name` asks: plain (median, min, first loss) or alternating (see
+/// [`time_alternating`]).
+fn measure(name: &str, warmup: usize, timed: usize, step: impl FnMut() -> f64) -> Timing {
+    if name.ends_with("_alt") {
+        Timing::Alternating(time_alternating(warmup, timed, step))
+    } else {
+        let (median, min, loss0) = time(warmup, timed, step);
+        Timing::Plain(median, min, loss0)
+    }
+}
+
+enum Timing {
+    Plain(f64, f64, f64),
+    Alternating([f64; 5]),
+}
+
+/// The probe's settings for benchmark `name`: off, on every step (`_probe`), or on every
+/// second step (`_alt`).
+fn probe_for(name: &str) -> ProbeConfig {
+    ProbeConfig {
+        enabled: name.ends_with("_probe") || name.ends_with("_alt"),
+        every: if name.ends_with("_alt") { 2 } else { 1 },
+        ..ProbeConfig::default()
+    }
 }
 
 #[derive(Module, Debug)]
@@ -218,16 +274,13 @@ fn run() {
     let device = gradscope::device();
     // the labs' SGD: one pass per parameter (with the gradient norm a training loop needs)
     let sgd = || OptimizerKind::Sgd.build();
-    let (median, min, loss0) = match name {
-        "mlp" | "mlp_probe" => {
+    let timing = match name {
+        "mlp" | "mlp_probe" | "mlp_probe_alt" => {
             let (mut m, x, y) = mlp_bench(&device);
             let mut opt = sgd();
-            let mut probe = Probe::new(ProbeConfig {
-                enabled: name == "mlp_probe",
-                ..ProbeConfig::default()
-            });
+            let mut probe = Probe::new(probe_for(name));
             let mut step = 0;
-            time(3, timed, || {
+            measure(name, 3, timed, || {
                 let mut tap = probe.tap(step);
                 let loss = cross_entropy(m.forward(x.clone(), &mut tap), y.clone()).mean();
                 let v = loss.clone().into_scalar::<f64>();
@@ -285,7 +338,7 @@ fn run() {
                 &device,
             );
             let y = labels(8, 10);
-            time(3, timed, || {
+            measure(name, 3, timed, || {
                 let h =
                     m.b3.forward(m.c3.forward(m.b2.forward(m.c2.forward(m.c1.forward(x.clone())))));
                 let [b, c, _, _] = h.dims();
@@ -306,7 +359,7 @@ fn run() {
             );
             let y =
                 Tensor::<2>::from_data(TensorData::new(det(32, -1.0, 1.0, 4), [32, 1]), &device);
-            time(3, timed, || {
+            measure(name, 3, timed, || {
                 let out = m.forward_last(x.clone(), &mut Tap::off());
                 let loss = (out - y.clone()).powf_scalar(2.0).mean();
                 let v = loss.clone().into_scalar::<f64>();
@@ -315,14 +368,11 @@ fn run() {
                 v
             })
         }
-        "yolo_step" | "yolo_step_probe" => {
+        "yolo_step" | "yolo_step_probe" | "yolo_probe_alt" => {
             let mut y = YoloBench::new();
-            let mut probe = Probe::new(ProbeConfig {
-                enabled: name == "yolo_step_probe",
-                ..ProbeConfig::default()
-            });
+            let mut probe = Probe::new(probe_for(name));
             let mut step = 0;
-            time(2, timed, || {
+            measure(name, 2, timed, || {
                 let mut tap = probe.tap(step);
                 let out = y.model.forward(y.x.clone(), &mut tap);
                 let loss = y.loss(out.heads);
@@ -401,7 +451,7 @@ fn run() {
                 &plain,
             );
             let anchors = Anchors::new(s, s, &[8, 16, 32]);
-            time(3, timed, || {
+            measure(name, 3, timed, || {
                 let out = model.forward(x.clone(), &mut Tap::off());
                 let raw: Vec<f32> = out
                     .heads
@@ -415,13 +465,18 @@ fn run() {
         }
         other => {
             eprintln!(
-                "unknown bench '{other}': mlp, conv, lstm, yolo_step, yolo_step_probe, yolo_infer"
+                "unknown bench '{other}': mlp, mlp_probe, mlp_probe_alt, mlp_phases, conv, lstm, yolo_step, yolo_step_probe, yolo_probe_alt, yolo_phases, yolo_infer"
             );
             std::process::exit(2);
         }
     };
-    println!(
-        "{{\"engine\": \"gradscope\", \"bench\": \"{name}\", \"ms\": {median:.3}, \"ms_min\": {min:.3}, \"rss_mb\": {:.1}, \"loss0\": {loss0:.7}}}",
-        rss_mb()
-    );
+    match timing {
+        Timing::Plain(median, min, loss0) => println!(
+            "{{\"engine\": \"gradscope\", \"bench\": \"{name}\", \"ms\": {median:.3}, \"ms_min\": {min:.3}, \"rss_mb\": {:.1}, \"loss0\": {loss0:.7}}}",
+            rss_mb()
+        ),
+        Timing::Alternating([ratio, lo, hi, on, off]) => println!(
+            "{{\"engine\": \"gradscope\", \"bench\": \"{name}\", \"ratio\": {ratio:.4}, \"ratio_min\": {lo:.4}, \"ratio_max\": {hi:.4}, \"probed_ms\": {on:.3}, \"plain_ms\": {off:.3}}}"
+        ),
+    }
 }

@@ -37,13 +37,7 @@ choice! {
 impl Activation {
     /// φ applied to a tensor (differentiable).
     pub fn forward<const D: usize>(self, z: Tensor<D>) -> Tensor<D> {
-        let fused = match self {
-            Activation::Sigmoid => Some(act::Kind::Sigmoid),
-            Activation::Tanh => Some(act::Kind::Tanh),
-            Activation::Silu => Some(act::Kind::Silu),
-            _ => None,
-        };
-        if let Some(y) = fused.and_then(|k| act::apply(&z, k)) {
+        if let Some(y) = self.fused_kind().and_then(|k| act::apply(&z, k)) {
             return y;
         }
         match self {
@@ -55,6 +49,16 @@ impl Activation {
             Activation::Gelu => activation::gelu(z),
             Activation::Softsign => z.clone() / (z.abs() + 1.0),
             Activation::Linear => z,
+        }
+    }
+
+    /// The fused kernel ([`act`]) that computes φ on flex, where there is one.
+    pub fn fused_kind(self) -> Option<act::Kind> {
+        match self {
+            Activation::Sigmoid => Some(act::Kind::Sigmoid),
+            Activation::Tanh => Some(act::Kind::Tanh),
+            Activation::Silu => Some(act::Kind::Silu),
+            _ => None,
         }
     }
 

@@ -16,6 +16,7 @@ use std::mem::MaybeUninit;
 
 use super::grads::hand_to;
 use super::host::{contiguous, filled, record, tensor, values};
+use super::moments;
 use super::simd::multiversion;
 
 type Ad = Autodiff<Flex>;
@@ -90,6 +91,68 @@ fn backward_host(kept: &[f32], g: &[f32], kind: Kind) -> Vec<f32> {
     }
 }
 
+/// What [`apply_measured`] saw while it wrote the output: the [`moments::block`] sums of every
+/// [`moments::BLOCK`] values of its input and of its output, in order ([`moments::fold`] makes
+/// them [`moments::sum_and_sq`]'s bits), and how many finite outputs lie outside the open
+/// interval it was given.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Seen {
+    pub input: Vec<(f32, f32)>,
+    pub output: Vec<(f32, f32)>,
+    pub outside: usize,
+}
+
+/// One task of [`forward_measured`]: a few blocks at a time, the output written and both
+/// summed while they are still in L1 (a separate pass read them again from L2 or memory).
+fn forward_measured_slice(
+    x: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    kind: Kind,
+    bounds: Option<(f32, f32)>,
+) -> Seen {
+    const GROUP: usize = 4 * moments::BLOCK;
+    let mut seen = Seen::default();
+    for (xg, og) in x.chunks(GROUP).zip(out.chunks_mut(GROUP)) {
+        forward_slice(xg, og, kind);
+        // SAFETY: forward_slice has just written every element of `og`.
+        let og: &[f32] = unsafe { &*(og as *const [MaybeUninit<f32>] as *const [f32]) };
+        moments::blocks(xg, &mut seen.input);
+        moments::blocks(og, &mut seen.output);
+        if let Some((lo, hi)) = bounds {
+            seen.outside += moments::count_outside(og, lo, hi);
+        }
+    }
+    seen
+}
+
+/// [`forward_host`] that also measures its input and output ([`Seen`]).
+fn forward_measured(x: &[f32], kind: Kind, bounds: Option<(f32, f32)>) -> (Vec<f32>, Seen) {
+    let mut seen = Seen::default();
+    // SAFETY: forward_measured_slice writes every element of each chunk, and the chunks cover
+    // `out`.
+    let out = unsafe {
+        filled(x.len(), |out| {
+            // split from two chunks on: measuring makes the pass worth a hand-off sooner
+            if x.len() <= CHUNK {
+                seen = forward_measured_slice(x, out, kind, bounds);
+            } else {
+                // chunks are whole blocks, so the blocks' sums concatenate in order
+                let parts: Vec<Seen> = out
+                    .par_chunks_mut(CHUNK)
+                    .zip(x.par_chunks(CHUNK))
+                    .map(|(o, v)| forward_measured_slice(v, o, kind, bounds))
+                    .collect();
+                for p in parts {
+                    seen.input.extend(p.input);
+                    seen.output.extend(p.output);
+                    seen.outside += p.outside;
+                }
+            }
+        })
+    };
+    (out, seen)
+}
+
 #[derive(Debug)]
 struct ActBackward;
 
@@ -131,6 +194,26 @@ pub fn apply<const D: usize>(x: &Tensor<D>, kind: Kind) -> Option<Tensor<D>> {
     let shape = xp.layout().shape().to_vec();
     let out = forward_host(values(&contiguous(&xp)?), kind);
     Some(Tensor::from_primitive::<Flex>(tensor(out, shape)))
+}
+
+/// [`apply`] that measures what it reads and writes on the way ([`Seen`]; `bounds`: the
+/// interval outside which an output counts), for a probe point on the activation's output.
+pub fn apply_measured<const D: usize>(
+    x: &Tensor<D>,
+    kind: Kind,
+    bounds: Option<(f32, f32)>,
+) -> Option<(Tensor<D>, Seen)> {
+    let xp = x.clone().try_into_primitive::<Ad>().ok()?;
+    let shape = xp.primitive().layout().shape().to_vec();
+    let xc = contiguous(xp.primitive())?;
+    let (out, seen) = forward_measured(values(&xc), kind, bounds);
+    let out_t = tensor(out, shape);
+    let kept = match kind {
+        Kind::Silu => xc,
+        _ => out_t.clone(),
+    };
+    let result = record(ActBackward, [xp.node()], || ActState { kept, kind }, out_t);
+    Some((Tensor::from_primitive::<Ad>(result), seen))
 }
 
 #[cfg(test)]
@@ -195,6 +278,39 @@ mod tests {
         ];
         for (a, b) in v.iter().zip(want) {
             assert!((a - b).abs() < 1e-7);
+        }
+    }
+
+    /// The measured forward writes what the plain one does, and its sums are a separate pass's
+    /// bits, below and past the parallel size and with a partial last block.
+    #[test]
+    fn the_measured_forward_is_the_forward_and_a_separate_pass() {
+        let dev = crate::device();
+        for n in [37usize, 70_001] {
+            let x =
+                Tensor::<2>::random([n, 3], Distribution::Normal(0.0, 3.0), &dev).require_grad();
+            for kind in [Kind::Sigmoid, Kind::Tanh, Kind::Silu] {
+                let bounds = Some((0.01f32, 0.99f32));
+                let (y, seen) = apply_measured(&x, kind, bounds).unwrap();
+                let plain = values(apply(&x, kind).unwrap());
+                let got = values(y);
+                assert_eq!(got, plain, "{kind:?} n {n}");
+                let input = values(x.clone());
+                let bits = |(a, b): (f64, f64)| (a.to_bits(), b.to_bits());
+                assert_eq!(
+                    bits(moments::fold(&seen.input)),
+                    bits(moments::sum_and_sq(&input))
+                );
+                assert_eq!(
+                    bits(moments::fold(&seen.output)),
+                    bits(moments::sum_and_sq(&got))
+                );
+                let outside = got
+                    .iter()
+                    .filter(|&&v| v.is_finite() && (v <= 0.01 || v >= 0.99))
+                    .count();
+                assert_eq!(seen.outside, outside, "{kind:?} n {n}");
+            }
         }
     }
 }

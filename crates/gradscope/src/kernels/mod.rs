@@ -31,6 +31,7 @@ pub mod grads;
 pub mod host;
 pub mod linear;
 pub mod lstm;
+pub mod moments;
 pub mod pool;
 pub mod simd;
 pub mod tap;

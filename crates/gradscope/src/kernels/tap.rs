@@ -18,40 +18,76 @@ use burn::tensor::Tensor;
 
 use super::grads::hand_to;
 use super::host::{contiguous, values};
+use super::moments;
 
 type Ad = Autodiff<Flex>;
 
+/// What a tap's backward keeps of the gradient through it: the values, or only its
+/// [`moments::finite_moments`] and length, taken while the gradient was still in cache.
+#[derive(Clone, Debug)]
+enum Caught {
+    Values(FlexTensor),
+    Moments((f64, f64, usize, usize, usize), usize),
+}
+
 /// Where the gradient of a tapped tensor lands after `backward`.
 #[derive(Clone, Debug, Default)]
-pub struct GradSlot(Arc<Mutex<Option<FlexTensor>>>);
+pub struct GradSlot(Arc<Mutex<Option<Caught>>>);
 
 impl GradSlot {
     /// Stores a gradient (a fused operation's backward hands it over this way).
     pub fn set(&self, values: Vec<f32>, shape: impl Into<Vec<usize>>) {
         if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(super::host::tensor(values, shape));
+            *slot = Some(Caught::Values(super::host::tensor(values, shape)));
         }
     }
 
-    /// Runs `f` on the gradient's values, or returns `None` when no gradient reached the tap.
+    /// Runs `f` on the gradient's values, or returns `None` when no gradient reached the tap
+    /// (or the tap kept only its moments).
     pub fn with<R>(&self, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-        let g = self.0.lock().ok()?.take()?;
-        let g = contiguous(&g)?;
-        Some(f(values(&g)))
+        match self.0.lock().ok()?.take()? {
+            Caught::Values(g) => Some(f(values(&contiguous(&g)?))),
+            Caught::Moments(..) => None,
+        }
+    }
+
+    /// The gradient's [`moments::finite_moments`] and number of values, or `None` when no
+    /// gradient reached the tap.
+    pub fn moments(&self) -> Option<((f64, f64, usize, usize, usize), usize)> {
+        match self.0.lock().ok()?.take()? {
+            Caught::Values(g) => {
+                let v = contiguous(&g)?;
+                let v = values(&v);
+                Some((moments::finite_moments(v, None), v.len()))
+            }
+            Caught::Moments(m, n) => Some((m, n)),
+        }
     }
 }
 
 #[derive(Debug)]
 struct TapBackward;
 
+/// The slot, and whether the backward keeps the moments only.
+type TapState = (GradSlot, bool);
+
 impl Backward<Flex, 1> for TapBackward {
-    type State = GradSlot;
+    type State = TapState;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [parent] = ops.parents;
         let g = grads.consume::<Flex>(&ops.node);
-        if let Ok(mut slot) = ops.state.0.lock() {
-            *slot = Some(g.clone());
+        let (slot, measure) = ops.state;
+        let caught = if measure {
+            contiguous(&g).map(|c| {
+                let v = values(&c);
+                Caught::Moments(moments::finite_moments(v, None), v.len())
+            })
+        } else {
+            Some(Caught::Values(g.clone()))
+        };
+        if let Ok(mut slot) = slot.0.lock() {
+            *slot = caught;
         }
         if let Some(node) = parent {
             hand_to!(grads, node, g);
@@ -59,9 +95,10 @@ impl Backward<Flex, 1> for TapBackward {
     }
 }
 
-/// `h` unchanged, with a slot that will hold ∂L/∂h; `None` when `h` is not a tracked
-/// `Autodiff<Flex>` tensor (the caller then takes the portable path).
-pub fn tap<const D: usize>(h: &Tensor<D>) -> Option<(Tensor<D>, GradSlot)> {
+/// `h` unchanged, with a slot that will hold ∂L/∂h (with `measure`, only its moments, taken
+/// in the backward pass while it is in cache: the values are not kept); `None` when `h` is not
+/// a tracked `Autodiff<Flex>` tensor (the caller then takes the portable path).
+pub fn tap<const D: usize>(h: &Tensor<D>, measure: bool) -> Option<(Tensor<D>, GradSlot)> {
     let hp = h.clone().try_into_primitive::<Ad>().ok()?;
     let slot = GradSlot::default();
     match TapBackward
@@ -70,7 +107,7 @@ pub fn tap<const D: usize>(h: &Tensor<D>) -> Option<(Tensor<D>, GradSlot)> {
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let out = prep.finish(slot.clone(), hp.primitive().clone());
+            let out = prep.finish((slot.clone(), measure), hp.primitive().clone());
             Some((Tensor::from_primitive::<Ad>(out), slot))
         }
         OpsKind::UnTracked(_) => None,
@@ -98,7 +135,7 @@ mod tests {
         let dev = crate::device();
         let x = Tensor::<2>::random([3, 4], Distribution::Normal(0.0, 1.0), &dev).require_grad();
         let h = x.clone() * 3.0;
-        let (t, slot) = tap(&h).expect("tracked flex tensor");
+        let (t, slot) = tap(&h, false).expect("tracked flex tensor");
         let w = Tensor::<2>::from_data(
             TensorData::new((0..12).map(|i| i as f32).collect::<Vec<_>>(), [3, 4]),
             &dev,
@@ -121,7 +158,25 @@ mod tests {
     #[test]
     fn untracked_tensors_are_not_tapped() {
         let x = Tensor::<1>::zeros([3], &burn::tensor::Device::flex());
-        assert!(tap(&x).is_none());
+        assert!(tap(&x, false).is_none());
         assert_eq!(with_values(&x, |v| v.len()), Some(3));
+    }
+
+    /// A measuring tap keeps the gradient's moments (those of its values), not the values.
+    #[test]
+    fn a_measuring_tap_keeps_the_moments_only() {
+        let dev = crate::device();
+        let x = Tensor::<2>::random([30, 70], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let w = Tensor::<2>::random([30, 70], Distribution::Normal(0.0, 2.0), &dev);
+        let (t, slot) = tap(&(x.clone() * 1.0), true).expect("tracked flex tensor");
+        let (t2, slot2) = tap(&(x.clone() * 1.0), false).expect("tracked flex tensor");
+        let (t3, slot3) = tap(&(x * 1.0), true).expect("tracked flex tensor");
+        let _ = ((t + t2 + t3) * w.clone()).sum().backward();
+        let want = w.into_data().try_into_vec::<f32>().unwrap();
+        let (m, n) = slot.moments().unwrap();
+        assert_eq!(n, want.len());
+        assert_eq!(m, moments::finite_moments(&want, None));
+        assert!(slot3.with(|g| g.len()).is_none());
+        assert_eq!(slot2.with(|g| g.to_vec()).unwrap(), want);
     }
 }

@@ -222,9 +222,7 @@ impl Mlp {
                 h = tap.point(name, block, None, None, h + branch);
             } else {
                 let z = b.norm(linear::forward(&b.linear, h));
-                let a = self.act.forward(z.clone());
-                let pre = tap.is_recording().then_some(&z);
-                h = tap.point(name, block, Some(self.act), pre, a);
+                h = tap.activate(name, block, self.act, z);
             }
         }
         let logits = linear::forward(&self.head, h);

@@ -2,6 +2,8 @@
 
 use super::record::{ActStats, GradStats};
 use crate::activation::Activation;
+pub use crate::kernels::moments::sum_and_sq;
+use crate::kernels::moments::{count_outside_par, finite_moments};
 
 /// The axis whose index names a unit (neuron / channel): `[B, C]` → 1, `[B, C, H, W]` → 1,
 /// `[B, T, C]` (sequences) → 2.
@@ -21,11 +23,34 @@ pub fn activation_stats(
     act_fn: Option<Activation>,
     pre: Option<&[f32]>,
 ) -> (ActStats, Option<Vec<bool>>) {
-    let (sum, sq, n_fin, nan, inf) = finite_moments(h);
+    activation_stats_with(h, shape, act_fn, pre, None)
+}
+
+/// What a kernel measured of its output h and input z while writing h
+/// ([`crate::kernels::act::apply_measured`]): Σ and Σ² of each (the bits of [`sum_and_sq`])
+/// and how many values of h lie in the saturated region ([`saturated_bounds`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Presummed {
+    pub h: (f64, f64),
+    pub pre: (f64, f64),
+    pub saturated: usize,
+}
+
+/// [`activation_stats`] with the sums a kernel already took (`known`): the values are read
+/// again only for what it did not measure, or where a sum is not finite.
+pub fn activation_stats_with(
+    h: &[f32],
+    shape: &[usize],
+    act_fn: Option<Activation>,
+    pre: Option<&[f32]>,
+    known: Option<&Presummed>,
+) -> (ActStats, Option<Vec<bool>>) {
+    let (sum, sq, n_fin, nan, inf) = finite_moments(h, known.map(|k| k.h));
     let (mean, var) = moments(sum, sq, n_fin);
-    let sat_frac = act_fn
-        .filter(|a| a.saturates())
-        .map(|a| saturated(h, a) as f64 / h.len().max(1) as f64);
+    let sat_frac = act_fn.filter(|a| a.saturates()).map(|a| {
+        let n = known.map_or_else(|| saturated(h, a), |k| k.saturated);
+        n as f64 / h.len().max(1) as f64
+    });
     let active = match act_fn {
         Some(a) if a.can_die() && !shape.is_empty() => {
             let axis = unit_axis(shape);
@@ -43,7 +68,7 @@ pub fn activation_stats(
     };
     let (pre_mean, pre_var) = match pre {
         Some(z) => {
-            let (s, q, n, _, _) = finite_moments(z);
+            let (s, q, n, _, _) = finite_moments(z, known.map(|k| k.pre));
             let (m, v) = moments(s, q, n);
             (Some(m), Some(v))
         }
@@ -63,185 +88,15 @@ pub fn activation_stats(
     (stats, active)
 }
 
-/// Values per task of [`finite_moments`]' fast path: big tensors (a YOLO activation is up to
-/// 6.5 M values) are summed on every thread, in fixed blocks added in order, so the result does
-/// not depend on scheduling. One thread summing them was 5% of a probed YOLO26n step.
-const PAR_BLOCK: usize = 1 << 16;
-
-/// Σx and Σx² of up to 1024 values in 16 f32 lanes each.
-#[inline(always)]
-fn lanes(block: &[f32]) -> (f32, f32) {
-    let (mut s, mut q) = ([0f32; 16], [0f32; 16]);
-    let mut it = block.chunks_exact(16);
-    for c in &mut it {
-        for j in 0..16 {
-            s[j] += c[j];
-            q[j] += c[j] * c[j];
-        }
-    }
-    let (mut rs, mut rq) = (0f32, 0f32);
-    for &x in it.remainder() {
-        rs += x;
-        rq += x * x;
-    }
-    (s.iter().sum::<f32>() + rs, q.iter().sum::<f32>() + rq)
-}
-
-crate::kernels::simd::multiversion! {
-    fn block_moments_plain(v: &[f32]) -> (f64, f64) {
-        let (mut sum, mut sq) = (0f64, 0f64);
-        for block in v.chunks(1024) {
-            let (s, q) = lanes(block);
-            sum += s as f64;
-            sq += q as f64;
-        }
-        (sum, sq)
-    }
-}
-
-/// Σx and Σx² of one block: f32 lanes over runs of 1024, accumulated in f64. With AVX-512 and
-/// with AVX2 written with intrinsics: the compiler assembled the auto-vectorised lanes element
-/// by element (`vinsertps`), slower than scalar code, and this sum also serves the clipping norm
-/// of every step.
-fn block_moments(v: &[f32]) -> (f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::kernels::simd::has_avx512() {
-        // SAFETY: the CPU has AVX-512F (checked just above).
-        return unsafe { moments_avx512(v) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::kernels::simd::has_avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { moments_avx2(v) };
-    }
-    block_moments_plain(v)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn moments_avx2(v: &[f32]) -> (f64, f64) {
-    use std::arch::x86_64::*;
-    /// The sum of a vector's eight lanes.
-    #[target_feature(enable = "avx2,fma")]
-    fn reduce(x: __m256) -> f32 {
-        let h = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)))
-    }
-    let (mut sum, mut sq) = (0f64, 0f64);
-    for block in v.chunks(1024) {
-        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let (mut q0, mut q1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut it = block.chunks_exact(16);
-        for c in &mut it {
-            // SAFETY: c holds 16 floats; the loads are unaligned.
-            let (a, b) = unsafe {
-                (
-                    _mm256_loadu_ps(c.as_ptr()),
-                    _mm256_loadu_ps(c.as_ptr().add(8)),
-                )
-            };
-            s0 = _mm256_add_ps(s0, a);
-            s1 = _mm256_add_ps(s1, b);
-            q0 = _mm256_fmadd_ps(a, a, q0);
-            q1 = _mm256_fmadd_ps(b, b, q1);
-        }
-        let (mut rs, mut rq) = (0f32, 0f32);
-        for &x in it.remainder() {
-            rs += x;
-            rq += x * x;
-        }
-        sum += (reduce(_mm256_add_ps(s0, s1)) + rs) as f64;
-        sq += (reduce(_mm256_add_ps(q0, q1)) + rq) as f64;
-    }
-    (sum, sq)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn moments_avx512(v: &[f32]) -> (f64, f64) {
-    use std::arch::x86_64::*;
-    let (mut sum, mut sq) = (0f64, 0f64);
-    for block in v.chunks(1024) {
-        let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let (mut q0, mut q1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let mut it = block.chunks_exact(32);
-        for c in &mut it {
-            // SAFETY: c holds 32 floats; the loads are unaligned.
-            let (a, b) = unsafe {
-                (
-                    _mm512_loadu_ps(c.as_ptr()),
-                    _mm512_loadu_ps(c.as_ptr().add(16)),
-                )
-            };
-            s0 = _mm512_add_ps(s0, a);
-            s1 = _mm512_add_ps(s1, b);
-            q0 = _mm512_fmadd_ps(a, a, q0);
-            q1 = _mm512_fmadd_ps(b, b, q1);
-        }
-        let (mut rs, mut rq) = (0f32, 0f32);
-        for &x in it.remainder() {
-            rs += x;
-            rq += x * x;
-        }
-        sum += (_mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) + rs) as f64;
-        sq += (_mm512_reduce_add_ps(_mm512_add_ps(q0, q1)) + rq) as f64;
-    }
-    (sum, sq)
-}
-
-/// Σx and Σx² (non-finite when any value is, or when a square overflows f32): f32 lanes in
-/// blocks of 1024 accumulated in f64, on every thread for big tensors, blocks added in order.
-pub fn sum_and_sq(v: &[f32]) -> (f64, f64) {
-    use rayon::prelude::*;
-    let parts: Vec<(f64, f64)> = if v.len() > PAR_BLOCK {
-        v.par_chunks(PAR_BLOCK).map(block_moments).collect()
-    } else {
-        vec![block_moments(v)]
-    };
-    parts
-        .iter()
-        .fold((0f64, 0f64), |(a, b), &(s, q)| (a + s, b + q))
-}
-
-/// Σx and Σx² over the finite values, their count, and the NaN and ±∞ counts. The fast path
-/// (all finite) is one branch-free pass (see [`block_moments`] and [`PAR_BLOCK`]).
-fn finite_moments(v: &[f32]) -> (f64, f64, usize, usize, usize) {
-    let (sum, sq) = sum_and_sq(v);
-    if sum.is_finite() && sq.is_finite() {
-        return (sum, sq, v.len(), 0, 0);
-    }
-    let (mut sum, mut sq, mut n, mut nan, mut inf) = (0f64, 0f64, 0usize, 0usize, 0usize);
-    for &x in v {
-        if x.is_nan() {
-            nan += 1;
-        } else if x.is_infinite() {
-            inf += 1;
-        } else {
-            sum += x as f64;
-            sq += (x as f64) * (x as f64);
-            n += 1;
-        }
-    }
-    (sum, sq, n, nan, inf)
-}
-
 /// How many values are finite and in `a`'s saturated region
 /// ([`Activation::is_saturated_output`]): two f32 comparisons per value in vector lanes (the
 /// region's bounds found once from that predicate), on every thread for big tensors. The
 /// element-by-element count was three quarters of what the probe added to a 20-layer sigmoid
 /// MLP's step.
 fn saturated(h: &[f32], a: Activation) -> usize {
-    use rayon::prelude::*;
-    let Some((lo, hi)) = saturated_bounds(a) else {
-        return 0;
-    };
-    if h.len() > PAR_BLOCK {
-        h.par_chunks(PAR_BLOCK)
-            .map(|c| count_outside(c, lo, hi))
-            .sum()
-    } else {
-        count_outside(h, lo, hi)
+    match saturated_bounds(a) {
+        Some((lo, hi)) => count_outside_par(h, lo, hi),
+        None => 0,
     }
 }
 
@@ -249,7 +104,7 @@ fn saturated(h: &[f32], a: Activation) -> usize {
 /// the predicate is false at the activation's centre (½ for σ, 0 for tanh and softsign) and
 /// monotone on each side of it, so each bound is found by bisection over the f32 values
 /// themselves (`None` for an activation that does not saturate).
-fn saturated_bounds(a: Activation) -> Option<(f32, f32)> {
+pub fn saturated_bounds(a: Activation) -> Option<(f32, f32)> {
     if !a.saturates() {
         return None;
     }
@@ -282,31 +137,6 @@ fn edge(is: impl Fn(f32) -> bool, from: f32, to: f32) -> (f32, f32) {
     (f32::from_bits(a), f32::from_bits(b))
 }
 
-crate::kernels::simd::multiversion! {
-    /// How many finite values are ≤ lo or ≥ hi (lo < hi): the finite ones less those strictly
-    /// between, counted in 16 u32 lanes.
-    fn count_outside(h: &[f32], lo: f32, hi: f32) -> usize {
-        let (mut finite, mut inside) = ([0u32; 16], [0u32; 16]);
-        let mut total = 0usize;
-        for c in h.chunks(1 << 20) {
-            let mut it = c.chunks_exact(16);
-            for x in &mut it {
-                for j in 0..16 {
-                    finite[j] += (x[j].abs() < f32::INFINITY) as u32;
-                    inside[j] += ((x[j] > lo) & (x[j] < hi)) as u32;
-                }
-            }
-            for &x in it.remainder() {
-                finite[0] += (x.abs() < f32::INFINITY) as u32;
-                inside[0] += ((x > lo) & (x < hi)) as u32;
-            }
-            let sum = |a: &mut [u32; 16]| std::mem::take(a).iter().map(|&n| n as usize).sum::<usize>();
-            total += sum(&mut finite) - sum(&mut inside);
-        }
-        total
-    }
-}
-
 fn moments(sum: f64, sq: f64, n: usize) -> (f64, f64) {
     if n == 0 {
         return (f64::NAN, f64::NAN);
@@ -317,7 +147,12 @@ fn moments(sum: f64, sq: f64, n: usize) -> (f64, f64) {
 
 /// Norm, RMS and non-finite counts of a gradient.
 pub fn grad_stats(g: &[f32]) -> GradStats {
-    let (_, sq, _, nan, inf) = finite_moments(g);
+    grad_stats_of(finite_moments(g, None), g.len())
+}
+
+/// [`grad_stats`] from the gradient's [`finite_moments`] and its number of values.
+pub fn grad_stats_of(moments: (f64, f64, usize, usize, usize), len: usize) -> GradStats {
+    let (_, sq, _, nan, inf) = moments;
     let norm = if nan > 0 {
         f64::NAN
     } else if inf > 0 {
@@ -327,7 +162,7 @@ pub fn grad_stats(g: &[f32]) -> GradStats {
     };
     GradStats {
         norm,
-        rms: norm / (g.len().max(1) as f64).sqrt(),
+        rms: norm / (len.max(1) as f64).sqrt(),
         nan,
         inf,
     }
@@ -335,35 +170,6 @@ pub fn grad_stats(g: &[f32]) -> GradStats {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn sums_match_f64_on_every_path() {
-        // lengths around the 16- and 32-float vectors, the 1024 blocks and the parallel blocks;
-        // every build this CPU runs
-        for n in [0usize, 5, 15, 16, 31, 32, 1000, 1057, 70_000] {
-            let v: Vec<f32> = (0..n)
-                .map(|i| ((i * 31 % 89) as f32 - 44.0) / 9.0)
-                .collect();
-            let s: f64 = v.iter().map(|&x| x as f64).sum();
-            let q: f64 = v.iter().map(|&x| (x as f64) * (x as f64)).sum();
-            let mut paths = vec![sum_and_sq(&v), block_moments(&v), block_moments_plain(&v)];
-            #[cfg(target_arch = "x86_64")]
-            if crate::kernels::simd::has_avx2() {
-                // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                paths.push(unsafe { moments_avx2(&v) });
-            }
-            for (got_s, got_q) in paths {
-                assert!(
-                    (got_s - s).abs() <= 1e-5 * (1.0 + q.sqrt() * (n as f64).sqrt()),
-                    "n {n}: Σx {got_s} vs {s}"
-                );
-                assert!(
-                    (got_q - q).abs() <= 1e-6 * (1.0 + q),
-                    "n {n}: Σx² {got_q} vs {q}"
-                );
-            }
-        }
-    }
 
     use super::*;
 

@@ -13,8 +13,13 @@
 use burn::tensor::{Gradients, Tensor};
 
 use super::record::{ActStats, GradStats};
-use super::stats::{activation_stats, grad_stats, sum_and_sq};
+use super::stats::{
+    activation_stats, activation_stats_with, grad_stats, grad_stats_of, saturated_bounds,
+    sum_and_sq, Presummed,
+};
 use crate::activation::Activation;
+use crate::kernels::act::apply_measured;
+use crate::kernels::moments::fold;
 use crate::kernels::tap::{tap, with_values, GradSlot};
 
 /// A deliberate numerical fault at one probe point.
@@ -37,6 +42,11 @@ pub enum Fault {
 /// Reads ∂L/∂h's statistics after `backward` (`None`: the output did not reach the loss), and
 /// a copy of ∂L/∂h itself when the tap keeps values.
 type LeafGrad = Box<dyn Fn(&Gradients) -> Option<(GradStats, Option<Vec<f32>>)>>;
+
+/// ∂L/∂h's statistics from what its slot caught (no values kept).
+fn moments_of(slot: &GradSlot) -> Option<(GradStats, Option<Vec<f32>>)> {
+    slot.moments().map(|(m, n)| (grad_stats_of(m, n), None))
+}
 
 /// A probe point's values, whole: what a [`Tap::keeping`] tap keeps for distributions and
 /// percentiles (the statistics of a [`Tapped`] summarise them).
@@ -224,6 +234,58 @@ impl Tap {
             grad: Vec::new(),
             shape: shape.clone(),
         });
+        self.attach(name, block, act_fn, act, active, kept, h)
+    }
+
+    /// A probe point on an activation's output: applies `act` to its pre-activation `z` and
+    /// measures both, in the activation's own pass where it has a fused kernel (σ, tanh and SiLU
+    /// on flex: the same numbers as [`point`](Self::point), without reading the tensors again),
+    /// else as `point(name, block, Some(act), Some(&z), act.forward(z))`. Returns the tensor to
+    /// continue the forward pass with.
+    pub fn activate<const D: usize>(
+        &mut self,
+        name: &str,
+        block: &str,
+        act: Activation,
+        z: Tensor<D>,
+    ) -> Tensor<D> {
+        let fused = self.record && self.leaves && !self.keep && self.fault.is_none();
+        if let Some(kind) = act.fused_kind().filter(|_| fused) {
+            if let Some((h, seen)) = apply_measured(&z, kind, saturated_bounds(act)) {
+                let known = Presummed {
+                    h: fold(&seen.output),
+                    pre: fold(&seen.input),
+                    saturated: seen.outside,
+                };
+                let shape = h.dims().to_vec();
+                let stats = with_values(&h, |hv| {
+                    with_values(&z, |zv| {
+                        activation_stats_with(hv, &shape, Some(act), Some(zv), Some(&known))
+                    })
+                });
+                if let Some(Some((stats, active))) = stats {
+                    return self.attach(name, block, Some(act), stats, active, None, h);
+                }
+            }
+        }
+        let h = act.forward(z.clone());
+        let pre = self.record.then_some(&z);
+        self.point(name, block, Some(act), pre, h)
+    }
+
+    /// Adds a measured point: `h` routed through the gradient tap (or returned as is when the
+    /// tap attaches no leaves).
+    #[allow(clippy::too_many_arguments)]
+    fn attach<const D: usize>(
+        &mut self,
+        name: &str,
+        block: &str,
+        act_fn: Option<Activation>,
+        act: ActStats,
+        active: Option<Vec<bool>>,
+        kept: Option<Kept>,
+        h: Tensor<D>,
+    ) -> Tensor<D> {
         let keep = self.keep;
         let read = move |g: &[f32]| (grad_stats(g), keep.then(|| g.to_vec()));
         // ∂L/∂h: an identity op that keeps its gradient on flex; elsewhere a zero-valued leaf
@@ -231,8 +293,10 @@ impl Tap {
         let (out, leaf): (Tensor<D>, LeafGrad) = if !self.leaves {
             (h, Box::new(|_: &Gradients| None))
         } else {
-            match tap(&h) {
-                Some((out, slot)) => (out, Box::new(move |_: &Gradients| slot.with(read))),
+            match tap(&h, !keep) {
+                Some((out, slot)) if keep => (out, Box::new(move |_: &Gradients| slot.with(read))),
+                // the moments only, taken in the backward pass
+                Some((out, slot)) => (out, Box::new(move |_: &Gradients| moments_of(&slot))),
                 None => {
                     let leaf: Tensor<D> = Tensor::zeros(h.dims(), &h.device()).require_grad();
                     let probe = leaf.clone();
@@ -286,7 +350,7 @@ impl Tap {
             act_fn: None,
             act,
             active,
-            leaf: Box::new(move |_: &Gradients| grad.with(|g| (grad_stats(g), None))),
+            leaf: Box::new(move |_: &Gradients| moments_of(&grad)),
             kept: None,
         });
     }
