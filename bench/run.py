@@ -282,6 +282,23 @@ def main():
         "MLP probe on/off",
     )
 
+    def alternating(name, pairs):
+        """The probe's cost within one process, ROUNDS times: each probed step ÷ the unprobed step
+        right after it (noise between processes and over minutes cancels)."""
+        res = []
+        for r in range(ROUNDS):
+            res.append(run_json([BENCH, name, str(pairs)]))
+            print(f"{name} round {r + 1}: ratio {res[-1]['ratio']:.3f}", flush=True)
+        return {
+            "a_ms": median([x["probed_ms"] for x in res]),
+            "b_ms": median([x["plain_ms"] for x in res]),
+            "ratio": median([x["ratio"] for x in res]),
+            "ratios": [x["ratio"] for x in res],
+        }
+
+    alt_yolo = alternating("yolo_probe_alt", 2 if QUICK else 4)
+    alt_mlp = alternating("mlp_probe_alt", 100)
+
     train = None
     if not QUICK and os.path.isfile(COCO8):
         train = coco8_runs("cpu", "'cpu', workers=0", "coco8", "import ultralytics.utils.torch_utils as tu; tu.NUM_THREADS = 2\n")
@@ -316,6 +333,11 @@ def main():
         f"| probe overhead: MLP step with the probe on ÷ off | {probe_mlp['a_ms']:.1f} | {probe_mlp['b_ms']:.1f} (off) | "
         f"**{probe_mlp['a_ms'] / probe_mlp['b_ms']:.2f}×** | {spread(probe_mlp)} | {probe_mlp['a_rss']:.0f} | {probe_mlp['b_rss']:.0f} |"
     )
+    for what, r in [("YOLO26n", alt_yolo), ("MLP", alt_mlp)]:
+        md.append(
+            f"| probe overhead, alternating steps: {what} step probed ÷ the unprobed step after it | "
+            f"{r['a_ms']:.1f} | {r['b_ms']:.1f} (off) | **{r['ratio']:.3f}×** | {spread(r)} | – | – |"
+        )
     if train:
         g_s, g_rss, u_s, u_rss = train
         md.append(

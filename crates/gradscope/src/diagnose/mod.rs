@@ -257,15 +257,24 @@ impl fmt::Display for Diagnosis {
             Some(v) => format!("{v:.3}"),
             None => "-".into(),
         };
+        // no finite update in the window: a layer without parameters (a concatenation, an
+        // upsampling) has none to show
+        let update = |x: f64| {
+            if x.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{x:.2e}")
+            }
+        };
         for l in &self.layers {
             writeln!(
                 f,
-                "  {:<10} {:<14} {:>11.3e} {:>11.3e} {:>10.2e} {:>6} {:>6} {:>8} {:>8}  {}",
+                "  {:<10} {:<14} {:>11.3e} {:>11.3e} {:>10} {:>6} {:>6} {:>8} {:>8}  {}",
                 l.name,
                 l.block,
                 l.grad_h_norm,
                 l.grad_h_rel,
-                l.update_ratio,
+                update(l.update_ratio),
                 opt(l.dead_frac, true),
                 opt(l.sat_frac, true),
                 opt(l.measured_factor, false),

@@ -152,6 +152,9 @@ pub fn snapshot_with<M: Module>(
     // each parameter's norms on its own task (one after another, small parameters left the
     // other threads idle)
     let mut out = c.out;
+    if grads.is_none() && !weights {
+        return out; // nothing to measure: an update pass does it
+    }
     out.par_iter_mut()
         .zip(c.found.into_par_iter())
         .for_each(|(p, g)| {
