@@ -288,10 +288,13 @@ pub fn fold(blocks: &[(f32, f32)]) -> (f64, f64) {
         .fold((0f64, 0f64), |(a, b), (s, q)| (a + s, b + q))
 }
 
-/// Σx and Σx² over the finite values, their count, and the NaN and ±∞ counts of `v`, from
+/// Σx and Σx² over the finite values, their count, and the NaN and ±∞ counts.
+pub type Finite = (f64, f64, usize, usize, usize);
+
+/// [`Finite`] of `v`, from
 /// Σx and Σx² already taken of it (`sums`, else [`sum_and_sq`]): when those are finite, so is
 /// every value, and `v` is not read again.
-pub fn finite_moments(v: &[f32], sums: Option<(f64, f64)>) -> (f64, f64, usize, usize, usize) {
+pub fn finite_moments(v: &[f32], sums: Option<(f64, f64)>) -> Finite {
     let (sum, sq) = sums.unwrap_or_else(|| sum_and_sq(v));
     if sum.is_finite() && sq.is_finite() {
         return (sum, sq, v.len(), 0, 0);

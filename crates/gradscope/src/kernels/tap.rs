@@ -27,7 +27,7 @@ type Ad = Autodiff<Flex>;
 #[derive(Clone, Debug)]
 enum Caught {
     Values(FlexTensor),
-    Moments((f64, f64, usize, usize, usize), usize),
+    Moments(moments::Finite, usize),
 }
 
 /// Where the gradient of a tapped tensor lands after `backward`.
@@ -53,7 +53,7 @@ impl GradSlot {
 
     /// The gradient's [`moments::finite_moments`] and number of values, or `None` when no
     /// gradient reached the tap.
-    pub fn moments(&self) -> Option<((f64, f64, usize, usize, usize), usize)> {
+    pub fn moments(&self) -> Option<(moments::Finite, usize)> {
         match self.0.lock().ok()?.take()? {
             Caught::Values(g) => {
                 let v = contiguous(&g)?;

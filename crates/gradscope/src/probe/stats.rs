@@ -3,7 +3,7 @@
 use super::record::{ActStats, GradStats};
 use crate::activation::Activation;
 pub use crate::kernels::moments::sum_and_sq;
-use crate::kernels::moments::{count_outside_par, finite_moments};
+use crate::kernels::moments::{count_outside_par, finite_moments, Finite};
 
 /// The axis whose index names a unit (neuron / channel): `[B, C]` → 1, `[B, C, H, W]` → 1,
 /// `[B, T, C]` (sequences) → 2.
@@ -151,7 +151,7 @@ pub fn grad_stats(g: &[f32]) -> GradStats {
 }
 
 /// [`grad_stats`] from the gradient's [`finite_moments`] and its number of values.
-pub fn grad_stats_of(moments: (f64, f64, usize, usize, usize), len: usize) -> GradStats {
+pub fn grad_stats_of(moments: Finite, len: usize) -> GradStats {
     let (_, sq, _, nan, inf) = moments;
     let norm = if nan > 0 {
         f64::NAN
