@@ -55,14 +55,17 @@ impl GradSlot {
     /// gradient reached the tap.
     pub fn moments(&self) -> Option<(moments::Finite, usize)> {
         match self.0.lock().ok()?.take()? {
-            Caught::Values(g) => {
-                let v = contiguous(&g)?;
-                let v = values(&v);
-                Some((moments::finite_moments(v, None), v.len()))
-            }
+            Caught::Values(g) => moments_of(&g),
             Caught::Moments(m, n) => Some((m, n)),
         }
     }
+}
+
+/// A gradient's [`moments::finite_moments`] and number of values.
+fn moments_of(g: &FlexTensor) -> Option<(moments::Finite, usize)> {
+    let c = contiguous(g)?;
+    let v = values(&c);
+    Some((moments::finite_moments(v, None), v.len()))
 }
 
 #[derive(Debug)]
@@ -79,10 +82,7 @@ impl Backward<Flex, 1> for TapBackward {
         let g = grads.consume::<Flex>(&ops.node);
         let (slot, measure) = ops.state;
         let caught = if measure {
-            contiguous(&g).map(|c| {
-                let v = values(&c);
-                Caught::Moments(moments::finite_moments(v, None), v.len())
-            })
+            moments_of(&g).map(|(m, n)| Caught::Moments(m, n))
         } else {
             Some(Caught::Values(g.clone()))
         };
