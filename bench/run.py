@@ -298,6 +298,8 @@ def main():
 
     alt_yolo = alternating("yolo_probe_alt", 2 if QUICK else 4)
     alt_mlp = alternating("mlp_probe_alt", 100)
+    alt_conv = alternating("conv_probe_alt", 30)
+    alt_lstm = alternating("lstm_probe_alt", 60)
 
     train = None
     if not QUICK and os.path.isfile(COCO8):
@@ -333,7 +335,7 @@ def main():
         f"| probe overhead: MLP step with the probe on ÷ off | {probe_mlp['a_ms']:.1f} | {probe_mlp['b_ms']:.1f} (off) | "
         f"**{probe_mlp['a_ms'] / probe_mlp['b_ms']:.2f}×** | {spread(probe_mlp)} | {probe_mlp['a_rss']:.0f} | {probe_mlp['b_rss']:.0f} |"
     )
-    for what, r in [("YOLO26n", alt_yolo), ("MLP", alt_mlp)]:
+    for what, r in [("YOLO26n", alt_yolo), ("MLP", alt_mlp), ("Conv+BN+SiLU+residual", alt_conv), ("LSTM", alt_lstm)]:
         md.append(
             f"| probe overhead, alternating steps: {what} step probed ÷ the unprobed step after it | "
             f"{r['a_ms']:.1f} | {r['b_ms']:.1f} (off) | **{r['ratio']:.3f}×** | {spread(r)} | – | – |"

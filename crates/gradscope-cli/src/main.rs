@@ -11,7 +11,7 @@ use gradscope::lab::recurrent::{
     table as recurrent_table, RecurrentLab, LAB_KEYS as RECURRENT_KEYS,
 };
 use gradscope::lab::settings::KEYS;
-use gradscope::probe::read_jsonl;
+use gradscope::probe::read_history;
 use gradscope::settings::Command;
 use gradscope::train::History;
 use gradscope::yolo::model::YoloConfig;
@@ -462,13 +462,22 @@ fn detection_diagnosis(
 
 fn diagnose_cmd(path: &Path) -> Result<()> {
     for file in probe_files(path)? {
-        let records = read_jsonl(&file)?;
+        let history = read_history(&file)?;
+        let records = history.records();
         let name = file
             .parent()
             .unwrap_or(Path::new("."))
             .display()
             .to_string();
-        println!("== {name} ({} probed steps)", records.len());
+        let seen = history.seen();
+        if records.len() < seen {
+            println!(
+                "== {name} ({seen} probed steps; diagnosed from {} evenly spaced)",
+                records.len()
+            );
+        } else {
+            println!("== {name} ({seen} probed steps)");
+        }
         let run = file.parent().unwrap_or(Path::new("."));
         let detection = run
             .join("args.yaml")
@@ -477,8 +486,8 @@ fn diagnose_cmd(path: &Path) -> Result<()> {
             .flatten();
         let diagnosis = match detection {
             // a detection run: what its state knows, remedies in `gradscope train`'s keys
-            Some((args, names)) => detection_diagnosis(run, &records, &args, names.len()),
-            None => diagnose(&records).map(|mut d| {
+            Some((args, names)) => detection_diagnosis(run, records, &args, names.len()),
+            None => diagnose(records).map(|mut d| {
                 // a lab run: the remedies in the lab's own keys, as it wrote them
                 if let Some(remedies) = lab_remedies(run) {
                     d.remedies = remedies;

@@ -13,7 +13,7 @@
 //! - `yolo_step` / `yolo_step_probe`: YOLO26n (nc 80), batch 4 at 640, the two-branch loss,
 //!   backward, clip at norm 10, AdamW, EMA — without / with the gradient probe;
 //! - `yolo_infer`: YOLO26n at batch 1, 640, forward and end-to-end top-k;
-//! - `mlp_probe_alt` / `yolo_probe_alt`: the probe's cost as a ratio that machine noise hardly
+//! - `mlp_probe_alt`, `conv_probe_alt`, `lstm_probe_alt`, `yolo_probe_alt`: the probe's cost as a ratio that machine noise hardly
 //!   moves: the probe on every second step, each probed step timed against the unprobed step
 //!   right after it; prints the median and range of those ratios and each kind's median ms.
 
@@ -142,6 +142,17 @@ struct ConvNet {
     c3: Conv,
     b3: Bottleneck,
     fc: Linear,
+}
+
+impl ConvNet {
+    /// The convolutional trunk, each block's output a probe point as the YOLO model's layers are.
+    fn forward(&self, x: Tensor<4>, tap: &mut Tap) -> Tensor<4> {
+        let h = tap.point("c1", "Conv", None, None, self.c1.forward(x));
+        let h = tap.point("c2", "Conv", None, None, self.c2.forward(h));
+        let h = tap.point("b2", "Bottleneck", None, None, self.b2.forward(h));
+        let h = tap.point("c3", "Conv", None, None, self.c3.forward(h));
+        tap.point("b3", "Bottleneck", None, None, self.b3.forward(h))
+    }
 }
 
 /// YOLO26n (nc 80, seed 0), a fixed batch of 4 images at 640 with three boxes each, AdamW, EMA.
@@ -321,7 +332,7 @@ fn run() {
             );
             return;
         }
-        "conv" => {
+        "conv" | "conv_probe_alt" => {
             device.seed(0);
             let sw = Switches::default();
             let mut m = ConvNet {
@@ -338,19 +349,27 @@ fn run() {
                 &device,
             );
             let y = labels(8, 10);
+            let mut probe = Probe::new(probe_for(name));
+            let mut step = 0;
             measure(name, 3, timed, || {
-                let h =
-                    m.b3.forward(m.c3.forward(m.b2.forward(m.c2.forward(m.c1.forward(x.clone())))));
+                let mut tap = probe.tap(step);
+                let h = m.forward(x.clone(), &mut tap);
                 let [b, c, _, _] = h.dims();
                 let pooled = h.reshape([b, c, 20 * 20]).mean_dim(2).reshape([b, c]);
                 let loss = cross_entropy(m.fc.forward(pooled), y.clone()).mean();
                 let v = loss.clone().into_scalar::<f64>();
-                let g = GradientsParams::from_grads(loss.backward(), &m);
-                m = opt.step(0.01, m.clone(), g);
+                let grads = loss.backward();
+                let pending = probe.after_backward_for_update(step, 0, v, tap, &m, &grads);
+                let g = GradientsParams::from_grads(grads, &m);
+                let measured;
+                (m, measured) =
+                    opt.step_measured(0.01, m.clone(), g, Clip::NONE, pending.is_some());
+                let _ = probe.after_update(pending, &measured, 0.01);
+                step += 1;
                 v
             })
         }
-        "lstm" => {
+        "lstm" | "lstm_probe_alt" => {
             let mut m = RecurrentConfig::new(CellKind::Lstm, 8, 128, 1).init(&device);
             let mut opt = sgd();
             let x = Tensor::<3>::from_data(
@@ -359,12 +378,21 @@ fn run() {
             );
             let y =
                 Tensor::<2>::from_data(TensorData::new(det(32, -1.0, 1.0, 4), [32, 1]), &device);
+            let mut probe = Probe::new(probe_for(name));
+            let mut step = 0;
             measure(name, 3, timed, || {
-                let out = m.forward_last(x.clone(), &mut Tap::off());
+                let mut tap = probe.tap(step);
+                let out = m.forward_last(x.clone(), &mut tap);
                 let loss = (out - y.clone()).powf_scalar(2.0).mean();
                 let v = loss.clone().into_scalar::<f64>();
-                let g = GradientsParams::from_grads(loss.backward(), &m);
-                m = opt.step(0.01, m.clone(), g);
+                let grads = loss.backward();
+                let pending = probe.after_backward_for_update(step, 0, v, tap, &m, &grads);
+                let g = GradientsParams::from_grads(grads, &m);
+                let measured;
+                (m, measured) =
+                    opt.step_measured(0.01, m.clone(), g, Clip::NONE, pending.is_some());
+                let _ = probe.after_update(pending, &measured, 0.01);
+                step += 1;
                 v
             })
         }

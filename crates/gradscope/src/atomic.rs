@@ -16,8 +16,30 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 /// Replaces `path` by `bytes` atomically. Crash points (see [`crate::crash`]):
 /// `write-half:<file>` with half the temporary file written, `write:<file>` before the rename.
 pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace(path, |tmp| write_synced(tmp, path, bytes))
+}
+
+/// Replaces `path` by what `fill` writes, atomically as [`write()`] does: for content too large to
+/// hold in memory (a long run's `probe.jsonl`). Crash points: `write-half:<file>` once `fill` has
+/// written (the temporary file complete, not yet synced), `write:<file>` before the rename.
+pub fn write_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    replace(path, |tmp| {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(tmp)?);
+        fill(&mut w)?;
+        w.flush()?;
+        crate::crash::file_point("write-half", path);
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()
+    })
+}
+
+/// Writes the temporary file with `body` (which syncs it), then renames it over `path`; a failure
+/// removes the temporary file.
+fn replace(path: &Path, body: impl FnOnce(&Path) -> std::io::Result<()>) -> std::io::Result<()> {
     let tmp = tmp_path(path);
-    let result = write_synced(&tmp, path, bytes).and_then(|()| {
+    let result = body(&tmp).and_then(|()| {
         crate::crash::file_point("write", path);
         std::fs::rename(&tmp, path)
     });
@@ -72,6 +94,16 @@ mod tests {
         std::fs::create_dir_all(&sub).unwrap();
         assert!(write(&sub, b"x").is_err());
         assert!(sub.is_dir() && !tmp_path(&sub).exists());
+        // streamed: the same, and a fill that fails leaves the old file and no .tmp
+        write_with(&p, |w| w.write_all(b"streamed")).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"streamed");
+        let failed = write_with(&p, |w| {
+            w.write_all(b"half")?;
+            Err(std::io::Error::other("the source broke"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"streamed");
+        assert!(!tmp_path(&p).exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -130,7 +130,10 @@ fn the_lab_writes_its_report_and_probe_records() {
     }
     let html = std::fs::read_to_string(out.dir.join("report.html")).unwrap();
     assert!(html.contains("gelu+he") && html.contains("heatmap.png"));
-    let recs = gradscope::probe::read_jsonl(&out.dir.join("relu+he").join("probe.jsonl")).unwrap();
+    let history =
+        gradscope::probe::read_history(&out.dir.join("relu+he").join("probe.jsonl")).unwrap();
+    assert_eq!(history.seen(), 5);
+    let recs = history.records();
     // 1437 samples / batch 64 = 23 steps; every 5th is probed: 0, 5, 10, 15, 20
     assert_eq!(
         recs.iter().map(|r| r.step).collect::<Vec<_>>(),

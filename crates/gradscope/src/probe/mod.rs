@@ -11,6 +11,7 @@
 //! probe.after_step(pending, &model, lr)?;             // update ratios, JSONL line
 //! ```
 
+pub mod history;
 pub mod params;
 pub mod producer;
 pub mod record;
@@ -19,12 +20,13 @@ pub mod tap;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Gradients, Tensor};
 
+pub use history::History;
 pub use record::{LayerRecord, NonFinite, ParamRecord, Phase, StepRecord};
 pub use tap::{Fault, Kept, Tap, Tapped};
 
@@ -54,6 +56,11 @@ impl Default for ProbeConfig {
 pub enum ProbeError {
     #[error("cannot write probe records to {path}: {source}")]
     Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read probe records from {path}: {source}")]
+    Read {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -160,7 +167,9 @@ fn param_record<'a>(
 
 pub struct Probe {
     pub config: ProbeConfig,
-    records: Vec<StepRecord>,
+    /// What the diagnosis and the plots read: every record of a short run, an evenly thinned
+    /// sample of a long one (`probe.jsonl` has them all).
+    records: History,
     writer: Option<(PathBuf, BufWriter<File>)>,
     windows: HashMap<String, VecDeque<Vec<bool>>>,
     faults: Vec<(usize, Fault)>,
@@ -170,7 +179,7 @@ impl Probe {
     pub fn new(config: ProbeConfig) -> Self {
         Probe {
             config,
-            records: Vec::new(),
+            records: History::default(),
             writer: None,
             windows: HashMap::new(),
             faults: Vec::new(),
@@ -216,22 +225,27 @@ impl Probe {
                 path: path.to_path_buf(),
                 source,
             };
-            let text = std::fs::read_to_string(path).map_err(io)?;
-            let mut kept = String::new();
-            for line in text.lines() {
-                // a line cut short by a crash is not a record
-                let Ok(r) = serde_json::from_str::<StepRecord>(line) else {
-                    continue;
-                };
-                // each step once, in order (a step recorded twice keeps its first record)
-                if r.step >= step || self.records.last().is_some_and(|last| last.step >= r.step) {
-                    continue;
+            // streamed, line by line: the file of a long run is larger than memory
+            let file = BufReader::new(File::open(path).map_err(io)?);
+            let records = &mut self.records;
+            crate::atomic::write_with(path, |out| {
+                for line in file.lines() {
+                    let line = line?;
+                    // a line cut short by a crash is not a record
+                    let Ok(r) = serde_json::from_str::<StepRecord>(&line) else {
+                        continue;
+                    };
+                    // each step once, in order (a step recorded twice keeps its first record)
+                    if r.step >= step || records.last().is_some_and(|last| last.step >= r.step) {
+                        continue;
+                    }
+                    out.write_all(line.as_bytes())?;
+                    out.write_all(b"\n")?;
+                    records.push(r);
                 }
-                kept.push_str(line);
-                kept.push('\n');
-                self.records.push(r);
-            }
-            crate::atomic::write(path, kept.as_bytes()).map_err(io)?;
+                Ok(())
+            })
+            .map_err(io)?;
         }
         self.with_jsonl_mode(path, true)
     }
@@ -301,12 +315,19 @@ impl Probe {
         tap.with_fault(self.fault_at(step))
     }
 
+    /// The records the probe remembers (all of a run with at most
+    /// [`History::DEFAULT_CAP`] probed steps, an even sample of a longer one), in step order.
     pub fn records(&self) -> &[StepRecord] {
+        self.records.records()
+    }
+
+    /// What the probe remembers of the run.
+    pub fn history(&self) -> &History {
         &self.records
     }
 
     pub fn into_records(self) -> Vec<StepRecord> {
-        self.records
+        self.records.into_records()
     }
 
     /// Reads the taps and the parameter gradients and weights. Returns `None` when the tap did
@@ -584,18 +605,22 @@ fn owner_of(path: &str, names: &[&str]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
-/// Reads a `probe.jsonl` written by [`Probe::with_jsonl`].
-pub fn read_jsonl(path: &Path) -> Result<Vec<StepRecord>, ProbeError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ProbeError::Io {
+/// Reads a `probe.jsonl` written by [`Probe::with_jsonl`] line by line into a [`History`] (every
+/// record of a file of at most [`History::DEFAULT_CAP`] records, an even sample of a longer one,
+/// with [`History::seen`] counting them all).
+pub fn read_history(path: &Path) -> Result<History, ProbeError> {
+    let io = |source| ProbeError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    };
+    let file = BufReader::new(File::open(path).map_err(io)?);
+    let mut out = History::default();
+    for (i, line) in file.lines().enumerate() {
+        let line = line.map_err(io)?;
         if line.trim().is_empty() {
             continue;
         }
-        let r: StepRecord = serde_json::from_str(line).map_err(|e| ProbeError::Parse {
+        let r: StepRecord = serde_json::from_str(&line).map_err(|e| ProbeError::Parse {
             path: path.to_path_buf(),
             line: i + 1,
             msg: e.to_string(),
@@ -643,5 +668,36 @@ mod tests {
         // kept as written, byte for byte, and read back for the diagnosis
         assert_eq!(kept, line(0) + &line(1) + &line(2));
         assert_eq!(steps, [0, 1, 2]);
+    }
+
+    /// A resumed run longer than the history's cap remembers the same even sample as the run that
+    /// never stopped, and its file still holds every record before the resumed step.
+    #[test]
+    fn a_resumed_long_run_remembers_what_the_uninterrupted_one_does() {
+        use super::{History, Probe, ProbeConfig, StepRecord};
+        let dir = std::env::temp_dir().join(format!("gradscope-jsonl-long-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("probe.jsonl");
+        let line = |s: usize| {
+            format!("{{\"step\":{s},\"epoch\":0,\"loss\":{s},\"lr\":0.01,\"grad_norm\":1.0,\"layers\":[],\"nonfinite\":null}}\n")
+        };
+        let n = 3 * History::DEFAULT_CAP;
+        std::fs::write(&path, (0..n).map(line).collect::<String>()).unwrap();
+        let resume_at = n - 500;
+        let probe = Probe::new(ProbeConfig::default())
+            .with_jsonl_resumed(&path, resume_at)
+            .unwrap();
+        let mut uninterrupted = History::default();
+        for s in 0..resume_at {
+            uninterrupted.push(serde_json::from_str::<StepRecord>(&line(s)).unwrap());
+        }
+        let steps = |r: &[StepRecord]| r.iter().map(|r| r.step).collect::<Vec<_>>();
+        assert_eq!(steps(probe.records()), steps(uninterrupted.records()));
+        assert!(probe.records().len() <= History::DEFAULT_CAP + 2);
+        assert_eq!(probe.history().seen(), resume_at);
+        drop(probe);
+        let kept = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(kept, (0..resume_at).map(line).collect::<String>());
     }
 }
