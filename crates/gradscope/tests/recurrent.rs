@@ -27,8 +27,11 @@ fn mse(m: &SeqModel, x: &Tensor<3>, y: &Tensor<2>, tap: &mut Tap) -> Tensor<1> {
 }
 
 fn probe_once(m: &SeqModel, x: &Tensor<3>, y: &Tensor<2>) -> (f64, StepRecord) {
+    probe_with(m, x, y, Tap::on())
+}
+
+fn probe_with(m: &SeqModel, x: &Tensor<3>, y: &Tensor<2>, mut tap: Tap) -> (f64, StepRecord) {
     let mut probe = Probe::new(ProbeConfig::default());
-    let mut tap = Tap::on();
     let loss = mse(m, x, y, &mut tap);
     let lv = loss.clone().into_scalar::<f64>();
     let grads = loss.backward();
@@ -93,6 +96,29 @@ fn lstm_gradients_through_time_equal_pytorch() {
             "‖∂L/∂c_{t}‖ {} vs torch {w}",
             l.grad_h.norm
         );
+    }
+    // the fused sequence measures c_t and h_t in place: the numbers of the step-by-step burn path
+    // (which a tap with a fault takes; this one changes nothing)
+    let nothing = Fault::Nudge {
+        layer: "no such layer".into(),
+        index: 0,
+        delta: 0.0,
+    };
+    let (_, step_by_step) = probe_with(&m, &x, &y, Tap::on().with_fault(Some(nothing)));
+    assert_eq!(rec.layers.len(), step_by_step.layers.len());
+    for (a, b) in rec.layers.iter().zip(&step_by_step.layers) {
+        assert_eq!((&a.name, a.act.numel), (&b.name, b.act.numel));
+        for (what, x, y) in [
+            ("mean", a.act.mean, b.act.mean),
+            ("std", a.act.std, b.act.std),
+            ("‖∂L/∂h‖", a.grad_h.norm, b.grad_h.norm),
+        ] {
+            assert!(
+                (x - y).abs() <= 1e-5 * y.abs().max(1e-3),
+                "{} {what}: fused {x} vs step by step {y}",
+                a.name
+            );
+        }
     }
     // the recurrent weight is under no probe point: it is reported among other_params
     let u = rec

@@ -14,6 +14,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::host::{contiguous, gemm, record, tensor, values};
+use super::moments::{finite_moments_split, Finite};
 use super::simd::multiversion;
 use super::tap::GradSlot;
 
@@ -24,11 +25,13 @@ type Ad = Autodiff<Flex>;
 // backward), for h₀ = c₀ = 0. The per-step gradients ∂L/∂h_t and ∂L/∂c_t that BPTT forms anyway
 // are handed to the probe through grad slots, so every step stays watched.
 
-/// What the fused sequence hands the probe for one step: the values of c_t and h_t (`[B, H]`)
-/// and the slots that will hold ∂L/∂c_t and ∂L/∂h_t after `backward`.
+/// What the fused sequence hands the probe for one step: the finite moments of c_t and h_t
+/// (`[B, H]`, `len` values each; taken in place, the bits of [`finite_moments`](super::moments::finite_moments) of the values in
+/// batch order) and the slots that will hold ∂L/∂c_t's and ∂L/∂h_t's after `backward`.
 pub struct StepProbe {
-    pub c: Vec<f32>,
-    pub h: Vec<f32>,
+    pub c: Finite,
+    pub h: Finite,
+    pub len: usize,
     pub c_grad: GradSlot,
     pub h_grad: GradSlot,
 }
@@ -581,17 +584,24 @@ impl Backward<Flex, 4> for SeqBackward {
             .par_iter()
             .map(|ch| backward_chunk(ch, g_out, &u_t, t_len, h))
             .collect();
-        // the probe's per-step gradients (when watched), rows back in batch order
-        for (t, (c_slot, h_slot)) in st.slots.iter().enumerate() {
-            let mut dc = Vec::with_capacity(b * h);
-            let mut dh = Vec::with_capacity(b * h);
-            for (ch, p) in st.chunks.iter().zip(&parts) {
-                dc.extend_from_slice(&p.dc_steps[t * ch.bc * h..][..ch.bc * h]);
-                dh.extend_from_slice(&p.dh_steps[t * ch.bc * h..][..ch.bc * h]);
-            }
-            c_slot.set(dc, [b, h]);
-            h_slot.set(dh, [b, h]);
-        }
+        // the probe's per-step gradients (when watched): rows back in batch order, their moments
+        // taken step by step side by side
+        st.slots
+            .par_iter()
+            .enumerate()
+            .for_each(|(t, (c_slot, h_slot))| {
+                let of = |steps: fn(&ChunkGrad) -> &[f32]| {
+                    let pieces: Vec<&[f32]> = st
+                        .chunks
+                        .iter()
+                        .zip(&parts)
+                        .map(|(ch, p)| &steps(p)[t * ch.bc * h..][..ch.bc * h])
+                        .collect();
+                    finite_moments_split(&pieces)
+                };
+                c_slot.set_moments(of(|p| &p.dc_steps), b * h);
+                h_slot.set_moments(of(|p| &p.dh_steps), b * h);
+            });
         if let Some(node) = node_u {
             let mut du = vec![0.0f32; h * 4 * h];
             for p in &parts {
@@ -719,19 +729,20 @@ pub fn sequence(
         .map(|_| (GradSlot::default(), GradSlot::default()))
         .collect();
     let probes = slots
-        .iter()
+        .par_iter()
         .enumerate()
         .map(|(t, (c_grad, h_grad))| {
-            let gather = |f: fn(&Chunk) -> &Vec<f32>| -> Vec<f32> {
-                let mut v = Vec::with_capacity(bsz * h);
-                for ch in &chunks {
-                    v.extend_from_slice(&f(ch)[(t + 1) * ch.bc * h..][..ch.bc * h]);
-                }
-                v
+            let of = |f: fn(&Chunk) -> &[f32]| {
+                let pieces: Vec<&[f32]> = chunks
+                    .iter()
+                    .map(|ch| &f(ch)[(t + 1) * ch.bc * h..][..ch.bc * h])
+                    .collect();
+                finite_moments_split(&pieces)
             };
             StepProbe {
-                c: gather(|ch| &ch.cs),
-                h: gather(|ch| &ch.hs),
+                c: of(|ch| &ch.cs),
+                h: of(|ch| &ch.hs),
+                len: bsz * h,
                 c_grad: c_grad.clone(),
                 h_grad: h_grad.clone(),
             }

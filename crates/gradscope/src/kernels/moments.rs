@@ -299,8 +299,38 @@ pub fn finite_moments(v: &[f32], sums: Option<(f64, f64)>) -> Finite {
     if sum.is_finite() && sq.is_finite() {
         return (sum, sq, v.len(), 0, 0);
     }
+    value_by_value(v.iter().copied())
+}
+
+/// [`finite_moments`] of the values of `pieces` laid end to end (a tensor's rows that live in
+/// several buffers), the same bits, without copying them when every piece but the last holds
+/// whole blocks (then the blocks are the same ones); else of a copy.
+pub fn finite_moments_split(pieces: &[&[f32]]) -> Finite {
+    let n: usize = pieces.iter().map(|p| p.len()).sum();
+    let whole_blocks = pieces.iter().rev().skip(1).all(|p| p.len() % BLOCK == 0);
+    if !whole_blocks {
+        return finite_moments(&pieces.concat(), None);
+    }
+    let mut sums = Vec::with_capacity(n.div_ceil(BLOCK) + pieces.len());
+    for p in pieces {
+        blocks(p, &mut sums);
+    }
+    // as sum_and_sq: one task's blocks added in order, more than one task's folded
+    let (sum, sq) = if n <= TASK {
+        add_in_order(&sums)
+    } else {
+        fold(&sums)
+    };
+    if sum.is_finite() && sq.is_finite() {
+        return (sum, sq, n, 0, 0);
+    }
+    value_by_value(pieces.iter().flat_map(|p| p.iter().copied()))
+}
+
+/// [`Finite`] one value after another (where some value or square is not finite).
+fn value_by_value(v: impl Iterator<Item = f32>) -> Finite {
     let (mut sum, mut sq, mut n, mut nan, mut inf) = (0f64, 0f64, 0usize, 0usize, 0usize);
-    for &x in v {
+    for x in v {
         if x.is_nan() {
             nan += 1;
         } else if x.is_infinite() {
@@ -439,6 +469,40 @@ mod tests {
         (0..n)
             .map(|i| ((i * 31 % 89) as f32 - 44.0) / 9.0)
             .collect()
+    }
+
+    #[test]
+    fn split_moments_are_the_moments_of_the_whole() {
+        // whole-block pieces (read in place) and ragged ones (copied), one task's worth and
+        // several, finite and with a NaN and an ∞ in a later piece: the same bits
+        let bits = |m: Finite| (m.0.to_bits(), m.1.to_bits(), m.2, m.3, m.4);
+        for (cuts, n) in [
+            (vec![2048, 4096], 7000),
+            (vec![1024; 20], 20_480 + 77),
+            (vec![100, 2000], 3000),
+            (vec![], 500),
+        ] {
+            let mut v = values(n);
+            for poisoned in [false, true] {
+                if poisoned {
+                    v[n - 3] = f32::NAN;
+                    v[n - 1] = f32::INFINITY;
+                }
+                let mut pieces = Vec::new();
+                let mut rest = &v[..];
+                for c in &cuts {
+                    let (a, b) = rest.split_at(*c);
+                    pieces.push(a);
+                    rest = b;
+                }
+                pieces.push(rest);
+                assert_eq!(
+                    bits(finite_moments_split(&pieces)),
+                    bits(finite_moments(&v, None)),
+                    "{cuts:?} of {n}, poisoned {poisoned}"
+                );
+            }
+        }
     }
 
     #[test]

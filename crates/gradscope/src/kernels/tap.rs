@@ -35,10 +35,11 @@ enum Caught {
 pub struct GradSlot(Arc<Mutex<Option<Caught>>>);
 
 impl GradSlot {
-    /// Stores a gradient (a fused operation's backward hands it over this way).
-    pub fn set(&self, values: Vec<f32>, shape: impl Into<Vec<usize>>) {
+    /// Stores a gradient's [`moments::finite_moments`] and number of values, taken by a fused
+    /// operation's backward while the values are in cache (how it hands a gradient over).
+    pub fn set_moments(&self, moments: moments::Finite, len: usize) {
         if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(Caught::Values(super::host::tensor(values, shape)));
+            *slot = Some(Caught::Moments(moments, len));
         }
     }
 

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::init::{orthogonal, uniform};
 use crate::choice::choice;
 use crate::kernels::{linear, lstm};
+use crate::probe::stats::act_stats_of;
 use crate::probe::Tap;
 
 choice! {
@@ -225,10 +226,11 @@ impl SeqModel {
             tap.is_recording(),
         )?;
         tap.input(x);
-        let shape = [x.dims()[0], self.hidden];
         for (t, s) in steps.into_iter().enumerate() {
-            tap.external(&format!("c.{t}"), "memory:lstm", &s.c, &shape, s.c_grad);
-            tap.external(&format!("t.{t}"), self.block_name(), &s.h, &shape, s.h_grad);
+            let c = act_stats_of(s.c, s.len);
+            tap.external_measured(&format!("c.{t}"), "memory:lstm", c, s.c_grad);
+            let h = act_stats_of(s.h, s.len);
+            tap.external_measured(&format!("t.{t}"), self.block_name(), h, s.h_grad);
         }
         Some(h_all)
     }

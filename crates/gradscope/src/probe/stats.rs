@@ -45,9 +45,8 @@ pub fn activation_stats_with(
     pre: Option<&[f32]>,
     known: Option<&Presummed>,
 ) -> (ActStats, Option<Vec<bool>>) {
-    let (sum, sq, n_fin, nan, inf) = finite_moments(h, known.map(|k| k.h));
-    let (mean, var) = moments(sum, sq, n_fin);
-    let sat_frac = act_fn.filter(|a| a.saturates()).map(|a| {
+    let (mut stats, _) = act_stats_of(finite_moments(h, known.map(|k| k.h)), h.len());
+    stats.sat_frac = act_fn.filter(|a| a.saturates()).map(|a| {
         let n = known.map_or_else(|| saturated(h, a), |k| k.saturated);
         n as f64 / h.len().max(1) as f64
     });
@@ -66,26 +65,31 @@ pub fn activation_stats_with(
         }
         _ => None,
     };
-    let (pre_mean, pre_var) = match pre {
-        Some(z) => {
-            let (s, q, n, _, _) = finite_moments(z, known.map(|k| k.pre));
-            let (m, v) = moments(s, q, n);
-            (Some(m), Some(v))
-        }
-        None => (None, None),
-    };
+    if let Some(z) = pre {
+        let (s, q, n, _, _) = finite_moments(z, known.map(|k| k.pre));
+        let (m, v) = moments(s, q, n);
+        (stats.pre_mean, stats.pre_var) = (Some(m), Some(v));
+    }
+    (stats, active)
+}
+
+/// [`activation_stats`] of `len` values with no activation function, from their
+/// [`finite_moments`] (taken where the values were made): the same numbers, the values not read.
+pub fn act_stats_of(m: Finite, len: usize) -> (ActStats, Option<Vec<bool>>) {
+    let (sum, sq, n_fin, nan, inf) = m;
+    let (mean, var) = moments(sum, sq, n_fin);
     let stats = ActStats {
-        numel: h.len(),
+        numel: len,
         mean,
         std: var.sqrt(),
-        pre_mean,
-        pre_var,
+        pre_mean: None,
+        pre_var: None,
         dead_frac: None, // filled in by the probe from its window of batches
-        sat_frac,
+        sat_frac: None,
         nan,
         inf,
     };
-    (stats, active)
+    (stats, None)
 }
 
 /// How many values are finite and in `a`'s saturated region

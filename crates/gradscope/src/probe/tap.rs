@@ -343,7 +343,27 @@ impl Tap {
         if !self.record {
             return;
         }
-        let (act, active) = activation_stats(values, shape, None, None);
+        self.external_measured(
+            name,
+            block,
+            activation_stats(values, shape, None, None),
+            grad,
+        );
+    }
+
+    /// [`external`](Self::external) with the values already measured by
+    /// [`activation_stats`](crate::probe::stats::activation_stats) (no activation function):
+    /// for an operation that measures many tensors side by side.
+    pub fn external_measured(
+        &mut self,
+        name: &str,
+        block: &str,
+        (act, active): (ActStats, Option<Vec<bool>>),
+        grad: GradSlot,
+    ) {
+        if !self.record {
+            return;
+        }
         self.points.push(Point {
             name: name.to_string(),
             block: block.to_string(),
