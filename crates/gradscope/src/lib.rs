@@ -4,6 +4,7 @@
 //! ([`nn`], [`train`]); [`lab`] runs experiments that show each claim side by side.
 
 pub mod activation;
+pub mod alloc;
 pub mod atomic;
 mod choice;
 pub mod crash;
