@@ -59,11 +59,6 @@ impl std::fmt::Display for RunFailed {
 
 impl std::error::Error for RunFailed {}
 
-/// Big buffers from a cache by size class, the rest from the system allocator
-/// (`gradscope::alloc`).
-#[global_allocator]
-static ALLOC: gradscope::alloc::BlockCache = gradscope::alloc::BlockCache::new();
-
 fn main() -> ExitCode {
     gradscope::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -40,10 +40,6 @@ use gradscope::yolo::blocks::{Bottleneck, Conv, Switches};
 use gradscope::yolo::model::YoloConfig;
 use gradscope::yolo::postprocess::end2end;
 
-/// Big buffers from a cache by size class (the CLI's allocator too).
-#[global_allocator]
-static ALLOC: gradscope::alloc::BlockCache = gradscope::alloc::BlockCache::new();
-
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

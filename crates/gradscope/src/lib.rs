@@ -4,7 +4,6 @@
 //! ([`nn`], [`train`]); [`lab`] runs experiments that show each claim side by side.
 
 pub mod activation;
-pub mod alloc;
 pub mod atomic;
 mod choice;
 pub mod crash;
