@@ -35,7 +35,7 @@ use gradscope::probe::{Probe, ProbeConfig, Tap};
 use gradscope::train::clip::{global_norm, on_update};
 use gradscope::train::loss::cross_entropy;
 use gradscope::train::optim::Clip;
-use gradscope::train::OptimizerKind;
+use gradscope::train::{Optimizer, OptimizerKind};
 use gradscope::yolo::blocks::{Bottleneck, Conv, Switches};
 use gradscope::yolo::model::YoloConfig;
 use gradscope::yolo::postprocess::end2end;
@@ -228,6 +228,28 @@ impl YoloBench {
     }
 }
 
+/// The labs' loop after the forward (the MLP, conv and LSTM benchmarks): backward, the probe's
+/// reading of it, one SGD pass at lr 0.01 that also measures what the probe reads of the weights
+/// on a probed step, then the record. Returns the loss.
+fn labs_step<M: Module + Clone>(
+    m: &mut M,
+    opt: &mut Optimizer,
+    probe: &mut Probe,
+    step: &mut usize,
+    tap: Tap,
+    loss: Tensor<1>,
+) -> f64 {
+    let v = loss.clone().into_scalar::<f64>();
+    let grads = loss.backward();
+    let pending = probe.after_backward_for_update(*step, 0, v, tap, m, &grads);
+    let g = GradientsParams::from_grads(grads, m);
+    let measured;
+    (*m, measured) = opt.step_measured(0.01, m.clone(), g, Clip::NONE, pending.is_some());
+    let _ = probe.after_update(pending, &measured, 0.01);
+    *step += 1;
+    v
+}
+
 fn labels(n: usize, classes: i64) -> Tensor<1, Int> {
     let y: Vec<i64> = (0..n as i64).map(|i| (i * 7 + 3) % classes).collect();
     Tensor::from_data(TensorData::new(y, [n]), &gradscope::device())
@@ -294,17 +316,7 @@ fn run() {
             measure(name, 3, timed, || {
                 let mut tap = probe.tap(step);
                 let loss = cross_entropy(m.forward(x.clone(), &mut tap), y.clone()).mean();
-                let v = loss.clone().into_scalar::<f64>();
-                let grads = loss.backward();
-                // as the labs' loop: the update pass measures what the probe reads of the weights
-                let pending = probe.after_backward_for_update(step, 0, v, tap, &m, &grads);
-                let g = GradientsParams::from_grads(grads, &m);
-                let measured;
-                (m, measured) =
-                    opt.step_measured(0.01, m.clone(), g, Clip::NONE, pending.is_some());
-                let _ = probe.after_update(pending, &measured, 0.01);
-                step += 1;
-                v
+                labs_step(&mut m, &mut opt, &mut probe, &mut step, tap, loss)
             })
         }
         "mlp_phases" => {
@@ -357,16 +369,7 @@ fn run() {
                 let [b, c, _, _] = h.dims();
                 let pooled = h.reshape([b, c, 20 * 20]).mean_dim(2).reshape([b, c]);
                 let loss = cross_entropy(m.fc.forward(pooled), y.clone()).mean();
-                let v = loss.clone().into_scalar::<f64>();
-                let grads = loss.backward();
-                let pending = probe.after_backward_for_update(step, 0, v, tap, &m, &grads);
-                let g = GradientsParams::from_grads(grads, &m);
-                let measured;
-                (m, measured) =
-                    opt.step_measured(0.01, m.clone(), g, Clip::NONE, pending.is_some());
-                let _ = probe.after_update(pending, &measured, 0.01);
-                step += 1;
-                v
+                labs_step(&mut m, &mut opt, &mut probe, &mut step, tap, loss)
             })
         }
         "lstm" | "lstm_probe_alt" => {
@@ -384,16 +387,7 @@ fn run() {
                 let mut tap = probe.tap(step);
                 let out = m.forward_last(x.clone(), &mut tap);
                 let loss = (out - y.clone()).powf_scalar(2.0).mean();
-                let v = loss.clone().into_scalar::<f64>();
-                let grads = loss.backward();
-                let pending = probe.after_backward_for_update(step, 0, v, tap, &m, &grads);
-                let g = GradientsParams::from_grads(grads, &m);
-                let measured;
-                (m, measured) =
-                    opt.step_measured(0.01, m.clone(), g, Clip::NONE, pending.is_some());
-                let _ = probe.after_update(pending, &measured, 0.01);
-                step += 1;
-                v
+                labs_step(&mut m, &mut opt, &mut probe, &mut step, tap, loss)
             })
         }
         "yolo_step" | "yolo_step_probe" | "yolo_probe_alt" => {

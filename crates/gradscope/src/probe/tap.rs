@@ -352,7 +352,7 @@ impl Tap {
     }
 
     /// [`external`](Self::external) with the values already measured by
-    /// [`activation_stats`](crate::probe::stats::activation_stats) (no activation function):
+    /// [`activation_stats`] (no activation function):
     /// for an operation that measures many tensors side by side.
     pub fn external_measured(
         &mut self,
