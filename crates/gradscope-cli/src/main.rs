@@ -61,6 +61,7 @@ impl std::error::Error for RunFailed {}
 
 fn main() -> ExitCode {
     gradscope::tune_allocator();
+    gradscope::quiet_on_closed_pipe();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match gradscope::on_workers(|| run(&args)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -296,6 +296,27 @@ fn info_prints_the_yolo26n_layer_table() {
     assert!(detect.contains("309656"), "{detect}");
 }
 
+/// Output into a pipe whose reader has gone (`gradscope … | head`, once head has its lines) ends
+/// the program quietly by SIGPIPE, as Unix tools do, not with a panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradscope"))
+        .args(["info", "model=yolo26n.yaml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    // the reader goes away before anything is written
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("it ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.signal(), Some(13), "ended by SIGPIPE: {err}");
+}
+
 /// Kill a training run after its first epoch, resume it, and compare with an uninterrupted
 /// run: the resumed epochs' training losses are the same.
 #[test]

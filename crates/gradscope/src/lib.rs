@@ -97,6 +97,18 @@ pub fn tune_allocator() {
     }
 }
 
+/// Makes a write to a closed pipe end the program quietly, as Unix tools do (`gradscope diagnose
+/// … | head`, once `head` has read its lines): Rust starts a program with SIGPIPE ignored, so such
+/// a write fails and `println!` panics. Call once at the start of a program that prints (the CLI
+/// does); elsewhere a no-op.
+pub fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal; no handler of ours runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Runs `work` on one of rayon's worker threads and returns its result (directly when already on
 /// one).
 ///

@@ -35,7 +35,7 @@ impl Default for History {
 impl History {
     /// Records held at most (besides the newest and the first non-finite one) by default: enough
     /// for every plot's resolution and for medians over a tenth of the run.
-    pub const DEFAULT_CAP: usize = 1024;
+    pub const DEFAULT_CAP: usize = 512;
 
     /// An empty history holding at most `cap` evenly spaced records (at least 8) besides the
     /// newest and the first non-finite one.
