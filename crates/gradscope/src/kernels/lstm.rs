@@ -26,8 +26,9 @@ type Ad = Autodiff<Flex>;
 // are handed to the probe through grad slots, so every step stays watched.
 
 /// What the fused sequence hands the probe for one step: the finite moments of c_t and h_t
-/// (`[B, H]`, `len` values each; taken in place, the bits of [`finite_moments`](super::moments::finite_moments) of the values in
-/// batch order) and the slots that will hold ∂L/∂c_t's and ∂L/∂h_t's after `backward`.
+/// (`[B, H]`, `len` values each; taken in place, with the bits of
+/// [`finite_moments`](super::moments::finite_moments) of the values in batch order) and the
+/// slots that will hold the moments of ∂L/∂c_t and ∂L/∂h_t after `backward`.
 pub struct StepProbe {
     pub c: Finite,
     pub h: Finite,
