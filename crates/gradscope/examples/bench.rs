@@ -13,9 +13,10 @@
 //! - `yolo_step` / `yolo_step_probe`: YOLO26n (nc 80), batch 4 at 640, the two-branch loss,
 //!   backward, clip at norm 10, AdamW, EMA — without / with the gradient probe;
 //! - `yolo_infer`: YOLO26n at batch 1, 640, forward and end-to-end top-k;
-//! - `mlp_probe_alt`, `conv_probe_alt`, `lstm_probe_alt`, `yolo_probe_alt`: the probe's cost as a ratio that machine noise hardly
-//!   moves: the probe on every second step, each probed step timed against the unprobed step
-//!   right after it; prints the median and range of those ratios and each kind's median ms.
+//! - `mlp_probe_alt`, `conv_probe_alt`, `lstm_probe_alt`, `yolo_probe_alt`: the probe's cost as
+//!   a ratio that machine noise hardly moves: the probe on every second step, each probed step
+//!   timed against the unprobed step right after it; prints the median and range of those ratios
+//!   and each kind's median ms.
 
 use std::time::Instant;
 

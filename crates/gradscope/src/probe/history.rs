@@ -1,6 +1,6 @@
 //! What the probe remembers of a run: every record while there are few, then an evenly thinned
-//! sample, so that memory stays bounded however long the run (a YOLO26n record is tens of KB; a
-//! COCO-length run probes millions of steps). `probe.jsonl` keeps every record; the history is
+//! sample, so that memory stays bounded however long the run (a YOLO26n record holds 110–140 KB
+//! in memory; a COCO-length run probes millions of steps). `probe.jsonl` keeps every record; the history is
 //! what the diagnosis and the plots read.
 //!
 //! The rule: the records whose ordinal (0 for the first record pushed, 1 for the next, …) is a
@@ -66,7 +66,8 @@ impl History {
         }
         self.records.push(record);
         self.ordinals.push(ordinal);
-        while self.records.len() > self.cap + 2 || self.grid_len() > self.cap {
+        // the grid's records plus at most the newest and the pinned one: the grid bounds them all
+        while self.grid_len() > self.cap {
             self.stride *= 2;
             let newest = ordinal;
             let keep: Vec<bool> = self
