@@ -33,7 +33,7 @@ use gradscope::nn::init::Init;
 use gradscope::nn::mlp::MlpConfig;
 use gradscope::nn::recurrent::{CellKind, RecurrentConfig};
 use gradscope::probe::{Probe, ProbeConfig, Tap};
-use gradscope::train::clip::{global_norm, on_update};
+use gradscope::train::clip::on_update;
 use gradscope::train::loss::cross_entropy;
 use gradscope::train::optim::Clip;
 use gradscope::train::{Optimizer, OptimizerKind};
@@ -160,7 +160,7 @@ impl ConvNet {
 struct YoloBench {
     model: gradscope::yolo::model::Yolo,
     opt: GroupOptimizer,
-    ema: Ema<gradscope::yolo::model::Yolo>,
+    ema: Ema,
     x: Tensor<4>,
     targets: Vec<Vec<(usize, [f32; 4])>>,
     anchors: Anchors,
@@ -218,14 +218,15 @@ impl YoloBench {
     /// gradient norm read, the clipping inside the optimizer's pass.
     fn update(&mut self, grads: burn::tensor::Gradients) {
         let g = GradientsParams::from_grads(grads, &self.model);
-        let clip = on_update(Some(global_norm(&self.model, &g)), 10.0, None);
+        let g = GroupOptimizer::gather(&self.model, g);
+        let clip = on_update(Some(g.global_norm()), 10.0, None);
         let lr = GroupLr {
             lr: [0.001; 3],
             momentum: 0.9,
             weight_decay: 5e-4,
         };
-        self.model = self.opt.step_clipped(self.model.clone(), g, lr, clip);
-        self.ema.update(&self.model);
+        let model = self.model.clone();
+        self.model = self.opt.apply(model, g, lr, clip, Some(&mut self.ema));
     }
 }
 

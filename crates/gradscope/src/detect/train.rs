@@ -30,7 +30,7 @@ use crate::detect::objective::assign::{Anchors, Xyxy};
 use crate::detect::objective::loss::{one2many_weight, yolo_loss, LossGains, LossItems};
 use crate::detect::optimize::ema::Ema;
 use crate::detect::optimize::freeze::freeze;
-use crate::detect::optimize::optimizer::{GroupLr, GroupOptimizer};
+use crate::detect::optimize::optimizer::{Gathered, GroupLr, GroupOptimizer};
 use crate::detect::parallel;
 use crate::detect::remedies;
 use crate::detect::run as runs;
@@ -142,7 +142,7 @@ pub struct Trainer<'o> {
     plan: Plan,
     device: Device,
     model: Yolo,
-    ema: Ema<Yolo>,
+    ema: Ema,
     optim: GroupOptimizer,
     acc: GradientsAccumulator<Yolo>,
     good: GoodState<Yolo, GroupOptimizer>,
@@ -422,8 +422,8 @@ impl<'o> Trainer<'o> {
         }
         let mut gnorm = f64::NAN;
         if finite && will_step {
-            let g = self.acc.grads();
-            gnorm = clip::global_norm(&self.model, &g);
+            let g = GroupOptimizer::gather(&self.model, self.acc.grads());
+            gnorm = g.global_norm();
             finite = gnorm.is_finite();
             if finite {
                 // clipping by norm happens inside the optimizer's pass
@@ -581,9 +581,9 @@ impl<'o> Trainer<'o> {
     fn validate(&self, w: f64) -> Result<ValResult, DetectError> {
         let plain = self.device.clone().inner();
         let (imgsz, batch, nc) = (self.plan.imgsz, self.plan.batch, self.names.len());
-        let (model, settings) = (&self.ema.model, &self.settings);
+        let (model, settings) = (self.ema.model(&self.model), &self.settings);
         Ok(validate(
-            model,
+            &model,
             &self.val,
             imgsz,
             batch * 2,
@@ -643,16 +643,17 @@ impl<'o> Trainer<'o> {
         epoch: usize,
         fitness: f64,
     ) -> Result<(), DetectError> {
-        runs::save_weights(&self.ema.model, &weights.join("last.safetensors"))?;
+        let ema = self.ema.model(&self.model);
+        runs::save_weights(&ema, &weights.join("last.safetensors"))?;
         if fitness > self.counters.best {
             self.counters.best = fitness;
             self.counters.best_epoch = epoch + 1;
-            runs::save_weights(&self.ema.model, &weights.join("best.safetensors"))?;
+            runs::save_weights(&ema, &weights.join("best.safetensors"))?;
         }
         let period = self.args.save_period;
         if period > 0 && (epoch + 1).is_multiple_of(period as usize) {
             let name = format!("epoch{}.safetensors", epoch + 1);
-            runs::save_weights(&self.ema.model, &weights.join(name))?;
+            runs::save_weights(&ema, &weights.join(name))?;
         }
         Ok(())
     }
@@ -661,7 +662,7 @@ impl<'o> Trainer<'o> {
     /// EMA, the probe's update ratios, and the new last good state.
     fn optimizer_step(
         &mut self,
-        g: GradientsParams,
+        g: Gathered,
         clip: Clip,
         lrs: [f64; 3],
         momentum: f64,
@@ -669,7 +670,7 @@ impl<'o> Trainer<'o> {
         pending: Option<crate::probe::Pending>,
     ) -> Result<(), DetectError> {
         // the clone shares the tensors; the old handles are dropped when the new model is in place
-        self.model = self.optim.step_clipped(
+        self.model = self.optim.apply(
             self.model.clone(),
             g,
             GroupLr {
@@ -678,8 +679,8 @@ impl<'o> Trainer<'o> {
                 weight_decay: self.plan.weight_decay,
             },
             clip,
+            Some(&mut self.ema),
         );
-        self.ema.update(&self.model);
         self.counters.last_opt = ni as i64;
         self.counters.opt_steps += 1;
         self.probe.after_step(pending, &self.model, lrs[0])?;

@@ -62,27 +62,34 @@ pub fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> f64 {
     sum_sq(model, grads, true).sqrt()
 }
 
-/// Σ‖g‖² over the parameters: on the CPU each gradient read in place, the gradients side by side
-/// on the pool and their sums added in the model's order; on a device the squares summed there
-/// and read back once (one round trip per step instead of one per parameter).
+/// Σ‖g‖² over the parameters (see [`sum_sq_of`]).
 fn sum_sq<M: Module>(model: &M, grads: &GradientsParams, in_place: bool) -> f64 {
-    use rayon::prelude::*;
     let mut v = Gather {
         grads,
         out: Vec::new(),
     };
     model.visit(&mut v);
+    let flat: Vec<&Tensor<1>> = v.out.iter().map(|(_, g)| g).collect();
+    sum_sq_of(&flat, in_place)
+}
+
+/// Σ‖g‖² of flattened gradients given in the model's order: on the CPU each gradient read in
+/// place, the gradients side by side on the pool and their sums added in the given order; on a
+/// device the squares summed there and read back once (one round trip per step instead of one
+/// per parameter).
+pub(crate) fn sum_sq_of(grads: &[&Tensor<1>], in_place: bool) -> f64 {
+    use rayon::prelude::*;
     let read: Vec<Option<f64>> = if in_place {
-        v.out.par_iter().map(|(_, g)| norm_sq_in_place(g)).collect()
+        grads.par_iter().map(|g| norm_sq_in_place(*g)).collect()
     } else {
-        vec![None; v.out.len()]
+        vec![None; grads.len()]
     };
     let mut host = 0.0;
     let mut on_device = Vec::new();
-    for ((_, g), sq) in v.out.into_iter().zip(read) {
+    for (g, sq) in grads.iter().zip(read) {
         match sq {
             Some(sq) => host += sq,
-            None => on_device.push(g),
+            None => on_device.push((*g).clone()),
         }
     }
     if on_device.is_empty() {

@@ -2,10 +2,17 @@
 //! statistics): ema ← d·ema + (1 − d)·model with d = 0.9999·(1 − e^(−u/2000)) at update u, so the
 //! average follows the model closely early on and smooths it later. Validation and the saved
 //! checkpoints use the average.
+//!
+//! The average is held as flat tensors, one per float tensor of the model in the order a
+//! [`ModuleVisitor`] meets them, and becomes a model only when one is asked for
+//! ([`Ema::model`]: validation and checkpoints, once an epoch). An update is then one parallel
+//! blend with no walk over the averaged model: the detection optimizer hands over the new
+//! weights from its own pass ([`crate::detect::optimize::optimizer::GroupOptimizer::apply`]).
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
+/// Every float tensor of a model, flattened, in visiting order.
 struct Collect(Vec<Tensor<1>>);
 
 impl ModuleVisitor for Collect {
@@ -16,26 +23,8 @@ impl ModuleVisitor for Collect {
     }
 }
 
-/// Takes each parameter's tensor out of the averaged model (flattened, so held once and blended
-/// in its own buffer), leaving the model's tensor of the same shape in its place meanwhile.
-struct Take {
-    now: std::vec::IntoIter<Tensor<1>>,
-    avg: Vec<Tensor<1>>,
-}
-
-impl ModuleMapper for Take {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(now) = self.now.next() else {
-            return param;
-        };
-        let (id, avg, mapper) = param.consume();
-        let dims = avg.dims();
-        self.avg.push(avg.reshape([dims.iter().product::<usize>()]));
-        Param::from_mapped_value(id, now.reshape(dims), mapper)
-    }
-}
-
-/// Puts the blended averages back, in visiting order.
+/// Puts flat tensors in place of a model's float tensors, in visiting order, each in the shape
+/// of the tensor it replaces.
 struct Put(std::vec::IntoIter<Tensor<1>>);
 
 impl ModuleMapper for Put {
@@ -47,55 +36,95 @@ impl ModuleMapper for Put {
     }
 }
 
-/// The averaged model (on the plain, non-autodiff device) and its update count.
+/// The averaged weights (on the plain, non-autodiff device) and the update count.
 #[derive(Clone)]
-pub struct Ema<M> {
-    pub model: M,
+pub struct Ema {
+    /// One flat tensor per float tensor of the model, in visiting order.
+    avg: Vec<Tensor<1>>,
     pub updates: usize,
 }
 
-impl<M: Module> Ema<M> {
+impl Ema {
     /// Starts from `model`'s current weights.
-    pub fn new(model: &M) -> Self {
+    pub fn new<M: Module>(model: &M) -> Self {
+        Self::from_model(&model.valid(), 0)
+    }
+
+    /// The average held by `model` (a checkpoint's EMA weights), after `updates` updates.
+    pub fn from_model<M: Module>(model: &M, updates: usize) -> Self {
+        let mut avg = Collect(Vec::new());
+        model.valid().visit(&mut avg);
         Ema {
-            model: model.valid(),
-            updates: 0,
+            avg: avg.0,
+            updates,
         }
+    }
+
+    /// The averaged model: `like` (the training model, any device) on the plain device with the
+    /// average in place of its weights and buffers. `like` must be of the model that was
+    /// averaged (the same structure).
+    pub fn model<M: Module>(&self, like: &M) -> M {
+        like.valid().map(&mut Put(self.avg.clone().into_iter()))
     }
 
     pub fn decay(updates: usize) -> f64 {
         0.9999 * (1.0 - (-(updates as f64) / 2000.0).exp())
     }
 
+    /// How many flat tensors the average holds: the model's float tensors.
+    pub fn len(&self) -> usize {
+        self.avg.len()
+    }
+
+    /// Whether the average holds no tensor (a model without float tensors).
+    pub fn is_empty(&self) -> bool {
+        self.avg.is_empty()
+    }
+
     /// One update towards `model` (the training model, any device).
-    pub fn update(&mut self, model: &M) {
+    pub fn update<M: Module>(&mut self, model: &M) {
+        // valid(): BatchNorm running statistics settled into plain tensors
+        let mut now = Collect(Vec::new());
+        model.valid().visit(&mut now);
+        let (df, ff) = self.next_decay();
+        use rayon::prelude::*;
+        let avg = std::mem::take(&mut self.avg);
+        self.avg = avg
+            .into_par_iter()
+            .zip(now.0.par_iter())
+            .map(|(avg, now)| blend(avg, now, df, ff))
+            .collect();
+    }
+
+    /// Counts an update and gives its (d, 1 − d) in f32, for [`blend`] over
+    /// [`Ema::take`]'s tensors.
+    pub(crate) fn next_decay(&mut self) -> (f32, f32) {
         self.updates += 1;
         let d = Self::decay(self.updates);
-        // valid(): BatchNorm running statistics synchronised into plain tensors
-        let plain = model.valid();
-        let mut now = Collect(Vec::new());
-        plain.visit(&mut now);
-        let mut take = Take {
-            now: now.0.clone().into_iter(),
-            avg: Vec::with_capacity(now.0.len()),
-        };
-        let shell = std::mem::replace(&mut self.model, plain).map(&mut take);
-        // avg·d + now·(1 − d): the parameters side by side, each in one pass (kernels::ema; burn's
-        // operations for tensors off flex), big ones in blocks on every thread
-        let (df, ff) = (d as f32, (1.0 - d) as f32);
-        let blended: Vec<Tensor<1>> = {
-            use rayon::prelude::*;
-            take.avg
-                .into_par_iter()
-                .zip(now.0.into_par_iter())
-                .map(|(avg, now)| {
-                    crate::kernels::ema::blend(avg, &now, df, ff)
-                        .unwrap_or_else(|avg| *avg * d + now * (1.0 - d))
-                })
-                .collect()
-        };
-        self.model = shell.map(&mut Put(blended.into_iter()));
+        (d as f32, (1.0 - d) as f32)
     }
+
+    /// Takes the average's tensors out (in visiting order), to be blended and put back with
+    /// [`Ema::put`].
+    pub(crate) fn take(&mut self) -> Vec<Tensor<1>> {
+        std::mem::take(&mut self.avg)
+    }
+
+    /// Puts the blended tensors back.
+    pub(crate) fn put(&mut self, avg: Vec<Tensor<1>>) {
+        self.avg = avg;
+    }
+}
+
+/// avg·d + now·f (d and f the f32 roundings of d and 1 − d) into `avg`'s buffer when nothing
+/// else holds it: one pass ([`crate::kernels::ema`], big tensors in blocks on every thread), or
+/// burn's operations for tensors off flex.
+pub(crate) fn blend(avg: Tensor<1>, now: &Tensor<1>, df: f32, ff: f32) -> Tensor<1> {
+    crate::kernels::ema::blend(avg, now, df, ff).unwrap_or_else(|avg| {
+        // the f64 decay rounds to the f32 it was made from, so these are the old operation's
+        // scalars
+        *avg * f64::from(df) + now.clone() * f64::from(ff)
+    })
 }
 
 #[cfg(test)]
@@ -133,8 +162,8 @@ mod tests {
             &device,
         ));
         ema.update(&net);
-        let d = Ema::<Net>::decay(1);
-        let got = weights(&ema.model);
+        let d = Ema::decay(1);
+        let got = weights(&ema.model(&net));
         for i in 0..2 {
             let want = d as f32 * w0[i] + (1.0 - d as f32) * [5.0, -5.0][i];
             assert!((got[i] - want).abs() < 1e-5, "{got:?} vs {want}");
@@ -153,7 +182,7 @@ mod tests {
         let _ = net.bn.forward(net.fc.forward(x).reshape([2, 1, 1]));
         ema.update(&net);
         let rm: Vec<f32> = ema
-            .model
+            .model(&net)
             .bn
             .running_mean
             .value()
@@ -165,6 +194,6 @@ mod tests {
             rm[0].abs() > 1e-3,
             "running mean reached the average: {rm:?}"
         );
-        assert!((Ema::<Net>::decay(100_000) - 0.9999).abs() < 1e-6);
+        assert!((Ema::decay(100_000) - 0.9999).abs() < 1e-6);
     }
 }

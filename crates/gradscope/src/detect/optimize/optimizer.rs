@@ -21,6 +21,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
+use super::ema::{blend, Ema};
 use crate::choice::choice;
 use crate::kernels::update::{Clip, Rule};
 use crate::train::optim::apply;
@@ -99,25 +100,48 @@ pub fn group_of(path: &[String], rank: usize) -> usize {
     }
 }
 
-/// One parameter to update: its group, whether it is in a class head, its shape's first
-/// dimension and rank (Muon's matrix), the flattened weight and gradient, and its state.
+/// What one parameter's update needs besides its weight and state: its group, whether it is in
+/// a class head, its shape's first dimension and rank (Muon's matrix) and its flattened gradient.
 struct Job {
-    id: ParamId,
     group: usize,
     head: bool,
     rank: usize,
     rows: usize,
-    w: Tensor<1>,
     g: Tensor<1>,
-    state: Option<State>,
 }
 
-/// Gathers the parameters that have a gradient, with their state, in the model's order.
+/// One float tensor of the model as the update meets it: its current value, flattened, and, when
+/// it has a gradient, its update.
+struct Item {
+    id: ParamId,
+    w: Tensor<1>,
+    job: Option<Job>,
+}
+
+/// The model's float tensors in visiting order, with the gradients of those that have one: what
+/// [`GroupOptimizer::apply`] updates, gathered in one walk over the model.
+pub struct Gathered {
+    items: Vec<Item>,
+}
+
+impl Gathered {
+    /// ‖g‖ over the gathered gradients (NaN/∞ when a gradient is): the bits of
+    /// [`crate::train::clip::global_norm`] of the same gradients.
+    pub fn global_norm(&self) -> f64 {
+        let grads: Vec<&Tensor<1>> = self
+            .items
+            .iter()
+            .filter_map(|i| i.job.as_ref().map(|j| &j.g))
+            .collect();
+        crate::train::clip::sum_sq_of(&grads, true).sqrt()
+    }
+}
+
+/// Walks the model once: every float tensor, and the gradient of each that has one.
 struct Gather<'a> {
     grads: &'a mut GradientsParams,
-    states: &'a mut HashMap<ParamId, State>,
     path: Vec<String>,
-    jobs: Vec<Job>,
+    items: Vec<Item>,
 }
 
 impl ModuleVisitor for Gather<'_> {
@@ -128,21 +152,20 @@ impl ModuleVisitor for Gather<'_> {
         self.path.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let Some(grad) = self.grads.remove::<D>(param.id) else {
-            return;
-        };
         let tensor = param.val();
         let dims: [usize; D] = tensor.dims();
         let n: usize = dims.iter().product();
-        self.jobs.push(Job {
-            id: param.id,
+        let job = self.grads.remove::<D>(param.id).map(|grad| Job {
             group: group_of(&self.path, D),
             head: self.path.iter().any(|p| p == "cv3" || p == "one2one_cv3"),
             rank: D,
             rows: dims.first().copied().unwrap_or(1),
-            w: tensor.inner().reshape([n]),
             g: grad.reshape([n]),
-            state: self.states.remove(&param.id),
+        });
+        self.items.push(Item {
+            id: param.id,
+            w: tensor.inner().reshape([n]),
+            job,
         });
     }
 }
@@ -156,12 +179,37 @@ impl ModuleMapper for Put {
         let Some(w) = self.0.remove(&id) else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
-        let mut out = Tensor::from_inner(w.reshape(tensor.dims()));
-        if tensor.is_require_grad() {
-            out = out.require_grad();
-        }
-        Param::from_mapped_value(id, out, mapper)
+        put(id, tensor, w, mapper)
     }
+}
+
+/// Puts the new weights back in visiting order, the order they were gathered in: each new weight
+/// goes to the next parameter when the ids match. What is left unplaced (a model walked in
+/// another order than it was visited) then goes back by id with [`Put`].
+struct PutInOrder(std::iter::Peekable<std::vec::IntoIter<(ParamId, Tensor<1>)>>);
+
+impl ModuleMapper for PutInOrder {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        match self.0.next_if(|(next, _)| *next == id) {
+            Some((_, w)) => put(id, tensor, w, mapper),
+            None => Param::from_mapped_value(id, tensor, mapper),
+        }
+    }
+}
+
+/// `w` in `tensor`'s shape and place, requiring a gradient when `tensor` did.
+fn put<const D: usize>(
+    id: ParamId,
+    tensor: Tensor<D>,
+    w: Tensor<1>,
+    mapper: burn::module::ParamMapper<Tensor<D>>,
+) -> Param<Tensor<D>> {
+    let mut out = Tensor::from_inner(w.reshape(tensor.dims()));
+    if tensor.is_require_grad() {
+        out = out.require_grad();
+    }
+    Param::from_mapped_value(id, out, mapper)
 }
 
 impl GroupOptimizer {
@@ -171,16 +219,20 @@ impl GroupOptimizer {
     /// step from burn's operations before it.
     /// `clip` scales the gradient on the way in (clipping by the global norm, folded into this
     /// pass instead of a pass of its own).
-    fn update(&self, job: Job, lrs: &GroupLr, clip: Clip) -> (Tensor<1>, State) {
+    fn update(
+        &self,
+        job: Job,
+        w: Tensor<1>,
+        st: Option<State>,
+        lrs: &GroupLr,
+        clip: Clip,
+    ) -> (Tensor<1>, State) {
         let Job {
             group,
             head,
             rank,
             rows,
-            w,
             g,
-            state: st,
-            ..
         } = job;
         let n = w.dims()[0];
         let musgd = self.muon && !self.adamw;
@@ -284,34 +336,97 @@ impl GroupOptimizer {
     pub fn step_clipped<M: Module>(
         &mut self,
         model: M,
-        mut grads: GradientsParams,
+        grads: GradientsParams,
         g: GroupLr,
         clip: Clip,
     ) -> M {
-        use rayon::prelude::*;
+        let gathered = Self::gather(&model, grads);
+        self.apply(model, gathered, g, clip, None)
+    }
+
+    /// Every float tensor of `model` and the gradients `grads` holds for them, in one walk over
+    /// the model: what [`GroupOptimizer::apply`] takes, and [`Gathered::global_norm`] reads
+    /// first for clipping by norm.
+    pub fn gather<M: Module>(model: &M, mut grads: GradientsParams) -> Gathered {
         let mut gather = Gather {
             grads: &mut grads,
-            states: &mut self.states,
             path: Vec::new(),
-            jobs: Vec::new(),
+            items: Vec::new(),
         };
         model.visit(&mut gather);
-        let jobs = gather.jobs;
+        Gathered {
+            items: gather.items,
+        }
+    }
+
+    /// The update of every gathered parameter that has a gradient, clipped on the way in by
+    /// `clip` (as [`GroupOptimizer::step_clipped`]), and with `ema` the average's update
+    /// towards the new weights, in one parallel pass over all of the model's tensors: each task
+    /// updates one parameter and blends its average from the weights it has just written
+    /// (buffers such as BatchNorm's running statistics are blended as they are). Each tensor's
+    /// work is independent, so the result does not depend on the number of threads; the bits
+    /// are those of the step followed by [`Ema::update`].
+    ///
+    /// `gathered` must come from `model` ([`GroupOptimizer::gather`]); an `ema` of another
+    /// number of tensors is updated after the step instead, with [`Ema::update`].
+    pub fn apply<M: Module>(
+        &mut self,
+        model: M,
+        gathered: Gathered,
+        g: GroupLr,
+        clip: Clip,
+        mut ema: Option<&mut Ema>,
+    ) -> M {
+        use rayon::prelude::*;
+        let items = gathered.items;
+        let n = items.len();
+        let states: Vec<Option<State>> = items
+            .iter()
+            .map(|it| it.job.as_ref().and_then(|_| self.states.remove(&it.id)))
+            .collect();
+        let (avg, (df, ff), fused) = match ema.as_deref_mut().filter(|e| e.len() == n) {
+            Some(e) => (
+                e.take().into_iter().map(Some).collect(),
+                e.next_decay(),
+                true,
+            ),
+            None => ((0..n).map(|_| None).collect::<Vec<_>>(), (1.0, 0.0), false),
+        };
         let this = &*self;
-        let done: Vec<(ParamId, Tensor<1>, State)> = jobs
+        let done: Vec<(Option<(ParamId, Tensor<1>, State)>, Option<Tensor<1>>)> = items
             .into_par_iter()
-            .map(|job| {
-                let id = job.id;
-                let (w, st) = this.update(job, &g, clip);
-                (id, w, st)
+            .zip(states)
+            .zip(avg)
+            .map(|((Item { id, w, job }, st), avg)| {
+                let Some(job) = job else {
+                    return (None, avg.map(|a| blend(a, &w, df, ff)));
+                };
+                let (w, st) = this.update(job, w, st, &g, clip);
+                let avg = avg.map(|a| blend(a, &w, df, ff));
+                (Some((id, w, st)), avg)
             })
             .collect();
-        let mut put = Put(HashMap::with_capacity(done.len()));
-        for (id, w, st) in done {
-            put.0.insert(id, w);
-            self.states.insert(id, st);
+        let mut new = Vec::with_capacity(n);
+        let mut blended = Vec::with_capacity(n);
+        for (up, avg) in done {
+            if let Some((id, w, st)) = up {
+                new.push((id, w));
+                self.states.insert(id, st);
+            }
+            blended.extend(avg);
         }
-        model.map(&mut put)
+        let mut put = PutInOrder(new.into_iter().peekable());
+        let mut model = model.map(&mut put);
+        let left: HashMap<ParamId, Tensor<1>> = put.0.collect();
+        if !left.is_empty() {
+            model = model.map(&mut Put(left));
+        }
+        match ema {
+            Some(e) if fused => e.put(blended),
+            Some(e) => e.update(&model),
+            None => {}
+        }
+        model
     }
 }
 

@@ -80,7 +80,7 @@ struct LedgerMeta {
 /// Everything [`save`] writes.
 pub struct State<'a> {
     pub model: &'a Yolo,
-    pub ema: &'a Ema<Yolo>,
+    pub ema: &'a Ema,
     pub optim: &'a GroupOptimizer,
     /// Gradients accumulated since the last optimizer step.
     pub pending: &'a GradientsParams,
@@ -94,7 +94,7 @@ pub fn save(weights: &Path, st: &State) -> Result<(), DetectError> {
     for (n, s, v) in named_tensors(&st.model.valid()) {
         tensors.push((format!("train.{n}"), s, v));
     }
-    for (n, s, v) in named_tensors(&st.ema.model) {
+    for (n, s, v) in named_tensors(&st.ema.model(st.model)) {
         tensors.push((format!("ema.{n}"), s, v));
     }
     let (moments, steps) = st.optim.export(st.model);
@@ -384,7 +384,7 @@ fn ledger_of(
 /// A run as its state file left it.
 pub struct Resumed {
     pub model: Yolo,
-    pub ema: Ema<Yolo>,
+    pub ema: Ema,
     pub optim: GroupOptimizer,
     /// Gradients accumulated since the last optimizer step.
     pub pending: GradientsParams,
@@ -415,10 +415,7 @@ pub fn load(state: &Path, fresh: Yolo, device: &Device) -> Result<Resumed, Detec
     let plain = device.clone().inner();
     let optim = GroupOptimizer::import((c.adamw, c.muon), &model, &part("optim."), &steps, &plain);
     let pending = import_grads(&model, &part("grad."), &plain);
-    let ema = Ema {
-        model: ema_model,
-        updates: c.ema_updates,
-    };
+    let ema = Ema::from_model(&ema_model, c.ema_updates);
     Ok(Resumed {
         model,
         ema,
