@@ -198,6 +198,25 @@ impl ModuleMapper for PutInOrder {
     }
 }
 
+/// One task's result in [`GroupOptimizer::apply`]: the parameter's new weight and state when it
+/// was updated, and its blended average when the EMA was.
+struct Done {
+    up: Option<(ParamId, Tensor<1>, State)>,
+    avg: Option<Tensor<1>>,
+}
+
+/// `model` with the new weights `new` (in visiting order) in place of the old.
+fn put_back<M: Module>(model: M, new: Vec<(ParamId, Tensor<1>)>) -> M {
+    let mut put = PutInOrder(new.into_iter().peekable());
+    let model = model.map(&mut put);
+    let left: HashMap<ParamId, Tensor<1>> = put.0.collect();
+    if left.is_empty() {
+        model
+    } else {
+        model.map(&mut Put(left))
+    }
+}
+
 /// `w` in `tensor`'s shape and place, requiring a gradient when `tensor` did.
 fn put<const D: usize>(
     id: ParamId,
@@ -393,34 +412,32 @@ impl GroupOptimizer {
             None => ((0..n).map(|_| None).collect::<Vec<_>>(), (1.0, 0.0), false),
         };
         let this = &*self;
-        let done: Vec<(Option<(ParamId, Tensor<1>, State)>, Option<Tensor<1>>)> = items
+        let done: Vec<Done> = items
             .into_par_iter()
             .zip(states)
             .zip(avg)
             .map(|((Item { id, w, job }, st), avg)| {
-                let Some(job) = job else {
-                    return (None, avg.map(|a| blend(a, &w, df, ff)));
+                let (w, up) = match job {
+                    Some(job) => {
+                        let (w, st) = this.update(job, w, st, &g, clip);
+                        (w.clone(), Some((id, w, st)))
+                    }
+                    None => (w, None),
                 };
-                let (w, st) = this.update(job, w, st, &g, clip);
                 let avg = avg.map(|a| blend(a, &w, df, ff));
-                (Some((id, w, st)), avg)
+                Done { up, avg }
             })
             .collect();
         let mut new = Vec::with_capacity(n);
         let mut blended = Vec::with_capacity(n);
-        for (up, avg) in done {
+        for Done { up, avg } in done {
             if let Some((id, w, st)) = up {
                 new.push((id, w));
                 self.states.insert(id, st);
             }
             blended.extend(avg);
         }
-        let mut put = PutInOrder(new.into_iter().peekable());
-        let mut model = model.map(&mut put);
-        let left: HashMap<ParamId, Tensor<1>> = put.0.collect();
-        if !left.is_empty() {
-            model = model.map(&mut Put(left));
-        }
+        let model = put_back(model, new);
         match ema {
             Some(e) if fused => e.put(blended),
             Some(e) => e.update(&model),
@@ -643,6 +660,96 @@ mod tests {
                     assert!(same, "adamw {} muon {}", first.adamw, first.muon);
                 }
             }
+        }
+    }
+
+    /// The fused pass (the update, then each tensor's average from the weights just written,
+    /// in one task) gives the bits of the step followed by `Ema::update`, for every rule and
+    /// over three steps: weights, optimizer state and the averaged model, BatchNorm's running
+    /// statistics (no gradient; updated by the fused kernel) and a frozen bias (its gradient
+    /// taken out) included.
+    #[test]
+    fn optimizer_and_ema_in_one_pass_are_the_step_then_the_average() {
+        use crate::kernels::bn_act::{batch_norm_act, Act};
+        use burn::nn::{BatchNorm, BatchNormConfig};
+        use burn::tensor::Distribution;
+
+        #[derive(Module, Debug)]
+        struct Norm {
+            fc: Linear,
+            bn: BatchNorm,
+        }
+        let device = crate::device();
+        let x = Tensor::<2>::random([6, 5], Distribution::Normal(0.0, 1.0), &device);
+        let start = Norm {
+            fc: LinearConfig::new(5, 4).init(&device),
+            bn: BatchNormConfig::new(4).init(&device),
+        };
+        let lrs = GroupLr {
+            lr: [0.05, 0.02, 0.03],
+            momentum: 0.9,
+            weight_decay: 5e-4,
+        };
+        let grads = |net: &Norm| {
+            let h = net.fc.forward(x.clone()).reshape([6, 4, 1, 1]);
+            let y = batch_norm_act(&net.bn, h, Act::Silu);
+            let loss = y.powf_scalar(2.0).sum();
+            let mut g = GradientsParams::from_grads(loss.backward(), net);
+            if let Some(b) = &net.fc.bias {
+                g.remove::<1>(b.id);
+            }
+            g
+        };
+        /// The bits of every float tensor, in visiting order.
+        struct Bits(Vec<Vec<u32>>);
+        impl ModuleVisitor for Bits {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let v = param.val().into_data().convert::<f32>();
+                let v = v.try_into_vec::<f32>().unwrap();
+                self.0.push(v.iter().map(|x| x.to_bits()).collect());
+            }
+        }
+        let all = |m: &Norm| {
+            let mut c = Bits(Vec::new());
+            m.visit(&mut c);
+            c.0
+        };
+        for make in [
+            || GroupOptimizer::new(false),
+            || GroupOptimizer::new(true),
+            GroupOptimizer::musgd,
+        ] {
+            let (mut apart, mut fused) = (make(), make());
+            // valid().train(): the same weights with running statistics of their own (a clone
+            // shares them)
+            let (mut a, mut b) = (start.valid().train(), start.valid().train());
+            let (mut ea, mut eb) = (Ema::new(&a), Ema::new(&b));
+            for _ in 0..3 {
+                let ga = grads(&a);
+                let clip = crate::train::clip::on_update(Some(0.5), 0.1, None);
+                a = apart.step_clipped(a, ga, lrs, clip);
+                ea.update(&a);
+                let gb = GroupOptimizer::gather(&b, grads(&b));
+                b = fused.apply(b, gb, lrs, clip, Some(&mut eb));
+                assert_eq!(
+                    all(&a),
+                    all(&b),
+                    "adamw {} muon {}",
+                    apart.adamw,
+                    apart.muon
+                );
+                assert_eq!(all(&ea.model(&a)), all(&eb.model(&b)));
+                assert_eq!(ea.updates, eb.updates);
+            }
+            let names = |o: &GroupOptimizer, m: &Norm| o.export(m);
+            let (sa, sb) = (names(&apart, &a), names(&fused, &b));
+            assert_eq!(sa.1, sb.1);
+            let bits = |t: &ExportedState| {
+                t.0.iter()
+                    .map(|(n, _, v)| (n.clone(), v.iter().map(|x| x.to_bits()).collect()))
+                    .collect::<Vec<(String, Vec<u32>)>>()
+            };
+            assert_eq!(bits(&sa), bits(&sb));
         }
     }
 
