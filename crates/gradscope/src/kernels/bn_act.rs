@@ -495,6 +495,11 @@ pub fn batch_norm_act(bn: &BatchNorm, x: Tensor<4>, act: Act) -> Tensor<4> {
         Some(out) => out,
         None => {
             let y = bn.forward(x);
+            if training {
+                // as the fused path does: burn keeps its update aside until the next one; settled
+                // now, visitors (the detection optimizer's EMA) see this step's statistics
+                let _ = (bn.running_mean.value_sync(), bn.running_var.value_sync());
+            }
             match act {
                 Act::Identity => y,
                 Act::Silu => burn::tensor::activation::silu(y),
