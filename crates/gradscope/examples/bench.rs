@@ -32,6 +32,7 @@ use gradscope::detect::optimize::optimizer::{GroupLr, GroupOptimizer};
 use gradscope::nn::init::Init;
 use gradscope::nn::mlp::MlpConfig;
 use gradscope::nn::recurrent::{CellKind, RecurrentConfig};
+use gradscope::probe::params::Measured;
 use gradscope::probe::{Probe, ProbeConfig, Tap};
 use gradscope::train::clip::on_update;
 use gradscope::train::loss::cross_entropy;
@@ -216,9 +217,14 @@ impl YoloBench {
 
     /// Clip at norm 10, AdamW (lr 0.001, decay 5e-4), EMA, as the trainer does them: the
     /// gradient norm read, the clipping inside the optimizer's pass.
-    fn update(&mut self, grads: burn::tensor::Gradients) {
+    /// `measure`: a probed step, whose update pass also measures the weights for the probe.
+    fn update(&mut self, grads: burn::tensor::Gradients, measure: bool) -> Vec<Measured> {
         let g = GradientsParams::from_grads(grads, &self.model);
-        let g = GroupOptimizer::gather(&self.model, g);
+        let g = if measure {
+            GroupOptimizer::gather_named(&self.model, g)
+        } else {
+            GroupOptimizer::gather(&self.model, g)
+        };
         let clip = on_update(Some(g.global_norm()), 10.0, None);
         let lr = GroupLr {
             lr: [0.001; 3],
@@ -226,7 +232,11 @@ impl YoloBench {
             weight_decay: 5e-4,
         };
         let model = self.model.clone();
-        self.model = self.opt.apply(model, g, lr, clip, Some(&mut self.ema));
+        let measured;
+        (self.model, measured) = self
+            .opt
+            .apply_measured(model, g, lr, clip, Some(&mut self.ema));
+        measured
     }
 }
 
@@ -402,9 +412,9 @@ fn run() {
                 let loss = y.loss(out.heads);
                 let v = loss.clone().into_scalar::<f64>();
                 let grads = loss.backward();
-                let pending = probe.after_backward(step, 0, v, tap, &y.model, &grads);
-                y.update(grads);
-                let _ = probe.after_step(pending, &y.model, 0.001);
+                let pending = probe.after_backward_grads(step, 0, v, tap, &y.model, &grads);
+                let measured = y.update(grads, pending.is_some());
+                let _ = probe.after_update(pending, &measured, 0.001);
                 step += 1;
                 v
             })
@@ -435,7 +445,7 @@ fn run() {
                 let m2 = mark();
                 let grads = loss.backward();
                 let m3 = mark();
-                y.update(grads);
+                y.update(grads, false);
                 let m4 = mark();
                 if k > 0 {
                     for (i, (a, b)) in [(m0, m1), (m1, m2), (m2, m3), (m3, m4)]

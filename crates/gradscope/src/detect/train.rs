@@ -422,7 +422,11 @@ impl<'o> Trainer<'o> {
         }
         let mut gnorm = f64::NAN;
         if finite && will_step {
-            let g = GroupOptimizer::gather(&self.model, self.acc.grads());
+            let g = match pending {
+                // a probed step's update measures the weights for the probe
+                Some(_) => GroupOptimizer::gather_named(&self.model, self.acc.grads()),
+                None => GroupOptimizer::gather(&self.model, self.acc.grads()),
+            };
             gnorm = g.global_norm();
             finite = gnorm.is_finite();
             if finite {
@@ -497,9 +501,10 @@ impl<'o> Trainer<'o> {
             let (loss, items) = objective.loss(&self.model, x.clone(), &mut tap);
             let loss_v = loss.clone().into_scalar::<f64>();
             let grads = loss.backward();
+            // the weights' norms and update ratios come from the optimizer's pass
             let pending =
                 self.probe
-                    .after_backward(step, st.epoch, loss_v, tap, &self.model, &grads);
+                    .after_backward_grads(step, st.epoch, loss_v, tap, &self.model, &grads);
             let mut gp = GradientsParams::from_grads(grads, &self.model);
             freeze(&self.model, &self.args.freeze, &mut gp);
             (loss_v, items, gp, pending)
@@ -670,7 +675,8 @@ impl<'o> Trainer<'o> {
         pending: Option<crate::probe::Pending>,
     ) -> Result<(), DetectError> {
         // the clone shares the tensors; the old handles are dropped when the new model is in place
-        self.model = self.optim.apply(
+        let measured;
+        (self.model, measured) = self.optim.apply_measured(
             self.model.clone(),
             g,
             GroupLr {
@@ -683,7 +689,7 @@ impl<'o> Trainer<'o> {
         );
         self.counters.last_opt = ni as i64;
         self.counters.opt_steps += 1;
-        self.probe.after_step(pending, &self.model, lrs[0])?;
+        self.probe.after_update(pending, &measured, lrs[0])?;
         self.good = GoodState::capture(&self.model, &self.optim);
         Ok(())
     }

@@ -78,9 +78,12 @@ pub struct Pending {
     before: Vec<ParamSnapshot>,
     /// index in `record.layers` for each entry of `before` (None: not under any probe point)
     owner: Vec<Option<usize>>,
-    /// The parameters' gradient and weight norms are still to come: from the update pass
-    /// (`after_update`), or, for the weights, read in `after_step`.
+    /// The parameters' weight norms (and, unless `grads_known`, their gradient norms) are still
+    /// to come: from the update pass (`after_update`), or, for the weights, read in `after_step`.
     deferred: bool,
+    /// The gradient norms were read at the backward (they stay when the update pass reports
+    /// its own).
+    grads_known: bool,
     /// The layers whose dead-unit window this step added to (undone by [`Probe::discard`]).
     windowed: Vec<String>,
 }
@@ -341,7 +344,26 @@ impl Probe {
         model: &M,
         grads: &Gradients,
     ) -> Option<Pending> {
-        self.read_backward(step, epoch, loss, tap, model, grads, true)
+        self.read_backward(step, epoch, loss, tap, model, grads, true, true)
+    }
+
+    /// [`after_backward`](Self::after_backward) that reads the taps and the gradient norms of
+    /// this backward but leaves the weights to an optimizer that measures them in its own update
+    /// pass ([`crate::detect::optimize::optimizer::GroupOptimizer::apply_measured`]):
+    /// [`after_update`](Self::after_update) then adds ‖W‖ and the update ratios, keeping these
+    /// gradient norms (with gradient accumulation, the update pass sees the accumulated
+    /// gradient; the record is of this backward's). A pending record that goes to
+    /// [`after_step`](Self::after_step) instead reads the weights there.
+    pub fn after_backward_grads<M: Module>(
+        &mut self,
+        step: usize,
+        epoch: usize,
+        loss: f64,
+        tap: Tap,
+        model: &M,
+        grads: &Gradients,
+    ) -> Option<Pending> {
+        self.read_backward(step, epoch, loss, tap, model, grads, true, false)
     }
 
     /// [`after_backward`](Self::after_backward) for an optimizer that measures the parameters
@@ -358,7 +380,7 @@ impl Probe {
         model: &M,
         grads: &Gradients,
     ) -> Option<Pending> {
-        self.read_backward(step, epoch, loss, tap, model, grads, false)
+        self.read_backward(step, epoch, loss, tap, model, grads, false, false)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -370,6 +392,7 @@ impl Probe {
         tap: Tap,
         model: &M,
         grads: &Gradients,
+        grad_norms: bool,
         weights: bool,
     ) -> Option<Pending> {
         if !tap.is_recording() {
@@ -377,7 +400,7 @@ impl Probe {
         }
         let input_nonfinite = tap.input_nonfinite();
         let tapped = tap.finish(grads);
-        let before = snapshot_with(model, weights.then_some(grads), weights);
+        let before = snapshot_with(model, grad_norms.then_some(grads), weights);
         let names: Vec<&str> = tapped.iter().map(|t| t.name.as_str()).collect();
         let owner: Vec<Option<usize>> = before.iter().map(|p| owner_of(&p.path, &names)).collect();
 
@@ -451,12 +474,13 @@ impl Probe {
             before,
             owner,
             deferred: !weights,
+            grads_known: grad_norms,
             windowed,
         };
         if weights {
             let sq: Vec<f64> = pending.before.iter().map(|p| p.sq).collect();
             pending.set_weights(&sq);
-        } else {
+        } else if !grad_norms {
             // not measured until the update pass says
             pending.set_grads(&vec![Some(f64::NAN); pending.before.len()]);
         }
@@ -503,9 +527,11 @@ impl Probe {
     }
 
     /// After an update that measured the weights itself
-    /// ([`crate::train::Optimizer::step_measured`], for a `pending` from
-    /// [`after_backward_for_update`](Self::after_backward_for_update)): the norms and update
-    /// ratios from `measured`, then the record is kept and written.
+    /// ([`crate::train::Optimizer::step_measured`] for a `pending` from
+    /// [`after_backward_for_update`](Self::after_backward_for_update): the gradient and weight
+    /// norms; [`crate::detect::optimize::optimizer::GroupOptimizer::apply_measured`] for one
+    /// from [`after_backward_grads`](Self::after_backward_grads): the weight norms) and the
+    /// update ratios from `measured`, then the record is kept and written.
     pub fn after_update(
         &mut self,
         pending: Option<Pending>,
@@ -523,11 +549,15 @@ impl Probe {
             .map(|p| by_path.get(p.path.as_str()))
             .collect();
         if pending.deferred {
-            let sq: Vec<Option<f64>> = found.iter().map(|m| m.map(|m| m.g_sq)).collect();
-            pending.set_grads(&sq);
+            if !pending.grads_known {
+                let sq: Vec<Option<f64>> = found.iter().map(|m| m.map(|m| m.g_sq)).collect();
+                pending.set_grads(&sq);
+            }
+            // a parameter the update did not touch (frozen, or without a gradient) is read here
             let sq: Vec<f64> = found
                 .iter()
-                .map(|m| m.map_or(f64::NAN, |m| m.w_sq))
+                .zip(&pending.before)
+                .map(|(m, p)| m.map_or_else(|| norm_sq(p.values.clone()), |m| m.w_sq))
                 .collect();
             pending.set_weights(&sq);
         }

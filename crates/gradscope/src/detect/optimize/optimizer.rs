@@ -24,6 +24,7 @@ use burn::tensor::Tensor;
 use super::ema::{blend, Ema};
 use crate::choice::choice;
 use crate::kernels::update::{Clip, Rule};
+use crate::probe::params::{diff_norm, norm_sq, Measured};
 use crate::train::optim::apply;
 
 choice! {
@@ -116,6 +117,8 @@ struct Item {
     id: ParamId,
     w: Tensor<1>,
     job: Option<Job>,
+    /// The module path, as the probe names parameters (only when gathered for a measured step).
+    path: Option<String>,
 }
 
 /// The model's float tensors in visiting order, with the gradients of those that have one: what
@@ -142,6 +145,7 @@ struct Gather<'a> {
     grads: &'a mut GradientsParams,
     path: Vec<String>,
     items: Vec<Item>,
+    named: bool,
 }
 
 impl ModuleVisitor for Gather<'_> {
@@ -165,6 +169,7 @@ impl ModuleVisitor for Gather<'_> {
         self.items.push(Item {
             id: param.id,
             w: tensor.inner().reshape([n]),
+            path: (self.named && job.is_some()).then(|| self.path.join(".")),
             job,
         });
     }
@@ -203,6 +208,7 @@ impl ModuleMapper for PutInOrder {
 struct Done {
     up: Option<(ParamId, Tensor<1>, State)>,
     avg: Option<Tensor<1>>,
+    measured: Option<Measured>,
 }
 
 /// `model` with the new weights `new` (in visiting order) in place of the old.
@@ -245,7 +251,8 @@ impl GroupOptimizer {
         st: Option<State>,
         lrs: &GroupLr,
         clip: Clip,
-    ) -> (Tensor<1>, State) {
+        measure: bool,
+    ) -> (Tensor<1>, State, [f64; 3]) {
         let Job {
             group,
             head,
@@ -274,12 +281,13 @@ impl GroupOptimizer {
                 keep: (1.0 - lr * wd) as f32,
                 step: (lr / (1.0 - mu.powi(t))) as f32,
             };
-            let up = apply(rule, clip, w, g, moments.as_ref().map(|m| &m[..]), false);
+            let up = apply(rule, clip, w, g, moments.as_ref().map(|m| &m[..]), measure);
+            let sums = [up.g_sq, up.w_sq, up.delta_sq];
             let mut ms = up.moments.into_iter();
             let (Some(m), v) = (ms.next(), ms.next()) else {
                 unreachable!("AdamW keeps two moments")
             };
-            return (up.w, State { m, v, t });
+            return (up.w, State { m, v, t }, sums);
         }
         let muon_param = musgd && (rank == 2 || rank == 4);
         // Muon reads the clipped gradient too: scaled here (burn's `mul_scalar`, the bits the
@@ -289,6 +297,8 @@ impl GroupOptimizer {
         } else {
             (g, clip)
         };
+        // Muon's two steps are measured around both: ‖W‖ before the first, ‖ΔW‖ after the second
+        let before = (measure && muon_param).then(|| w.clone());
         // Muon first (its momentum in `v`), then SGD on the moved weights
         let (w, muon_m) = if muon_param {
             let prev = st
@@ -311,7 +321,20 @@ impl GroupOptimizer {
             first: st.is_none(),
         };
         let prev = st.map(|s| [s.m]);
-        let up = apply(rule, clip, w, g, prev.as_ref().map(|m| &m[..]), false);
+        let measure_here = measure && before.is_none();
+        let up = apply(
+            rule,
+            clip,
+            w,
+            g,
+            prev.as_ref().map(|m| &m[..]),
+            measure_here,
+        );
+        let mut sums = [up.g_sq, up.w_sq, up.delta_sq];
+        if let Some(w0) = before {
+            let delta = diff_norm(&w0, &up.w);
+            sums[1..].copy_from_slice(&[norm_sq(w0), delta * delta]);
+        }
         let Some(b) = up.moments.into_iter().next() else {
             unreachable!("SGD keeps one buffer")
         };
@@ -320,7 +343,7 @@ impl GroupOptimizer {
             v: muon_m,
             t: 0,
         };
-        (up.w, state)
+        (up.w, state, sums)
     }
 }
 
@@ -366,11 +389,23 @@ impl GroupOptimizer {
     /// Every float tensor of `model` and the gradients `grads` holds for them, in one walk over
     /// the model: what [`GroupOptimizer::apply`] takes, and [`Gathered::global_norm`] reads
     /// first for clipping by norm.
-    pub fn gather<M: Module>(model: &M, mut grads: GradientsParams) -> Gathered {
+    pub fn gather<M: Module>(model: &M, grads: GradientsParams) -> Gathered {
+        Self::gather_with(model, grads, false)
+    }
+
+    /// [`GroupOptimizer::gather`] for a step whose update is measured
+    /// ([`GroupOptimizer::apply_measured`]): each parameter also gets its path, as the probe
+    /// names it.
+    pub fn gather_named<M: Module>(model: &M, grads: GradientsParams) -> Gathered {
+        Self::gather_with(model, grads, true)
+    }
+
+    fn gather_with<M: Module>(model: &M, mut grads: GradientsParams, named: bool) -> Gathered {
         let mut gather = Gather {
             grads: &mut grads,
             path: Vec::new(),
             items: Vec::new(),
+            named,
         };
         model.visit(&mut gather);
         Gathered {
@@ -394,8 +429,24 @@ impl GroupOptimizer {
         gathered: Gathered,
         g: GroupLr,
         clip: Clip,
-        mut ema: Option<&mut Ema>,
+        ema: Option<&mut Ema>,
     ) -> M {
+        self.apply_measured(model, gathered, g, clip, ema).0
+    }
+
+    /// [`GroupOptimizer::apply`] that also reports, for every updated parameter that was
+    /// gathered with its path ([`GroupOptimizer::gather_named`]), what the probe reads of the
+    /// weights: ‖W‖² before the step and ‖ΔW‖², summed inside the update's own pass (Muon's
+    /// parameters, updated in two steps, by a read of the weights before and after), and ‖g‖²
+    /// of the gradient as it came (Muon's: as clipped), for [`crate::probe::Probe::after_update`].
+    pub fn apply_measured<M: Module>(
+        &mut self,
+        model: M,
+        gathered: Gathered,
+        g: GroupLr,
+        clip: Clip,
+        mut ema: Option<&mut Ema>,
+    ) -> (M, Vec<Measured>) {
         use rayon::prelude::*;
         let items = gathered.items;
         let n = items.len();
@@ -416,26 +467,40 @@ impl GroupOptimizer {
             .into_par_iter()
             .zip(states)
             .zip(avg)
-            .map(|((Item { id, w, job }, st), avg)| {
-                let (w, up) = match job {
+            .map(|((Item { id, w, job, path }, st), avg)| {
+                let (w, up, measured) = match job {
                     Some(job) => {
-                        let (w, st) = this.update(job, w, st, &g, clip);
-                        (w.clone(), Some((id, w, st)))
+                        let (w, st, [g_sq, w_sq, delta_sq]) =
+                            this.update(job, w, st, &g, clip, path.is_some());
+                        let measured = path.map(|path| Measured {
+                            path,
+                            g_sq,
+                            w_sq,
+                            delta_sq,
+                        });
+                        (w.clone(), Some((id, w, st)), measured)
                     }
-                    None => (w, None),
+                    None => (w, None, None),
                 };
                 let avg = avg.map(|a| blend(a, &w, df, ff));
-                Done { up, avg }
+                Done { up, avg, measured }
             })
             .collect();
         let mut new = Vec::with_capacity(n);
         let mut blended = Vec::with_capacity(n);
-        for Done { up, avg } in done {
+        let mut measured = Vec::new();
+        for Done {
+            up,
+            avg,
+            measured: m,
+        } in done
+        {
             if let Some((id, w, st)) = up {
                 new.push((id, w));
                 self.states.insert(id, st);
             }
             blended.extend(avg);
+            measured.extend(m);
         }
         let model = put_back(model, new);
         match ema {
@@ -443,7 +508,7 @@ impl GroupOptimizer {
             Some(e) => e.update(&model),
             None => {}
         }
-        model
+        (model, measured)
     }
 }
 
@@ -750,6 +815,71 @@ mod tests {
                     .collect::<Vec<(String, Vec<u32>)>>()
             };
             assert_eq!(bits(&sa), bits(&sb));
+        }
+    }
+
+    /// What the measured pass reports for the probe — ‖W‖² before the step and ‖ΔW‖² — is a
+    /// read of the weights before and after the step (to f32 rounding: the pass sums in other
+    /// blocks), for every rule (Muon's two-step update included), by the probe's names; an
+    /// unmeasured gather reports nothing, and the weights are the unmeasured step's bits.
+    #[test]
+    fn the_measured_pass_reports_the_weights_the_probe_would_read() {
+        use crate::probe::params::{diff_norm, norm_sq, values as named};
+        use burn::tensor::Distribution;
+        let device = crate::device();
+        let x = Tensor::<2>::random([5, 16], Distribution::Normal(0.0, 1.0), &device);
+        let start = Net {
+            fc: LinearConfig::new(16, 8).init(&device),
+        };
+        let lrs = GroupLr {
+            lr: [0.05, 0.02, 0.03],
+            momentum: 0.9,
+            weight_decay: 5e-4,
+        };
+        let grads = |net: &Net| {
+            let loss = net.fc.forward(x.clone()).powf_scalar(2.0).sum();
+            GradientsParams::from_grads(loss.backward(), net)
+        };
+        for make in [
+            || GroupOptimizer::new(false),
+            || GroupOptimizer::new(true),
+            GroupOptimizer::musgd,
+        ] {
+            let (mut plain, mut measured) = (make(), make());
+            let (mut a, mut b) = (start.clone(), start.clone());
+            for _ in 0..2 {
+                let ga = GroupOptimizer::gather(&a, grads(&a));
+                let (next, none) = plain.apply_measured(a, ga, lrs, Clip::NONE, None);
+                assert!(none.is_empty());
+                a = next;
+                let before = named(&b);
+                let gb = GroupOptimizer::gather_named(&b, grads(&b));
+                let (next, got) = measured.apply_measured(b, gb, lrs, Clip::NONE, None);
+                b = next;
+                let after = named(&b);
+                assert_eq!(
+                    got.len(),
+                    before.len(),
+                    "adamw {} muon {}",
+                    plain.adamw,
+                    plain.muon
+                );
+                for ((path, w0), (m, (_, w1))) in before.iter().zip(got.iter().zip(&after)) {
+                    assert_eq!(&m.path, path);
+                    let (w_sq, d) = (norm_sq(w0.clone()), diff_norm(w0, w1));
+                    assert!(
+                        (m.w_sq - w_sq).abs() <= 1e-5 * w_sq,
+                        "{path}: {} vs {w_sq}",
+                        m.w_sq
+                    );
+                    let got_d = m.delta_sq.sqrt();
+                    assert!(
+                        d > 0.0 && (got_d - d).abs() <= 1e-4 * d,
+                        "{path}: {got_d} vs {d}"
+                    );
+                }
+                assert_eq!(values(a.fc.weight.val()), values(b.fc.weight.val()));
+            }
         }
     }
 
