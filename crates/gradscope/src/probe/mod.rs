@@ -152,6 +152,17 @@ impl Pending {
     }
 }
 
+/// What [`Probe`] reads right after a backward; the rest comes from the update pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reads {
+    /// The taps, the parameters' gradient norms and their weights.
+    All,
+    /// The taps and the gradient norms (the weights from the update pass).
+    Gradients,
+    /// The taps only (gradient and weight norms from the update pass).
+    Taps,
+}
+
 /// The record of parameter `p` (in its layer `owner`, or among the other parameters).
 fn param_record<'a>(
     record: &'a mut StepRecord,
@@ -344,7 +355,7 @@ impl Probe {
         model: &M,
         grads: &Gradients,
     ) -> Option<Pending> {
-        self.read_backward(step, epoch, loss, tap, model, grads, true, true)
+        self.read_backward(step, epoch, loss, tap, model, grads, Reads::All)
     }
 
     /// [`after_backward`](Self::after_backward) that reads the taps and the gradient norms of
@@ -363,7 +374,7 @@ impl Probe {
         model: &M,
         grads: &Gradients,
     ) -> Option<Pending> {
-        self.read_backward(step, epoch, loss, tap, model, grads, true, false)
+        self.read_backward(step, epoch, loss, tap, model, grads, Reads::Gradients)
     }
 
     /// [`after_backward`](Self::after_backward) for an optimizer that measures the parameters
@@ -380,7 +391,7 @@ impl Probe {
         model: &M,
         grads: &Gradients,
     ) -> Option<Pending> {
-        self.read_backward(step, epoch, loss, tap, model, grads, false, false)
+        self.read_backward(step, epoch, loss, tap, model, grads, Reads::Taps)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -392,12 +403,13 @@ impl Probe {
         tap: Tap,
         model: &M,
         grads: &Gradients,
-        grad_norms: bool,
-        weights: bool,
+        reads: Reads,
     ) -> Option<Pending> {
         if !tap.is_recording() {
             return None;
         }
+        let grad_norms = reads != Reads::Taps;
+        let weights = reads == Reads::All;
         let input_nonfinite = tap.input_nonfinite();
         let tapped = tap.finish(grads);
         let before = snapshot_with(model, grad_norms.then_some(grads), weights);
