@@ -18,6 +18,7 @@ use super::grads::hand_to;
 use super::host::{contiguous, filled, record, tensor, values};
 use super::moments;
 use super::simd::multiversion;
+use super::tap::GradSlot;
 
 type Ad = Autodiff<Flex>;
 
@@ -93,6 +94,51 @@ fn backward_host(kept: &[f32], g: &[f32], kind: Kind) -> Vec<f32> {
     }
 }
 
+/// One task of [`backward_measured`]: the input gradient written and the output gradient's
+/// blocks summed ([`moments::blocks`]) while they are still in L1.
+fn backward_measured_slice(
+    kept: &[f32],
+    g: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    kind: Kind,
+) -> Vec<(f32, f32)> {
+    const GROUP: usize = 4 * moments::BLOCK;
+    let mut sums = Vec::with_capacity(g.len().div_ceil(moments::BLOCK));
+    for ((k, gg), o) in kept
+        .chunks(GROUP)
+        .zip(g.chunks(GROUP))
+        .zip(out.chunks_mut(GROUP))
+    {
+        backward_slice(k, gg, o, kind);
+        moments::blocks(gg, &mut sums);
+    }
+    sums
+}
+
+/// [`backward_host`] that also takes the incoming gradient's [`moments::finite_moments`] (the
+/// bits a separate pass over it gives).
+fn backward_measured(kept: &[f32], g: &[f32], kind: Kind) -> (Vec<f32>, moments::Finite) {
+    let mut sums = Vec::new();
+    // SAFETY: backward_measured_slice writes every element of each chunk, and the chunks cover
+    // `out`.
+    let dx = unsafe {
+        filled(kept.len(), |out| {
+            if kept.len() <= CHUNK {
+                sums = backward_measured_slice(kept, g, out, kind);
+            } else {
+                // chunks are whole blocks, so the blocks' sums concatenate in order
+                let parts: Vec<Vec<(f32, f32)>> = out
+                    .par_chunks_mut(CHUNK)
+                    .zip(kept.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+                    .map(|(o, (k, g))| backward_measured_slice(k, g, o, kind))
+                    .collect();
+                sums = parts.concat();
+            }
+        })
+    };
+    (dx, moments::finite_moments(g, Some(moments::fold(&sums))))
+}
+
 /// What [`apply_measured`] saw while it wrote the output: the [`moments::block`] sums of every
 /// [`moments::BLOCK`] values of its input and of its output, in order ([`moments::fold`] makes
 /// them [`moments::sum_and_sq`]'s bits), and how many finite outputs lie outside the open
@@ -162,6 +208,8 @@ struct ActBackward;
 struct ActState {
     kept: FlexTensor,
     kind: Kind,
+    /// Where a measured activation's backward leaves its incoming gradient's moments.
+    slot: Option<GradSlot>,
 }
 
 impl Backward<Flex, 1> for ActBackward {
@@ -170,10 +218,19 @@ impl Backward<Flex, 1> for ActBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node] = ops.parents;
         let g = grads.consume::<Flex>(&ops.node);
+        let st = ops.state;
+        let g = contiguous(&g).expect("f32 gradient");
+        let (kept, gv) = (values(&st.kept), values(&g));
+        let dx = match &st.slot {
+            Some(slot) => {
+                let (dx, m) = backward_measured(kept, gv, st.kind);
+                slot.set_moments(m, gv.len());
+                dx
+            }
+            None if node.is_some() => backward_host(kept, gv, st.kind),
+            None => return,
+        };
         if let Some(node) = node {
-            let st = ops.state;
-            let g = contiguous(&g).expect("f32 gradient");
-            let dx = backward_host(values(&st.kept), values(&g), st.kind);
             hand_to!(grads, node, tensor(dx, st.kept.layout().shape().to_vec()));
         }
     }
@@ -189,7 +246,12 @@ pub fn apply<const D: usize>(x: &Tensor<D>, kind: Kind) -> Option<Tensor<D>> {
             Kind::Silu => xc,
             _ => out_t.clone(),
         };
-        let result = record(ActBackward, [xp.node()], || ActState { kept, kind }, out_t);
+        let state = || ActState {
+            kept,
+            kind,
+            slot: None,
+        };
+        let result = record(ActBackward, [xp.node()], state, out_t);
         return Some(Tensor::from_primitive::<Ad>(result));
     }
     let xp = x.clone().try_into_primitive::<Flex>().ok()?;
@@ -198,13 +260,20 @@ pub fn apply<const D: usize>(x: &Tensor<D>, kind: Kind) -> Option<Tensor<D>> {
     Some(Tensor::from_primitive::<Flex>(tensor(out, shape)))
 }
 
+/// What [`apply_measured`] returns: the activation, what its forward saw, and the slot that
+/// will hold the moments of the gradient reaching it (`None` when no gradient can: the input is
+/// not tracked).
+pub type MeasuredAct<const D: usize> = (Tensor<D>, Seen, Option<GradSlot>);
+
 /// [`apply`] that measures what it reads and writes on the way ([`Seen`]; `bounds`: the
-/// interval outside which an output counts), for a probe point on the activation's output.
+/// interval outside which an output counts), and in its backward the moments of the gradient
+/// it receives, ∂L/∂out (without a separate node or pass): for a probe point on the
+/// activation's output.
 pub fn apply_measured<const D: usize>(
     x: &Tensor<D>,
     kind: Kind,
     bounds: Option<(f32, f32)>,
-) -> Option<(Tensor<D>, Seen)> {
+) -> Option<MeasuredAct<D>> {
     let xp = x.clone().try_into_primitive::<Ad>().ok()?;
     let shape = xp.primitive().layout().shape().to_vec();
     let xc = contiguous(xp.primitive())?;
@@ -214,8 +283,18 @@ pub fn apply_measured<const D: usize>(
         Kind::Silu => xc,
         _ => out_t.clone(),
     };
-    let result = record(ActBackward, [xp.node()], || ActState { kept, kind }, out_t);
-    Some((Tensor::from_primitive::<Ad>(result), seen))
+    let mut slot = None;
+    let state = || {
+        let s = GradSlot::default();
+        slot = Some(s.clone());
+        ActState {
+            kept,
+            kind,
+            slot: Some(s),
+        }
+    };
+    let result = record(ActBackward, [xp.node()], state, out_t);
+    Some((Tensor::from_primitive::<Ad>(result), seen, slot))
 }
 
 #[cfg(test)]
@@ -293,7 +372,7 @@ mod tests {
                 Tensor::<2>::random([n, 3], Distribution::Normal(0.0, 3.0), &dev).require_grad();
             for kind in [Kind::Sigmoid, Kind::Tanh, Kind::Silu] {
                 let bounds = Some((0.01f32, 0.99f32));
-                let (y, seen) = apply_measured(&x, kind, bounds).unwrap();
+                let (y, seen, _) = apply_measured(&x, kind, bounds).unwrap();
                 let plain = values(apply(&x, kind).unwrap());
                 let got = values(y);
                 assert_eq!(got, plain, "{kind:?} n {n}");
@@ -314,5 +393,53 @@ mod tests {
                 assert_eq!(seen.outside, outside, "{kind:?} n {n}");
             }
         }
+    }
+    /// A measured activation's backward leaves the moments of the gradient it receives in its
+    /// slot, the bits of a separate pass over that gradient (also non-finite ones), and hands on
+    /// the plain backward's input gradient; an untracked input gets no slot.
+    #[test]
+    fn the_measured_backward_keeps_the_incoming_gradients_moments() {
+        let dev = crate::device();
+        for (n, poison) in [
+            (37usize, None),
+            (70_001, None),
+            (70_001, Some(f32::INFINITY)),
+        ] {
+            let x0 = Tensor::<2>::random([n, 3], Distribution::Normal(0.0, 3.0), &dev);
+            let mut wv = values(Tensor::<2>::random(
+                [n, 3],
+                Distribution::Normal(0.0, 1.0),
+                &dev,
+            ));
+            if let Some(p) = poison {
+                wv[5] = p;
+            }
+            let w = Tensor::<2>::from_data(TensorData::new(wv.clone(), [n, 3]), &dev);
+            for kind in [Kind::Sigmoid, Kind::Tanh, Kind::Silu] {
+                let x = x0.clone().detach().require_grad();
+                let (y, _, slot) = apply_measured(&x, kind, None).unwrap();
+                let g = (y * w.clone()).sum().backward();
+                let got = values(x.grad(&g).unwrap());
+                let (m, len) = slot.expect("tracked input").moments().expect("a gradient");
+                assert_eq!(len, 3 * n);
+                let want = moments::finite_moments(&wv, None);
+                let bits = |(a, b, c, d, e): moments::Finite| (a.to_bits(), b.to_bits(), c, d, e);
+                assert_eq!(bits(m), bits(want), "{kind:?} n {n}");
+                let x = x0.clone().detach().require_grad();
+                let g = (apply(&x, kind).unwrap() * w.clone()).sum().backward();
+                let plain = values(x.grad(&g).unwrap());
+                let same = got
+                    .iter()
+                    .zip(&plain)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{kind:?} n {n}: input gradient");
+            }
+        }
+        let (_, _, slot) = apply_measured(&x0_untracked(&dev), Kind::Sigmoid, None).unwrap();
+        assert!(slot.is_none());
+    }
+
+    fn x0_untracked(dev: &burn::tensor::Device) -> Tensor<2> {
+        Tensor::<2>::random([4, 3], Distribution::Normal(0.0, 1.0), dev)
     }
 }

@@ -251,7 +251,7 @@ impl Tap {
     ) -> Tensor<D> {
         let fused = self.record && self.leaves && !self.keep && self.fault.is_none();
         if let Some(kind) = act.fused_kind().filter(|_| fused) {
-            if let Some((h, seen)) = apply_measured(&z, kind, saturated_bounds(act)) {
+            if let Some((h, seen, slot)) = apply_measured(&z, kind, saturated_bounds(act)) {
                 let known = Presummed {
                     h: fold(&seen.output),
                     pre: fold(&seen.input),
@@ -264,7 +264,13 @@ impl Tap {
                     })
                 });
                 if let Some(Some((stats, active))) = stats {
-                    return self.attach(name, block, Some(act), stats, active, None, h);
+                    let Some(slot) = slot else {
+                        return self.attach(name, block, Some(act), stats, active, None, h);
+                    };
+                    // ∂L/∂h's moments come from the activation's own backward: no tap node
+                    let leaf: LeafGrad = Box::new(move |_: &Gradients| moments_of(&slot));
+                    self.push(name, block, Some(act), stats, active, leaf, None);
+                    return h;
                 }
             }
         }
@@ -312,6 +318,21 @@ impl Tap {
                 }
             }
         };
+        self.push(name, block, act_fn, act, active, leaf, kept);
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        name: &str,
+        block: &str,
+        act_fn: Option<Activation>,
+        act: ActStats,
+        active: Option<Vec<bool>>,
+        leaf: LeafGrad,
+        kept: Option<Kept>,
+    ) {
         self.points.push(Point {
             name: name.to_string(),
             block: block.to_string(),
@@ -321,7 +342,6 @@ impl Tap {
             leaf,
             kept,
         });
-        out
     }
 
     /// Whether this tap injects a fault (fused operations then step aside, so that the fault
@@ -406,5 +426,49 @@ impl Tap {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    /// A fused activation's point (σ, tanh, SiLU measured in their own passes, ∂L/∂h from the
+    /// activation's backward) reads what a point on the composed activation reads, bit for bit.
+    #[test]
+    fn an_activation_point_reads_what_a_plain_point_does() {
+        let dev = crate::device();
+        let z0 = Tensor::<2>::random([300, 130], Distribution::Normal(0.0, 2.0), &dev);
+        let w = Tensor::<2>::random([300, 130], Distribution::Normal(0.0, 1.0), &dev);
+        for act in [Activation::Sigmoid, Activation::Tanh, Activation::Silu] {
+            let read = |fused: bool| {
+                let z = z0.clone().detach().require_grad();
+                let mut tap = Tap::on();
+                let h = if fused {
+                    tap.activate("l", "b", act, z)
+                } else {
+                    tap.point("l", "b", Some(act), Some(&z), act.forward(z.clone()))
+                };
+                let grads = (h * w.clone()).sum().backward();
+                tap.finish(&grads).remove(0)
+            };
+            let (a, b) = (read(true), read(false));
+            let bits = |t: &Tapped| {
+                let (x, g) = (&t.act, &t.grad_h);
+                [
+                    x.mean,
+                    x.std,
+                    x.pre_mean.unwrap_or(0.0),
+                    x.pre_var.unwrap_or(0.0),
+                ]
+                .into_iter()
+                .chain([g.norm, g.rms])
+                .map(f64::to_bits)
+                .collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&a), bits(&b), "{act:?}");
+            assert!(a.grad_h.norm > 0.0, "{act:?}: a gradient reached the point");
+        }
     }
 }
