@@ -75,28 +75,19 @@ pub enum ProbeError {
 /// Measurements taken between backward and the optimizer step.
 pub struct Pending {
     record: StepRecord,
+    /// The trainable parameters as the backward left them (empty with [`Reads::Taps`]: the
+    /// update pass reports them).
     before: Vec<ParamSnapshot>,
     /// index in `record.layers` for each entry of `before` (None: not under any probe point)
     owner: Vec<Option<usize>>,
-    /// The parameters' weight norms (and, unless `grads_known`, their gradient norms) are still
-    /// to come: from the update pass (`after_update`), or, for the weights, read in `after_step`.
-    deferred: bool,
-    /// The gradient norms were read at the backward (they stay when the update pass reports
-    /// its own).
-    grads_known: bool,
+    /// What was read at the backward; the rest comes from the update pass (`after_update`) or,
+    /// for the weights, is read in `after_step`.
+    reads: Reads,
     /// The layers whose dead-unit window this step added to (undone by [`Probe::discard`]).
     windowed: Vec<String>,
 }
 
 impl Pending {
-    /// The parameters' and layers' gradient norms, and the step's, from ‖g‖² of each entry of
-    /// `before` (`None`: the parameter got no gradient).
-    fn set_grads(&mut self, sq: &[Option<f64>]) {
-        let sq: Vec<f64> = sq.iter().map(|s| s.unwrap_or(0.0)).collect();
-        let total = self.spread(&sq, |p, n| p.grad_norm = n, |l, n| l.grad_w_norm = n);
-        self.record.grad_norm = total.sqrt();
-    }
-
     /// The parameters' and layers' weight norms from ‖W‖² of each entry of `before`.
     fn set_weights(&mut self, sq: &[f64]) {
         self.spread(sq, |p, n| p.norm = n, |l, n| l.w_norm = n);
@@ -149,6 +140,55 @@ impl Pending {
                 l.update_ratio = d2.sqrt() / l.w_norm.max(f64::MIN_POSITIVE);
             }
         }
+    }
+
+    /// The parameter records, and the layers' and the step's norms, from an update pass that
+    /// reported every trainable parameter ([`Reads::Taps`]): the same sums, in the same order,
+    /// as [`set_weights`](Self::set_weights) and [`set_updates`](Self::set_updates) make from a
+    /// walk of the model.
+    fn take_measured(&mut self, measured: &[Measured]) {
+        let record = &mut self.record;
+        let owner: Vec<Option<usize>> = {
+            let names: Vec<&str> = record.layers.iter().map(|l| l.name.as_str()).collect();
+            measured.iter().map(|m| owner_of(&m.path, &names)).collect()
+        };
+        let n = record.layers.len();
+        let (mut g_sq, mut w_sq, mut d_sq) = (vec![0f64; n], vec![0f64; n], vec![0f64; n]);
+        let mut total = 0f64;
+        for (m, o) in measured.iter().zip(owner) {
+            let g = m.g_sq.unwrap_or(0.0);
+            let norm = m.w_sq.sqrt();
+            // a parameter the pass did not update kept its weights
+            let delta = m.g_sq.map_or(0.0, |_| m.delta_sq.sqrt());
+            total += g;
+            let (name, list) = match o {
+                Some(li) => {
+                    g_sq[li] += g;
+                    w_sq[li] += m.w_sq;
+                    d_sq[li] += delta * delta;
+                    let l = &mut record.layers[li];
+                    (m.path[l.name.len() + 1..].to_string(), &mut l.params)
+                }
+                None => (m.path.clone(), &mut record.other_params),
+            };
+            list.push(ParamRecord {
+                name,
+                shape: m.shape.clone(),
+                grad_norm: g.sqrt(),
+                norm,
+                update_ratio: delta / norm.max(f64::MIN_POSITIVE),
+                grad_nan: 0,
+                grad_inf: 0,
+            });
+        }
+        for (i, l) in record.layers.iter_mut().enumerate() {
+            l.grad_w_norm = g_sq[i].sqrt();
+            l.w_norm = w_sq[i].sqrt();
+            if !l.params.is_empty() {
+                l.update_ratio = d_sq[i].sqrt() / l.w_norm.max(f64::MIN_POSITIVE);
+            }
+        }
+        record.grad_norm = total.sqrt();
     }
 }
 
@@ -378,10 +418,13 @@ impl Probe {
     }
 
     /// [`after_backward`](Self::after_backward) for an optimizer that measures the parameters
-    /// in its own update pass ([`crate::train::Optimizer::step_measured`]): reads the taps only;
-    /// [`after_update`](Self::after_update) completes the record with the gradient and weight
-    /// norms the update measured. (Until then they are NaN: not measured. A step whose gradient
-    /// is not finite is replayed with [`after_backward`](Self::after_backward) to localise it.)
+    /// in its own update pass ([`crate::train::Optimizer::step_measured`] with `weights`, which
+    /// reports every trainable parameter): reads the taps only, without walking the model;
+    /// [`after_update`](Self::after_update) adds the parameters with the gradient and weight
+    /// norms the update measured. (Until then there are none. A step whose gradient is not
+    /// finite is replayed with [`after_backward`](Self::after_backward) to localise it. Given to
+    /// [`after_step`](Self::after_step) instead, the record gets the parameters as they are
+    /// after the step, with no gradient norms or update ratios.)
     pub fn after_backward_for_update<M: Module>(
         &mut self,
         step: usize,
@@ -408,11 +451,13 @@ impl Probe {
         if !tap.is_recording() {
             return None;
         }
-        let grad_norms = reads != Reads::Taps;
         let weights = reads == Reads::All;
         let input_nonfinite = tap.input_nonfinite();
         let tapped = tap.finish(grads);
-        let before = snapshot_with(model, grad_norms.then_some(grads), weights);
+        let before = match reads {
+            Reads::Taps => Vec::new(),
+            _ => snapshot_with(model, Some(grads), weights),
+        };
         let names: Vec<&str> = tapped.iter().map(|t| t.name.as_str()).collect();
         let owner: Vec<Option<usize>> = before.iter().map(|p| owner_of(&p.path, &names)).collect();
 
@@ -485,16 +530,17 @@ impl Probe {
             record,
             before,
             owner,
-            deferred: !weights,
-            grads_known: grad_norms,
+            reads,
             windowed,
         };
-        if weights {
-            let sq: Vec<f64> = pending.before.iter().map(|p| p.sq).collect();
-            pending.set_weights(&sq);
-        } else if !grad_norms {
+        match reads {
+            Reads::All => {
+                let sq: Vec<f64> = pending.before.iter().map(|p| p.sq).collect();
+                pending.set_weights(&sq);
+            }
+            Reads::Gradients => {}
             // not measured until the update pass says
-            pending.set_grads(&vec![Some(f64::NAN); pending.before.len()]);
+            Reads::Taps => pending.record.grad_norm = f64::NAN,
         }
         Some(pending)
     }
@@ -510,7 +556,23 @@ impl Probe {
         let Some(mut pending) = pending else {
             return Ok(None);
         };
-        if pending.deferred {
+        if pending.reads == Reads::Taps {
+            // meant for `after_update`: the parameters as they are now, their gradients and
+            // updates not measured
+            let now: Vec<Measured> = snapshot_with(model, None, true)
+                .into_iter()
+                .map(|p| Measured {
+                    path: p.path,
+                    shape: p.shape,
+                    g_sq: Some(f64::NAN),
+                    w_sq: p.sq,
+                    delta_sq: f64::NAN,
+                })
+                .collect();
+            pending.take_measured(&now);
+            return self.keep(pending.record, lr);
+        }
+        if pending.reads == Reads::Gradients {
             let sq: Vec<f64> = pending
                 .before
                 .iter()
@@ -543,7 +605,8 @@ impl Probe {
     /// [`after_backward_for_update`](Self::after_backward_for_update): the gradient and weight
     /// norms; [`crate::detect::optimize::optimizer::GroupOptimizer::apply_measured`] for one
     /// from [`after_backward_grads`](Self::after_backward_grads): the weight norms) and the
-    /// update ratios from `measured`, then the record is kept and written.
+    /// update ratios from `measured` (0 for a parameter the update did not touch: its weights
+    /// stayed), then the record is kept and written.
     pub fn after_update(
         &mut self,
         pending: Option<Pending>,
@@ -553,6 +616,10 @@ impl Probe {
         let Some(mut pending) = pending else {
             return Ok(None);
         };
+        if pending.reads == Reads::Taps {
+            pending.take_measured(measured);
+            return self.keep(pending.record, lr);
+        }
         let by_path: HashMap<&str, &Measured> =
             measured.iter().map(|m| (m.path.as_str(), m)).collect();
         let found: Vec<Option<&&Measured>> = pending
@@ -560,11 +627,7 @@ impl Probe {
             .iter()
             .map(|p| by_path.get(p.path.as_str()))
             .collect();
-        if pending.deferred {
-            if !pending.grads_known {
-                let sq: Vec<Option<f64>> = found.iter().map(|m| m.map(|m| m.g_sq)).collect();
-                pending.set_grads(&sq);
-            }
+        if pending.reads == Reads::Gradients {
             // a parameter the update did not touch (frozen, or without a gradient) is read here
             let sq: Vec<f64> = found
                 .iter()
@@ -573,7 +636,16 @@ impl Probe {
                 .collect();
             pending.set_weights(&sq);
         }
-        let delta: Vec<Option<f64>> = found.iter().map(|m| m.map(|m| m.delta_sq.sqrt())).collect();
+        // a parameter the pass did not update kept its weights
+        let delta: Vec<Option<f64>> = found
+            .iter()
+            .map(|m| {
+                Some(
+                    m.and_then(|m| m.g_sq.map(|_| m.delta_sq.sqrt()))
+                        .unwrap_or(0.0),
+                )
+            })
+            .collect();
         pending.set_updates(&delta);
         self.keep(pending.record, lr)
     }
@@ -675,6 +747,140 @@ pub fn read_history(path: &Path) -> Result<History, ProbeError> {
 #[cfg(test)]
 mod tests {
     use super::owner_of;
+    use super::{Probe, ProbeConfig, StepRecord, Tap};
+    use burn::module::{Module, Param};
+    use burn::optim::GradientsParams;
+    use burn::tensor::{Int, Tensor, TensorData};
+
+    /// An MLP beside a trainable parameter that takes no part in the loss (no gradient).
+    #[derive(Module, Debug)]
+    struct Spare {
+        net: crate::nn::mlp::Mlp,
+        spare: Param<Tensor<1>>,
+    }
+
+    /// One probed AdamW step of `model`, recorded the way the labs' trainer does (`by_update`:
+    /// the taps at the backward, the parameters from `Optimizer::step_measured`) or by a walk
+    /// of the model before and after the step.
+    fn one_step<M: Module + Clone>(
+        model: &M,
+        loss: impl Fn(&M, &mut Tap) -> Tensor<1>,
+        by_update: bool,
+    ) -> StepRecord {
+        use crate::train::optim::{Clip, OptimizerKind};
+        let mut probe = Probe::new(ProbeConfig::default());
+        let mut opt = OptimizerKind::Adamw.build();
+        let mut tap = probe.tap(0);
+        let l = loss(model, &mut tap);
+        let lv = l.clone().into_scalar::<f64>();
+        let grads = l.backward();
+        if by_update {
+            let pending = probe.after_backward_for_update(0, 0, lv, tap, model, &grads);
+            let gp = GradientsParams::from_grads(grads, model);
+            let (_, measured) = opt.step_measured(0.1, model.clone(), gp, Clip::NONE, true);
+            probe.after_update(pending, &measured, 0.1).unwrap();
+        } else {
+            let pending = probe.after_backward(0, 0, lv, tap, model, &grads);
+            let gp = GradientsParams::from_grads(grads, model);
+            let new = opt.step(0.1, model.clone(), gp);
+            probe.after_step(pending, &new, 0.1).unwrap();
+        }
+        probe.into_records().remove(0)
+    }
+
+    /// Two records hold the same layers and parameters (names, shapes, order) with the same
+    /// norms and update ratios (NaN where the other is).
+    fn assert_same(a: &StepRecord, b: &StepRecord) {
+        let close = |x: f64, y: f64, what: &str| {
+            let ok = (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-5 * x.abs().max(y.abs());
+            assert!(ok, "{what}: {x} against {y}");
+        };
+        close(a.grad_norm, b.grad_norm, "step gradient norm");
+        let params = |a: &[super::ParamRecord], b: &[super::ParamRecord], at: &str| {
+            let names = |r: &[super::ParamRecord]| -> Vec<(String, Vec<usize>)> {
+                r.iter()
+                    .map(|p| (p.name.clone(), p.shape.clone()))
+                    .collect()
+            };
+            assert_eq!(names(a), names(b), "{at}");
+            for (p, q) in a.iter().zip(b) {
+                let at = format!("{at} {}", p.name);
+                close(p.grad_norm, q.grad_norm, &format!("{at} gradient norm"));
+                close(p.norm, q.norm, &format!("{at} norm"));
+                close(
+                    p.update_ratio,
+                    q.update_ratio,
+                    &format!("{at} update ratio"),
+                );
+            }
+        };
+        assert_eq!(a.layers.len(), b.layers.len());
+        for (l, m) in a.layers.iter().zip(&b.layers) {
+            assert_eq!(l.name, m.name);
+            close(
+                l.grad_w_norm,
+                m.grad_w_norm,
+                &format!("{} gradient norm", l.name),
+            );
+            close(l.w_norm, m.w_norm, &format!("{} norm", l.name));
+            close(
+                l.update_ratio,
+                m.update_ratio,
+                &format!("{} update", l.name),
+            );
+            params(&l.params, &m.params, &l.name);
+        }
+        params(&a.other_params, &b.other_params, "other parameters");
+    }
+
+    /// The labs' trainer completes a probed step's record from the optimizer's pass, without
+    /// walking the model: the record is the one a walk before and after the step gives, the
+    /// parameters under their layers; a trainable parameter without a gradient has its norm and
+    /// a zero gradient norm and update ratio in both.
+    #[test]
+    fn a_record_completed_by_the_update_pass_is_the_walks() {
+        use crate::nn::mlp::MlpConfig;
+        let dev = crate::device();
+        let mut c = MlpConfig::new(5, 3);
+        (c.depth, c.width) = (4, 6);
+        let net = c.init(&dev);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(
+                (0..40).map(|i| (i % 7) as f32 / 3.0 - 1.0).collect(),
+                [8, 5],
+            ),
+            &dev,
+        );
+        let y = Tensor::<1, Int>::from_data(
+            TensorData::new(vec![0i64, 1, 2, 0, 1, 2, 0, 1], [8]),
+            &dev,
+        );
+        let ce = |logits| crate::train::loss::cross_entropy(logits, y.clone());
+        let mlp = |m: &crate::nn::mlp::Mlp, t: &mut Tap| ce(m.forward(x.clone(), t));
+        let (walk, pass) = (one_step(&net, mlp, false), one_step(&net, mlp, true));
+        assert!(walk.layers.iter().all(|l| !l.params.is_empty()));
+        assert_same(&walk, &pass);
+
+        let spare = Spare {
+            net,
+            spare: Param::from_tensor(Tensor::from_data(
+                TensorData::new(vec![3f32, 4.0], [2]),
+                &dev,
+            )),
+        };
+        let with = |m: &Spare, t: &mut Tap| ce(m.net.forward(x.clone(), t));
+        let (walk, pass) = (one_step(&spare, with, false), one_step(&spare, with, true));
+        let s = walk
+            .other_params
+            .iter()
+            .find(|p| p.name == "spare")
+            .unwrap();
+        assert!(
+            s.norm == 5.0 && s.grad_norm == 0.0 && s.update_ratio == 0.0,
+            "{s:?}"
+        );
+        assert_same(&walk, &pass);
+    }
 
     #[test]
     fn parameters_belong_to_the_longest_matching_point() {

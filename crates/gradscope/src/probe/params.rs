@@ -25,11 +25,13 @@ pub struct ParamSnapshot {
 pub struct Measured {
     /// Full path, as the probe names parameters (`layers.3.linear.weight`).
     pub path: String,
+    pub shape: Vec<usize>,
     /// ‖g‖² of the gradient as it came (before clipping); non-finite when an element is.
-    pub g_sq: f64,
+    /// `None`: the parameter got no gradient and was not updated.
+    pub g_sq: Option<f64>,
     /// ‖W‖² before the step (NaN when the weights were not measured).
     pub w_sq: f64,
-    /// ‖W_new − W‖² (NaN when the weights were not measured).
+    /// ‖W_new − W‖² (NaN when the weights were not measured or not updated).
     pub delta_sq: f64,
 }
 

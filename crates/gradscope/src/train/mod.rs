@@ -201,7 +201,7 @@ pub fn fit<M: Module + Clone, T: Task<M>>(
             let (updated, measured) =
                 optim.step_measured(lr, model.clone(), gp, clip, pending.is_some());
             let gnorm =
-                known.unwrap_or_else(|| measured.iter().map(|m| m.g_sq).sum::<f64>().sqrt());
+                known.unwrap_or_else(|| measured.iter().filter_map(|m| m.g_sq).sum::<f64>().sqrt());
             hist.step_loss.push(loss_v);
             hist.step_grad_norm.push(gnorm);
             hist.step_clip.push(threshold);

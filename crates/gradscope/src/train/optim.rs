@@ -113,7 +113,9 @@ impl Optimizer {
 
     /// [`step`](Self::step) with each gradient clipped on the way (`clip`), measuring each
     /// updated parameter's ‖g‖² and, when `weights`, its ‖W‖² and ‖ΔW‖², all in the same pass; in
-    /// the order the model visits its parameters. With a non-finite gradient the returned model
+    /// the order the model visits its parameters. When `weights`, every trainable parameter
+    /// without a gradient is reported too (`g_sq` `None`, its ‖W‖² read), so that the list is
+    /// the model's whole set of trainable parameters. With a non-finite gradient the returned model
     /// holds non-finite weights: the caller keeps the one it passed in to go back to.
     pub fn step_measured<M: Module>(
         &mut self,
@@ -157,11 +159,22 @@ impl ModuleMapper for Stepper<'_> {
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (id, tensor, mapper) = param.consume();
-        let Some(grad) = self.grads.remove::<D>(id) else {
-            return Param::from_mapped_value(id, tensor, mapper);
-        };
         let require = tensor.is_require_grad();
         let dims: [usize; D] = tensor.dims();
+        let Some(grad) = self.grads.remove::<D>(id) else {
+            if self.weights && require {
+                // no gradient this step: reported unchanged, so that a probe's record holds
+                // every trainable parameter without walking the model itself
+                self.measured.push(Measured {
+                    path: self.path.join("."),
+                    shape: dims.to_vec(),
+                    g_sq: None,
+                    w_sq: norm_sq(tensor.clone().inner()),
+                    delta_sq: f64::NAN,
+                });
+            }
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
         let n: usize = dims.iter().product();
         let w: Tensor<1> = tensor.inner().reshape([n]);
         let g: Tensor<1> = grad.reshape([n]);
@@ -173,7 +186,8 @@ impl ModuleMapper for Stepper<'_> {
         let up = apply(rule, clip, w, g, moments, weights);
         self.measured.push(Measured {
             path: self.path.join("."),
-            g_sq: up.g_sq,
+            shape: dims.to_vec(),
+            g_sq: Some(up.g_sq),
             w_sq: up.w_sq,
             delta_sq: up.delta_sq,
         });

@@ -117,8 +117,9 @@ struct Item {
     id: ParamId,
     w: Tensor<1>,
     job: Option<Job>,
-    /// The module path, as the probe names parameters (only when gathered for a measured step).
-    path: Option<String>,
+    /// The module path, as the probe names parameters, and the shape (only when gathered for a
+    /// measured step).
+    path: Option<(String, Vec<usize>)>,
 }
 
 /// The model's float tensors in visiting order, with the gradients of those that have one: what
@@ -169,7 +170,7 @@ impl ModuleVisitor for Gather<'_> {
         self.items.push(Item {
             id: param.id,
             w: tensor.inner().reshape([n]),
-            path: (self.named && job.is_some()).then(|| self.path.join(".")),
+            path: (self.named && job.is_some()).then(|| (self.path.join("."), dims.to_vec())),
             job,
         });
     }
@@ -472,9 +473,10 @@ impl GroupOptimizer {
                     Some(job) => {
                         let (w, st, [g_sq, w_sq, delta_sq]) =
                             this.update(job, w, st, &g, clip, path.is_some());
-                        let measured = path.map(|path| Measured {
+                        let measured = path.map(|(path, shape)| Measured {
                             path,
-                            g_sq,
+                            shape,
+                            g_sq: Some(g_sq),
                             w_sq,
                             delta_sq,
                         });
