@@ -3,14 +3,15 @@
 
 mod common;
 
-use burn::module::Param;
+use burn::module::{Module, Param};
+use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use common::*;
 use gradscope::activation::Activation;
 use gradscope::diagnose::meanfield_factors;
 use gradscope::nn::init::{standard_normal, Init};
 use gradscope::nn::mlp::{Mlp, MlpConfig, NormKind};
-use gradscope::probe::{Fault, Phase};
+use gradscope::probe::{Fault, ParamRecord, Phase, Probe, ProbeConfig, StepRecord, Tap};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -340,4 +341,134 @@ fn backward_inf_is_blamed_on_the_layer_that_made_it() {
             assert!(rec.layers[k - 1].grad_h.nan + rec.layers[k - 1].grad_h.inf > 0);
         }
     }
+}
+
+/// An MLP beside a trainable parameter that takes no part in the loss (no gradient).
+#[derive(Module, Debug)]
+struct Spare {
+    net: Mlp,
+    spare: Param<Tensor<1>>,
+}
+
+/// One probed AdamW step of `model`, recorded the way the labs' trainer does (`by_update`:
+/// the taps at the backward, the parameters from `Optimizer::step_measured`) or by a walk
+/// of the model before and after the step.
+fn one_step<M: Module + Clone>(
+    model: &M,
+    loss: impl Fn(&M, &mut Tap) -> Tensor<1>,
+    by_update: bool,
+) -> StepRecord {
+    use gradscope::train::optim::{Clip, OptimizerKind};
+    let mut probe = Probe::new(ProbeConfig::default());
+    let mut opt = OptimizerKind::Adamw.build();
+    let mut tap = probe.tap(0);
+    let l = loss(model, &mut tap);
+    let lv = l.clone().into_scalar::<f64>();
+    let grads = l.backward();
+    if by_update {
+        let pending = probe.after_backward_for_update(0, 0, lv, tap, model, &grads);
+        let gp = GradientsParams::from_grads(grads, model);
+        let (_, measured) = opt.step_measured(0.1, model.clone(), gp, Clip::NONE, true);
+        probe.after_update(pending, &measured, 0.1).unwrap();
+    } else {
+        let pending = probe.after_backward(0, 0, lv, tap, model, &grads);
+        let gp = GradientsParams::from_grads(grads, model);
+        let new = opt.step(0.1, model.clone(), gp);
+        probe.after_step(pending, &new, 0.1).unwrap();
+    }
+    probe.into_records().remove(0)
+}
+
+/// Two records hold the same layers and parameters (names, shapes, order) with the same
+/// norms and update ratios (NaN where the other is).
+fn assert_same(a: &StepRecord, b: &StepRecord) {
+    let close = |x: f64, y: f64, what: &str| {
+        let ok = (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-5 * x.abs().max(y.abs());
+        assert!(ok, "{what}: {x} against {y}");
+    };
+    close(a.grad_norm, b.grad_norm, "step gradient norm");
+    let params = |a: &[ParamRecord], b: &[ParamRecord], at: &str| {
+        let names = |r: &[ParamRecord]| -> Vec<(String, Vec<usize>)> {
+            r.iter()
+                .map(|p| (p.name.clone(), p.shape.clone()))
+                .collect()
+        };
+        assert_eq!(names(a), names(b), "{at}");
+        for (p, q) in a.iter().zip(b) {
+            let at = format!("{at} {}", p.name);
+            close(p.grad_norm, q.grad_norm, &format!("{at} gradient norm"));
+            close(p.norm, q.norm, &format!("{at} norm"));
+            close(
+                p.update_ratio,
+                q.update_ratio,
+                &format!("{at} update ratio"),
+            );
+        }
+    };
+    assert_eq!(a.layers.len(), b.layers.len());
+    for (l, m) in a.layers.iter().zip(&b.layers) {
+        assert_eq!(l.name, m.name);
+        close(
+            l.grad_w_norm,
+            m.grad_w_norm,
+            &format!("{} gradient norm", l.name),
+        );
+        close(l.w_norm, m.w_norm, &format!("{} norm", l.name));
+        close(
+            l.update_ratio,
+            m.update_ratio,
+            &format!("{} update", l.name),
+        );
+        params(&l.params, &m.params, &l.name);
+    }
+    params(&a.other_params, &b.other_params, "other parameters");
+}
+
+/// The labs' trainer completes a probed step's record from the optimizer's pass, without
+/// walking the model: the record is the one a walk before and after the step gives, the
+/// parameters under their layers; a trainable parameter without a gradient has its norm and
+/// a zero gradient norm and update ratio in both.
+#[test]
+fn a_record_completed_by_the_update_pass_is_the_walks() {
+    use MlpConfig;
+    let dev = gradscope::device();
+    let mut c = MlpConfig::new(5, 3);
+    (c.depth, c.width) = (4, 6);
+    let net = c.init(&dev);
+    let x = Tensor::<2>::from_data(
+        TensorData::new(
+            (0..40).map(|i| (i % 7) as f32 / 3.0 - 1.0).collect(),
+            [8, 5],
+        ),
+        &dev,
+    );
+    let y = Tensor::<1, burn::tensor::Int>::from_data(
+        TensorData::new(vec![0i64, 1, 2, 0, 1, 2, 0, 1], [8]),
+        &dev,
+    );
+    let ce = |logits| gradscope::train::loss::cross_entropy(logits, y.clone());
+    let mlp = |m: &Mlp, t: &mut Tap| ce(m.forward(x.clone(), t));
+    let (walk, pass) = (one_step(&net, mlp, false), one_step(&net, mlp, true));
+    assert!(walk.layers.iter().all(|l| !l.params.is_empty()));
+    assert_same(&walk, &pass);
+
+    let spare = Spare {
+        net,
+        spare: Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![3f32, 4.0], [2]),
+            &dev,
+        )),
+    };
+    let with = |m: &Spare, t: &mut Tap| ce(m.net.forward(x.clone(), t));
+    let (walk, pass) = (one_step(&spare, with, false), one_step(&spare, with, true));
+    let s = walk
+        .other_params
+        .iter()
+        .find(|p| p.name == "spare")
+        .unwrap();
+    assert!(
+        s.norm == 5.0 && s.grad_norm == 0.0 && s.update_ratio == 0.0,
+        "{s:?}"
+    );
+    assert_same(&walk, &pass);
 }

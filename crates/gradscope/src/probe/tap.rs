@@ -234,7 +234,17 @@ impl Tap {
             grad: Vec::new(),
             shape: shape.clone(),
         });
-        self.attach(name, block, act_fn, act, active, kept, h)
+        let (h, leaf) = self.gradient_leaf(h);
+        self.points.push(Point {
+            name: name.to_string(),
+            block: block.to_string(),
+            act_fn,
+            act,
+            active,
+            leaf,
+            kept,
+        });
+        h
     }
 
     /// A probe point on an activation's output: applies `act` to its pre-activation `z` and
@@ -264,12 +274,23 @@ impl Tap {
                     })
                 });
                 if let Some(Some((stats, active))) = stats {
-                    let Some(slot) = slot else {
-                        return self.attach(name, block, Some(act), stats, active, None, h);
+                    let (h, leaf) = match slot {
+                        // ∂L/∂h's moments come from the activation's own backward: no tap node
+                        Some(slot) => {
+                            let leaf: LeafGrad = Box::new(move |_: &Gradients| moments_of(&slot));
+                            (h, leaf)
+                        }
+                        None => self.gradient_leaf(h),
                     };
-                    // ∂L/∂h's moments come from the activation's own backward: no tap node
-                    let leaf: LeafGrad = Box::new(move |_: &Gradients| moments_of(&slot));
-                    self.push(name, block, Some(act), stats, active, leaf, None);
+                    self.points.push(Point {
+                        name: name.to_string(),
+                        block: block.to_string(),
+                        act_fn: Some(act),
+                        act: stats,
+                        active,
+                        leaf,
+                        kept: None,
+                    });
                     return h;
                 }
             }
@@ -279,24 +300,14 @@ impl Tap {
         self.point(name, block, Some(act), pre, h)
     }
 
-    /// Adds a measured point: `h` routed through the gradient tap (or returned as is when the
-    /// tap attaches no leaves).
-    #[allow(clippy::too_many_arguments)]
-    fn attach<const D: usize>(
-        &mut self,
-        name: &str,
-        block: &str,
-        act_fn: Option<Activation>,
-        act: ActStats,
-        active: Option<Vec<bool>>,
-        kept: Option<Kept>,
-        h: Tensor<D>,
-    ) -> Tensor<D> {
+    /// `h` routed through the gradient tap (or returned as is when the tap attaches no leaves),
+    /// and what reads ∂L/∂h after the backward.
+    fn gradient_leaf<const D: usize>(&self, h: Tensor<D>) -> (Tensor<D>, LeafGrad) {
         let keep = self.keep;
         let read = move |g: &[f32]| (grad_stats(g), keep.then(|| g.to_vec()));
         // ∂L/∂h: an identity op that keeps its gradient on flex; elsewhere a zero-valued leaf
         // added to h, whose gradient is ∂L/∂h.
-        let (out, leaf): (Tensor<D>, LeafGrad) = if !self.leaves {
+        if !self.leaves {
             (h, Box::new(|_: &Gradients| None))
         } else {
             match tap(&h, !keep) {
@@ -317,31 +328,7 @@ impl Tap {
                     )
                 }
             }
-        };
-        self.push(name, block, act_fn, act, active, leaf, kept);
-        out
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        name: &str,
-        block: &str,
-        act_fn: Option<Activation>,
-        act: ActStats,
-        active: Option<Vec<bool>>,
-        leaf: LeafGrad,
-        kept: Option<Kept>,
-    ) {
-        self.points.push(Point {
-            name: name.to_string(),
-            block: block.to_string(),
-            act_fn,
-            act,
-            active,
-            leaf,
-            kept,
-        });
+        }
     }
 
     /// Whether this tap injects a fault (fused operations then step aside, so that the fault
