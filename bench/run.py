@@ -296,7 +296,7 @@ def main():
             "ratios": [x["ratio"] for x in res],
         }
 
-    alt_yolo = alternating("yolo_probe_alt", 2 if QUICK else 4)
+    alt_yolo = alternating("yolo_probe_alt", 4 if QUICK else 8)
     alt_mlp = alternating("mlp_probe_alt", 100)
     alt_conv = alternating("conv_probe_alt", 30)
     alt_lstm = alternating("lstm_probe_alt", 60)

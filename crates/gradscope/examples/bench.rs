@@ -66,6 +66,18 @@ fn det(n: usize, lo: f32, hi: f32, salt: u64) -> Vec<f32> {
         .collect()
 }
 
+/// The median of `v` (the mean of the two middle values of an even count: with two timed
+/// steps the upper one alone would be the larger).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
 /// Runs `warmup` + `timed` steps of `step` (which returns the loss); median and min ms.
 fn time(warmup: usize, timed: usize, mut step: impl FnMut() -> f64) -> (f64, f64, f64) {
     let loss0 = step();
@@ -79,8 +91,8 @@ fn time(warmup: usize, timed: usize, mut step: impl FnMut() -> f64) -> (f64, f64
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
-    ms.sort_by(f64::total_cmp);
-    (ms[ms.len() / 2], ms[0], loss0)
+    let min = ms.iter().copied().fold(f64::INFINITY, f64::min);
+    (median(&mut ms), min, loss0)
 }
 
 /// For the `_alt` benchmarks: steps alternate probed (even) and unprobed (odd); each pair's
@@ -96,10 +108,6 @@ fn time_alternating(warmup: usize, pairs: usize, mut step: impl FnMut() -> f64) 
     };
     let (mut on, mut off): (Vec<f64>, Vec<f64>) = (0..pairs).map(|_| (timed(), timed())).unzip();
     let mut ratios: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let r = median(&mut ratios);
     [
         r,

@@ -17,9 +17,15 @@ use gradscope::train::{train_classifier, OptimizerKind, TrainConfig};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+/// The median (the mean of the two middle values of an even count).
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn main() {
