@@ -29,6 +29,7 @@ use gradscope::detect::objective::assign::Anchors;
 use gradscope::detect::objective::loss::{yolo_loss, LossGains};
 use gradscope::detect::optimize::ema::Ema;
 use gradscope::detect::optimize::optimizer::{GroupLr, GroupOptimizer};
+use gradscope::diagnose::evidence::median;
 use gradscope::nn::init::Init;
 use gradscope::nn::mlp::MlpConfig;
 use gradscope::nn::recurrent::{CellKind, RecurrentConfig};
@@ -66,25 +67,13 @@ fn det(n: usize, lo: f32, hi: f32, salt: u64) -> Vec<f32> {
         .collect()
 }
 
-/// The median of `v` (the mean of the two middle values of an even count: with two timed
-/// steps the upper one alone would be the larger).
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// Runs `warmup` + `timed` steps of `step` (which returns the loss); median and min ms.
 fn time(warmup: usize, timed: usize, mut step: impl FnMut() -> f64) -> (f64, f64, f64) {
     let loss0 = step();
     for _ in 1..warmup {
         step();
     }
-    let mut ms: Vec<f64> = (0..timed)
+    let ms: Vec<f64> = (0..timed)
         .map(|_| {
             let t = Instant::now();
             step();
@@ -92,7 +81,7 @@ fn time(warmup: usize, timed: usize, mut step: impl FnMut() -> f64) -> (f64, f64
         })
         .collect();
     let min = ms.iter().copied().fold(f64::INFINITY, f64::min);
-    (median(&mut ms), min, loss0)
+    (median(ms), min, loss0)
 }
 
 /// For the `_alt` benchmarks: steps alternate probed (even) and unprobed (odd); each pair's
@@ -106,16 +95,11 @@ fn time_alternating(warmup: usize, pairs: usize, mut step: impl FnMut() -> f64) 
         step();
         t.elapsed().as_secs_f64() * 1e3
     };
-    let (mut on, mut off): (Vec<f64>, Vec<f64>) = (0..pairs).map(|_| (timed(), timed())).unzip();
-    let mut ratios: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
-    let r = median(&mut ratios);
-    [
-        r,
-        ratios[0],
-        ratios[ratios.len() - 1],
-        median(&mut on),
-        median(&mut off),
-    ]
+    let (on, off): (Vec<f64>, Vec<f64>) = (0..pairs).map(|_| (timed(), timed())).unzip();
+    let ratios: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
+    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    [median(ratios), low, high, median(on), median(off)]
 }
 
 /// Times `step` as `name` asks: plain (median, min, first loss) or alternating (see

@@ -10,23 +10,13 @@ use std::time::Instant;
 
 use gradscope::activation::Activation;
 use gradscope::data::Dataset;
+use gradscope::diagnose::evidence::median;
 use gradscope::nn::init::{standard_normal, Init};
 use gradscope::nn::mlp::MlpConfig;
 use gradscope::probe::{Probe, ProbeConfig};
 use gradscope::train::{train_classifier, OptimizerKind, TrainConfig};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-
-/// The median (the mean of the two middle values of an even count).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
 
 fn main() {
     gradscope::tune_allocator();

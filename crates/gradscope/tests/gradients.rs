@@ -430,7 +430,6 @@ fn assert_same(a: &StepRecord, b: &StepRecord) {
 /// a zero gradient norm and update ratio in both.
 #[test]
 fn a_record_completed_by_the_update_pass_is_the_walks() {
-    use MlpConfig;
     let dev = gradscope::device();
     let mut c = MlpConfig::new(5, 3);
     (c.depth, c.width) = (4, 6);

@@ -133,8 +133,9 @@ fn first_last(r: &StepRecord) -> f64 {
     }
 }
 
-/// Median of the finite values (NaN if none).
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+/// Median of the finite values (the mean of the two middle ones of an even count; NaN if
+/// none).
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return f64::NAN;

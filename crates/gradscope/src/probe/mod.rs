@@ -158,8 +158,7 @@ impl Pending {
         for (m, o) in measured.iter().zip(owner) {
             let g = m.g_sq.unwrap_or(0.0);
             let norm = m.w_sq.sqrt();
-            // a parameter the pass did not update kept its weights
-            let delta = m.g_sq.map_or(0.0, |_| m.delta_sq.sqrt());
+            let delta = m.delta();
             total += g;
             let (name, list) = match o {
                 Some(li) => {
@@ -636,15 +635,10 @@ impl Probe {
                 .collect();
             pending.set_weights(&sq);
         }
-        // a parameter the pass did not update kept its weights
+        // a parameter the pass did not report was not updated either: its weights stayed
         let delta: Vec<Option<f64>> = found
             .iter()
-            .map(|m| {
-                Some(
-                    m.and_then(|m| m.g_sq.map(|_| m.delta_sq.sqrt()))
-                        .unwrap_or(0.0),
-                )
-            })
+            .map(|m| Some(m.map_or(0.0, |m| m.delta())))
             .collect();
         pending.set_updates(&delta);
         self.keep(pending.record, lr)

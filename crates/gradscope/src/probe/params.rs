@@ -35,6 +35,13 @@ pub struct Measured {
     pub delta_sq: f64,
 }
 
+impl Measured {
+    /// ‖W_new − W‖: 0 for a parameter the pass did not update (its weights stayed).
+    pub fn delta(&self) -> f64 {
+        self.g_sq.map_or(0.0, |_| self.delta_sq.sqrt())
+    }
+}
+
 /// ‖t‖² read in place from a flex buffer; `None` for a tensor elsewhere (a GPU's).
 pub fn norm_sq_in_place<const D: usize>(t: &Tensor<D>) -> Option<f64> {
     // One pass over the buffer (no temporaries). Squares are summed in f32 lanes (twice the
