@@ -186,9 +186,33 @@ fn rows_per_block(g: &Geom) -> usize {
 
 /// The blocks of output rows `[oy0, oy1)` of one image.
 fn row_blocks(g: &Geom) -> impl Iterator<Item = (usize, usize)> {
-    let (oh, rb) = (g.oh(), rows_per_block(g));
-    (0..oh).step_by(rb).map(move |r0| (r0, (r0 + rb).min(oh)))
+    blocks_of(g.oh(), rows_per_block(g))
 }
+
+/// `0..oh` in blocks of `rb` rows (the last may be shorter).
+fn blocks_of(oh: usize, rb: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..oh)
+        .step_by(rb.max(1))
+        .map(move |r0| (r0, (r0 + rb).min(oh)))
+}
+
+/// Output rows per block of the forward: [`rows_per_block`], or fewer when the images and
+/// groups in those blocks give fewer than [`TASKS`] tasks (one image at inference: a layer at
+/// 20² was one block, one GEMM on one thread), down to blocks of [`SPLIT_WIDTH`] positions.
+fn forward_rows_per_block(g: &Geom) -> usize {
+    let (oh, rb) = (g.oh().max(1), rows_per_block(g));
+    let images = (g.n * g.groups).max(1);
+    if images * oh.div_ceil(rb) >= TASKS {
+        return rb;
+    }
+    oh.div_ceil(TASKS.div_ceil(images))
+        .max(SPLIT_WIDTH.div_ceil(g.ow().max(1)))
+        .min(rb)
+}
+
+/// The narrowest block [`forward_rows_per_block`] makes to split a layer's work, in output
+/// positions.
+const SPLIT_WIDTH: usize = 256;
 
 /// im2col of output rows `rows` of one image's group `x` (`[cin_g, h, w]`) into `col`: the
 /// matrix's rows from `k0` on (of `cin_g·kh·kw`), as many as `col` holds, each `rows·ow` long.
@@ -781,12 +805,9 @@ pub fn forward_gemm(x: Images, w: &[f32], g: &Geom) -> Vec<f32> {
     let (cin_g, cout_g, k) = (g.cin_g(), g.cout_g(), g.k());
     let plane = g.oh() * g.ow();
     let total = g.n * g.cout * plane;
-    let blocks: Vec<(usize, usize)> = row_blocks(g).collect();
-    let col_len = if g.is_pointwise() {
-        0
-    } else {
-        k * rows_per_block(g) * g.ow()
-    };
+    let rb = forward_rows_per_block(g);
+    let blocks: Vec<(usize, usize)> = blocks_of(g.oh(), rb).collect();
+    let col_len = if g.is_pointwise() { 0 } else { k * rb * g.ow() };
     let mut y: Vec<f32> = Vec::with_capacity(total);
     let out = OutPtr(y.as_mut_ptr());
     let tasks = g.n * g.groups * blocks.len();
@@ -1165,6 +1186,15 @@ mod tests {
         // layers big enough that the work is split inside an image: the forward's output
         // channels, the weight gradient's rows, the input gradient's channels (strided: its own
         // kernel; pointwise: the GEMM alone)
+        // one image at 20²: the forward splits its rows, which the default blocking keeps whole
+        for one in [
+            geom(1, 32, [20, 20], 64, 3, 1, 1, 1),
+            geom(1, 64, [20, 20], 48, 1, 1, 0, 1),
+        ] {
+            assert_eq!(row_blocks(&one).count(), 1);
+            assert!(forward_rows_per_block(&one) < 20, "{one:?}");
+            check(one);
+        }
         let wide = geom(2, 80, [20, 20], 128, 3, 1, 1, 1);
         assert!(rows_per_task(128, 2, 64) < 128);
         assert!(rows_per_task(720, 2, 128) < 720);

@@ -22,12 +22,17 @@ const PARALLEL_MIN: usize = 1 << 18;
 
 /// y (`[m, n]`) = x (`[m, k]`) · w (`[k, n]`) + b.
 fn forward_host(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut y = vec![0.0f32; m * n];
-    if let Some(b) = b {
-        for r in y.chunks_mut(n) {
-            r.copy_from_slice(b);
+    // the bias rows written as the output is made (not zeros first, then the bias over them)
+    let mut y = match b {
+        Some(b) => {
+            let mut y = Vec::with_capacity(m * n);
+            for _ in 0..m {
+                y.extend_from_slice(b);
+            }
+            y
         }
-    }
+        None => vec![0.0f32; m * n],
+    };
     gemm(
         m,
         n,
@@ -81,12 +86,24 @@ impl Backward<Flex, 3> for LinearBackward {
             gemm(k, n, m, &mut dw, false, values(&st.x), 1, k, g, n, 1, par);
             dw
         };
-        let (dx, dw) = match (node_x.is_some(), node_w.is_some()) {
+        // ∂L/∂b: the column sums of g, summed beside the products instead of after them
+        let db = || {
+            node_b.is_some().then(|| {
+                let mut db = vec![0.0f32; n];
+                for r in g.chunks(n) {
+                    for (d, &v) in db.iter_mut().zip(r) {
+                        *d += v;
+                    }
+                }
+                db
+            })
+        };
+        let ((dx, dw), db) = match (node_x.is_some(), node_w.is_some()) {
             (true, true) if par => {
-                let (a, b) = rayon::join(|| dx(false), || dw(false));
-                (Some(a), Some(b))
+                let (a, (b, db)) = rayon::join(|| dx(false), || rayon::join(|| dw(false), db));
+                ((Some(a), Some(b)), db)
             }
-            (want_x, want_w) => (want_x.then(|| dx(par)), want_w.then(|| dw(par))),
+            (want_x, want_w) => ((want_x.then(|| dx(par)), want_w.then(|| dw(par))), db()),
         };
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, tensor(dx, st.x_shape.clone()));
@@ -94,13 +111,7 @@ impl Backward<Flex, 3> for LinearBackward {
         if let (Some(node), Some(dw)) = (node_w, dw) {
             grads.register::<Flex>(node.id, tensor(dw, [k, n]));
         }
-        if let Some(node) = node_b {
-            let mut db = vec![0.0f32; n];
-            for r in g.chunks(n) {
-                for (d, &v) in db.iter_mut().zip(r) {
-                    *d += v;
-                }
-            }
+        if let (Some(node), Some(db)) = (node_b, db) {
             grads.register::<Flex>(node.id, tensor(db, [n]));
         }
     }
