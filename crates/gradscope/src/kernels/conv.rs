@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 use super::grads::hand_to;
-use super::host::{contiguous, gemm, record, tensor, values, zeroed_par, OutPtr};
+use super::host::{contiguous, gemm, max_len, record, tensor, values, zeroed_par, OutPtr};
 
 type Ad = Autodiff<Flex>;
 
@@ -459,25 +459,29 @@ pub fn weight_grad(x: Images, dy: &[f32], g: &Geom) -> Vec<f32> {
         .iter_mut()
         .map(|p| OutPtr(p.as_mut_ptr()))
         .collect();
-    (0..runs * ks.len()).into_par_iter().for_each(|task| {
-        let (r, kr) = (task / ks.len(), &ks[task % ks.len()]);
-        for grp in 0..g.groups {
-            // SAFETY: rows kr of group grp's k × cout_g part of run r's partial are this task's
-            // alone, inside the partial's g.cout · k = groups · k · cout_g elements of capacity.
-            unsafe {
-                std::ptr::write_bytes(
-                    ptrs[r].at((grp * k + kr.start) * cout_g),
-                    0,
-                    kr.len() * cout_g,
-                )
-            };
-        }
-        with_scratch(col_len, |col| {
-            for img in r * run..((r + 1) * run).min(g.n) {
-                per_image(ptrs[r], col, img, img == r * run, kr);
+    let tasks = runs * ks.len();
+    (0..tasks)
+        .into_par_iter()
+        .with_max_len(max_len(tasks))
+        .for_each(|task| {
+            let (r, kr) = (task / ks.len(), &ks[task % ks.len()]);
+            for grp in 0..g.groups {
+                // SAFETY: rows kr of group grp's k × cout_g part of run r's partial are this task's
+                // alone, inside the partial's g.cout · k = groups · k · cout_g elements of capacity.
+                unsafe {
+                    std::ptr::write_bytes(
+                        ptrs[r].at((grp * k + kr.start) * cout_g),
+                        0,
+                        kr.len() * cout_g,
+                    )
+                };
             }
+            with_scratch(col_len, |col| {
+                for img in r * run..((r + 1) * run).min(g.n) {
+                    per_image(ptrs[r], col, img, img == r * run, kr);
+                }
+            });
         });
-    });
     for p in partials.iter_mut() {
         // SAFETY: the tasks zero-filled every element (the pieces ks cover 0..k in every group)
         // before adding into it.
@@ -815,41 +819,44 @@ pub fn forward_gemm(x: Images, w: &[f32], g: &Geom) -> Vec<f32> {
     let min_rows = if g.is_pointwise() { 128 } else { 64 };
     let chunks: Vec<Range<usize>> =
         pieces(cout_g, rows_per_task(cout_g, tasks, min_rows)).collect();
-    (0..tasks).into_par_iter().for_each(|task| {
-        let rows = blocks[task % blocks.len()];
-        let (img, grp) = (
-            task / blocks.len() / g.groups,
-            task / blocks.len() % g.groups,
-        );
-        let xs = &x.image(img)[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
-        let p0 = rows.0 * g.ow();
-        let width = (rows.1 - rows.0) * g.ow();
-        with_scratch(col_len, |col| {
-            let (cols, cols_rs) = block_cols(xs, g, col, rows, 0..k);
-            chunks.par_iter().for_each(|ch| {
-                let c0 = grp * cout_g + ch.start;
-                // SAFETY: this task writes rows p0 .. p0 + width of output channels `ch` of
-                // group grp of image img, inside the `total` elements reserved above; the
-                // tasks cover every (image, channel, position) exactly once, so the writes
-                // are disjoint and the whole buffer is initialised when the loop ends.
-                unsafe {
-                    super::host::gemm_raw(
-                        ch.len(),
-                        width,
-                        k,
-                        out.at((img * g.cout + c0) * plane + p0),
-                        plane,
-                        &w[c0 * k..][..ch.len() * k],
-                        k,
-                        1,
-                        cols,
-                        cols_rs,
-                        1,
-                    )
-                };
+    (0..tasks)
+        .into_par_iter()
+        .with_max_len(max_len(tasks))
+        .for_each(|task| {
+            let rows = blocks[task % blocks.len()];
+            let (img, grp) = (
+                task / blocks.len() / g.groups,
+                task / blocks.len() % g.groups,
+            );
+            let xs = &x.image(img)[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
+            let p0 = rows.0 * g.ow();
+            let width = (rows.1 - rows.0) * g.ow();
+            with_scratch(col_len, |col| {
+                let (cols, cols_rs) = block_cols(xs, g, col, rows, 0..k);
+                chunks.par_iter().with_max_len(1).for_each(|ch| {
+                    let c0 = grp * cout_g + ch.start;
+                    // SAFETY: this task writes rows p0 .. p0 + width of output channels `ch` of
+                    // group grp of image img, inside the `total` elements reserved above; the
+                    // tasks cover every (image, channel, position) exactly once, so the writes
+                    // are disjoint and the whole buffer is initialised when the loop ends.
+                    unsafe {
+                        super::host::gemm_raw(
+                            ch.len(),
+                            width,
+                            k,
+                            out.at((img * g.cout + c0) * plane + p0),
+                            plane,
+                            &w[c0 * k..][..ch.len() * k],
+                            k,
+                            1,
+                            cols,
+                            cols_rs,
+                            1,
+                        )
+                    };
+                })
             })
-        })
-    });
+        });
     // SAFETY: every element was written by exactly one task above.
     unsafe { y.set_len(total) };
     y
