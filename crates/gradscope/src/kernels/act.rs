@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::grads::hand_to;
-use super::host::{contiguous, filled, max_len, record, tensor, values};
+use super::host::{contiguous, filled, record, tensor, values, ShortRuns};
 use super::moments;
 use super::simd::multiversion;
 use super::tap::GradSlot;
@@ -73,7 +73,7 @@ fn forward_host(x: &[f32], kind: Kind) -> Vec<f32> {
             } else {
                 out.par_chunks_mut(CHUNK)
                     .zip(x.par_chunks(CHUNK))
-                    .with_max_len(max_len(x.len().div_ceil(CHUNK)))
+                    .short_runs()
                     .for_each(|(o, v)| forward_slice(v, o, kind));
             }
         })
@@ -89,7 +89,7 @@ fn backward_host(kept: &[f32], g: &[f32], kind: Kind) -> Vec<f32> {
             } else {
                 out.par_chunks_mut(CHUNK)
                     .zip(kept.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-                    .with_max_len(max_len(kept.len().div_ceil(CHUNK)))
+                    .short_runs()
                     .for_each(|(o, (k, g))| backward_slice(k, g, o, kind));
             }
         })
@@ -132,7 +132,7 @@ fn backward_measured(kept: &[f32], g: &[f32], kind: Kind) -> (Vec<f32>, moments:
                 let parts: Vec<Vec<(f32, f32)>> = out
                     .par_chunks_mut(CHUNK)
                     .zip(kept.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-                    .with_max_len(max_len(kept.len().div_ceil(CHUNK)))
+                    .short_runs()
                     .map(|(o, (k, g))| backward_measured_slice(k, g, o, kind))
                     .collect();
                 sums = parts.concat();
@@ -191,7 +191,7 @@ fn forward_measured(x: &[f32], kind: Kind, bounds: Option<(f32, f32)>) -> (Vec<f
                 let parts: Vec<Seen> = out
                     .par_chunks_mut(CHUNK)
                     .zip(x.par_chunks(CHUNK))
-                    .with_max_len(max_len(x.len().div_ceil(CHUNK)))
+                    .short_runs()
                     .map(|(o, v)| forward_measured_slice(v, o, kind, bounds))
                     .collect();
                 for p in parts {

@@ -21,7 +21,7 @@ use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 use super::grads::hand_to;
-use super::host::{contiguous, gemm_raw, max_len, record, tensor, values, OutPtr};
+use super::host::{contiguous, gemm_raw, record, tensor, values, OutPtr, ShortRuns};
 use super::simd::multiversion;
 
 type Ad = Autodiff<Flex>;
@@ -114,7 +114,7 @@ impl Dims {
         let per = self.n.div_ceil(BLOCK);
         (0..self.pairs * per)
             .into_par_iter()
-            .with_max_len(max_len(self.pairs * per))
+            .short_runs()
             .map(move |t| (t / per, (t % per) * BLOCK))
     }
 

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::grads::hand_to;
-use super::host::{contiguous, filled, max_len, record, tensor, values};
+use super::host::{contiguous, filled, record, tensor, values, ShortRuns};
 use super::simd::{multiversion, sigmoid};
 use super::tap::with_values;
 
@@ -191,18 +191,13 @@ pub fn forward_host(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let chunks = y.len().checked_div(hw).unwrap_or(0);
     let m = (chunks / c.max(1) * hw).max(1) as f64;
-    let runs = max_len(chunks);
-    let sums: Vec<f64> = y
-        .par_chunks(hw.max(1))
-        .with_max_len(runs)
-        .map(sum_f64)
-        .collect();
+    let sums: Vec<f64> = y.par_chunks(hw.max(1)).short_runs().map(sum_f64).collect();
     let mean: Vec<f64> = (0..c)
         .map(|ch| sums.iter().skip(ch).step_by(c).sum::<f64>() / m)
         .collect();
     let sq: Vec<f64> = y
         .par_chunks(hw.max(1))
-        .with_max_len(runs)
+        .short_runs()
         .enumerate()
         .map(|(i, v)| sum_sq_centred(v, mean[i % c] as f32))
         .collect();
@@ -231,7 +226,7 @@ fn normalise(
         filled(y.len(), |out| {
             out.par_chunks_mut(hw.max(1))
                 .zip(y.par_chunks(hw.max(1)))
-                .with_max_len(max_len(y.len() / hw.max(1)))
+                .short_runs()
                 .enumerate()
                 .for_each(|(i, (o, v))| {
                     let (a, b) = coef(i % c);
@@ -290,7 +285,7 @@ pub fn backward_host(
             sums = d
                 .par_chunks_mut(hw1)
                 .zip(y.par_chunks(hw1).zip(g.par_chunks(hw1)))
-                .with_max_len(max_len(chunks))
+                .short_runs()
                 .enumerate()
                 .map(|(i, (dc, (yc, gc)))| backward_sums(yc, gc, dc, chan(i % c), silu))
                 .collect();
@@ -304,7 +299,7 @@ pub fn backward_host(
     }
     d.par_chunks_mut(hw1)
         .zip(y.par_chunks(hw1))
-        .with_max_len(max_len(chunks))
+        .short_runs()
         .enumerate()
         .for_each(|(i, (dc, yc))| {
             let ch = i % c;

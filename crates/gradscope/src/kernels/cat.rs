@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::grads::hand_to;
-use super::host::{contiguous, filled, max_len, record, tensor};
+use super::host::{contiguous, filled, record, tensor, ShortRuns};
 
 type Ad = Autodiff<Flex>;
 
@@ -189,9 +189,8 @@ fn gather(plan: &Plan, inputs: &[Rows], out: &mut [MaybeUninit<f32>]) {
     if out.len() < PARALLEL_MIN {
         fill(0, out);
     } else {
-        let pieces = out.len().div_ceil(PIECE);
         out.par_chunks_mut(PIECE)
-            .with_max_len(max_len(pieces))
+            .short_runs()
             .enumerate()
             .for_each(|(k, piece)| fill(k * PIECE, piece));
     }

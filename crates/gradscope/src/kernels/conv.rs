@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 use super::grads::hand_to;
-use super::host::{contiguous, gemm, max_len, record, tensor, values, zeroed_par, OutPtr};
+use super::host::{contiguous, gemm, record, tensor, values, zeroed_par, OutPtr, ShortRuns};
 
 type Ad = Autodiff<Flex>;
 
@@ -191,9 +191,7 @@ fn row_blocks(g: &Geom) -> impl Iterator<Item = (usize, usize)> {
 
 /// `0..oh` in blocks of `rb` rows (the last may be shorter).
 fn blocks_of(oh: usize, rb: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..oh)
-        .step_by(rb.max(1))
-        .map(move |r0| (r0, (r0 + rb).min(oh)))
+    pieces(oh, rb).map(|r| (r.start, r.end))
 }
 
 /// Output rows per block of the forward: [`rows_per_block`], or fewer when the images and
@@ -459,10 +457,9 @@ pub fn weight_grad(x: Images, dy: &[f32], g: &Geom) -> Vec<f32> {
         .iter_mut()
         .map(|p| OutPtr(p.as_mut_ptr()))
         .collect();
-    let tasks = runs * ks.len();
-    (0..tasks)
+    (0..runs * ks.len())
         .into_par_iter()
-        .with_max_len(max_len(tasks))
+        .short_runs()
         .for_each(|task| {
             let (r, kr) = (task / ks.len(), &ks[task % ks.len()]);
             for grp in 0..g.groups {
@@ -819,44 +816,41 @@ pub fn forward_gemm(x: Images, w: &[f32], g: &Geom) -> Vec<f32> {
     let min_rows = if g.is_pointwise() { 128 } else { 64 };
     let chunks: Vec<Range<usize>> =
         pieces(cout_g, rows_per_task(cout_g, tasks, min_rows)).collect();
-    (0..tasks)
-        .into_par_iter()
-        .with_max_len(max_len(tasks))
-        .for_each(|task| {
-            let rows = blocks[task % blocks.len()];
-            let (img, grp) = (
-                task / blocks.len() / g.groups,
-                task / blocks.len() % g.groups,
-            );
-            let xs = &x.image(img)[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
-            let p0 = rows.0 * g.ow();
-            let width = (rows.1 - rows.0) * g.ow();
-            with_scratch(col_len, |col| {
-                let (cols, cols_rs) = block_cols(xs, g, col, rows, 0..k);
-                chunks.par_iter().with_max_len(1).for_each(|ch| {
-                    let c0 = grp * cout_g + ch.start;
-                    // SAFETY: this task writes rows p0 .. p0 + width of output channels `ch` of
-                    // group grp of image img, inside the `total` elements reserved above; the
-                    // tasks cover every (image, channel, position) exactly once, so the writes
-                    // are disjoint and the whole buffer is initialised when the loop ends.
-                    unsafe {
-                        super::host::gemm_raw(
-                            ch.len(),
-                            width,
-                            k,
-                            out.at((img * g.cout + c0) * plane + p0),
-                            plane,
-                            &w[c0 * k..][..ch.len() * k],
-                            k,
-                            1,
-                            cols,
-                            cols_rs,
-                            1,
-                        )
-                    };
-                })
+    (0..tasks).into_par_iter().short_runs().for_each(|task| {
+        let rows = blocks[task % blocks.len()];
+        let (img, grp) = (
+            task / blocks.len() / g.groups,
+            task / blocks.len() % g.groups,
+        );
+        let xs = &x.image(img)[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
+        let p0 = rows.0 * g.ow();
+        let width = (rows.1 - rows.0) * g.ow();
+        with_scratch(col_len, |col| {
+            let (cols, cols_rs) = block_cols(xs, g, col, rows, 0..k);
+            chunks.par_iter().short_runs().for_each(|ch| {
+                let c0 = grp * cout_g + ch.start;
+                // SAFETY: this task writes rows p0 .. p0 + width of output channels `ch` of
+                // group grp of image img, inside the `total` elements reserved above; the
+                // tasks cover every (image, channel, position) exactly once, so the writes
+                // are disjoint and the whole buffer is initialised when the loop ends.
+                unsafe {
+                    super::host::gemm_raw(
+                        ch.len(),
+                        width,
+                        k,
+                        out.at((img * g.cout + c0) * plane + p0),
+                        plane,
+                        &w[c0 * k..][..ch.len() * k],
+                        k,
+                        1,
+                        cols,
+                        cols_rs,
+                        1,
+                    )
+                };
             })
-        });
+        })
+    });
     // SAFETY: every element was written by exactly one task above.
     unsafe { y.set_len(total) };
     y

@@ -25,7 +25,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use rayon::prelude::*;
 
-use super::host::{contiguous, max_len};
+use super::host::{contiguous, ShortRuns};
 
 /// Values per parallel task of the sum.
 const CHUNK: usize = 1 << 15;
@@ -89,7 +89,7 @@ fn add(mut a: FlexTensor, b: &FlexTensor) -> Result<FlexTensor, FlexTensor> {
         // in place: read each value before writing it, chunk by chunk
         av.par_chunks_mut(CHUNK)
             .zip(bv.par_chunks(CHUNK))
-            .with_max_len(max_len(n.div_ceil(CHUNK)))
+            .short_runs()
             .for_each(|(o, y)| o.iter_mut().zip(y).for_each(|(o, &y)| *o += y));
         return Ok(a);
     }
@@ -103,7 +103,7 @@ fn add(mut a: FlexTensor, b: &FlexTensor) -> Result<FlexTensor, FlexTensor> {
             out.par_chunks_mut(CHUNK)
                 .zip(av.par_chunks(CHUNK))
                 .zip(bv.par_chunks(CHUNK))
-                .with_max_len(max_len(n.div_ceil(CHUNK)))
+                .short_runs()
                 .for_each(|((o, x), y)| {
                     for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
                         o.write(x + y);

@@ -68,13 +68,12 @@ pub unsafe fn filled(n: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Ve
 /// a parallel loop was a serial pass (2% of a YOLO26n step).
 pub fn zeroed_par(n: usize, chunk: usize, work: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
     use rayon::prelude::*;
-    let tasks = n.div_ceil(chunk.max(1));
     // SAFETY: every piece is zero-filled before it is viewed as &mut [f32]; the pieces cover all
     // n elements.
     unsafe {
         filled(n, |all| {
             all.par_chunks_mut(chunk.max(1))
-                .with_max_len(max_len(tasks))
+                .short_runs()
                 .enumerate()
                 .for_each(|(i, piece)| {
                     piece.fill(MaybeUninit::new(0.0));
@@ -86,18 +85,24 @@ pub fn zeroed_par(n: usize, chunk: usize, work: impl Fn(usize, &mut [f32]) + Syn
     }
 }
 
-/// The most consecutive tasks of a parallel loop over `tasks` tasks that one job takes:
-/// `.with_max_len(max_len(tasks))` on the loop's iterator. rayon cuts a loop into about four
-/// runs on two threads and splits a run further only when another thread steals it before it
-/// starts, so a run a thread has begun is finished by that thread alone while the others wait
-/// for it: up to a quarter of a loop of few long tasks (the attention's backward in a YOLO26n
-/// step kept the other thread waiting for up to 3 ms, a tenth of the step's waiting). With at
-/// most `tasks / LEAVES` tasks a run, the wait at a loop's end is one short run.
-pub fn max_len(tasks: usize) -> usize {
-    tasks.div_ceil(LEAVES).max(1)
+/// A parallel loop cut into at least [`LEAVES`] runs: `.short_runs()` on the loop's iterator.
+/// rayon cuts a loop into about four runs on two threads and splits a run further only when
+/// another thread steals it before it starts, so a run a thread has begun is finished by that
+/// thread alone while the others wait for it: up to a quarter of a loop of few long tasks (the
+/// attention's backward in a YOLO26n step kept the other thread waiting for up to 3 ms, a tenth
+/// of the step's waiting). With at most `len / LEAVES` tasks a run, the wait at a loop's end is
+/// one short run.
+pub trait ShortRuns: rayon::iter::IndexedParallelIterator {
+    /// This loop with at most `len / LEAVES` (at least one) tasks a run.
+    fn short_runs(self) -> rayon::iter::MaxLen<Self> {
+        let most = self.len().div_ceil(LEAVES).max(1);
+        self.with_max_len(most)
+    }
 }
 
-/// The number of runs [`max_len`] cuts a loop into at least.
+impl<I: rayon::iter::IndexedParallelIterator> ShortRuns for I {}
+
+/// The number of runs [`ShortRuns::short_runs`] cuts a loop into at least.
 const LEAVES: usize = 32;
 
 /// dst (m×n, row-major) = [dst +] lhs · rhs, with explicit (row, column) strides.

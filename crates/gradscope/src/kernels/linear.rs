@@ -24,13 +24,7 @@ const PARALLEL_MIN: usize = 1 << 18;
 fn forward_host(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
     // the bias rows written as the output is made (not zeros first, then the bias over them)
     let mut y = match b {
-        Some(b) => {
-            let mut y = Vec::with_capacity(m * n);
-            for _ in 0..m {
-                y.extend_from_slice(b);
-            }
-            y
-        }
+        Some(b) => b.repeat(m),
         None => vec![0.0f32; m * n],
     };
     gemm(

@@ -14,7 +14,7 @@ use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 use super::grads::hand_to;
-use super::host::{contiguous, filled, max_len, record, tensor, values, zeroed_par};
+use super::host::{contiguous, filled, record, tensor, values, zeroed_par, ShortRuns};
 
 type Ad = Autodiff<Flex>;
 
@@ -57,7 +57,7 @@ pub fn max_pool_same(x: Tensor<4>, k: usize) -> Tensor<4> {
                 y.par_chunks_mut(plane.max(1))
                     .zip(at.par_chunks_mut(plane.max(1)))
                     .zip(xv.par_chunks(plane.max(1)))
-                    .with_max_len(max_len(xv.len() / plane.max(1)))
+                    .short_runs()
                     .for_each(|((y, at), x)| pool_plane(x, y, at, h, w, k));
             })
         };
@@ -146,7 +146,7 @@ pub fn upsample2(x: Tensor<4>) -> Tensor<4> {
             filled(4 * xv.len(), |y| {
                 y.par_chunks_mut(4 * plane.max(1))
                     .zip(xv.par_chunks(plane.max(1)))
-                    .with_max_len(max_len(xv.len() / plane.max(1)))
+                    .short_runs()
                     .for_each(|(y, x)| {
                         for (oy, row) in y.chunks_mut(2 * w.max(1)).enumerate() {
                             let src = &x[(oy / 2) * w..][..w];
@@ -188,7 +188,7 @@ impl Backward<Flex, 1> for UpsampleBackward {
                 filled(n * c * h * w, |dx| {
                     dx.par_chunks_mut((h * w).max(1))
                         .zip(gv.par_chunks((4 * h * w).max(1)))
-                        .with_max_len(max_len(n * c))
+                        .short_runs()
                         .for_each(|(dxp, gp)| {
                             for iy in 0..h {
                                 let (r0, r1) = (&gp[2 * iy * 2 * w..], &gp[(2 * iy + 1) * 2 * w..]);
