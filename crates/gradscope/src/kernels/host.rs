@@ -85,15 +85,15 @@ pub fn zeroed_par(n: usize, chunk: usize, work: impl Fn(usize, &mut [f32]) + Syn
     }
 }
 
-/// A parallel loop cut into at least [`LEAVES`] runs: `.short_runs()` on the loop's iterator.
+/// A parallel loop cut into at least 32 runs: `.short_runs()` on the loop's iterator.
 /// rayon cuts a loop into about four runs on two threads and splits a run further only when
 /// another thread steals it before it starts, so a run a thread has begun is finished by that
 /// thread alone while the others wait for it: up to a quarter of a loop of few long tasks (the
 /// attention's backward in a YOLO26n step kept the other thread waiting for up to 3 ms, a tenth
-/// of the step's waiting). With at most `len / LEAVES` tasks a run, the wait at a loop's end is
+/// of the step's waiting). With at most `len / 32` tasks a run, the wait at a loop's end is
 /// one short run.
 pub trait ShortRuns: rayon::iter::IndexedParallelIterator {
-    /// This loop with at most `len / LEAVES` (at least one) tasks a run.
+    /// This loop with at most `len / 32` (at least one) tasks a run.
     fn short_runs(self) -> rayon::iter::MaxLen<Self> {
         let most = self.len().div_ceil(LEAVES).max(1);
         self.with_max_len(most)
