@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
-use burn::tensor::Tensor;
+use burn::tensor::{DispatchTensor, Tensor};
 
 use super::ema::{blend, Ema};
 use crate::choice::choice;
@@ -116,6 +116,9 @@ struct Job {
 struct Item {
     id: ParamId,
     w: Tensor<1>,
+    /// The tensor's shape, and whether it requires a gradient: how its new value goes back.
+    shape: Shape,
+    tracked: bool,
     job: Option<Job>,
     /// The module path, as the probe names parameters, and the shape (only when gathered for a
     /// measured step).
@@ -138,6 +141,57 @@ impl Gathered {
             .filter_map(|i| i.job.as_ref().map(|j| &j.g))
             .collect();
         crate::train::clip::sum_sq_of(&grads, true).sqrt()
+    }
+}
+
+/// A parameter's shape, up to the rank 4 every parameter of these models has (`rank` 0: a
+/// higher rank, whose new value the walk that puts it back shapes itself).
+#[derive(Clone, Copy)]
+struct Shape {
+    dims: [usize; 4],
+    rank: usize,
+}
+
+impl Shape {
+    fn of(dims: &[usize]) -> Self {
+        let mut s = Shape {
+            dims: [0; 4],
+            rank: 0,
+        };
+        if dims.len() <= 4 {
+            s.dims[..dims.len()].copy_from_slice(dims);
+            s.rank = dims.len();
+        }
+        s
+    }
+}
+
+/// A parameter's new value on its way back into the model.
+enum NewWeight {
+    /// In the parameter's shape, on the autodiff side and requiring a gradient when the old value
+    /// did: made in the update's parallel task (burn's per-tensor work of a reshape and of
+    /// registering a leaf), so that the walk that puts it back only places it. Rank-erased.
+    Ready(DispatchTensor),
+    /// Flat: a rank the task does not shape, shaped in that walk.
+    Flat(Tensor<1>),
+}
+
+impl NewWeight {
+    fn new(w: Tensor<1>, shape: Shape, tracked: bool) -> Self {
+        fn ready<const D: usize>(w: Tensor<1>, dims: &[usize], tracked: bool) -> NewWeight {
+            let mut shape = [0; D];
+            shape.copy_from_slice(&dims[..D]);
+            let t = Tensor::<D>::from_inner(w.reshape(shape));
+            let t = if tracked { t.require_grad() } else { t };
+            NewWeight::Ready(t.into_dispatch())
+        }
+        match shape.rank {
+            1 => ready::<1>(w, &shape.dims, tracked),
+            2 => ready::<2>(w, &shape.dims, tracked),
+            3 => ready::<3>(w, &shape.dims, tracked),
+            4 => ready::<4>(w, &shape.dims, tracked),
+            _ => NewWeight::Flat(w),
+        }
     }
 }
 
@@ -169,6 +223,8 @@ impl ModuleVisitor for Gather<'_> {
         });
         self.items.push(Item {
             id: param.id,
+            shape: Shape::of(&dims),
+            tracked: tensor.is_require_grad(),
             w: tensor.inner().reshape([n]),
             path: (self.named && job.is_some()).then(|| (self.path.join("."), dims.to_vec())),
             job,
@@ -177,7 +233,7 @@ impl ModuleVisitor for Gather<'_> {
 }
 
 /// Puts the new weights back, by parameter id, with the gradient requirement they had.
-struct Put(HashMap<ParamId, Tensor<1>>);
+struct Put(HashMap<ParamId, NewWeight>);
 
 impl ModuleMapper for Put {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -192,7 +248,7 @@ impl ModuleMapper for Put {
 /// Puts the new weights back in visiting order, the order they were gathered in: each new weight
 /// goes to the next parameter when the ids match. What is left unplaced (a model walked in
 /// another order than it was visited) then goes back by id with [`Put`].
-struct PutInOrder(std::iter::Peekable<std::vec::IntoIter<(ParamId, Tensor<1>)>>);
+struct PutInOrder(std::iter::Peekable<std::vec::IntoIter<(ParamId, NewWeight)>>);
 
 impl ModuleMapper for PutInOrder {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -207,16 +263,16 @@ impl ModuleMapper for PutInOrder {
 /// One task's result in [`GroupOptimizer::apply`]: the parameter's new weight and state when it
 /// was updated, and its blended average when the EMA was.
 struct Done {
-    up: Option<(ParamId, Tensor<1>, State)>,
+    up: Option<(ParamId, NewWeight, State)>,
     avg: Option<Tensor<1>>,
     measured: Option<Measured>,
 }
 
 /// `model` with the new weights `new` (in visiting order) in place of the old.
-fn put_back<M: Module>(model: M, new: Vec<(ParamId, Tensor<1>)>) -> M {
+fn put_back<M: Module>(model: M, new: Vec<(ParamId, NewWeight)>) -> M {
     let mut put = PutInOrder(new.into_iter().peekable());
     let model = model.map(&mut put);
-    let left: HashMap<ParamId, Tensor<1>> = put.0.collect();
+    let left: HashMap<ParamId, NewWeight> = put.0.collect();
     if left.is_empty() {
         model
     } else {
@@ -224,17 +280,29 @@ fn put_back<M: Module>(model: M, new: Vec<(ParamId, Tensor<1>)>) -> M {
     }
 }
 
-/// `w` in `tensor`'s shape and place, requiring a gradient when `tensor` did.
+/// `w` in place of `tensor`: as it is when the update's task made it ready, else in `tensor`'s
+/// shape and requiring a gradient when `tensor` did.
 fn put<const D: usize>(
     id: ParamId,
     tensor: Tensor<D>,
-    w: Tensor<1>,
+    w: NewWeight,
     mapper: burn::module::ParamMapper<Tensor<D>>,
 ) -> Param<Tensor<D>> {
-    let mut out = Tensor::from_inner(w.reshape(tensor.dims()));
-    if tensor.is_require_grad() {
-        out = out.require_grad();
-    }
+    let out = match w {
+        NewWeight::Ready(t) => {
+            let out = Tensor::from_dispatch(t);
+            debug_assert_eq!(out.shape(), tensor.shape(), "a new weight of another shape");
+            out
+        }
+        NewWeight::Flat(w) => {
+            let out = Tensor::from_inner(w.reshape(tensor.dims()));
+            if tensor.is_require_grad() {
+                out.require_grad()
+            } else {
+                out
+            }
+        }
+    };
     Param::from_mapped_value(id, out, mapper)
 }
 
@@ -468,7 +536,15 @@ impl GroupOptimizer {
             .into_par_iter()
             .zip(states)
             .zip(avg)
-            .map(|((Item { id, w, job, path }, st), avg)| {
+            .map(|((item, st), avg)| {
+                let Item {
+                    id,
+                    w,
+                    shape,
+                    tracked,
+                    job,
+                    path,
+                } = item;
                 let (w, up, measured) = match job {
                     Some(job) => {
                         let (w, st, [g_sq, w_sq, delta_sq]) =
@@ -480,7 +556,12 @@ impl GroupOptimizer {
                             w_sq,
                             delta_sq,
                         });
-                        (w.clone(), Some((id, w, st)), measured)
+                        let avg_of = w.clone();
+                        (
+                            avg_of,
+                            Some((id, NewWeight::new(w, shape, tracked), st)),
+                            measured,
+                        )
                     }
                     None => (w, None, None),
                 };
