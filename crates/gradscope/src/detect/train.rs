@@ -331,6 +331,8 @@ impl<'o> Trainer<'o> {
 
     /// Every remaining epoch: its iterations, then validation, checkpoints and the report.
     pub fn run(mut self) -> Result<TrainOutcome, DetectError> {
+        // the first batches' pictures, drawn beside the training
+        let mut drawing = runs::batches::Drawing::default();
         'epochs: for epoch in self.counters.epoch..self.args.epochs {
             let mut st = self.start_epoch(epoch);
             let order = parallel::shares(
@@ -358,12 +360,13 @@ impl<'o> Trainer<'o> {
                     Err(_) => break,
                 };
                 if epoch == 0 && i < 3 && self.args.plots {
-                    runs::batches::train_batch(&b, i, &self.train, &self.names, &self.dir)?;
+                    drawing.train_batch(&b, i, &self.train, &self.names, &self.dir);
                 }
                 if let Flow::Stop = self.step(&mut st, i, b)? {
                     break 'epochs;
                 }
             }
+            drawing.finish()?;
             if let Flow::Stop = self.epoch_end(st)? {
                 break;
             }

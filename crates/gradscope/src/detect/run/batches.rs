@@ -5,7 +5,8 @@
 //! square grid at most 1920 pixels wide, as Ultralytics lays them out, each captioned with its
 //! file name, under a title band that says what the boxes are.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use image::imageops::FilterType;
 use image::RgbImage;
@@ -18,6 +19,7 @@ use crate::detect::error::DetectError;
 use crate::detect::eval::metrics::DetBox;
 use crate::detect::eval::validate::ValResult;
 use crate::detect::input::dataset::{Batch, DetData};
+use crate::detect::objective::assign::Xyxy;
 use crate::report::chart::fonts;
 
 fn e(path: &Path, m: impl std::fmt::Display) -> DetectError {
@@ -67,30 +69,84 @@ fn file_name(data: &DetData, index: usize) -> String {
         )
 }
 
-/// `train_batch{i}.jpg` in `dir`: batch `i` of the first epoch, its boxes drawn.
-pub fn train_batch(
-    b: &Batch,
-    i: usize,
-    data: &DetData,
+/// The training-batch pictures, each drawn on a thread of its own beside the training: drawn on the
+/// job thread, their boxes and JPEG encoding took ≈0.7 s of the default run while the other
+/// thread waited for work most of the run. [`Drawing::finish`] waits for them and gives the first
+/// error; dropped unfinished (a run that stops early), it waits for them too.
+#[derive(Default)]
+pub struct Drawing(Vec<(PathBuf, JoinHandle<Result<(), DetectError>>)>);
+
+impl Drawing {
+    /// Starts `train_batch{i}.jpg` in `dir`: batch `i` of the first epoch, its boxes drawn (from a
+    /// copy of its first images, so that the batch can go on to the step).
+    pub fn train_batch(
+        &mut self,
+        b: &Batch,
+        i: usize,
+        data: &DetData,
+        names: &[String],
+        dir: &Path,
+    ) {
+        let path = dir.join(format!("train_batch{i}.jpg"));
+        let s = b.size as u32;
+        let n = (3 * s * s) as usize;
+        let k = b.len().min(MAX_TILES);
+        let x = b.x[..k * n].to_vec();
+        let targets = b.targets[..k].to_vec();
+        let files: Vec<String> = b.indices[..k].iter().map(|&j| file_name(data, j)).collect();
+        let names = names.to_vec();
+        let at = path.clone();
+        let h = std::thread::spawn(move || train_batch(&x, s, &targets, files, &names, i, &at));
+        self.0.push((path, h));
+    }
+
+    /// Waits for every picture started; the first error among them.
+    pub fn finish(&mut self) -> Result<(), DetectError> {
+        let mut first = Ok(());
+        for (path, h) in self.0.drain(..) {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(e(&path, "its drawing stopped with a panic")));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+impl Drop for Drawing {
+    fn drop(&mut self) {
+        // a run that ended early: its pictures are complete files, or none
+        let _ = self.finish();
+    }
+}
+
+/// `path`: training batch `i` of the first epoch as the model sees it (its images `x`, `s`² each,
+/// named `files`), with its true boxes `targets`.
+fn train_batch(
+    x: &[f32],
+    s: u32,
+    targets: &[Vec<(usize, Xyxy)>],
+    files: Vec<String>,
     names: &[String],
-    dir: &Path,
+    i: usize,
+    path: &Path,
 ) -> Result<(), DetectError> {
-    let path = dir.join(format!("train_batch{i}.jpg"));
-    let s = b.size as u32;
     let n = (3 * s * s) as usize;
     let mut tiles = Vec::new();
-    for (j, &index) in b.indices.iter().enumerate().take(MAX_TILES) {
-        let mut image = from_chw(&b.x[j * n..(j + 1) * n], s, s);
-        let boxes: Vec<Drawn> = b.targets[j].iter().map(|(c, bx)| (*c, *bx, None)).collect();
-        draw_boxes(&mut image, &boxes, names).map_err(|m| e(&path, m))?;
+    for ((j, boxes), name) in targets.iter().enumerate().zip(files) {
+        let mut image = from_chw(&x[j * n..(j + 1) * n], s, s);
+        let boxes: Vec<Drawn> = boxes.iter().map(|(c, bx)| (*c, *bx, None)).collect();
+        draw_boxes(&mut image, &boxes, names).map_err(|m| e(path, m))?;
         tiles.push(Tile {
             image,
-            name: file_name(data, index),
+            name,
             note: String::new(),
         });
     }
     let title = format!("training batch {i} of epoch 1 as the model sees it: true boxes");
-    grid(tiles, &title, &path)
+    grid(tiles, &title, path)
 }
 
 /// `val_batch0_labels.jpg` and `val_batch0_pred.jpg` in `dir`: the first validation images on
@@ -244,4 +300,51 @@ fn grid(tiles: Vec<Tile>, title: &str, path: &Path) -> Result<(), DetectError> {
         root.present().map_err(|m| e(path, m))?;
     }
     canvas.save(path).map_err(|m| e(path, m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::input::pixels::Pixels;
+
+    fn batch(s: usize) -> Batch {
+        Batch {
+            x: vec![0.5; 2 * 3 * s * s],
+            size: s,
+            targets: vec![vec![(0, [4.0, 4.0, 20.0, 24.0])], vec![]],
+            indices: vec![0, 1],
+        }
+    }
+
+    /// The pictures drawn on their own threads are the files the job thread would have written,
+    /// and a picture that cannot be written comes back from `finish` as the error naming it.
+    #[test]
+    fn pictures_drawn_beside_the_training_are_written_and_their_errors_returned() {
+        let data = DetData {
+            samples: Vec::new(),
+            pixels: Pixels::Ram(Vec::new()),
+        };
+        let names = vec!["tree".to_string()];
+        let dir = std::env::temp_dir().join(format!("gradscope-drawing-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut d = Drawing::default();
+        d.train_batch(&batch(64), 0, &data, &names, &dir);
+        d.train_batch(&batch(64), 1, &data, &names, &dir);
+        d.finish().unwrap();
+        for i in 0..2 {
+            let p = dir.join(format!("train_batch{i}.jpg"));
+            let img = image::open(&p).unwrap();
+            assert!(img.width() > 64, "{}", p.display());
+        }
+
+        let missing = dir.join("no such folder");
+        d.train_batch(&batch(64), 2, &data, &names, &missing);
+        match d.finish() {
+            Err(DetectError::Plot { path, .. }) => {
+                assert_eq!(path, missing.join("train_batch2.jpg"))
+            }
+            other => panic!("expected the picture's error, got {other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
