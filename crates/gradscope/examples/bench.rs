@@ -404,7 +404,9 @@ fn run() {
                 let loss = y.loss(out.heads);
                 let v = loss.clone().into_scalar::<f64>();
                 let grads = loss.backward();
-                let pending = probe.after_backward_grads(step, 0, v, tap, &y.model, &grads);
+                // as the trainer does when a step sees one batch's gradient: the parameters'
+                // norms from the update's pass
+                let pending = probe.after_backward_for_update(step, 0, v, tap, &y.model, &grads);
                 let measured = y.update(grads, pending.is_some());
                 let _ = probe.after_update(pending, &measured, 0.001);
                 step += 1;

@@ -471,3 +471,98 @@ fn a_record_completed_by_the_update_pass_is_the_walks() {
     );
     assert_same(&walk, &pass);
 }
+
+/// One probed step of `model` as the detection trainer makes it (grouped optimizer `opt`,
+/// clipping by global norm at `clip_at` inside the update's pass): the gradient norms read by a
+/// walk after the backward (`by_update` false: the trainer's path when gradients accumulate) or
+/// taken from the update's pass.
+fn one_detection_step<M: Module + Clone>(
+    model: &M,
+    loss: impl Fn(&M, &mut Tap) -> Tensor<1>,
+    by_update: bool,
+    mut opt: gradscope::detect::optimize::optimizer::GroupOptimizer,
+    clip_at: f64,
+) -> StepRecord {
+    use gradscope::detect::optimize::optimizer::{GroupLr, GroupOptimizer};
+    let mut probe = Probe::new(ProbeConfig::default());
+    let mut tap = probe.tap(0);
+    let l = loss(model, &mut tap);
+    let lv = l.clone().into_scalar::<f64>();
+    let grads = l.backward();
+    let pending = if by_update {
+        probe.after_backward_for_update(0, 0, lv, tap, model, &grads)
+    } else {
+        probe.after_backward_grads(0, 0, lv, tap, model, &grads)
+    };
+    let g = GroupOptimizer::gather_named(model, GradientsParams::from_grads(grads, model));
+    let clip = gradscope::train::clip::on_update(Some(g.global_norm()), clip_at, None);
+    assert!(clip.scale < 1.0, "the clipping should bite: {clip:?}");
+    let lr = GroupLr {
+        lr: [0.01; 3],
+        momentum: 0.9,
+        weight_decay: 5e-4,
+    };
+    let (_, measured) = opt.apply_measured(model.clone(), g, lr, clip, None);
+    probe.after_update(pending, &measured, 0.01).unwrap();
+    probe.into_records().remove(0)
+}
+
+/// The detection trainer completes a probed step's record from its optimizer's pass when that
+/// pass sees this backward's gradient alone: the record is the one its walk after the backward
+/// gives — with AdamW and with MuSGD (whose Muon step reads the clipped gradient: the record
+/// keeps the gradient's norm as it came), under clipping, and with a trainable parameter that
+/// gets no gradient (as a frozen one).
+#[test]
+fn a_detection_record_from_the_update_pass_is_the_walks() {
+    use gradscope::detect::optimize::optimizer::GroupOptimizer;
+    let dev = gradscope::device();
+    let mut c = MlpConfig::new(5, 3);
+    (c.depth, c.width) = (4, 6);
+    let net = Spare {
+        net: c.init(&dev),
+        spare: Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![3f32, 4.0], [2]),
+            &dev,
+        )),
+    };
+    let x = Tensor::<2>::from_data(
+        TensorData::new(
+            (0..40).map(|i| (i % 7) as f32 / 3.0 - 1.0).collect(),
+            [8, 5],
+        ),
+        &dev,
+    );
+    let y = Tensor::<1, burn::tensor::Int>::from_data(
+        TensorData::new(vec![0i64, 1, 2, 0, 1, 2, 0, 1], [8]),
+        &dev,
+    );
+    let loss = |m: &Spare, t: &mut Tap| {
+        gradscope::train::loss::cross_entropy(m.net.forward(x.clone(), t), y.clone())
+    };
+    for musgd in [false, true] {
+        let opt = || {
+            if musgd {
+                GroupOptimizer::musgd()
+            } else {
+                GroupOptimizer::new(true)
+            }
+        };
+        let walk = one_detection_step(&net, loss, false, opt(), 0.05);
+        let pass = one_detection_step(&net, loss, true, opt(), 0.05);
+        // the MLP's parameters sit under `net.`, outside the probe points' names
+        assert!(walk.other_params.len() > 2, "{:?}", walk.other_params);
+        let spare = |r: &StepRecord| {
+            r.other_params
+                .iter()
+                .find(|p| p.name == "spare")
+                .cloned()
+                .unwrap()
+        };
+        let s = spare(&pass);
+        assert!(
+            s.norm == 5.0 && s.grad_norm == 0.0 && s.update_ratio == 0.0,
+            "musgd {musgd}: {s:?}"
+        );
+        assert_same(&walk, &pass);
+    }
+}

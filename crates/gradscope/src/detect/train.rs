@@ -409,6 +409,9 @@ impl<'o> Trainer<'o> {
         let (accumulate, lrs, mom) = self.plan.at(ni, st.lf, &self.args);
         let lrs = lrs.map(|l| l * self.counters.lr_scale);
         let will_step = ni as i64 - self.counters.last_opt >= accumulate as i64;
+        // the update will see this backward's gradient alone (nothing accumulated before it, no
+        // replica's added): the probe takes its gradient norms from the update's pass
+        let own = will_step && self.replicas.is_none() && ni as i64 - self.counters.last_opt == 1;
         let (n, imgsz) = (b.len(), self.plan.imgsz);
         let x = Tensor::<4>::from_data(TensorData::new(b.x, [n, 3, imgsz, imgsz]), &self.device);
         let Iteration {
@@ -418,7 +421,7 @@ impl<'o> Trainer<'o> {
             mut pending,
             shares,
             instances,
-        } = self.iteration(st, &x, &b.targets, will_step)?;
+        } = self.iteration(st, &x, &b.targets, will_step, own)?;
         let mut finite = loss_v.is_finite();
         if finite {
             self.acc.accumulate(&self.model, gp);
@@ -482,14 +485,16 @@ impl<'o> Trainer<'o> {
         Ok(Flow::Continue)
     }
 
-    /// The iteration's loss and gradients (probed when `probed`): of this process's batch, summed
-    /// over the replicas in data-parallel training.
+    /// The iteration's loss and gradients (probed when `probed`; `own`: the update will see this
+    /// backward's gradient alone): of this process's batch, summed over the replicas in
+    /// data-parallel training.
     fn iteration(
         &mut self,
         st: &EpochState,
         x: &Tensor<4>,
         targets: &[Vec<(usize, Xyxy)>],
         probed: bool,
+        own: bool,
     ) -> Result<Iteration, DetectError> {
         let instances = targets.iter().map(Vec::len).sum();
         let step = self.counters.opt_steps;
@@ -504,10 +509,14 @@ impl<'o> Trainer<'o> {
             let (loss, items) = objective.loss(&self.model, x.clone(), &mut tap);
             let loss_v = loss.clone().into_scalar::<f64>();
             let grads = loss.backward();
-            // the weights' norms and update ratios come from the optimizer's pass
-            let pending =
-                self.probe
-                    .after_backward_grads(step, st.epoch, loss_v, tap, &self.model, &grads);
+            // the weights' norms and update ratios come from the optimizer's pass, and so do
+            // the gradient norms when that pass sees this backward's gradient alone
+            let (model, probe) = (&self.model, &mut self.probe);
+            let pending = if own {
+                probe.after_backward_for_update(step, st.epoch, loss_v, tap, model, &grads)
+            } else {
+                probe.after_backward_grads(step, st.epoch, loss_v, tap, model, &grads)
+            };
             let mut gp = GradientsParams::from_grads(grads, &self.model);
             freeze(&self.model, &self.args.freeze, &mut gp);
             (loss_v, items, gp, pending)
@@ -557,9 +566,17 @@ impl<'o> Trainer<'o> {
             let g = l.backward();
             probe.after_backward(step, st.epoch, lv, tap, &self.model, &g)
         };
+        // a record without the parameters' gradients is replayed in full to localise
+        let pending = match f.pending {
+            Some(p) if p.taps_only() => {
+                self.probe.discard(Some(p));
+                None
+            }
+            p => p,
+        };
         let producer = match &self.replicas {
             Some(g) if g.rank() > 0 => None,
-            _ => localise(&mut self.probe, f.pending, replay, &self.model, f.lr)?,
+            _ => localise(&mut self.probe, pending, replay, &self.model, f.lr)?,
         };
         // undo: last good parameters and optimizer state, no accumulated gradients
         (self.model, self.optim) = self.good.restore();

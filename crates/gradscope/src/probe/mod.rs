@@ -88,6 +88,13 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// Whether only the taps were read at the backward ([`Probe::after_backward_for_update`]):
+    /// the parameters, their gradient norms and non-finite counts included, come from the
+    /// update pass, so a step that fails before it has none of them.
+    pub fn taps_only(&self) -> bool {
+        self.reads == Reads::Taps
+    }
+
     /// The parameters' and layers' weight norms from ‖W‖² of each entry of `before`.
     fn set_weights(&mut self, sq: &[f64]) {
         self.spread(sq, |p, n| p.norm = n, |l, n| l.w_norm = n);

@@ -221,12 +221,15 @@ impl ModuleVisitor for Gather<'_> {
             rows: dims.first().copied().unwrap_or(1),
             g: grad.reshape([n]),
         });
+        let tracked = tensor.is_require_grad();
+        // the probe names every trainable parameter, one without a gradient (frozen) too
+        let named = self.named && (job.is_some() || tracked);
         self.items.push(Item {
             id: param.id,
             shape: Shape::of(&dims),
-            tracked: tensor.is_require_grad(),
+            tracked,
             w: tensor.inner().reshape([n]),
-            path: (self.named && job.is_some()).then(|| (self.path.join("."), dims.to_vec())),
+            path: named.then(|| (self.path.join("."), dims.to_vec())),
             job,
         });
     }
@@ -359,6 +362,8 @@ impl GroupOptimizer {
             return (up.w, State { m, v, t }, sums);
         }
         let muon_param = musgd && (rank == 2 || rank == 4);
+        // ‖g‖² of the gradient as it came, for the probe, when Muon's gradient is clipped here
+        let raw_g_sq = (measure && muon_param && clip != Clip::NONE).then(|| norm_sq(g.clone()));
         // Muon reads the clipped gradient too: scaled here (burn's `mul_scalar`, the bits the
         // update pass's scaling gives), then the SGD step takes it as it is
         let (g, clip) = if muon_param {
@@ -399,7 +404,7 @@ impl GroupOptimizer {
             prev.as_ref().map(|m| &m[..]),
             measure_here,
         );
-        let mut sums = [up.g_sq, up.w_sq, up.delta_sq];
+        let mut sums = [raw_g_sq.unwrap_or(up.g_sq), up.w_sq, up.delta_sq];
         if let Some(w0) = before {
             let delta = diff_norm(&w0, &up.w);
             sums[1..].copy_from_slice(&[norm_sq(w0), delta * delta]);
@@ -463,8 +468,8 @@ impl GroupOptimizer {
     }
 
     /// [`GroupOptimizer::gather`] for a step whose update is measured
-    /// ([`GroupOptimizer::apply_measured`]): each parameter also gets its path, as the probe
-    /// names it.
+    /// ([`GroupOptimizer::apply_measured`]): each trainable parameter (one without a gradient
+    /// too) also gets its path, as the probe names it.
     pub fn gather_named<M: Module>(model: &M, grads: GradientsParams) -> Gathered {
         Self::gather_with(model, grads, true)
     }
@@ -503,11 +508,12 @@ impl GroupOptimizer {
         self.apply_measured(model, gathered, g, clip, ema).0
     }
 
-    /// [`GroupOptimizer::apply`] that also reports, for every updated parameter that was
-    /// gathered with its path ([`GroupOptimizer::gather_named`]), what the probe reads of the
-    /// weights: ‖W‖² before the step and ‖ΔW‖², summed inside the update's own pass (Muon's
+    /// [`GroupOptimizer::apply`] that also reports, for every parameter that was gathered with
+    /// its path ([`GroupOptimizer::gather_named`]), what the probe reads of it: for an updated
+    /// one ‖W‖² before the step and ‖ΔW‖², summed inside the update's own pass (Muon's
     /// parameters, updated in two steps, by a read of the weights before and after), and ‖g‖²
-    /// of the gradient as it came (Muon's: as clipped), for [`crate::probe::Probe::after_update`].
+    /// of the gradient as it came, before clipping; for a trainable one without a gradient its
+    /// ‖W‖² and no update. For [`crate::probe::Probe::after_update`].
     pub fn apply_measured<M: Module>(
         &mut self,
         model: M,
@@ -563,7 +569,17 @@ impl GroupOptimizer {
                             measured,
                         )
                     }
-                    None => (w, None, None),
+                    // a trainable parameter without a gradient: its norm, no update
+                    None => {
+                        let measured = path.map(|(path, shape)| Measured {
+                            path,
+                            shape,
+                            g_sq: None,
+                            w_sq: norm_sq(w.clone()),
+                            delta_sq: f64::NAN,
+                        });
+                        (w, None, measured)
+                    }
                 };
                 let avg = avg.map(|a| blend(a, &w, df, ff));
                 Done { up, avg, measured }
