@@ -424,6 +424,22 @@ fn assert_same(a: &StepRecord, b: &StepRecord) {
     params(&a.other_params, &b.other_params, "other parameters");
 }
 
+/// Eight samples of five features and their labels among three classes.
+fn eight_samples(dev: &burn::tensor::Device) -> (Tensor<2>, Tensor<1, burn::tensor::Int>) {
+    let x = Tensor::<2>::from_data(
+        TensorData::new(
+            (0..40).map(|i| (i % 7) as f32 / 3.0 - 1.0).collect(),
+            [8, 5],
+        ),
+        dev,
+    );
+    let y = Tensor::<1, burn::tensor::Int>::from_data(
+        TensorData::new(vec![0i64, 1, 2, 0, 1, 2, 0, 1], [8]),
+        dev,
+    );
+    (x, y)
+}
+
 /// The labs' trainer completes a probed step's record from the optimizer's pass, without
 /// walking the model: the record is the one a walk before and after the step gives, the
 /// parameters under their layers; a trainable parameter without a gradient has its norm and
@@ -434,17 +450,7 @@ fn a_record_completed_by_the_update_pass_is_the_walks() {
     let mut c = MlpConfig::new(5, 3);
     (c.depth, c.width) = (4, 6);
     let net = c.init(&dev);
-    let x = Tensor::<2>::from_data(
-        TensorData::new(
-            (0..40).map(|i| (i % 7) as f32 / 3.0 - 1.0).collect(),
-            [8, 5],
-        ),
-        &dev,
-    );
-    let y = Tensor::<1, burn::tensor::Int>::from_data(
-        TensorData::new(vec![0i64, 1, 2, 0, 1, 2, 0, 1], [8]),
-        &dev,
-    );
+    let (x, y) = eight_samples(&dev);
     let ce = |logits| gradscope::train::loss::cross_entropy(logits, y.clone());
     let mlp = |m: &Mlp, t: &mut Tap| ce(m.forward(x.clone(), t));
     let (walk, pass) = (one_step(&net, mlp, false), one_step(&net, mlp, true));
@@ -525,17 +531,7 @@ fn a_detection_record_from_the_update_pass_is_the_walks() {
             &dev,
         )),
     };
-    let x = Tensor::<2>::from_data(
-        TensorData::new(
-            (0..40).map(|i| (i % 7) as f32 / 3.0 - 1.0).collect(),
-            [8, 5],
-        ),
-        &dev,
-    );
-    let y = Tensor::<1, burn::tensor::Int>::from_data(
-        TensorData::new(vec![0i64, 1, 2, 0, 1, 2, 0, 1], [8]),
-        &dev,
-    );
+    let (x, y) = eight_samples(&dev);
     let loss = |m: &Spare, t: &mut Tap| {
         gradscope::train::loss::cross_entropy(m.net.forward(x.clone(), t), y.clone())
     };
