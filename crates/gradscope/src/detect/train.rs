@@ -566,17 +566,9 @@ impl<'o> Trainer<'o> {
             let g = l.backward();
             probe.after_backward(step, st.epoch, lv, tap, &self.model, &g)
         };
-        // a record without the parameters' gradients is replayed in full to localise
-        let pending = match f.pending {
-            Some(p) if p.taps_only() => {
-                self.probe.discard(Some(p));
-                None
-            }
-            p => p,
-        };
         let producer = match &self.replicas {
             Some(g) if g.rank() > 0 => None,
-            _ => localise(&mut self.probe, pending, replay, &self.model, f.lr)?,
+            _ => localise(&mut self.probe, f.pending, replay, &self.model, f.lr)?,
         };
         // undo: last good parameters and optimizer state, no accumulated gradients
         (self.model, self.optim) = self.good.restore();

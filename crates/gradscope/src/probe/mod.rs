@@ -91,7 +91,7 @@ impl Pending {
     /// Whether only the taps were read at the backward ([`Probe::after_backward_for_update`]):
     /// the parameters, their gradient norms and non-finite counts included, come from the
     /// update pass, so a step that fails before it has none of them.
-    pub fn taps_only(&self) -> bool {
+    pub(crate) fn taps_only(&self) -> bool {
         self.reads == Reads::Taps
     }
 

@@ -214,9 +214,8 @@ pub fn fit<M: Module + Clone, T: Task<M>>(
                     let g = l.backward();
                     probe.after_backward(step, epoch, lv, tap, &model, &g)
                 };
-                // the record of a probed step lacks the gradients' norms: replayed in full
-                probe.discard(pending);
-                let producer = localise(probe, None, replay, &model, lr)?;
+                // a probed step's record lacks the gradients' norms: `localise` replays the step
+                let producer = localise(probe, pending, replay, &model, lr)?;
                 let what = if loss_v.is_finite() {
                     "gradient"
                 } else {

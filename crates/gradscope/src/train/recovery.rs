@@ -120,8 +120,10 @@ impl Recovery {
 }
 
 /// Where a non-finite step came from: the probe record of that step when it was probed, else the
-/// step replayed with the probe on (`replay` returns its pending record). Probe I/O errors are
-/// returned, not dropped.
+/// step replayed with the probe on (`replay` returns its pending record). A record that read the
+/// taps only ([`crate::probe::Probe::after_backward_for_update`]) lacks the parameters' gradients,
+/// which the update pass a failed step never reaches would have given: it is discarded and the
+/// step replayed too. Probe I/O errors are returned, not dropped.
 pub fn localise<M: Module>(
     probe: &mut crate::probe::Probe,
     pending: Option<crate::probe::Pending>,
@@ -130,8 +132,11 @@ pub fn localise<M: Module>(
     lr: f64,
 ) -> Result<Option<NonFinite>, crate::probe::ProbeError> {
     let pending = match pending {
-        Some(p) => Some(p),
-        None => replay(probe),
+        Some(p) if !p.taps_only() => Some(p),
+        taps_or_none => {
+            probe.discard(taps_or_none);
+            replay(probe)
+        }
     };
     Ok(probe
         .after_step(pending, model, lr)?
