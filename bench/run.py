@@ -33,8 +33,16 @@ LABEL = {
 }
 
 
-def run_json(cmd, threads=None):
-    """One benchmark process; `threads`: its thread count (rayon's and PyTorch's), else their defaults."""
+# --threads=N: the thread count of every run in the main table, gradscope's and the peer's
+# (default 2, the development machines' cores); --sweep=1,2,4,…: the thread counts of --scaling
+# (default 1,2)
+THREADS = int(next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--threads=")), "2"))
+SWEEP = [int(p) for p in next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--sweep=")), "1,2").split(",")]
+
+
+def run_json(cmd, threads=THREADS):
+    """One benchmark process on `threads` threads (rayon's and PyTorch's; None: their defaults,
+    all cores for gradscope and 2 for PyTorch)."""
     env = dict(os.environ)
     if threads is not None:
         env["RAYON_NUM_THREADS"] = str(threads)
@@ -51,74 +59,87 @@ def write_table(md, path):
     print(text)
 
 
-def karp_flatt(t1, tp, p):
-    """The serial fraction a speed-up S = t1 / tp on p threads implies: (1/S - 1/p) / (1 - 1/p)."""
-    s = t1 / tp
-    return (1 / s - 1 / p) / (1 - 1 / p)
+def karp_flatt(t_base, t_p, base, p):
+    """The serial fraction that going from `base` to `p` threads with times t_base → t_p implies
+    (Karp–Flatt, with the `base`-thread run as the unit of work): S = t_base / t_p on q = p / base
+    times the threads, e = (1/S − 1/q) / (1 − 1/q). From one thread it is the share of a
+    one-thread step that did not run in parallel."""
+    s, q = t_base / t_p, p / base
+    return (1 / s - 1 / q) / (1 - 1 / q)
 
 
 def scaling(steps):
-    """--scaling: each step benchmark on 1 and 2 threads, gradscope and PyTorch, alternating for
-    ROUNDS rounds; writes bench/SCALING.md with the speed-ups and the serial fractions."""
+    """--scaling: each step benchmark on each thread count of --sweep (default 1 and 2), gradscope
+    and PyTorch, alternating for ROUNDS rounds; writes bench/SCALING.md with the times, the
+    speed-ups and the serial fractions from the first thread count, and gradscope ÷ PyTorch at
+    each count."""
     import torch
 
+    base = SWEEP[0]
+    counts = ", ".join(map(str, SWEEP))
     md = [
-        f"# Scaling from 1 to 2 threads — {datetime.date.today().isoformat()}",
+        f"# Scaling over {counts} threads — {datetime.date.today().isoformat()}",
         "",
         f"CPU: {cpu_name()}, {os.cpu_count()} cores; PyTorch {torch.__version__}; gradscope (burn 0.22.1, "
-        f"flex backend). Each benchmark in its own process at 1 and at 2 threads (RAYON_NUM_THREADS, "
-        f"torch.set_num_threads), the four runs alternating for {ROUNDS} rounds; ms = median over the "
-        "rounds. Speed-up S = t1 / t2; serial fraction e = (1/S - 1/2) / (1 - 1/2) (Karp–Flatt): the "
-        "share of a step that did not run in parallel, which caps the speed-up on p threads at "
-        "1 / (e + (1 - e) / p). Timed steps per process: "
+        f"flex backend). Each benchmark in its own process at {counts} threads (RAYON_NUM_THREADS, "
+        f"torch.set_num_threads), the runs alternating for {ROUNDS} rounds; ms = median over the "
+        f"rounds. Speed-up S = t{base} / tp; serial fraction e = (1/S − 1/q) / (1 − 1/q) with "
+        f"q = p / {base} (Karp–Flatt, from the {base}-thread run): the share of that run that did not "
+        "run in parallel, which caps the speed-up on q times the threads at 1 / (e + (1 − e) / q). "
+        "Timed steps per process: "
         + ", ".join(f"{k} {v}" for k, v in steps.items())
         + (" (--quick: few steps, so single runs are noisy)" if QUICK else "")
-        + f". `bench/run.sh --scaling{' --quick' if QUICK else ''}` wrote this.",
+        + f". `bench/run.sh --scaling{' --quick' if QUICK else ''} --sweep={','.join(map(str, SWEEP))}` wrote this.",
         "",
-        "| benchmark | gradscope 1T ms | 2T ms | S | serial e | PyTorch 1T ms | 2T ms | S | serial e | 16-thread cap, gradscope |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| benchmark | threads | gradscope ms | S | serial e | PyTorch ms | S | serial e | gradscope ÷ PyTorch |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, n in steps.items():
-        runs = {k: [] for k in ("g1", "g2", "t1", "t2")}
+        runs = {(e, p): [] for e in "gt" for p in SWEEP}
         for r in range(ROUNDS):
-            for key, cmd, t in (
-                ("g1", [BENCH, name, str(n)], 1),
-                ("t1", [PY, os.path.join(ROOT, "bench/torch_bench.py"), name, str(n)], 1),
-                ("g2", [BENCH, name, str(n)], 2),
-                ("t2", [PY, os.path.join(ROOT, "bench/torch_bench.py"), name, str(n)], 2),
-            ):
-                runs[key].append(run_json(cmd, threads=t)["ms"])
-            print(f"{name} round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items()), flush=True)
+            for p in SWEEP:
+                runs[("g", p)].append(run_json([BENCH, name, str(n)], threads=p)["ms"])
+                runs[("t", p)].append(run_json([PY, os.path.join(ROOT, "bench/torch_bench.py"), name, str(n)], threads=p)["ms"])
+            print(f"{name} round {r + 1}: " + ", ".join(f"{e}{p} {v[-1]:.1f}" for (e, p), v in runs.items()), flush=True)
         ms = {k: sorted(v)[len(v) // 2] for k, v in runs.items()}
-        eg, et = karp_flatt(ms["g1"], ms["g2"], 2), karp_flatt(ms["t1"], ms["t2"], 2)
-        cap = 1 / (max(eg, 0.0) + (1 - max(eg, 0.0)) / 16)
-        md.append(
-            f"| {LABEL[name]} | {ms['g1']:.1f} | {ms['g2']:.1f} | {ms['g1'] / ms['g2']:.2f}× | {100 * eg:.0f}% | "
-            f"{ms['t1']:.1f} | {ms['t2']:.1f} | {ms['t1'] / ms['t2']:.2f}× | {100 * et:.0f}% | {cap:.1f}× |"
-        )
-    md += phase_serial(steps["yolo_step"])
+
+        def cells(e, p):
+            if p == base:
+                return f"{ms[(e, p)]:.1f} | – | –"
+            kf = karp_flatt(ms[(e, base)], ms[(e, p)], base, p)
+            return f"{ms[(e, p)]:.1f} | {ms[(e, base)] / ms[(e, p)]:.2f}× | {100 * kf:.0f}%"
+
+        for p in SWEEP:
+            md.append(
+                f"| {LABEL[name] if p == base else ''} | {p} | {cells('g', p)} | {cells('t', p)} | "
+                f"**{ms[('g', p)] / ms[('t', p)]:.2f}×** |"
+            )
+    for p in sorted({p for p in SWEEP if p > 1} & {2, max(SWEEP)}):
+        md += phase_serial(steps["yolo_step"], p)
     write_table(md, "bench/SCALING.md")
 
 
-def phase_serial(n):
-    """The YOLO26n step's phases on 2 threads with the serial fraction of each, measured inside
+def phase_serial(n, p):
+    """The YOLO26n step's phases on `p` threads with the serial fraction of each, measured inside
     one run from the time the second thread waited for work (`gradscope::idle_seconds`): less
-    exposed to a drifting machine than two separate runs, and it says where the serial part is."""
+    exposed to a drifting machine than two separate runs, and it says where the serial part is.
+    The waiting counts the other threads while the job's thread works alone or ends a loop's
+    last run alone, not a machine's shared memory or caches slowing both (Karp–Flatt counts those)."""
     phases = ("forward", "loss", "backward", "clip_optimizer_ema")
     rows = []
     for r in range(ROUNDS):
-        d = run_json([BENCH, "yolo_phases", str(n)], threads=2)
+        d = run_json([BENCH, "yolo_phases", str(n)], threads=p)
         rows.append(d)
         print(f"yolo_phases round {r + 1}: serial " + ", ".join(f"{k} {v:.3f}" for k, v in d["serial"].items()), flush=True)
     med = lambda xs: sorted(xs)[len(xs) // 2]
     md = [
         "",
-        "Where the serial part of a YOLO26n training step is (batch 4 at 640, 2 threads, "
+        f"Where the serial part of a YOLO26n training step is (batch 4 at 640, {p} threads, "
         f"`bench yolo_phases {n}`, median of {ROUNDS} runs): each phase's serial fraction e from the "
-        "time the second thread waited for work inside the run, e = s / (s + 2·(W − s)) with s that "
-        "waiting time and W the phase's wall time.",
+        f"time the other {p - 1} thread{'s' if p > 2 else ''} waited for work inside the run, "
+        f"e = s / (s + {p}·(W − s)) with s that waiting time ÷ {p - 1} and W the phase's wall time.",
         "",
-        "| phase | ms (2 threads) | serial e |",
+        f"| phase | ms ({p} threads) | serial e |",
         "|---|---|---|",
     ]
     for k in phases:
@@ -152,15 +173,15 @@ def gpu(steps):
         n = str(steps[bench])
         g, t = [], []
         for r in range(ROUNDS):
-            g.append(run_json([BENCH, bench, n])["ms"])
-            t.append(run_json([PY, os.path.join(ROOT, "bench/torch_bench.py"), bench, n])["ms"])
+            g.append(run_json([BENCH, bench, n], threads=None)["ms"])
+            t.append(run_json([PY, os.path.join(ROOT, "bench/torch_bench.py"), bench, n], threads=None)["ms"])
             print(f"{bench} batch {batch} round {r + 1}: {g[-1]:.1f} vs {t[-1]:.1f} ms", flush=True)
         gm, tm = sorted(g)[len(g) // 2], sorted(t)[len(t) // 2]
         ratios = [a / b for a, b in zip(g, t)]
         label = LABEL[bench].replace("batch 4", f"batch {batch}")
         md.append(f"| {label} | {gm:.1f} | {tm:.1f} | **{gm / tm:.2f}×** | {min(ratios):.2f}–{max(ratios):.2f}× |")
     os.environ["BENCH_BATCH"] = "4"
-    ph = run_json([BENCH, "yolo_phases", str(steps["yolo_step"])])
+    ph = run_json([BENCH, "yolo_phases", str(steps["yolo_step"])], threads=None)
     md += [
         "",
         "gradscope's step at batch 4, by phase (ms; forward and loss end with a read of their "
@@ -303,13 +324,15 @@ def main():
 
     train = None
     if not QUICK and os.path.isfile(COCO8):
-        train = coco8_runs("cpu", "'cpu', workers=0", "coco8", "import ultralytics.utils.torch_utils as tu; tu.NUM_THREADS = 2\n")
+        os.environ["RAYON_NUM_THREADS"] = str(THREADS)
+        prelude = f"import torch; torch.set_num_threads({THREADS})\nimport ultralytics.utils.torch_utils as tu; tu.NUM_THREADS = {THREADS}\n"
+        train = coco8_runs("cpu", "'cpu', workers=0", "coco8", prelude)
 
     today = datetime.date.today().isoformat()
     md = [
         f"# gradscope vs PyTorch / Ultralytics — {today}",
         "",
-        f"CPU: {cpu_name()}, {os.cpu_count()} cores; PyTorch {torch.__version__} (2 threads), "
+        f"CPU: {cpu_name()}, {os.cpu_count()} cores; PyTorch {torch.__version__}; both engines on {THREADS} threads, "
         f"Ultralytics {ultralytics.__version__}, Python {platform.python_version()}; gradscope "
         "(burn 0.22.1, flex backend), release build. Each benchmark in its "
         f"own process, gradscope and the peer alternating for {ROUNDS} rounds: ms = median over the rounds "

@@ -4,9 +4,12 @@
 # peak memory. Makes its own venv (bench/.venv: torch + ultralytics from pip) on the first run.
 # Writes bench/RESULTS.md and prints it. BENCH_VENV=path uses an existing venv instead.
 #
-#   bench/run.sh [--quick] [--rounds=N] [--scaling | --gpu]
-#                                         (--scaling: each step bench on 1 and 2 threads, the
-#                                         serial fraction it implies; writes bench/SCALING.md;
+#   bench/run.sh [--quick] [--rounds=N] [--threads=N] [--scaling [--sweep=1,2,…] | --gpu]
+#                                         (--threads: both engines' thread count in the main
+#                                         table, default 2;
+#                                         --scaling: each step bench on each thread count of
+#                                         --sweep (default 1,2), the speed-ups and the serial
+#                                         fractions they imply; writes bench/SCALING.md;
 #                                         --gpu: YOLO26n step at batch 4 and 16, inference, the
 #                                         step's phases and coco8 on BENCH_DEVICE (default 0) beside
 #                                         PyTorch on CUDA; builds with --features gpu; writes

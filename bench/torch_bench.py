@@ -12,6 +12,7 @@ import resource
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -39,16 +40,15 @@ def sync():
 
 
 def det(n, lo, hi, salt):
-    """Deterministic values in [lo, hi): the formula of bench.rs."""
-    out = []
-    m = (1 << 64) - 1
-    for i in range(n):
-        z = ((i ^ (salt << 40)) + 0x9E3779B97F4A7C15) & m
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
-        z ^= z >> 31
-        out.append(lo + (hi - lo) * ((z >> 40) / 16777216.0))
-    return torch.tensor(out, dtype=torch.float32)
+    """Deterministic values in [lo, hi): the formula of bench.rs (splitmix64's finaliser on the
+    index, in wrapping 64-bit arithmetic), vectorised."""
+    u = np.uint64
+    z = (np.arange(n, dtype=u) ^ u(salt << 40)) + u(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> u(30))) * u(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> u(27))) * u(0x94D049BB133111EB)
+    z ^= z >> u(31)
+    v = lo + (hi - lo) * ((z >> u(40)).astype(np.float64) / 16777216.0)
+    return torch.from_numpy(v).to(torch.float32)
 
 
 def timed_run(warmup, timed, step):
