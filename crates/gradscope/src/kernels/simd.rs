@@ -3,8 +3,8 @@
 
 /// Defines `fn $name(args) -> ret` whose body is compiled three times: for AVX-512 and for
 /// AVX2 (each with FMA, chosen at run time when the CPU has them) and for the baseline target.
-/// The body must be safe code. In the two FMA builds, `exp`, `sigmoid` and `tanh` named in the
-/// body are [`fused`]'s (one fused multiply-add per polynomial step; Rust never contracts
+/// The body must be safe code. In the two FMA builds, `exp`, `sigmoid`, `tanh` and `madd` named
+/// in the body are [`fused`]'s (one fused multiply-add per polynomial step; Rust never contracts
 /// `a * b + c` by itself), in the baseline build the plain ones (where `mul_add` would be a slow
 /// library call).
 macro_rules! multiversion {
@@ -17,7 +17,7 @@ macro_rules! multiversion {
                 #[allow(clippy::too_many_arguments)]
                 fn avx512($($arg: $ty),*) $(-> $ret)? {
                     #[allow(unused_imports)]
-                    use $crate::kernels::simd::fused::{exp, sigmoid, tanh};
+                    use $crate::kernels::simd::fused::{exp, madd, sigmoid, tanh};
                     $body
                 }
                 if $crate::kernels::simd::has_avx512() {
@@ -29,7 +29,7 @@ macro_rules! multiversion {
                 #[allow(clippy::too_many_arguments)]
                 fn avx2($($arg: $ty),*) $(-> $ret)? {
                     #[allow(unused_imports)]
-                    use $crate::kernels::simd::fused::{exp, sigmoid, tanh};
+                    use $crate::kernels::simd::fused::{exp, madd, sigmoid, tanh};
                     $body
                 }
                 if $crate::kernels::simd::has_avx2() {
@@ -40,7 +40,7 @@ macro_rules! multiversion {
             #[allow(clippy::too_many_arguments)]
             fn plain($($arg: $ty),*) $(-> $ret)? {
                 #[allow(unused_imports)]
-                use $crate::kernels::simd::{exp, sigmoid, tanh};
+                use $crate::kernels::simd::{exp, madd, sigmoid, tanh};
                 $body
             }
             plain($($arg),*)
@@ -162,6 +162,11 @@ pub fn sigmoid(x: f32) -> f32 {
 pub fn tanh(x: f32) -> f32 {
     tanh_with::<false>(x)
 }
+/// a·b + c as a product and a sum (see [`exp`]).
+#[inline(always)]
+pub fn madd(a: f32, b: f32, c: f32) -> f32 {
+    madd_with::<false>(a, b, c)
+}
 
 /// The FMA versions, which `multiversion!` puts in scope in its AVX2 and AVX-512 builds.
 pub mod fused {
@@ -176,6 +181,10 @@ pub mod fused {
     #[inline(always)]
     pub fn tanh(x: f32) -> f32 {
         super::tanh_with::<true>(x)
+    }
+    #[inline(always)]
+    pub fn madd(a: f32, b: f32, c: f32) -> f32 {
+        super::madd_with::<true>(a, b, c)
     }
 }
 

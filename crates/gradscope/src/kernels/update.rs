@@ -325,32 +325,33 @@ fn write_all(
 }
 
 crate::kernels::simd::multiversion! {
-    /// One block: the rule's loop, with or without the sums.
+    /// One block: the rule's loop, with or without the sums (`madd` is this build's: fused where
+    /// the CPU has FMA).
     fn block(rule: Rule, io: Io<'_>, measure: bool) -> [f64; 3] {
         match (rule, measure) {
-            (Rule::Sgd { lr }, false) => io.sweep::<false>(|w, g, _, _| (w - g * lr, 0.0, 0.0)),
-            (Rule::Sgd { lr }, true) => io.sweep::<true>(|w, g, _, _| (w - g * lr, 0.0, 0.0)),
-            (Rule::Momentum { lr, mu }, false) => io.sweep::<false>(|w, g, m, _| momentum(w, g, m, lr, mu)),
-            (Rule::Momentum { lr, mu }, true) => io.sweep::<true>(|w, g, m, _| momentum(w, g, m, lr, mu)),
+            (Rule::Sgd { lr }, false) => io.sweep::<false>(madd, |w, g, _, _| (w - g * lr, 0.0, 0.0)),
+            (Rule::Sgd { lr }, true) => io.sweep::<true>(madd, |w, g, _, _| (w - g * lr, 0.0, 0.0)),
+            (Rule::Momentum { lr, mu }, false) => io.sweep::<false>(madd, |w, g, m, _| momentum(w, g, m, lr, mu)),
+            (Rule::Momentum { lr, mu }, true) => io.sweep::<true>(madd, |w, g, m, _| momentum(w, g, m, lr, mu)),
             (Rule::Adam { lr, b1, f1, b2, f2, cf, eps }, false) => {
-                io.sweep::<false>(|w, g, m, v| adam(w, g, m, v, [lr, b1, f1, b2, f2, cf, eps]))
+                io.sweep::<false>(madd, |w, g, m, v| adam(w, g, m, v, [lr, b1, f1, b2, f2, cf, eps]))
             }
             (Rule::Adam { lr, b1, f1, b2, f2, cf, eps }, true) => {
-                io.sweep::<true>(|w, g, m, v| adam(w, g, m, v, [lr, b1, f1, b2, f2, cf, eps]))
+                io.sweep::<true>(madd, |w, g, m, v| adam(w, g, m, v, [lr, b1, f1, b2, f2, cf, eps]))
             }
-            (Rule::AdamW { lr, b1, f1, b2, f2, c1, c2, eps, keep }, false) => io.sweep::<false>(
+            (Rule::AdamW { lr, b1, f1, b2, f2, c1, c2, eps, keep }, false) => io.sweep::<false>(madd,
                 |w, g, m, v| adamw(w, g, m, v, [lr, b1, f1, b2, f2, c1, c2, eps, keep]),
             ),
-            (Rule::AdamW { lr, b1, f1, b2, f2, c1, c2, eps, keep }, true) => io.sweep::<true>(
+            (Rule::AdamW { lr, b1, f1, b2, f2, c1, c2, eps, keep }, true) => io.sweep::<true>(madd,
                 |w, g, m, v| adamw(w, g, m, v, [lr, b1, f1, b2, f2, c1, c2, eps, keep]),
             ),
             (Rule::Nesterov { lr, mu, decay, first }, measure) => {
                 let f = |w: f32, g: f32, b: f32, _| nesterov(w, g, b, [lr, mu, decay], first);
-                if measure { io.sweep::<true>(f) } else { io.sweep::<false>(f) }
+                if measure { io.sweep::<true>(madd, f) } else { io.sweep::<false>(madd, f) }
             }
             (Rule::TorchAdamW { b1, f1, b2, f2, c2, eps, keep, step }, measure) => {
                 let f = |w, g, m, v| torch_adamw(w, g, m, v, [b1, f1, b2, f2, c2, eps, keep, step]);
-                if measure { io.sweep::<true>(f) } else { io.sweep::<false>(f) }
+                if measure { io.sweep::<true>(madd, f) } else { io.sweep::<false>(madd, f) }
             }
         }
     }
@@ -413,7 +414,8 @@ struct Io<'a> {
 
 /// Lanes of the inner loop: 16 elements at a time, updated lane by lane in fixed-length loops
 /// that the compiler vectorises; the squares of the weights and steps are summed in f32 lanes
-/// over runs of 1024 elements and those runs in f64, the gradient's in f64 lanes.
+/// (a fused multiply-add each where the CPU has FMA) over runs of 1024 elements and those runs
+/// in f64, the gradient's in f64 lanes.
 const LANES: usize = 16;
 
 /// Zeros for a moment that has no value yet (the first step).
@@ -423,6 +425,7 @@ impl Io<'_> {
     #[inline(always)]
     fn sweep<const MEASURE: bool>(
         self,
+        madd: impl Fn(f32, f32, f32) -> f32,
         f: impl Fn(f32, f32, f32, f32) -> (f32, f32, f32),
     ) -> [f64; 3] {
         let n = self.w.len();
@@ -450,8 +453,8 @@ impl Io<'_> {
                 gl[j] += (g[j] as f64) * (g[j] as f64);
                 if MEASURE {
                     let d = wo[j] - w[j];
-                    wl[j] += w[j] * w[j];
-                    dl[j] += d * d;
+                    wl[j] = madd(w[j], w[j], wl[j]);
+                    dl[j] = madd(d, d, dl[j]);
                 }
             }
             // SAFETY: i + 16 ≤ n elements; this chunk of the gradient was read above.
