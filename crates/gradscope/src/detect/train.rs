@@ -155,6 +155,8 @@ pub struct Trainer<'o> {
     settings: DetectSettings,
     hist: History,
     csv: runs::ResultsCsv,
+    /// Writes each epoch's checkpoints, results.csv row and resume state behind the training.
+    writes: runs::behind::Behind,
     last_val: Option<ValResult>,
     diagnosis: Option<Diagnosis>,
     diverged: Vec<String>,
@@ -321,6 +323,7 @@ impl<'o> Trainer<'o> {
             counters,
             probe,
             csv,
+            writes: runs::behind::Behind::default(),
         })
     }
 
@@ -371,6 +374,8 @@ impl<'o> Trainer<'o> {
                 break;
             }
         }
+        // the last epoch's files on disk before the run reports them
+        self.writes.wait()?;
         Ok(TrainOutcome {
             dir: self.dir,
             diverged: self.diverged,
@@ -405,6 +410,10 @@ impl<'o> Trainer<'o> {
     /// when `nbs` images are accumulated, clipping, the optimizer step and the EMA. A non-finite
     /// loss or gradient is undone and localised.
     fn step(&mut self, st: &mut EpochState, i: usize, b: Batch) -> Result<Flow, DetectError> {
+        if self.writes.failed() {
+            // the last epoch's files could not be written: stop now, not an epoch later
+            self.writes.wait()?;
+        }
         let ni = i + self.plan.nb * st.epoch;
         let (accumulate, lrs, mom) = self.plan.at(ni, st.lf, &self.args);
         let lrs = lrs.map(|l| l * self.counters.lr_scale);
@@ -653,7 +662,7 @@ impl<'o> Trainer<'o> {
     }
 
     /// last.safetensors, best.safetensors when `fitness` is the best so far, and every
-    /// `save_period` epochs epochN.safetensors (EMA weights).
+    /// `save_period` epochs epochN.safetensors (EMA weights): made here, written behind.
     fn save_weights(
         &mut self,
         weights: &Path,
@@ -661,16 +670,22 @@ impl<'o> Trainer<'o> {
         fitness: f64,
     ) -> Result<(), DetectError> {
         let ema = self.ema.model(&self.model);
-        runs::save_weights(&ema, &weights.join("last.safetensors"))?;
+        let last = weights.join("last.safetensors");
+        let bytes = Arc::new(crate::yolo::weights::ultralytics_bytes(&ema, &last)?);
+        let mut names = vec![last];
         if fitness > self.counters.best {
             self.counters.best = fitness;
             self.counters.best_epoch = epoch + 1;
-            runs::save_weights(&ema, &weights.join("best.safetensors"))?;
+            names.push(weights.join("best.safetensors"));
         }
         let period = self.args.save_period;
         if period > 0 && (epoch + 1).is_multiple_of(period as usize) {
-            let name = format!("epoch{}.safetensors", epoch + 1);
-            runs::save_weights(&ema, &weights.join(name))?;
+            names.push(weights.join(format!("epoch{}.safetensors", epoch + 1)));
+        }
+        for path in names {
+            let bytes = Arc::clone(&bytes);
+            self.writes
+                .write(move || Ok(crate::yolo::weights::write_file(&bytes, &path)?));
         }
         Ok(())
     }
@@ -721,7 +736,7 @@ impl<'o> Trainer<'o> {
             dead_windows: self.probe.dead_windows(),
             assigned: self.assigned,
         };
-        let saved = resume::save(
+        let saved = resume::serialize(
             weights,
             &resume::State {
                 model: &self.model,
@@ -734,8 +749,12 @@ impl<'o> Trainer<'o> {
         );
         self.hist = ledger.history;
         self.acc.accumulate(&self.model, pending);
-        saved?;
-        crate::crash::point("epoch");
+        let (path, bytes) = saved?;
+        self.writes.write(move || {
+            crate::yolo::weights::write_file(&bytes, &path)?;
+            crate::crash::point("epoch");
+            Ok(())
+        });
         Ok(())
     }
 
@@ -764,6 +783,8 @@ impl<'o> Trainer<'o> {
     /// Validation (every epoch, or the last with `val=false`), the diagnosis so far, `last` and
     /// `best` checkpoints, the resume state, the results.csv row and the epoch's plots.
     fn end_epoch(&mut self, st: EpochState) -> Result<Flow, DetectError> {
+        // the previous epoch's files, written during this one, before this epoch's
+        self.writes.wait()?;
         let (epoch, args) = (st.epoch, &self.args);
         let train_items = st.mean.scaled(1.0 / st.seen.max(1) as f64);
         let validated = args.val || epoch + 1 == args.epochs;
@@ -783,9 +804,14 @@ impl<'o> Trainer<'o> {
         self.save_weights(&weights, epoch, v.metrics.map50_95)?;
         let lr_now = self.plan.lr0 * st.lf * self.counters.lr_scale;
         let time = self.t0.elapsed().as_secs_f64();
-        self.csv
+        let line = self
+            .csv
             .row(epoch + 1, time, &train_items, &v, [lr_now; 3])?;
-        crate::crash::point("csv");
+        self.writes.write(move || {
+            line.write()?;
+            crate::crash::point("csv");
+            Ok(())
+        });
         self.hist.epochs.push(EpochStats {
             epoch,
             train_loss: train_items.total(),

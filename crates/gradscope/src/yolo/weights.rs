@@ -242,6 +242,17 @@ pub fn write_safetensors_with(
     metadata: Option<HashMap<String, String>>,
     path: &Path,
 ) -> Result<(), WeightsError> {
+    let file = safetensors_bytes(tensors, exact, metadata, path)?;
+    write_file(&file, path)
+}
+
+/// The safetensors file [`write_safetensors_with`] writes, as bytes (`path` names it in errors).
+pub fn safetensors_bytes(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    exact: &[(String, Vec<usize>, Vec<f64>)],
+    metadata: Option<HashMap<String, String>>,
+    path: &Path,
+) -> Result<Vec<u8>, WeightsError> {
     let write = |msg: String| WeightsError::Write {
         path: path.to_path_buf(),
         msg,
@@ -263,8 +274,20 @@ pub fn write_safetensors_with(
                 .map_err(|e| write(format!("{name}: {e}")))
         })
         .collect::<Result<_, _>>()?;
-    let file = safetensors::serialize(views, metadata).map_err(|e| write(e.to_string()))?;
-    crate::atomic::write(path, &file).map_err(|e| write(e.to_string()))
+    safetensors::serialize(views, metadata).map_err(|e| write(e.to_string()))
+}
+
+/// Replaces `path` by `bytes` atomically ([`crate::atomic::write`]).
+pub fn write_file(bytes: &[u8], path: &Path) -> Result<(), WeightsError> {
+    crate::atomic::write(path, bytes).map_err(|e| WeightsError::Write {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
+}
+
+/// The file [`save_ultralytics`] writes, as bytes (`path` names it in errors).
+pub fn ultralytics_bytes(model: &Yolo, path: &Path) -> Result<Vec<u8>, WeightsError> {
+    safetensors_bytes(&named_tensors(model), &[], None, path)
 }
 
 /// Writes every parameter and BatchNorm statistic as f32 safetensors with Ultralytics' names,

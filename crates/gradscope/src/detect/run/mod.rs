@@ -1,8 +1,10 @@
 //! The run folder `runs/detect/train{,2,3,…}`: creating it, args.yaml (written and read back),
 //! the checkpoints and results.csv. Plots in [`plots`], [`curves`] and [`batches`] (boxes
-//! drawn by [`boxes`]), the resume state in [`resume`].
+//! drawn by [`boxes`]), the resume state in [`resume`], the writer that puts an epoch's files on
+//! disk behind the training in [`behind`].
 
 pub mod batches;
+pub mod behind;
 pub mod boxes;
 pub mod curves;
 pub mod plots;
@@ -19,7 +21,6 @@ use crate::detect::args::DetectArgs;
 use crate::detect::error::DetectError;
 use crate::detect::eval::validate::ValResult;
 use crate::detect::objective::loss::LossItems;
-use crate::yolo::model::Yolo;
 
 /// Removes `*.tmp` files left in `dir` by a run killed while writing a checkpoint.
 pub fn remove_stale_tmp(dir: &Path) -> Result<(), DetectError> {
@@ -54,11 +55,6 @@ pub fn write_args(dir: &Path, args: &DetectArgs, names: &[String]) -> Result<(),
     }
     let p = dir.join("args.yaml");
     std::fs::write(&p, s).map_err(|e| DetectError::io(&p, e))
-}
-
-/// Saves Ultralytics-named safetensors atomically (temporary file, then rename).
-pub fn save_weights(model: &Yolo, path: &Path) -> Result<(), DetectError> {
-    Ok(crate::yolo::weights::save_ultralytics(model, path)?)
 }
 
 pub const RESULTS_COLUMNS: &[&str] = &[
@@ -132,26 +128,8 @@ impl ResultsCsv {
         Ok(ResultsCsv { path, file, rows })
     }
 
-    fn write_row(&mut self, row: Vec<f64>) -> Result<(), DetectError> {
-        let text: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(i, x)| {
-                if i == 0 {
-                    format!("{x}")
-                } else {
-                    format!("{x:.6}")
-                }
-            })
-            .collect();
-        writeln!(self.file, "{}", text.join(",")).map_err(|e| DetectError::io(&self.path, e))?;
-        self.file
-            .flush()
-            .map_err(|e| DetectError::io(&self.path, e))?;
-        self.rows.push(row);
-        Ok(())
-    }
-
+    /// Adds an epoch's row; the line for the file comes back as a [`CsvLine`] to write (the
+    /// trainer hands it to its writer, in order with the checkpoints).
     pub fn row(
         &mut self,
         epoch: usize,
@@ -159,7 +137,7 @@ impl ResultsCsv {
         train: &LossItems,
         v: &ValResult,
         lr: [f64; 3],
-    ) -> Result<(), DetectError> {
+    ) -> Result<CsvLine, DetectError> {
         let row = vec![
             epoch as f64,
             time,
@@ -177,7 +155,43 @@ impl ResultsCsv {
             lr[1],
             lr[2],
         ];
-        self.write_row(row)
+        let text: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                if i == 0 {
+                    format!("{x}")
+                } else {
+                    format!("{x:.6}")
+                }
+            })
+            .collect();
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| DetectError::io(&self.path, e))?;
+        self.rows.push(row);
+        Ok(CsvLine {
+            path: self.path.clone(),
+            file,
+            text: text.join(",") + "\n",
+        })
+    }
+}
+
+/// One results.csv row's line, to append ([`ResultsCsv::row`]).
+pub struct CsvLine {
+    path: PathBuf,
+    file: File,
+    text: String,
+}
+
+impl CsvLine {
+    /// Appends the line and flushes it.
+    pub fn write(mut self) -> Result<(), DetectError> {
+        let io = |e| DetectError::io(&self.path, e);
+        self.file.write_all(self.text.as_bytes()).map_err(io)?;
+        self.file.flush().map_err(io)
     }
 }
 

@@ -20,7 +20,9 @@ use crate::detect::optimize::optimizer::{param_names, GroupOptimizer};
 use crate::train::recovery::RecoveryEvent;
 use crate::train::{EpochStats, History};
 use crate::yolo::model::Yolo;
-use crate::yolo::weights::{load_named, named_tensors, read_safetensors, write_safetensors_with};
+use crate::yolo::weights::{
+    load_named, named_tensors, read_safetensors, safetensors_bytes, write_file,
+};
 
 pub const STATE_FILE: &str = "last.state.safetensors";
 /// The metadata entry holding the counters (a JSON object); state files written before it have
@@ -90,6 +92,13 @@ pub struct State<'a> {
 
 /// Writes the state into `weights/last.state.safetensors`.
 pub fn save(weights: &Path, st: &State) -> Result<(), DetectError> {
+    let (path, bytes) = serialize(weights, st)?;
+    Ok(write_file(&bytes, &path)?)
+}
+
+/// The file [`save`] writes, and its path: what the trainer hands to its writer
+/// ([`super::behind::Behind`]).
+pub fn serialize(weights: &Path, st: &State) -> Result<(PathBuf, Vec<u8>), DetectError> {
     let mut tensors = Vec::new();
     for (n, s, v) in named_tensors(&st.model.valid()) {
         tensors.push((format!("train.{n}"), s, v));
@@ -152,7 +161,8 @@ pub fn save(weights: &Path, st: &State) -> Result<(), DetectError> {
     meta.insert("ledger".to_string(), json(&ledger));
     let one = HashMap::from([(STATE_KEY.to_string(), json(&meta))]);
     let path = weights.join(STATE_FILE);
-    Ok(write_safetensors_with(&tensors, &exact, Some(one), &path)?)
+    let bytes = safetensors_bytes(&tensors, &exact, Some(one), &path)?;
+    Ok((path, bytes))
 }
 
 fn json<T: Serialize>(v: &T) -> String {
