@@ -662,17 +662,16 @@ impl<'o> Trainer<'o> {
     }
 
     /// last.safetensors, best.safetensors when `fitness` is the best so far, and every
-    /// `save_period` epochs epochN.safetensors (EMA weights): made here, written behind.
+    /// `save_period` epochs epochN.safetensors (EMA weights): copied out here, made into a file
+    /// and written behind the training.
     fn save_weights(
         &mut self,
         weights: &Path,
         epoch: usize,
         fitness: f64,
     ) -> Result<(), DetectError> {
-        let ema = self.ema.model(&self.model);
-        let last = weights.join("last.safetensors");
-        let bytes = Arc::new(crate::yolo::weights::ultralytics_bytes(&ema, &last)?);
-        let mut names = vec![last];
+        let tensors = crate::yolo::weights::named_tensors(&self.ema.model(&self.model));
+        let mut names = vec![weights.join("last.safetensors")];
         if fitness > self.counters.best {
             self.counters.best = fitness;
             self.counters.best_epoch = epoch + 1;
@@ -682,11 +681,14 @@ impl<'o> Trainer<'o> {
         if period > 0 && (epoch + 1).is_multiple_of(period as usize) {
             names.push(weights.join(format!("epoch{}.safetensors", epoch + 1)));
         }
-        for path in names {
-            let bytes = Arc::clone(&bytes);
-            self.writes
-                .write(move || Ok(crate::yolo::weights::write_file(&bytes, &path)?));
-        }
+        // one set of bytes for every name, written one file after another
+        self.writes.write(move || {
+            let bytes = crate::yolo::weights::safetensors_bytes(&tensors, &[], None, &names[0])?;
+            for path in &names {
+                crate::yolo::weights::write_file(&bytes, path)?;
+            }
+            Ok(())
+        });
         Ok(())
     }
 
@@ -721,7 +723,8 @@ impl<'o> Trainer<'o> {
         Ok(())
     }
 
-    /// Writes the resume state: the epoch's commit point. A run killed before it resumes at this
+    /// Hands the resume state to the writer, after the epoch's other files: the epoch's commit
+    /// point. A run killed before it is written resumes at this
     /// epoch's start, cutting this epoch's results.csv row and probe records; the gradients
     /// accumulated since the last optimizer step go with it (taken out and put back unchanged).
     fn commit(&mut self, weights: &Path, epoch: usize) -> Result<(), DetectError> {
@@ -736,7 +739,7 @@ impl<'o> Trainer<'o> {
             dead_windows: self.probe.dead_windows(),
             assigned: self.assigned,
         };
-        let saved = resume::serialize(
+        let file = resume::prepare(
             weights,
             &resume::State {
                 model: &self.model,
@@ -749,9 +752,8 @@ impl<'o> Trainer<'o> {
         );
         self.hist = ledger.history;
         self.acc.accumulate(&self.model, pending);
-        let (path, bytes) = saved?;
         self.writes.write(move || {
-            crate::yolo::weights::write_file(&bytes, &path)?;
+            file.write()?;
             crate::crash::point("epoch");
             Ok(())
         });

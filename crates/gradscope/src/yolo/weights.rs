@@ -285,11 +285,6 @@ pub fn write_file(bytes: &[u8], path: &Path) -> Result<(), WeightsError> {
     })
 }
 
-/// The file [`save_ultralytics`] writes, as bytes (`path` names it in errors).
-pub fn ultralytics_bytes(model: &Yolo, path: &Path) -> Result<Vec<u8>, WeightsError> {
-    safetensors_bytes(&named_tensors(model), &[], None, path)
-}
-
 /// Writes every parameter and BatchNorm statistic as f32 safetensors with Ultralytics' names,
 /// atomically (a temporary file, then a rename).
 pub fn save_ultralytics(model: &Yolo, path: &Path) -> Result<(), WeightsError> {

@@ -92,13 +92,28 @@ pub struct State<'a> {
 
 /// Writes the state into `weights/last.state.safetensors`.
 pub fn save(weights: &Path, st: &State) -> Result<(), DetectError> {
-    let (path, bytes) = serialize(weights, st)?;
-    Ok(write_file(&bytes, &path)?)
+    prepare(weights, st).write()
 }
 
-/// The file [`save`] writes, and its path: what the trainer hands to its writer
-/// ([`super::behind::Behind`]).
-pub fn serialize(weights: &Path, st: &State) -> Result<(PathBuf, Vec<u8>), DetectError> {
+/// What [`save`] writes, copied out of the training state: the trainer hands it to its writer
+/// ([`super::behind::Behind`]), which makes the file's bytes and writes them.
+pub struct StateFile {
+    path: PathBuf,
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    exact: Vec<(String, Vec<usize>, Vec<f64>)>,
+    metadata: HashMap<String, String>,
+}
+
+impl StateFile {
+    /// Writes `weights/last.state.safetensors` atomically.
+    pub fn write(self) -> Result<(), DetectError> {
+        let bytes = safetensors_bytes(&self.tensors, &self.exact, Some(self.metadata), &self.path)?;
+        Ok(write_file(&bytes, &self.path)?)
+    }
+}
+
+/// The state [`save`] writes, copied out of `st`.
+pub fn prepare(weights: &Path, st: &State) -> StateFile {
     let mut tensors = Vec::new();
     for (n, s, v) in named_tensors(&st.model.valid()) {
         tensors.push((format!("train.{n}"), s, v));
@@ -160,9 +175,12 @@ pub fn serialize(weights: &Path, st: &State) -> Result<(PathBuf, Vec<u8>), Detec
     };
     meta.insert("ledger".to_string(), json(&ledger));
     let one = HashMap::from([(STATE_KEY.to_string(), json(&meta))]);
-    let path = weights.join(STATE_FILE);
-    let bytes = safetensors_bytes(&tensors, &exact, Some(one), &path)?;
-    Ok((path, bytes))
+    StateFile {
+        path: weights.join(STATE_FILE),
+        tensors,
+        exact,
+        metadata: one,
+    }
 }
 
 fn json<T: Serialize>(v: &T) -> String {
