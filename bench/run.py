@@ -83,10 +83,14 @@ def scaling(steps):
         f"CPU: {cpu_name()}, {os.cpu_count()} cores; PyTorch {torch.__version__}; gradscope (burn 0.22.1, "
         f"flex backend). Each benchmark in its own process at {counts} threads (RAYON_NUM_THREADS, "
         f"torch.set_num_threads), the runs alternating for {ROUNDS} rounds; ms = median over the "
-        f"rounds. Speed-up S = t{base} / tp; serial fraction e = (1/S − 1/q) / (1 − 1/q) with "
-        f"q = p / {base} (Karp–Flatt, from the {base}-thread run): the share of that run that did not "
-        "run in parallel, which caps the speed-up on q times the threads at 1 / (e + (1 − e) / q). "
-        "Timed steps per process: "
+        f"rounds. Speed-up S = t{base} / tp; serial fraction "
+        + ("e = (1/S − 1/p) / (1 − 1/p) (Karp–Flatt): the share of a one-thread step that did not "
+           "run in parallel, which caps the speed-up on p threads at 1 / (e + (1 − e) / p). "
+           if base == 1 else
+           f"e = (1/S − 1/q) / (1 − 1/q) with q = p / {base} (Karp–Flatt, from the {base}-thread "
+           "run): the share of that run that did not run in parallel, which caps the speed-up on q "
+           "times the threads at 1 / (e + (1 − e) / q). ")
+        + "Timed steps per process: "
         + ", ".join(f"{k} {v}" for k, v in steps.items())
         + (" (--quick: few steps, so single runs are noisy)" if QUICK else "")
         + f". `bench/run.sh --scaling{' --quick' if QUICK else ''} --sweep={','.join(map(str, SWEEP))}` wrote this.",
@@ -136,8 +140,10 @@ def phase_serial(n, p):
         "",
         f"Where the serial part of a YOLO26n training step is (batch 4 at 640, {p} threads, "
         f"`bench yolo_phases {n}`, median of {ROUNDS} runs): each phase's serial fraction e from the "
-        f"time the other {p - 1} thread{'s' if p > 2 else ''} waited for work inside the run, "
-        f"e = s / (s + {p}·(W − s)) with s that waiting time ÷ {p - 1} and W the phase's wall time.",
+        + ("time the other thread waited for work inside the run, e = s / (s + 2·(W − s)) with s "
+           "that waiting time and W the phase's wall time." if p == 2 else
+           f"time the other {p - 1} threads waited for work inside the run, e = s / (s + {p}·(W − s)) "
+           f"with s that waiting time ÷ {p - 1} and W the phase's wall time."),
         "",
         f"| phase | ms ({p} threads) | serial e |",
         "|---|---|---|",
