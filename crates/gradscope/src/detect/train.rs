@@ -138,7 +138,7 @@ pub struct Trainer<'o> {
     train: Arc<DetData>,
     /// The threads that augment training batches (`workers`).
     loader: Arc<rayon::ThreadPool>,
-    val: DetData,
+    val: Arc<DetData>,
     plan: Plan,
     device: Device,
     model: Yolo,
@@ -157,6 +157,8 @@ pub struct Trainer<'o> {
     csv: runs::ResultsCsv,
     /// Writes each epoch's checkpoints, results.csv row and resume state behind the training.
     writes: runs::behind::Behind,
+    /// Draws each epoch's validation pictures beside the training.
+    pictures: runs::batches::Drawing,
     last_val: Option<ValResult>,
     diagnosis: Option<Diagnosis>,
     diverged: Vec<String>,
@@ -314,7 +316,7 @@ impl<'o> Trainer<'o> {
             on,
             t0,
             dir,
-            val,
+            val: Arc::new(val),
             plan,
             device,
             model,
@@ -324,6 +326,7 @@ impl<'o> Trainer<'o> {
             probe,
             csv,
             writes: runs::behind::Behind::default(),
+            pictures: runs::batches::Drawing::default(),
         })
     }
 
@@ -374,8 +377,9 @@ impl<'o> Trainer<'o> {
                 break;
             }
         }
-        // the last epoch's files on disk before the run reports them
+        // the last epoch's files and pictures on disk before the run reports them
         self.writes.wait()?;
+        self.pictures.finish()?;
         Ok(TrainOutcome {
             dir: self.dir,
             diverged: self.diverged,
@@ -839,6 +843,7 @@ impl<'o> Trainer<'o> {
                 &self.val,
                 &v,
                 &self.names,
+                &mut self.pictures,
             )?;
         }
         self.last_val = Some(v);

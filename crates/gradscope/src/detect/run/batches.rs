@@ -69,9 +69,10 @@ fn file_name(data: &DetData, index: usize) -> String {
         )
 }
 
-/// The training-batch pictures, each drawn on a thread of its own beside the training: drawn on the
-/// job thread, their boxes and JPEG encoding took ≈0.7 s of the default run while the other
-/// thread waited for work most of the run. [`Drawing::finish`] waits for them and gives the first
+/// Pictures drawn beside the training, each on a thread of its own: the training-batch pictures
+/// (drawn on the job thread, their boxes and JPEG encoding took ≈0.7 s of the default run while
+/// the other thread waited for work most of the run) and each epoch's validation pictures and
+/// curves (≈0.15 s an epoch there). [`Drawing::finish`] waits for them and gives the first
 /// error; dropped unfinished (a run that stops early), it waits for them too.
 #[derive(Default)]
 pub struct Drawing(Vec<(PathBuf, JoinHandle<Result<(), DetectError>>)>);
@@ -96,8 +97,18 @@ impl Drawing {
         let files: Vec<String> = b.indices[..k].iter().map(|&j| file_name(data, j)).collect();
         let names = names.to_vec();
         let at = path.clone();
-        let h = std::thread::spawn(move || train_batch(&x, s, &targets, files, &names, i, &at));
-        self.0.push((path, h));
+        self.spawn(path, move || {
+            train_batch(&x, s, &targets, files, &names, i, &at)
+        });
+    }
+
+    /// Starts `job`, which draws `path` (named in the error if it panics), from what it owns.
+    pub fn spawn(
+        &mut self,
+        path: PathBuf,
+        job: impl FnOnce() -> Result<(), DetectError> + Send + 'static,
+    ) {
+        self.0.push((path, std::thread::spawn(job)));
     }
 
     /// Waits for every picture started; the first error among them.

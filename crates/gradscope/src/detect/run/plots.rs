@@ -4,10 +4,12 @@
 //! the embedded DejaVu font.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use image::RgbImage;
 use plotters::prelude::*;
 
+use super::batches::Drawing;
 use super::RESULTS_COLUMNS;
 use crate::detect::args::DetectArgs;
 use crate::detect::error::DetectError;
@@ -333,7 +335,9 @@ pub fn gradient_report(
 }
 
 /// After every epoch: results.png, the gradient-health report (report.html with heatmap and
-/// per-layer bars), and validation images with labels and predictions.
+/// per-layer bars), and validation images with labels and predictions with the curves and
+/// confusion matrices — those started on `pictures` (the previous epoch's, which draw the same
+/// files, finished first) and drawn beside the training.
 #[allow(clippy::too_many_arguments)]
 pub fn epoch_report(
     dir: &Path,
@@ -342,12 +346,23 @@ pub fn epoch_report(
     hist: &History,
     records: &[StepRecord],
     diagnosis: Option<&Diagnosis>,
-    val: &DetData,
+    val: &Arc<DetData>,
     v: &ValResult,
     names: &[String],
+    pictures: &mut Drawing,
 ) -> Result<(), DetectError> {
     results_png(&csv.rows, &dir.join("results.png"))?;
-    validation_plots(dir, val, v, names, args.imgsz)?;
+    pictures.finish()?;
+    let (at, val, v, names, imgsz) = (
+        dir.to_path_buf(),
+        Arc::clone(val),
+        v.clone(),
+        names.to_vec(),
+        args.imgsz,
+    );
+    pictures.spawn(dir.join("val_batch0_pred.jpg"), move || {
+        validation_plots(&at, &val, &v, &names, imgsz)
+    });
     gradient_report(dir, args, hist, records, diagnosis)?;
     Ok(())
 }
