@@ -466,6 +466,56 @@ fn a_killed_run_resumes_exactly() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// On one thread the pool's only worker runs the job, and the pictures and files made beside the
+/// training must not wait for it while it waits for them: the run ends (it hung once, when the
+/// validation pictures split their work over the pool) with every picture drawn.
+#[test]
+fn a_run_on_one_thread_draws_its_pictures_and_ends() {
+    let dir = tmp("one-thread");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradscope"))
+        .args([
+            "train",
+            "epochs=2",
+            "imgsz=64",
+            "batch=4",
+            "nbs=4",
+            "warmup_epochs=0",
+        ])
+        .arg("data=trees")
+        .arg(format!("project={}", dir.join("runs").display()))
+        .arg("name=one")
+        .env("GRADSCOPE_DATASETS", dir.join("datasets"))
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("a 2-epoch run on one thread did not end in 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    let run = dir.join("runs/one");
+    for f in [
+        "train_batch0.jpg",
+        "val_batch0_pred.jpg",
+        "PR_curve.png",
+        "results.png",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn exits_with(code: i32, args: &[&str], env: &[(&str, &std::path::Path)], needles: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_gradscope"))
         .args(args)

@@ -196,6 +196,18 @@ fn stay_warm(stop: &std::sync::atomic::AtomicBool) {
     IDLE_NS.fetch_add(idle.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Waits until `done` says so, running the pool's pending work meanwhile when called on one of
+/// its threads. A thread of our own that the job waits for (a picture being drawn, a file being
+/// written) may split its work over the pool; if the job's thread blocked in a plain join, on a
+/// one-thread pool that work would wait for it forever.
+pub(crate) fn wait_helping(mut done: impl FnMut() -> bool) {
+    while !done() {
+        if !matches!(rayon::yield_now(), Some(rayon::Yield::Executed)) {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+}
+
 /// Nanoseconds the pool's other workers spent without work inside [`on_workers`], summed over
 /// them (added when a worker next finds work, every 50 µs while it finds none, and when
 /// `on_workers` ends).
@@ -242,6 +254,28 @@ mod tests {
         // 4 threads: 3 workers idle 0.1 s each
         assert!((super::serial_fraction(1.0, 0.3, 4) - 0.1 / (0.1 + 3.6)).abs() < 1e-12);
         assert_eq!(super::serial_fraction(1.0, 0.5, 1), 0.0);
+    }
+
+    #[test]
+    fn a_job_on_one_thread_waits_for_a_thread_that_uses_the_pool() {
+        use rayon::prelude::*;
+        let pool = std::sync::Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap(),
+        );
+        let theirs = std::sync::Arc::clone(&pool);
+        let sum = pool.install(|| {
+            // a thread of our own whose work goes to the pool, as a picture's drawing does
+            let h = std::thread::spawn(move || {
+                theirs.install(|| (0..10_000u64).into_par_iter().sum::<u64>())
+            });
+            // a plain `h.join()` here would never return: the pool's one thread is this one
+            super::wait_helping(|| h.is_finished());
+            h.join().unwrap()
+        });
+        assert_eq!(sum, (0..10_000u64).sum::<u64>());
     }
 
     #[test]

@@ -115,6 +115,8 @@ impl Drawing {
     pub fn finish(&mut self) -> Result<(), DetectError> {
         let mut first = Ok(());
         for (path, h) in self.0.drain(..) {
+            // the drawing may split its work over the pool this thread belongs to
+            crate::wait_helping(|| h.is_finished());
             let r = h
                 .join()
                 .unwrap_or_else(|_| Err(e(&path, "its drawing stopped with a panic")));

@@ -78,13 +78,19 @@ impl Behind {
         if tx.send(Msg::Barrier(reply)).is_err() {
             return Ok(());
         }
-        let answer = answer.recv();
+        // (a write may split its work over the pool this thread belongs to)
+        let mut first: Option<DetectError> = None;
+        crate::wait_helping(|| match answer.try_recv() {
+            Ok(e) => {
+                first = e;
+                true
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => false,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => true,
+        });
         // nothing is handed while this thread waits: the flag is the answer's
         self.failed.store(false, Ordering::Release);
-        match answer {
-            Ok(Some(e)) => Err(e),
-            _ => Ok(()),
-        }
+        first.map_or(Ok(()), Err)
     }
 
     /// The channel to the writer thread, started on first use; None when it cannot be started.
@@ -122,6 +128,7 @@ impl Drop for Behind {
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {
+            crate::wait_helping(|| t.is_finished());
             let _ = t.join();
         }
     }
