@@ -46,7 +46,7 @@ impl Behind {
         let job = match self.sender() {
             Some(tx) => match tx.send(Msg::Job(job)) {
                 Ok(()) => return,
-                // the thread is gone (it cannot panic: jobs return errors): run it here
+                // the thread is gone (a job panicked; `wait` says so): run it here
                 Err(e) => match e.0 {
                     Msg::Job(job) => job,
                     Msg::Barrier(_) => return,
@@ -76,7 +76,7 @@ impl Behind {
         };
         let (reply, answer) = channel();
         if tx.send(Msg::Barrier(reply)).is_err() {
-            return Ok(());
+            return Err(stopped());
         }
         // (a write may split its work over the pool this thread belongs to)
         let mut first: Option<DetectError> = None;
@@ -86,7 +86,11 @@ impl Behind {
                 true
             }
             Err(std::sync::mpsc::TryRecvError::Empty) => false,
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => true,
+            // the writer stopped without answering: a job panicked, its file maybe unwritten
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                first = Some(stopped());
+                true
+            }
         });
         // nothing is handed while this thread waits: the flag is the answer's
         self.failed.store(false, Ordering::Release);
@@ -120,6 +124,15 @@ impl Behind {
         }
         self.tx.as_ref()
     }
+}
+
+/// The writer thread is gone: a job panicked, and the files after it may be unwritten.
+fn stopped() -> DetectError {
+    DetectError::Args(
+        "the writer of the epoch's checkpoints stopped (see the panic above); the run resumes \
+         from its last written epoch with resume=<run folder>"
+            .into(),
+    )
 }
 
 impl Drop for Behind {
@@ -187,5 +200,18 @@ mod tests {
         drop(w);
         // dropping the writer finishes what was handed
         assert_eq!(log.lock().unwrap().last(), Some(&7));
+    }
+
+    #[test]
+    fn a_write_that_panics_is_an_error_not_a_silent_loss() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut w = Behind::default();
+        w.write(|| panic!("a bug in a write"));
+        w.write(log_job(&log, 1, false));
+        let err = w.wait().unwrap_err().to_string();
+        assert!(err.contains("stopped"), "{err}");
+        // handed after the writer stopped: written here, on the caller's thread
+        w.write(log_job(&log, 2, false));
+        assert!(log.lock().unwrap().contains(&2));
     }
 }
