@@ -157,7 +157,8 @@ pub struct Trainer<'o> {
     csv: runs::ResultsCsv,
     /// Writes each epoch's checkpoints, results.csv row and resume state behind the training.
     writes: runs::behind::Behind,
-    /// Draws each epoch's validation pictures beside the training.
+    /// Draws the first training batches' and each epoch's validation pictures beside the
+    /// training (finished before the next epoch's are started, and before the run reports).
     pictures: runs::batches::Drawing,
     last_val: Option<ValResult>,
     diagnosis: Option<Diagnosis>,
@@ -337,8 +338,6 @@ impl<'o> Trainer<'o> {
 
     /// Every remaining epoch: its iterations, then validation, checkpoints and the report.
     pub fn run(mut self) -> Result<TrainOutcome, DetectError> {
-        // the first batches' pictures, drawn beside the training
-        let mut drawing = runs::batches::Drawing::default();
         'epochs: for epoch in self.counters.epoch..self.args.epochs {
             let mut st = self.start_epoch(epoch);
             let order = parallel::shares(
@@ -366,13 +365,13 @@ impl<'o> Trainer<'o> {
                     Err(_) => break,
                 };
                 if epoch == 0 && i < 3 && self.args.plots {
-                    drawing.train_batch(&b, i, &self.train, &self.names, &self.dir);
+                    self.pictures
+                        .train_batch(&b, i, &self.train, &self.names, &self.dir);
                 }
                 if let Flow::Stop = self.step(&mut st, i, b)? {
                     break 'epochs;
                 }
             }
-            drawing.finish()?;
             if let Flow::Stop = self.epoch_end(st)? {
                 break;
             }
