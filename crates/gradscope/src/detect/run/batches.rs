@@ -6,6 +6,7 @@
 //! file name, under a title band that says what the boxes are.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use image::imageops::FilterType;
@@ -73,9 +74,24 @@ fn file_name(data: &DetData, index: usize) -> String {
 /// (drawn on the job thread, their boxes and JPEG encoding took ≈0.7 s of the default run while
 /// the other thread waited for work most of the run) and each epoch's validation pictures and
 /// curves (≈0.15 s an epoch there). [`Drawing::finish`] waits for them and gives the first
-/// error; dropped unfinished (a run that stops early), it waits for them too.
+/// error; dropped unfinished (a run that stops early), it waits for them too. Where no thread
+/// can be started, a picture is drawn at once on the caller's thread.
 #[derive(Default)]
-pub struct Drawing(Vec<(PathBuf, JoinHandle<Result<(), DetectError>>)>);
+pub struct Drawing(Vec<(PathBuf, Pending)>);
+
+/// A picture's drawing, owning what it draws.
+type DrawJob = Box<dyn FnOnce() -> Result<(), DetectError> + Send>;
+
+/// The job in `slot`, once (whichever side takes it first).
+fn take(slot: &Mutex<Option<DrawJob>>) -> Option<DrawJob> {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+/// A picture started: drawing on its thread, or drawn already (no thread could be started).
+enum Pending {
+    Thread(JoinHandle<Result<(), DetectError>>),
+    Drawn(Result<(), DetectError>),
+}
 
 impl Drawing {
     /// Starts `train_batch{i}.jpg` in `dir`: batch `i` of the first epoch, its boxes drawn (from a
@@ -102,24 +118,53 @@ impl Drawing {
         });
     }
 
-    /// Starts `job`, which draws `path` (named in the error if it panics), from what it owns.
+    /// Starts `job`, which draws `path` (named in the error if it panics), from what it owns; it
+    /// runs here and now when no thread can be started (its error waits for
+    /// [`Drawing::finish`] all the same).
     pub fn spawn(
         &mut self,
         path: PathBuf,
         job: impl FnOnce() -> Result<(), DetectError> + Send + 'static,
     ) {
-        self.0.push((path, std::thread::spawn(job)));
+        self.start(path, Box::new(job), |job| {
+            std::thread::Builder::new()
+                .name("gradscope-drawing".into())
+                .spawn(job)
+        });
+    }
+
+    /// [`Drawing::spawn`] with the thread started by `thread`, which hands the job back when it
+    /// cannot start one.
+    fn start(
+        &mut self,
+        path: PathBuf,
+        job: DrawJob,
+        thread: impl FnOnce(DrawJob) -> std::io::Result<JoinHandle<Result<(), DetectError>>>,
+    ) {
+        // `spawn` drops its closure when it fails: the job waits in a slot both sides can take
+        // it from
+        let slot = Arc::new(Mutex::new(Some(job)));
+        let theirs = Arc::clone(&slot);
+        let pending = match thread(Box::new(move || take(&theirs).map_or(Ok(()), |j| j()))) {
+            Ok(h) => Pending::Thread(h),
+            Err(_) => Pending::Drawn(take(&slot).map_or(Ok(()), |j| j())),
+        };
+        self.0.push((path, pending));
     }
 
     /// Waits for every picture started; the first error among them.
     pub fn finish(&mut self) -> Result<(), DetectError> {
         let mut first = Ok(());
-        for (path, h) in self.0.drain(..) {
-            // the drawing may split its work over the pool this thread belongs to
-            crate::wait_helping(|| h.is_finished());
-            let r = h
-                .join()
-                .unwrap_or_else(|_| Err(e(&path, "its drawing stopped with a panic")));
+        for (path, pending) in self.0.drain(..) {
+            let r = match pending {
+                Pending::Drawn(r) => r,
+                Pending::Thread(h) => {
+                    // the drawing may split its work over the pool this thread belongs to
+                    crate::wait_helping(|| h.is_finished());
+                    h.join()
+                        .unwrap_or_else(|_| Err(e(&path, "its drawing stopped with a panic")))
+                }
+            };
             if first.is_ok() {
                 first = r;
             }
@@ -359,5 +404,31 @@ mod tests {
             other => panic!("expected the picture's error, got {other:?}"),
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Where no thread can be started, the picture is drawn on the caller's thread at once, and
+    /// its error is returned by `finish` as a thread's would be.
+    #[test]
+    fn a_picture_is_drawn_here_when_no_thread_can_start() {
+        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let no_thread = |_job: DrawJob| Err(std::io::Error::other("no thread"));
+        let mut d = Drawing::default();
+        for fails in [false, true] {
+            let ran = Arc::clone(&ran);
+            let job: DrawJob = Box::new(move || {
+                ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                match fails {
+                    true => Err(e(Path::new("b.jpg"), "unwritable")),
+                    false => Ok(()),
+                }
+            });
+            d.start(PathBuf::from("a.jpg"), job, no_thread);
+        }
+        // both ran before `finish`: there was no thread to run them later
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 2);
+        match d.finish() {
+            Err(DetectError::Plot { path, .. }) => assert_eq!(path, PathBuf::from("b.jpg")),
+            other => panic!("expected the second picture's error, got {other:?}"),
+        }
     }
 }
