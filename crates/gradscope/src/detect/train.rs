@@ -160,7 +160,8 @@ pub struct Trainer<'o> {
     /// Draws the first training batches' and each epoch's validation pictures beside the
     /// training (finished before the next epoch's are started, and before the run reports).
     pictures: runs::batches::Drawing,
-    last_val: Option<ValResult>,
+    /// The last epoch's validation, shared with the thread drawing its pictures.
+    last_val: Option<Arc<ValResult>>,
     diagnosis: Option<Diagnosis>,
     diverged: Vec<String>,
     /// The first epoch (1-based) the divergence rules fired at, and the best fitness before it.
@@ -383,7 +384,10 @@ impl<'o> Trainer<'o> {
             dir: self.dir,
             diverged: self.diverged,
             optimizer_steps: self.counters.opt_steps,
-            last: self.last_val,
+            // the pictures are finished: the result is no longer shared
+            last: self
+                .last_val
+                .map(|v| Arc::try_unwrap(v).unwrap_or_else(|v| (*v).clone())),
             best_map50_95: self.counters.best.max(0.0),
             diagnosis: self.diagnosis,
             history: self.hist,
@@ -799,6 +803,7 @@ impl<'o> Trainer<'o> {
         } else {
             ValResult::skipped(self.val.len(), self.names.len())
         };
+        let v = Arc::new(v);
         self.judge(
             epoch,
             validated.then_some(v.losses.total()),

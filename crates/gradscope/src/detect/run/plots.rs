@@ -347,7 +347,7 @@ pub fn epoch_report(
     records: &[StepRecord],
     diagnosis: Option<&Diagnosis>,
     val: &Arc<DetData>,
-    v: &ValResult,
+    v: &Arc<ValResult>,
     names: &[String],
     pictures: &mut Drawing,
 ) -> Result<(), DetectError> {
@@ -356,7 +356,7 @@ pub fn epoch_report(
     let (at, val, v, names, imgsz) = (
         dir.to_path_buf(),
         Arc::clone(val),
-        v.clone(),
+        Arc::clone(v),
         names.to_vec(),
         args.imgsz,
     );
