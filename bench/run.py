@@ -248,13 +248,27 @@ def timed_child(cmd, cwd):
 
 
 def cpu_name():
+    """The CPU's model name, family and model, and the vector extensions the kernels can use."""
+    info = {}
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "cpu family", "model", "flags") and key not in info:
+                info[key] = value.strip()
     except OSError:
-        pass
-    return platform.processor()
+        return platform.processor()
+    flags = set(info.get("flags", "").split())
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+        extra = [n for f, n in (("avx512_bf16", "BF16"), ("avx512_vnni", "VNNI"),
+                                ("avx512_vbmi2", "VBMI2"), ("amx_tile", "AMX")) if f in flags]
+        vec = "AVX-512" + (" with " + ", ".join(extra) if extra else "")
+    elif {"avx2", "fma"} <= flags:
+        vec = "AVX2 + FMA, no AVX-512"
+    else:
+        vec = "no AVX2"
+    name = info.get("model name", platform.processor())
+    return f"{name} (family {info.get('cpu family', '?')} model {info.get('model', '?')}; {vec})"
 
 
 def main():

@@ -66,8 +66,10 @@ run() {
   echo "cores: $n"
   python3 -c "import torch, ultralytics; print('PyTorch', torch.__version__, 'threads', torch.get_num_threads(), '· Ultralytics', ultralytics.__version__)"
 
-  echo "== 2. the default gradscope train at 1, 2 and $n threads"
-  for p in $(printf '%s\n' 1 2 "$n" | sort -nu); do
+  local counts
+  counts="$(printf '%s\n' 1 2 "$n" | sort -nu | tr '\n' ' ')"
+  echo "== 2. the default gradscope train at each of: ${counts}threads"
+  for p in $counts; do
     local dir="/tmp/default-$p"
     rm -rf "$dir" && mkdir -p "$dir"
     local t0 t1 rc=0
