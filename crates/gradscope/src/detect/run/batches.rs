@@ -6,7 +6,6 @@
 //! file name, under a title band that says what the boxes are.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use image::imageops::FilterType;
@@ -82,11 +81,6 @@ pub struct Drawing(Vec<(PathBuf, Pending)>);
 /// A picture's drawing, owning what it draws.
 type DrawJob = Box<dyn FnOnce() -> Result<(), DetectError> + Send>;
 
-/// The job in `slot`, once (whichever side takes it first).
-fn take(slot: &Mutex<Option<DrawJob>>) -> Option<DrawJob> {
-    slot.lock().unwrap_or_else(|p| p.into_inner()).take()
-}
-
 /// A picture started: drawing on its thread, or drawn already (no thread could be started).
 enum Pending {
     Thread(JoinHandle<Result<(), DetectError>>),
@@ -141,13 +135,16 @@ impl Drawing {
         job: DrawJob,
         thread: impl FnOnce(DrawJob) -> std::io::Result<JoinHandle<Result<(), DetectError>>>,
     ) {
-        // `spawn` drops its closure when it fails: the job waits in a slot both sides can take
-        // it from
-        let slot = Arc::new(Mutex::new(Some(job)));
-        let theirs = Arc::clone(&slot);
-        let pending = match thread(Box::new(move || take(&theirs).map_or(Ok(()), |j| j()))) {
-            Ok(h) => Pending::Thread(h),
-            Err(_) => Pending::Drawn(take(&slot).map_or(Ok(()), |j| j())),
+        // `spawn` drops its closure when it fails: the thread is started first, and the job
+        // sent to it once it runs (kept here otherwise)
+        let (tx, rx) = std::sync::mpsc::channel::<DrawJob>();
+        let pending = match thread(Box::new(move || rx.recv().map_or(Ok(()), |j| j()))) {
+            Ok(h) => match tx.send(job) {
+                Ok(()) => Pending::Thread(h),
+                // the thread ended without waiting for it (it cannot, short of a bug): draw here
+                Err(back) => Pending::Drawn((back.0)()),
+            },
+            Err(_) => Pending::Drawn(job()),
         };
         self.0.push((path, pending));
     }
@@ -364,6 +361,7 @@ fn grid(tiles: Vec<Tile>, title: &str, path: &Path) -> Result<(), DetectError> {
 mod tests {
     use super::*;
     use crate::detect::input::pixels::Pixels;
+    use std::sync::Arc;
 
     fn batch(s: usize) -> Batch {
         Batch {
