@@ -17,6 +17,10 @@
 //!   a ratio that machine noise hardly moves: the probe on every second step, each probed step
 //!   timed against the unprobed step right after it; prints the median and range of those ratios
 //!   and each kind's median ms.
+//! - `conv_census`: one YOLO26n training step (as `yolo_phases`) with the convolutions' census
+//!   on (`gradscope::kernels::census`): per kernel its time, its calls and the speed-up its
+//!   loops' splits allow at most on 2, 4, 8 and 16 threads — run at one thread, a bound on how
+//!   the step's convolutions can scale on a bigger machine, measured on this one.
 
 use std::time::Instant;
 
@@ -30,6 +34,7 @@ use gradscope::detect::objective::loss::{yolo_loss, LossGains};
 use gradscope::detect::optimize::ema::Ema;
 use gradscope::detect::optimize::optimizer::{GroupLr, GroupOptimizer};
 use gradscope::diagnose::evidence::median;
+use gradscope::kernels::census;
 use gradscope::nn::init::Init;
 use gradscope::nn::mlp::MlpConfig;
 use gradscope::nn::recurrent::{CellKind, RecurrentConfig};
@@ -413,6 +418,54 @@ fn run() {
                 v
             })
         }
+        "conv_census" => {
+            let mut y = YoloBench::new();
+            let step = |y: &mut YoloBench| {
+                let out = y.model.forward(y.x.clone(), &mut Tap::off());
+                let grads = y.loss(out.heads).backward();
+                y.update(grads, false);
+            };
+            step(&mut y);
+            let t = Instant::now();
+            census::start();
+            step(&mut y);
+            let calls = census::stop();
+            let step_ms = t.elapsed().as_secs_f64() * 1e3;
+            let threads = [2, 4, 8, 16];
+            let summary = |calls: &[census::Call]| {
+                let ms: f64 = calls.iter().map(|c| c.secs * 1e3).sum();
+                // the time in loops cut into fewer tasks than 16 threads
+                let few: f64 = calls
+                    .iter()
+                    .filter(|c| c.tasks < 16)
+                    .map(|c| c.secs * 1e3)
+                    .sum();
+                let bounds: Vec<String> = threads
+                    .iter()
+                    .map(|&p| format!("\"{p}\": {:.2}", census::ceiling(calls, p)))
+                    .collect();
+                format!(
+                    "{{\"calls\": {}, \"ms\": {ms:.1}, \"ms_under_16_tasks\": {few:.1}, \"ceiling\": {{{}}}}}",
+                    calls.len(),
+                    bounds.join(", ")
+                )
+            };
+            let kinds: Vec<String> = ["conv_forward", "conv_input_grad", "conv_weight_grad"]
+                .iter()
+                .map(|k| {
+                    let of: Vec<census::Call> =
+                        calls.iter().filter(|c| c.kind == *k).cloned().collect();
+                    format!("\"{k}\": {}", summary(&of))
+                })
+                .collect();
+            println!(
+                "{{\"engine\": \"gradscope\", \"bench\": \"conv_census\", \"threads\": {}, \"step_ms\": {step_ms:.1}, \"all\": {}, {}}}",
+                rayon::current_num_threads(),
+                summary(&calls),
+                kinds.join(", ")
+            );
+            return;
+        }
         "yolo_phases" => {
             // where a YOLO26n training step spends its time (batch 4 at 640, probe off)
             let mut y = YoloBench::new();
@@ -493,7 +546,7 @@ fn run() {
         }
         other => {
             eprintln!(
-                "unknown bench '{other}': mlp, mlp_probe, mlp_probe_alt, mlp_phases, conv, lstm, yolo_step, yolo_step_probe, yolo_probe_alt, yolo_phases, yolo_infer"
+                "unknown bench '{other}': mlp, mlp_probe, mlp_probe_alt, mlp_phases, conv, lstm, yolo_step, yolo_step_probe, yolo_probe_alt, yolo_phases, conv_census, yolo_infer"
             );
             std::process::exit(2);
         }

@@ -27,6 +27,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 use std::ops::Range;
 
+use super::census;
 use super::grads::hand_to;
 use super::host::{contiguous, gemm, record, tensor, values, zeroed_par, OutPtr, ShortRuns};
 
@@ -401,18 +402,24 @@ pub fn weight_grad(x: Images, dy: &[f32], g: &Geom) -> Vec<f32> {
     // Each partial is kept transposed, ∂L/∂W_gᵀ (k × cout_g) = cols · dY_gᵀ: with the k rows
     // of cols as the GEMM's long side it ran 1.2–1.6× faster than cout_g × k on YOLO's layers of
     // 16–64 channels and about as fast on 128–256 (`examples/convparts.rs`).
-    // Rows `ks` of one image's contribution (dW_gᵀ rows ks += cols[ks] · dY_gᵀ), written to
-    // `dwt` (those rows of the run's partial, k × cout_g per group) or added to it.
-    let per_image = |dwt: OutPtr, col: &mut [f32], img: usize, first: bool, ks: &Range<usize>| {
+    // Rows `ks` of one image's contribution over the output rows `blocks` (dW_gᵀ rows ks +=
+    // cols[ks] · dY_gᵀ), written to `dwt` (those rows of the task's partial, k × cout_g per
+    // group) or added to it.
+    let per_image = |dwt: OutPtr,
+                     col: &mut [f32],
+                     img: usize,
+                     first: bool,
+                     ks: &Range<usize>,
+                     blocks: &[(usize, usize)]| {
         for grp in 0..g.groups {
             let xs = &x.image(img)[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
             let dys = &dy[(img * g.cout + grp * cout_g) * plane..][..cout_g * plane];
-            for (b, rows) in row_blocks(g).enumerate() {
+            for (b, &rows) in blocks.iter().enumerate() {
                 let p0 = rows.0 * g.ow();
                 let width = (rows.1 - rows.0) * g.ow();
                 let (cols, cols_rs) = block_cols(xs, g, col, rows, ks.clone());
-                // SAFETY: rows ks of group grp's k × cout_g part of this run's partial are this
-                // task's alone (the tasks split the runs and the rows); `dwt` points at the
+                // SAFETY: rows ks of group grp's k × cout_g part of this partial are this
+                // task's alone (the tasks split the partials and the rows); `dwt` points at the
                 // partial, which holds groups · k · cout_g elements.
                 let dst = unsafe {
                     std::slice::from_raw_parts_mut(
@@ -438,53 +445,66 @@ pub fn weight_grad(x: Images, dy: &[f32], g: &Geom) -> Vec<f32> {
             }
         }
     };
-    // Images are split into at most 8 fixed runs, each summed in order into its own partial, and
-    // the partials are added in order: the result does not depend on rayon's scheduling, so
-    // training stays bit-for-bit reproducible. Each run's rows of dWᵀ are split among tasks too
-    // (each computes only its rows of the columns), in pieces set by the work alone.
+    // Images are split into at most 8 fixed runs and each image's output rows into spans, each
+    // (run, span) summed in order into its own partial, and the partials are added in order: the
+    // result does not depend on rayon's scheduling or the number of threads, so training stays
+    // bit-for-bit reproducible. Each partial's rows of dWᵀ are split among tasks too (each
+    // computes only its rows of the columns). All three in pieces set by the work alone: the
+    // spans only where runs × row pieces give fewer than `TASKS` tasks (YOLO's 1×1 layers of
+    // 32–96 channels and its first layers gave 4 tasks at batch 4: 4 of 16 threads busy in a
+    // third of the backward's convolution time).
     let run = g.n.div_ceil(8).max(1);
     let runs = g.n.div_ceil(run);
     let ks: Vec<Range<usize>> = pieces(k, rows_per_task(k, runs, 128)).collect();
+    let blocks: Vec<(usize, usize)> = row_blocks(g).collect();
+    let want = TASKS.div_ceil(runs * ks.len().max(1));
+    let spans: Vec<&[(usize, usize)]> = blocks
+        .chunks(blocks.len().div_ceil(want.max(1)).max(1))
+        .collect();
     let col_len = if g.is_pointwise() {
         0
     } else {
         ks.first().map_or(0, |r| r.len()) * rows_per_block(g) * g.ow()
     };
-    // the partials' zero-fill done by the tasks, each its own rows (one memset of up to 8 × the
+    // the partials' zero-fill done by the tasks, each its own rows (one memset of up to 16 × the
     // weight's size on one thread before)
-    let mut partials: Vec<Vec<f32>> = (0..runs).map(|_| Vec::with_capacity(g.cout * k)).collect();
+    let parts = runs * spans.len();
+    let mut partials: Vec<Vec<f32>> = (0..parts).map(|_| Vec::with_capacity(g.cout * k)).collect();
     let ptrs: Vec<OutPtr> = partials
         .iter_mut()
         .map(|p| OutPtr(p.as_mut_ptr()))
         .collect();
-    (0..runs * ks.len())
-        .into_par_iter()
-        .short_runs()
-        .for_each(|task| {
-            let (r, kr) = (task / ks.len(), &ks[task % ks.len()]);
-            for grp in 0..g.groups {
-                // SAFETY: rows kr of group grp's k × cout_g part of run r's partial are this task's
-                // alone, inside the partial's g.cout · k = groups · k · cout_g elements of capacity.
-                unsafe {
-                    std::ptr::write_bytes(
-                        ptrs[r].at((grp * k + kr.start) * cout_g),
-                        0,
-                        kr.len() * cout_g,
-                    )
-                };
-            }
-            with_scratch(col_len, |col| {
-                for img in r * run..((r + 1) * run).min(g.n) {
-                    per_image(ptrs[r], col, img, img == r * run, kr);
+    census::timed("conv_weight_grad", parts * ks.len(), || {
+        (0..parts * ks.len())
+            .into_par_iter()
+            .short_runs()
+            .for_each(|task| {
+                let (part, kr) = (task / ks.len(), &ks[task % ks.len()]);
+                let (r, span) = (part / spans.len(), spans[part % spans.len()]);
+                for grp in 0..g.groups {
+                    // SAFETY: rows kr of group grp's k × cout_g part of this partial are this task's
+                    // alone, inside the partial's g.cout · k = groups · k · cout_g elements of capacity.
+                    unsafe {
+                        std::ptr::write_bytes(
+                            ptrs[part].at((grp * k + kr.start) * cout_g),
+                            0,
+                            kr.len() * cout_g,
+                        )
+                    };
                 }
+                with_scratch(col_len, |col| {
+                    for img in r * run..((r + 1) * run).min(g.n) {
+                        per_image(ptrs[part], col, img, img == r * run, kr, span);
+                    }
+                });
             });
-        });
+    });
     for p in partials.iter_mut() {
         // SAFETY: the tasks zero-filled every element (the pieces ks cover 0..k in every group)
         // before adding into it.
         unsafe { p.set_len(g.cout * k) };
     }
-    // the partials summed in run order (as a running sum would), and back to
+    // the partials summed in order (as a running sum would), and back to
     // [cout, cin_g, kh, kw]: group by group, (k × cout_g) → (cout_g × k); one task per output row
     zeroed_par(g.cout * k, k, |r, row| {
         let Some((first, rest)) = partials.split_first() else {
@@ -614,7 +634,7 @@ pub fn input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
         return depthwise_input_grad(w, dy, g);
     }
     if let Some((gt, wt)) = transposed(w, g) {
-        return forward_gemm(Images::dense(dy, &gt), &wt, &gt);
+        return gemm_conv(Images::dense(dy, &gt), &wt, &gt, "conv_input_grad");
     }
     let (cin_g, cout_g, k) = (g.cin_g(), g.cout_g(), g.k());
     let (plane, kk, hw) = (g.oh() * g.ow(), g.kh * g.kw, g.h * g.w);
@@ -625,57 +645,59 @@ pub fn input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     } else {
         cc.min(cin_g) * kk * rows_per_block(g) * g.ow()
     };
-    zeroed_par(g.n * g.cin * hw, cc * hw, |piece, dx| {
-        let (img, c0) = (piece / per_image, piece % per_image * cc);
-        with_scratch(col_len, |col| {
-            for grp in 0..g.groups {
-                let dys = &dy[(img * g.cout + grp * cout_g) * plane..][..cout_g * plane];
-                let wg = &w[grp * cout_g * k..][..cout_g * k];
-                // this piece's channels of the group: [gc0, gc0 + gcn), at dxg
-                let (gc0, gcn) = if g.groups == 1 { (c0, cc) } else { (0, cin_g) };
-                let dxg = &mut dx[grp * cin_g * hw..][..gcn * hw];
-                if g.is_pointwise() {
-                    // dX_g[gc] (gcn × plane) = W_gᵀ[gc] (gcn × cout_g) · dY_g (cout_g × plane)
-                    gemm(
-                        gcn,
-                        plane,
-                        cout_g,
-                        dxg,
-                        false,
-                        &wg[gc0..],
-                        1,
-                        k,
-                        dys,
-                        plane,
-                        1,
-                        g.n == 1 && per_image == 1,
-                    );
-                    continue;
+    census::timed("conv_input_grad", g.n * per_image, || {
+        zeroed_par(g.n * g.cin * hw, cc * hw, |piece, dx| {
+            let (img, c0) = (piece / per_image, piece % per_image * cc);
+            with_scratch(col_len, |col| {
+                for grp in 0..g.groups {
+                    let dys = &dy[(img * g.cout + grp * cout_g) * plane..][..cout_g * plane];
+                    let wg = &w[grp * cout_g * k..][..cout_g * k];
+                    // this piece's channels of the group: [gc0, gc0 + gcn), at dxg
+                    let (gc0, gcn) = if g.groups == 1 { (c0, cc) } else { (0, cin_g) };
+                    let dxg = &mut dx[grp * cin_g * hw..][..gcn * hw];
+                    if g.is_pointwise() {
+                        // dX_g[gc] (gcn × plane) = W_gᵀ[gc] (gcn × cout_g) · dY_g (cout_g × plane)
+                        gemm(
+                            gcn,
+                            plane,
+                            cout_g,
+                            dxg,
+                            false,
+                            &wg[gc0..],
+                            1,
+                            k,
+                            dys,
+                            plane,
+                            1,
+                            g.n == 1 && per_image == 1,
+                        );
+                        continue;
+                    }
+                    // per block of output rows: the piece's rows of cols = W_gᵀ · dY_g[:, block],
+                    // added back by col2im
+                    let ks = gc0 * kk..(gc0 + gcn) * kk;
+                    for rows in row_blocks(g) {
+                        let width = (rows.1 - rows.0) * g.ow();
+                        let cols = &mut col[..ks.len() * width];
+                        let p0 = rows.0 * g.ow();
+                        gemm(
+                            ks.len(),
+                            width,
+                            cout_g,
+                            cols,
+                            false,
+                            &wg[ks.start..],
+                            1,
+                            k,
+                            &dys[p0..],
+                            plane,
+                            1,
+                            false,
+                        );
+                        col2im(cols, g, dxg, rows);
+                    }
                 }
-                // per block of output rows: the piece's rows of cols = W_gᵀ · dY_g[:, block],
-                // added back by col2im
-                let ks = gc0 * kk..(gc0 + gcn) * kk;
-                for rows in row_blocks(g) {
-                    let width = (rows.1 - rows.0) * g.ow();
-                    let cols = &mut col[..ks.len() * width];
-                    let p0 = rows.0 * g.ow();
-                    gemm(
-                        ks.len(),
-                        width,
-                        cout_g,
-                        cols,
-                        false,
-                        &wg[ks.start..],
-                        1,
-                        k,
-                        &dys[p0..],
-                        plane,
-                        1,
-                        false,
-                    );
-                    col2im(cols, g, dxg, rows);
-                }
-            }
+            })
         })
     })
 }
@@ -702,7 +724,6 @@ fn input_channels_per_task(g: &Geom) -> usize {
 /// Returns that convolution's geometry and kernel, or `None` when it does not apply.
 fn transposed(w: &[f32], g: &Geom) -> Option<(Geom, Vec<f32>)> {
     if g.groups != 1
-        || g.is_pointwise()
         || g.stride != [1, 1]
         || g.dilation != [1, 1]
         || g.pad[0] + 1 > g.kh
@@ -803,6 +824,11 @@ fn tap_rows(g: &Geom, wc: &[f32], mut f: impl FnMut(TapRow)) {
 /// per image, group and block of output rows (so a single image is split too), and per piece of
 /// output channels where those are fewer than `TASKS`.
 pub fn forward_gemm(x: Images, w: &[f32], g: &Geom) -> Vec<f32> {
+    gemm_conv(x, w, g, "conv_forward")
+}
+
+/// [`forward_gemm`], its loop entered in the [`census`] as `kind`.
+fn gemm_conv(x: Images, w: &[f32], g: &Geom, kind: &'static str) -> Vec<f32> {
     let (cin_g, cout_g, k) = (g.cin_g(), g.cout_g(), g.k());
     let plane = g.oh() * g.ow();
     let total = g.n * g.cout * plane;
@@ -816,38 +842,40 @@ pub fn forward_gemm(x: Images, w: &[f32], g: &Geom) -> Vec<f32> {
     let min_rows = if g.is_pointwise() { 128 } else { 64 };
     let chunks: Vec<Range<usize>> =
         pieces(cout_g, rows_per_task(cout_g, tasks, min_rows)).collect();
-    (0..tasks).into_par_iter().short_runs().for_each(|task| {
-        let rows = blocks[task % blocks.len()];
-        let (img, grp) = (
-            task / blocks.len() / g.groups,
-            task / blocks.len() % g.groups,
-        );
-        let xs = &x.image(img)[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
-        let p0 = rows.0 * g.ow();
-        let width = (rows.1 - rows.0) * g.ow();
-        with_scratch(col_len, |col| {
-            let (cols, cols_rs) = block_cols(xs, g, col, rows, 0..k);
-            chunks.par_iter().short_runs().for_each(|ch| {
-                let c0 = grp * cout_g + ch.start;
-                // SAFETY: this task writes rows p0 .. p0 + width of output channels `ch` of
-                // group grp of image img, inside the `total` elements reserved above; the
-                // tasks cover every (image, channel, position) exactly once, so the writes
-                // are disjoint and the whole buffer is initialised when the loop ends.
-                unsafe {
-                    super::host::gemm_raw(
-                        ch.len(),
-                        width,
-                        k,
-                        out.at((img * g.cout + c0) * plane + p0),
-                        plane,
-                        &w[c0 * k..][..ch.len() * k],
-                        k,
-                        1,
-                        cols,
-                        cols_rs,
-                        1,
-                    )
-                };
+    census::timed(kind, tasks * chunks.len(), || {
+        (0..tasks).into_par_iter().short_runs().for_each(|task| {
+            let rows = blocks[task % blocks.len()];
+            let (img, grp) = (
+                task / blocks.len() / g.groups,
+                task / blocks.len() % g.groups,
+            );
+            let xs = &x.image(img)[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
+            let p0 = rows.0 * g.ow();
+            let width = (rows.1 - rows.0) * g.ow();
+            with_scratch(col_len, |col| {
+                let (cols, cols_rs) = block_cols(xs, g, col, rows, 0..k);
+                chunks.par_iter().short_runs().for_each(|ch| {
+                    let c0 = grp * cout_g + ch.start;
+                    // SAFETY: this task writes rows p0 .. p0 + width of output channels `ch` of
+                    // group grp of image img, inside the `total` elements reserved above; the
+                    // tasks cover every (image, channel, position) exactly once, so the writes
+                    // are disjoint and the whole buffer is initialised when the loop ends.
+                    unsafe {
+                        super::host::gemm_raw(
+                            ch.len(),
+                            width,
+                            k,
+                            out.at((img * g.cout + c0) * plane + p0),
+                            plane,
+                            &w[c0 * k..][..ch.len() * k],
+                            k,
+                            1,
+                            cols,
+                            cols_rs,
+                            1,
+                        )
+                    };
+                })
             })
         })
     });

@@ -25,6 +25,7 @@ pub mod bce;
 pub mod bn_act;
 pub mod branch;
 pub mod cat;
+pub mod census;
 pub mod conv;
 pub mod ema;
 pub mod grads;
