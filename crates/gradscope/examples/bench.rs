@@ -21,6 +21,9 @@
 //!   on (`gradscope::kernels::census`): per kernel its time, its calls and the speed-up its
 //!   loops' splits allow at most on 2, 4, 8 and 16 threads — run at one thread, a bound on how
 //!   the step's convolutions can scale on a bigger machine, measured on this one.
+//!
+//! `BENCH_BATCH` and `BENCH_IMGSZ` set the YOLO training benchmarks' batch and input side
+//! (default 4 at 640).
 
 use std::time::Instant;
 
@@ -162,9 +165,19 @@ struct YoloBench {
     x: Tensor<4>,
     targets: Vec<Vec<(usize, [f32; 4])>>,
     anchors: Anchors,
+    /// The input side.
+    size: usize,
 }
 
-const YOLO_SIZE: usize = 640;
+/// `BENCH_IMGSZ`: the YOLO training benchmarks' input side (default 640; a multiple of 32).
+/// `BENCH_BATCH=2 BENCH_IMGSZ=256`: the shapes of the default `gradscope train`.
+fn yolo_size() -> usize {
+    std::env::var("BENCH_IMGSZ")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|s: &usize| *s >= 32 && s.is_multiple_of(32))
+        .unwrap_or(640)
+}
 
 impl YoloBench {
     fn new() -> Self {
@@ -172,7 +185,9 @@ impl YoloBench {
         let cfg = YoloConfig::from_name("yolo26n.yaml", 80).expect("built in");
         device.seed(0);
         let model = cfg.init(&device);
-        let (s, b) = (YOLO_SIZE, yolo_batch());
+        let (s, b) = (yolo_size(), yolo_batch());
+        // the boxes below are for 640
+        let f = s as f32 / 640.0;
         let x = Tensor::<4>::from_data(
             TensorData::new(det(b * 3 * s * s, 0.0, 1.0, 5), [b, 3, s, s]),
             &device,
@@ -183,7 +198,8 @@ impl YoloBench {
                 (0..3)
                     .map(|k| {
                         let o = (60 * k + 40 * (i % 4)) as f32;
-                        ((i * 3 + k) % 80, [o + 20.0, o + 30.0, o + 140.0, o + 200.0])
+                        let b = [o + 20.0, o + 30.0, o + 140.0, o + 200.0];
+                        ((i * 3 + k) % 80, b.map(|v| v * f))
                     })
                     .collect()
             })
@@ -195,11 +211,12 @@ impl YoloBench {
             x,
             targets,
             anchors: Anchors::new(s, s, &[8, 16, 32]),
+            size: s,
         }
     }
 
     fn loss(&self, heads: gradscope::yolo::head::HeadOutput) -> Tensor<1> {
-        let s = YOLO_SIZE;
+        let s = self.size;
         yolo_loss(
             heads.one2many,
             heads.one2one,
@@ -458,6 +475,18 @@ fn run() {
                     format!("\"{k}\": {}", summary(&of))
                 })
                 .collect();
+            // the longest loops of fewer tasks than 16 threads, on stderr
+            let mut few: Vec<&census::Call> = calls.iter().filter(|c| c.tasks < 16).collect();
+            few.sort_by(|a, b| b.secs.total_cmp(&a.secs));
+            for c in few.iter().take(10) {
+                eprintln!(
+                    "{:>7.2} ms {:>3} tasks  {:<16} {}",
+                    c.secs * 1e3,
+                    c.tasks,
+                    c.kind,
+                    c.shape
+                );
+            }
             println!(
                 "{{\"engine\": \"gradscope\", \"bench\": \"conv_census\", \"threads\": {}, \"step_ms\": {step_ms:.1}, \"all\": {}, {}}}",
                 rayon::current_num_threads(),

@@ -1,6 +1,7 @@
 //! The convolutions' backward is cut into tasks by the work, enough of them for 16 threads, on
 //! the layers that had too few: YOLO26n's 1×1 layers of 32–96 channels and its first layers, at
-//! batch 4, each gave 4 tasks (one per image), so 12 of 16 threads waited through them.
+//! batch 4, each gave 4 tasks (one per image), so 12 of 16 threads waited through them; its
+//! layers at 20² gave 8–12.
 //! (Its own test binary: the census is process-wide, and here nothing else runs beside it.)
 
 use burn::tensor::{Tensor, TensorData};
@@ -70,8 +71,15 @@ fn the_backward_of_few_images_is_cut_into_enough_tasks_for_16_threads() {
         let two: Vec<(&str, usize)> = calls.iter().map(|c| (c.kind, c.tasks)).collect();
         assert_eq!(one, two);
     }
-    // a 1×1 layer's input gradient is a 1×1 convolution itself, split as the forward is
-    let calls = census_of(48, 64, 1, 1, 160, 2);
-    let ig = tasks(&calls, "conv_input_grad");
-    assert!(!ig.is_empty() && ig.iter().all(|&t| t >= 16), "{calls:?}");
+    // a 1×1 layer's input gradient is a 1×1 convolution itself, split as the forward is, and a
+    // strided 3×3 one of 16 channels is split into pieces of 4 channels
+    for (cin, cout, k, s, hw) in [(48, 64, 1, 1, 160), (16, 32, 3, 2, 320)] {
+        let calls = census_of(cin, cout, k, s, hw, 2);
+        let ig = tasks(&calls, "conv_input_grad");
+        assert!(!ig.is_empty() && ig.iter().all(|&t| t >= 16), "{calls:?}");
+    }
+    // a 1×1 layer at 20² (one block an image, 12 tasks from its rows of dWᵀ): spans of narrower
+    // blocks
+    let calls = census_of(384, 256, 1, 1, 20, 2);
+    assert!(tasks(&calls, "conv_weight_grad")[0] >= 16, "{calls:?}");
 }

@@ -24,6 +24,9 @@ pub struct Call {
     pub kind: &'static str,
     /// The independent tasks the loop was cut into.
     pub tasks: usize,
+    /// The convolution it ran, as `n×cin×h×w → cout, kh×kw s<stride>[ g<groups>]` (an input
+    /// gradient run as a convolution of ∂L/∂Y: that convolution).
+    pub shape: String,
     /// The loop's wall time.
     pub secs: f64,
 }
@@ -45,15 +48,27 @@ fn calls() -> std::sync::MutexGuard<'static, Vec<Call>> {
     CALLS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `f`, a loop of `tasks` independent tasks, and records it when the census is on.
-pub(crate) fn timed<R>(kind: &'static str, tasks: usize, f: impl FnOnce() -> R) -> R {
+/// Runs `f`, a loop of `tasks` independent tasks over `shape`, and records it when the census
+/// is on.
+pub(crate) fn timed<R>(
+    kind: &'static str,
+    tasks: usize,
+    shape: impl FnOnce() -> String,
+    f: impl FnOnce() -> R,
+) -> R {
     if !ON.load(Ordering::Relaxed) {
         return f();
     }
     let t = Instant::now();
     let r = f();
     let secs = t.elapsed().as_secs_f64();
-    calls().push(Call { kind, tasks, secs });
+    let shape = shape();
+    calls().push(Call {
+        kind,
+        tasks,
+        secs,
+        shape,
+    });
     r
 }
 
@@ -84,6 +99,7 @@ mod tests {
             kind: "conv_forward",
             tasks,
             secs,
+            shape: String::new(),
         }
     }
 

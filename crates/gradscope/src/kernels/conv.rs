@@ -50,6 +50,19 @@ pub struct Geom {
 }
 
 impl Geom {
+    /// `n×cin×h×w → cout, kh×kw s<stride>`, and ` g<groups>` when grouped.
+    pub fn describe(&self) -> String {
+        let groups = if self.groups > 1 {
+            format!(" g{}", self.groups)
+        } else {
+            String::new()
+        };
+        format!(
+            "{}×{}×{}×{} → {}, {}×{} s{}{groups}",
+            self.n, self.cin, self.h, self.w, self.cout, self.kh, self.kw, self.stride[0]
+        )
+    }
+
     pub fn oh(&self) -> usize {
         (self.h + 2 * self.pad[0] - self.dilation[0] * (self.kh - 1) - 1) / self.stride[0] + 1
     }
@@ -380,6 +393,18 @@ fn rows_per_task(m: usize, tasks: usize, min_rows: usize) -> usize {
     m.div_ceil(pieces).next_multiple_of(16).min(m.max(1))
 }
 
+/// Output rows per block of the weight gradient: [`rows_per_block`], or fewer where that gives an
+/// image fewer than `spans` blocks, down to blocks of [`SPLIT_WIDTH`] positions.
+fn span_rows(g: &Geom, spans: usize) -> usize {
+    let (oh, rb) = (g.oh().max(1), rows_per_block(g));
+    if oh.div_ceil(rb) >= spans {
+        return rb;
+    }
+    oh.div_ceil(spans.max(1))
+        .max(SPLIT_WIDTH.div_ceil(g.ow().max(1)))
+        .min(rb)
+}
+
 /// The number of tasks a convolution kernel aims for: the largest pool we measure (16 threads).
 const TASKS: usize = 16;
 
@@ -456,8 +481,10 @@ pub fn weight_grad(x: Images, dy: &[f32], g: &Geom) -> Vec<f32> {
     let run = g.n.div_ceil(8).max(1);
     let runs = g.n.div_ceil(run);
     let ks: Vec<Range<usize>> = pieces(k, rows_per_task(k, runs, 128)).collect();
-    let blocks: Vec<(usize, usize)> = row_blocks(g).collect();
+    // spans of whole blocks, or of narrower blocks (down to `SPLIT_WIDTH` positions) where an
+    // image has fewer blocks than spans wanted (YOLO's layers at 20²–32²)
     let want = TASKS.div_ceil(runs * ks.len().max(1));
+    let blocks: Vec<(usize, usize)> = blocks_of(g.oh(), span_rows(g, want)).collect();
     let spans: Vec<&[(usize, usize)]> = blocks
         .chunks(blocks.len().div_ceil(want.max(1)).max(1))
         .collect();
@@ -474,31 +501,36 @@ pub fn weight_grad(x: Images, dy: &[f32], g: &Geom) -> Vec<f32> {
         .iter_mut()
         .map(|p| OutPtr(p.as_mut_ptr()))
         .collect();
-    census::timed("conv_weight_grad", parts * ks.len(), || {
-        (0..parts * ks.len())
-            .into_par_iter()
-            .short_runs()
-            .for_each(|task| {
-                let (part, kr) = (task / ks.len(), &ks[task % ks.len()]);
-                let (r, span) = (part / spans.len(), spans[part % spans.len()]);
-                for grp in 0..g.groups {
-                    // SAFETY: rows kr of group grp's k × cout_g part of this partial are this task's
-                    // alone, inside the partial's g.cout · k = groups · k · cout_g elements of capacity.
-                    unsafe {
-                        std::ptr::write_bytes(
-                            ptrs[part].at((grp * k + kr.start) * cout_g),
-                            0,
-                            kr.len() * cout_g,
-                        )
-                    };
-                }
-                with_scratch(col_len, |col| {
-                    for img in r * run..((r + 1) * run).min(g.n) {
-                        per_image(ptrs[part], col, img, img == r * run, kr, span);
+    census::timed(
+        "conv_weight_grad",
+        parts * ks.len(),
+        || g.describe(),
+        || {
+            (0..parts * ks.len())
+                .into_par_iter()
+                .short_runs()
+                .for_each(|task| {
+                    let (part, kr) = (task / ks.len(), &ks[task % ks.len()]);
+                    let (r, span) = (part / spans.len(), spans[part % spans.len()]);
+                    for grp in 0..g.groups {
+                        // SAFETY: rows kr of group grp's k × cout_g part of this partial are this task's
+                        // alone, inside the partial's g.cout · k = groups · k · cout_g elements of capacity.
+                        unsafe {
+                            std::ptr::write_bytes(
+                                ptrs[part].at((grp * k + kr.start) * cout_g),
+                                0,
+                                kr.len() * cout_g,
+                            )
+                        };
                     }
+                    with_scratch(col_len, |col| {
+                        for img in r * run..((r + 1) * run).min(g.n) {
+                            per_image(ptrs[part], col, img, img == r * run, kr, span);
+                        }
+                    });
                 });
-            });
-    });
+        },
+    );
     for p in partials.iter_mut() {
         // SAFETY: the tasks zero-filled every element (the pieces ks cover 0..k in every group)
         // before adding into it.
@@ -645,72 +677,80 @@ pub fn input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     } else {
         cc.min(cin_g) * kk * rows_per_block(g) * g.ow()
     };
-    census::timed("conv_input_grad", g.n * per_image, || {
-        zeroed_par(g.n * g.cin * hw, cc * hw, |piece, dx| {
-            let (img, c0) = (piece / per_image, piece % per_image * cc);
-            with_scratch(col_len, |col| {
-                for grp in 0..g.groups {
-                    let dys = &dy[(img * g.cout + grp * cout_g) * plane..][..cout_g * plane];
-                    let wg = &w[grp * cout_g * k..][..cout_g * k];
-                    // this piece's channels of the group: [gc0, gc0 + gcn), at dxg
-                    let (gc0, gcn) = if g.groups == 1 { (c0, cc) } else { (0, cin_g) };
-                    let dxg = &mut dx[grp * cin_g * hw..][..gcn * hw];
-                    if g.is_pointwise() {
-                        // dX_g[gc] (gcn × plane) = W_gᵀ[gc] (gcn × cout_g) · dY_g (cout_g × plane)
-                        gemm(
-                            gcn,
-                            plane,
-                            cout_g,
-                            dxg,
-                            false,
-                            &wg[gc0..],
-                            1,
-                            k,
-                            dys,
-                            plane,
-                            1,
-                            g.n == 1 && per_image == 1,
-                        );
-                        continue;
+    census::timed(
+        "conv_input_grad",
+        g.n * per_image,
+        || g.describe(),
+        || {
+            zeroed_par(g.n * g.cin * hw, cc * hw, |piece, dx| {
+                let (img, c0) = (piece / per_image, piece % per_image * cc);
+                with_scratch(col_len, |col| {
+                    for grp in 0..g.groups {
+                        let dys = &dy[(img * g.cout + grp * cout_g) * plane..][..cout_g * plane];
+                        let wg = &w[grp * cout_g * k..][..cout_g * k];
+                        // this piece's channels of the group: [gc0, gc0 + gcn), at dxg
+                        let (gc0, gcn) = if g.groups == 1 { (c0, cc) } else { (0, cin_g) };
+                        let dxg = &mut dx[grp * cin_g * hw..][..gcn * hw];
+                        if g.is_pointwise() {
+                            // dX_g[gc] (gcn × plane) = W_gᵀ[gc] (gcn × cout_g) · dY_g (cout_g × plane)
+                            gemm(
+                                gcn,
+                                plane,
+                                cout_g,
+                                dxg,
+                                false,
+                                &wg[gc0..],
+                                1,
+                                k,
+                                dys,
+                                plane,
+                                1,
+                                g.n == 1 && per_image == 1,
+                            );
+                            continue;
+                        }
+                        // per block of output rows: the piece's rows of cols = W_gᵀ · dY_g[:, block],
+                        // added back by col2im
+                        let ks = gc0 * kk..(gc0 + gcn) * kk;
+                        for rows in row_blocks(g) {
+                            let width = (rows.1 - rows.0) * g.ow();
+                            let cols = &mut col[..ks.len() * width];
+                            let p0 = rows.0 * g.ow();
+                            gemm(
+                                ks.len(),
+                                width,
+                                cout_g,
+                                cols,
+                                false,
+                                &wg[ks.start..],
+                                1,
+                                k,
+                                &dys[p0..],
+                                plane,
+                                1,
+                                false,
+                            );
+                            col2im(cols, g, dxg, rows);
+                        }
                     }
-                    // per block of output rows: the piece's rows of cols = W_gᵀ · dY_g[:, block],
-                    // added back by col2im
-                    let ks = gc0 * kk..(gc0 + gcn) * kk;
-                    for rows in row_blocks(g) {
-                        let width = (rows.1 - rows.0) * g.ow();
-                        let cols = &mut col[..ks.len() * width];
-                        let p0 = rows.0 * g.ow();
-                        gemm(
-                            ks.len(),
-                            width,
-                            cout_g,
-                            cols,
-                            false,
-                            &wg[ks.start..],
-                            1,
-                            k,
-                            &dys[p0..],
-                            plane,
-                            1,
-                            false,
-                        );
-                        col2im(cols, g, dxg, rows);
-                    }
-                }
+                })
             })
-        })
-    })
+        },
+    )
 }
 
 /// The input gradient's tasks: one per image and piece of this many input channels (a divisor
-/// of cin, from [`rows_per_task`] with pieces of at least 128 rows of the columns); grouped
-/// convolutions keep whole images.
+/// of cin), enough pieces for [`TASKS`] tasks where each keeps at least 32 rows of the columns
+/// (with 128, YOLO26n's second layer, 16 channels 3×3 at stride 2, was one task per image: 4
+/// tasks, a tenth of the step's input-gradient time); grouped convolutions keep whole images.
 fn input_channels_per_task(g: &Geom) -> usize {
     if g.groups != 1 {
         return g.cin;
     }
-    let want = rows_per_task(g.cin, g.n, 128usize.div_ceil(g.kh * g.kw));
-    (1..=want.min(g.cin))
+    let least = 32usize.div_ceil(g.kh * g.kw);
+    let pieces = TASKS.div_ceil(g.n.max(1)).min(g.cin / least.max(1)).max(1);
+    let most = g.cin.div_ceil(pieces);
+    (1..=most.min(g.cin))
         .rev()
         .find(|d| g.cin.is_multiple_of(*d))
         .unwrap_or(g.cin)
@@ -842,43 +882,48 @@ fn gemm_conv(x: Images, w: &[f32], g: &Geom, kind: &'static str) -> Vec<f32> {
     let min_rows = if g.is_pointwise() { 128 } else { 64 };
     let chunks: Vec<Range<usize>> =
         pieces(cout_g, rows_per_task(cout_g, tasks, min_rows)).collect();
-    census::timed(kind, tasks * chunks.len(), || {
-        (0..tasks).into_par_iter().short_runs().for_each(|task| {
-            let rows = blocks[task % blocks.len()];
-            let (img, grp) = (
-                task / blocks.len() / g.groups,
-                task / blocks.len() % g.groups,
-            );
-            let xs = &x.image(img)[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
-            let p0 = rows.0 * g.ow();
-            let width = (rows.1 - rows.0) * g.ow();
-            with_scratch(col_len, |col| {
-                let (cols, cols_rs) = block_cols(xs, g, col, rows, 0..k);
-                chunks.par_iter().short_runs().for_each(|ch| {
-                    let c0 = grp * cout_g + ch.start;
-                    // SAFETY: this task writes rows p0 .. p0 + width of output channels `ch` of
-                    // group grp of image img, inside the `total` elements reserved above; the
-                    // tasks cover every (image, channel, position) exactly once, so the writes
-                    // are disjoint and the whole buffer is initialised when the loop ends.
-                    unsafe {
-                        super::host::gemm_raw(
-                            ch.len(),
-                            width,
-                            k,
-                            out.at((img * g.cout + c0) * plane + p0),
-                            plane,
-                            &w[c0 * k..][..ch.len() * k],
-                            k,
-                            1,
-                            cols,
-                            cols_rs,
-                            1,
-                        )
-                    };
+    census::timed(
+        kind,
+        tasks * chunks.len(),
+        || g.describe(),
+        || {
+            (0..tasks).into_par_iter().short_runs().for_each(|task| {
+                let rows = blocks[task % blocks.len()];
+                let (img, grp) = (
+                    task / blocks.len() / g.groups,
+                    task / blocks.len() % g.groups,
+                );
+                let xs = &x.image(img)[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
+                let p0 = rows.0 * g.ow();
+                let width = (rows.1 - rows.0) * g.ow();
+                with_scratch(col_len, |col| {
+                    let (cols, cols_rs) = block_cols(xs, g, col, rows, 0..k);
+                    chunks.par_iter().short_runs().for_each(|ch| {
+                        let c0 = grp * cout_g + ch.start;
+                        // SAFETY: this task writes rows p0 .. p0 + width of output channels `ch` of
+                        // group grp of image img, inside the `total` elements reserved above; the
+                        // tasks cover every (image, channel, position) exactly once, so the writes
+                        // are disjoint and the whole buffer is initialised when the loop ends.
+                        unsafe {
+                            super::host::gemm_raw(
+                                ch.len(),
+                                width,
+                                k,
+                                out.at((img * g.cout + c0) * plane + p0),
+                                plane,
+                                &w[c0 * k..][..ch.len() * k],
+                                k,
+                                1,
+                                cols,
+                                cols_rs,
+                                1,
+                            )
+                        };
+                    })
                 })
             })
-        })
-    });
+        },
+    );
     // SAFETY: every element was written by exactly one task above.
     unsafe { y.set_len(total) };
     y
@@ -1214,7 +1259,7 @@ mod tests {
         check(geom(2, 3, [9, 7], 4, 5, 1, 2, 1));
         // layers big enough that the work is split inside an image: the forward's output
         // channels, the weight gradient's rows, the input gradient's channels (strided: its own
-        // kernel; pointwise: the GEMM alone)
+        // kernel)
         // one image at 20²: the forward splits its rows, which the default blocking keeps whole
         for one in [
             geom(1, 32, [20, 20], 64, 3, 1, 1, 1),
@@ -1231,9 +1276,15 @@ mod tests {
         let strided = geom(2, 80, [40, 40], 48, 3, 2, 1, 1);
         assert!(input_channels_per_task(&strided) < 80);
         check(strided);
+        // a 1×1 layer's input gradient: a 1×1 convolution of ∂L/∂Y, split as a forward
         let pointwise = geom(1, 256, [40, 40], 48, 1, 1, 0, 1);
-        assert!(input_channels_per_task(&pointwise) < 256);
+        assert!(transposed(&vec![0.0; 48 * 256], &pointwise).is_some());
         check(pointwise);
+        // few images and one block an image: the weight gradient's spans of narrower blocks
+        let few = geom(2, 64, [20, 20], 32, 1, 1, 0, 1);
+        assert_eq!(row_blocks(&few).count(), 1);
+        assert!(blocks_of(few.oh(), span_rows(&few, 8)).count() > 1);
+        check(few);
         let mut dil = geom(1, 3, [12, 12], 4, 3, 1, 2, 1);
         dil.dilation = [2, 2];
         check(dil);
