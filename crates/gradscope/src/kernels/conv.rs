@@ -394,16 +394,23 @@ fn rows_per_task(m: usize, tasks: usize, min_rows: usize) -> usize {
 }
 
 /// Output rows per block of the weight gradient: [`rows_per_block`], or fewer where that gives an
-/// image fewer than `spans` blocks, down to blocks of [`SPLIT_WIDTH`] positions.
+/// image fewer than `spans` blocks, down to blocks of [`SPAN_WIDTH`] positions.
 fn span_rows(g: &Geom, spans: usize) -> usize {
     let (oh, rb) = (g.oh().max(1), rows_per_block(g));
     if oh.div_ceil(rb) >= spans {
         return rb;
     }
     oh.div_ceil(spans.max(1))
-        .max(SPLIT_WIDTH.div_ceil(g.ow().max(1)))
+        .max(SPAN_WIDTH.div_ceil(g.ow().max(1)))
         .min(rb)
 }
+
+/// The narrowest block [`span_rows`] makes, in output positions: a block's positions are the
+/// weight gradient's sums, so a narrower block changes no GEMM's output shape (the forward's
+/// narrower blocks, [`SPLIT_WIDTH`], cost its one-image inference 6% at 128 on 2 threads; here
+/// 128 left the training step within the noise and took the default run's shapes from a
+/// ceiling of 7.0 to 10.1 on 16 threads, `bench conv_census`).
+const SPAN_WIDTH: usize = 128;
 
 /// The number of tasks a convolution kernel aims for: the largest pool we measure (16 threads).
 const TASKS: usize = 16;
