@@ -57,6 +57,14 @@ pub fn judge(d: &mut Diagnosis, a: &Assigned) {
         return;
     }
     let total: f64 = a.per_level.iter().sum();
+    if total == 0.0 {
+        // no level had anything to learn from: no level is starved for the others' sake (a run
+        // that collapsed, or a batch without boxes; the divergence rules speak of the first)
+        d.evidence.push(
+            "head levels: no anchor was assigned a target in the last epoch, at any level".into(),
+        );
+        return;
+    }
     let share = |k: usize| a.per_level[k] / total.max(f64::MIN_POSITIVE);
     let line: Vec<String> = heads
         .iter()
@@ -165,6 +173,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.imgsz, 512);
+    }
+
+    #[test]
+    fn no_level_is_starved_when_none_was_assigned_anything() {
+        // the trees run at lr0=1 that collapsed: P3 and P4 with almost no gradient, no anchor
+        // assigned anywhere; it was called a starved branch twice, with "0.0% of the targets"
+        let mut d = diagnosis([4.66e-4, 8.31e-3, 1.0]);
+        judge(&mut d, &assigned([0.0; 3]));
+        assert_eq!(d.verdict, Verdict::Healthy);
+        assert!(d.remedies.is_empty());
+        let text = d.evidence.join("\n");
+        assert!(text.contains("no anchor was assigned a target"), "{text}");
+        assert!(!text.contains("starved"), "{text}");
     }
 
     #[test]

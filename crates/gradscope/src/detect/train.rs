@@ -103,6 +103,8 @@ struct EpochState {
     lf: f64,
     mean: LossItems,
     seen: usize,
+    /// Target boxes in the epoch's batches so far.
+    targets: usize,
 }
 
 /// One iteration's loss and gradients, over every replica.
@@ -410,6 +412,7 @@ impl<'o> Trainer<'o> {
             lf: lr_factor(epoch, args.epochs, args.lrf, args.cos_lr),
             mean: LossItems::default(),
             seen: 0,
+            targets: 0,
         }
     }
 
@@ -487,6 +490,7 @@ impl<'o> Trainer<'o> {
         }
         self.recovery.finite();
         st.seen += shares;
+        st.targets += instances;
         st.mean.add(&items, 1.0);
         let m = st.mean.scaled(1.0 / st.seen as f64);
         (self.on)(TrainEvent::Iter {
@@ -631,12 +635,20 @@ impl<'o> Trainer<'o> {
     /// then the gradient diagnosis (diverged first when they fired), remedies in `train`'s keys.
     /// A divergence stays until an epoch validates better than the best before it: a model
     /// that blew up and then collapsed (no box assigned, losses near 0, mAP 0) has not recovered.
-    fn judge(&mut self, epoch: usize, val_loss: Option<f64>, train_loss: f64, fitness: f64) {
+    fn judge(
+        &mut self,
+        epoch: usize,
+        val_loss: Option<f64>,
+        train_loss: f64,
+        fitness: f64,
+        unassigned: bool,
+    ) {
         let now = divergence(&RunTrace {
             step_loss: &self.hist.step_loss,
             last_val_loss: val_loss,
             last_train_loss: Some(train_loss),
             bn_var_max: bn_var_max(&self.model),
+            unassigned,
         });
         match self.diverged_at {
             _ if !now.is_empty() => {
@@ -804,11 +816,14 @@ impl<'o> Trainer<'o> {
             ValResult::skipped(self.val.len(), self.names.len())
         };
         let v = Arc::new(v);
+        // the epoch had boxes to learn from and the assigner gave none of them an anchor
+        let unassigned = st.targets > 0 && train_items.assigned.iter().all(|&a| a == 0.0);
         self.judge(
             epoch,
             validated.then_some(v.losses.total()),
             train_items.total(),
             v.metrics.map50_95,
+            unassigned,
         );
         let weights = self.dir.join("weights");
         self.save_weights(&weights, epoch, v.metrics.map50_95)?;

@@ -33,6 +33,8 @@ pub struct RunTrace<'a> {
     pub last_train_loss: Option<f64>,
     /// The largest BatchNorm running variance (name, value); non-finite counts as largest.
     pub bn_var_max: Option<(String, f64)>,
+    /// The last epoch's batches had target boxes and the assigner gave none of them an anchor.
+    pub unassigned: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -91,6 +93,29 @@ pub fn loss_collapsed(step_loss: &[f64]) -> Option<String> {
     })
 }
 
+/// Training loss at the end ÷ at the start below this, with no anchor assigned a target in the
+/// last epoch: the run collapsed. A detector that fits its data keeps its loss within about a
+/// hundredth of its start (box and L1 losses are measured on assigned anchors, and some always
+/// are while it detects anything).
+pub const UNASSIGNED_COLLAPSE_BELOW: f64 = 1e-3;
+
+/// The training loss fell below [`UNASSIGNED_COLLAPSE_BELOW`]× its start (medians as
+/// [`loss_grew`]) while the last epoch had target boxes and the assigner gave none of them an
+/// anchor: the model predicts nothing anywhere, and the small loss is that of empty predictions,
+/// not of a fit. The collapse [`loss_collapsed`] names when the loss has not (yet) fallen a
+/// millionfold: the trees run at lr0=1 ended at 1e-4 of its start with no anchor assigned.
+pub fn nothing_assigned(step_loss: &[f64], unassigned: bool) -> Option<String> {
+    if !unassigned {
+        return None;
+    }
+    let (first, last, n) = ends(step_loss)?;
+    (first > 0.0 && last < UNASSIGNED_COLLAPSE_BELOW * first).then(|| {
+        format!(
+            "no anchor was assigned a target in the last epoch though its images had boxes, and the training loss fell from {first:.3e} to {last:.3e} over {n} optimizer steps: the model predicts nothing (a collapse, not a fit)"
+        )
+    })
+}
+
 /// Validation ran and its loss is not a finite number.
 pub fn val_loss_not_finite(last_val_loss: Option<f64>) -> Option<String> {
     last_val_loss
@@ -110,7 +135,8 @@ pub fn bn_statistics_exploded(bn_var_max: Option<&(String, f64)>) -> Option<Stri
 pub fn divergence(trace: &RunTrace) -> Vec<String> {
     [
         loss_grew(trace.step_loss),
-        loss_collapsed(trace.step_loss),
+        loss_collapsed(trace.step_loss)
+            .or_else(|| nothing_assigned(trace.step_loss, trace.unassigned)),
         val_loss_not_finite(trace.last_val_loss),
         val_far_above_train(trace.last_val_loss, trace.last_train_loss),
         bn_statistics_exploded(trace.bn_var_max.as_ref()),
@@ -165,6 +191,31 @@ mod tests {
     }
 
     #[test]
+    fn a_loss_that_falls_with_nothing_assigned_has_collapsed() {
+        // the trees run at lr0=1 with other last bits: ≈17 at the start, ≈1.3e-4 over its last
+        // epoch, no anchor assigned
+        let mut run: Vec<f64> = (0..42).map(|i| 17.0 / (1.0 + i as f64)).collect();
+        run.extend((0..21).map(|i| 1.3e-4 * (1.0 + (i % 3) as f64 / 10.0)));
+        assert_eq!(loss_collapsed(&run), None, "not a millionfold");
+        let e = nothing_assigned(&run, true).expect("collapsed");
+        assert!(
+            e.contains("no anchor was assigned") && e.contains("63 optimizer steps"),
+            "{e}"
+        );
+        let trace = RunTrace {
+            step_loss: &run,
+            unassigned: true,
+            ..RunTrace::default()
+        };
+        assert_eq!(divergence(&trace).len(), 1);
+        // anchors assigned: a small loss is a fit; none assigned but the loss barely fell (a
+        // run that has not started learning): not a collapse
+        assert_eq!(nothing_assigned(&run, false), None);
+        let flat: Vec<f64> = (0..60).map(|i| 3.0 - i as f64 * 0.01).collect();
+        assert_eq!(nothing_assigned(&flat, true), None);
+    }
+
+    #[test]
     fn validation_and_batchnorm_rules() {
         assert_eq!(val_loss_not_finite(Some(3.2)), None);
         assert_eq!(val_loss_not_finite(None), None);
@@ -184,6 +235,7 @@ mod tests {
             last_train_loss: None,
             last_val_loss: Some(f64::NAN),
             bn_var_max: Some(("m".into(), 1e9)),
+            unassigned: false,
         };
         assert_eq!(divergence(&trace).len(), 2);
     }
