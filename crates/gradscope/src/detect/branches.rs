@@ -65,7 +65,7 @@ pub fn judge(d: &mut Diagnosis, a: &Assigned) {
         );
         return;
     }
-    let share = |k: usize| a.per_level[k] / total.max(f64::MIN_POSITIVE);
+    let share = |k: usize| a.per_level[k] / total;
     let line: Vec<String> = heads
         .iter()
         .zip(LEVELS)

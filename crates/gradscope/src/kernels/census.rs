@@ -48,28 +48,39 @@ fn calls() -> std::sync::MutexGuard<'static, Vec<Call>> {
     CALLS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `f`, a loop of `tasks` independent tasks over `shape`, and records it when the census
-/// is on.
-pub(crate) fn timed<R>(
+/// A loop being timed for the census; recorded when dropped.
+pub(crate) struct Timed {
+    kind: &'static str,
+    tasks: usize,
+    shape: String,
+    start: Instant,
+}
+
+/// Starts timing a loop of `tasks` independent tasks over `shape` when the census is on (else
+/// `None`, and nothing is recorded): the loop is recorded when the returned guard is dropped.
+pub(crate) fn time(
     kind: &'static str,
     tasks: usize,
     shape: impl FnOnce() -> String,
-    f: impl FnOnce() -> R,
-) -> R {
-    if !ON.load(Ordering::Relaxed) {
-        return f();
-    }
-    let t = Instant::now();
-    let r = f();
-    let secs = t.elapsed().as_secs_f64();
-    let shape = shape();
-    calls().push(Call {
+) -> Option<Timed> {
+    ON.load(Ordering::Relaxed).then(|| Timed {
         kind,
         tasks,
-        secs,
-        shape,
-    });
-    r
+        shape: shape(),
+        start: Instant::now(),
+    })
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        let call = Call {
+            kind: self.kind,
+            tasks: self.tasks,
+            shape: std::mem::take(&mut self.shape),
+            secs: self.start.elapsed().as_secs_f64(),
+        };
+        calls().push(call);
+    }
 }
 
 /// The speed-up on `threads` threads that the calls' splits allow at most: their time over the

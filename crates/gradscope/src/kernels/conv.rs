@@ -483,13 +483,14 @@ pub fn weight_grad(x: Images, dy: &[f32], g: &Geom) -> Vec<f32> {
     // bit-for-bit reproducible. Each partial's rows of dWᵀ are split among tasks too (each
     // computes only its rows of the columns). All three in pieces set by the work alone: the
     // spans only where runs × row pieces give fewer than `TASKS` tasks (YOLO's 1×1 layers of
-    // 32–96 channels and its first layers gave 4 tasks at batch 4: 4 of 16 threads busy in a
-    // third of the backward's convolution time).
+    // 32–96 channels and its first layers gave 4 tasks at batch 4: with the input gradients of
+    // as few tasks, 4 of 16 threads busy in 60% of the backward's convolution time,
+    // `bench conv_census`).
     let run = g.n.div_ceil(8).max(1);
     let runs = g.n.div_ceil(run);
     let ks: Vec<Range<usize>> = pieces(k, rows_per_task(k, runs, 128)).collect();
-    // spans of whole blocks, or of narrower blocks (down to `SPLIT_WIDTH` positions) where an
-    // image has fewer blocks than spans wanted (YOLO's layers at 20²–32²)
+    // spans of whole blocks, or of narrower blocks (down to `SPAN_WIDTH` positions) where an
+    // image has fewer blocks than spans wanted (YOLO's layers at 20²–40²)
     let want = TASKS.div_ceil(runs * ks.len().max(1));
     let blocks: Vec<(usize, usize)> = blocks_of(g.oh(), span_rows(g, want)).collect();
     let spans: Vec<&[(usize, usize)]> = blocks
@@ -508,36 +509,31 @@ pub fn weight_grad(x: Images, dy: &[f32], g: &Geom) -> Vec<f32> {
         .iter_mut()
         .map(|p| OutPtr(p.as_mut_ptr()))
         .collect();
-    census::timed(
-        "conv_weight_grad",
-        parts * ks.len(),
-        || g.describe(),
-        || {
-            (0..parts * ks.len())
-                .into_par_iter()
-                .short_runs()
-                .for_each(|task| {
-                    let (part, kr) = (task / ks.len(), &ks[task % ks.len()]);
-                    let (r, span) = (part / spans.len(), spans[part % spans.len()]);
-                    for grp in 0..g.groups {
-                        // SAFETY: rows kr of group grp's k × cout_g part of this partial are this task's
-                        // alone, inside the partial's g.cout · k = groups · k · cout_g elements of capacity.
-                        unsafe {
-                            std::ptr::write_bytes(
-                                ptrs[part].at((grp * k + kr.start) * cout_g),
-                                0,
-                                kr.len() * cout_g,
-                            )
-                        };
-                    }
-                    with_scratch(col_len, |col| {
-                        for img in r * run..((r + 1) * run).min(g.n) {
-                            per_image(ptrs[part], col, img, img == r * run, kr, span);
-                        }
-                    });
-                });
-        },
-    );
+    let timed = census::time("conv_weight_grad", parts * ks.len(), || g.describe());
+    (0..parts * ks.len())
+        .into_par_iter()
+        .short_runs()
+        .for_each(|task| {
+            let (part, kr) = (task / ks.len(), &ks[task % ks.len()]);
+            let (r, span) = (part / spans.len(), spans[part % spans.len()]);
+            for grp in 0..g.groups {
+                // SAFETY: rows kr of group grp's k × cout_g part of this partial are this task's
+                // alone, inside the partial's g.cout · k = groups · k · cout_g elements of capacity.
+                unsafe {
+                    std::ptr::write_bytes(
+                        ptrs[part].at((grp * k + kr.start) * cout_g),
+                        0,
+                        kr.len() * cout_g,
+                    )
+                };
+            }
+            with_scratch(col_len, |col| {
+                for img in r * run..((r + 1) * run).min(g.n) {
+                    per_image(ptrs[part], col, img, img == r * run, kr, span);
+                }
+            });
+        });
+    drop(timed);
     for p in partials.iter_mut() {
         // SAFETY: the tasks zero-filled every element (the pieces ks cover 0..k in every group)
         // before adding into it.
@@ -684,66 +680,60 @@ pub fn input_grad(w: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     } else {
         cc.min(cin_g) * kk * rows_per_block(g) * g.ow()
     };
-    census::timed(
-        "conv_input_grad",
-        g.n * per_image,
-        || g.describe(),
-        || {
-            zeroed_par(g.n * g.cin * hw, cc * hw, |piece, dx| {
-                let (img, c0) = (piece / per_image, piece % per_image * cc);
-                with_scratch(col_len, |col| {
-                    for grp in 0..g.groups {
-                        let dys = &dy[(img * g.cout + grp * cout_g) * plane..][..cout_g * plane];
-                        let wg = &w[grp * cout_g * k..][..cout_g * k];
-                        // this piece's channels of the group: [gc0, gc0 + gcn), at dxg
-                        let (gc0, gcn) = if g.groups == 1 { (c0, cc) } else { (0, cin_g) };
-                        let dxg = &mut dx[grp * cin_g * hw..][..gcn * hw];
-                        if g.is_pointwise() {
-                            // dX_g[gc] (gcn × plane) = W_gᵀ[gc] (gcn × cout_g) · dY_g (cout_g × plane)
-                            gemm(
-                                gcn,
-                                plane,
-                                cout_g,
-                                dxg,
-                                false,
-                                &wg[gc0..],
-                                1,
-                                k,
-                                dys,
-                                plane,
-                                1,
-                                g.n == 1 && per_image == 1,
-                            );
-                            continue;
-                        }
-                        // per block of output rows: the piece's rows of cols = W_gᵀ · dY_g[:, block],
-                        // added back by col2im
-                        let ks = gc0 * kk..(gc0 + gcn) * kk;
-                        for rows in row_blocks(g) {
-                            let width = (rows.1 - rows.0) * g.ow();
-                            let cols = &mut col[..ks.len() * width];
-                            let p0 = rows.0 * g.ow();
-                            gemm(
-                                ks.len(),
-                                width,
-                                cout_g,
-                                cols,
-                                false,
-                                &wg[ks.start..],
-                                1,
-                                k,
-                                &dys[p0..],
-                                plane,
-                                1,
-                                false,
-                            );
-                            col2im(cols, g, dxg, rows);
-                        }
-                    }
-                })
-            })
-        },
-    )
+    let _timed = census::time("conv_input_grad", g.n * per_image, || g.describe());
+    zeroed_par(g.n * g.cin * hw, cc * hw, |piece, dx| {
+        let (img, c0) = (piece / per_image, piece % per_image * cc);
+        with_scratch(col_len, |col| {
+            for grp in 0..g.groups {
+                let dys = &dy[(img * g.cout + grp * cout_g) * plane..][..cout_g * plane];
+                let wg = &w[grp * cout_g * k..][..cout_g * k];
+                // this piece's channels of the group: [gc0, gc0 + gcn), at dxg
+                let (gc0, gcn) = if g.groups == 1 { (c0, cc) } else { (0, cin_g) };
+                let dxg = &mut dx[grp * cin_g * hw..][..gcn * hw];
+                if g.is_pointwise() {
+                    // dX_g[gc] (gcn × plane) = W_gᵀ[gc] (gcn × cout_g) · dY_g (cout_g × plane)
+                    gemm(
+                        gcn,
+                        plane,
+                        cout_g,
+                        dxg,
+                        false,
+                        &wg[gc0..],
+                        1,
+                        k,
+                        dys,
+                        plane,
+                        1,
+                        g.n == 1 && per_image == 1,
+                    );
+                    continue;
+                }
+                // per block of output rows: the piece's rows of cols = W_gᵀ · dY_g[:, block],
+                // added back by col2im
+                let ks = gc0 * kk..(gc0 + gcn) * kk;
+                for rows in row_blocks(g) {
+                    let width = (rows.1 - rows.0) * g.ow();
+                    let cols = &mut col[..ks.len() * width];
+                    let p0 = rows.0 * g.ow();
+                    gemm(
+                        ks.len(),
+                        width,
+                        cout_g,
+                        cols,
+                        false,
+                        &wg[ks.start..],
+                        1,
+                        k,
+                        &dys[p0..],
+                        plane,
+                        1,
+                        false,
+                    );
+                    col2im(cols, g, dxg, rows);
+                }
+            }
+        })
+    })
 }
 
 /// The input gradient's tasks: one per image and piece of this many input channels (a divisor
@@ -889,48 +879,42 @@ fn gemm_conv(x: Images, w: &[f32], g: &Geom, kind: &'static str) -> Vec<f32> {
     let min_rows = if g.is_pointwise() { 128 } else { 64 };
     let chunks: Vec<Range<usize>> =
         pieces(cout_g, rows_per_task(cout_g, tasks, min_rows)).collect();
-    census::timed(
-        kind,
-        tasks * chunks.len(),
-        || g.describe(),
-        || {
-            (0..tasks).into_par_iter().short_runs().for_each(|task| {
-                let rows = blocks[task % blocks.len()];
-                let (img, grp) = (
-                    task / blocks.len() / g.groups,
-                    task / blocks.len() % g.groups,
-                );
-                let xs = &x.image(img)[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
-                let p0 = rows.0 * g.ow();
-                let width = (rows.1 - rows.0) * g.ow();
-                with_scratch(col_len, |col| {
-                    let (cols, cols_rs) = block_cols(xs, g, col, rows, 0..k);
-                    chunks.par_iter().short_runs().for_each(|ch| {
-                        let c0 = grp * cout_g + ch.start;
-                        // SAFETY: this task writes rows p0 .. p0 + width of output channels `ch` of
-                        // group grp of image img, inside the `total` elements reserved above; the
-                        // tasks cover every (image, channel, position) exactly once, so the writes
-                        // are disjoint and the whole buffer is initialised when the loop ends.
-                        unsafe {
-                            super::host::gemm_raw(
-                                ch.len(),
-                                width,
-                                k,
-                                out.at((img * g.cout + c0) * plane + p0),
-                                plane,
-                                &w[c0 * k..][..ch.len() * k],
-                                k,
-                                1,
-                                cols,
-                                cols_rs,
-                                1,
-                            )
-                        };
-                    })
-                })
+    let _timed = census::time(kind, tasks * chunks.len(), || g.describe());
+    (0..tasks).into_par_iter().short_runs().for_each(|task| {
+        let rows = blocks[task % blocks.len()];
+        let (img, grp) = (
+            task / blocks.len() / g.groups,
+            task / blocks.len() % g.groups,
+        );
+        let xs = &x.image(img)[grp * cin_g * g.h * g.w..][..cin_g * g.h * g.w];
+        let p0 = rows.0 * g.ow();
+        let width = (rows.1 - rows.0) * g.ow();
+        with_scratch(col_len, |col| {
+            let (cols, cols_rs) = block_cols(xs, g, col, rows, 0..k);
+            chunks.par_iter().short_runs().for_each(|ch| {
+                let c0 = grp * cout_g + ch.start;
+                // SAFETY: this task writes rows p0 .. p0 + width of output channels `ch` of
+                // group grp of image img, inside the `total` elements reserved above; the
+                // tasks cover every (image, channel, position) exactly once, so the writes
+                // are disjoint and the whole buffer is initialised when the loop ends.
+                unsafe {
+                    super::host::gemm_raw(
+                        ch.len(),
+                        width,
+                        k,
+                        out.at((img * g.cout + c0) * plane + p0),
+                        plane,
+                        &w[c0 * k..][..ch.len() * k],
+                        k,
+                        1,
+                        cols,
+                        cols_rs,
+                        1,
+                    )
+                };
             })
-        },
-    );
+        })
+    });
     // SAFETY: every element was written by exactly one task above.
     unsafe { y.set_len(total) };
     y
